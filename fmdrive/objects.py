@@ -1,0 +1,56 @@
+"""The object type every ROS-free core passes around (detections, tracks, ground truth)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fmdrive.config import UNKNOWN
+
+
+@dataclass
+class Object3D:
+    """An oriented 3D box with a class. Frame is the caller's (base_link, odom, ...)."""
+    center: np.ndarray                      # (3,) m
+    size: np.ndarray                        # (3,) length, width, height m
+    yaw_rad: float = 0.0
+    label: str = UNKNOWN
+    score: float = 1.0
+    id: int = 0                             # track / ground-truth id; 0 = none
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))  # (3,) m/s
+    box2d: np.ndarray | None = None         # (4,) u_min, v_min, u_max, v_max pixels
+    embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    embedding_space: str = ''
+
+    def __post_init__(self):
+        self.center = np.asarray(self.center, dtype=np.float64).reshape(3)
+        self.size = np.asarray(self.size, dtype=np.float64).reshape(3)
+        self.velocity = np.asarray(self.velocity, dtype=np.float64).reshape(3)
+        self.yaw_rad = float(self.yaw_rad)
+
+    def transformed(self, T) -> 'Object3D':
+        """The same object expressed in another frame (T = T_new_old, yaw about z only)."""
+        from fmdrive.geometry import wrap_angle
+        c = T[:3, :3] @ self.center + T[:3, 3]
+        v = T[:3, :3] @ self.velocity
+        dyaw = np.arctan2(T[1, 0], T[0, 0])
+        return Object3D(c, self.size.copy(), float(wrap_angle(self.yaw_rad + dyaw)), self.label,
+                        self.score, self.id, v, None if self.box2d is None else self.box2d.copy(),
+                        self.embedding, self.embedding_space)
+
+    def to_dict(self) -> dict:
+        d = {'id': int(self.id), 'label': self.label, 'score': round(float(self.score), 4),
+             'center': [round(float(x), 4) for x in self.center],
+             'size': [round(float(x), 4) for x in self.size],
+             'yaw_rad': round(self.yaw_rad, 5),
+             'velocity': [round(float(x), 4) for x in self.velocity]}
+        if self.box2d is not None:
+            d['box2d'] = [round(float(x), 2) for x in self.box2d]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'Object3D':
+        return cls(center=d['center'], size=d['size'], yaw_rad=d.get('yaw_rad', 0.0),
+                   label=d.get('label', UNKNOWN), score=d.get('score', 1.0), id=d.get('id', 0),
+                   velocity=d.get('velocity', (0, 0, 0)),
+                   box2d=None if d.get('box2d') is None else np.asarray(d['box2d'], float))
