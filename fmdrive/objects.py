@@ -54,3 +54,50 @@ class Object3D:
                    label=d.get('label', UNKNOWN), score=d.get('score', 1.0), id=d.get('id', 0),
                    velocity=d.get('velocity', (0, 0, 0)),
                    box2d=None if d.get('box2d') is None else np.asarray(d['box2d'], float))
+
+
+@dataclass
+class Lane:
+    """A lane centre line, in the frame of the scene that holds it (base_link)."""
+    offset: int                              # 0 ego lane, +1 left of it, -1 right of it
+    width_m: float
+    centerline: np.ndarray                   # (M, 3) points, ordered along the driving direction
+
+
+@dataclass
+class EgoState:
+    """Ego pose in odom and motion, from odometry at a sensor stamp."""
+    x: float = 0.0
+    y: float = 0.0
+    yaw_rad: float = 0.0
+    speed_mps: float = 0.0
+    yaw_rate_rps: float = 0.0
+
+    def T_odom_base(self) -> np.ndarray:
+        from fmdrive.geometry import pose2d_to_T
+        return pose2d_to_T(self.x, self.y, self.yaw_rad)
+
+
+@dataclass
+class Scene:
+    """What the planner gets: ego state, tracked objects and lanes in base_link, and text."""
+    stamp_ns: int
+    ego: EgoState
+    objects: list                            # list[Object3D], base_link, velocity over ground
+    lanes: list                              # list[Lane], base_link
+    speed_limit_mps: float
+    text: str = ''
+
+
+@dataclass
+class Plan:
+    """A trajectory in odom. stamp_ns = stamp of the sensor data it was planned from."""
+    stamp_ns: int
+    poses: np.ndarray                        # (K, 3) x, y, yaw_rad in odom
+    t_s: np.ndarray                          # (K,) time from stamp
+    speeds_mps: np.ndarray                   # (K,)
+    source: str = 'classical'                # classical | llm | fallback
+    status: str = 'ok'
+    deadline_met: bool = True
+    cost: float = 0.0
+    planning_time_ms: float = 0.0
