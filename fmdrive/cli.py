@@ -1,7 +1,279 @@
-"""The `fmdrive` command (placeholder until the subcommands land)."""
+"""The `fmdrive` command.
+
+    fmdrive sim --scenario cut_in --seed 3 -o runs/cut_in     simulate a scenario into a bag + ground truth
+    fmdrive run [--use-sim-time]                              start the node graph (fmdrive/graph.py)
+    fmdrive replay BAG [--rate R] [--loop] [--restamp]        publish a bag (with /clock)
+    fmdrive record TOPIC... -o OUT                            record topics into an MCAP bag
+    fmdrive demo [--out runs/demo]                            all of it: sim -> graph -> record -> eval -> report
+    fmdrive eval RUN_DIR [--json]                             detection / tracking / planning / latency metrics
+    fmdrive report RUN_DIR                                    picture report (camera overlay + bird's-eye view)
+    fmdrive calib-check ...                                   LiDAR-camera alignment score + overlay
+    fmdrive bench sim|transport|pipeline [--quick] [--json]   benchmarks (one JSON object with --json)
+    fmdrive params                                            print config/params.yaml as generated from config.py
+
+Errors a user can cause end in one line on stderr and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
 import sys
+from pathlib import Path
+
+from fmdrive import config
 
 
-def main(argv=None):
-    print('fmdrive: no subcommands yet', file=sys.stderr)
-    return 2
+class UsageError(Exception):
+    """A mistake in what the user asked for; printed as one line."""
+
+
+# ---------------------------------------------------------------------------------------------- sim
+def _load_calibration(camera_info: str | None, extrinsics: str | None):
+    from fmdrive.calibration.camera_model import CameraModel
+    from fmdrive.calibration.extrinsics import load_extrinsics
+    return (CameraModel.from_yaml(camera_info or config.CAMERA_INFO_FILE),
+            load_extrinsics(extrinsics or config.EXTRINSICS_FILE))
+
+
+def _scenario_spec(args):
+    from fmdrive.sim import SCENARIO_KINDS, ScenarioSpec, generate_scenario
+    if args.scenario.endswith(('.yaml', '.yml')) or Path(args.scenario).is_file():
+        if not Path(args.scenario).is_file():
+            raise UsageError(f'scenario file {args.scenario} does not exist')
+        spec = ScenarioSpec.from_yaml(args.scenario)
+        if args.seed is not None:
+            spec.seed = args.seed
+        if args.duration is not None:
+            spec.duration_s = args.duration
+    else:
+        if args.scenario not in SCENARIO_KINDS:
+            raise UsageError(f'unknown scenario {args.scenario!r}; kinds: {", ".join(SCENARIO_KINDS)} '
+                             '(or a path to a scenario YAML)')
+        spec = generate_scenario(args.scenario, args.seed or 0, args.duration or 20.0)
+    if args.beams is not None:
+        spec.lidar.beams = args.beams
+    return spec
+
+
+def cmd_sim(args):
+    from fmdrive.bags.sim_writer import write_scenario
+    if args.list:
+        from fmdrive.sim import SCENARIO_KINDS
+        print('\n'.join(SCENARIO_KINDS))
+        return 0
+    camera, extrinsics = _load_calibration(args.camera_info, args.extrinsics)
+    result = write_scenario(_scenario_spec(args), args.output, camera, extrinsics, progress=not args.no_progress)
+    print(f"bag: {result['bag']}  ground truth: {Path(result['run_dir']) / 'ground_truth.json'}  "
+          f"({result['frames']} frames, {result['realtime_factor']:.2f}x real time)")
+    return 0
+
+
+def add_sim(sub):
+    p = sub.add_parser('sim', help='simulate a scenario into a rosbag2 MCAP bag + ground truth')
+    p.add_argument('--scenario', default='car_following', help='scenario kind or a scenario YAML file')
+    p.add_argument('--seed', type=int, default=None)
+    p.add_argument('--duration', type=float, default=None, help='seconds (default 20)')
+    p.add_argument('--beams', type=int, choices=(16, 32, 64, 128), default=None)
+    p.add_argument('--camera-info', default=None, help='camera_info YAML (default calibration/camera_front.yaml)')
+    p.add_argument('--extrinsics', default=None, help='extrinsics YAML (default calibration/extrinsics.yaml)')
+    p.add_argument('-o', '--output', default='runs/sim', help='run directory to write')
+    p.add_argument('--list', action='store_true', help='list the scenario kinds and exit')
+    p.add_argument('--no-progress', action='store_true')
+    p.set_defaults(func=cmd_sim)
+
+
+# ---------------------------------------------------------------------------------------------- run
+def cmd_run(args):
+    import time
+
+    from fmdrive.graph import GraphProcesses
+    from fmdrive.rosenv import ros_env
+    graph = GraphProcesses(ros_env(), args.log_dir, params_file=args.params_file, use_sim_time=args.use_sim_time)
+    graph.start()
+    try:
+        graph.wait_ready()
+        print(f'graph up: {", ".join(graph.procs)} (logs in {args.log_dir}); Ctrl-C stops it', flush=True)
+        while not graph.dead():
+            time.sleep(0.5)
+        print(f'nodes exited: {graph.dead()}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        graph.stop()
+
+
+def add_run(sub):
+    p = sub.add_parser('run', help='start the node graph, one process per node (like ros2 launch)')
+    p.add_argument('--use-sim-time', action='store_true', help='follow /clock (when replaying with --clock)')
+    p.add_argument('--params-file', default=None, help='ROS params YAML (default config/params.yaml)')
+    p.add_argument('--log-dir', default='runs/logs')
+    p.set_defaults(func=cmd_run)
+
+
+# ---------------------------------------------------------------------------------------------- demo
+def cmd_demo(args):
+    import time
+
+    from fmdrive.bags.sim_writer import write_scenario
+    from fmdrive.pipeline_run import replay_through_graph
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    camera, extrinsics = _load_calibration(None, None)
+    from fmdrive.sim import generate_scenario
+    spec = generate_scenario(args.scenario, args.seed, args.duration)
+    print(f'[1/4] simulating {spec.kind} (seed {spec.seed}, {spec.duration_s:.0f} s) -> {out}/bag', flush=True)
+    write_scenario(spec, out, camera, extrinsics)
+    print('[2/4] replaying the bag through the graph (separate processes over DDS), recording outputs', flush=True)
+    latency = replay_through_graph(out / 'bag', out)
+    print('[3/4] evaluating against ground truth', flush=True)
+    from fmdrive.eval.run_eval import eval_run
+    metrics = eval_run(out)
+    (out / 'metrics.json').write_text(json.dumps(metrics, indent=1))
+    print('[4/4] drawing the report', flush=True)
+    from fmdrive.eval.report import make_report
+    report = make_report(out, out / 'report.png')
+    det, plan = metrics.get('detection', {}), metrics.get('planning', {})
+    print(f"\ncar BEV AP@0.5 {det.get('car_bev_ap50')}  L2@3s {plan.get('l2_3s')} m  collision rate "
+          f"{plan.get('collision_rate')}  e2e latency p50/p99 {latency['e2e_p50_ms']}/{latency['e2e_p99_ms']} ms  "
+          f"dropped sensor frames {latency['dropped_sensor_frames']}/{latency['sensor_frames']}")
+    print(f'input bag:     {out / "bag"}\noutput bag:    {out / "output"}\nground truth:  '
+          f'{out / "ground_truth.json"}\nmetrics:       {out / "metrics.json"}\nreport:        {report}\n'
+          f'node logs:     {out / "logs"}\n(done in {time.perf_counter() - t0:.0f} s)')
+    return 0
+
+
+def add_demo(sub):
+    p = sub.add_parser('demo', help='simulate, run the graph on the bag, record, evaluate, draw the report')
+    p.add_argument('--out', default='runs/demo')
+    p.add_argument('--scenario', default='cut_in')
+    p.add_argument('--seed', type=int, default=1)
+    p.add_argument('--duration', type=float, default=20.0)
+    p.set_defaults(func=cmd_demo)
+
+
+# ---------------------------------------------------------------------------------------------- eval/report
+def cmd_eval(args):
+    from fmdrive.eval.run_eval import run
+    return run(args)
+
+
+def add_eval(sub):
+    from fmdrive.eval.run_eval import add_arguments
+    p = sub.add_parser('eval', help='metrics of a run directory against its ground truth')
+    add_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_report(args):
+    from fmdrive.eval.report import make_report
+    if not Path(args.run_dir).is_dir():
+        raise UsageError(f'run directory {args.run_dir} does not exist')
+    print(make_report(Path(args.run_dir), args.output))
+    return 0
+
+
+def add_report(sub):
+    p = sub.add_parser('report', help='picture report of a run (camera overlay + bird\'s-eye view)')
+    p.add_argument('run_dir')
+    p.add_argument('-o', '--output', default=None, help='PNG path (default RUN_DIR/report.png)')
+    p.set_defaults(func=cmd_report)
+
+
+# ---------------------------------------------------------------------------------------------- bags
+def add_replay(sub):
+    from fmdrive.bags.replay import add_replay_arguments, run_replay
+    p = sub.add_parser('replay', help='publish a rosbag2 bag with rclpy (and /clock)')
+    add_replay_arguments(p)
+    p.set_defaults(func=run_replay)
+
+
+def add_record(sub):
+    from fmdrive.bags.record import add_record_arguments, run_record
+    p = sub.add_parser('record', help='record topics into a rosbag2 MCAP bag')
+    add_record_arguments(p)
+    p.set_defaults(func=run_record)
+
+
+# ---------------------------------------------------------------------------------------------- calib
+def add_calib_check(sub):
+    from fmdrive.calibration.check import add_arguments, run
+    p = sub.add_parser('calib-check', help='LiDAR-camera alignment score (true vs perturbed) + overlay')
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------------------------------------- bench
+BENCHMARKS = ('sim', 'transport', 'pipeline')
+
+
+def cmd_bench(args):
+    import importlib.util
+    path = config.package_file(f'benchmarks/{args.name}.py')
+    spec = importlib.util.spec_from_file_location(f'fmdrive_bench_{args.name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.measure(quick=args.quick)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f'{key:32s} {value}')
+    return 0
+
+
+def add_bench(sub):
+    p = sub.add_parser('bench', help='benchmarks: ' + ', '.join(BENCHMARKS))
+    p.add_argument('name', choices=BENCHMARKS)
+    p.add_argument('--quick', action='store_true', help='finish in under two minutes')
+    p.add_argument('--json', action='store_true', help='print exactly one JSON object')
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_params(args):
+    from fmdrive.graph import params_yaml_text
+    print(params_yaml_text(), end='')
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='fmdrive', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    for add in (add_sim, add_run, add_replay, add_record, add_demo, add_eval, add_report, add_calib_check,
+                add_bench):
+        add(sub)
+    sub.add_parser('params', help='print the default node parameters as ROS params YAML').set_defaults(
+        func=cmd_params)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    user_errors = _user_error_types()
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f'fmdrive {args.command}: interrupted', file=sys.stderr)
+        return 130
+    except user_errors as e:
+        print(f'fmdrive {args.command}: error: {e}', file=sys.stderr)
+        return 2
+
+
+def _user_error_types() -> tuple:
+    """Exceptions that mean 'the input was wrong' (bad file, bad bag, bad scenario...)."""
+    types = [UsageError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError]
+    for module, name in (('fmdrive.msgs', 'MessageError'), ('fmdrive.bags.reader', 'BagError'),
+                         ('fmdrive.calibration.camera_model', 'CalibrationError'),
+                         ('fmdrive.sim.scenario', 'ScenarioError')):
+        try:
+            types.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(types)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

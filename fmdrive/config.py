@@ -19,6 +19,7 @@ TOPICS = {
     'camera_objects': '/perception/camera/objects',
     'camera_features': '/perception/camera/features',
     'lidar_objects': '/perception/lidar/objects',
+    'lanes': '/perception/lanes',  # not in DESIGN §2: LiDAR lane markings -> fusion (see note)
     'objects': '/perception/objects',
     'scene': '/scene/description',
     'instruction': '/planning/instruction',
@@ -27,6 +28,7 @@ TOPICS = {
     'markers': '/visualization/markers',
     'overlay': '/visualization/overlay',
     'diagnostics': '/diagnostics',
+    'tf': '/tf',
     'tf_static': '/tf_static',
     'clock': '/clock',
 }
@@ -40,6 +42,7 @@ TOPIC_TYPES = {
     TOPICS['camera_objects']: 'fmdrive_msgs/msg/ObjectArray',
     TOPICS['camera_features']: 'fmdrive_msgs/msg/FeatureMap',
     TOPICS['lidar_objects']: 'fmdrive_msgs/msg/ObjectArray',
+    TOPICS['lanes']: 'fmdrive_msgs/msg/LaneArray',
     TOPICS['objects']: 'fmdrive_msgs/msg/ObjectArray',
     TOPICS['scene']: 'fmdrive_msgs/msg/SceneDescription',
     TOPICS['instruction']: 'std_msgs/msg/String',
@@ -48,12 +51,13 @@ TOPIC_TYPES = {
     TOPICS['markers']: 'visualization_msgs/msg/MarkerArray',
     TOPICS['overlay']: 'sensor_msgs/msg/Image',
     TOPICS['diagnostics']: 'diagnostic_msgs/msg/DiagnosticArray',
+    TOPICS['tf']: 'tf2_msgs/msg/TFMessage',
     TOPICS['tf_static']: 'tf2_msgs/msg/TFMessage',
     TOPICS['clock']: 'rosgraph_msgs/msg/Clock',
 }
 
 SENSOR_TOPICS = (TOPICS['image'], TOPICS['camera_info'], TOPICS['points'], TOPICS['odometry'])
-OUTPUT_TOPICS = (TOPICS['lidar_objects'], TOPICS['objects'], TOPICS['scene'], TOPICS['plan'],
+OUTPUT_TOPICS = (TOPICS['lidar_objects'], TOPICS['lanes'], TOPICS['objects'], TOPICS['scene'], TOPICS['plan'],
                  TOPICS['trajectory'], TOPICS['markers'], TOPICS['overlay'], TOPICS['diagnostics'])
 
 # ---------------------------------------------------------------- frames (REP-103/105)
@@ -85,6 +89,8 @@ COMMON_PARAMS = {
     'sensor_qos': 'reliable',        # 'sensor' on the vehicle, 'reliable' for replay and tests
     'queue_size': 2,                 # bounded input queue per topic; the oldest is dropped
     'diagnostics_period_s': 1.0,
+    'extrinsics_file': '',           # '' = calibration/extrinsics.yaml of this package
+    'camera_info_file': '',          # '' = calibration/camera_front.yaml (a camera_info topic wins)
 }
 
 NODE_PARAMS = {
@@ -127,8 +133,21 @@ def node_params(node: str) -> dict:
 
 
 # ---------------------------------------------------------------- files shipped in the repo
-CALIBRATION_DIR = PACKAGE_ROOT / 'calibration'
-CAMERA_INFO_FILE = CALIBRATION_DIR / 'camera_front.yaml'
-EXTRINSICS_FILE = CALIBRATION_DIR / 'extrinsics.yaml'
-PARAMS_FILE = PACKAGE_ROOT / 'config' / 'params.yaml'
-FASTDDS_PROFILE = PACKAGE_ROOT / 'config' / 'fastdds_large_messages.xml'
+def package_file(relative: str) -> Path:
+    """A file shipped with the package: from the source tree (editable install, this repo), else from
+    the ament share directory (colcon install on the vehicle)."""
+    here = PACKAGE_ROOT / relative
+    if here.exists():
+        return here
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return Path(get_package_share_directory('fmdrive')) / relative
+    except Exception:  # noqa: BLE001 - no ament index: report the source-tree path in the error
+        return here
+
+
+CAMERA_INFO_FILE = package_file('calibration/camera_front.yaml')
+EXTRINSICS_FILE = package_file('calibration/extrinsics.yaml')
+PARAMS_FILE = package_file('config/params.yaml')
+FASTDDS_PROFILE = package_file('config/fastdds_large_messages.xml')
+RVIZ_FILE = package_file('config/fmdrive.rviz')

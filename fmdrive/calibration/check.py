@@ -1,0 +1,151 @@
+"""`fmdrive calib-check`: does a LiDAR-camera extrinsic align depth edges with image edges?
+
+    fmdrive calib-check --pcd 0.pcd --image 0.png --camera-info camera_info.yaml \
+        --extrinsics extrinsics.yaml -o overlay.png [--json]
+
+(also runnable as `python -m fmdrive.calibration.check ...`). The given extrinsic is scored and
+compared with 1-2 deg rotations and 10 cm shifts of itself about the camera axes: a correct
+extrinsic beats every perturbation the frame can resolve. Exit code 0 = aligned, 1 = not
+aligned, 2 = bad input (one-line error).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fmdrive.calibration.alignment import (MIN_SHIFT_PX, perturbation_sweep, render_overlay)
+from fmdrive.calibration.camera_model import CalibrationError, CameraModel
+from fmdrive.calibration.extrinsics import load_extrinsics
+from fmdrive.calibration.pcd import read_pcd
+from fmdrive.config import FRAMES
+
+MIN_POINTS_IN_IMAGE = 100   # fewer projected points and the extrinsic is grossly wrong
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--pcd', required=True, help='LiDAR sweep (PCD v0.7, ascii or binary)')
+    parser.add_argument('--image', required=True, help='camera image taken with the sweep (PNG/JPEG)')
+    parser.add_argument('--camera-info', required=True, help='camera_info YAML of that image')
+    parser.add_argument('--extrinsics', required=True, help='extrinsics YAML holding both frames')
+    parser.add_argument('--lidar-frame', default=FRAMES['lidar'], help='LiDAR frame id in the extrinsics')
+    parser.add_argument('--camera-frame', default=FRAMES['camera'], help='camera optical frame id')
+    parser.add_argument('-o', '--overlay', default=None, metavar='PNG',
+                        help='write the image with the projected points coloured by depth')
+    parser.add_argument('--json', action='store_true', help='print one JSON object instead of text')
+
+
+def load_inputs(args) -> tuple[np.ndarray, np.ndarray, CameraModel, np.ndarray]:
+    """(points_lidar (N, 4), image_rgb (H, W, 3) uint8, camera, T_camera_lidar) from the arguments."""
+    from PIL import Image, UnidentifiedImageError
+    points = read_pcd(args.pcd)
+    image_path = Path(args.image)
+    if not image_path.is_file():
+        raise CalibrationError(f'image file {image_path} not found')
+    try:
+        with Image.open(image_path) as im:
+            image = np.asarray(im.convert('RGB'))
+    except (UnidentifiedImageError, OSError) as e:
+        raise CalibrationError(f'cannot read image {image_path}: {e}') from None
+    camera = CameraModel.from_yaml(args.camera_info, frame_id=args.camera_frame)
+    extrinsics = load_extrinsics(args.extrinsics)
+    T_camera_lidar = extrinsics.transform(args.camera_frame, args.lidar_frame)
+    return points, image, camera, T_camera_lidar
+
+
+def check_alignment(points_lidar, image_rgb, camera: CameraModel, T_camera_lidar, out_png=None,
+                    rings=None, min_shift_px: float = MIN_SHIFT_PX) -> dict:
+    """Score the extrinsic against its perturbations; optionally write the overlay PNG.
+
+    Returns a JSON-ready report: score, perturbations [{perturbation, score, shift_px,
+    observable}], beaten/observable counts, margin_pct (how much the given extrinsic beats the
+    best observable perturbation), closest, unobservable, points/points_in_image, aligned, verdict.
+    """
+    points = np.asarray(points_lidar)
+    T = np.asarray(T_camera_lidar, dtype=np.float64)
+    rows = perturbation_sweep(points, image_rgb, camera, T, rings=rings, min_shift_px=min_shift_px)
+    true_score, perturbed = rows[0]['score'], rows[1:]
+    observable = [r for r in perturbed if r['observable']]
+    unobservable = [r['perturbation'] for r in perturbed if not r['observable']]
+    _, _, in_image = camera.project(points[:, :3] @ T[:3, :3].T + T[:3, 3])
+    n_in = int(in_image.sum())
+    beaten = sum(true_score > r['score'] for r in observable)
+    closest = max(observable, key=lambda r: r['score']) if observable else None
+    margin_pct = (100.0 * (true_score / closest['score'] - 1.0)
+                  if closest and closest['score'] > 0 else float('nan'))
+
+    if n_in < MIN_POINTS_IN_IMAGE:
+        aligned = False
+        verdict = (f'NOT aligned: only {n_in} of {len(points)} points project into the image; the '
+                   f'extrinsic is grossly wrong or the frames are swapped')
+    elif not observable:
+        aligned = False
+        verdict = 'undecided: no perturbation moves the edge points enough to be judged in this frame'
+    elif beaten == len(observable):
+        aligned = True
+        verdict = (f'aligned: the extrinsic beats all {len(observable)} observable perturbations by '
+                   f'>= {margin_pct:.1f}% (closest: {closest["perturbation"]})')
+    else:
+        aligned = False
+        better = sorted((r for r in observable if r['score'] >= true_score), key=lambda r: -r['score'])
+        verdict = (f'NOT aligned: {len(better)} of {len(observable)} perturbations score higher, best '
+                   f'{better[0]["perturbation"]} by {100 * (better[0]["score"] / true_score - 1):.1f}%')
+    if unobservable and n_in >= MIN_POINTS_IN_IMAGE:
+        verdict += (f'; not judged (move edge points < {min_shift_px:g} px): {", ".join(unobservable)}')
+
+    overlay = None
+    if out_png is not None:
+        from PIL import Image
+        out_png = Path(out_png)
+        out_png.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(render_overlay(points, image_rgb, camera, T)).save(out_png)
+        overlay = str(out_png)
+    return {'score': round(true_score, 5),
+            'perturbations': [{**r, 'score': round(r['score'], 5)} for r in perturbed],
+            'observable': len(observable), 'beaten': beaten,
+            'margin_pct': None if np.isnan(margin_pct) else round(margin_pct, 2),
+            'closest': closest['perturbation'] if closest else None, 'unobservable': unobservable,
+            'points': int(len(points)), 'points_in_image': n_in, 'aligned': aligned,
+            'verdict': verdict, 'overlay': overlay}
+
+
+def format_report(report: dict) -> str:
+    lines = [f'score of the given extrinsic: {report["score"]:.4f} '
+             f'({report["points_in_image"]} of {report["points"]} points in the image)',
+             f'{"perturbation":<16} {"score":>8} {"vs given":>9} {"shift_px":>9}']
+    for r in report['perturbations']:
+        rel = 100 * (r['score'] / report['score'] - 1) if report['score'] else float('nan')
+        lines.append(f'{r["perturbation"]:<16} {r["score"]:>8.4f} {rel:>+8.1f}% {r["shift_px"]:>9.1f}'
+                     + ('' if r['observable'] else '  (not judged)'))
+    if report['margin_pct'] is not None:
+        lines.append(f'margin over the best observable perturbation ({report["closest"]}): '
+                     f'{report["margin_pct"]:+.2f}%')
+    if report['overlay']:
+        lines.append(f'overlay: {report["overlay"]}')
+    lines.append(report['verdict'])
+    return '\n'.join(lines)
+
+
+def run(args) -> int:
+    """Run calib-check for parsed arguments; 0 aligned, 1 not aligned, 2 bad input."""
+    try:
+        points, image, camera, T_camera_lidar = load_inputs(args)
+        report = check_alignment(points, image, camera, T_camera_lidar, out_png=args.overlay)
+    except (CalibrationError, OSError, ValueError) as e:
+        print(f'calib-check: error: {e}', file=sys.stderr)
+        return 2
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0 if report['aligned'] else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='fmdrive calib-check', description=__doc__.split('\n')[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,655 @@
+"""Quality metrics of a run: BEV detection AP, tracking id switches, planning L2 / collisions, latency.
+
+Pure numpy on plain data (Object3D, Plan, GroundTruthFrame), so every metric is testable without
+ROS. `eval_run(run_dir)` at the bottom is the loading layer: it reads a run dir (ground_truth.json,
+bag/, output/, latency.json) through fmdrive.bags.reader and fmdrive.msgs and calls the metrics.
+
+BEV boxes are (x, y, length, width, yaw_rad) rows; every function that takes boxes also takes a
+list of Object3D. Ground truth lives in odom; detections and tracks are moved there with the GT
+ego pose at their stamp before they are compared.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fmdrive.config import CLASSES, TOPICS
+from fmdrive.objects import EgoState, Object3D, Plan
+
+# What counts as "must detect" (KITTI/nuScenes-like): enough LiDAR returns and not too far.
+MIN_LIDAR_POINTS = 5
+EVAL_RANGE_M = 50.0
+# Ego footprint for collision checks: base_link is at the rear axle, the box centre is ahead of it.
+EGO_SIZE_LW_M = (4.6, 1.9)
+EGO_REAR_AXLE_TO_CENTER_M = 1.3
+PLAN_HORIZONS_S = (1.0, 2.0, 3.0)
+# A sensor frame and a message "have the same stamp" when within this (sim stamps are exact).
+STAMP_TOLERANCE_NS = 1_000_000
+
+_EPS = 1e-9
+
+
+class EvalError(Exception):
+    """A run dir (or a file in it) that cannot be evaluated; the message says what to fix."""
+
+
+# ============================================================== ground truth
+@dataclass
+class GroundTruthFrame:
+    """One frame of ground_truth.json: ego pose and objects in odom."""
+    stamp_ns: int
+    ego: EgoState
+    objects: list                                   # list[Object3D], odom
+    num_lidar_points: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # (M,)
+    in_camera: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))        # (M,)
+
+    def __post_init__(self):
+        n = len(self.objects)
+        if len(self.num_lidar_points) != n:   # unknown point counts: everything is visible
+            self.num_lidar_points = np.full(n, np.iinfo(np.int32).max)
+        if len(self.in_camera) != n:
+            self.in_camera = np.ones(n, bool)
+        self.num_lidar_points = np.asarray(self.num_lidar_points, dtype=np.int64)
+        self.in_camera = np.asarray(self.in_camera, dtype=bool)
+
+    def must_detect(self, min_lidar_points: int = MIN_LIDAR_POINTS,
+                    range_m: float = EVAL_RANGE_M) -> np.ndarray:
+        """(M,) bool: objects a detector is scored on; the others are "don't care"."""
+        if not self.objects:
+            return np.zeros(0, bool)
+        centers = np.array([o.center[:2] for o in self.objects])
+        dist_m = np.hypot(centers[:, 0] - self.ego.x, centers[:, 1] - self.ego.y)
+        return (self.num_lidar_points >= min_lidar_points) & (dist_m <= range_m)
+
+
+def load_ground_truth(path) -> tuple[dict, list[GroundTruthFrame]]:
+    """(scenario dict, frames sorted by stamp) of a ground_truth.json written by the simulator."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f'{path}: ground truth not found; a run dir needs the simulator\'s '
+                        f'ground_truth.json (run `fmdrive sim` to make one)')
+    try:
+        data = json.loads(path.read_text())
+        frames = []
+        for f in data['frames']:
+            objs = f.get('objects', [])
+            frames.append(GroundTruthFrame(
+                stamp_ns=int(f['stamp_ns']),
+                ego=EgoState(**{k: float(f['ego'].get(k, 0.0)) for k in
+                                ('x', 'y', 'yaw_rad', 'speed_mps', 'yaw_rate_rps')}),
+                objects=[Object3D.from_dict(o) for o in objs],
+                num_lidar_points=np.array([o.get('num_lidar_points', 0) for o in objs], int),
+                in_camera=np.array([o.get('in_camera', True) for o in objs], bool)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EvalError(f'{path}: not a valid ground truth file ({type(exc).__name__}: {exc}); '
+                        f'expected {{"frames": [{{"stamp_ns", "ego", "objects"}}]}}') from exc
+    frames.sort(key=lambda fr: fr.stamp_ns)
+    return data.get('scenario', {}), frames
+
+
+# ============================================================== oriented-box geometry
+def as_bev_boxes(boxes) -> np.ndarray:
+    """(N, 5) x, y, length, width, yaw_rad from a list of Object3D, one Object3D or an array."""
+    if isinstance(boxes, Object3D):
+        boxes = [boxes]
+    if isinstance(boxes, (list, tuple)) and boxes and isinstance(boxes[0], Object3D):
+        return np.array([[o.center[0], o.center[1], o.size[0], o.size[1], o.yaw_rad]
+                         for o in boxes], dtype=np.float64)
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 5))
+    arr = arr.reshape(-1, arr.shape[-1])
+    if arr.shape[1] != 5:
+        raise ValueError(f'BEV boxes must be (N, 5) rows of x, y, length, width, yaw_rad; '
+                         f'got shape {np.shape(boxes)}')
+    return arr
+
+
+def bev_corners(boxes) -> np.ndarray:
+    """(N, 4, 2) counter-clockwise corners (same order as geometry.box_corners_bev)."""
+    b = as_bev_boxes(boxes)
+    hl, hw = b[:, 2:3] / 2, b[:, 3:4] / 2
+    lx = np.concatenate([hl, -hl, -hl, hl], axis=1)                  # (N, 4)
+    ly = np.concatenate([hw, hw, -hw, -hw], axis=1)
+    c, s = np.cos(b[:, 4:5]), np.sin(b[:, 4:5])
+    return np.stack([b[:, 0:1] + c * lx - s * ly, b[:, 1:2] + s * lx + c * ly], axis=-1)
+
+
+def _cross2(a, b):
+    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+
+def _inside_convex(points, poly):
+    """(P, Q) bool: points (P, Q, 2) inside (or on) the CCW convex quads poly (P, 4, 2)."""
+    edge = np.roll(poly, -1, axis=1) - poly                          # (P, 4, 2)
+    rel = points[:, :, None, :] - poly[:, None, :, :]                # (P, Q, 4, 2)
+    cr = _cross2(edge[:, None], rel)                                 # (P, Q, 4)
+    scale = np.linalg.norm(edge, axis=-1).max(axis=1)[:, None, None] + 1.0
+    return np.all(cr >= -1e-9 * scale * scale, axis=-1)
+
+
+def intersection_area_pairs(corners_a: np.ndarray, corners_b: np.ndarray) -> np.ndarray:
+    """(P,) exact intersection area of the convex quads corners_a[i] and corners_b[i] (P, 4, 2).
+
+    The intersection of two convex polygons is the convex hull of: A's corners inside B, B's
+    corners inside A, and the edge-edge crossings. All of them are vertices of that polygon, so an
+    angular sort around their mean and a triangle fan give its area exactly, for all pairs at once.
+    """
+    P = len(corners_a)
+    if P == 0:
+        return np.zeros(0)
+    a_in_b = _inside_convex(corners_a, corners_b)                    # (P, 4)
+    b_in_a = _inside_convex(corners_b, corners_a)
+    # edge i of A (p + t r) against edge j of B (q + u s)
+    p = corners_a[:, :, None, :]
+    r = (np.roll(corners_a, -1, axis=1) - corners_a)[:, :, None, :]
+    q = corners_b[:, None, :, :]
+    s = (np.roll(corners_b, -1, axis=1) - corners_b)[:, None, :, :]
+    denom = _cross2(r, s)                                            # (P, 4, 4)
+    ok = np.abs(denom) > _EPS
+    safe = np.where(ok, denom, 1.0)
+    t = _cross2(q - p, s) / safe
+    u = _cross2(q - p, r) / safe
+    hit = ok & (t >= -1e-12) & (t <= 1 + 1e-12) & (u >= -1e-12) & (u <= 1 + 1e-12)
+    cross_pts = (p + t[..., None] * r).reshape(P, 16, 2)
+
+    pts = np.concatenate([corners_a, corners_b, cross_pts], axis=1)  # (P, 24, 2)
+    valid = np.concatenate([a_in_b, b_in_a, hit.reshape(P, 16)], axis=1)
+    n_valid = valid.sum(axis=1)
+    center = (pts * valid[..., None]).sum(axis=1) / np.maximum(n_valid, 1)[:, None]
+    rel = pts - center[:, None, :]
+    ang = np.where(valid, np.arctan2(rel[..., 1], rel[..., 0]), np.inf)
+    order = np.argsort(ang, axis=1)
+    rel = np.take_along_axis(rel, order[..., None], axis=1)
+    valid_sorted = np.take_along_axis(valid, order, axis=1)
+    # invalid slots (sorted to the end) repeat the first vertex: their fan terms vanish
+    rel = np.where(valid_sorted[..., None], rel, rel[:, :1, :])
+    area = 0.5 * _cross2(rel, np.roll(rel, -1, axis=1)).sum(axis=1)
+    return np.where(n_valid >= 3, np.abs(area), 0.0)
+
+
+def bev_iou_pairs(boxes_a, boxes_b) -> np.ndarray:
+    """(P,) IoU of boxes_a[i] with boxes_b[i] (both (P, 5) or lists of Object3D)."""
+    a, b = as_bev_boxes(boxes_a), as_bev_boxes(boxes_b)
+    if len(a) != len(b):
+        raise ValueError(f'bev_iou_pairs needs as many boxes in a as in b ({len(a)} != {len(b)})')
+    inter = intersection_area_pairs(bev_corners(a), bev_corners(b))
+    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
+    return np.where(union > _EPS, inter / np.maximum(union, _EPS), 0.0)
+
+
+def bev_iou(box_a, box_b) -> float:
+    """IoU of two oriented BEV boxes (Object3D or x, y, length, width, yaw_rad), exact."""
+    return float(bev_iou_pairs(as_bev_boxes(box_a)[:1], as_bev_boxes(box_b)[:1])[0])
+
+
+def iou_matrix(boxes_a, boxes_b) -> np.ndarray:
+    """(N, M) pairwise BEV IoU. Pairs whose circumscribed circles are apart are skipped (0)."""
+    a, b = as_bev_boxes(boxes_a), as_bev_boxes(boxes_b)
+    out = np.zeros((len(a), len(b)))
+    if len(a) == 0 or len(b) == 0:
+        return out
+    ra = 0.5 * np.hypot(a[:, 2], a[:, 3])
+    rb = 0.5 * np.hypot(b[:, 2], b[:, 3])
+    d = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+    ii, jj = np.nonzero(d < ra[:, None] + rb[None, :])
+    if len(ii):
+        out[ii, jj] = bev_iou_pairs(a[ii], b[jj])
+    return out
+
+
+def polygon_distance_pairs(corners_a: np.ndarray, corners_b: np.ndarray) -> np.ndarray:
+    """(P,) smallest distance between convex quads a[i] and b[i] (0 when they overlap)."""
+    def vertex_to_edges(v, poly):                                   # (P,4,2), (P,4,2) -> (P,)
+        e0 = poly[:, None, :, :]
+        e = (np.roll(poly, -1, axis=1) - poly)[:, None, :, :]
+        w = v[:, :, None, :] - e0
+        t = np.clip((w * e).sum(-1) / np.maximum((e * e).sum(-1), _EPS), 0.0, 1.0)
+        return np.linalg.norm(w - t[..., None] * e, axis=-1).min(axis=(1, 2))
+    dist = np.minimum(vertex_to_edges(corners_a, corners_b), vertex_to_edges(corners_b, corners_a))
+    overlap = intersection_area_pairs(corners_a, corners_b) > 1e-9
+    overlap |= _inside_convex(corners_a, corners_b).any(axis=1)
+    overlap |= _inside_convex(corners_b, corners_a).any(axis=1)
+    return np.where(overlap, 0.0, dist)
+
+
+# ============================================================== detection
+@dataclass
+class DetectionMatch:
+    """Per-class outcome of matching detections to ground truth over all frames."""
+    scores: np.ndarray      # (D,) scores of the scored detections (don't-care ones removed)
+    tp: np.ndarray          # (D,) bool
+    num_gt: int             # "must detect" GT objects of the class
+    num_matched_gt: int
+
+
+def match_detections(detections_per_frame, gt_frames, label: str, iou_threshold: float = 0.5,
+                     min_lidar_points: int = MIN_LIDAR_POINTS,
+                     range_m: float = EVAL_RANGE_M) -> DetectionMatch:
+    """Greedy matching by score, per frame, of `label` detections (odom) to `label` GT.
+
+    A detection goes to the unmatched "must detect" GT with the highest IoU >= threshold (TP);
+    failing that, one overlapping a "don't care" GT (too few LiDAR points, out of range), or
+    lying out of range itself, is ignored; the rest (incl. duplicates) are false positives.
+    """
+    if len(detections_per_frame) != len(gt_frames):
+        raise ValueError(f'detections_per_frame has {len(detections_per_frame)} frames but '
+                         f'gt_frames has {len(gt_frames)}; pass one (possibly empty) list per frame')
+    scores, tps = [], []
+    num_gt = num_matched = 0
+    for dets, gt in zip(detections_per_frame, gt_frames):
+        dets = [d for d in dets if d.label == label]
+        is_label = np.array([o.label == label for o in gt.objects], bool)
+        care_all = gt.must_detect(min_lidar_points, range_m)
+        gt_objs = [o for o, k in zip(gt.objects, is_label) if k]
+        care = care_all[is_label] if len(gt.objects) else np.zeros(0, bool)
+        num_gt += int(care.sum())
+        if not dets:
+            continue
+        dets = sorted(dets, key=lambda d: -d.score)
+        iou = iou_matrix(dets, gt_objs)                               # (D, G)
+        det_xy = np.array([d.center[:2] for d in dets])
+        det_far = np.hypot(det_xy[:, 0] - gt.ego.x, det_xy[:, 1] - gt.ego.y) > range_m
+        taken = np.zeros(len(gt_objs), bool)
+        for i, det in enumerate(dets):                                # D is small (objects)
+            cand = np.where(care & ~taken, iou[i], -1.0)
+            j = int(np.argmax(cand)) if len(cand) else -1
+            if j >= 0 and cand[j] >= iou_threshold:
+                taken[j] = True
+                scores.append(det.score)
+                tps.append(True)
+            elif det_far[i] or (len(care) and np.any(~care & (iou[i] >= iou_threshold))):
+                continue                                              # don't care
+            else:
+                scores.append(det.score)
+                tps.append(False)
+        num_matched += int(taken.sum())
+    return DetectionMatch(np.array(scores, float), np.array(tps, bool), num_gt, num_matched)
+
+
+def ap_from_match(match: DetectionMatch) -> float:
+    """All-point interpolated AP (VOC 2010+/KITTI-40-style envelope). NaN if the class has no GT."""
+    if match.num_gt == 0:
+        return float('nan')
+    if len(match.scores) == 0:
+        return 0.0
+    order = np.argsort(-match.scores, kind='stable')
+    tp = match.tp[order].astype(float)
+    ctp, cfp = np.cumsum(tp), np.cumsum(1.0 - tp)
+    recall = ctp / match.num_gt
+    precision = ctp / np.maximum(ctp + cfp, _EPS)
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]                    # precision envelope
+    steps = np.nonzero(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
+
+
+def average_precision(detections_per_frame, gt_frames, label: str, iou_threshold: float = 0.5,
+                      min_lidar_points: int = MIN_LIDAR_POINTS,
+                      range_m: float = EVAL_RANGE_M) -> float:
+    """BEV AP of one class over frames (detections in odom, one list per GT frame)."""
+    return ap_from_match(match_detections(detections_per_frame, gt_frames, label, iou_threshold,
+                                          min_lidar_points, range_m))
+
+
+def detection_metrics(detections_per_frame, gt_frames, classes=CLASSES, iou_threshold: float = 0.5,
+                      min_lidar_points: int = MIN_LIDAR_POINTS,
+                      range_m: float = EVAL_RANGE_M) -> dict:
+    """{"ap": {class: AP or NaN}, "recall": {class: recall or NaN}, "num_gt": {class: int}}."""
+    out = {'ap': {}, 'recall': {}, 'num_gt': {}}
+    for label in classes:
+        m = match_detections(detections_per_frame, gt_frames, label, iou_threshold,
+                             min_lidar_points, range_m)
+        out['ap'][label] = ap_from_match(m)
+        out['recall'][label] = m.num_matched_gt / m.num_gt if m.num_gt else float('nan')
+        out['num_gt'][label] = m.num_gt
+    return out
+
+
+# ============================================================== tracking
+def id_switches(tracks_per_frame, gt_frames, gate_m: float = 2.0) -> dict:
+    """CLEAR-MOT identity switches: a GT object whose matched track id differs from its last one.
+
+    Per frame, GT-track pairs of the previous frame are kept while their centres stay within
+    gate_m; the rest are assigned by the Hungarian method on BEV centre distance (gated).
+    Tracks with id 0 (untracked) are ignored. Returns {"id_switches", "tracks", "matches"}.
+    """
+    from scipy.optimize import linear_sum_assignment
+    if len(tracks_per_frame) != len(gt_frames):
+        raise ValueError(f'tracks_per_frame has {len(tracks_per_frame)} frames but gt_frames has '
+                         f'{len(gt_frames)}; pass one (possibly empty) list per frame')
+    last_track_of_gt: dict[int, int] = {}
+    prev_pairs: dict[int, int] = {}                                   # gt id -> track id
+    switches = matches = 0
+    track_ids: set[int] = set()
+    for tracks, gt in zip(tracks_per_frame, gt_frames):
+        tracks = [t for t in tracks if t.id != 0]
+        track_ids.update(int(t.id) for t in tracks)
+        if not tracks or not gt.objects:
+            prev_pairs = {}
+            continue
+        t_xy = np.array([t.center[:2] for t in tracks])
+        g_xy = np.array([o.center[:2] for o in gt.objects])
+        dist = np.linalg.norm(g_xy[:, None, :] - t_xy[None, :, :], axis=-1)   # (G, T)
+        t_index = {int(t.id): k for k, t in enumerate(tracks)}
+        pairs: dict[int, int] = {}
+        used_g, used_t = set(), set()
+        for gi, o in enumerate(gt.objects):                           # keep last frame's pairs
+            tid = prev_pairs.get(int(o.id))
+            k = t_index.get(tid) if tid is not None else None
+            if k is not None and k not in used_t and dist[gi, k] <= gate_m:
+                pairs[int(o.id)] = tid
+                used_g.add(gi)
+                used_t.add(k)
+        free_g = [g for g in range(len(gt.objects)) if g not in used_g]
+        free_t = [k for k in range(len(tracks)) if k not in used_t]
+        if free_g and free_t:
+            sub = dist[np.ix_(free_g, free_t)]
+            rows, cols = linear_sum_assignment(np.where(sub <= gate_m, sub, 1e6))
+            for r, c in zip(rows, cols):
+                if sub[r, c] <= gate_m:
+                    pairs[int(gt.objects[free_g[r]].id)] = int(tracks[free_t[c]].id)
+        for gid, tid in pairs.items():
+            if gid in last_track_of_gt and last_track_of_gt[gid] != tid:
+                switches += 1
+            last_track_of_gt[gid] = tid
+        matches += len(pairs)
+        prev_pairs = pairs
+    return {'id_switches': switches, 'tracks': len(track_ids), 'matches': matches}
+
+
+# ============================================================== planning
+def ego_boxes(poses_xyyaw: np.ndarray, size_lw=EGO_SIZE_LW_M,
+              rear_axle_to_center_m: float = EGO_REAR_AXLE_TO_CENTER_M) -> np.ndarray:
+    """(K, 5) BEV boxes of the ego car at base_link poses (x, y, yaw_rad) in odom."""
+    p = np.asarray(poses_xyyaw, dtype=np.float64).reshape(-1, 3)
+    cx = p[:, 0] + rear_axle_to_center_m * np.cos(p[:, 2])
+    cy = p[:, 1] + rear_axle_to_center_m * np.sin(p[:, 2])
+    return np.c_[cx, cy, np.full(len(p), size_lw[0]), np.full(len(p), size_lw[1]), p[:, 2]]
+
+
+def _interp_pose(t_query, t, poses):
+    """Linear interpolation of (x, y, yaw) poses (yaw unwrapped) at t_query."""
+    yaw = np.unwrap(poses[:, 2])
+    return np.c_[np.interp(t_query, t, poses[:, 0]), np.interp(t_query, t, poses[:, 1]),
+                 np.interp(t_query, t, yaw)]
+
+
+def plan_with_start(plan: Plan, gt_ego: EgoState | None) -> tuple[np.ndarray, np.ndarray]:
+    """(t_s, poses) of a plan with the ego pose at t=0 prepended when the plan lacks it."""
+    t = np.asarray(plan.t_s, dtype=np.float64)
+    poses = np.asarray(plan.poses, dtype=np.float64).reshape(-1, 3)
+    if gt_ego is not None and (len(t) == 0 or t[0] > 1e-6):
+        t = np.r_[0.0, t]
+        poses = np.vstack([[gt_ego.x, gt_ego.y, gt_ego.yaw_rad], poses])
+    return t, poses
+
+
+def planning_metrics(plans, gt_frames, horizons_s=PLAN_HORIZONS_S, ego_size_lw=EGO_SIZE_LW_M,
+                     rear_axle_to_center_m: float = EGO_REAR_AXLE_TO_CENTER_M) -> dict:
+    """Open-loop planning quality against the expert drive recorded in the ground truth.
+
+    l2_<h>s: mean distance between the plan's position at t=h and the expert's actual position at
+    stamp+h (interpolated over GT frames; plans whose stamp+h lies past the drive are left out).
+    collision_rate: fraction of plans whose ego footprint, at every GT frame within the plan's
+    horizon, overlaps a GT object's box at that same time (the GT's real future motion).
+    min_distance_m: smallest footprint-to-box gap over all plans and times.
+    """
+    plans = list(plans)
+    if not gt_frames:
+        raise ValueError('planning_metrics needs at least one ground-truth frame')
+    gt_t_ns = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)
+    expert = np.array([[f.ego.x, f.ego.y, f.ego.yaw_rad] for f in gt_frames])
+    gt_by_stamp = {int(f.stamp_ns): f for f in gt_frames}
+    l2 = {h: [] for h in horizons_s}
+    collided, min_dist, per_plan_min = [], np.inf, []
+    for plan in plans:
+        if len(plan.t_s) == 0:
+            continue
+        t0_ns = int(plan.stamp_ns)
+        t_rel = (gt_t_ns - t0_ns) / 1e9
+        start = gt_by_stamp.get(t0_ns)
+        t_plan, poses = plan_with_start(plan, start.ego if start else None)
+        for h in horizons_s:
+            if h <= t_plan[-1] + 1e-6 and t_rel[0] <= h <= t_rel[-1]:
+                p = _interp_pose(h, t_plan, poses)[0, :2]
+                e = np.array([np.interp(h, t_rel, expert[:, 0]), np.interp(h, t_rel, expert[:, 1])])
+                l2[h].append(float(np.linalg.norm(p - e)))
+        # collision / distance at every GT frame inside (0, horizon]
+        in_h = np.nonzero((t_rel > 1e-9) & (t_rel <= t_plan[-1] + 1e-6))[0]
+        pair_ego, pair_obj = [], []
+        for k in in_h:
+            frame = gt_frames[k]
+            if not frame.objects:
+                continue
+            box = ego_boxes(_interp_pose(t_rel[k], t_plan, poses), ego_size_lw,
+                            rear_axle_to_center_m)
+            objs = as_bev_boxes(frame.objects)
+            pair_ego.append(np.repeat(box, len(objs), axis=0))
+            pair_obj.append(objs)
+        if pair_ego:
+            ca, cb = bev_corners(np.vstack(pair_ego)), bev_corners(np.vstack(pair_obj))
+            dist = polygon_distance_pairs(ca, cb)
+            collided.append(bool(np.any(dist <= 0.0)))
+            per_plan_min.append(float(dist.min()))
+            min_dist = min(min_dist, float(dist.min()))
+        else:
+            collided.append(False)
+    out = {f'l2_{h:g}s': (float(np.mean(l2[h])) if l2[h] else float('nan')) for h in horizons_s}
+    out.update({
+        'collision_rate': float(np.mean(collided)) if collided else float('nan'),
+        'collisions': int(np.sum(collided)),
+        'min_distance_m': float(min_dist) if np.isfinite(min_dist) else float('nan'),
+        'mean_min_distance_m': float(np.mean(per_plan_min)) if per_plan_min else float('nan'),
+        'plans': len(plans),
+    })
+    return out
+
+
+# ============================================================== latency
+def latency_percentiles(latencies_ms) -> dict:
+    """{"p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "count"} (NaN when empty)."""
+    x = np.asarray(latencies_ms, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return {'p50_ms': float('nan'), 'p90_ms': float('nan'), 'p99_ms': float('nan'),
+                'max_ms': float('nan'), 'mean_ms': float('nan'), 'count': 0}
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return {'p50_ms': float(p50), 'p90_ms': float(p90), 'p99_ms': float(p99),
+            'max_ms': float(x.max()), 'mean_ms': float(x.mean()), 'count': int(len(x))}
+
+
+# ============================================================== loading a run dir
+def nearest_frame_index(stamps_ns: np.ndarray, stamp_ns: int,
+                        tolerance_ns: int = STAMP_TOLERANCE_NS) -> int | None:
+    """Index of the sorted stamp nearest to stamp_ns, or None if none is within tolerance."""
+    if len(stamps_ns) == 0:
+        return None
+    i = int(np.searchsorted(stamps_ns, stamp_ns))
+    best = min((j for j in (i - 1, i) if 0 <= j < len(stamps_ns)),
+               key=lambda j: abs(int(stamps_ns[j]) - stamp_ns))
+    return best if abs(int(stamps_ns[best]) - stamp_ns) <= tolerance_ns else None
+
+
+@dataclass
+class RunOutputs:
+    """What eval needs from a run's output bag, already converted to core types."""
+    lidar_objects: dict = field(default_factory=dict)   # stamp_ns -> list[Object3D] base_link
+    tracks: dict = field(default_factory=dict)          # stamp_ns -> list[Object3D] base_link
+    plans: list = field(default_factory=list)           # list[Plan] (odom)
+    planner_latency_ms: list = field(default_factory=list)
+
+
+def check_run_dir(run_dir) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EvalError(f'{run_dir}: run dir not found (expected a dir made by `fmdrive sim` '
+                        f'+ `fmdrive run`, holding ground_truth.json, bag/ and output/)')
+    for name in ('ground_truth.json', 'bag', 'output'):
+        if not (run_dir / name).exists():
+            raise EvalError(f'{run_dir}: missing {name}; a run dir needs ground_truth.json, bag/ '
+                            f'(input) and output/ (recorded graph outputs)')
+    return run_dir
+
+
+def read_outputs(output_bag, progress: bool = False) -> RunOutputs:
+    """Convert the recorded outputs (objects, tracks, plans, planner diagnostics) of a run."""
+    from fmdrive.bags.reader import BagReader
+    from fmdrive.msgs import msg_to_objects, msg_to_plan, stamp_to_ns
+    from tqdm import tqdm
+
+    out = RunOutputs()
+    topics = [TOPICS['lidar_objects'], TOPICS['objects'], TOPICS['plan'], TOPICS['diagnostics']]
+    with BagReader(output_bag) as reader:
+        for topic, msg in tqdm(present_messages(reader, topics), desc='output bag', unit='msg',
+                               total=sum(reader.topics.get(t, ('', 0))[1] for t in topics),
+                               disable=not progress, leave=False):
+            _collect_output(out, topic, msg, msg_to_objects, msg_to_plan, stamp_to_ns)
+    return out
+
+
+def present_messages(reader, topics):
+    """(topic, msg) of those of `topics` the bag has (a run may lack e.g. /diagnostics)."""
+    have = [t for t in topics if t in reader.topics]
+    if not have:
+        return iter(())
+    return ((topic, msg) for topic, _, msg in reader.messages(topics=have))
+
+
+def _collect_output(out, topic, msg, msg_to_objects, msg_to_plan, stamp_to_ns):
+    if True:
+        if topic == TOPICS['lidar_objects']:
+            out.lidar_objects[stamp_to_ns(msg.header.stamp)] = msg_to_objects(msg)
+        elif topic == TOPICS['objects']:
+            out.tracks[stamp_to_ns(msg.header.stamp)] = msg_to_objects(msg)
+        elif topic == TOPICS['plan']:
+            out.plans.append(msg_to_plan(msg))
+        elif topic == TOPICS['diagnostics']:
+            for status in msg.status:
+                if 'planner' not in status.name.lower():
+                    continue
+                for kv in status.values:
+                    if kv.key == 'pipeline_latency_ms':
+                        try:
+                            out.planner_latency_ms.append(float(kv.value))
+                        except ValueError:
+                            pass
+
+
+def read_lidar_stamps(input_bag) -> list[int]:
+    """Header stamps of the LiDAR frames of the input bag."""
+    from fmdrive.bags.reader import BagReader
+    from fmdrive.msgs import stamp_to_ns
+    with BagReader(input_bag) as reader:
+        if TOPICS['points'] not in reader.topics:
+            raise EvalError(f'{input_bag}: no {TOPICS["points"]} in the input bag (topics: '
+                            f'{", ".join(sorted(reader.topics)) or "none"}); is it a sensor bag?')
+        return [stamp_to_ns(msg.header.stamp)
+                for _, msg in present_messages(reader, [TOPICS['points']])]
+
+
+def load_latency_json(path) -> dict | None:
+    """{"e2e_p50_ms", "e2e_p99_ms"} from latency.json: either those keys (as `bench pipeline`
+    writes them) or a list of end-to-end samples in ms (bare, or under "e2e_ms"/"samples_ms")."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise EvalError(f'{path}: not valid JSON ({exc}); delete it or rewrite it') from exc
+    if isinstance(data, dict) and 'e2e_p50_ms' in data and 'e2e_p99_ms' in data:
+        return {'e2e_p50_ms': float(data['e2e_p50_ms']), 'e2e_p99_ms': float(data['e2e_p99_ms']),
+                'source': 'latency.json'}
+    samples = data if isinstance(data, list) else (
+        data.get('e2e_ms', data.get('samples_ms')) if isinstance(data, dict) else None)
+    if samples is None:
+        raise EvalError(f'{path}: expected keys e2e_p50_ms/e2e_p99_ms or a list of samples (ms)')
+    p = latency_percentiles(samples)
+    return {'e2e_p50_ms': p['p50_ms'], 'e2e_p99_ms': p['p99_ms'], 'source': 'latency.json'}
+
+
+def _to_odom(objects_base, ego: EgoState):
+    T_odom_base = ego.T_odom_base()
+    return [o.transformed(T_odom_base) for o in objects_base]
+
+
+def eval_run(run_dir, progress: bool = True) -> dict:
+    """All metrics of one run dir (see module doc). NaN metrics mean "not measurable here"."""
+    from tqdm import tqdm
+
+    run_dir = check_run_dir(run_dir)
+    scenario, gt_frames = load_ground_truth(run_dir / 'ground_truth.json')
+    if not gt_frames:
+        raise EvalError(f'{run_dir / "ground_truth.json"}: no frames; re-run the simulator')
+    outputs = read_outputs(run_dir / 'output', progress=progress)
+    lidar_stamps = read_lidar_stamps(run_dir / 'bag')
+
+    gt_stamps = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)
+
+    def by_gt_index(stamped: dict) -> dict:
+        out = {}
+        for stamp, objs in stamped.items():
+            k = nearest_frame_index(gt_stamps, stamp)
+            if k is not None:
+                out[k] = objs
+        return out
+
+    dets_at, tracks_at = by_gt_index(outputs.lidar_objects), by_gt_index(outputs.tracks)
+    # scored frames = GT frames with a LiDAR frame in the input bag; a frame the graph dropped
+    # still counts (its objects were missed)
+    eval_k = sorted({k for s in lidar_stamps
+                     if (k := nearest_frame_index(gt_stamps, s)) is not None} | set(dets_at))
+    det_frames, trk_frames, frames = [], [], []
+    for k in tqdm(eval_k, desc='eval frames', unit='frame', disable=not progress, leave=False):
+        ego = gt_frames[k].ego
+        frames.append(gt_frames[k])
+        det_frames.append(_to_odom(dets_at.get(k, []), ego))
+        trk_frames.append(_to_odom(tracks_at.get(k, []), ego))
+
+    det = detection_metrics(det_frames, frames)
+    trk = id_switches(trk_frames, frames)
+    plan = planning_metrics(outputs.plans, gt_frames)
+
+    latency = load_latency_json(run_dir / 'latency.json')
+    if latency is None and outputs.planner_latency_ms:
+        p = latency_percentiles(outputs.planner_latency_ms)
+        latency = {'e2e_p50_ms': p['p50_ms'], 'e2e_p99_ms': p['p99_ms'], 'source': 'diagnostics'}
+    if latency is None:
+        latency = {'e2e_p50_ms': None, 'e2e_p99_ms': None, 'source': None}
+
+    plan_stamps = np.array(sorted(p.stamp_ns for p in outputs.plans), dtype=np.int64)
+    dropped = sum(nearest_frame_index(plan_stamps, s) is None for s in lidar_stamps)
+    return json_safe({
+        'run_dir': str(run_dir),
+        'scenario': scenario.get('kind', scenario.get('name', '')) if isinstance(scenario, dict)
+        else str(scenario),
+        'detection': {'car_bev_ap50': det['ap']['car'], 'ap50': det['ap'],
+                      'recall': det['recall'], 'num_gt': det['num_gt'],
+                      'frames': len(det_frames), 'source': 'lidar'},
+        'tracking': {'id_switches': trk['id_switches'], 'tracks': trk['tracks'],
+                     'matches': trk['matches'], 'frames': len(tracks_at)},
+        'planning': plan,
+        'latency': latency,
+        'sensor_frames': len(lidar_stamps),
+        'dropped_sensor_frames': int(dropped),
+    })
+
+
+def json_safe(value):
+    """The same structure with NaN/inf as None and numpy scalars as Python numbers (valid JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value

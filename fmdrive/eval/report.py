@@ -1,0 +1,300 @@
+"""A picture report of a run (Pillow only): for 2-3 well-chosen frames, the camera image with
+projected LiDAR, 3D boxes and the planned trajectory (left) next to the bird's-eye view of ground
+truth vs detections vs tracks vs plan vs expert (right), under a title with the scenario and the
+run's metrics (from metrics.json, written by `fmdrive eval`).
+
+`render_report` draws from plain data (testable without bags); `make_report` loads a run dir.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image, ImageDraw
+
+from fmdrive.config import CAMERA_INFO_FILE, EXTRINSICS_FILE, FRAMES, TOPICS
+from fmdrive.eval.metrics import (MIN_LIDAR_POINTS, EvalError, GroundTruthFrame, check_run_dir,
+                                  load_ground_truth, nearest_frame_index)
+from fmdrive.geometry import inv_T, make_T, quat_to_rot
+from fmdrive.objects import Plan
+from fmdrive.visualization import draw_bev, draw_overlay, font
+
+ROW_HEIGHT_PX = 480
+BEV_EXTENT_M = (-20.0, 60.0, -30.0, 30.0)
+BACKGROUND = (18, 19, 22)
+TEXT = (235, 235, 235)
+MUTED = (160, 165, 175)
+
+
+@dataclass
+class ReportFrame:
+    """Everything drawn for one frame. Objects in base_link; plan and GT in odom."""
+    stamp_ns: int
+    t_s: float                                   # time since the first GT frame
+    gt: GroundTruthFrame
+    image_rgb: np.ndarray | None = None          # (H, W, 3) uint8
+    points_base: np.ndarray | None = None        # (N, 3|4)
+    detections_base: list = field(default_factory=list)
+    tracks_base: list = field(default_factory=list)
+    plan: Plan | None = None
+    expert_xy_odom: np.ndarray | None = None     # (K, 2) expert ego positions over the horizon
+
+
+# ------------------------------------------------------------------ calibration files
+def load_camera_K(path=CAMERA_INFO_FILE) -> tuple[np.ndarray, tuple[int, int]]:
+    """(K (3, 3), (width, height)) of a camera_info YAML file."""
+    data = yaml.safe_load(Path(path).read_text())
+    try:
+        K = np.asarray(data['camera_matrix']['data'], dtype=np.float64).reshape(3, 3)
+        return K, (int(data['image_width']), int(data['image_height']))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EvalError(f'{path}: not a camera_info YAML (camera_matrix.data, image_width, '
+                        f'image_height): {exc}') from exc
+
+
+def load_T_camera_base(path=EXTRINSICS_FILE) -> np.ndarray:
+    return inv_T(_load_T_base(path, FRAMES['camera']))
+
+
+def load_T_base_lidar(path=EXTRINSICS_FILE) -> np.ndarray:
+    return _load_T_base(path, FRAMES['lidar'])
+
+
+def _load_T_base(path, child: str) -> np.ndarray:
+    data = yaml.safe_load(Path(path).read_text())
+    for tf in data.get('transforms', []):
+        if tf.get('child_frame_id') == child:
+            return make_T(quat_to_rot(tf['rotation_xyzw']), tf['translation'])
+    raise EvalError(f'{path}: no transform for {child!r}; add it under transforms:')
+
+
+# ------------------------------------------------------------------ choosing frames
+def choose_frames(gt_frames, n: int = 3, min_gap_s: float = 2.0,
+                  min_lidar_points: int = MIN_LIDAR_POINTS) -> list[int]:
+    """Stamps of the n frames with the most visible objects (in camera and seen by LiDAR),
+    at least min_gap_s apart (relaxed when the run is short), in time order."""
+    if not gt_frames:
+        return []
+    stamps = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)
+    score = np.array([int(np.sum(f.in_camera & (f.num_lidar_points >= min_lidar_points)))
+                      for f in gt_frames], dtype=float)
+    # prefer the middle of ties (the run has settled) by a tiny bias
+    score -= 1e-3 * np.abs(np.linspace(-1.0, 1.0, len(gt_frames)))
+    duration_s = (stamps[-1] - stamps[0]) / 1e9
+    gap_ns = int(min(min_gap_s, duration_s / max(n, 1)) * 1e9)
+    chosen: list[int] = []
+    for k in np.argsort(-score, kind='stable'):
+        if all(abs(int(stamps[k]) - int(stamps[c])) >= gap_ns for c in chosen):
+            chosen.append(int(k))
+        if len(chosen) == n:
+            break
+    return sorted(int(stamps[k]) for k in chosen)
+
+
+# ------------------------------------------------------------------ drawing
+def _plan_in_base(plan: Plan | None, gt: GroundTruthFrame) -> np.ndarray | None:
+    if plan is None or len(plan.poses) == 0:
+        return None
+    T_base_odom = inv_T(gt.ego.T_odom_base())
+    xy = np.asarray(plan.poses, dtype=np.float64)[:, :2]
+    return xy @ T_base_odom[:2, :2].T + T_base_odom[:2, 3]
+
+
+def _fit_height(img: np.ndarray, height: int) -> Image.Image:
+    pil = Image.fromarray(img)
+    width = int(round(pil.width * height / pil.height))
+    return pil.resize((width, height), Image.BILINEAR)
+
+
+def _metrics_lines(metrics: dict | None) -> list[str]:
+    if not metrics:
+        return ['metrics: none (run `fmdrive eval RUN_DIR` to write metrics.json)']
+
+    def fmt(x, spec='.3f'):
+        return 'n/a' if x is None or (isinstance(x, float) and not np.isfinite(x)) \
+            else format(x, spec)
+    det, trk = metrics.get('detection', {}), metrics.get('tracking', {})
+    pl, lat = metrics.get('planning', {}), metrics.get('latency', {}) or {}
+    recall = ', '.join(f'{k} {fmt(v, ".2f")}' for k, v in (det.get('recall') or {}).items()
+                       if v is not None and not (isinstance(v, float) and np.isnan(v)))
+    return [
+        f'car BEV AP50 {fmt(det.get("car_bev_ap50"))}   recall: {recall or "n/a"}   '
+        f'id switches {trk.get("id_switches", "n/a")} ({trk.get("tracks", "n/a")} tracks)',
+        f'L2 1/2/3 s {fmt(pl.get("l2_1s"), ".2f")} / {fmt(pl.get("l2_2s"), ".2f")} / '
+        f'{fmt(pl.get("l2_3s"), ".2f")} m   collision rate {fmt(pl.get("collision_rate"))}   '
+        f'min distance {fmt(pl.get("min_distance_m"), ".2f")} m   '
+        f'e2e latency p50/p99 {fmt(lat.get("e2e_p50_ms"), ".1f")} / '
+        f'{fmt(lat.get("e2e_p99_ms"), ".1f")} ms   '
+        f'dropped frames {metrics.get("dropped_sensor_frames", "n/a")}',
+    ]
+
+
+def render_frame(frame: ReportFrame, camera_K, T_camera_base, image_size=(640, 360),
+                 row_height_px: int = ROW_HEIGHT_PX) -> Image.Image:
+    """One report row: camera overlay (left) and BEV (right), with a caption above."""
+    if frame.image_rgb is not None:
+        image = frame.image_rgb
+    else:                                        # no camera frame: draw on a neutral canvas
+        image = np.full((image_size[1], image_size[0], 3), 40, np.uint8)
+    objects = frame.tracks_base or frame.detections_base
+    overlay = draw_overlay(image, camera_K, T_camera_base, frame.points_base, objects,
+                           _plan_in_base(frame.plan, frame.gt))
+    left = _fit_height(overlay, row_height_px)
+    bev_px_per_m = row_height_px / (BEV_EXTENT_M[1] - BEV_EXTENT_M[0])
+    T_odom_base = frame.gt.ego.T_odom_base()
+    bev = draw_bev(frame.gt.objects,
+                   [o.transformed(T_odom_base) for o in frame.detections_base],
+                   [o.transformed(T_odom_base) for o in frame.tracks_base],
+                   None if frame.plan is None else np.asarray(frame.plan.poses)[:, :2],
+                   frame.expert_xy_odom, frame.gt.ego, BEV_EXTENT_M, bev_px_per_m)
+    right = Image.fromarray(bev)
+    caption_h = 22
+    row = Image.new('RGB', (left.width + 8 + right.width, row_height_px + caption_h), BACKGROUND)
+    row.paste(left, (0, caption_h))
+    row.paste(right, (left.width + 8, caption_h))
+    n_cam = int(np.sum(frame.gt.in_camera))
+    plan_txt = 'no plan' if frame.plan is None else \
+        f'plan: {frame.plan.source}, {frame.plan.status}'
+    if frame.image_rgb is None:
+        plan_txt += '   (no camera image at this stamp)'
+    caption = (f't = {frame.t_s:.1f} s (stamp {frame.stamp_ns})   GT objects {len(frame.gt.objects)} '
+               f'({n_cam} in camera)   detections {len(frame.detections_base)}   '
+               f'tracks {len(frame.tracks_base)}   ego {frame.gt.ego.speed_mps:.1f} m/s   {plan_txt}')
+    ImageDraw.Draw(row).text((4, 4), caption, fill=TEXT, font=font(13))
+    return row
+
+
+def render_report(frames, camera_K, T_camera_base, title: str, metrics: dict | None = None,
+                  image_size=(640, 360)) -> Image.Image:
+    """The whole picture: title band (title + metrics) above one row per frame."""
+    if not frames:
+        raise EvalError('nothing to draw: the run has no ground-truth frames')
+    rows = [render_frame(f, camera_K, T_camera_base, image_size) for f in frames]
+    lines = _metrics_lines(metrics)
+    head_h = 34 + 18 * len(lines)
+    width = max(r.width for r in rows) + 16
+    height = head_h + sum(r.height + 10 for r in rows) + 6
+    page = Image.new('RGB', (width, height), BACKGROUND)
+    d = ImageDraw.Draw(page)
+    d.text((8, 6), title, fill=TEXT, font=font(18))
+    for i, line in enumerate(lines):
+        d.text((8, 32 + 18 * i), line, fill=MUTED, font=font(13))
+    y = head_h
+    for r in rows:
+        page.paste(r, (8, y))
+        y += r.height + 10
+    return page
+
+
+# ------------------------------------------------------------------ loading a run dir
+def _read_sensor_frames(bag_dir, stamps_ns, T_base_lidar):
+    """{stamp: image_rgb} and {stamp: points_base} nearest to each wanted stamp, camera K."""
+    from fmdrive.bags.reader import BagReader
+    from fmdrive.msgs import image_to_rgb, pointcloud2_to_xyzi, stamp_to_ns
+
+    wanted = np.array(sorted(stamps_ns), dtype=np.int64)
+    best_img: dict[int, tuple[int, object]] = {}
+    points: dict[int, np.ndarray] = {}
+    K = None
+    topics = [TOPICS['image'], TOPICS['points'], TOPICS['camera_info']]
+    for topic, _, msg in BagReader(bag_dir).messages(topics=topics):
+        if topic == TOPICS['camera_info']:
+            if K is None and any(msg.k):
+                K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+            continue
+        stamp = stamp_to_ns(msg.header.stamp)
+        k = nearest_frame_index(wanted, stamp, tolerance_ns=60_000_000)
+        if k is None:
+            continue
+        target = int(wanted[k])
+        if topic == TOPICS['points']:
+            if target == stamp or target not in points:
+                points[target] = pointcloud2_to_xyzi(msg)
+        elif target not in best_img or abs(stamp - target) < best_img[target][0]:
+            best_img[target] = (abs(stamp - target), msg)
+    images = {s: image_to_rgb(m) for s, (_, m) in best_img.items()}
+    points_base = {}
+    for s, xyzi in points.items():
+        xyzi = np.asarray(xyzi, dtype=np.float64)
+        pts = xyzi[:, :3] @ T_base_lidar[:3, :3].T + T_base_lidar[:3, 3]
+        points_base[s] = np.c_[pts, xyzi[:, 3:]]
+    return images, points_base, K
+
+
+def _read_outputs_at(output_dir, stamps_ns):
+    from fmdrive.bags.reader import BagReader
+    from fmdrive.msgs import msg_to_objects, msg_to_plan, stamp_to_ns
+
+    wanted = set(int(s) for s in stamps_ns)
+    wanted_arr = np.array(sorted(wanted), dtype=np.int64)
+    dets, tracks, plans = {}, {}, {}
+    topics = [TOPICS['lidar_objects'], TOPICS['objects'], TOPICS['plan']]
+    for topic, _, msg in BagReader(output_dir).messages(topics=topics):
+        k = nearest_frame_index(wanted_arr, stamp_to_ns(msg.header.stamp))
+        if k is None:
+            continue
+        s = int(wanted_arr[k])
+        if topic == TOPICS['lidar_objects']:
+            dets[s] = msg_to_objects(msg)
+        elif topic == TOPICS['objects']:
+            tracks[s] = msg_to_objects(msg)
+        else:
+            plans[s] = msg_to_plan(msg)
+    return dets, tracks, plans
+
+
+def _expert_xy(gt_frames, stamp_ns: int, horizon_s: float = 3.0) -> np.ndarray:
+    stamps = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)
+    sel = (stamps >= stamp_ns) & (stamps <= stamp_ns + int(horizon_s * 1e9))
+    return np.array([[f.ego.x, f.ego.y] for f, s in zip(gt_frames, sel) if s]).reshape(-1, 2)
+
+
+def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3) -> Path:
+    """Write the picture report of a run dir; returns the PNG path (default RUN_DIR/report.png).
+
+    frame_stamps: the GT stamps (ns) to show; by default the n_frames with the most visible objects.
+    """
+    run_dir = check_run_dir(run_dir)
+    scenario, gt_frames = load_ground_truth(run_dir / 'ground_truth.json')
+    if not gt_frames:
+        raise EvalError(f'{run_dir / "ground_truth.json"}: no frames; re-run the simulator')
+    gt_stamps = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)
+    if frame_stamps is None:
+        frame_stamps = choose_frames(gt_frames, n_frames)
+    indices = []
+    for s in frame_stamps:
+        k = nearest_frame_index(gt_stamps, int(s), tolerance_ns=60_000_000)
+        if k is None:
+            raise EvalError(f'frame stamp {s} is not in {run_dir / "ground_truth.json"} '
+                            f'(stamps run {gt_stamps[0]}..{gt_stamps[-1]} ns)')
+        indices.append(k)
+    stamps = [int(gt_stamps[k]) for k in indices]
+
+    K, image_size = load_camera_K()
+    T_camera_base = load_T_camera_base()
+    images, points, bag_K = _read_sensor_frames(run_dir / 'bag', stamps, load_T_base_lidar())
+    if bag_K is not None:
+        K = bag_K                                 # the bag's camera_info wins over the YAML
+    dets, tracks, plans = _read_outputs_at(run_dir / 'output', stamps)
+    frames = [ReportFrame(stamp_ns=s, t_s=(s - int(gt_stamps[0])) / 1e9, gt=gt_frames[k],
+                          image_rgb=images.get(s), points_base=points.get(s),
+                          detections_base=dets.get(s, []), tracks_base=tracks.get(s, []),
+                          plan=plans.get(s), expert_xy_odom=_expert_xy(gt_frames, s))
+              for s, k in zip(stamps, indices)]
+
+    metrics = None
+    if (run_dir / 'metrics.json').is_file():
+        try:
+            metrics = json.loads((run_dir / 'metrics.json').read_text())
+        except ValueError:
+            metrics = None
+    kind = scenario.get('kind', scenario.get('name', '?')) if isinstance(scenario, dict) else '?'
+    title = f'fmdrive run report: {run_dir.name}   scenario: {kind}'
+    page = render_report(frames, K, T_camera_base, title, metrics, image_size)
+    out_png = Path(out_png) if out_png else run_dir / 'report.png'
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    page.save(out_png)
+    return out_png

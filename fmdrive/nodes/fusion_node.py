@@ -1,0 +1,77 @@
+"""fusion node: LiDAR objects + odometry (+ lanes) -> tracked objects and the scene description.
+
+Camera objects join here (association with the calibration, shared embedding space) with the learned
+camera encoder; until then the node tracks LiDAR objects only and says so on /diagnostics.
+"""
+from __future__ import annotations
+
+import collections
+import time
+
+import numpy as np
+
+from fmdrive_msgs.msg import LaneArray, ObjectArray, SceneDescription
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import CameraInfo
+
+from fmdrive import config
+from fmdrive.calibration.camera_model import CameraModel
+from fmdrive.fusion.core import FusionCore, FusionParams
+from fmdrive.msgs import (MessageError, camera_info_to_fields, msg_to_lanes, msg_to_objects, objects_to_msg,
+                          odometry_to_ego, scene_to_msg, stamp_to_ns)
+from fmdrive.nodes.base import FmdriveNode, make_qos, run_node
+
+LANES_MAX_AGE_NS = 300_000_000  # lanes older than this (vs the LiDAR stamp) are not used
+
+
+class FusionNode(FmdriveNode):
+    def __init__(self):
+        super().__init__('fusion')
+        known = FusionParams.__dataclass_fields__
+        self.core = FusionCore(FusionParams(**{k: v for k, v in self.p.items() if k in known}))
+        self.camera = self.load_camera_model()
+        self.lanes = collections.deque(maxlen=10)  # (stamp_ns, [Lane])
+        self.pub_objects = self.create_publisher(ObjectArray, config.TOPICS['objects'], make_qos('reliable'))
+        self.pub_scene = self.create_publisher(SceneDescription, config.TOPICS['scene'], make_qos('reliable'))
+        self.subscribe('odometry', Odometry, self.on_odometry, self.sensor_qos())
+        self.subscribe('lanes', LaneArray, self.on_lanes)
+        self.subscribe('camera_info', CameraInfo, self.on_camera_info, make_qos('latched'))
+        self.subscribe('lidar_objects', ObjectArray, self.on_lidar_objects, queued=True)
+
+    def on_odometry(self, msg: Odometry):
+        stamp_ns, ego = odometry_to_ego(msg)
+        if not np.isfinite([ego.x, ego.y, ego.yaw_rad, ego.speed_mps, ego.yaw_rate_rps]).all():
+            raise MessageError('odometry with NaN/inf pose or twist')
+        self.core.add_odometry(stamp_ns, ego)
+
+    def on_lanes(self, msg: LaneArray):
+        self.lanes.append((stamp_to_ns(msg.header.stamp), msg_to_lanes(msg)))
+
+    def on_camera_info(self, msg: CameraInfo):
+        # validated now so a bad camera_info is reported at once; used by camera association later
+        self.camera = CameraModel.from_camera_info_fields(**camera_info_to_fields(msg))
+
+    def lanes_at(self, stamp_ns: int) -> list:
+        best = min(self.lanes, key=lambda sl: abs(sl[0] - stamp_ns), default=None)
+        return best[1] if best is not None and abs(best[0] - stamp_ns) <= LANES_MAX_AGE_NS else []
+
+    def on_lidar_objects(self, msg: ObjectArray):
+        t0 = time.perf_counter()
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        result = self.core.update(msg_to_objects(msg), stamp_ns, self.lanes_at(stamp_ns))
+        for w in result.warnings:
+            self.warn(w, key=w[:40])
+        self.set_mode('lidar_only' if not result.warnings else 'degraded: ' + result.warnings[0])
+        base = config.FRAMES['base']
+        self.pub_objects.publish(objects_to_msg(result.objects_base, stamp_ns, base, 'fusion'))
+        if result.scene is not None:
+            self.pub_scene.publish(scene_to_msg(result.scene, base))
+        self.record((time.perf_counter() - t0) * 1e3, stamp_ns)
+
+
+def main(args=None):
+    run_node(FusionNode, args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,101 @@
+"""visualizer node: what RViz shows. MarkerArray of tracked objects and the plan, and an overlay image
+(camera + projected LiDAR + 3D boxes + planned trajectory). Drawing lives in fmdrive/visualization.py."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from fmdrive_msgs.msg import ObjectArray
+from fmdrive_msgs.msg import Plan as PlanMsg
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from fmdrive import config
+from fmdrive.calibration.camera_model import CameraModel
+from fmdrive.fusion.odometry import OdometryBuffer
+from fmdrive.geometry import inv_T, transform_points
+from fmdrive.msgs import (camera_info_to_fields, image_to_rgb, markers_to_msg, msg_to_objects, msg_to_plan,
+                          odometry_to_ego, pointcloud2_to_xyzi, rgb_to_image, stamp_to_ns)
+from fmdrive.nodes.base import FmdriveNode, make_qos, run_node
+from fmdrive.visualization import draw_overlay, markers_data
+
+MATCH_NS = 300_000_000  # objects/points/plan within this of the image stamp are drawn on it
+
+
+class VisualizerNode(FmdriveNode):
+    def __init__(self):
+        super().__init__('visualizer')
+        extrinsics = self.load_extrinsics()
+        self.T_base_lidar = extrinsics[config.FRAMES['lidar']]
+        self.T_camera_base = inv_T(extrinsics[config.FRAMES['camera']])
+        self.camera = self.load_camera_model()
+        self.odometry = OdometryBuffer()
+        self.points_msg = None
+        self.objects = (0, [])
+        self.plan = None
+        self.last_overlay = 0.0
+        self.pub_markers = self.create_publisher(MarkerArray, config.TOPICS['markers'], make_qos('reliable', 5))
+        self.pub_overlay = self.create_publisher(Image, config.TOPICS['overlay'], make_qos('reliable', 2))
+        self.subscribe('camera_info', CameraInfo, self.on_camera_info, make_qos('latched'))
+        self.subscribe('odometry', Odometry, self.on_odometry, self.sensor_qos())
+        self.subscribe('points', PointCloud2, self.on_points, self.sensor_qos())
+        self.subscribe('objects', ObjectArray, self.on_objects)
+        self.subscribe('plan', PlanMsg, self.on_plan)
+        self.subscribe('image', Image, self.on_image, self.sensor_qos(), queued=True)
+
+    def on_camera_info(self, msg):
+        self.camera = CameraModel.from_camera_info_fields(**camera_info_to_fields(msg))
+
+    def on_odometry(self, msg):
+        self.odometry.add(*odometry_to_ego(msg))
+
+    def on_points(self, msg):
+        self.points_msg = msg  # decoded only when an overlay is drawn
+
+    def on_objects(self, msg):
+        self.objects = (stamp_to_ns(msg.header.stamp), msg_to_objects(msg))
+        self.publish_markers()
+
+    def on_plan(self, msg):
+        self.plan = msg_to_plan(msg)
+        self.publish_markers()
+
+    def publish_markers(self):
+        poses = self.plan.poses if self.plan is not None else None
+        data = markers_data(self.objects[1], poses, base_frame=config.FRAMES['base'],
+                            odom_frame=config.FRAMES['odom'])
+        self.pub_markers.publish(markers_to_msg(data, self.objects[0]))
+
+    def on_image(self, msg):
+        now = time.monotonic()
+        if now - self.last_overlay < 1.0 / float(self.p['overlay_max_rate_hz']):
+            return
+        t0 = time.perf_counter()
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        rgb = image_to_rgb(msg)
+        camera = self.camera
+        if (camera.width, camera.height) != (rgb.shape[1], rgb.shape[0]):
+            camera = camera.scaled(rgb.shape[1], rgb.shape[0])
+        points = None
+        if self.p['draw_points'] and self.points_msg is not None \
+                and abs(stamp_to_ns(self.points_msg.header.stamp) - stamp_ns) <= MATCH_NS:
+            points = transform_points(self.T_base_lidar, pointcloud2_to_xyzi(self.points_msg)[::2])
+        objects = self.objects[1] if abs(self.objects[0] - stamp_ns) <= MATCH_NS else []
+        trajectory = None
+        ego = self.odometry.at(stamp_ns)
+        if self.plan is not None and ego is not None and abs(self.plan.stamp_ns - stamp_ns) <= MATCH_NS:
+            xy = np.c_[self.plan.poses[:, :2], np.zeros(len(self.plan.poses))]
+            trajectory = transform_points(inv_T(ego.T_odom_base()), xy)
+        overlay = draw_overlay(rgb, camera.K, self.T_camera_base, points, objects, trajectory)
+        self.pub_overlay.publish(rgb_to_image(overlay, stamp_ns, msg.header.frame_id or config.FRAMES['camera']))
+        self.last_overlay = now
+        self.record((time.perf_counter() - t0) * 1e3, stamp_ns)
+
+
+def main(args=None):
+    run_node(VisualizerNode, args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,183 @@
+"""Oriented boxes from LiDAR clusters: BEV rectangle fitting, class from size, partial-view completion.
+
+Plain numpy, no ROS, no open3d. Everything is in base_link (x forward, y left, z up).
+
+- `fit_lshape` finds the BEV rectangle of a cluster by the closeness criterion of L-shape fitting
+  (Zhang et al., "Efficient L-Shape Fitting for Vehicle Detection Using Laser Scanners", IV 2017),
+  vectorised over candidate headings. A LiDAR sees one or two sides of a car; the minimum-area
+  rectangle of such an "L" is ambiguous (a right triangle has two equal-area rectangles), the
+  closeness criterion is not.
+- `min_area_rectangle` is the classic rotating-calipers answer over convex-hull edges, for
+  clusters seen all round.
+- `classify_by_size` turns a visible (length, width, height) into a class of fmdrive.config.CLASSES.
+- `complete_partial_car` grows a car box of which only one side is seen to a nominal car.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmdrive.config import UNKNOWN
+from fmdrive.geometry import wrap_angle
+
+
+@dataclass(frozen=True)
+class ClassSize:
+    """Nominal size of a class and the band of visible sizes accepted for it (metres)."""
+    nominal_lwh_m: tuple            # full object, as the simulator and the datasets size it
+    max_length_m: float             # longest visible BEV side
+    max_width_m: float              # shortest visible BEV side
+    min_height_m: float
+    max_height_m: float
+    min_length_m: float = 0.0
+
+
+# Visible sizes are often smaller than the object (one side seen, top between two beams), so the
+# bands are open downwards in length/width and generous in height.
+CLASS_SIZES = {
+    'cone': ClassSize((0.4, 0.4, 0.7), 0.75, 0.75, 0.3, 1.05),
+    'pedestrian': ClassSize((0.6, 0.6, 1.75), 1.2, 1.0, 1.0, 2.2),
+    'cyclist': ClassSize((1.8, 0.6, 1.7), 2.3, 1.0, 1.35, 2.2, min_length_m=1.2),
+    'car': ClassSize((4.5, 1.9, 1.5), 6.5, 2.6, 0.9, 2.4, min_length_m=1.2),
+}
+# A thin face 1.2-2.3 m long and 1.35-2.2 m high is either a cyclist seen from the side or a car
+# seen from behind/in front. Cars are lower: a visible top above this is taken as a cyclist.
+CYCLIST_MIN_TOP_M = 1.62
+CAR_MAX_WIDTH_M = 2.5               # a visible side longer than this is a car's length, not width
+
+
+def _rectangle_from_heading(points_xy: np.ndarray, heading_rad: float):
+    """Tightest rectangle with sides along heading_rad: centre (2,), extents (2,) along (e1, e2)."""
+    c, s = np.cos(heading_rad), np.sin(heading_rad)
+    e1, e2 = np.array([c, s]), np.array([-s, c])
+    p1, p2 = points_xy @ e1, points_xy @ e2
+    lo1, hi1, lo2, hi2 = p1.min(), p1.max(), p2.min(), p2.max()
+    centre = 0.5 * (lo1 + hi1) * e1 + 0.5 * (lo2 + hi2) * e2
+    return centre, np.array([hi1 - lo1, hi2 - lo2])
+
+
+def _as_length_width(centre, extents, heading_rad):
+    """(centre, length, width, yaw_rad) with length >= width and yaw along the length, in (-pi/2, pi/2]."""
+    if extents[1] > extents[0]:
+        extents = extents[::-1]
+        heading_rad = heading_rad + np.pi / 2
+    yaw = float(wrap_angle(heading_rad))
+    if yaw <= -np.pi / 2:              # a box is symmetric: heading and heading + pi are one box
+        yaw += np.pi
+    elif yaw > np.pi / 2:
+        yaw -= np.pi
+    return np.asarray(centre, float), float(extents[0]), float(extents[1]), yaw
+
+
+def fit_lshape(points_xy, angle_step_deg: float = 1.0, min_distance_m: float = 0.01,
+               max_points: int = 800):
+    """BEV rectangle of a cluster by L-shape fitting (closeness criterion).
+
+    points_xy: (N, 2). Returns (centre_xy (2,), length_m, width_m, yaw_rad) with length >= width and
+    yaw_rad in (-pi/2, pi/2]. For every candidate heading in [0, 90) deg the points are projected on
+    the two rectangle axes; each point scores 1 / max(distance to its nearest rectangle side, d0).
+    The heading with the highest total is the one whose sides hug the points.
+    """
+    points_xy = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    if len(points_xy) == 0:
+        raise ValueError('fit_lshape needs at least one point')
+    if len(points_xy) < 3:
+        return _as_length_width(*_rectangle_from_heading(points_xy, 0.0), 0.0)
+    if len(points_xy) > max_points:     # the criterion is a sum: an even subsample keeps its argmax
+        points_xy = points_xy[np.linspace(0, len(points_xy) - 1, max_points).astype(int)]
+    origin = points_xy.mean(axis=0)
+    local = points_xy - origin
+    headings = np.deg2rad(np.arange(0.0, 90.0, angle_step_deg))
+    proj1 = local @ np.stack([np.cos(headings), np.sin(headings)])      # (N, A)
+    proj2 = local @ np.stack([-np.sin(headings), np.cos(headings)])
+    d1 = np.minimum(proj1.max(0) - proj1, proj1 - proj1.min(0))
+    d2 = np.minimum(proj2.max(0) - proj2, proj2 - proj2.min(0))
+    closeness = (1.0 / np.maximum(np.minimum(d1, d2), min_distance_m)).sum(axis=0)
+    best = headings[int(np.argmax(closeness))]
+    centre, extents = _rectangle_from_heading(local, best)
+    return _as_length_width(centre + origin, extents, best)
+
+
+def min_area_rectangle(points_xy):
+    """Minimum-area BEV rectangle by rotating calipers over the convex-hull edges (vectorised).
+
+    Returns (centre_xy (2,), length_m, width_m, yaw_rad) like fit_lshape.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+    points_xy = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    if len(points_xy) == 0:
+        raise ValueError('min_area_rectangle needs at least one point')
+    try:
+        hull = points_xy[ConvexHull(points_xy).vertices]
+    except (QhullError, ValueError):   # fewer than 3 points or all on a line: any edge direction
+        hull = points_xy
+    edges = np.roll(hull, -1, axis=0) - hull
+    headings = np.unique(np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2))
+    if len(headings) == 0:
+        headings = np.zeros(1)
+    proj1 = hull @ np.stack([np.cos(headings), np.sin(headings)])
+    proj2 = hull @ np.stack([-np.sin(headings), np.cos(headings)])
+    area = np.ptp(proj1, axis=0) * np.ptp(proj2, axis=0)
+    best = headings[int(np.argmin(area))]
+    return _as_length_width(*_rectangle_from_heading(points_xy, best), best)
+
+
+def classify_by_size(length_m: float, width_m: float, height_m: float) -> str:
+    """Class of a box from its visible size (length >= width), or UNKNOWN.
+
+    Callers reject clutter (too long / too tall / too flat) before asking.
+    """
+    for label in ('cone', 'pedestrian'):
+        c = CLASS_SIZES[label]
+        if length_m <= c.max_length_m and width_m <= c.max_width_m \
+                and c.min_height_m <= height_m <= c.max_height_m:
+            return label
+    cyc, car = CLASS_SIZES['cyclist'], CLASS_SIZES['car']
+    cyclist_like = (cyc.min_length_m <= length_m <= cyc.max_length_m and width_m <= cyc.max_width_m
+                    and cyc.min_height_m <= height_m <= cyc.max_height_m)
+    car_like = (car.min_length_m <= length_m <= car.max_length_m and width_m <= car.max_width_m
+                and car.min_height_m <= height_m <= car.max_height_m)
+    if cyclist_like and (height_m >= CYCLIST_MIN_TOP_M or not car_like):
+        return 'cyclist'
+    if car_like:
+        return 'car'
+    return UNKNOWN
+
+
+def size_match(label: str, length_m: float, width_m: float, height_m: float) -> float:
+    """0..1: how close a (completed) box is to the nominal size of its class (1 = exactly)."""
+    if label not in CLASS_SIZES:
+        return 0.0
+    nominal = np.asarray(CLASS_SIZES[label].nominal_lwh_m)
+    tolerance = np.maximum(0.25 * nominal, 0.15)
+    z = (np.array([length_m, width_m, height_m]) - nominal) / tolerance
+    return float(np.exp(-0.5 * np.dot(z, z) / 3.0))
+
+
+def complete_partial_car(centre_xy, length_m, width_m, yaw_rad, sensor_xy):
+    """Grow a car box of which only part is seen to the nominal car size, away from the sensor.
+
+    This is what L-shape fitting pipelines do: the LiDAR only sees the sides facing it, so the
+    visible rectangle is the near part of the car and the hidden part lies behind it, on the far
+    side from the sensor. If the longest visible side is no longer than a car is wide (only the
+    rear or front is seen), that side is the width and the length runs along the other axis.
+    Returns (centre_xy, length_m, width_m, yaw_rad) with length along yaw_rad.
+    """
+    centre_xy = np.asarray(centre_xy, dtype=np.float64).copy()
+    nominal_l, nominal_w, _ = CLASS_SIZES['car'].nominal_lwh_m
+    if length_m <= CAR_MAX_WIDTH_M:     # a face, not a side: swap axes so yaw follows the length
+        length_m, width_m = width_m, length_m
+        yaw_rad = float(wrap_angle(yaw_rad + np.pi / 2))
+        if yaw_rad <= -np.pi / 2:
+            yaw_rad += np.pi
+        elif yaw_rad > np.pi / 2:
+            yaw_rad -= np.pi
+    u_length = np.array([np.cos(yaw_rad), np.sin(yaw_rad)])
+    u_width = np.array([-u_length[1], u_length[0]])
+    away = centre_xy - np.asarray(sensor_xy, dtype=np.float64)[:2]
+    for axis, visible, nominal in ((u_length, length_m, nominal_l), (u_width, width_m, nominal_w)):
+        if visible < nominal:
+            sign = 1.0 if np.dot(axis, away) >= 0 else -1.0
+            centre_xy += axis * sign * 0.5 * (nominal - visible)
+    return centre_xy, max(length_m, nominal_l), max(width_m, nominal_w), yaw_rad

@@ -1,0 +1,378 @@
+"""Classical LiDAR perception: ground plane, clusters, oriented boxes with a class, lanes.
+
+ROS-free core of the `lidar_encoder` node's `classical` backend (and the fallback of the learned
+one). numpy in, numpy out; open3d does the voxel grid, the RANSAC plane and DBSCAN.
+
+    detector = ClassicalLidarDetector(ClassicalLidarParams(), T_base_lidar)
+    result = detector.detect(points_lidar)          # (N, 4|5) x, y, z, intensity [, ring]
+    result.objects, result.lanes, result.ground_plane, result.timings_ms, result.warnings
+
+Pipeline (stage names are the keys of `timings_ms`):
+  prepare    drop non-finite rows, transform to base_link, crop (range around the sensor, z band,
+             the ego car's own body)
+  voxel      voxel grid down-sample (centroids; intensity averaged)
+  ground     RANSAC plane (open3d segment_plane on a subsample, least-squares refit on all inliers),
+             accepted only if near-horizontal; a wall wins RANSAC in a street of buildings, so its
+             inliers are set aside and RANSAC runs again; last resort: the calibrated ground z = 0
+  cluster    DBSCAN on the voxels above the ground
+  boxes      per cluster: size/height gates (buildings, walls, poles, trees, noise are dropped), an
+             L-shape rectangle for yaw and extent, class from size, partial cars completed
+  lanes      lane centre lines from bright ground returns (fmdrive.perception.lanes)
+
+`detect` never raises on its input: whatever array it gets (empty, NaN, wrong shape, 1e6 points,
+huge coordinates) it returns a LidarResult, possibly empty, and says why in `warnings`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fmdrive.config import UNKNOWN
+from fmdrive.objects import Object3D
+from fmdrive.perception.boxes import (CLASS_SIZES, classify_by_size, complete_partial_car,
+                                      fit_lshape, size_match)
+from fmdrive.perception.lanes import LaneParams, detect_lanes
+
+OPEN3D_MISSING = ('the classical LiDAR detector needs open3d: `pip install open3d-cpu` into the '
+                  'venv (and on Debian/Ubuntu `apt-get install libusb-1.0-0`, which `import open3d` '
+                  'loads)')
+
+
+def _import_open3d():
+    try:
+        import open3d
+    except ImportError as e:            # also OSError-like failures surface as ImportError here
+        raise ImportError(f'{OPEN3D_MISSING} (import failed: {e})') from e
+    open3d.utility.set_verbosity_level(open3d.utility.VerbosityLevel.Error)
+    return open3d
+
+
+@dataclass
+class ClassicalLidarParams:
+    # crop (base_link)
+    range_m: float = 60.0                 # horizontal distance from the sensor
+    z_min_m: float = -3.0
+    z_max_m: float = 3.0
+    ego_box_m: tuple = (-1.2, 3.8, -1.1, 1.1)   # x_min, x_max, y_min, y_max of the own car body
+    # down-sampling and ground
+    voxel_m: float = 0.15
+    ground_distance_m: float = 0.2        # a point this close to the plane is ground
+    ransac_iterations: int = 100
+    ransac_max_points: int = 4000         # RANSAC runs on a random subsample of this many voxels
+    max_ground_tilt_deg: float = 15.0     # a plane steeper than this is a wall, not the road
+    ground_attempts: int = 3
+    # clustering
+    cluster_eps_m: float = 0.7
+    cluster_min_points: int = 5
+    max_cluster_points: int = 60000       # more non-ground voxels: cluster a random subsample
+    # boxes
+    min_box_points: int = 5               # voxels in a cluster to make a box of it
+    min_object_height_m: float = 0.25     # flatter: curb, debris, ground left-overs
+    max_object_height_m: float = 3.0      # taller: building, tree, pole
+    max_object_length_m: float = 7.0      # longer: wall, fence, hedge, bus shelter
+    max_object_width_m: float = 3.5
+    report_unknown: bool = True           # obstacles of no class (bins, posts) as label 'unknown'
+    unknown_score_factor: float = 0.3
+    # lanes
+    detect_lanes: bool = True
+    lane_width_m: float = 3.5
+    seed: int = 0                         # RANSAC / subsample seed: a sweep always gives one answer
+
+    def __post_init__(self):
+        positive = ('range_m', 'voxel_m', 'ground_distance_m', 'cluster_eps_m', 'lane_width_m',
+                    'max_object_height_m', 'max_object_length_m', 'max_object_width_m')
+        for name in positive:
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f'ClassicalLidarParams.{name} must be a positive number, got '
+                                 f'{value!r}')
+        for name in ('ransac_iterations', 'ransac_max_points', 'cluster_min_points',
+                     'min_box_points', 'ground_attempts', 'max_cluster_points'):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f'ClassicalLidarParams.{name} must be >= 1, got '
+                                 f'{getattr(self, name)!r}')
+        if not self.z_min_m < self.z_max_m:
+            raise ValueError(f'ClassicalLidarParams: z_min_m ({self.z_min_m}) must be below '
+                             f'z_max_m ({self.z_max_m})')
+        if not 0 < self.max_ground_tilt_deg < 90:
+            raise ValueError('ClassicalLidarParams.max_ground_tilt_deg must be in (0, 90), got '
+                             f'{self.max_ground_tilt_deg!r}')
+        if len(self.ego_box_m) != 4:
+            raise ValueError('ClassicalLidarParams.ego_box_m must be (x_min, x_max, y_min, y_max)')
+
+    @classmethod
+    def from_dict(cls, values: dict) -> 'ClassicalLidarParams':
+        """From node parameters: known names are taken, the others (backend, qos ...) ignored."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass
+class LidarResult:
+    objects: list = field(default_factory=list)               # list[Object3D] in base_link
+    ground_plane: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0, 0.0]))
+    ground_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))    # full resolution
+    nonground_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # voxel centroids
+    timings_ms: dict = field(default_factory=dict)
+    lanes: list = field(default_factory=list)                 # list[Lane] in base_link
+    warnings: list = field(default_factory=list)
+    # ground_plane (a, b, c, d): a x + b y + c z + d = 0 in base_link, unit normal with c > 0, so
+    # a x + b y + c z + d is the height above the ground.
+
+
+class ClassicalLidarDetector:
+    """Sweep in the lidar frame -> objects, ground and lanes in base_link."""
+
+    def __init__(self, params: ClassicalLidarParams | None = None, T_base_lidar=None):
+        self.params = params or ClassicalLidarParams()
+        if T_base_lidar is None:
+            raise ValueError('ClassicalLidarDetector needs T_base_lidar (4x4, from '
+                             'calibration/extrinsics.yaml, child_frame_id lidar)')
+        T = np.asarray(T_base_lidar, dtype=np.float64)
+        if T.shape != (4, 4) or not np.isfinite(T).all() or not np.allclose(T[3], [0, 0, 0, 1]):
+            raise ValueError(f'T_base_lidar must be a finite 4x4 homogeneous transform, got shape '
+                             f'{T.shape}; read it from calibration/extrinsics.yaml')
+        R = T[:3, :3]
+        if not np.allclose(R @ R.T, np.eye(3), atol=1e-5):
+            raise ValueError('T_base_lidar rotation is not orthonormal; check the quaternion in '
+                             'calibration/extrinsics.yaml')
+        self.T_base_lidar = T
+        self.sensor_xyz_base = T[:3, 3].copy()
+        self._o3d = _import_open3d()
+        self._lane_params = LaneParams()
+
+    # ------------------------------------------------------------------ public
+    def detect(self, points_lidar) -> LidarResult:
+        result = LidarResult()
+        clock = _StageClock(result.timings_ms)
+        try:
+            self._detect(points_lidar, result, clock)
+        except Exception as e:   # noqa: BLE001 - a perception node must survive any sweep
+            result.warnings.append(f'classical LiDAR pipeline failed ({type(e).__name__}: {e}); '
+                                   f'no objects from this sweep')
+            result.objects, result.lanes = [], []
+        result.timings_ms['total'] = clock.total_ms()
+        return result
+
+    # ------------------------------------------------------------------ stages
+    def _detect(self, points_lidar, result: LidarResult, clock):
+        p = self.params
+        cloud = self._prepare(points_lidar, result.warnings)
+        clock.lap('prepare')
+        if len(cloud) == 0:
+            return
+        voxels = self._voxelize(cloud)
+        clock.lap('voxel')
+        plane = self._fit_ground(voxels[:, :3], result.warnings)
+        result.ground_plane = plane
+        height = cloud[:, :3] @ plane[:3] + plane[3]
+        result.ground_points = cloud[np.abs(height) <= p.ground_distance_m]
+        voxel_height = voxels[:, :3] @ plane[:3] + plane[3]
+        # below the plane by more than the band: multipath / noise, never an object
+        nonground = voxels[voxel_height > p.ground_distance_m]
+        result.nonground_points = nonground
+        clock.lap('ground')
+        if len(nonground) > p.max_cluster_points:
+            result.warnings.append(
+                f'{len(nonground)} non-ground voxels (more than max_cluster_points='
+                f'{p.max_cluster_points}); clustering a random subsample of them')
+            pick = np.random.default_rng(p.seed).choice(len(nonground), p.max_cluster_points,
+                                                        replace=False)
+            nonground = nonground[np.sort(pick)]
+            result.nonground_points = nonground
+        labels = self._cluster(nonground)
+        clock.lap('cluster')
+        result.objects = self._boxes(nonground, labels, plane)
+        clock.lap('boxes')
+        if p.detect_lanes:
+            result.lanes = detect_lanes(result.ground_points, p.lane_width_m, self._lane_params)
+            clock.lap('lanes')
+
+    def _prepare(self, points_lidar, warnings) -> np.ndarray:
+        """(N, 4) x, y, z, intensity in base_link, finite and cropped."""
+        p = self.params
+        try:
+            arr = np.asarray(points_lidar)
+        except Exception as e:  # noqa: BLE001 - ragged lists and the like
+            warnings.append(f'points are not an array ({type(e).__name__}); expected (N, 4) or '
+                            f'(N, 5) float32 x, y, z, intensity [, ring]')
+            return np.zeros((0, 4))
+        if arr.dtype.kind not in 'fiub' or arr.ndim != 2 or arr.shape[1] < 3:
+            warnings.append(f'points have shape {arr.shape} and dtype {arr.dtype}; expected '
+                            f'(N, 4) or (N, 5) float32 x, y, z, intensity [, ring]')
+            return np.zeros((0, 4))
+        if arr.shape[1] == 3:
+            warnings.append('points have no intensity column: lanes cannot be found')
+            arr = np.c_[arr, np.zeros(len(arr), arr.dtype)]
+        xyzi = arr[:, :4].astype(np.float64)
+        if len(xyzi) == 0:
+            warnings.append('empty sweep')
+            return np.zeros((0, 4))
+        with np.errstate(over='ignore', invalid='ignore'):
+            finite = np.isfinite(xyzi).all(axis=1)
+            if not finite.all():
+                warnings.append(f'dropped {int((~finite).sum())} of {len(xyzi)} non-finite points')
+                xyzi = xyzi[finite]
+            R, t = self.T_base_lidar[:3, :3], self.T_base_lidar[:3, 3]
+            xyzi[:, :3] = xyzi[:, :3] @ R.T + t
+            dx = xyzi[:, 0] - self.sensor_xyz_base[0]
+            dy = xyzi[:, 1] - self.sensor_xyz_base[1]
+            x0, x1, y0, y1 = p.ego_box_m
+            keep = (dx * dx + dy * dy <= p.range_m ** 2) \
+                & (xyzi[:, 2] >= p.z_min_m) & (xyzi[:, 2] <= p.z_max_m) \
+                & ~((xyzi[:, 0] >= x0) & (xyzi[:, 0] <= x1) & (xyzi[:, 1] >= y0) & (xyzi[:, 1] <= y1))
+        cloud = xyzi[keep]
+        if len(cloud) == 0:
+            warnings.append(f'no points within {p.range_m} m and z in [{p.z_min_m}, {p.z_max_m}] m '
+                            f'(base_link)')
+        return cloud
+
+    def _voxelize(self, cloud) -> np.ndarray:
+        """Voxel centroids (K, 4), intensity averaged per voxel (carried in open3d's colours)."""
+        o3d = self._o3d
+        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(cloud[:, :3]))
+        colours = np.zeros((len(cloud), 3))
+        colours[:, 0] = cloud[:, 3]
+        pcd.colors = o3d.utility.Vector3dVector(colours)
+        down = pcd.voxel_down_sample(self.params.voxel_m)
+        return np.c_[np.asarray(down.points), np.asarray(down.colors)[:, 0]]
+
+    def _fit_ground(self, xyz, warnings) -> np.ndarray:
+        """Ground plane (a, b, c, d) in base_link; see LidarResult.ground_plane."""
+        p = self.params
+        o3d = self._o3d
+        fallback = np.array([0.0, 0.0, 1.0, 0.0])         # extrinsics put the road at z = 0
+        rng = np.random.default_rng(p.seed)
+        candidates = xyz
+        if len(candidates) > p.ransac_max_points:
+            candidates = candidates[rng.choice(len(candidates), p.ransac_max_points, replace=False)]
+        min_cos = np.cos(np.deg2rad(p.max_ground_tilt_deg))
+        o3d.utility.random.seed(p.seed)
+        for _ in range(p.ground_attempts):
+            if len(candidates) < 10:
+                break
+            pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(candidates))
+            model, inliers = pcd.segment_plane(p.ground_distance_m, 3, p.ransac_iterations)
+            model = np.asarray(model, dtype=np.float64)
+            model /= np.linalg.norm(model[:3])
+            if model[2] < 0:
+                model = -model
+            if model[2] >= min_cos:
+                return self._refit_plane(xyz, model, min_cos)
+            drop = np.zeros(len(candidates), bool)      # a wall: set it aside, look again
+            drop[np.asarray(inliers, dtype=np.int64)] = True
+            candidates = candidates[~drop]
+        warnings.append(f'no ground plane within {p.max_ground_tilt_deg} deg of horizontal; '
+                        f'using the calibrated ground z = 0 (base_link)')
+        return fallback
+
+    def _refit_plane(self, xyz, model, min_cos) -> np.ndarray:
+        """Least-squares plane through all voxels near the RANSAC plane (the subsample is noisy)."""
+        inlier = np.abs(xyz @ model[:3] + model[3]) <= self.params.ground_distance_m
+        pts = xyz[inlier]
+        if len(pts) < 3:
+            return model
+        centroid = pts.mean(axis=0)
+        normal = np.linalg.svd(pts - centroid, full_matrices=False)[2][-1]
+        if normal[2] < 0:
+            normal = -normal
+        if normal[2] < min_cos:
+            return model
+        return np.r_[normal, -normal @ centroid]
+
+    def _cluster(self, nonground) -> np.ndarray:
+        p = self.params
+        if len(nonground) < p.cluster_min_points:
+            return np.full(len(nonground), -1, dtype=np.int64)
+        o3d = self._o3d
+        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(nonground[:, :3]))
+        return np.asarray(pcd.cluster_dbscan(p.cluster_eps_m, p.cluster_min_points), dtype=np.int64)
+
+    def _boxes(self, points, labels, plane) -> list:
+        """Oriented, classified boxes of the clusters that can be road users or obstacles."""
+        p = self.params
+        valid = labels >= 0
+        if not valid.any():
+            return []
+        points, labels = points[valid], labels[valid]
+        order = np.argsort(labels, kind='stable')
+        points, labels = points[order], labels[order]
+        starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+        counts = np.diff(np.r_[starts, len(labels)])
+        height = points[:, :3] @ plane[:3] + plane[3]
+        top_m = np.maximum.reduceat(height, starts)
+        z_top = np.maximum.reduceat(points[:, 2], starts)
+        x_lo, x_hi = np.minimum.reduceat(points[:, 0], starts), np.maximum.reduceat(points[:, 0], starts)
+        y_lo, y_hi = np.minimum.reduceat(points[:, 1], starts), np.maximum.reduceat(points[:, 1], starts)
+        bev_diagonal = np.hypot(x_hi - x_lo, y_hi - y_lo)
+        # cheap gates before any fitting; a cluster cut by the z crop is taller than we can see
+        truncated = z_top >= p.z_max_m - max(2 * p.voxel_m, 0.3)
+        keep = (counts >= p.min_box_points) & (top_m >= p.min_object_height_m) \
+            & (top_m <= p.max_object_height_m) & ~truncated \
+            & (bev_diagonal <= np.hypot(p.max_object_length_m, p.max_object_width_m))
+        objects = []
+        for start, count, top in zip(starts[keep], counts[keep], top_m[keep]):
+            obj = self._box(points[start:start + count], float(top), plane)
+            if obj is not None:
+                objects.append(obj)
+        objects.sort(key=lambda o: float(np.hypot(*(o.center[:2] - self.sensor_xyz_base[:2]))))
+        return objects
+
+    def _box(self, cluster, height_m, plane):
+        p = self.params
+        centre_xy, length, width, yaw = fit_lshape(cluster[:, :2])
+        if length > p.max_object_length_m or width > p.max_object_width_m:
+            return None
+        label = classify_by_size(length, width, height_m)
+        if label == UNKNOWN and not p.report_unknown:
+            return None
+        if label == 'car':
+            centre_xy, length, width, yaw = complete_partial_car(
+                centre_xy, length, width, yaw, self.sensor_xyz_base[:2])
+        ground_z = -(plane[0] * centre_xy[0] + plane[1] * centre_xy[1] + plane[3]) / plane[2]
+        # more voxels = more trust, saturating; a good size match to the class doubles it
+        support = 1.0 - np.exp(-len(cluster) / 15.0)
+        if label == UNKNOWN:
+            score = p.unknown_score_factor * support
+        else:
+            score = support * (0.4 + 0.6 * size_match(label, length, width, height_m))
+        return Object3D(center=[centre_xy[0], centre_xy[1], ground_z + 0.5 * height_m],
+                        size=[length, width, height_m], yaw_rad=yaw, label=label,
+                        score=float(np.clip(score, 0.0, 1.0)), id=0)
+
+
+class _StageClock:
+    """Milliseconds per pipeline stage, written into a dict as stages finish."""
+
+    def __init__(self, timings_ms: dict):
+        self.timings_ms = timings_ms
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, stage: str):
+        now = time.perf_counter()
+        self.timings_ms[stage] = (now - self.last) * 1e3
+        self.last = now
+
+    def total_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1e3
+
+
+def T_base_lidar_from_extrinsics(path=None) -> np.ndarray:
+    """T_base_lidar from calibration/extrinsics.yaml (child_frame_id 'lidar')."""
+    import yaml
+    from fmdrive.config import EXTRINSICS_FILE, FRAMES
+    from fmdrive.geometry import make_T, quat_to_rot
+    path = path or EXTRINSICS_FILE
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    for tf in doc.get('transforms', []):
+        if tf.get('child_frame_id') == FRAMES['lidar']:
+            return make_T(quat_to_rot(tf['rotation_xyzw']), tf['translation'])
+    raise KeyError(f'{path} has no transform with child_frame_id {FRAMES["lidar"]!r}; add one '
+                   f'(translation, rotation_xyzw of the lidar in base_link)')
+
+
+__all__ = ['ClassicalLidarParams', 'ClassicalLidarDetector', 'LidarResult', 'CLASS_SIZES',
+           'T_base_lidar_from_extrinsics']

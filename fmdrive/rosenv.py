@@ -1,0 +1,41 @@
+"""Environment for ROS processes that fmdrive starts (nodes, replay, record, benchmarks, tests).
+
+On a machine where ROS 2 comes from pip wheels, scripts/ros_env.sh sets these for a shell; here the
+same settings are applied to child processes so `fmdrive run` works from any shell. On a real ROS
+install (the Jetson) the user's sourced environment wins: nothing set there is overridden.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+from fmdrive.config import FASTDDS_PROFILE
+
+
+def ros_env(domain_id: int | None = None, large_messages: bool = True, base: dict | None = None) -> dict:
+    """A copy of `base` (default os.environ) with what a ROS process of ours needs."""
+    env = dict(os.environ if base is None else base)
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    if 'AMENT_PREFIX_PATH' not in env and os.path.exists(os.path.join(venv, 'share')):
+        env['AMENT_PREFIX_PATH'] = venv
+    env.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    if large_messages:
+        env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(FASTDDS_PROFILE))
+    else:
+        env.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)  # unset: an empty value makes Fast DDS log errors
+    if domain_id is not None:
+        env['ROS_DOMAIN_ID'] = str(domain_id)
+    env.setdefault('PYTHONUNBUFFERED', '1')
+    return env
+
+
+def random_domain_id() -> int:
+    """A domain id for an isolated run (tests, benchmarks): parallel runs must not see each other."""
+    return random.SystemRandom().randint(10, 101)
+
+
+def apply_to_this_process(domain_id: int | None = None) -> None:
+    """Set the variables in this process before rclpy.init() (DDS reads them at participant creation)."""
+    os.environ.update(ros_env(domain_id))

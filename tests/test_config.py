@@ -1,0 +1,48 @@
+"""config.py is the one source of truth: the YAML, the launch files and setup.py agree with it."""
+import re
+from pathlib import Path
+
+from fmdrive import config
+from fmdrive.graph import GRAPH, node_command, params_yaml_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_params_yaml_is_generated_from_config():
+    assert (ROOT / 'config' / 'params.yaml').read_text() == params_yaml_text(), \
+        'config/params.yaml is stale: run `fmdrive params > config/params.yaml`'
+
+
+def test_every_topic_has_a_message_type():
+    assert set(config.TOPICS.values()) <= set(config.TOPIC_TYPES)
+
+
+def test_every_graph_node_has_an_entry_point_and_parameters():
+    setup_py = (ROOT / 'setup.py').read_text()
+    for node in GRAPH:
+        assert re.search(rf"'{node.executable} = {re.escape(node.module)}:main'", setup_py), node
+        assert node.name in config.NODE_PARAMS
+
+
+def test_launch_files_start_the_graph_from_graph_py():
+    for name in ('fmdrive.launch.py', 'replay.launch.py'):
+        text = (ROOT / 'launch' / name).read_text()
+        assert 'from fmdrive.graph import GRAPH' in text and 'for n in GRAPH' in text
+
+
+def test_node_command_passes_params_and_sim_time():
+    cmd = node_command(GRAPH[0], '/x/params.yaml', use_sim_time=True)
+    assert cmd[-2:] == ['-p', 'use_sim_time:=true'] and '--params-file' in cmd
+
+
+def test_rviz_config_shows_the_output_topics():
+    rviz = (ROOT / 'config' / 'fmdrive.rviz').read_text()
+    for key in ('markers', 'overlay', 'trajectory', 'points'):
+        assert config.TOPICS[key] in rviz
+
+
+def test_interface_package_defines_every_fmdrive_message_type_used():
+    msg_dir = ROOT / 'ros2_ws' / 'src' / 'fmdrive_msgs' / 'msg'
+    for msgtype in config.TOPIC_TYPES.values():
+        if msgtype.startswith('fmdrive_msgs/'):
+            assert (msg_dir / (msgtype.split('/')[-1] + '.msg')).exists(), msgtype
