@@ -109,6 +109,8 @@ NODE_PARAMS = {
         'gate_m': 3.0,               # association gate (centre distance)
         'min_hits': 2,               # a track is published after this many hits
         'odom_buffer_s': 5.0,
+        'speed_limit_mps': 13.9,     # no map yet: the configured limit goes into the scene
+        'max_scene_objects': 8,      # objects named in the scene text (all stay in the structure)
     },
     'planner': {
         'horizon_s': 3.0,

@@ -14,15 +14,17 @@ from __future__ import annotations
 import array
 
 import numpy as np
-from builtin_interfaces.msg import Time
+from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import (Point, Pose, PoseStamped, Quaternion, Transform, TransformStamped,
                                Vector3)
 from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
-from std_msgs.msg import Header
+from std_msgs.msg import ColorRGBA, Header
 from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import Marker, MarkerArray
 
 from fmdrive_msgs.msg import Lane as LaneMsg
+from fmdrive_msgs.msg import LaneArray
 from fmdrive_msgs.msg import Object as ObjectMsg
 from fmdrive_msgs.msg import ObjectArray
 from fmdrive_msgs.msg import Plan as PlanMsg
@@ -332,33 +334,67 @@ def msg_to_objects(msg: ObjectArray) -> list:
 
 
 # ---------------------------------------------------------------- scene
+def _lane_to_msg(lane: Lane) -> LaneMsg:
+    centerline = np.asarray(lane.centerline, np.float64).reshape(-1, 3)
+    return LaneMsg(offset=int(lane.offset), width_m=float(lane.width_m),
+                   centerline=[Point(x=float(x), y=float(y), z=float(z)) for x, y, z in centerline.tolist()])
+
+
+def _msg_to_lane(msg: LaneMsg) -> Lane:
+    return Lane(offset=int(msg.offset), width_m=float(msg.width_m),
+                centerline=np.array([(p.x, p.y, p.z) for p in msg.centerline], np.float64).reshape(-1, 3))
+
+
+def lanes_to_msg(lanes: list, stamp_ns: int, frame_id: str, source: str) -> LaneArray:
+    return LaneArray(header=_header(stamp_ns, frame_id), source=source, lanes=[_lane_to_msg(ln) for ln in lanes])
+
+
+def msg_to_lanes(msg: LaneArray) -> list:
+    return [_msg_to_lane(ln) for ln in msg.lanes]
+
+
 def scene_to_msg(scene: Scene, frame_id: str = 'base_link') -> SceneDescription:
-    lanes = []
-    for lane in scene.lanes:
-        centerline = np.asarray(lane.centerline, np.float64).reshape(-1, 3)
-        lanes.append(LaneMsg(offset=int(lane.offset), width_m=float(lane.width_m),
-                             centerline=[Point(x=float(x), y=float(y), z=float(z))
-                                         for x, y, z in centerline.tolist()]))
     return SceneDescription(header=_header(scene.stamp_ns, frame_id),
                             ego_pose=_pose2d(scene.ego.x, scene.ego.y, scene.ego.yaw_rad),
                             ego_speed_mps=float(scene.ego.speed_mps),
                             ego_yaw_rate_rps=float(scene.ego.yaw_rate_rps),
                             speed_limit_mps=float(scene.speed_limit_mps),
                             objects=[_object_to_msg(obj) for obj in scene.objects],
-                            lanes=lanes, text=scene.text)
+                            lanes=[_lane_to_msg(ln) for ln in scene.lanes], text=scene.text)
 
 
 def msg_to_scene(msg: SceneDescription) -> Scene:
     ego = EgoState(x=float(msg.ego_pose.position.x), y=float(msg.ego_pose.position.y),
                    yaw_rad=_pose_yaw(msg.ego_pose), speed_mps=float(msg.ego_speed_mps),
                    yaw_rate_rps=float(msg.ego_yaw_rate_rps))
-    lanes = [Lane(offset=int(lane.offset), width_m=float(lane.width_m),
-                  centerline=np.array([(p.x, p.y, p.z) for p in lane.centerline],
-                                      np.float64).reshape(-1, 3))
-             for lane in msg.lanes]
     return Scene(stamp_ns=stamp_to_ns(msg.header.stamp), ego=ego,
-                 objects=[_msg_to_object(obj) for obj in msg.objects], lanes=lanes,
+                 objects=[_msg_to_object(obj) for obj in msg.objects],
+                 lanes=[_msg_to_lane(ln) for ln in msg.lanes],
                  speed_limit_mps=float(msg.speed_limit_mps), text=msg.text)
+
+
+# ---------------------------------------------------------------- RViz markers
+_MARKER_TYPES = {'cube': Marker.CUBE, 'line_strip': Marker.LINE_STRIP, 'text': Marker.TEXT_VIEW_FACING,
+                 'delete_all': Marker.CUBE}
+
+
+def markers_to_msg(markers: list, stamp_ns: int) -> MarkerArray:
+    """visualization_msgs/MarkerArray from fmdrive.visualization.markers_data() dicts."""
+    out = MarkerArray()
+    for m in markers:
+        mk = Marker(ns=m['ns'], id=int(m['id']), type=_MARKER_TYPES[m['type']],
+                    action=Marker.DELETEALL if m['action'] == 'deleteall' else Marker.ADD)
+        mk.header = _header(stamp_ns, m['frame_id'])
+        (px, py, pz), (qx, qy, qz, qw) = m['pose']['position'], m['pose']['orientation']
+        mk.pose = Pose(position=Point(x=px, y=py, z=pz), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))
+        mk.scale = Vector3(x=m['scale'][0], y=m['scale'][1], z=m['scale'][2])
+        mk.color = ColorRGBA(r=m['color'][0], g=m['color'][1], b=m['color'][2], a=m['color'][3])
+        mk.points = [Point(x=x, y=y, z=z) for x, y, z in m['points']]
+        mk.text = m['text']
+        lifetime_ns = int(m['lifetime_s'] * NS_PER_S)
+        mk.lifetime = Duration(sec=lifetime_ns // NS_PER_S, nanosec=lifetime_ns % NS_PER_S)
+        out.markers.append(mk)
+    return out
 
 
 # ---------------------------------------------------------------- plans and paths

@@ -113,6 +113,26 @@ def test_pedestrian_is_classified_as_pedestrian(detector):
     assert max(found[0].size[:2]) < 1.2
 
 
+def test_cyclist_riding_ahead_is_a_cyclist_not_the_rear_of_a_car(detector):
+    # its 1.8 m side runs along the line of sight: a car's rear would face the sensor instead
+    result = detector.detect(ray_cast_sweep(street([box(18.0, -3.0, (1.8, 0.6, 1.7), yaw_rad=0.1)])))
+    assert [o.label for o in near(result.objects, 18.0, -3.0)] == ['cyclist']
+
+
+def test_roadside_fence_seen_edge_on_is_not_a_car(detector):
+    # a 5 m piece of 1.1 m high fence beside the road ahead: one thin side, no end face
+    result = detector.detect(ray_cast_sweep([box(25.0, 7.0, (5.0, 0.1, 1.1))]))
+    assert [o.label for o in near(result.objects, 25.0, 7.0)] in ([], ['unknown'])
+
+
+def test_ring_column_is_accepted_and_ignored(detector):
+    sweep = ray_cast_sweep(street([box(10.0, 3.0, PEDESTRIAN)]))
+    with_ring = np.c_[sweep, np.arange(len(sweep)) % 32].astype(np.float32)
+    a, b = detector.detect(sweep), detector.detect(with_ring)
+    assert [o.to_dict() for o in a.objects] == [o.to_dict() for o in b.objects]
+    assert b.ground_points.shape[1] == 4
+
+
 def test_building_is_not_reported_as_an_object(detector):
     result = detector.detect(ray_cast_sweep(street()))
     for x, y in ((25.0, 16.0), (-20.0, -15.0)):           # the buildings, anywhere on them

@@ -145,6 +145,10 @@ def test_detection_with_nan_is_dropped():
     out = tracker.update([car(float('nan'), 0.0), car(5.0, 1.0, yaw_rad=float('inf')), car(7.0, 0.0)],
                          stamp(0))
     assert tracker.last_dropped == 2
+    unlabelled = car(7.0, 0.0)
+    unlabelled.label = None
+    tracker.update([unlabelled, 'not a detection'], stamp(1))
+    assert tracker.last_dropped == 2
     assert len(out) == 1 and np.all(np.isfinite(out[0].center))
 
 
@@ -259,13 +263,13 @@ def test_odometry_with_nan_is_ignored():
 
 # ---------------------------------------------------------------- FusionCore (tracking part)
 def drive(core, n_frames, ego_speed_mps, object_odom_xy, object_vel_odom, ego_yaw_rad=0.0,
-          odometry=True, start=0):
+          odometry=True, start=0, ego_start_xy=(0.0, 0.0)):
     """Ego drives along its heading; one car moves in odom. Returns the FusionResults."""
     results = []
     heading = np.array([math.cos(ego_yaw_rad), math.sin(ego_yaw_rad)])
     for k in range(start, start + n_frames):
         t_s = k * 0.1
-        ego_xy = heading * ego_speed_mps * t_s
+        ego_xy = np.asarray(ego_start_xy) + heading * ego_speed_mps * t_s
         ego = EgoState(ego_xy[0], ego_xy[1], ego_yaw_rad, ego_speed_mps, 0.0)
         if odometry:
             for j in range(5):      # 50 Hz odometry around the LiDAR frame
@@ -315,9 +319,14 @@ def test_core_without_odometry_warns_and_tracks_as_if_ego_static():
 
 def test_core_keeps_track_ids_when_odometry_starts_late_or_drops_out():
     core = FusionCore(FusionParams())
-    results = drive(core, 3, 10.0, (40.0, 0.0), (0, 0), odometry=False)              # none yet
-    results += drive(core, 10, 10.0, (40.0, 0.0), (0, 0), start=3)                   # arrives
-    results += drive(core, 3, 10.0, (40.0, 0.0), (0, 0), odometry=False, start=13)  # drops out
+    # The odom origin is far from ego (as on a real drive): tracks must be re-anchored, not reset.
+    yaw, start = 0.7, np.array([120.0, -45.0])
+    car_xy = start + 40.0 * np.array([math.cos(yaw), math.sin(yaw)])
+    scenario = dict(ego_speed_mps=10.0, object_odom_xy=car_xy, object_vel_odom=(0, 0),
+                    ego_yaw_rad=yaw, ego_start_xy=start)
+    results = drive(core, 3, odometry=False, **scenario)                # no odometry yet
+    results += drive(core, 10, start=3, **scenario)                    # odometry arrives
+    results += drive(core, 3, odometry=False, start=13, **scenario)    # odometry drops out
     assert {o.id for r in results for o in r.objects_base} == {1}
     assert results[5].ego_from_odometry and not results[5].warnings
     assert results[-1].warnings and not results[-1].ego_from_odometry
@@ -354,3 +363,15 @@ def test_fusion_params_come_from_the_node_parameters():
     assert (params.max_age_s, params.gate_m, params.min_hits) == (0.5, 3.0, 2)
     with pytest.raises(ValueError, match='T_base_lidar'):
         FusionCore(params, T_base_lidar=np.eye(3))
+
+
+def test_core_bag_loop_restarts_odometry_and_tracks_without_raising():
+    core = FusionCore(FusionParams())
+    scenario = dict(ego_speed_mps=10.0, object_odom_xy=(40.0, 0.0), object_vel_odom=(0, 0))
+    drive(core, 20, **scenario)
+    looped = drive(core, 5, **scenario)          # the bag starts again: stamps and poses jump back
+    warnings = ' '.join(looped[0].warnings)
+    assert 'odometry buffer cleared' in warnings and 'tracker reset' in warnings
+    assert looped[0].ego_from_odometry
+    assert [o.id for o in looped[-1].objects_base] == [1]
+    assert looped[-1].objects_base[0].center[0] == pytest.approx(40.0 - 10.0 * 0.4, abs=0.05)

@@ -187,19 +187,25 @@ def depth_colours(depth_m, near_m: float = 3.0, far_m: float = 60.0) -> np.ndarr
 def render_overlay(points_lidar, image_rgb, camera: CameraModel, T_camera_lidar,
                    radius_px: int = 2) -> np.ndarray:
     """Copy of the image with the projected points drawn as small dots coloured by depth
-    (near points drawn last, so they stay on top)."""
+    (where dots overlap, the nearest point's colour wins)."""
     image = _check_image(image_rgb, camera)
-    out = np.array(image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2), np.uint8)[..., :3]
+    out = np.array(image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2),
+                   dtype=np.uint8)  # a contiguous copy, so the flat view below writes into it
     uv, depth, in_image = camera.project(transform_points(np.asarray(T_camera_lidar, float),
                                                           np.asarray(points_lidar, float)[:, :3]))
-    order = np.argsort(-depth[in_image])               # far first
-    pix = np.rint(uv[in_image][order]).astype(np.int64)
-    colours = depth_colours(depth[in_image][order])
+    pix = np.rint(uv[in_image]).astype(np.int64)
+    depth_m = depth[in_image]
+    colours = depth_colours(depth_m)
     d = np.arange(-radius_px, radius_px + 1)
     du, dv = np.meshgrid(d, d)
     disc = du * du + dv * dv <= radius_px * radius_px + radius_px  # round dot
     du, dv = du[disc], dv[disc]
     u = np.clip(pix[:, 0:1] + du, 0, camera.width - 1)            # (M, dots)
     v = np.clip(pix[:, 1:2] + dv, 0, camera.height - 1)
-    out[v.reshape(-1), u.reshape(-1)] = np.repeat(colours, len(du), axis=0)
+    flat = (v * camera.width + u).reshape(-1)
+    dot_depth = np.repeat(depth_m, len(du))
+    nearest = np.full(camera.width * camera.height, np.inf)
+    np.minimum.at(nearest, flat, dot_depth)                        # z-buffer: the nearest dot wins
+    wins = dot_depth == nearest[flat]
+    out.reshape(-1, 3)[flat[wins]] = np.repeat(colours, len(du), axis=0)[wins]
     return out

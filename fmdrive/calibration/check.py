@@ -27,10 +27,13 @@ MIN_POINTS_IN_IMAGE = 100   # fewer projected points and the extrinsic is grossl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--pcd', required=True, help='LiDAR sweep (PCD v0.7, ascii or binary)')
-    parser.add_argument('--image', required=True, help='camera image taken with the sweep (PNG/JPEG)')
-    parser.add_argument('--camera-info', required=True, help='camera_info YAML of that image')
-    parser.add_argument('--extrinsics', required=True, help='extrinsics YAML holding both frames')
+    parser.add_argument('bag', nargs='?', default=None,
+                        help='a rosbag2 bag with image, camera_info, points and /tf_static (instead of the files)')
+    parser.add_argument('--frame', type=int, default=10, help='with BAG: which LiDAR frame (index) to check')
+    parser.add_argument('--pcd', help='LiDAR sweep (PCD v0.7, ascii or binary)')
+    parser.add_argument('--image', help='camera image taken with the sweep (PNG/JPEG)')
+    parser.add_argument('--camera-info', help='camera_info YAML of that image')
+    parser.add_argument('--extrinsics', help='extrinsics YAML holding both frames (with BAG: overrides /tf_static)')
     parser.add_argument('--lidar-frame', default=FRAMES['lidar'], help='LiDAR frame id in the extrinsics')
     parser.add_argument('--camera-frame', default=FRAMES['camera'], help='camera optical frame id')
     parser.add_argument('-o', '--overlay', default=None, metavar='PNG',
@@ -41,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_inputs(args) -> tuple[np.ndarray, np.ndarray, CameraModel, np.ndarray]:
     """(points_lidar (N, 4), image_rgb (H, W, 3) uint8, camera, T_camera_lidar) from the arguments."""
     from PIL import Image, UnidentifiedImageError
+    if args.bag:
+        return load_bag_inputs(args.bag, args.frame, args.extrinsics, args.lidar_frame, args.camera_frame)
+    missing = [f'--{n.replace("_", "-")}' for n in ('pcd', 'image', 'camera_info', 'extrinsics')
+               if not getattr(args, n)]
+    if missing:
+        raise CalibrationError(f'give a BAG, or all of --pcd --image --camera-info --extrinsics '
+                               f'(missing: {" ".join(missing)})')
     points = read_pcd(args.pcd)
     image_path = Path(args.image)
     if not image_path.is_file():
@@ -54,6 +64,48 @@ def load_inputs(args) -> tuple[np.ndarray, np.ndarray, CameraModel, np.ndarray]:
     extrinsics = load_extrinsics(args.extrinsics)
     T_camera_lidar = extrinsics.transform(args.camera_frame, args.lidar_frame)
     return points, image, camera, T_camera_lidar
+
+
+def load_bag_inputs(bag, frame_index: int, extrinsics_path, lidar_frame: str, camera_frame: str):
+    """The same four inputs from a bag: the frame_index-th LiDAR sweep, the image with the nearest
+    stamp, the camera_info, and T_camera_lidar from /tf_static (or an extrinsics file)."""
+    from fmdrive.bags.reader import BagReader
+    from fmdrive.config import TOPICS
+    from fmdrive.geometry import inv_T
+    from fmdrive.msgs import (camera_info_to_fields, image_to_rgb, pointcloud2_to_xyzi, stamp_to_ns,
+                              tf_to_transforms)
+    reader = BagReader(bag)
+    need = [TOPICS['points'], TOPICS['image'], TOPICS['camera_info']]
+    absent = [t for t in need if t not in reader.topics]
+    if absent:
+        raise CalibrationError(f'{bag} has no {", ".join(absent)}; calib-check needs points, image and camera_info')
+    frames = {}  # parent/child -> T from /tf_static
+    clouds, images, camera = [], [], None
+    topics = need + ([TOPICS['tf_static']] if TOPICS['tf_static'] in reader.topics else [])
+    for topic, _, msg in reader.messages(topics):
+        if topic == TOPICS['points']:
+            clouds.append(msg)
+            if len(clouds) > frame_index and images and camera is not None and frames:
+                break
+        elif topic == TOPICS['image']:
+            images.append(msg)
+        elif topic == TOPICS['camera_info'] and camera is None:
+            camera = CameraModel.from_camera_info_fields(**camera_info_to_fields(msg))
+        elif topic == TOPICS['tf_static']:
+            frames.update({child: (parent, T) for parent, child, T in tf_to_transforms(msg)})
+    if len(clouds) <= frame_index:
+        raise CalibrationError(f'{bag} has only {len(clouds)} LiDAR frames; choose --frame < {len(clouds)}')
+    cloud = clouds[frame_index]
+    stamp = stamp_to_ns(cloud.header.stamp)
+    image_msg = min(images, key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp))
+    if extrinsics_path:
+        T_camera_lidar = load_extrinsics(extrinsics_path).transform(camera_frame, lidar_frame)
+    else:
+        if lidar_frame not in frames or camera_frame not in frames or frames[lidar_frame][0] != frames[camera_frame][0]:
+            raise CalibrationError(f'{bag}: /tf_static does not hold {lidar_frame} and {camera_frame} under one '
+                                   'parent; pass --extrinsics')
+        T_camera_lidar = inv_T(frames[camera_frame][1]) @ frames[lidar_frame][1]
+    return pointcloud2_to_xyzi(cloud), np.ascontiguousarray(image_to_rgb(image_msg)), camera, T_camera_lidar
 
 
 def check_alignment(points_lidar, image_rgb, camera: CameraModel, T_camera_lidar, out_png=None,

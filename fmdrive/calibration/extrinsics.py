@@ -10,7 +10,6 @@ Format (calibration/extrinsics.yaml)::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,28 +23,41 @@ QUAT_NORM_TOLERANCE = 1e-2      # |q| may differ from 1 by this much (rounding i
 ROTATION_TOLERANCE = 1e-4       # max |R^T R - I| accepted when saving
 
 
-@dataclass
-class Extrinsics:
-    """One parent frame and T_parent_child (4x4) of each child frame."""
-    frame_id: str
-    transforms: dict = field(default_factory=dict)
-    source: str = ''
+class MissingFrameError(CalibrationError, KeyError):
+    """The extrinsics have no transform for a requested frame (a KeyError too, for dict users)."""
 
-    def __getitem__(self, child: str) -> np.ndarray:
-        if child == self.frame_id:
-            return np.eye(4)
-        if child not in self.transforms:
-            where = f' in {self.source}' if self.source else ''
-            raise CalibrationError(f'no transform {self.frame_id} -> {child!r}{where}; children are '
-                                   f'{", ".join(self.transforms) or "none"}')
-        return self.transforms[child].copy()
+    def __str__(self):
+        return str(self.args[0]) if self.args else ''
 
-    def __contains__(self, frame: str) -> bool:
-        return frame == self.frame_id or frame in self.transforms
+
+class Extrinsics(dict):
+    """{child_frame_id: T_parent_child (4x4)} of one parent frame (`frame_id`), as read from a file.
+
+    A plain dict of the children (items(), get(), in), plus transform(to, from) between any two
+    frames of the file; a missing child raises MissingFrameError naming the file and the children.
+    """
+
+    def __init__(self, frame_id: str, transforms: dict | None = None, source: str = ''):
+        super().__init__(transforms or {})
+        self.frame_id = frame_id
+        self.source = source
+
+    @property
+    def transforms(self) -> dict:
+        return dict(self)
+
+    def __missing__(self, child):
+        where = f' in {self.source}' if self.source else ''
+        raise MissingFrameError(f'no transform {self.frame_id} -> {child!r}{where}; children are '
+                                f'{", ".join(self) or "none"}')
+
+    def T_parent(self, frame: str) -> np.ndarray:
+        """T_<parent>_<frame> (identity for the parent itself)."""
+        return np.eye(4) if frame == self.frame_id else np.array(self[frame], dtype=np.float64)
 
     def transform(self, to_frame: str, from_frame: str) -> np.ndarray:
         """T_<to>_<from> between any two frames of the file (parent or children)."""
-        return inv_T(self[to_frame]) @ self[from_frame]
+        return inv_T(self.T_parent(to_frame)) @ self.T_parent(from_frame)
 
 
 def _rigid_from_yaml(entry: dict, where: str) -> np.ndarray:

@@ -483,6 +483,25 @@ class RunOutputs:
     plans: list = field(default_factory=list)           # list[Plan] (odom)
     planner_latency_ms: list = field(default_factory=list)
 
+    def shift_stamps(self, offset_ns: int) -> None:
+        """Undo a replay restamp (outputs then carry the bag's own stamps, as the ground truth does)."""
+        if offset_ns:
+            self.lidar_objects = {s + offset_ns: v for s, v in self.lidar_objects.items()}
+            self.tracks = {s + offset_ns: v for s, v in self.tracks.items()}
+            for plan in self.plans:
+                plan.stamp_ns += offset_ns
+
+
+def replay_stamp_offset_ns(run_dir) -> int:
+    """The constant stamp shift `replay --restamp` applied (run_dir/replay.json), 0 if none."""
+    path = Path(run_dir) / 'replay.json'
+    if not path.exists():
+        return 0
+    try:
+        return int(json.loads(path.read_text()).get('stamp_offset_ns') or 0)
+    except (ValueError, AttributeError) as e:
+        raise EvalError(f'{path}: not a replay summary ({e})') from None
+
 
 def check_run_dir(run_dir) -> Path:
     run_dir = Path(run_dir)
@@ -520,36 +539,39 @@ def present_messages(reader, topics):
     return ((topic, msg) for topic, _, msg in reader.messages(topics=have))
 
 
-def _collect_output(out, topic, msg, msg_to_objects, msg_to_plan, stamp_to_ns):
-    if True:
-        if topic == TOPICS['lidar_objects']:
-            out.lidar_objects[stamp_to_ns(msg.header.stamp)] = msg_to_objects(msg)
-        elif topic == TOPICS['objects']:
-            out.tracks[stamp_to_ns(msg.header.stamp)] = msg_to_objects(msg)
-        elif topic == TOPICS['plan']:
-            out.plans.append(msg_to_plan(msg))
-        elif topic == TOPICS['diagnostics']:
-            for status in msg.status:
-                if 'planner' not in status.name.lower():
-                    continue
-                for kv in status.values:
-                    if kv.key == 'pipeline_latency_ms':
-                        try:
-                            out.planner_latency_ms.append(float(kv.value))
-                        except ValueError:
-                            pass
+def _collect_output(out: RunOutputs, topic: str, msg, msg_to_objects, msg_to_plan,
+                    stamp_to_ns) -> None:
+    if topic == TOPICS['lidar_objects']:
+        out.lidar_objects[stamp_to_ns(msg.header.stamp)] = msg_to_objects(msg)
+    elif topic == TOPICS['objects']:
+        out.tracks[stamp_to_ns(msg.header.stamp)] = msg_to_objects(msg)
+    elif topic == TOPICS['plan']:
+        out.plans.append(msg_to_plan(msg))
+    elif topic == TOPICS['diagnostics']:
+        # the planner's status (name "fmdrive/planner") carries now - LiDAR stamp per plan
+        values = [kv.value for st in msg.status if 'planner' in st.name.lower()
+                  for kv in st.values if kv.key == 'pipeline_latency_ms']
+        for v in values:
+            try:
+                out.planner_latency_ms.append(float(v))
+            except ValueError:
+                pass
 
 
-def read_lidar_stamps(input_bag) -> list[int]:
+def read_lidar_stamps(input_bag, progress: bool = False) -> list[int]:
     """Header stamps of the LiDAR frames of the input bag."""
+    from tqdm import tqdm
+
     from fmdrive.bags.reader import BagReader
     from fmdrive.msgs import stamp_to_ns
     with BagReader(input_bag) as reader:
         if TOPICS['points'] not in reader.topics:
             raise EvalError(f'{input_bag}: no {TOPICS["points"]} in the input bag (topics: '
                             f'{", ".join(sorted(reader.topics)) or "none"}); is it a sensor bag?')
+        it = present_messages(reader, [TOPICS['points']])
         return [stamp_to_ns(msg.header.stamp)
-                for _, msg in present_messages(reader, [TOPICS['points']])]
+                for _, msg in tqdm(it, desc='input bag', unit='frame', leave=False,
+                                   total=reader.topics[TOPICS['points']][1], disable=not progress)]
 
 
 def load_latency_json(path) -> dict | None:
@@ -579,7 +601,8 @@ def _to_odom(objects_base, ego: EgoState):
 
 
 def eval_run(run_dir, progress: bool = True) -> dict:
-    """All metrics of one run dir (see module doc). NaN metrics mean "not measurable here"."""
+    """All metrics of one run dir, JSON-ready: None (null) means "not measurable in this run"
+    (e.g. the AP of a class the scenario does not have)."""
     from tqdm import tqdm
 
     run_dir = check_run_dir(run_dir)
@@ -587,7 +610,8 @@ def eval_run(run_dir, progress: bool = True) -> dict:
     if not gt_frames:
         raise EvalError(f'{run_dir / "ground_truth.json"}: no frames; re-run the simulator')
     outputs = read_outputs(run_dir / 'output', progress=progress)
-    lidar_stamps = read_lidar_stamps(run_dir / 'bag')
+    outputs.shift_stamps(-replay_stamp_offset_ns(run_dir))
+    lidar_stamps = read_lidar_stamps(run_dir / 'bag', progress=progress)
 
     gt_stamps = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)
 

@@ -190,6 +190,28 @@ def render_report(frames, camera_K, T_camera_base, title: str, metrics: dict | N
 
 
 # ------------------------------------------------------------------ loading a run dir
+def _wanted_messages(reader, topics, wanted_ns: np.ndarray, tolerance_ns: int = 60_000_000):
+    """(topic, msg) of the present topics whose bag time is near a wanted stamp (bag time is the
+    receive time, >= the header stamp; camera_info always), decoding only those."""
+    from rclpy.serialization import deserialize_message
+    from fmdrive.bags.typestore import message_class
+    have = [t for t in topics if t in reader.topics]
+    if not have:
+        return
+    classes = {t: message_class(reader.topics[t][0]) for t in have}
+    seen_info = False
+    for topic, _, bag_ns, data in reader.raw_messages(have):
+        if topic == TOPICS['camera_info']:
+            if seen_info:
+                continue
+            seen_info = True
+        else:
+            i = int(np.searchsorted(wanted_ns, bag_ns - 2_000_000_000))  # outputs arrive late
+            if i >= len(wanted_ns) or wanted_ns[i] > bag_ns + tolerance_ns:
+                continue                              # far from every wanted stamp: skip decoding
+        yield topic, deserialize_message(bytes(data), classes[topic])
+
+
 def _read_sensor_frames(bag_dir, stamps_ns, T_base_lidar):
     """{stamp: image_rgb} and {stamp: points_base} nearest to each wanted stamp, camera K."""
     from fmdrive.bags.reader import BagReader
@@ -200,7 +222,9 @@ def _read_sensor_frames(bag_dir, stamps_ns, T_base_lidar):
     points: dict[int, np.ndarray] = {}
     K = None
     topics = [TOPICS['image'], TOPICS['points'], TOPICS['camera_info']]
-    for topic, _, msg in BagReader(bag_dir).messages(topics=topics):
+    with BagReader(bag_dir) as reader:
+        messages = list(_wanted_messages(reader, topics, wanted))
+    for topic, msg in messages:
         if topic == TOPICS['camera_info']:
             if K is None and any(msg.k):
                 K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
@@ -224,26 +248,34 @@ def _read_sensor_frames(bag_dir, stamps_ns, T_base_lidar):
     return images, points_base, K
 
 
-def _read_outputs_at(output_dir, stamps_ns):
+def _read_outputs(output_dir):
+    """{header stamp: objects} of detections and tracks and {stamp: Plan} of the output bag
+    (small messages: the whole run is read)."""
     from fmdrive.bags.reader import BagReader
+    from fmdrive.eval.metrics import present_messages
     from fmdrive.msgs import msg_to_objects, msg_to_plan, stamp_to_ns
 
-    wanted = set(int(s) for s in stamps_ns)
-    wanted_arr = np.array(sorted(wanted), dtype=np.int64)
     dets, tracks, plans = {}, {}, {}
     topics = [TOPICS['lidar_objects'], TOPICS['objects'], TOPICS['plan']]
-    for topic, _, msg in BagReader(output_dir).messages(topics=topics):
-        k = nearest_frame_index(wanted_arr, stamp_to_ns(msg.header.stamp))
-        if k is None:
-            continue
-        s = int(wanted_arr[k])
-        if topic == TOPICS['lidar_objects']:
-            dets[s] = msg_to_objects(msg)
-        elif topic == TOPICS['objects']:
-            tracks[s] = msg_to_objects(msg)
-        else:
-            plans[s] = msg_to_plan(msg)
+    with BagReader(output_dir) as reader:
+        for topic, msg in present_messages(reader, topics):
+            stamp = stamp_to_ns(msg.header.stamp)
+            if topic == TOPICS['lidar_objects']:
+                dets[stamp] = msg_to_objects(msg)
+            elif topic == TOPICS['objects']:
+                tracks[stamp] = msg_to_objects(msg)
+            else:
+                plans[stamp] = msg_to_plan(msg)
     return dets, tracks, plans
+
+
+def _at(stamped: dict, stamp_ns: int, default=None):
+    """The value whose stamp is nearest to stamp_ns (within 1 ms), else default."""
+    if not stamped:
+        return default
+    keys = np.array(sorted(stamped), dtype=np.int64)
+    k = nearest_frame_index(keys, stamp_ns)
+    return default if k is None else stamped[int(keys[k])]
 
 
 def _expert_xy(gt_frames, stamp_ns: int, horizon_s: float = 3.0) -> np.ndarray:
@@ -262,8 +294,12 @@ def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3) -> 
     if not gt_frames:
         raise EvalError(f'{run_dir / "ground_truth.json"}: no frames; re-run the simulator')
     gt_stamps = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)
+    dets, tracks, plans = _read_outputs(run_dir / 'output')
     if frame_stamps is None:
-        frame_stamps = choose_frames(gt_frames, n_frames)
+        # choose among the frames the graph answered (plan or detections), if it answered any
+        answered = [f for f in gt_frames
+                    if _at(plans, f.stamp_ns) is not None or _at(dets, f.stamp_ns) is not None]
+        frame_stamps = choose_frames(answered or gt_frames, n_frames)
     indices = []
     for s in frame_stamps:
         k = nearest_frame_index(gt_stamps, int(s), tolerance_ns=60_000_000)
@@ -278,11 +314,10 @@ def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3) -> 
     images, points, bag_K = _read_sensor_frames(run_dir / 'bag', stamps, load_T_base_lidar())
     if bag_K is not None:
         K = bag_K                                 # the bag's camera_info wins over the YAML
-    dets, tracks, plans = _read_outputs_at(run_dir / 'output', stamps)
     frames = [ReportFrame(stamp_ns=s, t_s=(s - int(gt_stamps[0])) / 1e9, gt=gt_frames[k],
                           image_rgb=images.get(s), points_base=points.get(s),
-                          detections_base=dets.get(s, []), tracks_base=tracks.get(s, []),
-                          plan=plans.get(s), expert_xy_odom=_expert_xy(gt_frames, s))
+                          detections_base=_at(dets, s, []), tracks_base=_at(tracks, s, []),
+                          plan=_at(plans, s), expert_xy_odom=_expert_xy(gt_frames, s))
               for s, k in zip(stamps, indices)]
 
     metrics = None

@@ -21,7 +21,7 @@ from fmdrive.fusion.odometry import NS_PER_S, OdometryBuffer
 from fmdrive.fusion.scene import describe_scene
 from fmdrive.fusion.tracker import MultiObjectTracker, TrackerParams, is_valid_detection
 from fmdrive.geometry import inv_T
-from fmdrive.objects import EgoState, Object3D, Scene
+from fmdrive.objects import EgoState, Scene
 
 
 @dataclass
@@ -77,13 +77,18 @@ class FusionCore:
         try:
             reset = self.odometry.add(int(stamp_ns), ego)
         except Exception as exc:  # noqa: BLE001 - bad input must not stop the node
-            self._pending_warnings.append(f'odometry sample ignored ({type(exc).__name__}: {exc})')
+            self._warn_later(f'odometry sample ignored ({type(exc).__name__}: {exc})')
             return False
         if reset:
             self._held_ego = None
-            self._pending_warnings.append('odometry stamps went back by more than 1 s (bag loop?): '
-                                          'odometry buffer cleared')
+            self._warn_later('odometry stamps went back by more than 1 s (bag loop?): '
+                             'odometry buffer cleared')
         return reset
+
+    def _warn_later(self, message: str, max_pending: int = 20) -> None:
+        """Queue a warning for the next update() result (bounded if update() is not called)."""
+        if len(self._pending_warnings) < max_pending:
+            self._pending_warnings.append(message)
 
     def update(self, lidar_objects_base, stamp_ns: int, lanes=(), frame_id: str = FRAMES['base']
                ) -> FusionResult:
@@ -166,6 +171,11 @@ class FusionCore:
             warnings.append(f'no odometry at stamp {stamp_ns} ({age}): ego assumed static at its '
                             'last known pose')
             return EgoState(held.x, held.y, held.yaw_rad, 0.0, 0.0), False
+        if self._tracking_in_odom:
+            # Odometry was reset (not the LiDAR clock) and nothing is known of the pose since.
+            self.tracker.reset()
+            self._tracking_in_odom = False
+            warnings.append('odometry pose lost after an odometry reset: tracks restarted')
         warnings.append(f'no odometry at stamp {stamp_ns} ({age}): tracking in base_link as if ego '
                         'were static')
         return EgoState(), False

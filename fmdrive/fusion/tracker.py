@@ -81,12 +81,12 @@ def wrap_half_turn(a):
 
 
 def is_valid_detection(obj: Object3D) -> bool:
-    """False for detections with NaN/inf anywhere that matters or a non-positive size."""
+    """False for detections with NaN/inf anywhere that matters, a non-positive size or no label."""
     try:
-        values = np.concatenate([obj.center, obj.size, [obj.yaw_rad, obj.score]])
+        values = np.concatenate([obj.center, obj.size, [obj.yaw_rad, obj.score]]).astype(np.float64)
     except (TypeError, ValueError, AttributeError):
         return False
-    return bool(np.all(np.isfinite(values)) and np.all(obj.size > 0))
+    return bool(np.all(np.isfinite(values)) and np.all(obj.size > 0) and isinstance(obj.label, str))
 
 
 @dataclass
@@ -98,23 +98,24 @@ class _Track:
     yaw_rad: float
     score: float
     labels: deque                       # (label, score) of recent hits
+    label: str = UNKNOWN                # majority over `labels`, refreshed by vote_label()
     hits: int = 1
     confirmed: bool = False
     embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     embedding_space: str = ''
 
-    @property
-    def label(self) -> str:
+    def vote_label(self) -> None:
         """Score-weighted majority over the history; unknown only if nothing else was seen."""
         votes: dict[str, float] = {}
         for label, score in self.labels:
             votes[label] = votes.get(label, 0.0) + max(score, 1e-3)
         known = {k: v for k, v in votes.items() if k != UNKNOWN}
         if not known:
-            return UNKNOWN
+            self.label = UNKNOWN
+            return
         order = {c: i for i, c in enumerate(CLASSES)}
         # Highest vote wins; ties go to the earlier class in CLASSES, then alphabetical: deterministic.
-        return min(known, key=lambda k: (-known[k], order.get(k, len(order)), k))
+        self.label = min(known, key=lambda k: (-known[k], order.get(k, len(order)), k))
 
 
 class MultiObjectTracker:
@@ -237,6 +238,7 @@ class MultiObjectTracker:
             track.z += p.z_alpha * (det.center[2] - track.z)
             track.score += p.score_alpha * (det.score - track.score)
             track.labels.append((det.label, float(det.score)))
+            track.vote_label()
             track.hits += 1
             track.last_hit_ns = stamp_ns
             track.confirmed = track.confirmed or track.hits >= p.min_hits
@@ -252,7 +254,7 @@ class MultiObjectTracker:
         labels = deque([(det.label, float(det.score))], maxlen=p.label_history)
         self._tracks.append(_Track(
             id=self._next_id, last_hit_ns=stamp_ns, z=float(det.center[2]), size=det.size.copy(),
-            yaw_rad=float(wrap_angle(det.yaw_rad)), score=float(det.score), labels=labels,
+            yaw_rad=float(wrap_angle(det.yaw_rad)), score=float(det.score), labels=labels, label=det.label,
             confirmed=p.min_hits <= 1, embedding=det.embedding, embedding_space=det.embedding_space))
         self._next_id += 1
 

@@ -45,6 +45,8 @@ CLASS_SIZES = {
 # seen from behind/in front. Cars are lower: a visible top above this is taken as a cyclist.
 CYCLIST_MIN_TOP_M = 1.62
 CAR_MAX_WIDTH_M = 2.5               # a visible side longer than this is a car's length, not width
+SINGLE_SIDE_MAX_WIDTH_M = 0.8       # narrower visible depth: only one face of the box is seen
+EDGE_ON_MIN_ALIGNMENT = np.cos(np.deg2rad(40.0))   # a face within 40 deg of the ray is edge-on
 
 
 def _rectangle_from_heading(points_xy: np.ndarray, heading_rad: float):
@@ -123,9 +125,17 @@ def min_area_rectangle(points_xy):
     return _as_length_width(*_rectangle_from_heading(points_xy, best), best)
 
 
-def classify_by_size(length_m: float, width_m: float, height_m: float) -> str:
+def classify_by_size(length_m: float, width_m: float, height_m: float,
+                     view_alignment: float | None = None) -> str:
     """Class of a box from its visible size (length >= width), or UNKNOWN.
 
+    view_alignment: |cos| of the angle between the visible length axis and the ray from the
+    sensor (0 = the long side faces the sensor, 1 = it is seen edge-on). A sensor sees the faces
+    of a box that face it, which settles two look-alikes:
+    - a thin 1.2-2.3 m face is a car's rear/front only when it faces the sensor; seen edge-on
+      (along the ray) it is the side of a cyclist;
+    - a single thin side longer than a car is wide, seen edge-on without the end face that
+      would then be visible, is a fence or wall, not a car.
     Callers reject clutter (too long / too tall / too flat) before asking.
     """
     for label in ('cone', 'pedestrian'):
@@ -138,6 +148,9 @@ def classify_by_size(length_m: float, width_m: float, height_m: float) -> str:
                     and cyc.min_height_m <= height_m <= cyc.max_height_m)
     car_like = (car.min_length_m <= length_m <= car.max_length_m and width_m <= car.max_width_m
                 and car.min_height_m <= height_m <= car.max_height_m)
+    edge_on = view_alignment is not None and view_alignment > EDGE_ON_MIN_ALIGNMENT
+    if car_like and width_m < SINGLE_SIDE_MAX_WIDTH_M and edge_on:
+        car_like = False            # an edge-on face: the cyclist's side, or a fence
     if cyclist_like and (height_m >= CYCLIST_MIN_TOP_M or not car_like):
         return 'cyclist'
     if car_like:

@@ -8,8 +8,12 @@ Plain numpy, no ROS. Input: ground points (M, 4) x, y, z, intensity in base_link
 2. The dominant marking line is found by RANSAC on a quadratic y(x) over the markings within
    `fit_range_m` ahead. Painted lines of one road are parallel, so all of them share its shape:
    y = a_k + b x + c x^2. The intercepts a_k are the peaks of the histogram of y - (b x + c x^2).
-3. One joint least-squares fit refines (a_k..., b, c). The ego lane lies between the nearest line
-   left (a_k > 0) and right (a_k < 0) of the vehicle; neighbours between the next lines out.
+   Slices of road painted across (crosswalks, stop lines) are masked first, and a line must be
+   mostly bright along its band (bright speckle lines up by chance, the ground along it stays dark).
+3. One joint least-squares fit refines (a_k..., b, c); the bend is kept only if it explains more
+   paint than a straight fit. The ego lane lies between the nearest line left (a_k > 0) and right
+   (a_k < 0) of the vehicle; neighbours between the next lines out. One boundary seen: the other
+   is placed lane_width_m away.
 """
 from __future__ import annotations
 
@@ -26,27 +30,52 @@ class LaneParams:
     min_x_m: float = -5.0
     centerline_length_m: float = 40.0    # centre lines are sampled from 0 to this far ahead
     centerline_step_m: float = 2.0
-    intensity_ratio: float = 2.0         # marking >= ratio * median asphalt intensity ...
-    intensity_mad_k: float = 6.0         # ... and >= median + k * robust sigma
+    intensity_ratio: float = 3.0         # marking >= ratio * median asphalt intensity ...
+    intensity_mad_k: float = 2.5         # ... and >= median + k * robust sigma of the ground
     max_marking_fraction: float = 0.3    # more "bright" ground than this: no contrast, no lanes
-    min_marking_points: int = 12         # support of one painted line
+    min_marking_points: int = 8          # support of one painted line ...
+    min_line_span_m: float = 6.0         # ... spread at least this far along x
     inlier_distance_m: float = 0.2
+    paint_band_m: float = 0.1            # |y - line(x)| within this is on the paint ...
+    min_paint_fraction: float = 0.05     # ... and this share of the ground there must be bright
     ransac_iterations: int = 200
     min_sample_span_m: float = 4.0       # RANSAC samples spread at least this far along x
     max_curvature_1pm: float = 0.02      # |y''| = 2|c|, i.e. radius >= 50 m
+    min_bend_gain: float = 0.02          # a curved fit must explain 2 % more paint than a straight one
+    transverse_slice_m: float = 2.0      # x-slices in which paint across the road is looked for ...
+    transverse_cell_m: float = 0.5
+    max_painted_share: float = 0.3       # ... more lateral cells painted than this: a crosswalk
     max_heading_rad: float = 0.6         # |dy/dx| at the vehicle
     min_lane_width_m: float = 2.5
     max_lane_width_m: float = 5.0
     seed: int = 0
 
 
-def marking_threshold(intensity, params: LaneParams = LaneParams()) -> float:
+def marking_threshold(intensity, params: LaneParams | None = None) -> float:
     """Intensity above which a ground return is paint: well above the median asphalt."""
+    params = params or LaneParams()
     intensity = np.asarray(intensity, dtype=np.float64)
     median = float(np.median(intensity))
     sigma = 1.4826 * float(np.median(np.abs(intensity - median)))
     return max(params.intensity_ratio * median, median + params.intensity_mad_k * sigma,
                median + 1e-6)
+
+
+def _transverse_paint(pts, bright, params: LaneParams) -> np.ndarray:
+    """Mask of the points in x-slices painted across the road (crosswalks, stop lines).
+
+    Lane lines cover a few lateral cells of a slice; zebra stripes and stop lines cover most of
+    the visible road width, and would pull the lane curves towards them.
+    """
+    slice_idx = np.floor((pts[:, 0] - params.min_x_m) / params.transverse_slice_m).astype(np.int64)
+    cell_idx = np.floor((pts[:, 1] - pts[:, 1].min()) / params.transverse_cell_m).astype(np.int64)
+    n_cells = int(cell_idx.max()) + 1
+    key = slice_idx * n_cells + cell_idx
+    n_slices = int(slice_idx.max()) + 1
+    seen = np.bincount(np.unique(key) // n_cells, minlength=n_slices)
+    painted = np.bincount(np.unique(key[bright]) // n_cells, minlength=n_slices)
+    transverse = painted > params.max_painted_share * np.maximum(seen, 1)
+    return transverse[slice_idx]
 
 
 def _quadratic_ransac(x, y, params: LaneParams, rng):
@@ -74,7 +103,7 @@ def _quadratic_ransac(x, y, params: LaneParams, rng):
     return coef[best, 1], coef[best, 2]
 
 
-def _offset_peaks(offsets, params: LaneParams):
+def _offset_peaks(offsets, x, params: LaneParams):
     """Intercepts of the parallel lines: peaks of the offset histogram, refined by the median."""
     bin_m = 0.1
     edges = np.arange(offsets.min() - 0.5, offsets.max() + 0.5 + bin_m, bin_m)
@@ -92,33 +121,42 @@ def _offset_peaks(offsets, params: LaneParams):
     refined = []
     for p in peaks:
         near = np.abs(offsets - p) < params.inlier_distance_m
-        refined.append(float(np.median(offsets[near])))
+        if np.ptp(x[near]) >= params.min_line_span_m:     # paint runs along the road, speckle not
+            refined.append(float(np.median(offsets[near])))
     return sorted(refined)
 
 
-def _joint_fit(x, y, intercepts, params: LaneParams):
-    """Least squares y = a_k + b x + c x^2 over the inliers of all lines; (a (K,), b, c)."""
-    offsets_guess = np.asarray(intercepts)
-    b, c = 0.0, 0.0
-    a = offsets_guess
+def _joint_fit(x, y, intercepts, b, c, params: LaneParams, bend: bool = True):
+    """Least squares y = a_k + b x (+ c x^2 if bend) over the inliers of all lines.
+
+    Returns (a (K,), b, c, inlier count) or None.
+    """
+    a = np.asarray(intercepts, dtype=np.float64)
+    c = c if bend else 0.0
+    inliers = 0
     for _ in range(2):
         r = y[:, None] - (a[None, :] + b * x[:, None] + c * x[:, None] ** 2)
         k = np.argmin(np.abs(r), axis=1)
         inlier = np.abs(r[np.arange(len(x)), k]) < params.inlier_distance_m
-        if inlier.sum() < 3 + len(a):
+        inliers = int(inlier.sum())
+        if inliers < 3 + len(a):
             return None
         xi, yi, ki = x[inlier], y[inlier], k[inlier]
+        counts = np.bincount(ki, minlength=len(a))
+        if (counts == 0).any():           # a line lost its points: keep the others
+            a = a[counts > 0]
+            continue
         design = np.zeros((len(xi), len(a) + 2))
         design[np.arange(len(xi)), ki] = 1.0
         design[:, -2], design[:, -1] = xi, xi * xi
-        counts = np.bincount(ki, minlength=len(a))
-        if (counts == 0).any():           # a line lost its points: keep the others
-            keep = counts > 0
-            a = a[keep]
-            continue
+        if not bend:
+            design = design[:, :-1]
         sol, *_ = np.linalg.lstsq(design, yi, rcond=None)
-        a, b, c = sol[:-2], float(sol[-2]), float(sol[-1])
-    return a, b, c
+        a, b = sol[:len(a)], float(sol[len(a)])
+        c = float(sol[-1]) if bend else 0.0
+    r = y[:, None] - (a[None, :] + b * x[:, None] + c * x[:, None] ** 2)
+    inliers = int((np.abs(r).min(axis=1) < params.inlier_distance_m).sum())
+    return a, b, c, inliers
 
 
 def detect_lanes(ground_points_base, lane_width_m: float = 3.5,
@@ -141,19 +179,34 @@ def detect_lanes(ground_points_base, lane_width_m: float = 3.5,
     bright = pts[:, 3] > marking_threshold(pts[:, 3], params)
     if bright.sum() < params.min_marking_points or bright.mean() > params.max_marking_fraction:
         return []
+    bright &= ~_transverse_paint(pts, bright, params)
+    if bright.sum() < params.min_marking_points:
+        return []
     x, y = pts[bright, 0], pts[bright, 1]
     shape = _quadratic_ransac(x, y, params, np.random.default_rng(params.seed))
     if shape is None:
         return []
     b, c = shape
-    intercepts = _offset_peaks(y - (b * x + c * x * x), params)
+    intercepts = _offset_peaks(y - (b * x + c * x * x), x, params)
     if not intercepts:
         return []
-    fit = _joint_fit(x, y, intercepts, params)
-    if fit is None:
+    bent = _joint_fit(x, y, intercepts, b, c, params, bend=True)
+    straight = _joint_fit(x, y, intercepts, b, c, params, bend=False)
+    # Occam: a bend must explain clearly more paint than a straight road (a crosswalk's stripes
+    # 20 m ahead would otherwise bend a straight road to pass through one of them)
+    if bent is None or (straight is not None
+                        and bent[3] < (1.0 + params.min_bend_gain) * straight[3]):
+        bent = straight
+    if bent is None:
         return []
-    lines, b, c = fit
-    lines = np.sort(lines)
+    lines, b, c, _ = bent
+    # Paint is a bright stripe: most returns on it are bright (dashes: a third). Bright speckle
+    # (glass, leaves, reflectors) lines up by chance but the ground along it stays dark.
+    all_x, all_y = pts[:, 0], pts[:, 1]
+    on_band = np.abs(all_y[:, None] - (lines[None, :] + b * all_x[:, None] + c * all_x[:, None] ** 2)) \
+        < params.paint_band_m                                               # (N, K)
+    paint_fraction = (on_band & bright[:, None]).sum(0) / np.maximum(on_band.sum(0), 1)
+    lines = np.sort(lines[paint_fraction >= params.min_paint_fraction])
     left, right = lines[lines > 0], lines[lines < 0][::-1]     # nearest first on each side
     plausible = (0.3 * lane_width_m, 1.0 * lane_width_m)          # |a| of an ego-lane boundary
     left0 = left[0] if len(left) and plausible[0] <= left[0] <= plausible[1] else None

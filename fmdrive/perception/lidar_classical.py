@@ -1,7 +1,7 @@
 """Classical LiDAR perception: ground plane, clusters, oriented boxes with a class, lanes.
 
 ROS-free core of the `lidar_encoder` node's `classical` backend (and the fallback of the learned
-one). numpy in, numpy out; open3d does the voxel grid, the RANSAC plane and DBSCAN.
+one). numpy in, numpy out; open3d does the RANSAC plane and DBSCAN, numpy the rest.
 
     detector = ClassicalLidarDetector(ClassicalLidarParams(), T_base_lidar)
     result = detector.detect(points_lidar)          # (N, 4|5) x, y, z, intensity [, ring]
@@ -230,14 +230,23 @@ class ClassicalLidarDetector:
         return cloud
 
     def _voxelize(self, cloud) -> np.ndarray:
-        """Voxel centroids (K, 4), intensity averaged per voxel (carried in open3d's colours)."""
-        o3d = self._o3d
-        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(cloud[:, :3]))
-        colours = np.zeros((len(cloud), 3))
-        colours[:, 0] = cloud[:, 3]
-        pcd.colors = o3d.utility.Vector3dVector(colours)
-        down = pcd.voxel_down_sample(self.params.voxel_m)
-        return np.c_[np.asarray(down.points), np.asarray(down.colors)[:, 0]]
+        """Voxel centroids (K, 4) with the mean intensity of each voxel.
+
+        A sort of the voxel keys in numpy: as fast as open3d's voxel_down_sample here, and unlike
+        it keeps the intensity without a detour through colours.
+        """
+        cells = np.floor(cloud[:, :3] / self.params.voxel_m).astype(np.int64)
+        cells -= cells.min(axis=0)
+        dims = cells.max(axis=0) + 1
+        if np.prod(dims.astype(np.float64)) >= 2.0 ** 62:   # absurd range_m / voxel_m: no int key
+            key = np.unique(cells, axis=0, return_inverse=True)[1].reshape(-1)
+        else:
+            key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+        order = np.argsort(key, kind='stable')
+        key = key[order]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        counts = np.diff(np.r_[starts, len(key)])
+        return np.add.reduceat(cloud[order], starts, axis=0) / counts[:, None]
 
     def _fit_ground(self, xyz, warnings) -> np.ndarray:
         """Ground plane (a, b, c, d) in base_link; see LidarResult.ground_plane."""
@@ -325,7 +334,9 @@ class ClassicalLidarDetector:
         centre_xy, length, width, yaw = fit_lshape(cluster[:, :2])
         if length > p.max_object_length_m or width > p.max_object_width_m:
             return None
-        label = classify_by_size(length, width, height_m)
+        ray = centre_xy - self.sensor_xyz_base[:2]
+        view_alignment = abs(np.cos(yaw) * ray[0] + np.sin(yaw) * ray[1]) / max(np.hypot(*ray), 1e-6)
+        label = classify_by_size(length, width, height_m, view_alignment)
         if label == UNKNOWN and not p.report_unknown:
             return None
         if label == 'car':

@@ -63,37 +63,45 @@ def footprint_gaps(ego_xy, ego_yaw, ego_half_l: float, ego_half_w: float,
 
     ego_xy (..., T, 2) footprint centres, ego_yaw (..., T); pred holds N objects at those T times.
     Returns gap (..., T, N) and behind (..., T, N): the object's centre is straight behind the
-    ego's rear edge. Pairs further apart than `exact_within_m` beyond their bounding circles get
-    the circle gap (a lower bound), the others the exact oriented-box gap."""
+    ego's rear edge. Only pairs whose bounding circles come within `exact_within_m` get their
+    exact oriented-box gap; the others get +inf (meaning: farther than exact_within_m). Pass
+    exact_within_m=np.inf for exact gaps everywhere."""
     ego_xy = np.asarray(ego_xy, dtype=np.float64)
     lead = ego_xy.shape[:-1]
     n = len(pred)
     if n == 0:
         return np.full(lead + (0,), np.inf), np.zeros(lead + (0,), bool)
-    exy = ego_xy[..., None, :]                                   # (..., T, 1, 2)
+    flat_xy = ego_xy.reshape(-1, ego_xy.shape[-2], 2)            # (C, T, 2)
+    n_c, n_t = flat_xy.shape[:2]
+    yaw = np.broadcast_to(np.asarray(ego_yaw, np.float64), lead).reshape(n_c, n_t)
+    gap = np.full((n_c, n_t, n), np.inf)
+    behind = np.zeros((n_c, n_t, n), bool)
+    reach = (np.hypot(ego_half_l, ego_half_w) + pred.bounding_radius_m().T
+             + exact_within_m)                                   # (T, N)
+    # (time, object) pairs that come within reach of the box around all footprints at that time
+    lo, hi = flat_xy.min(axis=0), flat_xy.max(axis=0)            # (T, 2)
     oxy = np.moveaxis(pred.center_xy, 0, 1)                      # (T, N, 2)
-    dx = oxy[..., 0] - exy[..., 0]                               # (..., T, N)
-    dy = oxy[..., 1] - exy[..., 1]
-    dist = np.hypot(dx, dy)
-    r_obj = pred.bounding_radius_m().T                           # (T, N)
-    gap = dist - (np.hypot(ego_half_l, ego_half_w) + r_obj)
-    near = gap < exact_within_m
-    ego_yaw_b = np.broadcast_to(np.asarray(ego_yaw, np.float64)[..., None], dx.shape)
-    behind = np.zeros(dx.shape, bool)
-    if near.any():
-        idx = np.nonzero(near)
-        t_idx, n_idx = idx[-2], idx[-1]
-        e_yaw = ego_yaw_b[idx]
-        b_yaw = pred.yaw_rad.T[t_idx, n_idx]
-        b_hl = pred.half_length_m.T[t_idx, n_idx]
-        b_hw = pred.half_width_m.T[t_idx, n_idx]
-        ddx, ddy = dx[idx], dy[idx]
-        zero = np.zeros_like(ddx)
-        gap[idx] = oriented_box_gaps(np.stack([zero, zero], -1), e_yaw, ego_half_l, ego_half_w,
-                                     np.stack([ddx, ddy], -1), b_yaw, b_hl, b_hw)
-        lon = ddx * np.cos(e_yaw) + ddy * np.sin(e_yaw)
-        lat = -ddx * np.sin(e_yaw) + ddy * np.cos(e_yaw)
-        behind[idx] = (lon < -ego_half_l) & (np.abs(lat) < ego_half_w + b_hw)
+    out = np.maximum(np.maximum(lo[:, None, :] - oxy, oxy - hi[:, None, :]), 0.0)
+    t_k, n_k = np.nonzero(np.hypot(out[..., 0], out[..., 1]) < reach)
+    if len(t_k):
+        dx = oxy[t_k, n_k, 0] - flat_xy[:, t_k, 0]               # (C, K)
+        dy = oxy[t_k, n_k, 1] - flat_xy[:, t_k, 1]
+        near = dx * dx + dy * dy < reach[t_k, n_k] ** 2
+        c_i, k_i = np.nonzero(near)
+        if len(c_i):
+            ti, ni = t_k[k_i], n_k[k_i]
+            e_yaw = yaw[c_i, ti]
+            ddx, ddy = dx[c_i, k_i], dy[c_i, k_i]
+            b_hw = pred.half_width_m[ni, ti]
+            zero = np.zeros((len(c_i), 2))
+            gap[c_i, ti, ni] = oriented_box_gaps(zero, e_yaw, ego_half_l, ego_half_w,
+                                                 np.stack([ddx, ddy], -1), pred.yaw_rad[ni, ti],
+                                                 pred.half_length_m[ni, ti], b_hw)
+            lon = ddx * np.cos(e_yaw) + ddy * np.sin(e_yaw)
+            lat = -ddx * np.sin(e_yaw) + ddy * np.cos(e_yaw)
+            behind[c_i, ti, ni] = (lon < -ego_half_l) & (np.abs(lat) < ego_half_w + b_hw)
+    gap = gap.reshape(lead + (n,))
+    behind = behind.reshape(lead + (n,))
     return gap, behind
 
 
@@ -166,7 +174,7 @@ def check_trajectory(poses_odom, t_s, speeds, scene, params=None) -> SafetyRepor
     dt = np.diff(tt)
     a_lon = np.diff(vv) / dt
     max_a = float(a_lon.max(initial=0.0))
-    max_d = float(-a_lon.min(initial=0.0))
+    max_d = max(float(-a_lon.min(initial=0.0)), 0.0)
     if max_a > max_accel * (1 + tol) + 0.05:
         reasons.append(f'acceleration {max_a:.2f} m/s^2 above {max_accel:.2f}')
     if max_d > max_decel * (1 + tol) + 0.05:
@@ -205,7 +213,8 @@ def check_trajectory(poses_odom, t_s, speeds, scene, params=None) -> SafetyRepor
     objects = [o for o in (scene.objects or [])]
     pred = predict_constant_velocity(objects, td, getattr(params, 'uncertainty_growth_mps', None),
                                      0.0)
-    gap, behind = footprint_gaps(np.c_[cx, cy], yawd, length / 2, width / 2, pred)
+    gap, behind = footprint_gaps(np.c_[cx, cy], yawd, length / 2, width / 2, pred,
+                                 exact_within_m=np.inf)
     keeps_lane = np.abs(d_path - d_path[0]) < LANE_KEEP_TOLERANCE_M
     counted = ~(behind & keeps_lane[:, None])
     min_gap = float(gap[counted].min(initial=np.inf))

@@ -407,8 +407,8 @@ def _add_background(g, rng, road, ego, agents, kind):
             agents.append(g.car('oncoming', road.num_lanes, s, rng.uniform(8, 13)))
             s += float(rng.uniform(40, 90))
     if kind in ('parked_car', 'cyclist', 'construction') and road.has_oncoming_lane:
-        # far enough that the ego sees them coming and waits or passes in time
-        s = float(rng.uniform(150, 260))
+        # they meet the ego around the obstacle: it waits for them, then passes
+        s = float(rng.uniform(60, 160))
         for _ in range(int(rng.integers(0, 3))):
             agents.append(g.car('oncoming', road.num_lanes, s, rng.uniform(8, 12)))
             s += float(rng.uniform(60, 120))

@@ -141,6 +141,15 @@ class World:
             return None
         return self.intersection_s_m - self.cross_half_m, self.intersection_s_m + self.cross_half_m
 
+    def cross_centre_s(self) -> float:
+        """s on the crossing road where it meets the main road's reference line (y = 0)."""
+        return float(self.cross.xy_to_sd(self.intersection_s_m, 0.0)[0])
+
+    def cross_zone_s(self):
+        """(start, end) along the crossing road of the main road's asphalt."""
+        c = self.cross_centre_s()
+        return c + self.right_edge_d, c + self.left_edge_d
+
     def lanes_in_base(self, T_base_odom, s_ego, ego_lane, ahead_m=60.0, behind_m=10.0, step_m=2.0):
         """Ground-truth lane centre lines in base_link, offset relative to the ego's lane."""
         s = np.arange(s_ego - behind_m, s_ego + ahead_m + 1e-6, step_m)

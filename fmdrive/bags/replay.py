@@ -1,0 +1,295 @@
+"""Publish a bag over ROS 2 with rclpy (what `ros2 bag play` does on the vehicle).
+
+    fmdrive replay runs/drive1 --rate 1 --restamp
+
+One publisher per topic (reliable by default; /tf_static and camera_info latched), messages in
+bag-time order on a schedule computed from the start time (sleep errors never accumulate), and
+/clock from the bag time at >= 100 Hz of sim time, so nodes can run with use_sim_time.
+Without restamp the stored CDR bytes are published as they are (no deserialisation).
+restamp=True shifts every std_msgs/Header stamp (also nested ones: Path poses, TF transforms,
+markers) by one constant, so the bag's first stamp becomes the wall time at which replay
+starts: receive time - header.stamp is then the true end-to-end latency of a node graph.
+"""
+from __future__ import annotations
+
+import re
+import signal
+import sys
+import threading
+import time
+from functools import lru_cache
+
+import numpy as np
+
+from fmdrive.bags.reader import BagReader
+from fmdrive.bags.typestore import BagError, message_class
+from fmdrive.config import QOS, TOPICS
+from fmdrive.bags.writer import default_qos_name
+
+CLOCK_PERIOD_SIM_S = 0.01          # /clock every 10 ms of sim time (100 Hz at rate 1)
+SUBSCRIBER_SETTLE_S = 0.5          # after subscribers match, let their side finish matching
+
+
+def qos_profile(profile: dict):
+    """rclpy QoSProfile of a fmdrive.config.QOS-style dict."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(profile['depth']),
+                      reliability=ReliabilityPolicy[profile['reliability'].upper()],
+                      durability=DurabilityPolicy[profile['durability'].upper()])
+
+
+# ---------------------------------------------------------------- restamping
+def _base_type(field_type: str) -> str:
+    """'sequence<geometry_msgs/PoseStamped, 5>' / 'geometry_msgs/Point[4]' -> the element type."""
+    base = re.sub(r'^sequence<([^,>]+).*>$', r'\1', field_type)
+    return re.sub(r'(\[\d*\]|<=\d+)$', '', base)
+
+
+@lru_cache(maxsize=None)
+def _stamped_fields(cls) -> tuple:
+    """(field name, is_header, is_sequence) of fields of cls that are or contain a Header."""
+    out = []
+    for name, field_type in cls.get_fields_and_field_types().items():
+        base = _base_type(field_type)
+        if '/' not in base:
+            continue
+        is_sequence = base != field_type
+        if base == 'std_msgs/Header':
+            out.append((name, True, is_sequence))
+        elif _stamped_fields(message_class(base)):
+            out.append((name, False, is_sequence))
+    return tuple(out)
+
+
+def shift_stamps(msg, offset_ns: int) -> None:
+    """Add offset_ns to every std_msgs/Header stamp in msg, nested ones included (in place)."""
+    for name, is_header, is_sequence in _stamped_fields(type(msg)):
+        value = getattr(msg, name)
+        for item in (value if is_sequence else (value,)):
+            if is_header:
+                ns = item.stamp.sec * 1_000_000_000 + item.stamp.nanosec + offset_ns
+                item.stamp.sec, item.stamp.nanosec = divmod(ns, 1_000_000_000)
+            else:
+                shift_stamps(item, offset_ns)
+
+
+# ---------------------------------------------------------------- replay
+class _Stopper:
+    """Ctrl-C / SIGTERM (main thread only) or a caller's Event end the replay cleanly."""
+
+    def __init__(self, stop: threading.Event | None):
+        self.event = stop or threading.Event()
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, lambda *_: self.event.set())
+        return self.event
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def replay(bag, rate: float = 1.0, loop: bool = False, topics=None, restamp: bool = False,
+           qos: str = 'reliable', clock: bool = True, start_paused: bool = False,
+           wait_for_subscribers: list[str] | None = None, progress: bool = True,
+           node_name: str = 'fmdrive_replay', stop: threading.Event | None = None) -> dict:
+    """Publish bag (a path or BagReader) over ROS 2; returns statistics.
+
+    rate: playback speed factor. loop: repeat until stopped. topics: subset to publish.
+    qos: 'reliable' or 'sensor' (fmdrive.config.QOS) for all but latched topics.
+    clock: publish /clock (the bag's own /clock topic is then skipped).
+    start_paused: publish /clock at the start time, then wait for a message on ~/resume
+    (std_msgs/Empty) or Enter on a terminal. wait_for_subscribers: topics that must each have a
+    subscriber before the first message (then 0.5 s). stop: an Event that ends the replay
+    (Ctrl-C does too). Returns {'published': {topic: n}, 'late_ms_p50', 'late_ms_p99',
+    'late_ms_max', 'loops', 'wall_s', 'interrupted'}.
+    """
+    if not rate > 0:
+        raise ValueError(f'replay rate must be > 0, got {rate}')
+    if qos not in QOS:
+        raise ValueError(f'unknown qos {qos!r}; choose one of {", ".join(QOS)}')
+    reader = bag if isinstance(bag, BagReader) else BagReader(bag)
+    try:
+        selected = [t for t in (topics or reader.topics)
+                    if not (clock and t == TOPICS['clock'])]
+        reader._connections(selected)  # BagError for topics not in the bag
+        classes = {t: message_class(reader.topics[t][0]) for t in selected}
+        with _Stopper(stop) as stop_event:
+            return _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_paused,
+                        wait_for_subscribers or [], progress, node_name, stop_event)
+    finally:
+        if reader is not bag:
+            reader.close()
+
+
+def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_paused,
+         wait_for_subscribers, progress, node_name, stop_event) -> dict:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.serialization import deserialize_message
+    from rclpy.signals import SignalHandlerOptions
+    from rosgraph_msgs.msg import Clock
+    from std_msgs.msg import Empty
+    from tqdm import tqdm
+
+    from fmdrive.msgs import ns_to_stamp
+
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node(node_name, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    publishers = {t: node.create_publisher(classes[t], t,
+                                           qos_profile(QOS[default_qos_name(t, qos)]))
+                  for t in selected}
+    clock_pub = node.create_publisher(Clock, TOPICS['clock'], qos_profile(
+        {'reliability': 'reliable', 'durability': 'volatile', 'depth': 1})) if clock else None
+    resumed = threading.Event()
+    node.create_subscription(Empty, '~/resume', lambda _msg: resumed.set(), 10)
+
+    def publish_clock(sim_ns: int) -> None:
+        if clock_pub is not None:
+            clock_pub.publish(Clock(clock=ns_to_stamp(sim_ns)))
+
+    published = {t: 0 for t in selected}
+    late_s, loops, t_begin = [], 0, time.monotonic()
+    per_pass = sum(reader.topics[t][1] for t in selected)
+    bar = tqdm(total=None if loop else per_pass, unit='msg', desc='replay', disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    try:
+        _wait_for_subscribers(node, executor, wait_for_subscribers, stop_event)
+        if start_paused and not stop_event.is_set():
+            publish_clock(reader.start_ns)
+            node.get_logger().info(f'paused: publish std_msgs/Empty on '
+                                   f'{node.get_fully_qualified_name()}/resume or press Enter')
+            while not (resumed.is_set() or stop_event.is_set() or _enter_pressed()):
+                executor.spin_once(timeout_sec=0.05)
+        clock_period_s = CLOCK_PERIOD_SIM_S / max(rate, 1.0)
+        offset_ns = 0
+        while not stop_event.is_set():
+            t0 = time.monotonic()
+            offset_ns = time.time_ns() - reader.start_ns if restamp else 0
+            next_clock = t0
+            for topic, _, stamp_ns, data in reader.raw_messages(selected):
+                target = t0 + (stamp_ns - reader.start_ns) / 1e9 / rate
+                while not stop_event.is_set():
+                    now = time.monotonic()
+                    if now >= target:
+                        break
+                    if clock_pub is not None and now >= next_clock:
+                        publish_clock(reader.start_ns + offset_ns + int((now - t0) * 1e9 * rate))
+                        next_clock = now + clock_period_s
+                    wake = min(target, next_clock) if clock_pub is not None else target
+                    time.sleep(min(max(wake - now, 0.0), 0.1))
+                if stop_event.is_set():
+                    break
+                publish_clock(stamp_ns + offset_ns)
+                if restamp:
+                    msg = deserialize_message(bytes(data), classes[topic])
+                    shift_stamps(msg, offset_ns)
+                    publishers[topic].publish(msg)
+                else:
+                    publishers[topic].publish(bytes(data))
+                late_s.append(time.monotonic() - target)
+                published[topic] += 1
+                bar.update(1)
+            else:
+                loops += 1
+                if not loop or per_pass == 0:
+                    break
+        _wait_for_acks(publishers.values())
+    except (KeyboardInterrupt, ExternalShutdownException):
+        stop_event.set()
+    finally:
+        bar.close()
+        executor.shutdown()
+        node.destroy_node()
+        if context.ok():
+            rclpy.shutdown(context=context)
+    late_ms = np.asarray(late_s) * 1e3
+    pick = (lambda q: round(float(np.percentile(late_ms, q)), 3)) if late_ms.size else \
+        (lambda q: None)
+    return {'published': published, 'late_ms_p50': pick(50), 'late_ms_p99': pick(99),
+            'late_ms_max': pick(100), 'loops': loops, 'stamp_offset_ns': offset_ns,
+            'wall_s': round(time.monotonic() - t_begin, 3), 'interrupted': stop_event.is_set()}
+
+
+def _wait_for_subscribers(node, executor, topics, stop_event) -> None:
+    if not topics:
+        return
+    last_log = time.monotonic()
+    while not stop_event.is_set():
+        missing = [t for t in topics if node.count_subscribers(t) == 0]
+        if not missing:
+            time.sleep(SUBSCRIBER_SETTLE_S)
+            return
+        if time.monotonic() - last_log > 5.0:
+            node.get_logger().info(f'waiting for subscribers on {", ".join(missing)}')
+            last_log = time.monotonic()
+        executor.spin_once(timeout_sec=0.05)
+
+
+def _wait_for_acks(publishers, timeout_s: float = 5.0) -> None:
+    """Let reliable readers receive the tail of the bag before the publishers go away."""
+    from rclpy.duration import Duration
+    deadline = time.monotonic() + timeout_s
+    for pub in publishers:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            pub.wait_for_all_acked(Duration(seconds=remaining))
+        except Exception:  # best-effort publishers cannot be acked
+            pass
+
+
+def _enter_pressed() -> bool:
+    if not sys.stdin or not sys.stdin.isatty():
+        return False
+    import select
+    ready, _, _ = select.select([sys.stdin], [], [], 0)
+    if ready:
+        sys.stdin.readline()
+        return True
+    return False
+
+
+# ---------------------------------------------------------------- CLI
+def add_replay_arguments(parser) -> None:
+    """Arguments of `fmdrive replay BAG [--rate R] [--loop] [--restamp] [--topics ...]`."""
+    parser.add_argument('bag', help='bag directory (metadata.yaml + .mcap) or .mcap file')
+    parser.add_argument('--rate', type=float, default=1.0, help='playback speed factor')
+    parser.add_argument('--loop', action='store_true', help='repeat until Ctrl-C')
+    parser.add_argument('--restamp', action='store_true',
+                        help='shift header stamps so the first one is the replay start time '
+                             '(end-to-end latency = receive time - stamp)')
+    parser.add_argument('--topics', nargs='+', default=None, help='only these topics')
+    parser.add_argument('--qos', choices=sorted(QOS), default='reliable',
+                        help='QoS of non-latched topics (default reliable)')
+    parser.add_argument('--no-clock', dest='clock', action='store_false',
+                        help='do not publish /clock')
+    parser.add_argument('--start-paused', action='store_true',
+                        help='wait for ~/resume (std_msgs/Empty) or Enter before playing')
+    parser.add_argument('--wait-for-subscribers', nargs='+', default=None, metavar='TOPIC',
+                        help='start only once each of these topics has a subscriber')
+    parser.add_argument('--no-progress', dest='progress', action='store_false')
+
+
+def run_replay(args) -> int:
+    """Run `fmdrive replay` from parsed arguments; 2 with one error line on a bad bag."""
+    try:
+        stats = replay(args.bag, rate=args.rate, loop=args.loop, topics=args.topics,
+                       restamp=args.restamp, qos=args.qos, clock=args.clock,
+                       start_paused=args.start_paused,
+                       wait_for_subscribers=args.wait_for_subscribers, progress=args.progress)
+    except (BagError, ValueError) as err:
+        print(f'fmdrive replay: error: {err}', file=sys.stderr)
+        return 2
+    total = sum(stats['published'].values())
+    print(f'published {total} messages on {len(stats["published"])} topics in '
+          f'{stats["wall_s"]:.1f} s (late p99 {stats["late_ms_p99"]} ms)'
+          + (' - interrupted' if stats['interrupted'] else ''), file=sys.stderr)
+    return 0

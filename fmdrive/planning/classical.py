@@ -1,0 +1,505 @@
+"""Classical sampling planner in the Frenet frame of the ego lane (the fallback of the LM planner).
+
+plan(scene) in one screen:
+  1. road: the ego lane centre line is the reference line (s along, d to the left); other lanes
+     and the road edges become offsets in that frame. No lanes: the ego lane is assumed centred on
+     the current pose along the current heading, 3.5 m wide (status 'no_lane').
+  2. longitudinal profiles s(t): quartics from the current speed to sampled target speeds over
+     sampled durations, constant braking (comfort / emergency) and stops before every object that
+     is (or will be) in the ego corridor.
+  3. lateral profiles d(s): quintics from the current (d, dd/ds) to sampled offsets (lane centres,
+     adjacent lanes, nudges) over the distance driven in 2-4 s. d is a function of s, so a stopped
+     car never slides sideways.
+  4. every lateral x longitudinal pair is one candidate: arrays [n_candidates, n_steps] at 0.1 s.
+  5. reject: collision (oriented ego footprint within `collision_margin_m` of a constant-velocity
+     predicted object box), leaving the road, speed above the limit, accelerations above limits.
+  6. cost: comfort (accel, jerk, hard braking), progress (speed error), lane keeping (offset from a
+     lane centre, lane changes), clearance (soft), time headway to objects ahead, instruction.
+  7. nothing collision-free: emergency braking along the lane (status 'emergency_stop').
+The plan is returned in odom (6 waypoints at 0.5 s), the dense trajectory at 0.1 s beside it.
+
+Instructions understood (case-insensitive, anywhere in the text; a negation like "don't" makes
+the instruction not understood):
+  "stop", "halt", "brake", "pull over"         -> target speed 0
+  "slow down", "slower", "reduce speed"         -> target speed = slow_down_factor * current speed
+  "change lane(s) (to the) left", "lane change left", "move left", "overtake" -> prefer the lane left
+  "change lane(s) (to the) right", "lane change right", "move right"          -> prefer the lane right
+  "keep lane", "stay in (your/the) lane", "keep your lane"                   -> penalise lane changes
+Anything else is ignored, and the status says so: 'ok; instruction ignored (not understood): ...'.
+Instructions only bias costs: they never override a collision or a limit.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fmdrive.geometry import wrap_angle
+from fmdrive.objects import Plan, Scene
+from fmdrive.planning.frenet import Road, polyval, quartic_coefficients, quintic_coefficients
+from fmdrive.planning.prediction import DEFAULT_GROWTH_MPS, predict_constant_velocity
+from fmdrive.planning.safety import LANE_KEEP_TOLERANCE_M, footprint_gaps
+
+
+class PlannerParamsError(ValueError):
+    """Planner parameters that cannot work together (e.g. a horizon not a multiple of dt_s)."""
+
+
+@dataclass
+class PlannerParams:
+    # output
+    horizon_s: float = 3.0
+    dt_s: float = 0.5                        # waypoint spacing of the published plan
+    dense_dt_s: float = 0.1                  # internal trajectory step
+    # limits
+    speed_limit_mps: float = 13.9            # the scene's limit wins when lower
+    max_accel_mps2: float = 2.0
+    max_decel_mps2: float = 6.0              # emergency braking
+    comfort_decel_mps2: float = 3.0
+    max_lat_accel_mps2: float = 3.0
+    kinematic_tolerance: float = 0.1         # relative slack of the safety check on the limits
+    # sampling
+    lateral_offsets_m: tuple = (-3.5, -1.75, -0.8, 0.0, 0.8, 1.75, 3.5)  # from the ego lane centre
+    lateral_durations_s: tuple = (2.0, 3.5)  # time to reach the lateral offset at planned speed
+    min_lateral_length_m: float = 10.0       # shortest distance over which the offset is reached
+    target_speed_fractions: tuple = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)  # of the speed limit
+    longitudinal_durations_s: tuple = (2.0, 4.0, 7.0)
+    max_stop_profiles: int = 3               # stop-before-object profiles (nearest objects)
+    # vehicle (base_link = rear axle on the ground)
+    vehicle_length_m: float = 4.5
+    vehicle_width_m: float = 1.9
+    base_to_center_m: float = 1.4            # rear axle -> footprint centre
+    # safety margins
+    collision_margin_m: float = 0.5          # planner rejects candidates closer than this
+    safety_margin_m: float = 0.2             # check_trajectory flags trajectories closer than this
+    clearance_soft_m: float = 1.5            # below this, clearance costs
+    stop_margin_m: float = 3.0               # stop this far before an object
+    min_gap_m: float = 2.5                   # following distance at standstill
+    time_headway_s: float = 1.5              # following distance grows with speed
+    road_tolerance_m: float = 0.3            # footprint may cross the road edge by this much
+    default_lane_width_m: float = 3.5
+    uncertainty_growth_mps: dict = field(default_factory=lambda: dict(DEFAULT_GROWTH_MPS))
+    # instructions
+    slow_down_factor: float = 0.5
+    # cost weights
+    w_speed: float = 1.0
+    w_accel: float = 0.2
+    w_lat_accel: float = 0.3
+    w_jerk: float = 0.02
+    w_lat_jerk: float = 0.02
+    w_hard_brake: float = 5.0
+    w_lane_offset: float = 1.0
+    w_lane_change: float = 5.0
+    w_clearance: float = 5.0
+    w_headway: float = 20.0
+    w_instruction: float = 300.0            # above any progress cost: instructions win over
+                                             # progress and comfort, never over hard limits
+
+    def __post_init__(self):
+        for name in ('horizon_s', 'dt_s', 'dense_dt_s', 'speed_limit_mps', 'max_accel_mps2',
+                     'max_decel_mps2', 'comfort_decel_mps2', 'max_lat_accel_mps2',
+                     'vehicle_length_m', 'vehicle_width_m', 'min_lateral_length_m'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise PlannerParamsError(f'{name} must be a positive number, got {value!r}')
+        ratio = self.dt_s / self.dense_dt_s
+        if abs(ratio - round(ratio)) > 1e-6:
+            raise PlannerParamsError(f'dt_s={self.dt_s} must be a multiple of dense_dt_s='
+                                     f'{self.dense_dt_s}')
+        steps = self.horizon_s / self.dt_s
+        if abs(steps - round(steps)) > 1e-6:
+            raise PlannerParamsError(f'horizon_s={self.horizon_s} must be a multiple of dt_s='
+                                     f'{self.dt_s} (e.g. 3.0 and 0.5)')
+        if self.comfort_decel_mps2 > self.max_decel_mps2:
+            raise PlannerParamsError('comfort_decel_mps2 must not exceed max_decel_mps2')
+        if not self.lateral_durations_s or not self.longitudinal_durations_s \
+                or any(d <= 0 for d in (*self.lateral_durations_s, *self.longitudinal_durations_s)):
+            raise PlannerParamsError('lateral_durations_s and longitudinal_durations_s need '
+                                     'positive values')
+
+
+@dataclass
+class Instruction:
+    """What the planner understood of a human instruction."""
+    kind: str = 'none'      # none | stop | slow_down | change_lane_left | change_lane_right | keep_lane
+    text: str = ''
+    understood: bool = True
+
+
+_PATTERNS = (
+    ('keep_lane', r'\b(keep (your |the )?lane|stay in (your |the )?lane)\b'),
+    ('change_lane_left', r'\b(change lanes? (to the )?left|lane change (to the )?left|move '
+                         r'(over )?(to the )?left|overtake)\b'),
+    ('change_lane_right', r'\b(change lanes? (to the )?right|lane change (to the )?right|move '
+                          r'(over )?(to the )?right)\b'),
+    ('slow_down', r'\b(slow down|slower|reduce (your )?speed)\b'),
+    ('stop', r'\b(stop|halt|brake|pull over)\b'),
+)
+_NEGATION = re.compile(r"\b(don'?t|do not|never|no)\b")
+
+
+def parse_instruction(text: str) -> Instruction:
+    """Map free text to one of the understood instructions (see the module docstring)."""
+    clean = ' '.join(re.sub(r"[^a-z' ]", ' ', (text or '').lower()).split())
+    if not clean:
+        return Instruction('none', '', True)
+    if _NEGATION.search(clean):
+        return Instruction('none', text, False)
+    for kind, pattern in _PATTERNS:
+        if re.search(pattern, clean):
+            return Instruction(kind, text, True)
+    return Instruction('none', text, False)
+
+
+@dataclass
+class PlanResult:
+    plan: Plan                                  # odom, waypoints every dt_s up to horizon_s
+    candidates_evaluated: int
+    best_costs: dict                            # cost terms of the chosen candidate (+ 'total')
+    status: str                                 # 'ok' | 'no_lane' | 'emergency_stop' | 'degraded'
+                                                # | 'invalid_input' | 'error', then '; notes'
+    dense_plan: Plan | None = None              # the same trajectory every dense_dt_s (odom)
+    notes: list = field(default_factory=list)
+    debug: dict = field(default_factory=dict)
+
+
+def _distance_at(T: float, t, s_lon, v_lon):
+    """s of every longitudinal profile at time T, extrapolated with the final speed past t[-1]."""
+    if T >= t[-1]:
+        return s_lon[:, -1] + v_lon[:, -1] * (T - t[-1])
+    i = int(np.searchsorted(t, T, side='right') - 1)
+    w = (T - t[i]) / (t[i + 1] - t[i])
+    return (1 - w) * s_lon[:, i] + w * s_lon[:, i + 1]
+
+
+class ClassicalPlanner:
+    def __init__(self, params: PlannerParams | None = None):
+        self.params = params or PlannerParams()
+
+    # ------------------------------------------------------------------ public
+    def plan(self, scene: Scene, instruction: str = '') -> PlanResult:
+        """Plan from `scene`; never raises (bad input gives status 'invalid_input')."""
+        start = time.perf_counter()
+        try:
+            result = self._plan(scene, instruction)
+        except Exception as err:  # noqa: BLE001 - the car must get a plan, even from a bug
+            result = self._failsafe_stop(scene, f'error: {type(err).__name__}: {err}')
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        result.plan.planning_time_ms = elapsed_ms
+        if result.dense_plan is not None:
+            result.dense_plan.planning_time_ms = elapsed_ms
+        return result
+
+    # ------------------------------------------------------------------ helpers
+    def _times(self):
+        p = self.params
+        n = int(round(p.horizon_s / p.dense_dt_s))
+        t = np.arange(n + 1) * p.dense_dt_s
+        stride = int(round(p.dt_s / p.dense_dt_s))
+        return t, stride
+
+    def _make_plans(self, scene, poses_base, speeds, status, cost=0.0):
+        """(plan, dense_plan) in odom from base_link poses at the dense times (incl. t=0)."""
+        t, stride = self._times()
+        ego = scene.ego
+        c, s = np.cos(ego.yaw_rad), np.sin(ego.yaw_rad)
+        poses = np.c_[ego.x + c * poses_base[:, 0] - s * poses_base[:, 1],
+                      ego.y + s * poses_base[:, 0] + c * poses_base[:, 1],
+                      wrap_angle(poses_base[:, 2] + ego.yaw_rad)]
+        dense = Plan(scene.stamp_ns, poses[1:], t[1:].copy(), np.asarray(speeds[1:], float),
+                     source='classical', status=status, cost=float(cost))
+        sel = np.arange(stride, len(t), stride)
+        plan = Plan(scene.stamp_ns, poses[sel], t[sel].copy(), np.asarray(speeds, float)[sel],
+                    source='classical', status=status, cost=float(cost))
+        return plan, dense
+
+    def _failsafe_stop(self, scene, status: str) -> PlanResult:
+        """Brake at max_decel along the current heading; an empty plan without a usable pose."""
+        p = self.params
+        ego = getattr(scene, 'ego', None)
+        pose_ok = ego is not None and all(np.isfinite(v) for v in (ego.x, ego.y, ego.yaw_rad))
+        stamp = int(getattr(scene, 'stamp_ns', 0) or 0)
+        if not pose_ok:
+            empty = Plan(stamp, np.zeros((0, 3)), np.zeros(0), np.zeros(0), source='classical',
+                         status=status)
+            return PlanResult(empty, 0, {}, status, empty, [status])
+        t, _ = self._times()
+        v0 = float(ego.speed_mps) if np.isfinite(ego.speed_mps) else 0.0
+        v0 = max(v0, 0.0)
+        v = np.maximum(v0 - p.max_decel_mps2 * t, 0.0)
+        x = np.r_[0.0, np.cumsum(0.5 * (v[1:] + v[:-1]) * np.diff(t))]
+        poses = np.c_[x, np.zeros_like(x), np.zeros_like(x)]
+        plan, dense = self._make_plans(scene, poses, v, status)
+        return PlanResult(plan, 1, {}, status, dense, [status])
+
+    # ------------------------------------------------------------------ the planner
+    def _plan(self, scene: Scene, instruction_text: str) -> PlanResult:
+        p = self.params
+        notes = []
+        ego = scene.ego
+        if not all(np.isfinite(v) for v in (ego.x, ego.y, ego.yaw_rad)):
+            return self._failsafe_stop(scene, 'invalid_input: non-finite ego pose, no plan')
+        if not np.isfinite(ego.speed_mps):
+            return self._failsafe_stop(scene, 'invalid_input: non-finite ego speed, braking')
+        v0 = float(ego.speed_mps)
+        if v0 < 0:
+            notes.append(f'ego speed {v0:.2f} m/s < 0 treated as 0 (this planner drives forward)')
+            v0 = 0.0
+        limit = float(p.speed_limit_mps)
+        if scene.speed_limit_mps is not None and np.isfinite(scene.speed_limit_mps) \
+                and scene.speed_limit_mps > 0:
+            limit = min(limit, float(scene.speed_limit_mps))
+        instruction = parse_instruction(instruction_text)
+        if not instruction.understood:
+            notes.append(f'instruction ignored (not understood): {instruction.text!r}')
+
+        road = Road.from_lanes(scene.lanes, p.default_lane_width_m)
+        notes.extend(road.notes)
+        ref = road.reference
+        status = 'no_lane' if road.assumed_lane else 'ok'
+
+        t, stride = self._times()
+        dt = p.dense_dt_s
+        n_t = len(t)
+        length, width = p.vehicle_length_m, p.vehicle_width_m
+        front_m = p.base_to_center_m + length / 2
+
+        # ego in the Frenet frame
+        s0, d0 = (float(a) for a in ref.project(np.zeros(2)))
+        _, _, th0, _ = ref.frame_at(s0)
+        heading_err = float(wrap_angle(0.0 - th0))
+        if abs(heading_err) > np.radians(60):
+            notes.append(f'ego heading {np.degrees(heading_err):.0f} deg off the lane direction')
+        d_s0 = float(np.tan(np.clip(heading_err, -1.2, 1.2)))
+
+        # predicted objects, also in the Frenet frame
+        pred = predict_constant_velocity(scene.objects or [], t, p.uncertainty_growth_mps, 0.0)
+        notes.extend(pred.notes)
+        n_obj = len(pred)
+        s_obj, d_obj = ref.project(pred.center_xy)                                  # (N, T)
+        _, _, th_obj, _ = ref.frame_at(s_obj)
+        phi = pred.yaw_rad - th_obj
+        ext_s = pred.half_length_m * np.abs(np.cos(phi)) + pred.half_width_m * np.abs(np.sin(phi))
+        ext_d = pred.half_length_m * np.abs(np.sin(phi)) + pred.half_width_m * np.abs(np.cos(phi))
+        v_obj_s = (s_obj[:, -1] - s_obj[:, -2]) / p.dense_dt_s if n_obj else np.zeros(0)
+
+        # target speed
+        if instruction.kind == 'stop':
+            v_target = 0.0
+        elif instruction.kind == 'slow_down':
+            v_target = min(limit, p.slow_down_factor * v0)
+        else:
+            v_target = limit
+
+        # ---- longitudinal profiles: speeds v_lon (P, T); braking first (index 1 = emergency)
+        corridor = (np.minimum(np.abs(d_obj - d0), np.abs(d_obj))
+                    < ext_d + width / 2 + 0.5) & (s_obj > s0)
+        stop_s = np.where(corridor, s_obj - ext_s - front_m - p.stop_margin_m, np.inf).min(
+            axis=1, initial=np.inf) if n_obj else np.zeros(0)
+        stop_s = np.unique(stop_s[np.isfinite(stop_s)])[:p.max_stop_profiles]
+        decels = [p.comfort_decel_mps2, p.max_decel_mps2]
+        kinds = ['comfort stop', 'emergency stop']
+        emergency_lon = 1
+        for s_stop in stop_s:
+            room = s_stop - s0
+            a_req = v0 * v0 / (2 * room) if room > 0.05 else np.inf
+            if 0.3 < a_req < p.max_decel_mps2:
+                decels.append(a_req)
+                kinds.append(f'stop at s={s_stop:.1f}')
+        profiles = [np.maximum(v0 - np.asarray(decels)[:, None] * t[None, :], 0.0)]
+        targets = np.unique(np.r_[np.asarray(p.target_speed_fractions) * limit,
+                                  [min(v0, limit), v_target]])
+        for T_lon in p.longitudinal_durations_s:
+            coef = quartic_coefficients(0.0, v0, 0.0, targets, 0.0, T_lon)          # (n, 5)
+            v = polyval(coef[:, None, :], np.minimum(t, T_lon)[None, :], derivative=1)
+            v[:, t >= T_lon] = targets[:, None]
+            v = np.maximum(v, 0.0)
+            # profiles far beyond the acceleration limits cannot become feasible: skip them early
+            a = np.gradient(v, dt, axis=1)
+            ok = (a.max(axis=1) <= p.max_accel_mps2 + 0.3) & (a.min(axis=1) >= -p.max_decel_mps2)
+            profiles.append(v[ok])
+            kinds += [f'speed {vt:.1f} in {T_lon:g}s' for vt in targets[ok]]
+        v_lon = np.vstack(profiles)
+        _, first = np.unique(np.round(v_lon, 3), axis=0, return_index=True)  # drop duplicates
+        keep = np.union1d(first, [emergency_lon])
+        v_lon = v_lon[keep]
+        kinds = [kinds[i] for i in keep]
+        emergency_lon = int(np.flatnonzero(keep == 1)[0])
+        s_lon = s0 + np.c_[np.zeros(len(v_lon)),
+                           np.cumsum(0.5 * (v_lon[:, 1:] + v_lon[:, :-1]) * dt, axis=1)]
+        n_lon = len(v_lon)
+
+        # ---- lateral targets d_end (D,) and durations (L,)
+        half_w = width / 2
+        d_targets = np.r_[np.asarray(p.lateral_offsets_m, float), road.lane_center_d_m]
+        inside = (d_targets - half_w >= road.right_edge_d_m - 0.05) & \
+                 (d_targets + half_w <= road.left_edge_d_m + 0.05)
+        d_targets = np.unique(np.round(d_targets[inside], 2))
+        d_targets = d_targets[np.abs(d_targets - d0) > 0.05]
+        d_targets = np.r_[d0, d_targets]                                # index 0 holds the offset
+        lat_T = np.asarray(p.lateral_durations_s, float)
+        # distance driven by lat_T (extrapolated with the final speed beyond the horizon)
+        s_at = np.stack([_distance_at(T, t, s_lon, v_lon) for T in lat_T])       # (L, P)
+        L = np.maximum(s_at - s0, p.min_lateral_length_m)                           # (L, P)
+        coef = quintic_coefficients(d0, d_s0 * L[None], 0.0, d_targets[:, None, None], 0.0, 0.0,
+                                    1.0)                                             # (D, L, P, 6)
+        u = np.clip((s_lon[None, :, :] - s0) / L[:, :, None], 0.0, 1.0)              # (L, P, T)
+        d = polyval(coef[..., None, :], u[None])                                     # (D, L, P, T)
+        d_s = polyval(coef[..., None, :], u[None], derivative=1) / L[None, :, :, None]
+        n_d, n_l = len(d_targets), len(lat_T)
+        n_c = n_d * n_l * n_lon
+        d = d.reshape(n_c, n_t)
+        d_s = d_s.reshape(n_c, n_t)
+        s = np.broadcast_to(s_lon[None, None], (n_d, n_l, n_lon, n_t)).reshape(n_c, n_t)
+        s_dot = np.broadcast_to(v_lon[None, None], (n_d, n_l, n_lon, n_t)).reshape(n_c, n_t)
+        d_end_c = np.repeat(d_targets, n_l * n_lon)
+        lon_index = np.tile(np.arange(n_lon), n_d * n_l)
+        emergency = int(np.ravel_multi_index((0, 0, emergency_lon), (n_d, n_l, n_lon)))
+
+        # ---- Cartesian trajectories and kinematics [C, T]
+        xr, yr, th, kappa = ref.frame_at(s)
+        one_minus_kd = 1.0 - kappa * d
+        x = xr - d * np.sin(th)
+        y = yr + d * np.cos(th)
+        yaw = th + np.arctan2(d_s, np.maximum(one_minus_kd, 1e-3))
+        speed = s_dot * np.sqrt(one_minus_kd ** 2 + d_s ** 2)
+        a_lon = np.gradient(speed, dt, axis=1)
+        yaw_rate = np.gradient(np.unwrap(yaw, axis=1), dt, axis=1)
+        a_lat = speed * yaw_rate
+        j_lon = np.gradient(a_lon, dt, axis=1)
+        j_lat = np.gradient(a_lat, dt, axis=1)
+
+        # ---- hard constraints without objects
+        eps = 0.05
+        v_cap = max(limit, v0)
+        speed_ok = speed.max(axis=1) <= v_cap + eps
+        accel_ok = (a_lon.max(axis=1) <= p.max_accel_mps2 + eps) & \
+                   (a_lon.min(axis=1) >= -p.max_decel_mps2 - eps)
+        lat_ok = np.abs(a_lat).max(axis=1) <= p.max_lat_accel_mps2 + eps
+        geometry_ok = one_minus_kd.min(axis=1) > 0.05
+        psi = yaw - th
+        sp, cp = np.sin(psi), np.cos(psi)
+        outside = np.zeros_like(d)
+        for lx in (p.base_to_center_m - length / 2, front_m):
+            for ly in (-half_w, half_w):
+                d_corner = d + lx * sp + ly * cp
+                outside = np.maximum(outside, np.maximum(d_corner - road.left_edge_d_m,
+                                                         road.right_edge_d_m - d_corner))
+        road_ok = (outside[:, 1:] <= outside[:, :1] + p.road_tolerance_m).all(axis=1)
+        limits_ok = speed_ok & accel_ok & lat_ok & road_ok & geometry_ok
+
+        # ---- costs without objects
+        costs = {}
+        costs['progress'] = p.w_speed * np.mean((speed - v_target) ** 2, axis=1)
+        costs['comfort'] = (p.w_accel * np.mean(a_lon ** 2, axis=1)
+                            + p.w_lat_accel * np.mean(a_lat ** 2, axis=1)
+                            + p.w_jerk * np.mean(j_lon ** 2, axis=1)
+                            + p.w_lat_jerk * np.mean(j_lat ** 2, axis=1)
+                            + p.w_hard_brake * np.mean(
+                                np.maximum(-a_lon - p.comfort_decel_mps2, 0.0) ** 2, axis=1))
+        lane_now = int(road.lane_index_of(d0))
+        lane_end = road.lane_index_of(d_end_c)
+        costs['lane'] = (p.w_lane_offset * (d_end_c - road.nearest_lane_center_d(d_end_c)) ** 2
+                         + p.w_lane_change * np.abs(lane_end - lane_now))
+        mismatch = np.zeros(n_c)
+        if instruction.kind in ('change_lane_left', 'change_lane_right'):
+            want = lane_now + (1 if instruction.kind == 'change_lane_left' else -1)
+            if np.any(road.lane_index_of(road.lane_center_d_m) == want):
+                mismatch = (lane_end != want).astype(float)
+            else:
+                side = 'left' if instruction.kind == 'change_lane_left' else 'right'
+                notes.append(f'no lane to the {side}; instruction {instruction.text!r} not followed')
+        elif instruction.kind == 'keep_lane':
+            mismatch = (lane_end != lane_now).astype(float)
+        costs['instruction'] = p.w_instruction * mismatch
+
+        # ---- objects: collisions, clearance and headway. Candidates within the limits first;
+        # the others only when none of those is collision-free (degraded / emergency choice).
+        cx = x + p.base_to_center_m * np.cos(yaw)
+        cy = y + p.base_to_center_m * np.sin(yaw)
+        collision_free = np.ones(n_c, bool)
+        evaluated = np.zeros(n_c, bool)
+        costs['clearance'] = np.zeros(n_c)
+        costs['headway'] = np.zeros(n_c)
+        min_clearance = np.full(n_c, np.inf)
+
+        # objects that can ever be ahead of some candidate (for headway and stopping distance)
+        rel = np.flatnonzero(((s_obj > s0)
+                              & (d_obj + ext_d + half_w + 0.3 > d.min())
+                              & (d_obj - ext_d - half_w - 0.3 < d.max())).any(axis=1)) \
+            if n_obj else np.zeros(0, int)
+
+        def evaluate(idx):
+            evaluated[idx] = True
+            if not n_obj or len(idx) == 0:
+                return
+            gap, behind = footprint_gaps(np.stack([cx[idx], cy[idx]], -1), yaw[idx], length / 2,
+                                         half_w, pred, exact_within_m=p.clearance_soft_m + 0.5)
+            keeps_lane = np.abs(d[idx] - d0) < LANE_KEEP_TOLERANCE_M
+            counted = ~(behind & keeps_lane[..., None])                            # (c, T, N)
+            gap_c = np.where(counted, gap, np.inf)
+            collision_free[idx] = ~(gap_c[:, 1:] < p.collision_margin_m).any(axis=(1, 2))
+            min_clearance[idx] = gap_c.min(axis=(1, 2))
+            soft = np.maximum(p.clearance_soft_m - gap_c, 0.0)
+            costs['clearance'][idx] = p.w_clearance * np.mean(np.sum(soft ** 2, axis=2), axis=1)
+            # time headway to objects ahead in the candidate's corridor (Frenet, (c, N, T))
+            if not len(rel):
+                return
+            so, do, es, ed = s_obj[rel], d_obj[rel], ext_s[rel], ext_d[rel]
+            desired = p.min_gap_m + p.time_headway_s * speed[idx]
+            s_i, d_i = s[idx][:, None, :], d[idx][:, None, :]
+            ahead = (so[None] > s_i) & (np.abs(do[None] - d_i) < ed[None] + half_w + 0.3)
+            gap_s = so[None] - es[None] - (s_i + front_m)
+            short = np.where(ahead, np.maximum(desired[:, None, :] - gap_s, 0.0), 0.0) \
+                / desired[:, None, :]
+            # the horizon ends somewhere: from there the ego must still be able to stop behind
+            # what is ahead (both braking equally hard): comfortably (cost) or at all (reject)
+            v_end = speed[idx, -1][:, None]                                        # (c, 1)
+            v_obj = np.maximum(v_obj_s[rel], 0.0)[None, :]                            # (1, N)
+            gap_end = np.where(ahead[:, :, -1], gap_s[:, :, -1], np.inf)          # (c, N)
+            need_comfort = (v_end ** 2 - v_obj ** 2) / (2 * p.comfort_decel_mps2) + p.min_gap_m
+            need_max = (v_end ** 2 - v_obj ** 2) / (2 * p.max_decel_mps2) + p.collision_margin_m
+            short_end = np.maximum(need_comfort - gap_end, 0.0) / (p.min_gap_m + v_end ** 2 / (
+                2 * p.comfort_decel_mps2))
+            costs['headway'][idx] = p.w_headway * (np.mean(np.sum(short ** 2, axis=1), axis=1)
+                                                   + np.sum(short_end ** 2, axis=1))
+            collision_free[idx] &= ~(need_max > gap_end).any(axis=1)
+
+        evaluate(np.union1d(np.flatnonzero(limits_ok), [emergency]))
+        if not (collision_free & limits_ok & evaluated).any():
+            evaluate(np.flatnonzero(~evaluated))
+        total = sum(costs.values())
+        feasible = collision_free & limits_ok & evaluated
+
+        # ---- choose
+        if feasible.any():
+            best = int(np.argmin(np.where(feasible, total, np.inf)))
+        elif collision_free.any():
+            violations = (~speed_ok).astype(float) + ~accel_ok + ~lat_ok + ~road_ok + ~geometry_ok
+            best = int(np.argmin(np.where(collision_free, total + 1e6 * violations, np.inf)))
+            broken = [name for name, ok in (('speed', speed_ok), ('accel', accel_ok),
+                                            ('lateral accel', lat_ok), ('road', road_ok),
+                                            ('geometry', geometry_ok)) if not ok[best]]
+            status = 'degraded'
+            notes.append('no candidate met every limit; violates: ' + ', '.join(broken))
+        else:
+            # hold the current lateral offset, brake at max_decel
+            best = emergency
+            status = 'emergency_stop'
+            notes.append('every candidate collides; braking at max_decel along the lane')
+
+        best_costs = {k: float(v[best]) for k, v in costs.items()}
+        best_costs['total'] = float(total[best])
+        best_costs['min_clearance_m'] = float(min_clearance[best])
+        full_status = status if not notes else status + '; ' + '; '.join(notes)
+        poses_base = np.c_[x[best], y[best], yaw[best]]
+        plan, dense = self._make_plans(scene, poses_base, speed[best], full_status,
+                                       best_costs['total'])
+        debug = {'n_feasible': int(feasible.sum()), 'n_collision_checked': int(evaluated.sum()),
+                 'n_collision_free': int((collision_free & evaluated).sum()),
+                 'instruction': instruction.kind, 'longitudinal': kinds[lon_index[best]],
+                 'lateral_target_m': float(d_end_c[best]), 'speed_target_mps': v_target,
+                 'speed_limit_mps': limit, 'stop_s_m': stop_s.tolist(), 's0_m': s0, 'd0_m': d0}
+        return PlanResult(plan, n_c, best_costs, full_status, dense, notes, debug)

@@ -1,0 +1,277 @@
+"""fmdrive.bags: rosbag2 MCAP bags written and read back, checked with independent readers,
+and replayed and recorded over real DDS (replay in a subprocess, record in this process)."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from std_msgs.msg import String
+
+from fmdrive import msgs
+from fmdrive.bags import BagError, BagReader, BagWriter, record
+from fmdrive.bags.replay import add_replay_arguments, run_replay, shift_stamps
+from fmdrive.config import TOPICS
+from fmdrive.geometry import make_T
+from fmdrive.objects import EgoState, Object3D, Plan
+
+T0_NS = 1_600_000_000_000_000_000
+PERIOD_NS = 50_000_000
+FRAMES = 12
+
+
+def sample_messages():
+    """(topic, stamp_ns, msg) of a short drive: cloud, odometry, objects, path, tf, camera_info."""
+    rng = np.random.default_rng(0)
+    out = [(TOPICS['tf_static'], T0_NS,
+            msgs.transforms_to_tf([('base_link', 'lidar', make_T(t=[1.0, 0, 1.9]))], T0_NS)),
+           (TOPICS['camera_info'], T0_NS, msgs.fields_to_camera_info(
+               {'width': 64, 'height': 36, 'k': [40.0, 0, 32, 0, 40, 18, 0, 0, 1],
+                'frame_id': 'camera_optical'}, T0_NS))]
+    for i in range(FRAMES):
+        t = T0_NS + i * PERIOD_NS
+        out.append((TOPICS['points'], t, msgs.xyzi_to_pointcloud2(
+            rng.normal(size=(200, 4)).astype(np.float32), t, 'lidar')))
+        out.append((TOPICS['odometry'], t + 1, msgs.ego_to_odometry(
+            t, EgoState(x=i * 0.5, speed_mps=10.0))))
+        out.append((TOPICS['objects'], t + 2, msgs.objects_to_msg(
+            [Object3D((10.0 - i, 0, 0.8), (4.5, 1.9, 1.6), label='car', id=3,
+                      embedding=rng.normal(size=8).astype(np.float32))], t, 'base_link',
+            'fusion')))
+        out.append((TOPICS['trajectory'], t + 3, msgs.plan_to_path(Plan(
+            t, np.c_[np.arange(3.0), np.zeros(3), np.zeros(3)], np.array([0.5, 1.0, 1.5]),
+            np.full(3, 10.0)))))
+    out.append((TOPICS['instruction'], T0_NS + PERIOD_NS, String(data='keep the lane')))
+    return sorted(out, key=lambda m: m[1])
+
+
+@pytest.fixture(scope='module')
+def bag_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp('bags') / 'drive'
+    with BagWriter(path) as bag:
+        for topic, stamp_ns, msg in sample_messages():
+            bag.write(topic, msg, stamp_ns)
+    return path
+
+
+@pytest.fixture()
+def ros_domain(monkeypatch):
+    monkeypatch.setenv('ROS_DOMAIN_ID', str(random.randint(10, 101)))
+    monkeypatch.setenv('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+
+# ---------------------------------------------------------------- writing and reading
+def test_read_back_gives_the_same_messages_in_time_order(bag_path):
+    want = sample_messages()
+    got = list(BagReader(bag_path).messages())
+    assert [(t, s) for t, s, _ in got] == [(t, s) for t, s, _ in want]
+    for (_, _, g), (_, _, w) in zip(got, want):
+        assert type(g) is type(w) and g == w  # (CDR padding bytes may differ, values may not)
+
+
+def test_reader_reports_topics_counts_and_duration(bag_path):
+    bag = BagReader(bag_path)
+    assert bag.topics[TOPICS['points']] == ('sensor_msgs/msg/PointCloud2', FRAMES)
+    assert bag.topics[TOPICS['objects']] == ('fmdrive_msgs/msg/ObjectArray', FRAMES)
+    assert bag.topics[TOPICS['tf_static']] == ('tf2_msgs/msg/TFMessage', 1)
+    assert bag.start_ns == T0_NS
+    assert bag.duration_ns == (FRAMES - 1) * PERIOD_NS + 3
+
+
+def test_the_mcap_file_alone_and_a_topic_subset_can_be_read(bag_path):
+    bag = BagReader(bag_path / 'drive.mcap')
+    assert set(bag.topics) == set(BagReader(bag_path).topics)
+    raw = list(bag.raw_messages([TOPICS['odometry']]))
+    assert len(raw) == FRAMES and raw[0][1] == 'nav_msgs/msg/Odometry'
+
+
+def test_metadata_yaml_lists_topics_and_latched_qos_readable_by_humble(bag_path):
+    info = yaml.safe_load((bag_path / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert info['version'] == 8 and info['storage_identifier'] == 'mcap'
+    assert info['relative_file_paths'] == ['drive.mcap']
+    topics = {t['topic_metadata']['name']: t for t in info['topics_with_message_count']}
+    assert set(topics) == {t for t, _, _ in sample_messages()}
+    assert topics[TOPICS['points']]['message_count'] == FRAMES
+    objects_hash = topics[TOPICS['objects']]['topic_metadata']['type_description_hash']
+    assert objects_hash.startswith('RIHS01_')
+    # version 8: QoS is a YAML string with numeric enums (durability 1 = transient_local)
+    tf_qos = yaml.safe_load(topics[TOPICS['tf_static']]['topic_metadata']['offered_qos_profiles'])
+    assert tf_qos[0]['durability'] == 1 and tf_qos[0]['depth'] == 1
+    points_qos = yaml.safe_load(topics[TOPICS['points']]['topic_metadata']['offered_qos_profiles'])
+    assert points_qos[0]['durability'] == 2 and points_qos[0]['reliability'] == 1
+
+
+def test_mcap_is_readable_and_decodable_by_the_mcap_library(bag_path):
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    with open(bag_path / 'drive.mcap', 'rb') as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        assert reader.get_header().profile == 'ros2'
+        decoded = list(reader.iter_decoded_messages(topics=[TOPICS['objects']]))
+    assert len(decoded) == FRAMES
+    schema, channel, message, obj = decoded[0]
+    assert (schema.name, schema.encoding, channel.message_encoding) == \
+        ('fmdrive_msgs/msg/ObjectArray', 'ros2msg', 'cdr')
+    assert message.log_time == T0_NS + 2
+    assert obj.source == 'fusion' and obj.objects[0].label == 'car'
+    assert obj.objects[0].center.x == pytest.approx(10.0)
+
+
+def test_existing_output_is_not_overwritten_unless_asked(bag_path, tmp_path):
+    with pytest.raises(BagError, match='exists already'):
+        BagWriter(bag_path)
+    other = tmp_path / 'notes'
+    other.mkdir()
+    (other / 'todo.txt').write_text('keep me')
+    with pytest.raises(BagError, match='not a rosbag2 directory'):
+        BagWriter(other, overwrite=True)
+    copy = tmp_path / 'copy'
+    with BagWriter(copy) as bag:
+        bag.write('/a', String(data='1'), 1)
+    with BagWriter(copy, overwrite=True) as bag:
+        bag.write('/b', String(data='2'), 2)
+    assert list(BagReader(copy).topics) == ['/b']
+
+
+# ---------------------------------------------------------------- bad bags
+def test_missing_bag_raises_bag_error(tmp_path):
+    with pytest.raises(BagError, match='not found'):
+        BagReader(tmp_path / 'nope')
+
+
+def test_directory_without_a_bag_raises_bag_error(tmp_path):
+    with pytest.raises(BagError, match='not a rosbag2 bag'):
+        BagReader(tmp_path)
+
+
+def test_truncated_mcap_raises_bag_error(bag_path, tmp_path):
+    data = (bag_path / 'drive.mcap').read_bytes()
+    (tmp_path / 'cut.mcap').write_bytes(data[:len(data) * 2 // 3])
+    with pytest.raises(BagError, match='corrupt or truncated'):
+        BagReader(tmp_path / 'cut.mcap')
+
+
+def test_garbage_file_raises_bag_error(tmp_path):
+    (tmp_path / 'junk.mcap').write_bytes(os.urandom(4096))
+    with pytest.raises(BagError):
+        BagReader(tmp_path / 'junk.mcap')
+
+
+def test_corrupt_metadata_raises_bag_error(bag_path, tmp_path):
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / 'drive.mcap').write_bytes((bag_path / 'drive.mcap').read_bytes())
+    (broken / 'metadata.yaml').write_text('rosbag2_bagfile_information: {version: [}\n')
+    with pytest.raises(BagError, match='cannot read bag'):
+        BagReader(broken)
+
+
+def test_unknown_message_type_raises_bag_error_but_raw_messages_still_work(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    store = get_typestore(Stores.ROS2_KILTED)
+    store.register(get_types_from_msg('int32 value', 'acme_msgs/msg/Gadget'))
+    with Writer(tmp_path / 'acme', version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection('/gadget', 'acme_msgs/msg/Gadget', typestore=store)
+        writer.write(conn, 5, bytes([0, 1, 0, 0, 7, 0, 0, 0]))
+    bag = BagReader(tmp_path / 'acme')
+    with pytest.raises(BagError, match="unknown message type 'acme_msgs/msg/Gadget'"):
+        next(bag.messages())
+    assert [m[:3] for m in bag.raw_messages()] == [('/gadget', 'acme_msgs/msg/Gadget', 5)]
+
+
+def test_unknown_topic_filter_raises_bag_error_naming_the_topics(bag_path):
+    with pytest.raises(BagError, match='/no/such/topic is not in bag'):
+        list(BagReader(bag_path).messages(['/no/such/topic']))
+
+
+def test_replay_command_on_a_missing_bag_prints_one_error_line(tmp_path, capsys):
+    import argparse
+    parser = argparse.ArgumentParser()
+    add_replay_arguments(parser)
+    assert run_replay(parser.parse_args([str(tmp_path / 'missing')])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('fmdrive replay: error: bag not found')
+
+
+# ---------------------------------------------------------------- restamping
+def test_restamp_shifts_nested_stamps_of_paths_and_tf():
+    path = msgs.plan_to_path(Plan(T0_NS, np.zeros((2, 3)), np.array([0.5, 1.0]), np.ones(2)))
+    shift_stamps(path, 1_500_000_000)
+    assert msgs.stamp_to_ns(path.header.stamp) == T0_NS + 1_500_000_000
+    assert [msgs.stamp_to_ns(p.header.stamp) for p in path.poses] == \
+        [T0_NS + 2_000_000_000, T0_NS + 2_500_000_000]
+    tf = msgs.transforms_to_tf([('a', 'b', np.eye(4)), ('a', 'c', np.eye(4))], T0_NS)
+    shift_stamps(tf, -T0_NS)
+    assert [msgs.stamp_to_ns(t.header.stamp) for t in tf.transforms] == [0, 0]
+
+
+# ---------------------------------------------------------------- over DDS
+REPLAY_CODE = """
+import json, sys
+from fmdrive.bags import replay
+stats = replay(sys.argv[1], restamp=sys.argv[2] == 'restamp', rate=2.0, progress=False,
+               wait_for_subscribers=json.loads(sys.argv[3]))
+print(json.dumps(stats))
+"""
+
+
+def replay_and_record(bag_path, out_path, topics, restamp):
+    """Replay bag_path in a subprocess while this process records topics into out_path."""
+    import time
+    started_ns = time.time_ns()
+    proc = subprocess.Popen([sys.executable, '-c', REPLAY_CODE, str(bag_path),
+                             'restamp' if restamp else 'keep', json.dumps(topics)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        counts = record(topics, out_path, progress=False, idle_timeout_s=20,
+                        until=lambda: proc.poll() is not None)
+        stdout, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # only the replay process this test started
+            proc.wait()
+    assert proc.returncode == 0
+    return counts, json.loads(stdout.strip().splitlines()[-1]), started_ns
+
+
+def header_stamp_ns(topic, msg):
+    return msgs.stamp_to_ns(msg.transforms[0].header.stamp if topic == TOPICS['tf_static']
+                            else msg.header.stamp)
+
+
+def test_replayed_bag_is_recorded_completely_and_in_order(bag_path, tmp_path, ros_domain):
+    topics = [TOPICS['tf_static'], TOPICS['points'], TOPICS['objects'], TOPICS['trajectory']]
+    counts, stats, _ = replay_and_record(bag_path, tmp_path / 'rec', topics, restamp=False)
+    want = [(t, m) for t, _, m in sample_messages() if t in topics]
+    assert counts == {t: sum(1 for w, _ in want if w == t) for t in topics}
+    assert {t: stats['published'][t] for t in topics} == counts and stats['loops'] == 1
+    got = list(BagReader(tmp_path / 'rec').messages())
+    for topic in topics:  # per topic, every message arrives unchanged and in order
+        assert [m for t, _, m in got if t == topic] == [m for t, m in want if t == topic]
+
+
+def test_restamped_replay_shifts_every_stamp_by_one_offset_and_publishes_clock(
+        bag_path, tmp_path, ros_domain):
+    topics = [TOPICS['points'], TOPICS['trajectory'], TOPICS['clock']]
+    counts, _, started_ns = replay_and_record(bag_path, tmp_path / 'rec', topics, restamp=True)
+    assert counts[TOPICS['points']] == FRAMES and counts[TOPICS['trajectory']] == FRAMES
+    got = list(BagReader(tmp_path / 'rec').messages())
+    for topic in topics[:2]:
+        original = [header_stamp_ns(t, m) for t, _, m in sample_messages() if t == topic]
+        shifted = [header_stamp_ns(t, m) for t, _, m in got if t == topic]
+        offsets = {s - o for s, o in zip(shifted, original)}
+        assert len(offsets) == 1  # one constant offset for every message
+    offset = offsets.pop()
+    # the bag's first stamp becomes the wall time at which replay started
+    assert 0 <= T0_NS + offset - started_ns < 10e9
+    path = next(m for t, _, m in got if t == TOPICS['trajectory'])
+    assert msgs.stamp_to_ns(path.poses[0].header.stamp) == \
+        msgs.stamp_to_ns(path.header.stamp) + 500_000_000
+    clock_ns = [msgs.stamp_to_ns(m.clock) for t, _, m in got if t == TOPICS['clock']]
+    assert len(clock_ns) > FRAMES and clock_ns == sorted(clock_ns)
+    last_bag_ns = max(s for _, s, _ in sample_messages())
+    assert clock_ns[0] >= T0_NS + offset and clock_ns[-1] == last_bag_ns + offset

@@ -1,0 +1,291 @@
+"""Specification of the classical Frenet sampling planner (fmdrive.planning.classical)."""
+import math
+
+import numpy as np
+import pytest
+
+from fmdrive.geometry import inv_T, wrap_angle
+from fmdrive.objects import EgoState, Lane, Object3D, Scene
+from fmdrive.planning.classical import (ClassicalPlanner, PlannerParams, PlannerParamsError,
+                                        parse_instruction)
+from fmdrive.planning.safety import check_trajectory
+
+LANE_W = 3.5
+
+
+def straight_lanes(offsets=(0, 1), length_m=120.0):
+    x = np.linspace(-10.0, length_m, 60)
+    return [Lane(o, LANE_W, np.c_[x, np.full_like(x, LANE_W * o), np.zeros_like(x)])
+            for o in offsets]
+
+
+def car(x, y, vx=0.0, vy=0.0, yaw=0.0, id=1):
+    return Object3D([x, y, 0.8], [4.5, 1.9, 1.5], yaw, 'car', id=id, velocity=[vx, vy, 0.0])
+
+
+def pedestrian(x, y, vx=0.0, vy=0.0, id=2):
+    return Object3D([x, y, 0.9], [0.6, 0.6, 1.7], 0.0, 'pedestrian', id=id,
+                    velocity=[vx, vy, 0.0])
+
+
+def scene(objects=(), lanes=None, speed=10.0, ego=None, limit=13.9):
+    ego = ego or EgoState(0.0, 0.0, 0.0, speed)
+    return Scene(123, ego, list(objects), straight_lanes() if lanes is None else lanes, limit)
+
+
+def in_base(result, sc):
+    """Plan waypoints (x, y, yaw) back in base_link at the scene stamp."""
+    T_base_odom = inv_T(sc.ego.T_odom_base())
+    xy = result.plan.poses[:, :2] @ T_base_odom[:2, :2].T + T_base_odom[:2, 3]
+    return np.c_[xy, wrap_angle(result.plan.poses[:, 2] - sc.ego.yaw_rad)]
+
+
+def check(result, sc):
+    return check_trajectory(result.plan.poses, result.plan.t_s, result.plan.speeds_mps, sc)
+
+
+@pytest.fixture(scope='module')
+def planner():
+    return ClassicalPlanner(PlannerParams())
+
+
+def test_empty_road_keeps_lane_and_accelerates_toward_the_speed_limit(planner):
+    sc = scene(speed=8.0)
+    r = planner.plan(sc)
+    assert r.status == 'ok'
+    assert r.plan.poses.shape == (6, 3)
+    np.testing.assert_allclose(r.plan.t_s, [0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
+    v = r.plan.speeds_mps
+    assert np.all(np.diff(v) >= -1e-6) and v[-1] > 10.0 and v.max() <= 13.9 + 1e-6
+    p = in_base(r, sc)
+    assert np.all(np.abs(p[:, 1]) < 0.1) and np.all(np.diff(p[:, 0]) > 0)
+    assert check(r, sc).ok
+    assert r.candidates_evaluated > 50
+
+
+def test_plan_is_in_odom_and_follows_the_ego_heading_when_ego_is_not_at_the_origin(planner):
+    ego = EgoState(x=100.0, y=-40.0, yaw_rad=2.0, speed_mps=8.0)
+    sc = scene(ego=ego, speed=8.0)
+    r = planner.plan(sc)
+    heading = np.array([math.cos(2.0), math.sin(2.0)])
+    rel = r.plan.poses[:, :2] - [100.0, -40.0]
+    along = rel @ heading
+    across = rel @ np.array([-heading[1], heading[0]])
+    assert np.all(np.diff(along) > 0) and along[0] > 3.0
+    assert np.all(np.abs(across) < 0.1)
+    np.testing.assert_allclose(r.plan.poses[:, 2], 2.0, atol=0.02)
+    # distance travelled matches the speeds
+    assert along[-1] == pytest.approx(np.trapezoid(np.r_[8.0, r.dense_plan.speeds_mps],
+                                                   np.r_[0.0, r.dense_plan.t_s]), rel=0.05)
+
+
+def test_dense_trajectory_is_every_tenth_of_a_second_and_contains_the_waypoints(planner):
+    r = planner.plan(scene())
+    np.testing.assert_allclose(r.dense_plan.t_s, np.arange(1, 31) * 0.1)
+    np.testing.assert_allclose(r.dense_plan.poses[4::5], r.plan.poses)
+    assert r.plan.source == 'classical' and r.plan.stamp_ns == 123
+
+
+def test_stopped_car_ahead_with_free_left_lane_is_passed_or_stopped_for_without_collision(planner):
+    sc = scene([car(30.0, 0.0)], speed=10.0)
+    r = planner.plan(sc)
+    assert r.status == 'ok'
+    report = check(r, sc)
+    assert report.ok, report.reasons
+    p = in_base(r, sc)
+    changed_lane = abs(p[-1, 1] - LANE_W) < 0.5
+    stops_before = r.plan.speeds_mps[-1] < 0.5 and p[-1, 0] + 3.65 < 30.0 - 2.25
+    assert changed_lane or stops_before
+
+
+def test_stopped_car_ahead_without_a_free_lane_is_stopped_for(planner):
+    sc = scene([car(30.0, 0.0), car(25.0, LANE_W, id=2)], speed=10.0)
+    r = planner.plan(sc)
+    p = in_base(r, sc)
+    assert check(r, sc).ok
+    assert np.all(np.abs(p[:, 1]) < 1.0)
+    # it can still stop before the car from where the plan ends, braking comfortably
+    v_end = r.plan.speeds_mps[-1]
+    assert p[-1, 0] + 3.65 + v_end ** 2 / (2 * 3.0) < 30.0 - 2.25
+
+
+def test_braking_lead_car_makes_the_ego_decelerate(planner):
+    sc = scene([car(22.0, 0.0, vx=4.0)], lanes=straight_lanes((0,)), speed=12.0)
+    r = planner.plan(sc)
+    assert r.status == 'ok'
+    assert r.plan.speeds_mps[-1] < 8.0
+    assert np.all(np.diff(r.plan.speeds_mps) <= 1e-6)
+    report = check(r, sc)
+    assert report.ok, report.reasons
+
+
+def test_pedestrian_crossing_ahead_makes_the_ego_stop_before_it(planner):
+    ped_x = 22.0
+    sc = scene([pedestrian(ped_x, -3.5, vy=1.4)], lanes=straight_lanes((0,)), speed=8.0)
+    r = planner.plan(sc)
+    report = check(r, sc)
+    assert report.ok, report.reasons
+    p = in_base(r, sc)
+    front = p[:, 0] + 3.65
+    assert np.all(front < ped_x - 0.3)
+    v_end = r.plan.speeds_mps[-1]
+    assert v_end < 3.0
+    assert front[-1] + v_end ** 2 / (2 * 3.0) < ped_x - 0.3
+
+
+def test_every_candidate_blocked_gives_an_emergency_stop_along_the_lane(planner):
+    sc = scene([car(6.5, 0.0)], lanes=straight_lanes((0,)), speed=10.0)
+    r = planner.plan(sc)
+    assert r.status.startswith('emergency_stop')
+    assert r.plan.status == r.status
+    np.testing.assert_allclose(r.plan.speeds_mps[:2], [10.0 - 6.0 * 0.5, 10.0 - 6.0 * 1.0],
+                               atol=0.05)
+    assert r.plan.speeds_mps[-1] == pytest.approx(0.0, abs=1e-6)
+    assert np.all(np.abs(in_base(r, sc)[:, 1]) < 0.05)
+
+
+def test_curved_lane_waypoints_follow_the_curve_within_half_a_metre(planner):
+    radius = 60.0
+    th = np.linspace(-0.2, 1.6, 200)
+    centre = np.c_[radius * np.sin(th), radius - radius * np.cos(th), np.zeros_like(th)]
+    sc = scene(lanes=[Lane(0, LANE_W, centre)], speed=10.0)
+    r = planner.plan(sc)
+    p = in_base(r, sc)
+    dist_to_centreline = np.abs(np.hypot(p[:, 0], p[:, 1] - radius) - radius)
+    assert np.all(dist_to_centreline < 0.5)
+    assert p[-1, 1] > 5.0            # really turned left with the lane
+    assert check(r, sc).ok
+
+
+def test_stop_instruction_brings_the_speed_down_to_about_zero(planner):
+    sc = scene(speed=6.0)
+    r = planner.plan(sc, 'Please stop the car.')
+    v = r.plan.speeds_mps
+    assert np.all(np.diff(v) <= 1e-6)
+    assert v[-1] < 0.3
+    assert check(r, sc).ok
+    assert r.debug['instruction'] == 'stop'
+
+
+def test_slow_down_instruction_lowers_the_speed(planner):
+    sc = scene(speed=12.0)
+    fast = planner.plan(sc).plan.speeds_mps[-1]
+    slow = planner.plan(sc, 'slow down').plan.speeds_mps[-1]
+    assert slow < 9.0 < fast
+
+
+def test_change_lane_left_instruction_ends_in_the_left_lane(planner):
+    sc = scene(speed=10.0)
+    r = planner.plan(sc, 'change lane left')
+    p = in_base(r, sc)
+    assert abs(p[-1, 1] - LANE_W) < 0.5
+    assert check(r, sc).ok
+
+
+def test_change_lane_right_without_a_right_lane_is_noted_and_keeps_the_lane(planner):
+    sc = scene(speed=10.0)
+    r = planner.plan(sc, 'change lane right')
+    assert 'no lane to the right' in r.status
+    assert np.all(np.abs(in_base(r, sc)[:, 1]) < 0.5)
+
+
+def test_keep_lane_instruction_prefers_stopping_over_changing_lane(planner):
+    sc = scene([car(30.0, 0.0)], speed=10.0)
+    r = planner.plan(sc, 'keep your lane')
+    assert np.all(np.abs(in_base(r, sc)[:, 1]) < 1.0)
+    assert check(r, sc).ok
+
+
+def test_unknown_instruction_is_ignored_with_a_note_in_the_status(planner):
+    r = planner.plan(scene(), 'sing a song')
+    assert r.status.startswith('ok') and 'not understood' in r.status
+
+
+def test_instruction_phrases_are_understood():
+    assert parse_instruction('STOP!').kind == 'stop'
+    assert parse_instruction('please pull over').kind == 'stop'
+    assert parse_instruction('slow down a bit').kind == 'slow_down'
+    assert parse_instruction('change lanes to the left').kind == 'change_lane_left'
+    assert parse_instruction('lane change right').kind == 'change_lane_right'
+    assert parse_instruction('stay in your lane').kind == 'keep_lane'
+    assert parse_instruction('').kind == 'none' and parse_instruction('').understood
+    negated = parse_instruction("don't stop")
+    assert negated.kind == 'none' and not negated.understood
+
+
+def test_no_lanes_assumes_the_ego_lane_along_the_current_heading():
+    sc = Scene(1, EgoState(5.0, 5.0, -1.0, 9.0), [], [], 13.9)
+    r = ClassicalPlanner().plan(sc)
+    assert r.status.startswith('no_lane')
+    p = in_base(r, sc)
+    assert np.all(np.abs(p[:, 1]) < 0.1) and p[-1, 0] > 25.0
+
+
+def test_scene_speed_limit_below_the_parameter_wins(planner):
+    r = planner.plan(scene(speed=8.0, limit=8.0))
+    assert r.plan.speeds_mps.max() <= 8.0 + 1e-6
+
+
+@pytest.mark.parametrize('bad', ['nan_object', 'nan_velocity', 'nan_size', 'nan_lane',
+                                 'short_lane', 'nan_limit', 'negative_speed', 'empty'])
+def test_planner_does_not_raise_on_broken_scenes(bad):
+    objects, lanes, limit, speed = [car(40.0, 0.0)], straight_lanes(), 13.9, 10.0
+    if bad == 'nan_object':
+        objects = [car(float('nan'), 0.0)]
+    elif bad == 'nan_velocity':
+        objects = [car(40.0, 0.0, vx=float('nan'))]
+    elif bad == 'nan_size':
+        objects = [Object3D([40.0, 0.0, 0.8], [np.nan, 0.0, 1.5], 0.0, 'car')]
+    elif bad == 'nan_lane':
+        lanes[0].centerline[5:10] = np.nan
+        lanes[1].centerline[:] = np.nan
+    elif bad == 'short_lane':
+        lanes = [Lane(0, LANE_W, np.array([[1.0, 0.0, 0.0]]))]
+    elif bad == 'nan_limit':
+        limit = float('nan')
+    elif bad == 'negative_speed':
+        speed = -1.0
+    elif bad == 'empty':
+        objects, lanes = [], []
+    sc = Scene(1, EgoState(0.0, 0.0, 0.0, speed), objects, lanes, limit)
+    r = ClassicalPlanner().plan(sc)
+    assert not r.status.startswith('error'), r.status
+    assert r.plan.poses.shape == (6, 3) and np.all(np.isfinite(r.plan.poses))
+    assert np.all(np.isfinite(r.plan.speeds_mps))
+
+
+def test_non_finite_ego_pose_gives_an_empty_plan_with_invalid_input_status():
+    sc = Scene(1, EgoState(float('nan'), 0.0, 0.0, 5.0), [], [], 13.9)
+    r = ClassicalPlanner().plan(sc)
+    assert r.status.startswith('invalid_input')
+    assert r.plan.poses.shape == (0, 3)
+
+
+def test_non_finite_ego_speed_brakes_with_invalid_input_status():
+    sc = Scene(1, EgoState(1.0, 2.0, 0.3, float('nan')), [], [], 13.9)
+    r = ClassicalPlanner().plan(sc)
+    assert r.status.startswith('invalid_input')
+    assert np.all(r.plan.speeds_mps == 0.0)
+    np.testing.assert_allclose(r.plan.poses[:, :2], [[1.0, 2.0]] * 6)
+
+
+def test_many_objects_are_planned_around_without_collision(planner):
+    rng = np.random.default_rng(3)
+    objects = []
+    while len(objects) < 20:
+        x, lane = rng.uniform(-30, 80), int(rng.integers(-1, 2))
+        if lane == 0 and -12 < x < 20:
+            continue
+        objects.append(car(x, LANE_W * lane, vx=rng.uniform(0, 12), id=len(objects) + 1))
+    sc = scene(objects, lanes=straight_lanes((-1, 0, 1)))
+    r = planner.plan(sc)
+    assert r.status == 'ok'
+    report = check(r, sc)
+    assert report.ok, report.reasons
+
+
+def test_inconsistent_parameters_are_refused_with_a_clear_message():
+    with pytest.raises(PlannerParamsError, match='multiple of dt_s'):
+        PlannerParams(horizon_s=3.2)
+    with pytest.raises(PlannerParamsError, match='max_decel_mps2'):
+        PlannerParams(max_decel_mps2=-1.0)

@@ -1,0 +1,148 @@
+"""Specification of the independent trajectory check (fmdrive.planning.safety)."""
+import numpy as np
+import pytest
+
+from fmdrive.objects import EgoState, Lane, Object3D, Scene
+from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
+from fmdrive.planning.prediction import predict_constant_velocity
+from fmdrive.planning.safety import check_trajectory, footprint_gaps, oriented_box_gaps
+
+T = np.arange(1, 7) * 0.5
+
+
+def lanes(offsets=(0, 1)):
+    x = np.linspace(-10.0, 120.0, 40)
+    return [Lane(o, 3.5, np.c_[x, np.full_like(x, 3.5 * o), np.zeros_like(x)]) for o in offsets]
+
+
+def scene(objects=(), ego=None, lane_offsets=(0, 1)):
+    return Scene(7, ego or EgoState(0.0, 0.0, 0.0, 10.0), list(objects), lanes(lane_offsets), 13.9)
+
+
+def straight(v=10.0, ego=EgoState(0.0, 0.0, 0.0, 10.0), y=0.0):
+    """A constant-speed trajectory along the ego heading, in odom."""
+    along = v * T
+    c, s = np.cos(ego.yaw_rad), np.sin(ego.yaw_rad)
+    poses = np.c_[ego.x + c * along - s * y, ego.y + s * along + c * y, np.full(6, ego.yaw_rad)]
+    return poses, T.copy(), np.full(6, v)
+
+
+def test_constant_speed_on_an_empty_road_is_ok():
+    report = check_trajectory(*straight(), scene())
+    assert report.ok, report.reasons
+    assert report.min_clearance_m == np.inf
+    assert report.max_accel_mps2 == pytest.approx(0.0)
+
+
+def test_trajectory_through_a_stopped_car_is_flagged_as_collision():
+    car = Object3D([20.0, 0.0, 0.8], [4.5, 1.9, 1.5], 0.0, 'car', id=4)
+    report = check_trajectory(*straight(), scene([car]))
+    assert not report.ok
+    assert any('collision' in r and 'id=4' in r for r in report.reasons)
+    assert report.min_clearance_m < 0
+
+
+def test_car_in_the_next_lane_is_not_a_collision():
+    car = Object3D([20.0, 3.5, 0.8], [4.5, 1.9, 1.5], 0.0, 'car')
+    no_growth = PlannerParams(uncertainty_growth_mps={'default': 0.0})
+    report = check_trajectory(*straight(), scene([car]), no_growth)
+    assert report.ok, report.reasons
+    assert report.min_clearance_m == pytest.approx(3.5 - 1.9, abs=0.01)
+    # with the default growing uncertainty the clearance is smaller, but still fine
+    assert 0.2 < check_trajectory(*straight(), scene([car])).min_clearance_m < 3.5 - 1.9
+
+
+def test_collision_is_found_in_odom_when_the_ego_is_moved_and_rotated():
+    ego = EgoState(50.0, 20.0, np.pi / 2, 10.0)
+    car = Object3D([20.0, 0.0, 0.8], [4.5, 1.9, 1.5], 0.0, 'car')   # base_link, 20 m ahead
+    assert not check_trajectory(*straight(ego=ego), scene([car], ego=ego)).ok
+    assert check_trajectory(*straight(ego=ego), scene([], ego=ego)).ok
+
+
+def test_nan_in_the_trajectory_is_flagged():
+    poses, t, v = straight()
+    poses[3, 1] = np.nan
+    report = check_trajectory(poses, t, v, scene())
+    assert not report.ok and 'non-finite' in report.reasons[0]
+
+
+def test_excessive_acceleration_is_flagged():
+    v = 10.0 + 4.0 * T                       # 4 m/s^2 > 2 m/s^2
+    along = 10.0 * T + 2.0 * T ** 2
+    poses = np.c_[along, np.zeros(6), np.zeros(6)]
+    report = check_trajectory(poses, T, v, scene(), PlannerParams(speed_limit_mps=40.0))
+    assert not report.ok
+    assert any('acceleration' in r for r in report.reasons)
+    assert report.max_accel_mps2 == pytest.approx(4.0)
+
+
+def test_braking_harder_than_the_emergency_limit_is_flagged():
+    v = np.maximum(10.0 - 9.0 * T, 0.0)
+    along = np.cumsum(0.5 * (np.r_[10.0, v[:-1]] + v) * 0.5)
+    report = check_trajectory(np.c_[along, np.zeros(6), np.zeros(6)], T, v, scene())
+    assert not report.ok and any('braking' in r for r in report.reasons)
+
+
+def test_speed_above_the_limit_is_flagged():
+    report = check_trajectory(*straight(v=20.0, ego=EgoState(0, 0, 0, 20.0)),
+                              scene(ego=EgoState(0, 0, 0, 13.0)))
+    assert not report.ok and any('above the limit' in r for r in report.reasons)
+
+
+def test_excessive_lateral_acceleration_is_flagged():
+    # a 10 m radius circle at 10 m/s: 10 m/s^2 lateral
+    yaw = 10.0 * T / 10.0
+    poses = np.c_[10.0 * np.sin(yaw), 10.0 - 10.0 * np.cos(yaw), yaw]
+    report = check_trajectory(poses, T, np.full(6, 10.0), scene(lane_offsets=(0, 1, 2, 3)))
+    assert not report.ok and any('lateral acceleration' in r for r in report.reasons)
+    assert report.max_lat_accel_mps2 > 8.0
+
+
+def test_speeds_that_do_not_match_the_poses_are_flagged():
+    poses, t, v = straight(v=10.0)
+    report = check_trajectory(poses * [3.0, 1.0, 1.0], t, v, scene(), PlannerParams())
+    assert not report.ok and any('inconsistent' in r for r in report.reasons)
+
+
+def test_leaving_the_road_is_flagged():
+    # drifting right off a two-lane road whose right edge is 1.75 m right of the ego
+    poses, t, v = straight(v=10.0)
+    poses[:, 1] = -np.linspace(0.2, 4.0, 6)
+    poses[:, 2] = np.arctan2(np.gradient(poses[:, 1]), np.gradient(poses[:, 0]))
+    report = check_trajectory(poses, t, v, scene())
+    assert any('leaves the road' in r for r in report.reasons)
+
+
+def test_malformed_trajectories_are_reported_not_raised():
+    assert not check_trajectory(np.zeros((6, 2)), T, np.ones(6), scene()).ok
+    assert not check_trajectory(np.zeros((0, 3)), np.zeros(0), np.zeros(0), scene()).ok
+    poses, _, v = straight()
+    assert not check_trajectory(poses, T[::-1], v, scene()).ok
+
+
+def test_planner_output_passes_the_check_for_a_lane_change_past_a_stopped_car():
+    sc = scene([Object3D([30.0, 0.0, 0.8], [4.5, 1.9, 1.5], 0.0, 'car')])
+    plan = ClassicalPlanner().plan(sc).plan
+    report = check_trajectory(plan.poses, plan.t_s, plan.speeds_mps, sc)
+    assert report.ok, report.reasons
+
+
+def test_oriented_box_gap_is_the_distance_for_parallel_boxes_and_negative_on_overlap():
+    zero = np.zeros(2)
+    assert oriented_box_gaps(zero, 0.0, 2.0, 1.0, np.array([7.0, 0.0]), 0.0, 2.0, 1.0) == \
+        pytest.approx(3.0)
+    assert oriented_box_gaps(zero, 0.0, 2.0, 1.0, np.array([3.0, 0.0]), 0.0, 2.0, 1.0) == \
+        pytest.approx(-1.0)
+    # a box rotated by 45 degrees whose corner points at the other box
+    corner = np.hypot(1.0, 1.0)
+    gap = oriented_box_gaps(zero, 0.0, 1.0, 1.0, np.array([1.0 + corner + 0.5, 0.0]), np.pi / 4,
+                            1.0, 1.0)
+    assert gap == pytest.approx(0.5)
+
+
+def test_object_straight_behind_is_marked_behind():
+    obj = Object3D([-6.0, 0.0, 0.8], [4.5, 1.9, 1.5], 0.0, 'car', velocity=[5.0, 0, 0])
+    pred = predict_constant_velocity([obj], np.array([0.0, 1.0]))
+    gap, behind = footprint_gaps(np.array([[0.0, 0.0], [0.0, 0.0]]), np.zeros(2), 2.25, 0.95,
+                                 pred, exact_within_m=np.inf)
+    assert behind[0, 0] and gap[0, 0] > 0 and gap[1, 0] < 0
