@@ -101,8 +101,15 @@ NODE_PARAMS = {
         'z_max_m': 3.0,
         'voxel_m': 0.15,
         'ground_distance_m': 0.2,
+        'ransac_iterations': 100,
+        'max_ground_tilt_deg': 15.0,
         'cluster_eps_m': 0.7,
         'cluster_min_points': 5,
+        'min_box_points': 5,
+        'max_object_length_m': 7.0,
+        'max_object_height_m': 3.0,
+        'detect_lanes': True,
+        'lane_width_m': 3.5,
     },
     'fusion': {
         'max_age_s': 0.5,            # a track not seen for this long is dropped

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fmdrive.calibration.extrinsics import T_base_lidar
 from fmdrive.geometry import make_T
 from fmdrive.perception.boxes import complete_partial_car, fit_lshape, min_area_rectangle
 from fmdrive.perception.lidar_classical import (ClassicalLidarDetector, ClassicalLidarParams,
-                                                LidarResult, T_base_lidar_from_extrinsics)
+                                                LidarResult)
 
 T_BASE_LIDAR = make_T(t=[1.0, 0.0, 1.9])
 REAL_PCD = Path(__file__).parent / 'data' / 'pjlab_lidar2camera' / '0.pcd'
@@ -256,7 +257,7 @@ def test_invalid_calibration_and_params_raise_clear_errors():
 def test_params_from_node_parameters_and_extrinsics_from_the_repo():
     params = ClassicalLidarParams.from_dict({'backend': 'classical', 'voxel_m': 0.2, 'range_m': 50.0})
     assert (params.voxel_m, params.range_m) == (0.2, 50.0)
-    assert T_base_lidar_from_extrinsics() == pytest.approx(T_BASE_LIDAR)
+    assert T_base_lidar() == pytest.approx(T_BASE_LIDAR)
 
 
 def read_ascii_pcd(path) -> np.ndarray:

@@ -24,9 +24,7 @@ class LidarEncoderNode(FmdriveNode):
         if self.p['backend'] != 'classical':
             raise SystemExit(f"lidar_encoder: backend {self.p['backend']!r} is not available yet; use 'classical'")
         self.T_base_lidar = self.load_extrinsics()[config.FRAMES['lidar']]
-        known = ClassicalLidarParams.__dataclass_fields__
-        params = ClassicalLidarParams(**{k: v for k, v in self.p.items() if k in known})
-        self.detector = ClassicalLidarDetector(params, self.T_base_lidar)
+        self.detector = ClassicalLidarDetector(ClassicalLidarParams.from_dict(self.p), self.T_base_lidar)
         self.pub_objects = self.create_publisher(ObjectArray, config.TOPICS['lidar_objects'], make_qos('reliable'))
         self.pub_lanes = self.create_publisher(LaneArray, config.TOPICS['lanes'], make_qos('reliable'))
         self.subscribe('points', PointCloud2, self.on_points, self.sensor_qos(), queued=True)

@@ -370,20 +370,4 @@ class _StageClock:
         return (time.perf_counter() - self.start) * 1e3
 
 
-def T_base_lidar_from_extrinsics(path=None) -> np.ndarray:
-    """T_base_lidar from calibration/extrinsics.yaml (child_frame_id 'lidar')."""
-    import yaml
-    from fmdrive.config import EXTRINSICS_FILE, FRAMES
-    from fmdrive.geometry import make_T, quat_to_rot
-    path = path or EXTRINSICS_FILE
-    with open(path) as f:
-        doc = yaml.safe_load(f)
-    for tf in doc.get('transforms', []):
-        if tf.get('child_frame_id') == FRAMES['lidar']:
-            return make_T(quat_to_rot(tf['rotation_xyzw']), tf['translation'])
-    raise KeyError(f'{path} has no transform with child_frame_id {FRAMES["lidar"]!r}; add one '
-                   f'(translation, rotation_xyzw of the lidar in base_link)')
-
-
-__all__ = ['ClassicalLidarParams', 'ClassicalLidarDetector', 'LidarResult', 'CLASS_SIZES',
-           'T_base_lidar_from_extrinsics']
+__all__ = ['ClassicalLidarParams', 'ClassicalLidarDetector', 'LidarResult', 'CLASS_SIZES']

@@ -85,6 +85,7 @@ class PlannerParams:
     slow_down_factor: float = 0.5
     # cost weights
     w_speed: float = 1.0
+    w_lane_speed: float = 0.5                # a lane whose traffic allows less than the target
     w_accel: float = 0.2
     w_lat_accel: float = 0.3
     w_jerk: float = 0.02
@@ -257,6 +258,17 @@ class ClassicalPlanner:
 
         road = Road.from_lanes(scene.lanes, p.default_lane_width_m)
         notes.extend(road.notes)
+        s0, d0 = (float(a) for a in road.reference.project(np.zeros(2)))
+        heading_err = float(wrap_angle(0.0 - road.reference.frame_at(s0)[2]))
+        if not road.assumed_lane and abs(heading_err) > np.radians(90):
+            # lanes run against the ego (wrong data, or an oncoming lane taken for ours)
+            notes.append(f'lanes run {np.degrees(abs(heading_err)):.0f} deg against the ego '
+                         'heading; lanes ignored')
+            road = Road.from_lanes([], p.default_lane_width_m)
+            s0, d0 = (float(a) for a in road.reference.project(np.zeros(2)))
+            heading_err = 0.0
+        elif abs(heading_err) > np.radians(60):
+            notes.append(f'ego heading {np.degrees(heading_err):.0f} deg off the lane direction')
         ref = road.reference
         status = 'no_lane' if road.assumed_lane else 'ok'
 
@@ -266,12 +278,6 @@ class ClassicalPlanner:
         length, width = p.vehicle_length_m, p.vehicle_width_m
         front_m = p.base_to_center_m + length / 2
 
-        # ego in the Frenet frame
-        s0, d0 = (float(a) for a in ref.project(np.zeros(2)))
-        _, _, th0, _ = ref.frame_at(s0)
-        heading_err = float(wrap_angle(0.0 - th0))
-        if abs(heading_err) > np.radians(60):
-            notes.append(f'ego heading {np.degrees(heading_err):.0f} deg off the lane direction')
         d_s0 = float(np.tan(np.clip(heading_err, -1.2, 1.2)))
 
         # predicted objects, also in the Frenet frame
@@ -392,7 +398,23 @@ class ClassicalPlanner:
 
         # ---- costs without objects
         costs = {}
-        costs['progress'] = p.w_speed * np.mean((speed - v_target) ** 2, axis=1)
+        # progress: each lane allows the speed from which the ego can still stop comfortably,
+        # keeping min_gap_m + time_headway_s, behind the nearest object ahead in it (now);
+        # the speed error is taken to that, and a lane allowing less than the target costs
+        v_lane = np.full(len(road.lane_center_d_m), v_target)
+        if n_obj:
+            b, tau = p.comfort_decel_mps2, p.time_headway_s
+            in_lane = np.abs(d_obj[None, :, 0] - road.lane_center_d_m[:, None]) \
+                < ext_d[None, :, 0] + half_w                                         # (lanes, N)
+            room = s_obj[:, 0] - ext_s[:, 0] - (s0 + front_m) - p.min_gap_m \
+                + np.maximum(v_obj_s, 0.0) ** 2 / (2 * b)                              # (N,)
+            v_allow = b * (-tau + np.sqrt(tau * tau + 2 * np.maximum(room, 0.0) / b))
+            v_allow = np.where(in_lane & (s_obj[None, :, 0] > s0), v_allow[None], np.inf)
+            v_lane = np.minimum(v_lane, v_allow.min(axis=1))
+        lane_pos = np.argmin(np.abs(d_end_c[:, None] - road.lane_center_d_m[None]), axis=1)
+        v_target_c = v_lane[lane_pos]
+        costs['progress'] = (p.w_speed * np.mean((speed - v_target_c[:, None]) ** 2, axis=1)
+                             + p.w_lane_speed * (v_target - v_target_c) ** 2)
         costs['comfort'] = (p.w_accel * np.mean(a_lon ** 2, axis=1)
                             + p.w_lat_accel * np.mean(a_lat ** 2, axis=1)
                             + p.w_jerk * np.mean(j_lon ** 2, axis=1)
@@ -477,8 +499,14 @@ class ClassicalPlanner:
         if feasible.any():
             best = int(np.argmin(np.where(feasible, total, np.inf)))
         elif collision_free.any():
-            violations = (~speed_ok).astype(float) + ~accel_ok + ~lat_ok + ~road_ok + ~geometry_ok
-            best = int(np.argmin(np.where(collision_free, total + 1e6 * violations, np.inf)))
+            # the least violation (relative excess over each limit) wins, then the cost
+            violation = (np.maximum(speed.max(axis=1) / v_cap - 1, 0)
+                         + np.maximum(a_lon.max(axis=1) / p.max_accel_mps2 - 1, 0)
+                         + np.maximum(-a_lon.min(axis=1) / p.max_decel_mps2 - 1, 0)
+                         + np.maximum(np.abs(a_lat).max(axis=1) / p.max_lat_accel_mps2 - 1, 0)
+                         + np.maximum(outside[:, 1:].max(axis=1) - outside[:, 0], 0)
+                         + (~geometry_ok))
+            best = int(np.argmin(np.where(collision_free, 1e3 * violation + total, np.inf)))
             broken = [name for name, ok in (('speed', speed_ok), ('accel', accel_ok),
                                             ('lateral accel', lat_ok), ('road', road_ok),
                                             ('geometry', geometry_ok)) if not ok[best]]

@@ -9,8 +9,10 @@ by the same rules:
   - speeds consistent with the distance between poses, and poses heading where they move;
   - the ego footprint keeps `safety_margin_m` from every object predicted with constant velocity;
   - the footprint stays on the road (between the outermost lane edges).
-A contact with an object coming from straight behind while the ego keeps its lane is not counted:
-braking cannot avoid it, and rejecting every plan for it would leave only an emergency stop.
+A contact with an object that is straight behind the ego now (a follower), while the ego keeps its
+lane, is not counted: braking cannot avoid it, and rejecting every plan for it would leave only an
+emergency stop - the worst answer to a tailgater. Cutting in front of a follower in another lane
+is counted.
 
 The footprint geometry helpers here (`oriented_box_gaps`, `footprint_gaps`) are shared with the
 classical planner.
@@ -62,9 +64,10 @@ def footprint_gaps(ego_xy, ego_yaw, ego_half_l: float, ego_half_w: float,
     """Gaps between ego footprints and predicted objects at the same times.
 
     ego_xy (..., T, 2) footprint centres, ego_yaw (..., T); pred holds N objects at those T times.
-    Returns gap (..., T, N) and behind (..., T, N): the object's centre is straight behind the
-    ego's rear edge. Only pairs whose bounding circles come within `exact_within_m` get their
-    exact oriented-box gap; the others get +inf (meaning: farther than exact_within_m). Pass
+    Returns gap (..., T, N) and behind (..., T, N): at the first time the object's centre was
+    straight behind the ego's rear edge (a follower; the flag holds for all times).
+    Only pairs whose bounding circles come within `exact_within_m` get their exact oriented-box
+    gap; the others get +inf (meaning: farther than exact_within_m). Pass
     exact_within_m=np.inf for exact gaps everywhere."""
     ego_xy = np.asarray(ego_xy, dtype=np.float64)
     lead = ego_xy.shape[:-1]
@@ -75,7 +78,13 @@ def footprint_gaps(ego_xy, ego_yaw, ego_half_l: float, ego_half_w: float,
     n_c, n_t = flat_xy.shape[:2]
     yaw = np.broadcast_to(np.asarray(ego_yaw, np.float64), lead).reshape(n_c, n_t)
     gap = np.full((n_c, n_t, n), np.inf)
-    behind = np.zeros((n_c, n_t, n), bool)
+    # followers: straight behind the footprint at the first time step
+    rel0 = pred.center_xy[None, :, 0, :] - flat_xy[:, None, 0, :]          # (C, N, 2)
+    c0, s0 = np.cos(yaw[:, :1]), np.sin(yaw[:, :1])                         # (C, 1)
+    lon0 = rel0[..., 0] * c0 + rel0[..., 1] * s0
+    lat0 = -rel0[..., 0] * s0 + rel0[..., 1] * c0
+    behind0 = (lon0 < -ego_half_l) & (np.abs(lat0) < ego_half_w + pred.half_width_m[None, :, 0])
+    behind = np.broadcast_to(behind0[:, None, :], (n_c, n_t, n))
     reach = (np.hypot(ego_half_l, ego_half_w) + pred.bounding_radius_m().T
              + exact_within_m)                                   # (T, N)
     # (time, object) pairs that come within reach of the box around all footprints at that time
@@ -92,14 +101,11 @@ def footprint_gaps(ego_xy, ego_yaw, ego_half_l: float, ego_half_w: float,
             ti, ni = t_k[k_i], n_k[k_i]
             e_yaw = yaw[c_i, ti]
             ddx, ddy = dx[c_i, k_i], dy[c_i, k_i]
-            b_hw = pred.half_width_m[ni, ti]
             zero = np.zeros((len(c_i), 2))
             gap[c_i, ti, ni] = oriented_box_gaps(zero, e_yaw, ego_half_l, ego_half_w,
                                                  np.stack([ddx, ddy], -1), pred.yaw_rad[ni, ti],
-                                                 pred.half_length_m[ni, ti], b_hw)
-            lon = ddx * np.cos(e_yaw) + ddy * np.sin(e_yaw)
-            lat = -ddx * np.sin(e_yaw) + ddy * np.cos(e_yaw)
-            behind[c_i, ti, ni] = (lon < -ego_half_l) & (np.abs(lat) < ego_half_w + b_hw)
+                                                 pred.half_length_m[ni, ti],
+                                                 pred.half_width_m[ni, ti])
     gap = gap.reshape(lead + (n,))
     behind = behind.reshape(lead + (n,))
     return gap, behind

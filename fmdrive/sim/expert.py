@@ -125,7 +125,7 @@ class ExpertDriver:
                 return
             along = np.where(ahead, objs.s - objs.length / 2 - self.front_s, np.inf)
             i = int(np.argmin(along))
-            slow = objs.vs[i] < max(3.0, 0.5 * self.v_des) and objs.overtakeable[i]
+            slow = objs.vs[i] < min(0.75 * self.v_des, 8.0) and objs.overtakeable[i]
             left = self.home_lane + 1
             exists = left < w.num_lanes or (left == w.num_lanes and w.has_oncoming)
             if slow and exists and self._lane_free(objs, left, i):

@@ -409,7 +409,7 @@ def _add_background(g, rng, road, ego, agents, kind):
     if kind in ('parked_car', 'cyclist', 'construction') and road.has_oncoming_lane:
         # they meet the ego around the obstacle: it waits for them, then passes
         s = float(rng.uniform(60, 160))
-        for _ in range(int(rng.integers(0, 3))):
+        for _ in range(int(rng.integers(0, 2))):
             agents.append(g.car('oncoming', road.num_lanes, s, rng.uniform(8, 12)))
             s += float(rng.uniform(60, 120))
     for lane in range(road.num_lanes):
