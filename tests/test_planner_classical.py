@@ -289,3 +289,25 @@ def test_inconsistent_parameters_are_refused_with_a_clear_message():
         PlannerParams(horizon_s=3.2)
     with pytest.raises(PlannerParamsError, match='max_decel_mps2'):
         PlannerParams(max_decel_mps2=-1.0)
+
+
+def test_a_tailgater_straight_behind_does_not_trigger_an_emergency_stop(planner):
+    sc = scene([car(-6.0, 0.0, vx=16.0)], lanes=straight_lanes((0,)), speed=10.0)
+    r = planner.plan(sc)
+    assert r.status == 'ok'
+    assert r.plan.speeds_mps[-1] >= 10.0
+
+
+def test_lane_change_is_refused_in_front_of_a_fast_car_coming_from_behind(planner):
+    sc = scene([car(-15.0, LANE_W, vx=20.0)], speed=10.0)
+    r = planner.plan(sc, 'change lane left')
+    assert np.all(np.abs(in_base(r, sc)[:, 1]) < 0.5)
+    assert check(r, sc).ok
+
+
+def test_lanes_running_against_the_ego_heading_are_ignored_with_a_note():
+    x = np.linspace(100.0, -10.0, 40)
+    sc = Scene(1, EgoState(0.0, 0.0, 0.0, 5.0), [], [Lane(0, LANE_W, np.c_[x, 0 * x, 0 * x])], 13.9)
+    r = ClassicalPlanner().plan(sc)
+    assert r.status.startswith('no_lane') and 'against the ego heading' in r.status
+    assert np.all(np.diff(in_base(r, sc)[:, 0]) > 0)

@@ -516,7 +516,8 @@ def check_run_dir(run_dir) -> Path:
 
 
 def read_outputs(output_bag, progress: bool = False) -> RunOutputs:
-    """Convert the recorded outputs (objects, tracks, plans, planner diagnostics) of a run."""
+    """Convert the recorded outputs (objects, tracks, plans, planner diagnostics) of a run, with
+    the stamps the input bag had (a restamped replay's shift, from replay.json beside, is undone)."""
     from fmdrive.bags.reader import BagReader
     from fmdrive.msgs import msg_to_objects, msg_to_plan, stamp_to_ns
     from tqdm import tqdm
@@ -528,6 +529,7 @@ def read_outputs(output_bag, progress: bool = False) -> RunOutputs:
                                total=sum(reader.topics.get(t, ('', 0))[1] for t in topics),
                                disable=not progress, leave=False):
             _collect_output(out, topic, msg, msg_to_objects, msg_to_plan, stamp_to_ns)
+    out.shift_stamps(-replay_stamp_offset_ns(Path(output_bag).parent))
     return out
 
 
@@ -610,7 +612,6 @@ def eval_run(run_dir, progress: bool = True) -> dict:
     if not gt_frames:
         raise EvalError(f'{run_dir / "ground_truth.json"}: no frames; re-run the simulator')
     outputs = read_outputs(run_dir / 'output', progress=progress)
-    outputs.shift_stamps(-replay_stamp_offset_ns(run_dir))
     lidar_stamps = read_lidar_stamps(run_dir / 'bag', progress=progress)
 
     gt_stamps = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from fmdrive.config import CAMERA_INFO_FILE, EXTRINSICS_FILE, FRAMES, TOPICS
 from fmdrive.eval.metrics import (MIN_LIDAR_POINTS, EvalError, GroundTruthFrame, check_run_dir,
-                                  load_ground_truth, nearest_frame_index)
+                                  load_ground_truth, nearest_frame_index, read_outputs)
 from fmdrive.geometry import inv_T, make_T, quat_to_rot
 from fmdrive.objects import Plan
 from fmdrive.visualization import draw_bev, draw_overlay, font
@@ -248,27 +248,6 @@ def _read_sensor_frames(bag_dir, stamps_ns, T_base_lidar):
     return images, points_base, K
 
 
-def _read_outputs(output_dir):
-    """{header stamp: objects} of detections and tracks and {stamp: Plan} of the output bag
-    (small messages: the whole run is read)."""
-    from fmdrive.bags.reader import BagReader
-    from fmdrive.eval.metrics import present_messages
-    from fmdrive.msgs import msg_to_objects, msg_to_plan, stamp_to_ns
-
-    dets, tracks, plans = {}, {}, {}
-    topics = [TOPICS['lidar_objects'], TOPICS['objects'], TOPICS['plan']]
-    with BagReader(output_dir) as reader:
-        for topic, msg in present_messages(reader, topics):
-            stamp = stamp_to_ns(msg.header.stamp)
-            if topic == TOPICS['lidar_objects']:
-                dets[stamp] = msg_to_objects(msg)
-            elif topic == TOPICS['objects']:
-                tracks[stamp] = msg_to_objects(msg)
-            else:
-                plans[stamp] = msg_to_plan(msg)
-    return dets, tracks, plans
-
-
 def _at(stamped: dict, stamp_ns: int, default=None):
     """The value whose stamp is nearest to stamp_ns (within 1 ms), else default."""
     if not stamped:
@@ -294,7 +273,9 @@ def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3) -> 
     if not gt_frames:
         raise EvalError(f'{run_dir / "ground_truth.json"}: no frames; re-run the simulator')
     gt_stamps = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)
-    dets, tracks, plans = _read_outputs(run_dir / 'output')
+    outputs = read_outputs(run_dir / 'output')
+    dets, tracks = outputs.lidar_objects, outputs.tracks
+    plans = {p.stamp_ns: p for p in outputs.plans}
     if frame_stamps is None:
         # choose among the frames the graph answered (plan or detections), if it answered any
         answered = [f for f in gt_frames

@@ -12,10 +12,16 @@ plan(scene) in one screen:
      car never slides sideways.
   4. every lateral x longitudinal pair is one candidate: arrays [n_candidates, n_steps] at 0.1 s.
   5. reject: collision (oriented ego footprint within `collision_margin_m` of a constant-velocity
-     predicted object box), leaving the road, speed above the limit, accelerations above limits.
-  6. cost: comfort (accel, jerk, hard braking), progress (speed error), lane keeping (offset from a
-     lane centre, lane changes), clearance (soft), time headway to objects ahead, instruction.
-  7. nothing collision-free: emergency braking along the lane (status 'emergency_stop').
+     predicted object box; a follower straight behind does not count while the ego keeps its
+     lane), no room left to stop behind what is ahead at the end of the horizon even at
+     max_decel, leaving the road, speed above the limit, accelerations above the limits.
+  6. cost: comfort (accel, jerk, hard braking), progress (error to the speed the candidate's lane
+     allows - target speed, or what the nearest object ahead in it leaves room for - plus a cost
+     for lanes that allow less), lane keeping (offset from a lane centre, lane changes), clearance
+     (soft), time headway and comfortable stopping room to objects ahead, instruction.
+     Collisions are computed for candidates within the limits first, the rest only if needed.
+  7. nothing collision-free: emergency braking along the lane (status 'emergency_stop');
+     collision-free but no candidate within every limit: the least violating one ('degraded').
 The plan is returned in odom (6 waypoints at 0.5 s), the dense trajectory at 0.1 s beside it.
 
 Instructions understood (case-insensitive, anywhere in the text; a negation like "don't" makes

@@ -121,7 +121,7 @@ def _densify(t_s, poses, speeds, dt_s):
             np.interp(t_dense, t_s, yaw_u), np.interp(t_dense, t_s, speeds))
 
 
-def _limit(value, params, name, default):
+def _param(params, name, default):
     v = getattr(params, name, default)
     return float(default if v is None or not np.isfinite(v) else v)
 
@@ -154,11 +154,11 @@ def check_trajectory(poses_odom, t_s, speeds, scene, params=None) -> SafetyRepor
     if t[0] <= 0 or np.any(np.diff(t) <= 0):
         return SafetyReport(False, ['times must be positive and strictly increasing'], float('nan'))
 
-    tol = _limit(None, params, 'kinematic_tolerance', 0.1)
-    max_accel = _limit(None, params, 'max_accel_mps2', 2.0)
-    max_decel = _limit(None, params, 'max_decel_mps2', 6.0)
-    max_lat = _limit(None, params, 'max_lat_accel_mps2', 3.0)
-    limit = _limit(None, params, 'speed_limit_mps', 13.9)
+    tol = _param(params, 'kinematic_tolerance', 0.1)
+    max_accel = _param(params, 'max_accel_mps2', 2.0)
+    max_decel = _param(params, 'max_decel_mps2', 6.0)
+    max_lat = _param(params, 'max_lat_accel_mps2', 3.0)
+    limit = _param(params, 'speed_limit_mps', 13.9)
     if scene.speed_limit_mps is not None and np.isfinite(scene.speed_limit_mps) \
             and scene.speed_limit_mps > 0:
         limit = min(limit, float(scene.speed_limit_mps))
@@ -180,7 +180,7 @@ def check_trajectory(poses_odom, t_s, speeds, scene, params=None) -> SafetyRepor
     dt = np.diff(tt)
     a_lon = np.diff(vv) / dt
     max_a = float(a_lon.max(initial=0.0))
-    max_d = max(float(-a_lon.min(initial=0.0)), 0.0)
+    max_d = max(0.0, float(-a_lon.min(initial=0.0)))
     if max_a > max_accel * (1 + tol) + 0.05:
         reasons.append(f'acceleration {max_a:.2f} m/s^2 above {max_accel:.2f}')
     if max_d > max_decel * (1 + tol) + 0.05:
@@ -209,9 +209,9 @@ def check_trajectory(poses_odom, t_s, speeds, scene, params=None) -> SafetyRepor
 
     # dense footprint, objects and road
     td, xd, yd, yawd, _ = _densify(tt, P, vv, CHECK_DT_S)
-    length = _limit(None, params, 'vehicle_length_m', 4.5)
-    width = _limit(None, params, 'vehicle_width_m', 1.9)
-    to_center = _limit(None, params, 'base_to_center_m', 1.4)
+    length = _param(params, 'vehicle_length_m', 4.5)
+    width = _param(params, 'vehicle_width_m', 1.9)
+    to_center = _param(params, 'base_to_center_m', 1.4)
     cx = xd + to_center * np.cos(yawd)
     cy = yd + to_center * np.sin(yawd)
     road = Road.from_lanes(scene.lanes, getattr(params, 'default_lane_width_m', 3.5))
@@ -224,7 +224,7 @@ def check_trajectory(poses_odom, t_s, speeds, scene, params=None) -> SafetyRepor
     keeps_lane = np.abs(d_path - d_path[0]) < LANE_KEEP_TOLERANCE_M
     counted = ~(behind & keeps_lane[:, None])
     min_gap = float(gap[counted].min(initial=np.inf))
-    margin = _limit(None, params, 'safety_margin_m', 0.2)
+    margin = _param(params, 'safety_margin_m', 0.2)
     hit = (gap < margin) & counted
     hit[0] = False  # the present cannot be changed by any trajectory
     if hit.any():
@@ -241,7 +241,7 @@ def check_trajectory(poses_odom, t_s, speeds, scene, params=None) -> SafetyRepor
     _, d_corner = road.reference.project(corner_xy)
     outside = np.maximum(d_corner - road.left_edge_d_m, road.right_edge_d_m - d_corner).max(axis=1)
     outside = np.maximum(outside, 0.0)
-    road_tol = _limit(None, params, 'road_tolerance_m', 0.3)
+    road_tol = _param(params, 'road_tolerance_m', 0.3)
     if np.any(outside[1:] > outside[0] + road_tol):
         reasons.append(f'leaves the road by {outside.max():.2f} m')
 
