@@ -34,6 +34,10 @@ GRAPH = (
 )
 
 
+# topics published and subscribed inside the graph (the wiring wait_ready checks)
+INTERNAL_TOPICS = tuple(config.TOPICS[k] for k in ('lidar_objects', 'lanes', 'objects', 'scene', 'plan'))
+
+
 def params_yaml_text() -> str:
     """config/params.yaml as generated from config.py (a test keeps the file equal to this)."""
     doc = {n.name: {'ros__parameters': config.node_params(n.name)} for n in GRAPH}
@@ -65,10 +69,15 @@ class GraphProcesses:
 
     def start(self):
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(self.env)
+        # one thread per node process unless the user says otherwise: the graph already runs one
+        # process per node, and OpenMP/BLAS thread pools fighting over a few cores cost latency
+        for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+            env.setdefault(var, '1')
         for node in self.nodes:
             log = open(self.log_dir / f'{node.name}.log', 'w')
             cmd = node_command(node, self.params_file, self.use_sim_time, self.overrides.get(node.name))
-            self.procs[node.name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.procs[node.name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                      start_new_session=True)
         return self
 
@@ -80,7 +89,9 @@ class GraphProcesses:
         return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:]) if path.exists() else ''
 
     def wait_ready(self, timeout_s: float = 30.0):
-        """Until every node is visible on the ROS graph; raises with the node's log if one died."""
+        """Until every node is visible on the ROS graph and every topic between nodes has its
+        publisher and subscriber (else the first frames would be lost to discovery); raises with
+        the node's log if one died."""
         import rclpy
         ctx = rclpy.Context()
         rclpy.init(context=ctx)
@@ -91,7 +102,9 @@ class GraphProcesses:
             while time.monotonic() < deadline:
                 for name, code in self.dead().items():
                     raise RuntimeError(f'node {name} exited with code {code}:\n{self.log_tail(name)}')
-                if want <= set(probe.get_node_names()):
+                if want <= set(probe.get_node_names()) and all(
+                        probe.count_publishers(t) and probe.count_subscribers(t) for t in INTERNAL_TOPICS):
+                    time.sleep(0.5)  # the nodes' own endpoint matching completes after the probe sees it
                     return
                 time.sleep(0.2)
             missing = want - set(probe.get_node_names())

@@ -41,18 +41,22 @@ def test_lidar_sees_a_box_10m_ahead_at_the_right_range():
     points, owner = scan(world, one_box(11.0 + 4.5 / 2, y=-1.75), range_noise_m=0.02)
     on_box = points[owner == 7]
     assert len(on_box) > 20
-    rear = on_box[on_box[:, 2] < 1.5 - 1.9 - 0.05]        # below the roof: the rear face
+    rear = on_box[(on_box[:, 2] < 1.5 - 1.9 - 0.05)       # below the roof and inside the
+                  & (np.abs(on_box[:, 1] + 1.75) < 0.85)]  # width: the rear face
     assert np.median(rear[:, 0]) == pytest.approx(10.0, abs=0.05)
     assert np.all(np.abs(rear[:, 0] - 10.0) < 0.1)
     assert np.all(on_box[:, 2] + 1.9 > -0.05) and np.all(on_box[:, 2] + 1.9 < 1.55)
 
 
-def test_box_behind_the_lidar_is_seen_too_and_nothing_hides_behind_it():
+def test_box_behind_the_lidar_is_seen_too_and_casts_a_shadow():
     world = empty_world()
-    points, owner = scan(world, one_box(-10.0, y=-1.75))
+    points, owner = scan(world, one_box(-10.0, y=-1.75, size=(4.5, 1.9, 3.0)))  # taller than it
     behind = points[owner == 7]
     assert len(behind) > 20 and np.all(behind[:, 0] < -8.0)
-    shadow = (points[:, 0] < -14.0) & (np.abs(points[:, 1] + 1.75) < 0.3) & (owner == 0)
+    # the box covers bearings about 4..19 deg right of straight back; behind it is shadow
+    bearing_deg = np.degrees(np.arctan2(-points[:, 1], -points[:, 0]))
+    farther = np.hypot(points[:, 0], points[:, 1]) > 13.0
+    shadow = farther & (bearing_deg > 6) & (bearing_deg < 16) & (points[:, 0] < 0) & (owner == 0)
     assert not shadow.any()
 
 
@@ -127,8 +131,8 @@ def test_camera_renders_a_box_ahead_in_the_image_centre():
     empty, _, _ = render(world)
     with_box, owner, depth = render(world, one_box(20.0, y=d0))
     diff = np.abs(with_box.astype(int) - empty.astype(int)).sum(-1) > 30
-    assert diff[80:100, 150:170].all()                  # the image centre shows the box
-    assert (owner[80:100, 150:170] == 7).all()
+    assert diff[90:105, 150:170].all()                  # the image centre shows the box
+    assert (owner[90:105, 150:170] == 7).all()
     assert depth[90, 160] == pytest.approx(20.0 - 4.5 / 2 - 1.6, abs=0.05)
     cols = np.flatnonzero(diff.any(0))
     assert abs((cols.min() + cols.max()) / 2 - 159.5) < 3

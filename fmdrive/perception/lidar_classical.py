@@ -14,9 +14,18 @@ Pipeline (stage names are the keys of `timings_ms`):
   ground     RANSAC plane (open3d segment_plane on a subsample, least-squares refit on all inliers),
              accepted only if near-horizontal; a wall wins RANSAC in a street of buildings, so its
              inliers are set aside and RANSAC runs again; last resort: the calibrated ground z = 0
-  cluster    DBSCAN on the voxels above the ground
-  boxes      per cluster: size/height gates (buildings, walls, poles, trees, noise are dropped), an
-             L-shape rectangle for yaw and extent, class from size, partial cars completed
+  cluster    DBSCAN on the voxels above the ground and below z_max_m
+  boxes      per cluster: size/height gates (buildings, walls, poles, trees, noise are dropped),
+             then two look-ups along the sensor's rays in a min-range image of all non-ground
+             voxels (including a band of context above z_max_m that is never clustered):
+             - floating: its lowest return is more than a beam gap above the ground and the ray
+               just below it is not blocked by anything nearer: a canopy, a sign, the upper rows
+               of a wall split off by the beam spacing -- nothing a road user looks like;
+             - continues upward: the ray just above its top hits something at its range or
+               nearer: a tree trunk under its canopy, a pole, the bottom rows of a wall, or
+               something under an overhang; its visible top is not its top.
+             Survivors get an L-shape rectangle for yaw and extent, a class from size, and
+             partial boxes (one or two sides seen) completed to the class's nominal size
   lanes      lane centre lines from bright ground returns (fmdrive.perception.lanes)
 
 `detect` never raises on its input: whatever array it gets (empty, NaN, wrong shape, 1e6 points,
@@ -31,7 +40,7 @@ import numpy as np
 
 from fmdrive.config import UNKNOWN
 from fmdrive.objects import Object3D
-from fmdrive.perception.boxes import (CLASS_SIZES, classify_by_size, complete_partial_car,
+from fmdrive.perception.boxes import (CLASS_SIZES, classify_by_size, complete_partial_box,
                                       fit_lshape, size_match)
 from fmdrive.perception.lanes import LaneParams, detect_lanes
 
@@ -55,6 +64,8 @@ class ClassicalLidarParams:
     range_m: float = 60.0                 # horizontal distance from the sensor
     z_min_m: float = -3.0
     z_max_m: float = 3.0
+    context_above_m: float = 1.5          # points this far above z_max_m are kept, not clustered:
+                                          # they tell a pole/trunk/wall from a road user
     ego_box_m: tuple = (-1.2, 3.8, -1.1, 1.1)   # x_min, x_max, y_min, y_max of the own car body
     # down-sampling and ground
     voxel_m: float = 0.15
@@ -74,6 +85,11 @@ class ClassicalLidarParams:
     max_object_length_m: float = 7.0      # longer: wall, fence, hedge, bus shelter
     max_object_width_m: float = 3.5
     report_unknown: bool = True           # obstacles of no class (bins, posts) as label 'unknown'
+    # ray look-ups (see the module docstring); beam_gap_deg is the coarsest vertical angle
+    # between neighbouring beams near the horizon (32 beams over 40 deg: 1.3; Pandar64: 0.17-1)
+    beam_gap_deg: float = 1.4
+    max_clearance_m: float = 0.4          # lowest return of a standing object, plus a beam gap
+    ray_range_margin_m: float = 0.5       # "at its range": within this of its near/far side
     unknown_score_factor: float = 0.3
     # lanes
     detect_lanes: bool = True
@@ -82,7 +98,8 @@ class ClassicalLidarParams:
 
     def __post_init__(self):
         positive = ('range_m', 'voxel_m', 'ground_distance_m', 'cluster_eps_m', 'lane_width_m',
-                    'max_object_height_m', 'max_object_length_m', 'max_object_width_m')
+                    'max_object_height_m', 'max_object_length_m', 'max_object_width_m',
+                    'beam_gap_deg', 'max_clearance_m', 'ray_range_margin_m')
         for name in positive:
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
@@ -93,6 +110,9 @@ class ClassicalLidarParams:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f'ClassicalLidarParams.{name} must be >= 1, got '
                                  f'{getattr(self, name)!r}')
+        if not (np.isfinite(self.context_above_m) and self.context_above_m >= 0):
+            raise ValueError(f'ClassicalLidarParams.context_above_m must be >= 0, got '
+                             f'{self.context_above_m!r}')
         if not self.z_min_m < self.z_max_m:
             raise ValueError(f'ClassicalLidarParams: z_min_m ({self.z_min_m}) must be below '
                              f'z_max_m ({self.z_max_m})')
@@ -168,10 +188,13 @@ class ClassicalLidarDetector:
         plane = self._fit_ground(voxels[:, :3], result.warnings)
         result.ground_plane = plane
         height = cloud[:, :3] @ plane[:3] + plane[3]
-        result.ground_points = cloud[np.abs(height) <= p.ground_distance_m]
+        result.ground_points = cloud[(np.abs(height) <= p.ground_distance_m)
+                                     & (cloud[:, 2] <= p.z_max_m)]
         voxel_height = voxels[:, :3] @ plane[:3] + plane[3]
         # below the plane by more than the band: multipath / noise, never an object
-        nonground = voxels[voxel_height > p.ground_distance_m]
+        above_ground = voxel_height > p.ground_distance_m
+        context = voxels[above_ground]                 # for the ray look-ups, incl. the band above
+        nonground = voxels[above_ground & (voxels[:, 2] <= p.z_max_m)]
         result.nonground_points = nonground
         clock.lap('ground')
         if len(nonground) > p.max_cluster_points:
@@ -184,7 +207,7 @@ class ClassicalLidarDetector:
             result.nonground_points = nonground
         labels = self._cluster(nonground)
         clock.lap('cluster')
-        result.objects = self._boxes(nonground, labels, plane)
+        result.objects = self._boxes(nonground, labels, plane, context)
         clock.lap('boxes')
         if p.detect_lanes:
             result.lanes = detect_lanes(result.ground_points, p.lane_width_m, self._lane_params)
@@ -221,7 +244,7 @@ class ClassicalLidarDetector:
             dy = xyzi[:, 1] - self.sensor_xyz_base[1]
             x0, x1, y0, y1 = p.ego_box_m
             keep = (dx * dx + dy * dy <= p.range_m ** 2) \
-                & (xyzi[:, 2] >= p.z_min_m) & (xyzi[:, 2] <= p.z_max_m) \
+                & (xyzi[:, 2] >= p.z_min_m) & (xyzi[:, 2] <= p.z_max_m + p.context_above_m) \
                 & ~((xyzi[:, 0] >= x0) & (xyzi[:, 0] <= x1) & (xyzi[:, 1] >= y0) & (xyzi[:, 1] <= y1))
         cloud = xyzi[keep]
         if len(cloud) == 0:
@@ -299,7 +322,7 @@ class ClassicalLidarDetector:
         pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(nonground[:, :3]))
         return np.asarray(pcd.cluster_dbscan(p.cluster_eps_m, p.cluster_min_points), dtype=np.int64)
 
-    def _boxes(self, points, labels, plane) -> list:
+    def _boxes(self, points, labels, plane, context) -> list:
         """Oriented, classified boxes of the clusters that can be road users or obstacles."""
         p = self.params
         valid = labels >= 0
@@ -312,6 +335,7 @@ class ClassicalLidarDetector:
         counts = np.diff(np.r_[starts, len(labels)])
         height = points[:, :3] @ plane[:3] + plane[3]
         top_m = np.maximum.reduceat(height, starts)
+        bottom_m = np.minimum.reduceat(height, starts)
         z_top = np.maximum.reduceat(points[:, 2], starts)
         x_lo, x_hi = np.minimum.reduceat(points[:, 0], starts), np.maximum.reduceat(points[:, 0], starts)
         y_lo, y_hi = np.minimum.reduceat(points[:, 1], starts), np.maximum.reduceat(points[:, 1], starts)
@@ -321,9 +345,35 @@ class ClassicalLidarDetector:
         keep = (counts >= p.min_box_points) & (top_m >= p.min_object_height_m) \
             & (top_m <= p.max_object_height_m) & ~truncated \
             & (bev_diagonal <= np.hypot(p.max_object_length_m, p.max_object_width_m))
+        if not keep.any():
+            return []
+        # along the rays: does the cluster stand on the ground, does it end where its top is?
+        az, el, r = _polar(points[:, :3], self.sensor_xyz_base)
+        cluster_of = np.repeat(np.arange(len(starts)), counts)
+        mean_xy = np.add.reduceat(points[:, :2], starts, axis=0) / counts[:, None]
+        az_c = np.arctan2(mean_xy[:, 1] - self.sensor_xyz_base[1], mean_xy[:, 0] - self.sensor_xyz_base[0])
+        d_az = np.angle(np.exp(1j * (az - az_c[cluster_of])))      # wrap-safe, about the centre
+        d_az_lo, d_az_hi = np.minimum.reduceat(d_az, starts), np.maximum.reduceat(d_az, starts)
+        el_top, el_bot = np.maximum.reduceat(el, starts), np.minimum.reduceat(el, starts)
+        r_near, r_far = np.minimum.reduceat(r, starts), np.maximum.reduceat(r, starts)
+        gap_rad = np.deg2rad(p.beam_gap_deg)
+        sensor_height_m = max(float(self.sensor_xyz_base @ plane[:3] + plane[3]), 0.1)
+        # vertical spacing of two beams at the ground at range r: d(r tan e)/de = r + h^2 / r
+        ground_gap_m = np.tan(gap_rad) * (r_near + sensor_height_m ** 2 / np.maximum(r_near, 0.5))
+        high_bottom = bottom_m > p.max_clearance_m + ground_gap_m
+        rays = _RayImage(context[:, :3], self.sensor_xyz_base)
         objects = []
-        for start, count, top in zip(starts[keep], counts[keep], top_m[keep]):
-            obj = self._box(points[start:start + count], float(top), plane)
+        for i in np.flatnonzero(keep):
+            sector = (az_c[i] + d_az_lo[i], az_c[i] + d_az_hi[i])
+            above = rays.min_range_m(sector, (el_top[i] + 0.25 * gap_rad, el_top[i] + 1.5 * gap_rad))
+            if above < r_far[i] + p.ray_range_margin_m:
+                continue                # continues upward (wall, trunk, pole) or under an overhang
+            if high_bottom[i]:
+                below = rays.min_range_m(sector, (el_bot[i] - 1.5 * gap_rad, el_bot[i] - 0.25 * gap_rad))
+                if not below < r_near[i] - p.ray_range_margin_m:
+                    continue            # floating: the ray under it is not blocked by an occluder
+            start, count = starts[i], counts[i]
+            obj = self._box(points[start:start + count], float(top_m[i]), plane)
             if obj is not None:
                 objects.append(obj)
         objects.sort(key=lambda o: float(np.hypot(*(o.center[:2] - self.sensor_xyz_base[:2]))))
@@ -339,9 +389,9 @@ class ClassicalLidarDetector:
         label = classify_by_size(length, width, height_m, view_alignment)
         if label == UNKNOWN and not p.report_unknown:
             return None
-        if label == 'car':
-            centre_xy, length, width, yaw = complete_partial_car(
-                centre_xy, length, width, yaw, self.sensor_xyz_base[:2])
+        if label != UNKNOWN:
+            centre_xy, length, width, yaw = complete_partial_box(
+                label, centre_xy, length, width, yaw, self.sensor_xyz_base[:2])
         ground_z = -(plane[0] * centre_xy[0] + plane[1] * centre_xy[1] + plane[3]) / plane[2]
         # more voxels = more trust, saturating; a good size match to the class doubles it
         support = 1.0 - np.exp(-len(cluster) / 15.0)
@@ -352,6 +402,48 @@ class ClassicalLidarDetector:
         return Object3D(center=[centre_xy[0], centre_xy[1], ground_z + 0.5 * height_m],
                         size=[length, width, height_m], yaw_rad=yaw, label=label,
                         score=float(np.clip(score, 0.0, 1.0)), id=0)
+
+
+def _polar(xyz, origin):
+    """Azimuth (rad), elevation (rad) and horizontal range (m) of points seen from origin."""
+    d = xyz - origin
+    r = np.hypot(d[:, 0], d[:, 1])
+    return np.arctan2(d[:, 1], d[:, 0]), np.arctan2(d[:, 2], r), r
+
+
+class _RayImage:
+    """The nearest return (horizontal range, m) per (azimuth, elevation) cell seen from the sensor:
+    what a ray in a given direction hits first, at the resolution of the cells."""
+
+    AZ_BIN_RAD = np.deg2rad(0.5)
+    EL_BIN_RAD = np.deg2rad(0.2)
+    EL_MIN_RAD, EL_MAX_RAD = np.deg2rad(-60.0), np.deg2rad(60.0)
+    WRAP_BINS = 90                      # columns repeated past 360 deg: sectors up to 45 deg wide
+
+    def __init__(self, xyz, origin):
+        self.n_az = int(round(2 * np.pi / self.AZ_BIN_RAD))
+        self.n_el = int(round((self.EL_MAX_RAD - self.EL_MIN_RAD) / self.EL_BIN_RAD))
+        image = np.full((self.n_az + self.WRAP_BINS, self.n_el), np.inf, np.float32)
+        if len(xyz):
+            az, el, r = _polar(xyz, origin)
+            ai = np.floor(az / self.AZ_BIN_RAD).astype(np.int64) % self.n_az
+            ei = np.clip(np.floor((el - self.EL_MIN_RAD) / self.EL_BIN_RAD).astype(np.int64),
+                         0, self.n_el - 1)
+            np.minimum.at(image, (ai, ei), r.astype(np.float32))
+            image[self.n_az:] = image[:self.WRAP_BINS]
+        self.image = image
+
+    def min_range_m(self, azimuth_rad, elevation_rad) -> float:
+        """Nearest return in the sector [az0, az1] x [el0, el1] (radians); inf if none."""
+        a0 = int(np.floor(azimuth_rad[0] / self.AZ_BIN_RAD))
+        width = min(int(np.floor(azimuth_rad[1] / self.AZ_BIN_RAD)) - a0 + 1, self.WRAP_BINS)
+        a0 %= self.n_az
+        e0 = int(np.floor((elevation_rad[0] - self.EL_MIN_RAD) / self.EL_BIN_RAD))
+        e1 = int(np.floor((elevation_rad[1] - self.EL_MIN_RAD) / self.EL_BIN_RAD)) + 1
+        e0, e1 = max(e0, 0), min(e1, self.n_el)
+        if width <= 0 or e1 <= e0:
+            return float('inf')
+        return float(self.image[a0:a0 + width, e0:e1].min())
 
 
 class _StageClock:

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,7 +74,6 @@ class Simulator:
     # ------------------------------------------------------------ main loop
     def frames(self):
         """Iterator of SimFrame, one per sensor tick starting at START_STAMP_NS."""
-        import time
         self._gt_frames, self.collisions, self._step, self._complete = [], [], 0, False
         odometry = [(self._stamp_ns(), self.expert.state())]
         for k in range(self.num_frames):
@@ -128,7 +128,6 @@ class Simulator:
                 self.collisions.append((self._stamp_ns(), a.id))
 
     def _render_frame(self, odometry):
-        import time
         stamp_ns = self._stamp_ns()
         ego = self.expert.state()
         T_odom_base = ego.T_odom_base()
