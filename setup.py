@@ -19,6 +19,8 @@ setup(
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
         ('share/' + package_name + '/config', glob('config/*')),
         ('share/' + package_name + '/calibration', glob('calibration/*.yaml')),
+        ('share/' + package_name + '/benchmarks', glob('benchmarks/*.py')),
+        ('share/' + package_name + '/scenarios', glob('scenarios/*.yaml')),
     ],
     install_requires=['setuptools'],
     zip_safe=False,

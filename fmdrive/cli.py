@@ -204,12 +204,12 @@ def add_calib_check(sub):
 
 
 # ---------------------------------------------------------------------------------------------- bench
-BENCHMARKS = ('sim', 'transport', 'pipeline')
+BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical')
 
 
 def cmd_bench(args):
     import importlib.util
-    path = config.package_file(f'benchmarks/{args.name}.py')
+    path = config.package_file(f'benchmarks/{args.name.replace("-", "_")}.py')
     spec = importlib.util.spec_from_file_location(f'fmdrive_bench_{args.name}', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -47,8 +47,9 @@ class PlannerNode(FmdriveNode):
         plan.planning_time_ms = (time.perf_counter() - t0) * 1e3
         plan.deadline_met = plan.planning_time_ms <= float(self.p['deadline_ms'])
         self.set_mode('ok' if result.status.split(';')[0].split()[0] in ('ok', 'no_lane') else result.status)
-        self.pub_plan.publish(plan_to_msg(plan, config.FRAMES['odom']))
+        # the trajectory first: it is what the controller waits for
         self.pub_path.publish(plan_to_path(plan, config.FRAMES['odom']))
+        self.pub_plan.publish(plan_to_msg(plan, config.FRAMES['odom']))
         self.record(plan.planning_time_ms, scene.stamp_ns)
 
 

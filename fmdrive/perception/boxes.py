@@ -10,7 +10,8 @@ Plain numpy, no ROS, no open3d. Everything is in base_link (x forward, y left, z
 - `min_area_rectangle` is the classic rotating-calipers answer over convex-hull edges, for
   clusters seen all round.
 - `classify_by_size` turns a visible (length, width, height) into a class of fmdrive.config.CLASSES.
-- `complete_partial_car` grows a car box of which only one side is seen to a nominal car.
+- `complete_partial_car` grows a car box of which only one side is seen to a nominal car;
+  `complete_partial_box` does the same for every class.
 """
 from __future__ import annotations
 
@@ -168,6 +169,29 @@ def size_match(label: str, length_m: float, width_m: float, height_m: float) -> 
     return float(np.exp(-0.5 * np.dot(z, z) / 3.0))
 
 
+def _wrap_half_turn(yaw_rad: float) -> float:
+    yaw_rad = float(wrap_angle(yaw_rad))
+    if yaw_rad <= -np.pi / 2:
+        yaw_rad += np.pi
+    elif yaw_rad > np.pi / 2:
+        yaw_rad -= np.pi
+    return yaw_rad
+
+
+def _grow_away(centre_xy, length_m, width_m, yaw_rad, nominal_lw, sensor_xy):
+    """Grow each side shorter than nominal to nominal, on the far side from the sensor."""
+    centre_xy = np.asarray(centre_xy, dtype=np.float64).copy()
+    u_length = np.array([np.cos(yaw_rad), np.sin(yaw_rad)])
+    u_width = np.array([-u_length[1], u_length[0]])
+    away = centre_xy - np.asarray(sensor_xy, dtype=np.float64)[:2]
+    for axis, visible, nominal in ((u_length, length_m, nominal_lw[0]),
+                                   (u_width, width_m, nominal_lw[1])):
+        if visible < nominal:
+            sign = 1.0 if np.dot(axis, away) >= 0 else -1.0
+            centre_xy += axis * sign * 0.5 * (nominal - visible)
+    return centre_xy, max(length_m, nominal_lw[0]), max(width_m, nominal_lw[1]), yaw_rad
+
+
 def complete_partial_car(centre_xy, length_m, width_m, yaw_rad, sensor_xy):
     """Grow a car box of which only part is seen to the nominal car size, away from the sensor.
 
@@ -177,20 +201,21 @@ def complete_partial_car(centre_xy, length_m, width_m, yaw_rad, sensor_xy):
     rear or front is seen), that side is the width and the length runs along the other axis.
     Returns (centre_xy, length_m, width_m, yaw_rad) with length along yaw_rad.
     """
-    centre_xy = np.asarray(centre_xy, dtype=np.float64).copy()
-    nominal_l, nominal_w, _ = CLASS_SIZES['car'].nominal_lwh_m
     if length_m <= CAR_MAX_WIDTH_M:     # a face, not a side: swap axes so yaw follows the length
         length_m, width_m = width_m, length_m
-        yaw_rad = float(wrap_angle(yaw_rad + np.pi / 2))
-        if yaw_rad <= -np.pi / 2:
-            yaw_rad += np.pi
-        elif yaw_rad > np.pi / 2:
-            yaw_rad -= np.pi
-    u_length = np.array([np.cos(yaw_rad), np.sin(yaw_rad)])
-    u_width = np.array([-u_length[1], u_length[0]])
-    away = centre_xy - np.asarray(sensor_xy, dtype=np.float64)[:2]
-    for axis, visible, nominal in ((u_length, length_m, nominal_l), (u_width, width_m, nominal_w)):
-        if visible < nominal:
-            sign = 1.0 if np.dot(axis, away) >= 0 else -1.0
-            centre_xy += axis * sign * 0.5 * (nominal - visible)
-    return centre_xy, max(length_m, nominal_l), max(width_m, nominal_w), yaw_rad
+        yaw_rad = _wrap_half_turn(yaw_rad + np.pi / 2)
+    return _grow_away(centre_xy, length_m, width_m, yaw_rad,
+                      CLASS_SIZES['car'].nominal_lwh_m[:2], sensor_xy)
+
+
+def complete_partial_box(label: str, centre_xy, length_m, width_m, yaw_rad, sensor_xy):
+    """A box of class `label` of which only the near sides are seen, grown to the class's nominal
+    footprint away from the sensor (cars: see complete_partial_car). Pedestrians, cyclists and
+    cones show one face or two: their visible depth is a fraction of their real one.
+    Returns (centre_xy, length_m, width_m, yaw_rad); unknown labels are returned as they are."""
+    if label == 'car':
+        return complete_partial_car(centre_xy, length_m, width_m, yaw_rad, sensor_xy)
+    if label not in CLASS_SIZES:
+        return np.asarray(centre_xy, dtype=np.float64), length_m, width_m, yaw_rad
+    return _grow_away(centre_xy, length_m, width_m, yaw_rad,
+                      CLASS_SIZES[label].nominal_lwh_m[:2], sensor_xy)

@@ -205,7 +205,7 @@ class ClassicalLidarDetector:
                                                         replace=False)
             nonground = nonground[np.sort(pick)]
             result.nonground_points = nonground
-        labels = self._cluster(nonground)
+        labels = self._cluster(nonground, plane)
         clock.lap('cluster')
         result.objects = self._boxes(nonground, labels, plane, context)
         clock.lap('boxes')
@@ -314,12 +314,20 @@ class ClassicalLidarDetector:
             return model
         return np.r_[normal, -normal @ centroid]
 
-    def _cluster(self, nonground) -> np.ndarray:
+    def _cluster(self, nonground, plane) -> np.ndarray:
+        """DBSCAN labels (-1 = noise). Far away the beams are further apart vertically than
+        cluster_eps_m and would cut one object into rings, so heights above the ground are
+        shrunk there until the gap between two beams is 0.8 eps again."""
         p = self.params
         if len(nonground) < p.cluster_min_points:
             return np.full(len(nonground), -1, dtype=np.int64)
         o3d = self._o3d
-        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(nonground[:, :3]))
+        xyz = nonground[:, :3].copy()
+        range_m = np.hypot(xyz[:, 0] - self.sensor_xyz_base[0], xyz[:, 1] - self.sensor_xyz_base[1])
+        beam_gap_m = np.tan(np.deg2rad(p.beam_gap_deg)) * range_m
+        xyz[:, 2] = (xyz @ plane[:3] + plane[3]) * np.minimum(1.0, 0.8 * p.cluster_eps_m
+                                                            / np.maximum(beam_gap_m, 1e-6))
+        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))
         return np.asarray(pcd.cluster_dbscan(p.cluster_eps_m, p.cluster_min_points), dtype=np.int64)
 
     def _boxes(self, points, labels, plane, context) -> list:
@@ -367,10 +375,12 @@ class ClassicalLidarDetector:
             sector = (az_c[i] + d_az_lo[i], az_c[i] + d_az_hi[i])
             above = rays.min_range_m(sector, (el_top[i] + 0.25 * gap_rad, el_top[i] + 1.5 * gap_rad))
             if above < r_far[i] + p.ray_range_margin_m:
+                DEBUG.append(('above', mean_xy[i], top_m[i], bottom_m[i], r_far[i], above))
                 continue                # continues upward (wall, trunk, pole) or under an overhang
             if high_bottom[i]:
                 below = rays.min_range_m(sector, (el_bot[i] - 1.5 * gap_rad, el_bot[i] - 0.25 * gap_rad))
                 if not below < r_near[i] - p.ray_range_margin_m:
+                    DEBUG.append(('float', mean_xy[i], top_m[i], bottom_m[i], r_near[i], below))
                     continue            # floating: the ray under it is not blocked by an occluder
             start, count = starts[i], counts[i]
             obj = self._box(points[start:start + count], float(top_m[i]), plane)
@@ -402,6 +412,9 @@ class ClassicalLidarDetector:
         return Object3D(center=[centre_xy[0], centre_xy[1], ground_z + 0.5 * height_m],
                         size=[length, width, height_m], yaw_rad=yaw, label=label,
                         score=float(np.clip(score, 0.0, 1.0)), id=0)
+
+
+DEBUG = []
 
 
 def _polar(xyz, origin):

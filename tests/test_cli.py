@@ -1,0 +1,47 @@
+"""A mistake a user can make on the command line ends in one line on stderr and exit code 2."""
+import subprocess
+import sys
+
+import pytest
+
+
+def fmdrive(*args, timeout=120):
+    return subprocess.run([sys.executable, '-m', 'fmdrive.cli', *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize('args, words', [
+    (['sim', '--scenario', 'flying_cars', '-o', '/tmp/fmdrive_cli_x'], 'unknown scenario'),
+    (['sim', '--scenario', '/nonexistent/scenario.yaml'], 'does not exist'),
+    (['eval', '/nonexistent/run'], 'nonexistent'),
+    (['report', '/nonexistent/run'], 'does not exist'),
+    (['replay', '/nonexistent/bag'], 'nonexistent'),
+    (['calib-check', '--pcd', '/nonexistent.pcd', '--image', 'x.png', '--camera-info', 'c.yaml',
+      '--extrinsics', 'e.yaml'], 'nonexistent'),
+    (['calib-check'], 'give a BAG'),
+])
+def test_bad_argument_gives_one_line_error_and_exit_2(args, words):
+    r = fmdrive(*args)
+    assert r.returncode == 2, r.stderr
+    assert 'Traceback' not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and 'Warning' not in ln and 'import sre' not in ln]
+    assert len(lines) == 1 and words in lines[0], r.stderr
+
+
+def test_corrupt_bag_gives_one_line_error(tmp_path):
+    bag = tmp_path / 'bag'
+    bag.mkdir()
+    (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information: {version: 8, storage_identifier: mcap}\n')
+    (bag / 'bag_0.mcap').write_bytes(b'\x89MCAP0\r\n garbage')
+    r = fmdrive('replay', str(bag))
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+
+
+def test_user_scenario_yaml_simulates_into_a_bag(tmp_path):
+    from pathlib import Path
+    scenario = Path(__file__).resolve().parent.parent / 'scenarios' / 'cut_in_fog.yaml'
+    r = fmdrive('sim', '--scenario', str(scenario), '--duration', '1', '-o', str(tmp_path / 'run'),
+                '--no-progress')
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / 'run' / 'bag' / 'metadata.yaml').exists()
+    assert (tmp_path / 'run' / 'ground_truth.json').exists()
