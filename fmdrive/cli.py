@@ -267,7 +267,8 @@ def _user_error_types() -> tuple:
     types = [UsageError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError]
     for module, name in (('fmdrive.msgs', 'MessageError'), ('fmdrive.bags.reader', 'BagError'),
                          ('fmdrive.calibration.camera_model', 'CalibrationError'),
-                         ('fmdrive.sim.scenario', 'ScenarioError'), ('fmdrive.eval.metrics', 'EvalError')):
+                         ('fmdrive.sim.scenario', 'ScenarioError'), ('fmdrive.eval.metrics', 'EvalError'),
+                         ('fmdrive.graph', 'GraphError')):
         try:
             types.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):

@@ -17,6 +17,10 @@ import yaml
 from fmdrive import config
 
 
+class GraphError(RuntimeError):
+    """A node of the graph died or did not come up; the text holds the tail of its log."""
+
+
 @dataclass(frozen=True)
 class GraphNode:
     name: str            # node name; key of config.NODE_PARAMS
@@ -101,14 +105,14 @@ class GraphProcesses:
             want = {n.name for n in self.nodes}
             while time.monotonic() < deadline:
                 for name, code in self.dead().items():
-                    raise RuntimeError(f'node {name} exited with code {code}:\n{self.log_tail(name)}')
+                    raise GraphError(f'node {name} exited with code {code}:\n{self.log_tail(name)}')
                 if want <= set(probe.get_node_names()) and all(
                         probe.count_publishers(t) and probe.count_subscribers(t) for t in INTERNAL_TOPICS):
                     time.sleep(0.5)  # the nodes' own endpoint matching completes after the probe sees it
                     return
                 time.sleep(0.2)
             missing = want - set(probe.get_node_names())
-            raise RuntimeError(f'nodes not up after {timeout_s:.0f} s: {", ".join(sorted(missing))}')
+            raise GraphError(f'nodes not up after {timeout_s:.0f} s: {", ".join(sorted(missing))}')
         finally:
             probe.destroy_node()
             rclpy.shutdown(context=ctx)

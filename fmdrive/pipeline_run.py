@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fmdrive import config
-from fmdrive.graph import GraphProcesses
+from fmdrive.graph import GraphError, GraphProcesses
 from fmdrive.rosenv import random_domain_id, ros_env
 
 # hops measured from the LiDAR stamp, in pipeline order
@@ -39,11 +39,11 @@ def _wait_for_node(name: str, env: dict, proc: subprocess.Popen, timeout_s: floa
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f'{name} exited with code {proc.returncode}')
+                raise GraphError(f'{name} exited with code {proc.returncode}')
             if name in probe.get_node_names():
                 return
             time.sleep(0.2)
-        raise RuntimeError(f'{name} did not come up within {timeout_s:.0f} s')
+        raise GraphError(f'{name} did not come up within {timeout_s:.0f} s')
     finally:
         probe.destroy_node()
         rclpy.shutdown(context=ctx)
@@ -78,7 +78,7 @@ def replay_through_graph(bag: str | os.PathLike, out_dir: str | os.PathLike, rat
         time.sleep(settle_s)  # the last frames travel through the graph
         dead = graph.dead()
         if dead:
-            raise RuntimeError('graph nodes died during replay: ' + ', '.join(
+            raise GraphError('graph nodes died during replay: ' + ', '.join(
                 f'{n} (code {c}):\n{graph.log_tail(n)}' for n, c in dead.items()))
     finally:
         if recorder is not None and recorder.poll() is None:

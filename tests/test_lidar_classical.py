@@ -278,3 +278,90 @@ def test_real_pandar64_sweep_gives_some_car_sized_boxes(detector):
     assert len(cars) >= 2
     for car in cars:
         assert 3.5 <= car.size[0] <= 6.5 and 1.4 <= car.size[1] <= 2.6 and car.size[2] <= 2.4
+
+
+# ---------------------------------------------------------------- roadside clutter (ray look-ups)
+def tree(x, y, trunk_height_m=2.2, canopy_m=3.0):
+    """A trunk with a cube of canopy on top, as the simulator builds trees."""
+    return [box(x, y, (0.3, 0.3, trunk_height_m)),
+            box(x, y, (canopy_m, canopy_m, canopy_m), ground_z=trunk_height_m)]
+
+
+@pytest.mark.parametrize('trunk_height_m', [1.8, 2.2, 2.7])
+def test_tree_by_the_road_is_neither_a_pedestrian_nor_a_car(detector, trunk_height_m):
+    # the trunk alone looks like a person; the canopy cut by the z crop like a car on stilts
+    result = detector.detect(ray_cast_sweep(tree(14.0, -7.0, trunk_height_m)))
+    assert near(result.objects, 14.0, -7.0, radius_m=3.0) == [], \
+        [o.to_dict() for o in result.objects]
+
+
+def test_floating_sign_is_not_reported(detector):
+    # a 2 m x 1 m board 2 m above the road edge, held by nothing the sensor sees
+    result = detector.detect(ray_cast_sweep([box(18.0, -6.0, (0.2, 2.0, 1.0), ground_z=2.0)]))
+    assert near(result.objects, 18.0, -6.0) == []
+
+
+def test_thin_post_taller_than_a_person_is_not_a_pedestrian(detector):
+    result = detector.detect(ray_cast_sweep([box(12.0, 5.0, (0.25, 0.25, 2.6))]))
+    assert 'pedestrian' not in [o.label for o in near(result.objects, 12.0, 5.0, radius_m=1.5)]
+
+
+def test_wall_far_away_is_not_cut_into_cars(detector):
+    # 40 m off, beams are 0.9 m apart: each row of the wall used to be a car-sized slice
+    result = detector.detect(ray_cast_sweep([box(40.0, 12.0, (15.0, 8.0, 10.0), yaw_rad=0.2)]))
+    assert near(result.objects, 40.0, 12.0, radius_m=10.0) == []
+
+
+def test_car_behind_a_thin_pole_is_still_a_car(detector):
+    # the pole blocks a column or two of the rays above the car, not its whole outline
+    result = detector.detect(ray_cast_sweep([box(20.0, -1.0, CAR), box(16.0, -1.2, POLE)]))
+    assert [o.label for o in near(result.objects, 20.0, -1.0)] == ['car']
+
+
+def test_far_car_seen_by_one_or_two_beams_is_a_car(detector):
+    # at 40 m its top may fall between two beams: the visible part is lower than a car
+    result = detector.detect(ray_cast_sweep([box(40.0, -3.5, CAR)]))
+    assert [o.label for o in near(result.objects, 40.0, -3.5)] == ['car']
+
+
+def test_cone_and_pedestrian_boxes_are_completed_to_their_size(detector):
+    result = detector.detect(ray_cast_sweep([box(9.0, -2.0, (0.4, 0.4, 0.7)),
+                                             box(11.0, 3.0, PEDESTRIAN)]))
+    cones = [o for o in near(result.objects, 9.0, -2.0, radius_m=1.0) if o.label == 'cone']
+    people = [o for o in near(result.objects, 11.0, 3.0, radius_m=1.0) if o.label == 'pedestrian']
+    assert len(cones) == 1 and len(people) == 1
+    assert cones[0].size[:2] == pytest.approx([0.4, 0.4], abs=0.1)
+    assert cones[0].center[:2] == pytest.approx([9.0, -2.0], abs=0.15)
+    assert people[0].center[:2] == pytest.approx([11.0, 3.0], abs=0.2)
+
+
+# ---------------------------------------------------------------- simulator
+def test_simulated_street_precision_and_recall():
+    """A fixed simulated scenario (trees, poles, buildings, cars and people): most road users are
+    found, and the roadside clutter does not turn into a stream of false road users."""
+    from fmdrive import config
+    from fmdrive.calibration.extrinsics import load_extrinsics
+    from fmdrive.eval.metrics import GroundTruthFrame, match_detections
+    from fmdrive.sim import Simulator, generate_scenario
+
+    extrinsics = load_extrinsics(config.EXTRINSICS_FILE)
+    spec = generate_scenario('pedestrian_crossing', seed=2, duration_s=4.0)
+    spec.lidar.beams = 32
+    K = np.array([[50.0, 0, 32], [0, 50.0, 18], [0, 0, 1]])     # tiny camera: only LiDAR is used
+    sim = Simulator(spec, K, 64, 36, extrinsics['camera_optical'], extrinsics['lidar'])
+    detector = ClassicalLidarDetector(ClassicalLidarParams(), extrinsics['lidar'])
+    detections, gt_frames, unknown = [], [], 0
+    for frame in sim.frames():
+        objects = detector.detect(frame.points_lidar).objects
+        unknown += sum(o.label == 'unknown' for o in objects)
+        detections.append([o.transformed(frame.ego.T_odom_base()) for o in objects])
+        gt_frames.append(GroundTruthFrame(frame.stamp_ns, frame.ego, frame.objects, np.array(
+            [frame.lidar_points_per_object[o.id] for o in frame.objects], int)))
+    matches = {label: match_detections(detections, gt_frames, label)
+               for label in ('car', 'pedestrian', 'cyclist', 'cone')}
+    assert matches['car'].num_gt > 20 and matches['pedestrian'].num_gt > 20
+    assert matches['car'].num_matched_gt / matches['car'].num_gt >= 0.8
+    assert matches['pedestrian'].num_matched_gt / matches['pedestrian'].num_gt >= 0.6
+    false_positives = sum(int((~m.tp).sum()) for m in matches.values())
+    assert false_positives <= 1.5 * len(gt_frames), false_positives
+    assert unknown <= 1.0 * len(gt_frames), unknown

@@ -127,8 +127,11 @@ def min_area_rectangle(points_xy):
 
 
 def classify_by_size(length_m: float, width_m: float, height_m: float,
-                     view_alignment: float | None = None) -> str:
+                     view_alignment: float | None = None, height_slack_m: float = 0.0) -> str:
     """Class of a box from its visible size (length >= width), or UNKNOWN.
+
+    height_slack_m: how far the true top may lie above the visible one (far away, the top can
+    fall between two beams: up to a beam gap); lowers each class's minimum height by that much.
 
     view_alignment: |cos| of the angle between the visible length axis and the ray from the
     sensor (0 = the long side faces the sensor, 1 = it is seen edge-on). A sensor sees the faces
@@ -142,13 +145,13 @@ def classify_by_size(length_m: float, width_m: float, height_m: float,
     for label in ('cone', 'pedestrian'):
         c = CLASS_SIZES[label]
         if length_m <= c.max_length_m and width_m <= c.max_width_m \
-                and c.min_height_m <= height_m <= c.max_height_m:
+                and c.min_height_m - height_slack_m <= height_m <= c.max_height_m:
             return label
     cyc, car = CLASS_SIZES['cyclist'], CLASS_SIZES['car']
     cyclist_like = (cyc.min_length_m <= length_m <= cyc.max_length_m and width_m <= cyc.max_width_m
-                    and cyc.min_height_m <= height_m <= cyc.max_height_m)
+                    and cyc.min_height_m - height_slack_m <= height_m <= cyc.max_height_m)
     car_like = (car.min_length_m <= length_m <= car.max_length_m and width_m <= car.max_width_m
-                and car.min_height_m <= height_m <= car.max_height_m)
+                and car.min_height_m - height_slack_m <= height_m <= car.max_height_m)
     edge_on = view_alignment is not None and view_alignment > EDGE_ON_MIN_ALIGNMENT
     if car_like and width_m < SINGLE_SIDE_MAX_WIDTH_M and edge_on:
         car_like = False            # an edge-on face: the cyclist's side, or a fence

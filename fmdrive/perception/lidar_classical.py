@@ -44,6 +44,9 @@ from fmdrive.perception.boxes import (CLASS_SIZES, classify_by_size, complete_pa
                                       fit_lshape, size_match)
 from fmdrive.perception.lanes import LaneParams, detect_lanes
 
+# far away a class's top may fall between two beams; never take more than this off its height
+MAX_HEIGHT_SLACK_M = 0.5
+
 OPEN3D_MISSING = ('the classical LiDAR detector needs open3d: `pip install open3d-cpu` into the '
                   'venv (and on Debian/Ubuntu `apt-get install libusb-1.0-0`, which `import open3d` '
                   'loads)')
@@ -234,7 +237,7 @@ class ClassicalLidarDetector:
             warnings.append('empty sweep')
             return np.zeros((0, 4))
         with np.errstate(over='ignore', invalid='ignore'):
-            finite = np.isfinite(xyzi).all(axis=1)
+            finite = np.isfinite(xyzi @ np.ones(4))   # a NaN/inf anywhere in the row (fast)
             if not finite.all():
                 warnings.append(f'dropped {int((~finite).sum())} of {len(xyzi)} non-finite points')
                 xyzi = xyzi[finite]
@@ -258,18 +261,28 @@ class ClassicalLidarDetector:
         A sort of the voxel keys in numpy: as fast as open3d's voxel_down_sample here, and unlike
         it keeps the intensity without a detour through colours.
         """
-        cells = np.floor(cloud[:, :3] / self.params.voxel_m).astype(np.int64)
-        cells -= cells.min(axis=0)
-        dims = cells.max(axis=0) + 1
+        p = self.params
+        # the crop bounds the cloud: cell indices from its corner, no min/max over the points
+        corner = np.r_[self.sensor_xyz_base[:2] - p.range_m, p.z_min_m]
+        cells = np.floor((cloud[:, :3] - corner) / p.voxel_m).astype(np.int64)
+        dims = np.floor(np.r_[2 * p.range_m, 2 * p.range_m,
+                              p.z_max_m + p.context_above_m - p.z_min_m] / p.voxel_m).astype(np.int64) + 2
+        np.clip(cells, 0, dims - 1, out=cells)
         if np.prod(dims.astype(np.float64)) >= 2.0 ** 62:   # absurd range_m / voxel_m: no int key
             key = np.unique(cells, axis=0, return_inverse=True)[1].reshape(-1)
         else:
             key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
-        order = np.argsort(key, kind='stable')
-        key = key[order]
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        counts = np.diff(np.r_[starts, len(key)])
-        return np.add.reduceat(cloud[order], starts, axis=0) / counts[:, None]
+        order = np.argsort(key, kind='stable')     # radix sort of integer keys: the fastest
+        new_cell = np.empty(len(key), bool)
+        sorted_key = key[order]
+        new_cell[0] = True
+        np.not_equal(sorted_key[1:], sorted_key[:-1], out=new_cell[1:])
+        voxel_of = np.empty(len(key), np.int64)
+        voxel_of[order] = np.cumsum(new_cell) - 1
+        n_voxels = int(voxel_of.max()) + 1 if len(voxel_of) else 0
+        counts = np.bincount(voxel_of, minlength=n_voxels)
+        return np.stack([np.bincount(voxel_of, weights=cloud[:, c], minlength=n_voxels)
+                         for c in range(cloud.shape[1])], axis=1) / counts[:, None]
 
     def _fit_ground(self, xyz, warnings) -> np.ndarray:
         """Ground plane (a, b, c, d) in base_link; see LidarResult.ground_plane."""
@@ -372,31 +385,35 @@ class ClassicalLidarDetector:
         rays = _RayImage(context[:, :3], self.sensor_xyz_base)
         objects = []
         for i in np.flatnonzero(keep):
+            # a thin pole in front of a car covers a column or two of its sector, a wall or a
+            # canopy over the cluster the whole of it: evidence must span most of the sector
             sector = (az_c[i] + d_az_lo[i], az_c[i] + d_az_hi[i])
-            above = rays.min_range_m(sector, (el_top[i] + 0.25 * gap_rad, el_top[i] + 1.5 * gap_rad))
-            if above < r_far[i] + p.ray_range_margin_m:
-                DEBUG.append(('above', mean_xy[i], top_m[i], bottom_m[i], r_far[i], above))
+            above = rays.nearest_per_column_m(sector, (el_top[i] + 0.25 * gap_rad,
+                                                       el_top[i] + 1.5 * gap_rad))
+            if np.mean(above < r_far[i] + p.ray_range_margin_m) >= 0.5:
                 continue                # continues upward (wall, trunk, pole) or under an overhang
             if high_bottom[i]:
-                below = rays.min_range_m(sector, (el_bot[i] - 1.5 * gap_rad, el_bot[i] - 0.25 * gap_rad))
-                if not below < r_near[i] - p.ray_range_margin_m:
-                    DEBUG.append(('float', mean_xy[i], top_m[i], bottom_m[i], r_near[i], below))
-                    continue            # floating: the ray under it is not blocked by an occluder
+                below = rays.nearest_per_column_m(sector, (el_bot[i] - 1.5 * gap_rad,
+                                                           el_bot[i] - 0.25 * gap_rad))
+                if np.mean(below < r_near[i] - p.ray_range_margin_m) < 0.5:
+                    continue            # floating: nothing nearer hides what holds it up
             start, count = starts[i], counts[i]
-            obj = self._box(points[start:start + count], float(top_m[i]), plane)
+            # the ray above it passed over: its true top lies at most a beam gap higher
+            slack_m = min(np.tan(gap_rad) * r_far[i], MAX_HEIGHT_SLACK_M)
+            obj = self._box(points[start:start + count], float(top_m[i]), plane, slack_m)
             if obj is not None:
                 objects.append(obj)
         objects.sort(key=lambda o: float(np.hypot(*(o.center[:2] - self.sensor_xyz_base[:2]))))
         return objects
 
-    def _box(self, cluster, height_m, plane):
+    def _box(self, cluster, height_m, plane, height_slack_m=0.0):
         p = self.params
         centre_xy, length, width, yaw = fit_lshape(cluster[:, :2])
         if length > p.max_object_length_m or width > p.max_object_width_m:
             return None
         ray = centre_xy - self.sensor_xyz_base[:2]
         view_alignment = abs(np.cos(yaw) * ray[0] + np.sin(yaw) * ray[1]) / max(np.hypot(*ray), 1e-6)
-        label = classify_by_size(length, width, height_m, view_alignment)
+        label = classify_by_size(length, width, height_m, view_alignment, height_slack_m)
         if label == UNKNOWN and not p.report_unknown:
             return None
         if label != UNKNOWN:
@@ -412,9 +429,6 @@ class ClassicalLidarDetector:
         return Object3D(center=[centre_xy[0], centre_xy[1], ground_z + 0.5 * height_m],
                         size=[length, width, height_m], yaw_rad=yaw, label=label,
                         score=float(np.clip(score, 0.0, 1.0)), id=0)
-
-
-DEBUG = []
 
 
 def _polar(xyz, origin):
@@ -446,17 +460,18 @@ class _RayImage:
             image[self.n_az:] = image[:self.WRAP_BINS]
         self.image = image
 
-    def min_range_m(self, azimuth_rad, elevation_rad) -> float:
-        """Nearest return in the sector [az0, az1] x [el0, el1] (radians); inf if none."""
+    def nearest_per_column_m(self, azimuth_rad, elevation_rad) -> np.ndarray:
+        """Nearest return of each azimuth column of the sector [az0, az1] within the elevations
+        [el0, el1] (radians); inf where a column has none. At least one column."""
         a0 = int(np.floor(azimuth_rad[0] / self.AZ_BIN_RAD))
-        width = min(int(np.floor(azimuth_rad[1] / self.AZ_BIN_RAD)) - a0 + 1, self.WRAP_BINS)
+        width = int(np.clip(np.floor(azimuth_rad[1] / self.AZ_BIN_RAD) - a0 + 1, 1, self.WRAP_BINS))
         a0 %= self.n_az
         e0 = int(np.floor((elevation_rad[0] - self.EL_MIN_RAD) / self.EL_BIN_RAD))
         e1 = int(np.floor((elevation_rad[1] - self.EL_MIN_RAD) / self.EL_BIN_RAD)) + 1
         e0, e1 = max(e0, 0), min(e1, self.n_el)
-        if width <= 0 or e1 <= e0:
-            return float('inf')
-        return float(self.image[a0:a0 + width, e0:e1].min())
+        if e1 <= e0:
+            return np.full(width, np.inf, np.float32)
+        return self.image[a0:a0 + width, e0:e1].min(axis=1)
 
 
 class _StageClock:
