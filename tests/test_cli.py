@@ -45,3 +45,30 @@ def test_user_scenario_yaml_simulates_into_a_bag(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / 'run' / 'bag' / 'metadata.yaml').exists()
     assert (tmp_path / 'run' / 'ground_truth.json').exists()
+
+
+def test_calib_check_on_a_simulated_bag_scores_the_true_extrinsic_above_a_yawed_one(tmp_path):
+    import json
+
+    import numpy as np
+
+    from fmdrive import config
+    from fmdrive.calibration.extrinsics import load_extrinsics, save_extrinsics
+    from fmdrive.geometry import make_T, rot_z
+    run = tmp_path / 'run'
+    assert fmdrive('sim', '--scenario', 'car_following', '--seed', '2', '--duration', '1.5', '-o', str(run),
+                   '--no-progress').returncode == 0
+    r = fmdrive('calib-check', str(run / 'bag'), '--frame', '2', '--frames', '3', '--json')
+    true = json.loads(r.stdout)
+    assert r.returncode in (0, 1) and true['frames'] == 3 and true['points_in_image'] > 1000
+
+    ext = load_extrinsics(config.EXTRINSICS_FILE)
+    # the camera yawed by 2 degrees in base_link: a calibration error calib-check must catch
+    wrong = {child: T for child, T in ext.items()}
+    wrong['camera_optical'] = make_T(rot_z(np.radians(2.0))) @ ext['camera_optical']
+    save_extrinsics(tmp_path / 'wrong.yaml', ext.frame_id, wrong)
+    r = fmdrive('calib-check', str(run / 'bag'), '--frame', '2', '--frames', '3', '--json',
+                '--extrinsics', str(tmp_path / 'wrong.yaml'))
+    yawed = json.loads(r.stdout)
+    assert r.returncode == 1 and not yawed['aligned']
+    assert true['score'] > 1.1 * yawed['score']

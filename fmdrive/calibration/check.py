@@ -29,7 +29,10 @@ MIN_POINTS_IN_IMAGE = 100   # fewer projected points and the extrinsic is grossl
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('bag', nargs='?', default=None,
                         help='a rosbag2 bag with image, camera_info, points and /tf_static (instead of the files)')
-    parser.add_argument('--frame', type=int, default=10, help='with BAG: which LiDAR frame (index) to check')
+    parser.add_argument('--frame', type=int, default=10, help='with BAG: the first LiDAR frame (index) to check')
+    parser.add_argument('--frames', type=int, default=5,
+                        help='with BAG: score this many frames (every 5th from --frame) together; one frame '
+                             'constrains some rotations poorly')
     parser.add_argument('--pcd', help='LiDAR sweep (PCD v0.7, ascii or binary)')
     parser.add_argument('--image', help='camera image taken with the sweep (PNG/JPEG)')
     parser.add_argument('--camera-info', help='camera_info YAML of that image')
@@ -41,11 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--json', action='store_true', help='print one JSON object instead of text')
 
 
-def load_inputs(args) -> tuple[np.ndarray, np.ndarray, CameraModel, np.ndarray]:
-    """(points_lidar (N, 4), image_rgb (H, W, 3) uint8, camera, T_camera_lidar) from the arguments."""
+def load_inputs(args) -> tuple:
+    """(points_lidar (N, 4), image_rgb (H, W, 3) uint8, camera, T_camera_lidar, more [(points, image)])
+    from the arguments; `more` holds further frames of a bag, scored together with the first."""
     from PIL import Image, UnidentifiedImageError
     if args.bag:
-        return load_bag_inputs(args.bag, args.frame, args.extrinsics, args.lidar_frame, args.camera_frame)
+        frames, camera, T = load_bag_inputs(args.bag, args.frame, args.extrinsics, args.lidar_frame,
+                                            args.camera_frame, args.frames)
+        return frames[0][0], frames[0][1], camera, T, frames[1:]
     missing = [f'--{n.replace("_", "-")}' for n in ('pcd', 'image', 'camera_info', 'extrinsics')
                if not getattr(args, n)]
     if missing:
@@ -63,12 +69,14 @@ def load_inputs(args) -> tuple[np.ndarray, np.ndarray, CameraModel, np.ndarray]:
     camera = CameraModel.from_yaml(args.camera_info, frame_id=args.camera_frame)
     extrinsics = load_extrinsics(args.extrinsics)
     T_camera_lidar = extrinsics.transform(args.camera_frame, args.lidar_frame)
-    return points, image, camera, T_camera_lidar
+    return points, image, camera, T_camera_lidar, []
 
 
-def load_bag_inputs(bag, frame_index: int, extrinsics_path, lidar_frame: str, camera_frame: str):
-    """The same four inputs from a bag: the frame_index-th LiDAR sweep, the image with the nearest
-    stamp, the camera_info, and T_camera_lidar from /tf_static (or an extrinsics file)."""
+def load_bag_inputs(bag, frame_index: int, extrinsics_path, lidar_frame: str, camera_frame: str,
+                    n_frames: int = 1, frame_step: int = 5):
+    """([(points, image)], camera, T_camera_lidar) from a bag: LiDAR sweeps frame_index, +frame_step,
+    ... (n_frames of them) with the image of the nearest stamp each, the camera_info, and
+    T_camera_lidar from /tf_static (or an extrinsics file)."""
     from fmdrive.bags.reader import BagReader
     from fmdrive.config import TOPICS
     from fmdrive.geometry import inv_T
@@ -81,11 +89,12 @@ def load_bag_inputs(bag, frame_index: int, extrinsics_path, lidar_frame: str, ca
         raise CalibrationError(f'{bag} has no {", ".join(absent)}; calib-check needs points, image and camera_info')
     frames = {}  # parent/child -> T from /tf_static
     clouds, images, camera = [], [], None
+    last = frame_index + frame_step * (max(1, n_frames) - 1)
     topics = need + ([TOPICS['tf_static']] if TOPICS['tf_static'] in reader.topics else [])
     for topic, _, msg in reader.messages(topics):
         if topic == TOPICS['points']:
             clouds.append(msg)
-            if len(clouds) > frame_index and images and camera is not None and frames:
+            if len(clouds) > last and len(images) >= len(clouds) and camera is not None and frames:
                 break
         elif topic == TOPICS['image']:
             images.append(msg)
@@ -95,9 +104,11 @@ def load_bag_inputs(bag, frame_index: int, extrinsics_path, lidar_frame: str, ca
             frames.update({child: (parent, T) for parent, child, T in tf_to_transforms(msg)})
     if len(clouds) <= frame_index:
         raise CalibrationError(f'{bag} has only {len(clouds)} LiDAR frames; choose --frame < {len(clouds)}')
-    cloud = clouds[frame_index]
-    stamp = stamp_to_ns(cloud.header.stamp)
-    image_msg = min(images, key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp))
+    picked = []
+    for cloud in clouds[frame_index:last + 1:frame_step]:
+        stamp = stamp_to_ns(cloud.header.stamp)
+        image_msg = min(images, key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp))
+        picked.append((pointcloud2_to_xyzi(cloud), np.ascontiguousarray(image_to_rgb(image_msg))))
     if extrinsics_path:
         T_camera_lidar = load_extrinsics(extrinsics_path).transform(camera_frame, lidar_frame)
     else:
@@ -105,11 +116,11 @@ def load_bag_inputs(bag, frame_index: int, extrinsics_path, lidar_frame: str, ca
             raise CalibrationError(f'{bag}: /tf_static does not hold {lidar_frame} and {camera_frame} under one '
                                    'parent; pass --extrinsics')
         T_camera_lidar = inv_T(frames[camera_frame][1]) @ frames[lidar_frame][1]
-    return pointcloud2_to_xyzi(cloud), np.ascontiguousarray(image_to_rgb(image_msg)), camera, T_camera_lidar
+    return picked, camera, T_camera_lidar
 
 
 def check_alignment(points_lidar, image_rgb, camera: CameraModel, T_camera_lidar, out_png=None,
-                    rings=None, min_shift_px: float = MIN_SHIFT_PX) -> dict:
+                    rings=None, min_shift_px: float = MIN_SHIFT_PX, more_frames=()) -> dict:
     """Score the extrinsic against its perturbations; optionally write the overlay PNG.
 
     Returns a JSON-ready report: score, perturbations [{perturbation, score, shift_px,
@@ -119,6 +130,14 @@ def check_alignment(points_lidar, image_rgb, camera: CameraModel, T_camera_lidar
     points = np.asarray(points_lidar)
     T = np.asarray(T_camera_lidar, dtype=np.float64)
     rows = perturbation_sweep(points, image_rgb, camera, T, rings=rings, min_shift_px=min_shift_px)
+    if more_frames:  # average score and shift per perturbation over all frames (same order each time)
+        sweeps = [rows] + [perturbation_sweep(np.asarray(p), im, camera, T, min_shift_px=min_shift_px)
+                           for p, im in more_frames]
+        for k, r in enumerate(rows):
+            r['score'] = float(np.mean([sw[k]['score'] for sw in sweeps]))
+            r['shift_px'] = float(np.mean([sw[k]['shift_px'] for sw in sweeps]))
+            if 'observable' in r:
+                r['observable'] = r['shift_px'] >= min_shift_px
     true_score, perturbed = rows[0]['score'], rows[1:]
     observable = [r for r in perturbed if r['observable']]
     unobservable = [r['perturbation'] for r in perturbed if not r['observable']]
@@ -184,8 +203,9 @@ def format_report(report: dict) -> str:
 def run(args) -> int:
     """Run calib-check for parsed arguments; 0 aligned, 1 not aligned, 2 bad input."""
     try:
-        points, image, camera, T_camera_lidar = load_inputs(args)
-        report = check_alignment(points, image, camera, T_camera_lidar, out_png=args.overlay)
+        points, image, camera, T_camera_lidar, more = load_inputs(args)
+        report = check_alignment(points, image, camera, T_camera_lidar, out_png=args.overlay, more_frames=more)
+        report['frames'] = 1 + len(more)
     except (CalibrationError, OSError, ValueError) as e:
         print(f'calib-check: error: {e}', file=sys.stderr)
         return 2
