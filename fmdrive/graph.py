@@ -26,15 +26,18 @@ class GraphNode:
     name: str            # node name; key of config.NODE_PARAMS
     executable: str      # console script from setup.py (what launch_ros runs)
     module: str          # python module with main() (what `fmdrive run` runs)
+    inputs: tuple = ()   # keys of config.TOPICS it subscribes to (a test checks the node's code)
 
 
 GRAPH = (
     # camera_encoder belongs here, between the sensors and fusion; it arrives with the learned
     # camera model (next issue) - no node runs in its place until then.
-    GraphNode('lidar_encoder', 'lidar_encoder', 'fmdrive.nodes.lidar_encoder_node'),
-    GraphNode('fusion', 'fusion', 'fmdrive.nodes.fusion_node'),
-    GraphNode('planner', 'planner', 'fmdrive.nodes.planner_node'),
-    GraphNode('visualizer', 'visualizer', 'fmdrive.nodes.visualizer_node'),
+    GraphNode('lidar_encoder', 'lidar_encoder', 'fmdrive.nodes.lidar_encoder_node', ('points',)),
+    GraphNode('fusion', 'fusion', 'fmdrive.nodes.fusion_node',
+              ('odometry', 'lanes', 'camera_info', 'lidar_objects')),
+    GraphNode('planner', 'planner', 'fmdrive.nodes.planner_node', ('instruction', 'scene')),
+    GraphNode('visualizer', 'visualizer', 'fmdrive.nodes.visualizer_node',
+              ('camera_info', 'odometry', 'points', 'objects', 'plan', 'image')),
 )
 
 
@@ -93,9 +96,9 @@ class GraphProcesses:
         return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:]) if path.exists() else ''
 
     def wait_ready(self, timeout_s: float = 30.0):
-        """Until every node is visible on the ROS graph and every topic between nodes has its
-        publisher and subscriber (else the first frames would be lost to discovery); raises with
-        the node's log if one died."""
+        """Until every node has subscribed to all its inputs and every topic between nodes has its
+        publisher (a node is visible on the graph before it has finished starting, and frames sent
+        before its subscriptions match are lost); raises with the node's log if one died."""
         import rclpy
         ctx = rclpy.Context()
         rclpy.init(context=ctx)
@@ -107,7 +110,8 @@ class GraphProcesses:
                 for name, code in self.dead().items():
                     raise GraphError(f'node {name} exited with code {code}:\n{self.log_tail(name)}')
                 if want <= set(probe.get_node_names()) and all(
-                        probe.count_publishers(t) and probe.count_subscribers(t) for t in INTERNAL_TOPICS):
+                        self._subscribed(probe, n) for n in self.nodes) and all(
+                        probe.count_publishers(t) for t in INTERNAL_TOPICS):
                     time.sleep(0.5)  # the nodes' own endpoint matching completes after the probe sees it
                     return
                 time.sleep(0.2)
@@ -116,6 +120,14 @@ class GraphProcesses:
         finally:
             probe.destroy_node()
             rclpy.shutdown(context=ctx)
+
+    @staticmethod
+    def _subscribed(probe, node: GraphNode) -> bool:
+        try:
+            topics = {t for t, _ in probe.get_subscriber_names_and_types_by_node(node.name, '/')}
+        except Exception:  # noqa: BLE001 - the node is not discovered yet
+            return False
+        return all(config.TOPICS[k] in topics for k in node.inputs)
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
         for p in self.procs.values():

@@ -46,3 +46,9 @@ def test_interface_package_defines_every_fmdrive_message_type_used():
     for msgtype in config.TOPIC_TYPES.values():
         if msgtype.startswith('fmdrive_msgs/'):
             assert (msg_dir / (msgtype.split('/')[-1] + '.msg')).exists(), msgtype
+
+
+def test_graph_lists_exactly_the_inputs_each_node_subscribes_to():
+    for node in GRAPH:
+        source = (ROOT / (node.module.replace('.', '/') + '.py')).read_text()
+        assert set(re.findall(r"self\.subscribe\('(\w+)'", source)) == set(node.inputs), node.name
