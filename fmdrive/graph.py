@@ -64,6 +64,15 @@ def node_command(node: GraphNode, params_file: str | os.PathLike | None = None,
     return cmd
 
 
+def subscribes(probe, node_name: str, topics) -> bool:
+    """Whether `probe` (any rclpy node) sees node_name subscribed to every one of `topics`."""
+    try:
+        have = {t for t, _ in probe.get_subscriber_names_and_types_by_node(node_name, '/')}
+    except Exception:  # noqa: BLE001 - the node is not discovered yet
+        return False
+    return all(t in have for t in topics)
+
+
 class GraphProcesses:
     """The graph as one OS process per node (like `ros2 launch`), logs in log_dir/<node>.log."""
 
@@ -110,7 +119,7 @@ class GraphProcesses:
                 for name, code in self.dead().items():
                     raise GraphError(f'node {name} exited with code {code}:\n{self.log_tail(name)}')
                 if want <= set(probe.get_node_names()) and all(
-                        self._subscribed(probe, n) for n in self.nodes) and all(
+                        subscribes(probe, n.name, [config.TOPICS[k] for k in n.inputs]) for n in self.nodes) and all(
                         probe.count_publishers(t) for t in INTERNAL_TOPICS):
                     time.sleep(0.5)  # the nodes' own endpoint matching completes after the probe sees it
                     return
@@ -120,14 +129,6 @@ class GraphProcesses:
         finally:
             probe.destroy_node()
             rclpy.shutdown(context=ctx)
-
-    @staticmethod
-    def _subscribed(probe, node: GraphNode) -> bool:
-        try:
-            topics = {t for t, _ in probe.get_subscriber_names_and_types_by_node(node.name, '/')}
-        except Exception:  # noqa: BLE001 - the node is not discovered yet
-            return False
-        return all(config.TOPICS[k] in topics for k in node.inputs)
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
         for p in self.procs.values():

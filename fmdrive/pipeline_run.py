@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fmdrive import config
-from fmdrive.graph import GraphError, GraphProcesses
+from fmdrive.graph import GraphError, GraphProcesses, subscribes
 from fmdrive.rosenv import random_domain_id, ros_env
 
 # hops measured from the LiDAR stamp, in pipeline order
@@ -30,7 +30,8 @@ HOP_TOPICS = (config.TOPICS['lidar_objects'], config.TOPICS['objects'], config.T
 RECORD_TOPICS = config.OUTPUT_TOPICS
 
 
-def _wait_for_node(name: str, env: dict, proc: subprocess.Popen, timeout_s: float = 30.0):
+def _wait_for_subscriptions(name: str, topics, proc: subprocess.Popen, timeout_s: float = 30.0):
+    """Until the process's node `name` has subscribed to all `topics`."""
     import rclpy
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
@@ -40,7 +41,7 @@ def _wait_for_node(name: str, env: dict, proc: subprocess.Popen, timeout_s: floa
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise GraphError(f'{name} exited with code {proc.returncode}')
-            if name in probe.get_node_names():
+            if subscribes(probe, name, topics):
                 return
             time.sleep(0.2)
         raise GraphError(f'{name} did not come up within {timeout_s:.0f} s')
@@ -70,7 +71,7 @@ def replay_through_graph(bag: str | os.PathLike, out_dir: str | os.PathLike, rat
         recorder = subprocess.Popen(
             [sys.executable, '-m', 'fmdrive.cli', 'record', *RECORD_TOPICS, '-o', str(output), '--no-progress'],
             env=env, stdout=rec_log, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_for_node('fmdrive_record', env, recorder)
+        _wait_for_subscriptions('fmdrive_record', RECORD_TOPICS, recorder)
         time.sleep(1.0)  # let the recorder's subscriptions match the graph's publishers
         from fmdrive.bags.replay import replay
         stats = replay(str(bag), rate=rate, restamp=True, progress=progress,
