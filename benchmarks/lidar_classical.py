@@ -25,23 +25,9 @@ CAMERA_SCALE = 0.1     # the detector never sees the image: render a tiny one to
 
 
 def simulate(kind: str, seed: int, duration_s: float, beams: int = 32):
-    """Yields SimFrames of one scenario (camera shrunk; LiDAR and ground truth as shipped)."""
-    from fmdrive import config
-    from fmdrive.calibration.camera_model import CameraModel
-    from fmdrive.calibration.extrinsics import load_extrinsics
-    from fmdrive.sim import Simulator, generate_scenario
-
-    camera = CameraModel.from_yaml(config.CAMERA_INFO_FILE)
-    extrinsics = load_extrinsics(config.EXTRINSICS_FILE)
-    K = np.asarray(camera.K, float).copy()
-    K[:2] *= CAMERA_SCALE
-    width = max(8, int(camera.width * CAMERA_SCALE))
-    height = max(8, int(camera.height * CAMERA_SCALE))
-    spec = generate_scenario(kind, seed=seed, duration_s=duration_s)
-    spec.lidar.beams = beams
-    sim = Simulator(spec, K, width, height, extrinsics[config.FRAMES['camera']],
-                    extrinsics[config.FRAMES['lidar']])
-    yield from sim.frames()
+    """SimFrames of one scenario (camera shrunk; LiDAR and ground truth as shipped)."""
+    from fmdrive.offline import simulate_frames
+    return simulate_frames(kind, seed, duration_s, beams, camera_scale=CAMERA_SCALE)
 
 
 def run_scenarios(scenarios, duration_s: float, params=None):

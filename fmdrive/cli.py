@@ -204,7 +204,7 @@ def add_calib_check(sub):
 
 
 # ---------------------------------------------------------------------------------------------- bench
-BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical')
+BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical', 'tracking', 'planner-classical')
 
 
 def cmd_bench(args):
