@@ -73,6 +73,16 @@ def subscribes(probe, node_name: str, topics) -> bool:
     return all(t in have for t in topics)
 
 
+def die_with_parent():
+    """In the child before exec (Linux): SIGINT when the starting process dies, however it dies,
+    so a killed `fmdrive run` never leaves nodes behind."""
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class GraphProcesses:
     """The graph as one OS process per node (like `ros2 launch`), logs in log_dir/<node>.log."""
 
@@ -94,7 +104,7 @@ class GraphProcesses:
             log = open(self.log_dir / f'{node.name}.log', 'w')
             cmd = node_command(node, self.params_file, self.use_sim_time, self.overrides.get(node.name))
             self.procs[node.name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                     start_new_session=True)
+                                                     start_new_session=True, preexec_fn=die_with_parent)
         return self
 
     def dead(self) -> dict[str, int]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fmdrive import config
-from fmdrive.graph import GraphError, GraphProcesses, subscribes
+from fmdrive.graph import GraphError, GraphProcesses, die_with_parent, subscribes
 from fmdrive.rosenv import random_domain_id, ros_env
 
 # hops measured from the LiDAR stamp, in pipeline order
@@ -70,7 +70,7 @@ def replay_through_graph(bag: str | os.PathLike, out_dir: str | os.PathLike, rat
         rec_log = open(out_dir / 'logs' / 'record.log', 'w')
         recorder = subprocess.Popen(
             [sys.executable, '-m', 'fmdrive.cli', 'record', *RECORD_TOPICS, '-o', str(output), '--no-progress'],
-            env=env, stdout=rec_log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=env, stdout=rec_log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
         _wait_for_subscriptions('fmdrive_record', RECORD_TOPICS, recorder)
         time.sleep(1.0)  # let the recorder's subscriptions match the graph's publishers
         from fmdrive.bags.replay import replay
