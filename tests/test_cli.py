@@ -72,3 +72,33 @@ def test_calib_check_on_a_simulated_bag_scores_the_true_extrinsic_above_a_yawed_
     yawed = json.loads(r.stdout)
     assert r.returncode == 1 and not yawed['aligned']
     assert true['score'] > 1.1 * yawed['score']
+
+
+def test_fmdrive_run_starts_the_graph_and_a_kill_leaves_no_node_behind(ros_domain, tmp_path):
+    import os
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, '-m', 'fmdrive.cli', 'run', '--log-dir', str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith('graph up: lidar_encoder, fusion, planner, visualizer'), line
+        children = subprocess.run(['pgrep', '-P', str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 4
+        os.kill(proc.pid, signal.SIGKILL)  # the worst case: no chance to clean up
+        proc.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(os.path.exists(f'/proc/{pid}') for pid in children):
+            time.sleep(0.2)
+        alive = []
+        for pid in children:
+            try:
+                with open(f'/proc/{pid}/stat') as f:
+                    if f.read().split()[2] != 'Z':   # zombies (already exited) do not count
+                        alive.append(pid)
+            except FileNotFoundError:
+                pass
+        assert not alive
+    finally:
+        if proc.poll() is None:
+            proc.kill()
