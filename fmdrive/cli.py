@@ -8,7 +8,8 @@
     fmdrive eval RUN_DIR [--json]                             detection / tracking / planning / latency metrics
     fmdrive report RUN_DIR                                    picture report (camera overlay + bird's-eye view)
     fmdrive calib-check ...                                   LiDAR-camera alignment score + overlay
-    fmdrive bench sim|transport|pipeline [--quick] [--json]   benchmarks (one JSON object with --json)
+    fmdrive bench NAME [--quick] [--json]                     benchmarks: sim, transport, pipeline, lidar-classical,
+                                                              tracking, planner-classical (one JSON object with --json)
     fmdrive params                                            print config/params.yaml as generated from config.py
 
 Errors a user can cause end in one line on stderr and exit code 2, never a traceback.

@@ -67,17 +67,32 @@ def test_two_crossing_objects_keep_their_ids(kind):
     assert len(set(id_of.values())) == 2
 
 
-def test_track_dies_after_max_age_without_hits():
-    tracker = MultiObjectTracker(TrackerParams(max_age_s=0.5))
+def test_track_is_hidden_after_max_age_and_forgotten_after_the_reid_window():
+    tracker = MultiObjectTracker(TrackerParams(max_age_s=0.5, reid_window_s=2.0))
     for k in range(5):
         out = tracker.update([car(20.0, 0.0)], stamp(k))
     assert [o.id for o in out] == [1]
-    for k in range(5, 10):          # last hit at frame 4: still alive up to 0.5 s later
+    for k in range(5, 10):          # last hit at frame 4: still published up to 0.5 s later
         assert [o.id for o in tracker.update([], stamp(k))] == [1]
     assert tracker.update([], stamp(10)) == []
     assert tracker.num_tracks == 0
-    tracker.update([car(20.0, 0.0)], stamp(11))
-    assert [o.id for o in tracker.update([car(20.0, 0.0)], stamp(12))] == [2]
+    for k in range(11, 31):         # 0.5 s + 2.0 s after the last hit the track is gone for good
+        assert tracker.update([], stamp(k)) == []
+    tracker.update([car(20.0, 0.0)], stamp(31))
+    assert [o.id for o in tracker.update([car(20.0, 0.0)], stamp(32))] == [2]
+
+
+def test_object_missed_longer_than_max_age_takes_its_id_back_where_predicted():
+    tracker = MultiObjectTracker(TrackerParams(max_age_s=0.5, reid_window_s=2.0))
+    for k in range(20):             # a car at 5 m/s, then 1.2 s unseen (occluded), then back
+        x = 10.0 + 0.5 * k
+        out = tracker.update([] if 8 <= k < 20 else [car(x, 0.0)], stamp(k))
+        assert [o.id for o in out] == ([] if k == 0 or 13 <= k < 20 else [1]), f'frame {k}'
+    out = tracker.update([car(10.0 + 0.5 * 20, 0.0)], stamp(20))
+    assert [o.id for o in out] == [1]
+    assert out[0].center[0] == pytest.approx(20.0, abs=0.3)
+    assert tracker.update([car(10.5, 6.0)], stamp(21))[0].id == 1   # a new object elsewhere
+    assert tracker.num_tracks == 2
 
 
 def test_missed_detection_for_two_frames_does_not_change_the_id():
@@ -126,7 +141,8 @@ def test_incompatible_classes_are_not_associated():
     tracker = MultiObjectTracker(TrackerParams())
     tracker.update([car(10.0, 0.0)], stamp(0))
     tracker.update([car(10.0, 0.0)], stamp(1))
-    out = tracker.update([car(10.0, 0.0, label='cone', size=(0.4, 0.4, 0.7))], stamp(2))
+    # a cone next to the car (inside the gate, outside the car's footprint)
+    out = tracker.update([car(10.0, 1.4, label='cone', size=(0.4, 0.4, 0.7))], stamp(2))
     assert [o.label for o in out] == ['car']          # the car coasts, the cone starts a new track
     assert tracker.num_tracks == 2
 
@@ -183,6 +199,65 @@ def test_invalid_tracker_params_say_what_is_wrong():
         TrackerParams(min_hits=0)
     with pytest.raises(ValueError, match='yaw_alpha'):
         TrackerParams(yaw_alpha=2.0)
+
+
+def test_box_whose_centre_jumps_1_5_m_along_the_car_keeps_its_id():
+    tracker = MultiObjectTracker(TrackerParams())
+    ids = set()
+    for k in range(20):             # parked car; the detector completes the partial view
+        x = 20.0 + (1.5 if k % 4 in (2, 3) else 0.0)   # alternately to the front and the back
+        ids |= {o.id for o in tracker.update([car(x, 4.0)], stamp(k))}
+    assert ids == {1}
+    assert tracker.num_tracks == 1
+
+
+def test_two_overlapping_boxes_of_one_car_make_one_track_between_them():
+    tracker = MultiObjectTracker(TrackerParams())
+    for k in range(10):             # a split cluster, each half completed to a full car box
+        out = tracker.update([car(37.4, -9.8, score=0.4), car(38.1, -10.0, score=0.4)], stamp(k))
+    assert [o.id for o in out] == [1]
+    assert out[0].center[0] == pytest.approx(37.75, abs=0.05)
+    assert tracker.num_tracks == 1
+
+
+def test_fragment_inside_a_tracked_car_starts_no_track_but_an_object_beside_it_does():
+    tracker = MultiObjectTracker(TrackerParams())
+    for k in range(3):
+        tracker.update([car(10.0, 0.0)], stamp(k))
+    # a cone-sized fragment at the car's front corner, and a pedestrian 1 m beside the car
+    for k in range(3, 8):
+        out = tracker.update([car(10.0, 0.0), car(11.8, -0.6, label='cone', size=(0.5, 0.4, 0.7)),
+                              walker(10.0, 2.0)], stamp(k))
+    assert sorted(o.label for o in out) == ['car', 'pedestrian']
+
+
+def test_pedestrian_track_does_not_take_a_car_sized_unknown_box():
+    tracker = MultiObjectTracker(TrackerParams())
+    for k in range(3):
+        tracker.update([walker(5.0, 0.0)], stamp(k))
+    big = car(6.5, 0.5, label='unknown', score=0.3)      # within the gate, 24 times the footprint
+    out = tracker.update([big], stamp(3))
+    assert [(o.id, o.label) for o in out] == [(1, 'pedestrian')]
+    assert out[0].center[0] == pytest.approx(5.0, abs=0.1)
+
+
+def test_new_pedestrian_track_is_not_matched_to_a_detection_beyond_walking_speed():
+    tracker = MultiObjectTracker(TrackerParams(gate_m=1.0))
+    tracker.update([walker(5.0, 0.0)], stamp(0))
+    tracker.update([walker(7.0, 0.0)], stamp(1))      # 20 m/s: another object, not the same one
+    assert tracker.num_tracks == 2
+    cars = MultiObjectTracker(TrackerParams(gate_m=1.0))
+    cars.update([car(5.0, 0.0)], stamp(0))
+    assert [o.id for o in cars.update([car(7.0, 0.0)], stamp(1))] == [1]   # 20 m/s is a car's
+
+
+def test_cone_and_pedestrian_labels_swapping_on_a_small_object_keep_its_id():
+    tracker = MultiObjectTracker(TrackerParams())
+    for k in range(12):
+        det = walker(30.0, 5.0, label='cone' if k < 6 else 'pedestrian')
+        out = tracker.update([det], stamp(k))
+        if k >= 1:
+            assert [o.id for o in out] == [1], f'frame {k}'
 
 
 # ---------------------------------------------------------------- odometry buffer
