@@ -43,9 +43,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fmdrive.geometry import wrap_angle
-from fmdrive.objects import Plan, Scene
+from fmdrive.objects import Object3D, Plan, Scene
 from fmdrive.planning.frenet import Road, polyval, quartic_coefficients, quintic_coefficients
-from fmdrive.planning.prediction import DEFAULT_GROWTH_MPS, predict_constant_velocity
+from fmdrive.planning.prediction import (DEFAULT_GROWTH_MPS, follow_lane,
+                                         predict_constant_velocity)
 from fmdrive.planning.safety import LANE_KEEP_TOLERANCE_M, footprint_gaps
 
 
@@ -87,6 +88,25 @@ class PlannerParams:
     road_tolerance_m: float = 0.3            # footprint may cross the road edge by this much
     default_lane_width_m: float = 3.5
     uncertainty_growth_mps: dict = field(default_factory=lambda: dict(DEFAULT_GROWTH_MPS))
+    # desired speed: the limit, lower in curves, and the driver's set speed (cruise control): the
+    # highest speed held over the last cruise_memory_s (0 = off) once at least
+    # cruise_min_history_s of history is known
+    comfort_lat_accel_mps2: float = 2.5
+    cruise_memory_s: float = 20.0
+    cruise_min_history_s: float = 1.0
+    # car following reference: IDM (Treiber et al. 2000) on the nearest object that is, or within
+    # corridor_prediction_s will be, in the lane's corridor (crossing pedestrians, cut-ins)
+    idm_accel_mps2: float = 1.5
+    idm_decel_mps2: float = 2.0
+    idm_headway_s: float = 1.2
+    idm_gap_m: float = 2.5
+    idm_gap_static_m: float = 8.0            # behind a standing car / cone: room to steer around it
+    corridor_margin_m: float = 0.3
+    corridor_prediction_s: float = 3.0
+    # passing: only an object slower than both of these invites a lane change
+    pass_speed_fraction: float = 0.75        # of the desired speed
+    pass_max_speed_mps: float = 8.0
+    pass_clear_time_s: float = 2.0           # extra time an oncoming lane must stay clear
     # instructions
     slow_down_factor: float = 0.5
     # cost weights
@@ -103,6 +123,13 @@ class PlannerParams:
     w_headway: float = 20.0
     w_instruction: float = 300.0            # above any progress cost: instructions win over
                                              # progress and comfort, never over hard limits
+    w_keep_right: float = 6.0                # per same-direction lane to the right (keep right,
+                                             # above w_lane_change: return after passing)
+    w_oncoming_lane: float = 6.0             # ending in a lane of oncoming traffic (ditto)
+    w_leave_traffic: float = 50.0            # changing lane away from a lead one follows (moving
+                                             # or queuing traffic, a pedestrian): above headway and
+                                             # braking costs, so only evasion does it
+    w_consistency: float = 0.3               # per m^2 of departure from the previous plan
 
     def __post_init__(self):
         for name in ('horizon_s', 'dt_s', 'dense_dt_s', 'speed_limit_mps', 'max_accel_mps2',
@@ -181,9 +208,106 @@ def _distance_at(T: float, t, s_lon, v_lon):
     return (1 - w) * s_lon[:, i] + w * s_lon[:, i + 1]
 
 
+def _idm_rollout(t, v0, v_des, gap0, v_lead, static, in_corridor, p, a_lead=None):
+    """IDM speeds (L, T) of the ego along each of L lanes at times t (T,).
+
+    gap0 (N,): bumper gap from the ego's front to each object's rear at t=0 (along s); v_lead (N,)
+    their speed along s, a_lead (N,) their braking (<= 0, until they stand; None = constant
+    speed); static (N,) standing objects one must steer around;
+    in_corridor (L, N, T): the object is, or within corridor_prediction_s will be, in the lane's
+    corridor at that time. The leader at each step is the nearest such object still ahead."""
+    n_l, n_t = in_corridor.shape[0], len(t)
+    v = np.full(n_l, float(v0))
+    s_ego = np.zeros(n_l)
+    out = np.empty((n_l, n_t))
+    out[:, 0] = v
+    root_ab = 2.0 * np.sqrt(p.idm_accel_mps2 * p.idm_decel_mps2)
+    s0_gap = np.where(static, p.idm_gap_static_m, p.idm_gap_m)                         # (N,)
+    v_des = max(float(v_des), 0.1)
+    for k in range(n_t - 1):
+        dt = t[k + 1] - t[k]
+        if a_lead is None:
+            v_l, moved = v_lead, v_lead * t[k]
+        else:   # braking until standing (speed along s keeps its sign)
+            t_stop = np.where(a_lead < 0, np.abs(v_lead) / np.maximum(-a_lead, 1e-6), np.inf)
+            tt = np.minimum(t[k], t_stop)
+            v_l = np.sign(v_lead) * np.maximum(np.abs(v_lead) + a_lead * t[k], 0.0)
+            moved = v_lead * tt + 0.5 * np.sign(v_lead) * a_lead * tt * tt
+        gap = gap0 + moved - s_ego[:, None]                                            # (L, N)
+        lead = in_corridor[:, :, k] & (gap > -2.0)
+        gap = np.where(lead, gap, np.inf)
+        i = np.argmin(gap, axis=1) if gap.shape[1] else np.zeros(n_l, int)
+        g = gap[np.arange(n_l), i] if gap.shape[1] else np.full(n_l, np.inf)
+        free = 1.0 - (v / v_des) ** 4
+        acc = p.idm_accel_mps2 * free
+        has = np.isfinite(g)
+        if has.any():
+            dv = v - v_l[i]
+            s_star = s0_gap[i] + np.maximum(0.0, v * p.idm_headway_s + v * dv / root_ab)
+            acc = np.where(has, p.idm_accel_mps2 * (free - (s_star / np.maximum(g, 0.1)) ** 2),
+                           acc)
+            acc = np.where(has & (g < 1.0) & (dv > 0), -p.max_decel_mps2, acc)
+        acc = np.clip(acc, -p.max_decel_mps2, p.max_accel_mps2)
+        v_new = np.maximum(v + acc * dt, 0.0)
+        s_ego += 0.5 * (v + v_new) * dt
+        v = v_new
+        out[:, k + 1] = v
+    return out
+
+
 class ClassicalPlanner:
+    """Stateful only in two small ways, both reset when the stamp goes backwards: the ego's recent
+    speeds (its cruise set speed) and the previous plan (a consistency cost, so successive plans
+    do not flicker between near-equal candidates), plus which cars were recently seen driving
+    faster than pass_max_speed_mps (a car braking or queuing in traffic is followed, not passed)."""
+
     def __init__(self, params: PlannerParams | None = None):
         self.params = params or PlannerParams()
+        self.reset()
+
+    def reset(self):
+        """Forget the history (new drive, replay restarted)."""
+        self._speeds = []                   # [(stamp_ns, speed_mps)]
+        self._previous = None               # (stamp_ns, t_s (T,), poses_odom (T, 3)) incl. t=0
+        self._seen_moving = {}              # car id -> last stamp_ns it drove in traffic
+        self._motion = {}                   # object id -> (stamp_ns, speed_mps, accel_mps2)
+        self._last_stamp_ns = None
+
+    def _remember(self, stamp_ns: int, v0: float, objects):
+        p = self.params
+        if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
+            self.reset()
+        self._last_stamp_ns = stamp_ns
+        self._speeds.append((stamp_ns, v0))
+        horizon_ns = int(p.cruise_memory_s * 1e9)
+        self._speeds = [(s, v) for s, v in self._speeds if stamp_ns - s <= horizon_ns]
+        for o in objects:
+            vel = np.asarray(o.velocity, float)[:2]
+            speed = float(np.hypot(*vel)) if np.all(np.isfinite(vel)) else 0.0
+            if o.id:   # speed change between frames: a braking lead is predicted to brake on
+                last = self._motion.get(int(o.id))
+                accel = 0.0
+                if last is not None and 0 < stamp_ns - last[0] <= 0.5e9:
+                    raw = (speed - last[1]) / ((stamp_ns - last[0]) / 1e9)
+                    accel = float(np.clip(0.5 * last[2] + 0.5 * raw, -p.max_decel_mps2, 3.0))
+                self._motion[int(o.id)] = (stamp_ns, speed, accel)
+            if o.id and o.label == 'car' and speed > p.pass_max_speed_mps:
+                self._seen_moving[int(o.id)] = stamp_ns
+        old = [i for i, s in self._seen_moving.items() if stamp_ns - s > 30e9]
+        for i in old:
+            del self._seen_moving[i]
+        for i in [i for i, m in self._motion.items() if stamp_ns - m[0] > 1e9]:
+            del self._motion[i]
+
+    def _cruise_speed(self, stamp_ns: int, limit: float) -> float:
+        """The driver's set speed: the highest speed held recently, else the limit."""
+        p = self.params
+        if p.cruise_memory_s <= 0 or len(self._speeds) < 2:
+            return limit
+        if (stamp_ns - self._speeds[0][0]) / 1e9 < p.cruise_min_history_s:
+            return limit
+        v_set = max(v for _, v in self._speeds)
+        return limit if v_set < 0.5 * limit else min(limit, v_set)
 
     # ------------------------------------------------------------------ public
     def plan(self, scene: Scene, instruction: str = '') -> PlanResult:
@@ -225,6 +349,7 @@ class ClassicalPlanner:
     def _failsafe_stop(self, scene, status: str) -> PlanResult:
         """Brake at max_decel along the current heading; an empty plan without a usable pose."""
         p = self.params
+        self._previous = None
         ego = getattr(scene, 'ego', None)
         pose_ok = ego is not None and all(np.isfinite(v) for v in (ego.x, ego.y, ego.yaw_rad))
         stamp = int(getattr(scene, 'stamp_ns', 0) or 0)
@@ -261,6 +386,10 @@ class ClassicalPlanner:
         instruction = parse_instruction(instruction_text)
         if not instruction.understood:
             notes.append(f'instruction ignored (not understood): {instruction.text!r}')
+        stamp_ns = int(scene.stamp_ns)
+        objects = [o for o in (scene.objects or []) if isinstance(o, Object3D)]
+        self._remember(stamp_ns, v0, objects)
+        v_des = self._cruise_speed(stamp_ns, limit)
 
         road = Road.from_lanes(scene.lanes, p.default_lane_width_m)
         notes.extend(road.notes)
@@ -287,8 +416,10 @@ class ClassicalPlanner:
         d_s0 = float(np.tan(np.clip(heading_err, -1.2, 1.2)))
 
         # predicted objects, also in the Frenet frame
-        pred = predict_constant_velocity(scene.objects or [], t, p.uncertainty_growth_mps, 0.0)
+        pred = predict_constant_velocity(objects, t, p.uncertainty_growth_mps, 0.0)
         notes.extend(pred.notes)
+        if not road.assumed_lane:
+            pred = follow_lane(pred, ref)
         n_obj = len(pred)
         s_obj, d_obj = ref.project(pred.center_xy)                                  # (N, T)
         _, _, th_obj, _ = ref.frame_at(s_obj)
@@ -297,13 +428,73 @@ class ClassicalPlanner:
         ext_d = pred.half_length_m * np.abs(np.sin(phi)) + pred.half_width_m * np.abs(np.cos(phi))
         v_obj_s = (s_obj[:, -1] - s_obj[:, -2]) / p.dense_dt_s if n_obj else np.zeros(0)
 
-        # target speed
+        # desired speed: the set speed, and in curves what keeps comfort_lat_accel_mps2
+        look_m = max(v0, v_des) * (p.horizon_s + 1.0) + 10.0
+        kappa_ahead = np.abs(ref.frame_at(np.linspace(s0, s0 + look_m, 40))[3]).max()
+        if kappa_ahead > 1e-4:
+            v_curve = float(np.sqrt(p.comfort_lat_accel_mps2 / kappa_ahead))
+            if v_curve < v_des:
+                v_des = v_curve
+                notes.append(f'curve ahead: desired speed {v_curve:.1f} m/s')
         if instruction.kind == 'stop':
             v_target = 0.0
         elif instruction.kind == 'slow_down':
-            v_target = min(limit, p.slow_down_factor * v0)
+            v_target = min(v_des, p.slow_down_factor * v0)
         else:
-            v_target = limit
+            v_target = v_des
+
+        # ---- per-lane car-following reference (IDM) on what is, or soon will be, in the lane
+        half_w = width / 2
+        lane_c = road.lane_center_d_m
+        n_lanes = len(lane_c)
+        ego_lane = int(np.argmin(np.abs(lane_c)))
+        v_obj_d = (d_obj[:, 1] - d_obj[:, 0]) / dt if n_obj else np.zeros(0)
+        v_obj_s0 = (s_obj[:, 1] - s_obj[:, 0]) / dt if n_obj else np.zeros(0)
+        labels = np.array(pred.labels, dtype=object)
+        speed_obj = np.hypot(v_obj_s0, v_obj_d)
+        static = (speed_obj < 0.5) & (labels != 'pedestrian') if n_obj else np.zeros(0, bool)
+        # lanes with a car driving against the reference carry oncoming traffic
+        oncoming = road.lane_oncoming.copy()
+        if n_obj:
+            against = (v_obj_s0 < -1.5)
+            lane_of_obj = np.argmin(np.abs(d_obj[:, :1] - lane_c[None]), axis=1)
+            inside_lane = np.abs(d_obj[:, 0] - lane_c[lane_of_obj]) < road.lane_width_m[lane_of_obj] / 2
+            oncoming[np.unique(lane_of_obj[against & inside_lane])] = True
+            oncoming[ego_lane] = road.lane_oncoming[ego_lane]
+        if n_obj:
+            horizon = p.corridor_prediction_s
+            d_a = d_obj[:, 0][None, :] + v_obj_d[None, :] * t[:, None]                  # (T, N)
+            d_b = d_a + v_obj_d[None, :] * horizon
+            lo, hi = np.minimum(d_a, d_b), np.maximum(d_a, d_b)
+            thr = half_w + ext_d[:, 0] + p.corridor_margin_m                           # (N,)
+            centres = np.repeat(lane_c[:, None], 1, axis=1)                            # (L, 1)
+            in_corr = (lo[None] < centres[:, :, None] + thr[None, None]) & \
+                (hi[None] > centres[:, :, None] - thr[None, None])                    # (L, T, N)
+            # the ego lane's corridor also covers where the ego is now
+            in_corr[ego_lane] |= (lo < d0 + thr) & (hi > d0 - thr)
+            in_corr = np.moveaxis(in_corr, 1, 2)                                       # (L, N, T)
+            gap0 = s_obj[:, 0] - ext_s[:, 0] - (s0 + front_m)
+            in_corr &= (s_obj[:, 0] + ext_s[:, 0] > s0 + front_m)[None, :, None]
+        else:
+            in_corr = np.zeros((n_lanes, 0, n_t), bool)
+            gap0 = np.zeros(0)
+        a_obj = np.array([min(self._motion.get(int(i), (0, 0, 0.0))[2], 0.0) for i in pred.ids])
+        a_obj = np.where(a_obj < -1.0, a_obj, 0.0)         # only clear braking is extrapolated
+        v_ref = _idm_rollout(t, v0, v_target, gap0, v_obj_s0, static, in_corr, p, a_obj)
+        if instruction.kind == 'stop':
+            v_ref = np.minimum(v_ref, np.maximum(v0 - p.comfort_decel_mps2 * t, 0.0)[None])
+        # the ego lane's leader now: only a slow one (not a car standing in traffic) invites
+        # passing it; and how long a pass would take (for the oncoming-lane check)
+        lead_now = np.flatnonzero(in_corr[ego_lane, :, 0]) if n_obj else np.zeros(0, int)
+        passable, t_pass = False, 2.0 * p.horizon_s
+        if len(lead_now):
+            i = lead_now[np.argmin(gap0[lead_now])]
+            v_lead = max(float(v_obj_s0[i]), 0.0)
+            stopped_in_traffic = int(pred.ids[i]) in self._seen_moving
+            passable = (v_lead < min(p.pass_speed_fraction * v_target, p.pass_max_speed_mps)
+                        and labels[i] != 'pedestrian' and not stopped_in_traffic)
+            pass_m = gap0[i] + 2 * ext_s[i, 0] + length + 10.0
+            t_pass = pass_m / max(v_target - v_lead, 1.0) + p.pass_clear_time_s
 
         # ---- longitudinal profiles: speeds v_lon (P, T); braking first (index 1 = emergency)
         corridor = (np.minimum(np.abs(d_obj - d0), np.abs(d_obj))
@@ -333,6 +524,8 @@ class ClassicalPlanner:
             ok = (a.max(axis=1) <= p.max_accel_mps2 + 0.3) & (a.min(axis=1) >= -p.max_decel_mps2)
             profiles.append(v[ok])
             kinds += [f'speed {vt:.1f} in {T_lon:g}s' for vt in targets[ok]]
+        profiles.append(v_ref)
+        kinds += [f'idm lane {k - ego_lane:+d}' for k in range(n_lanes)]
         v_lon = np.vstack(profiles)
         _, first = np.unique(np.round(v_lon, 3), axis=0, return_index=True)  # drop duplicates
         keep = np.union1d(first, [emergency_lon])
@@ -407,19 +600,29 @@ class ClassicalPlanner:
         # progress: each lane allows the speed from which the ego can still stop comfortably,
         # keeping min_gap_m + time_headway_s, behind the nearest object ahead in it (now);
         # the speed error is taken to that, and a lane allowing less than the target costs
-        v_lane = np.full(len(road.lane_center_d_m), v_target)
+        # Only a lane whose leader is passable (slow, not a pedestrian, not a car standing in
+        # traffic) counts as slower: behind moving traffic one follows (the IDM reference).
+        v_lane = np.full(n_lanes, v_target)
         if n_obj:
             b, tau = p.comfort_decel_mps2, p.time_headway_s
-            in_lane = np.abs(d_obj[None, :, 0] - road.lane_center_d_m[:, None]) \
+            in_lane = np.abs(d_obj[None, :, 0] - lane_c[:, None]) \
                 < ext_d[None, :, 0] + half_w                                         # (lanes, N)
+            in_lane &= (s_obj[None, :, 0] > s0)
             room = s_obj[:, 0] - ext_s[:, 0] - (s0 + front_m) - p.min_gap_m \
                 + np.maximum(v_obj_s, 0.0) ** 2 / (2 * b)                              # (N,)
             v_allow = b * (-tau + np.sqrt(tau * tau + 2 * np.maximum(room, 0.0) / b))
-            v_allow = np.where(in_lane & (s_obj[None, :, 0] > s0), v_allow[None], np.inf)
-            v_lane = np.minimum(v_lane, v_allow.min(axis=1))
-        lane_pos = np.argmin(np.abs(d_end_c[:, None] - road.lane_center_d_m[None]), axis=1)
+            slow = (np.maximum(v_obj_s0, 0.0) < min(p.pass_speed_fraction * v_target,
+                                                    p.pass_max_speed_mps)) \
+                & (labels != 'pedestrian') \
+                & ~np.isin(pred.ids, list(self._seen_moving))
+            dist = np.where(in_lane, s_obj[None, :, 0], np.inf)
+            first = np.argmin(dist, axis=1)
+            has_lead = np.isfinite(dist[np.arange(n_lanes), first])
+            lane_slow = has_lead & slow[first]
+            v_lane = np.where(lane_slow, np.minimum(v_target, v_allow[first]), v_target)
+        lane_pos = np.argmin(np.abs(d_end_c[:, None] - lane_c[None]), axis=1)
         v_target_c = v_lane[lane_pos]
-        costs['progress'] = (p.w_speed * np.mean((speed - v_target_c[:, None]) ** 2, axis=1)
+        costs['progress'] = (p.w_speed * np.mean((speed - v_ref[lane_pos]) ** 2, axis=1)
                              + p.w_lane_speed * (v_target - v_target_c) ** 2)
         costs['comfort'] = (p.w_accel * np.mean(a_lon ** 2, axis=1)
                             + p.w_lat_accel * np.mean(a_lat ** 2, axis=1)
@@ -429,8 +632,31 @@ class ClassicalPlanner:
                                 np.maximum(-a_lon - p.comfort_decel_mps2, 0.0) ** 2, axis=1))
         lane_now = int(road.lane_index_of(d0))
         lane_end = road.lane_index_of(d_end_c)
+        same_dir = ~oncoming
+        lanes_right = (np.cumsum(same_dir) - same_dir) * same_dir       # same-direction lanes right
         costs['lane'] = (p.w_lane_offset * (d_end_c - road.nearest_lane_center_d(d_end_c)) ** 2
-                         + p.w_lane_change * np.abs(lane_end - lane_now))
+                         + p.w_lane_change * np.abs(lane_end - lane_now)
+                         + p.w_keep_right * lanes_right[lane_pos]
+                         + p.w_oncoming_lane * oncoming[lane_pos]
+                         + p.w_leave_traffic * (len(lead_now) > 0 and not passable)
+                         * (lane_end != lane_now))
+        # entering an oncoming lane: only to pass something passable, and only if it stays clear
+        # of oncoming traffic for the whole pass
+        oncoming_ok = np.ones(n_c, bool)
+        lane_now_pos = int(np.argmin(np.abs(d0 - lane_c)))
+        asked = instruction.kind in ('change_lane_left', 'change_lane_right')
+        if oncoming.any() and not oncoming[lane_now_pos]:
+            clear = np.ones(n_lanes, bool)
+            if n_obj:
+                meet_s = (s_obj[:, 0] - ext_s[:, 0] - s0 - front_m) \
+                    / np.maximum(v_target + np.maximum(-v_obj_s0, 0.0), 0.5)          # (N,)
+                near = np.abs(d_obj[None, :, 0] - lane_c[:, None]) \
+                    < road.lane_width_m[:, None] / 2 + ext_d[None, :, 0]
+                near &= (s_obj[None, :, 0] + ext_s[None, :, 0] > s0 - length)
+                blocking = near & (meet_s[None] < t_pass)
+                clear = ~blocking.any(axis=1)
+            allowed = clear & (passable | asked)
+            oncoming_ok = ~oncoming[lane_pos] | allowed[lane_pos]
         mismatch = np.zeros(n_c)
         if instruction.kind in ('change_lane_left', 'change_lane_right'):
             want = lane_now + (1 if instruction.kind == 'change_lane_left' else -1)
@@ -442,6 +668,20 @@ class ClassicalPlanner:
         elif instruction.kind == 'keep_lane':
             mismatch = (lane_end != lane_now).astype(float)
         costs['instruction'] = p.w_instruction * mismatch
+        limits_ok &= oncoming_ok
+        # consistency: departure from the previous plan over the times both cover
+        costs['consistency'] = np.zeros(n_c)
+        if self._previous is not None and p.w_consistency > 0:
+            prev_stamp, prev_t, prev_poses = self._previous
+            lag = (stamp_ns - prev_stamp) / 1e9
+            if 0 < lag <= 1.0:
+                T_base_odom = np.linalg.inv(ego.T_odom_base())
+                prev_xy = prev_poses[:, :2] @ T_base_odom[:2, :2].T + T_base_odom[:2, 3]
+                overlap = t + lag <= prev_t[-1] + 1e-6
+                px = np.interp(t[overlap] + lag, prev_t, prev_xy[:, 0])
+                py = np.interp(t[overlap] + lag, prev_t, prev_xy[:, 1])
+                costs['consistency'] = p.w_consistency * np.mean(
+                    (x[:, overlap] - px) ** 2 + (y[:, overlap] - py) ** 2, axis=1)
 
         # ---- objects: collisions, clearance and headway. Candidates within the limits first;
         # the others only when none of those is collision-free (degraded / emergency choice).
@@ -511,11 +751,12 @@ class ClassicalPlanner:
                          + np.maximum(-a_lon.min(axis=1) / p.max_decel_mps2 - 1, 0)
                          + np.maximum(np.abs(a_lat).max(axis=1) / p.max_lat_accel_mps2 - 1, 0)
                          + np.maximum(outside[:, 1:].max(axis=1) - outside[:, 0], 0)
-                         + (~geometry_ok))
+                         + (~geometry_ok) + (~oncoming_ok))
             best = int(np.argmin(np.where(collision_free, 1e3 * violation + total, np.inf)))
             broken = [name for name, ok in (('speed', speed_ok), ('accel', accel_ok),
                                             ('lateral accel', lat_ok), ('road', road_ok),
-                                            ('geometry', geometry_ok)) if not ok[best]]
+                                            ('geometry', geometry_ok),
+                                            ('oncoming traffic', oncoming_ok)) if not ok[best]]
             status = 'degraded'
             notes.append('no candidate met every limit; violates: ' + ', '.join(broken))
         else:
@@ -531,9 +772,12 @@ class ClassicalPlanner:
         poses_base = np.c_[x[best], y[best], yaw[best]]
         plan, dense = self._make_plans(scene, poses_base, speed[best], full_status,
                                        best_costs['total'])
+        self._previous = (stamp_ns, t.copy(), np.vstack([[ego.x, ego.y, ego.yaw_rad], dense.poses]))
         debug = {'n_feasible': int(feasible.sum()), 'n_collision_checked': int(evaluated.sum()),
                  'n_collision_free': int((collision_free & evaluated).sum()),
                  'instruction': instruction.kind, 'longitudinal': kinds[lon_index[best]],
                  'lateral_target_m': float(d_end_c[best]), 'speed_target_mps': v_target,
-                 'speed_limit_mps': limit, 'stop_s_m': stop_s.tolist(), 's0_m': s0, 'd0_m': d0}
+                 'speed_limit_mps': limit, 'desired_speed_mps': v_des,
+                 'passable_lead': bool(passable), 'oncoming_lanes': oncoming.tolist(),
+                 'stop_s_m': stop_s.tolist(), 's0_m': s0, 'd0_m': d0}
         return PlanResult(plan, n_c, best_costs, full_status, dense, notes, debug)

@@ -171,12 +171,15 @@ class Road:
     """
 
     def __init__(self, reference: ReferenceLine, lane_offsets: np.ndarray, lane_center_d_m: np.ndarray,
-                 lane_width_m: np.ndarray, assumed_lane: bool, notes: list):
+                 lane_width_m: np.ndarray, assumed_lane: bool, notes: list, lane_oncoming=None):
         order = np.argsort(lane_center_d_m)
         self.reference = reference
         self.lane_offsets = np.asarray(lane_offsets, dtype=np.int64)[order]
         self.lane_center_d_m = np.asarray(lane_center_d_m, dtype=np.float64)[order]
         self.lane_width_m = np.asarray(lane_width_m, dtype=np.float64)[order]
+        # lanes whose centre line runs against the reference (oncoming traffic)
+        self.lane_oncoming = (np.zeros(len(order), bool) if lane_oncoming is None
+                              else np.asarray(lane_oncoming, dtype=bool)[order])
         self.left_edge_d_m = float(np.max(self.lane_center_d_m + self.lane_width_m / 2))
         self.right_edge_d_m = float(np.min(self.lane_center_d_m - self.lane_width_m / 2))
         self.assumed_lane = assumed_lane
@@ -209,17 +212,21 @@ class Road:
             ego = [usable[int(np.argmin(dist))]]
             notes.append(f'no lane with offset 0; using lane {ego[0][0]} as ego lane')
         ref = ReferenceLine(ego[0][2])
-        offsets, centers, widths = [], [], []
+        offsets, centers, widths, oncoming = [], [], [], []
         for offset, width, pts in usable:
             if pts is ego[0][2]:
-                centre = 0.0
+                centre, against = 0.0, False
             else:
-                _, d = ref.project(pts)
+                s, d = ref.project(pts)
                 centre = float(np.median(d))
+                # centre lines are ordered along their driving direction: one that runs against
+                # the reference is an oncoming lane
+                against = bool(np.median(np.diff(s)) < 0) if len(s) >= 2 else False
             offsets.append(offset)
             centers.append(centre)
             widths.append(width)
-        return cls(ref, offsets, centers, widths, False, notes)
+            oncoming.append(against)
+        return cls(ref, offsets, centers, widths, False, notes, oncoming)
 
     def lane_index_of(self, d_m) -> np.ndarray:
         """Position (in lanes, 0 = ego lane, + left) of the lane nearest to offset(s) d_m."""

@@ -81,3 +81,39 @@ def predict_constant_velocity(objects, t_s, growth_mps: dict | None = None,
         t_s=t, center_xy=center_t, yaw_rad=np.repeat(yaw[:, None], len(t), axis=1),
         half_length_m=size[:, 0:1] / 2 + margin, half_width_m=size[:, 1:2] / 2 + margin,
         labels=labels, ids=np.array([int(o.id) for o in keep], dtype=np.int64), notes=notes)
+
+
+def follow_lane(pred: PredictedObjects, reference, max_heading_diff_rad: float = np.radians(30),
+                labels=('car', 'cyclist')) -> PredictedObjects:
+    """Vehicles driving along the road (heading within max_heading_diff_rad of the reference
+    line, either direction) keep their offset from it: they follow the curve instead of leaving
+    it on a straight line. `reference` is a frenet.ReferenceLine in the frame of `pred`.
+    The others keep their constant-velocity prediction. Returns a new PredictedObjects."""
+    n, n_t = pred.center_xy.shape[:2]
+    if n == 0 or n_t < 2:
+        return pred
+    t = pred.t_s
+    dt = t[1] - t[0]
+    vel = (pred.center_xy[:, 1] - pred.center_xy[:, 0]) / dt                    # (N, 2)
+    s0, d0 = reference.project(pred.center_xy[:, 0])
+    _, _, th, _ = reference.frame_at(s0)
+    c, s = np.cos(th), np.sin(th)
+    v_s = vel[:, 0] * c + vel[:, 1] * s
+    v_d = -vel[:, 0] * s + vel[:, 1] * c
+    speed = np.hypot(v_s, v_d)
+    along = (np.abs(v_d) <= np.tan(max_heading_diff_rad) * np.abs(v_s)) & (speed > 0.5) \
+        & np.isin(np.array(pred.labels, dtype=object), list(labels)) & np.isfinite(s0)
+    if not along.any():
+        return pred
+    idx = np.flatnonzero(along)
+    s_t = s0[idx, None] + v_s[idx, None] * t[None]
+    d_t = d0[idx, None] + v_d[idx, None] * t[None]
+    x, y, yaw_ref = reference.to_cartesian(s_t, d_t)
+    center = pred.center_xy.copy()
+    center[idx] = np.stack([x, y], -1)
+    yaw = pred.yaw_rad.copy()
+    # keep the box's yaw relative to the road
+    rel = pred.yaw_rad[idx, :1] - th[idx, None]
+    yaw[idx] = yaw_ref + rel
+    return PredictedObjects(pred.t_s, center, yaw, pred.half_length_m, pred.half_width_m,
+                            pred.labels, pred.ids, pred.notes)
