@@ -75,7 +75,7 @@ def replay_through_graph(bag: str | os.PathLike, out_dir: str | os.PathLike, rat
         time.sleep(1.0)  # let the recorder's subscriptions match the graph's publishers
         from fmdrive.bags.replay import replay
         stats = replay(str(bag), rate=rate, restamp=True, progress=progress,
-                       wait_for_subscribers=[config.TOPICS['points'], config.TOPICS['odometry']])
+                       wait_for_subscribers=[config.TOPICS[k] for k in ('points', 'odometry', 'image', 'camera_info')])
         time.sleep(settle_s)  # the last frames travel through the graph
         dead = graph.dead()
         if dead:

@@ -160,7 +160,7 @@ def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_pause
     bar = tqdm(total=None if loop else per_pass, unit='msg', desc='replay', disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     try:
-        _wait_for_subscribers(node, executor, wait_for_subscribers, stop_event)
+        _wait_for_subscribers(node, executor, publishers, wait_for_subscribers, stop_event)
         if start_paused and not stop_event.is_set():
             publish_clock(reader.start_ns)
             node.get_logger().info(f'paused: publish std_msgs/Empty on '
@@ -217,12 +217,15 @@ def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_pause
             'wall_s': round(time.monotonic() - t_begin, 3), 'interrupted': stop_event.is_set()}
 
 
-def _wait_for_subscribers(node, executor, topics, stop_event) -> None:
+def _wait_for_subscribers(node, executor, publishers, topics, stop_event) -> None:
+    """Until each topic has a subscriber and our publisher has matched every subscriber the graph
+    shows (a discovered subscription is not yet a matched one: messages sent in between are lost)."""
     if not topics:
         return
     last_log = time.monotonic()
     while not stop_event.is_set():
-        missing = [t for t in topics if node.count_subscribers(t) == 0]
+        missing = [t for t in topics if node.count_subscribers(t) == 0
+                   or (t in publishers and publishers[t].get_subscription_count() < node.count_subscribers(t))]
         if not missing:
             time.sleep(SUBSCRIBER_SETTLE_S)
             return
