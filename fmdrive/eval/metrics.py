@@ -187,26 +187,21 @@ def detection_metrics(detections_per_frame, gt_frames, classes=CLASSES, iou_thre
 
 
 # ============================================================== tracking
-def id_switches(tracks_per_frame, gt_frames, gate_m: float = 2.0) -> dict:
-    """CLEAR-MOT identity switches: a GT object whose matched track id differs from its last one.
-
-    Per frame, GT-track pairs of the previous frame are kept while their centres stay within
-    gate_m; the rest are assigned by the Hungarian method on BEV centre distance (gated).
-    Tracks with id 0 (untracked) are ignored. Returns {"id_switches", "tracks", "matches"}.
-    """
+def clear_mot_pairs(tracks_per_frame, gt_frames, gate_m: float = 2.0) -> list[dict]:
+    """Per frame {gt id: track id}, CLEAR-MOT style: the previous frame's GT-track pairs are kept
+    while their centres stay within gate_m; the rest are assigned by the Hungarian method on BEV
+    centre distance (gated). Tracks with id 0 (untracked) are ignored."""
     from scipy.optimize import linear_sum_assignment
     if len(tracks_per_frame) != len(gt_frames):
         raise ValueError(f'tracks_per_frame has {len(tracks_per_frame)} frames but gt_frames has '
                          f'{len(gt_frames)}; pass one (possibly empty) list per frame')
-    last_track_of_gt: dict[int, int] = {}
     prev_pairs: dict[int, int] = {}                                   # gt id -> track id
-    switches = matches = 0
-    track_ids: set[int] = set()
+    out = []
     for tracks, gt in zip(tracks_per_frame, gt_frames):
         tracks = [t for t in tracks if t.id != 0]
-        track_ids.update(int(t.id) for t in tracks)
         if not tracks or not gt.objects:
             prev_pairs = {}
+            out.append({})
             continue
         t_xy = np.array([t.center[:2] for t in tracks])
         g_xy = np.array([o.center[:2] for o in gt.objects])
@@ -229,12 +224,23 @@ def id_switches(tracks_per_frame, gt_frames, gate_m: float = 2.0) -> dict:
             for r, c in zip(rows, cols):
                 if sub[r, c] <= gate_m:
                     pairs[int(gt.objects[free_g[r]].id)] = int(tracks[free_t[c]].id)
+        out.append(pairs)
+        prev_pairs = pairs
+    return out
+
+
+def id_switches(tracks_per_frame, gt_frames, gate_m: float = 2.0) -> dict:
+    """CLEAR-MOT identity switches: a GT object whose matched track id (clear_mot_pairs) differs
+    from its last one. Returns {"id_switches", "tracks", "matches"}."""
+    last_track_of_gt: dict[int, int] = {}
+    switches = matches = 0
+    for pairs in clear_mot_pairs(tracks_per_frame, gt_frames, gate_m):
         for gid, tid in pairs.items():
             if gid in last_track_of_gt and last_track_of_gt[gid] != tid:
                 switches += 1
             last_track_of_gt[gid] = tid
         matches += len(pairs)
-        prev_pairs = pairs
+    track_ids = {int(t.id) for tracks in tracks_per_frame for t in tracks if t.id != 0}
     return {'id_switches': switches, 'tracks': len(track_ids), 'matches': matches}
 
 
