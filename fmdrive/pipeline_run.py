@@ -30,6 +30,11 @@ HOP_TOPICS = (config.TOPICS['lidar_objects'], config.TOPICS['objects'], config.T
 RECORD_TOPICS = config.OUTPUT_TOPICS
 
 
+def expected_subscribers(nodes, keys) -> dict:
+    """{topic: how many graph nodes subscribe to it} for the given config.TOPICS keys."""
+    return {config.TOPICS[k]: sum(k in n.inputs for n in nodes) for k in keys}
+
+
 def _wait_for_subscriptions(name: str, topics, proc: subprocess.Popen, timeout_s: float = 30.0):
     """Until the process's node `name` has subscribed to all `topics`."""
     import rclpy
@@ -75,7 +80,7 @@ def replay_through_graph(bag: str | os.PathLike, out_dir: str | os.PathLike, rat
         time.sleep(1.0)  # let the recorder's subscriptions match the graph's publishers
         from fmdrive.bags.replay import replay
         stats = replay(str(bag), rate=rate, restamp=True, progress=progress,
-                       wait_for_subscribers=[config.TOPICS[k] for k in ('points', 'odometry', 'image', 'camera_info')])
+                       wait_for_subscribers=expected_subscribers(graph.nodes, ('points', 'odometry', 'image')))
         time.sleep(settle_s)  # the last frames travel through the graph
         dead = graph.dead()
         if dead:

@@ -102,8 +102,8 @@ def replay(bag, rate: float = 1.0, loop: bool = False, topics=None, restamp: boo
     qos: 'reliable' or 'sensor' (fmdrive.config.QOS) for all but latched topics.
     clock: publish /clock (the bag's own /clock topic is then skipped).
     start_paused: publish /clock at the start time, then wait for a message on ~/resume
-    (std_msgs/Empty) or Enter on a terminal. wait_for_subscribers: topics that must each have a
-    subscriber before the first message (then 0.5 s). stop: an Event that ends the replay
+    (std_msgs/Empty) or Enter on a terminal. wait_for_subscribers: topics (or {topic: number of
+    subscribers}) whose subscribers must be matched before the first message (then 0.5 s). stop: an Event that ends the replay
     (Ctrl-C does too). Returns {'published': {topic: n}, 'late_ms_p50', 'late_ms_p99',
     'late_ms_max', 'loops', 'wall_s', 'interrupted'}.
     """
@@ -218,14 +218,21 @@ def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_pause
 
 
 def _wait_for_subscribers(node, executor, publishers, topics, stop_event) -> None:
-    """Until each topic has a subscriber and our publisher has matched every subscriber the graph
-    shows (a discovered subscription is not yet a matched one: messages sent in between are lost)."""
+    """Until our publisher of each topic has matched its subscribers: at least the given number
+    when `topics` is {topic: count} (a new process discovers the others one by one, so "every
+    subscriber seen so far" can be too few), else at least one and every one discovered so far.
+    A discovered subscription is not yet a matched one: messages sent in between are lost."""
     if not topics:
         return
+    expected = dict(topics) if isinstance(topics, dict) else {t: 1 for t in topics}
     last_log = time.monotonic()
+
+    def matched(t):
+        return publishers[t].get_subscription_count() if t in publishers else node.count_subscribers(t)
+
     while not stop_event.is_set():
-        missing = [t for t in topics if node.count_subscribers(t) == 0
-                   or (t in publishers and publishers[t].get_subscription_count() < node.count_subscribers(t))]
+        missing = [t for t, n in expected.items()
+                   if matched(t) < max(n, node.count_subscribers(t), 1)]
         if not missing:
             time.sleep(SUBSCRIBER_SETTLE_S)
             return

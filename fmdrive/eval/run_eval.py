@@ -51,6 +51,8 @@ def aggregate(runs: list[dict]) -> dict:
         if present and all(isinstance(v, dict) for v in present):
             keys = dict.fromkeys(k for v in present for k in v)
             return {k: merge([v.get(k) for v in present], k) for k in keys}
+        if not present:
+            return None
         nums = [v for v in present if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if nums and len(nums) == len(present):
             return int(sum(nums)) if key in COUNT_KEYS else float(np.mean(nums))
