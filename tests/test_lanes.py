@@ -109,3 +109,17 @@ def test_marking_threshold_sits_well_above_the_asphalt():
                                     np.zeros(8)])
 def test_degenerate_ground_gives_no_lanes(points):
     assert detect_lanes(points, lane_width_m=3.5, params=LaneParams()) == []
+
+
+def test_offset_peaks_between_two_clumps_never_raise():
+    """Regression: a smoothed-histogram peak between two clumps of paint had no point within the
+    inlier distance, and np.ptp of nothing raised (seen on a simulated intersection sweep)."""
+    from fmdrive.perception import lanes
+    params = lanes.LaneParams()
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        n = int(rng.integers(params.min_marking_points, 4 * params.min_marking_points))
+        centres = rng.uniform(-8, 8, int(rng.integers(1, 4)))
+        offsets = np.concatenate([c + rng.choice([-1, 1], n) * rng.uniform(0.25, 0.45, n) for c in centres])
+        peaks = lanes._offset_peaks(offsets, rng.uniform(0, 30, len(offsets)), params)
+        assert all(np.isfinite(peaks))

@@ -121,7 +121,9 @@ def _offset_peaks(offsets, x, params: LaneParams):
     refined = []
     for p in peaks:
         near = np.abs(offsets - p) < params.inlier_distance_m
-        if np.ptp(x[near]) >= params.min_line_span_m:     # paint runs along the road, speckle not
+        # the smoothed histogram counts whole bins, so a peak between two clumps can have no
+        # point within the inlier distance itself: such a peak is no line
+        if near.sum() >= params.min_marking_points and np.ptp(x[near]) >= params.min_line_span_m:
             refined.append(float(np.median(offsets[near])))
     return sorted(refined)
 
