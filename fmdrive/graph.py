@@ -118,10 +118,9 @@ class GraphProcesses:
         """Until every node has subscribed to all its inputs and every topic between nodes has its
         publisher (a node is visible on the graph before it has finished starting, and frames sent
         before its subscriptions match are lost); raises with the node's log if one died."""
-        import rclpy
-        ctx = rclpy.Context()
-        rclpy.init(context=ctx)
-        probe = rclpy.create_node('fmdrive_graph_probe', context=ctx)
+        from fmdrive.rosenv import close_node, open_node
+        probe_handles = open_node('fmdrive_graph_probe')
+        probe = probe_handles[1]
         try:
             deadline = time.monotonic() + timeout_s
             want = {n.name for n in self.nodes}
@@ -137,8 +136,7 @@ class GraphProcesses:
             missing = want - set(probe.get_node_names())
             raise GraphError(f'nodes not up after {timeout_s:.0f} s: {", ".join(sorted(missing))}')
         finally:
-            probe.destroy_node()
-            rclpy.shutdown(context=ctx)
+            close_node(*probe_handles)
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
         for p in self.procs.values():

@@ -22,7 +22,7 @@ import numpy as np
 
 from fmdrive import config
 from fmdrive.graph import GraphError, GraphProcesses, die_with_parent, subscribes
-from fmdrive.rosenv import random_domain_id, ros_env
+from fmdrive.rosenv import close_node, open_node, random_domain_id, ros_env
 
 # hops measured from the LiDAR stamp, in pipeline order
 HOP_TOPICS = (config.TOPICS['lidar_objects'], config.TOPICS['objects'], config.TOPICS['scene'],
@@ -37,10 +37,8 @@ def expected_subscribers(nodes, keys) -> dict:
 
 def _wait_for_subscriptions(name: str, topics, proc: subprocess.Popen, timeout_s: float = 30.0):
     """Until the process's node `name` has subscribed to all `topics`."""
-    import rclpy
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    probe = rclpy.create_node('fmdrive_probe_recorder', context=ctx)
+    probe_handles = open_node('fmdrive_probe_recorder')
+    probe = probe_handles[1]
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -51,8 +49,7 @@ def _wait_for_subscriptions(name: str, topics, proc: subprocess.Popen, timeout_s
             time.sleep(0.2)
         raise GraphError(f'{name} did not come up within {timeout_s:.0f} s')
     finally:
-        probe.destroy_node()
-        rclpy.shutdown(context=ctx)
+        close_node(*probe_handles)
 
 
 def replay_through_graph(bag: str | os.PathLike, out_dir: str | os.PathLike, rate: float = 1.0,

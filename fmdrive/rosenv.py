@@ -39,3 +39,26 @@ def random_domain_id() -> int:
 def apply_to_this_process(domain_id: int | None = None) -> None:
     """Set the variables in this process before rclpy.init() (DDS reads them at participant creation)."""
     os.environ.update(ros_env(domain_id))
+
+
+def open_node(name: str):
+    """(context, node, executor): an rclpy node in its own context, without rclpy's signal handlers
+    (the caller decides what Ctrl-C means), for tools such as replay, record and graph probes."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node(name, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    return context, node, executor
+
+
+def close_node(context, node, executor) -> None:
+    """Undo open_node (safe after an external shutdown of the context)."""
+    import rclpy
+    executor.shutdown()
+    node.destroy_node()
+    if context.ok():
+        rclpy.shutdown(context=context)

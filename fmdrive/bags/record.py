@@ -55,18 +55,14 @@ def record(topics, out_path, duration_s: float | None = None,
         raise ValueError('record needs at least one topic')
     if qos not in QOS:
         raise ValueError(f'unknown qos {qos!r}; choose one of {", ".join(QOS)}')
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
+    from rclpy.executors import ExternalShutdownException
     from tqdm import tqdm
+
+    from fmdrive.rosenv import close_node, open_node
 
     topics = list(dict.fromkeys(topics))
     writer = BagWriter(out_path, overwrite=overwrite)  # BagError if it exists
-    context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node(node_name, context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
+    context, node, executor = open_node(node_name)
     counts = {t: 0 for t in topics}
     pending = list(topics)
     last_message = [time.monotonic()]
@@ -117,10 +113,7 @@ def record(topics, out_path, duration_s: float | None = None,
         pass
     finally:
         bar.close()
-        executor.shutdown()
-        node.destroy_node()
-        if context.ok():
-            rclpy.shutdown(context=context)
+        close_node(context, node, executor)
         writer.close()
     if pending:
         print(f'record: never saw a publisher of {", ".join(pending)}', file=sys.stderr)

@@ -127,21 +127,16 @@ def replay(bag, rate: float = 1.0, loop: bool = False, topics=None, restamp: boo
 
 def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_paused,
          wait_for_subscribers, progress, node_name, stop_event) -> dict:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
     from rclpy.serialization import deserialize_message
-    from rclpy.signals import SignalHandlerOptions
     from rosgraph_msgs.msg import Clock
     from std_msgs.msg import Empty
     from tqdm import tqdm
 
     from fmdrive.msgs import ns_to_stamp
+    from fmdrive.rosenv import close_node, open_node
 
-    context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node(node_name, context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
+    context, node, executor = open_node(node_name)
     publishers = {t: node.create_publisher(classes[t], t,
                                            qos_profile(QOS[default_qos_name(t, qos)]))
                   for t in selected}
@@ -205,10 +200,7 @@ def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_pause
         stop_event.set()
     finally:
         bar.close()
-        executor.shutdown()
-        node.destroy_node()
-        if context.ok():
-            rclpy.shutdown(context=context)
+        close_node(context, node, executor)
     late_ms = np.asarray(late_s) * 1e3
     pick = (lambda q: round(float(np.percentile(late_ms, q)), 3)) if late_ms.size else \
         (lambda q: None)
