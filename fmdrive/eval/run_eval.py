@@ -50,7 +50,8 @@ def aggregate(runs: list[dict]) -> dict:
         present = [v for v in values if v is not None]
         if present and all(isinstance(v, dict) for v in present):
             keys = dict.fromkeys(k for v in present for k in v)
-            return {k: merge([v.get(k) for v in present], k) for k in keys}
+            # inside a count (e.g. num_gt per class) every number is a count too
+            return {k: merge([v.get(k) for v in present], key if key in COUNT_KEYS else k) for k in keys}
         if not present:
             return None
         nums = [v for v in present if isinstance(v, (int, float)) and not isinstance(v, bool)]
