@@ -22,6 +22,7 @@ from fmdrive import config
 from fmdrive.msgs import MessageError, stamp_to_ns
 
 WINDOW = 200  # samples kept for p50/p99 on /diagnostics
+RECENT_WARNING_S = 5.0  # a warning keeps the node's status at WARN this long
 
 
 def _bad_input_errors() -> tuple:
@@ -80,8 +81,10 @@ class FmdriveNode(Node):
         self._latency_ms = collections.deque(maxlen=WINDOW)
         self._internal_errors = 0
         self._last_warning = ''
+        self._last_warning_time = -1e9
         self._warn_times: dict[str, float] = {}
         self._mode = 'ok'
+        self.diag_values: dict[str, str] = {}   # node-specific entries for /diagnostics
         self._running = True
         self._diag_pub = self.create_publisher(DiagnosticArray, config.TOPICS['diagnostics'], make_qos('reliable', 10))
         self.create_timer(float(self.p['diagnostics_period_s']), self.publish_diagnostics)
@@ -173,6 +176,7 @@ class FmdriveNode(Node):
         """A rate-limited warning (per key) that also shows on /diagnostics."""
         self._last_warning = text
         now = time.monotonic()
+        self._last_warning_time = now
         key = key or text
         if now - self._warn_times.get(key, -1e9) >= period_s:
             self._warn_times[key] = now
@@ -199,8 +203,9 @@ class FmdriveNode(Node):
         bad = sum(s.bad for s in self._inputs.values())
         dropped = sum(s.dropped for s in self._inputs.values())
         degraded = self._mode != 'ok'
-        st.level = DiagnosticStatus.WARN if (degraded or self._last_warning) else DiagnosticStatus.OK
-        st.message = self._mode if degraded else (self._last_warning or 'ok')
+        recent = time.monotonic() - self._last_warning_time < RECENT_WARNING_S
+        st.level = DiagnosticStatus.WARN if (degraded or recent) else DiagnosticStatus.OK
+        st.message = self._mode if degraded else (self._last_warning if recent else 'ok')
         proc, lat = list(self._processing_ms), list(self._latency_ms)
         values = {
             'mode': self._mode,
@@ -212,6 +217,7 @@ class FmdriveNode(Node):
             'dropped_inputs': str(dropped), 'bad_inputs': str(bad),
             'internal_errors': str(self._internal_errors),
             'last_warning': self._last_warning,
+            **self.diag_values,
         }
         for topic, s in self._inputs.items():
             values[f'{topic}/rate_hz'] = f'{s.rate_hz():.2f}'

@@ -31,6 +31,7 @@ class FusionNode(FmdriveNode):
         self.core = FusionCore(FusionParams(**{k: v for k, v in self.p.items() if k in known}))
         self.camera = self.load_camera_model()
         self.lanes = collections.deque(maxlen=10)  # (stamp_ns, [Lane])
+        self.diag_values['modalities'] = 'lidar'   # camera joins with the learned camera encoder
         self.pub_objects = self.create_publisher(ObjectArray, config.TOPICS['objects'], make_qos('reliable'))
         self.pub_scene = self.create_publisher(SceneDescription, config.TOPICS['scene'], make_qos('reliable'))
         self.subscribe('odometry', Odometry, self.on_odometry, self.sensor_qos())
@@ -61,7 +62,7 @@ class FusionNode(FmdriveNode):
         result = self.core.update(msg_to_objects(msg), stamp_ns, self.lanes_at(stamp_ns))
         for w in result.warnings:
             self.warn(w, key=w[:40])
-        self.set_mode('lidar_only' if not result.warnings else 'degraded: ' + result.warnings[0])
+        self.set_mode('ok' if not result.warnings else 'degraded: ' + result.warnings[0])
         base = config.FRAMES['base']
         self.pub_objects.publish(objects_to_msg(result.objects_base, stamp_ns, base, 'fusion'))
         if result.scene is not None:
