@@ -193,13 +193,8 @@ def main(argv=None) -> int:
     if args.role == 'sub':
         run_subscriber(args.images, args.clouds, args.timeout)
         return 0
-    figures = measure(args.quick)
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for key, value in figures.items():
-            print(f'{key:36s} {value}')
-    return 0
+    from fmdrive.cli import main as fmdrive_main   # prints like every other `fmdrive bench`
+    return fmdrive_main(['bench', 'transport'] + ['--quick'] * args.quick + ['--json'] * args.json)
 
 
 if __name__ == '__main__':

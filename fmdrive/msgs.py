@@ -66,6 +66,15 @@ _IMAGE_ENCODINGS = {
 }
 
 
+def _data_buffer(msg, what: str, step_name: str, step: int, height: int) -> memoryview:
+    """msg.data as bytes, checked to hold step*height bytes (MessageError when truncated)."""
+    buffer = memoryview(msg.data).cast('B')
+    if len(buffer) < step * height:
+        raise MessageError(f'{what} data is truncated: {len(buffer)} bytes, expected {step_name}*height = '
+                           f'{step}*{height} = {step * height}')
+    return buffer
+
+
 def image_to_rgb(msg: Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB of an Image (rgb8, bgr8, rgba8, bgra8 or mono8).
 
@@ -85,10 +94,7 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     if step < width * channels:
         raise MessageError(f'image step {step} is smaller than width*channels = {width}*{channels}'
                            f' = {width * channels} bytes for {encoding}; the header is wrong')
-    buffer = memoryview(msg.data).cast('B')
-    if len(buffer) < step * height:
-        raise MessageError(f'image data is truncated: {len(buffer)} bytes, expected step*height = '
-                           f'{step}*{height} = {step * height}')
+    buffer = _data_buffer(msg, 'image', 'step', step, height)
     pixels = np.ndarray((height, width, channels), dtype=np.uint8, buffer=buffer,
                         strides=(step, channels, 1))
     if encoding == 'mono8':
@@ -174,10 +180,7 @@ def pointcloud2_to_xyzi(msg: PointCloud2, with_ring: bool = False) -> np.ndarray
     if row_step < width * point_step:
         raise MessageError(f'point cloud row_step {row_step} is smaller than width*point_step = '
                            f'{width}*{point_step}; the header is wrong')
-    buffer = memoryview(msg.data).cast('B')
-    if len(buffer) < row_step * height:
-        raise MessageError(f'point cloud data is truncated: {len(buffer)} bytes, expected '
-                           f'row_step*height = {row_step}*{height} = {row_step * height}')
+    buffer = _data_buffer(msg, 'point cloud', 'row_step', row_step, height)
     if (names[:4] == ['x', 'y', 'z', 'intensity'] and offsets[:4] == [0, 4, 8, 12]
             and all(f == np.dtype('<f4') for f in formats[:4]) and len(names) == len(columns)
             and not with_ring and point_step % 4 == 0 and row_step == width * point_step):
