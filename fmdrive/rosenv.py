@@ -31,9 +31,32 @@ def ros_env(domain_id: int | None = None, large_messages: bool = True, base: dic
     return env
 
 
+_DOMAIN_LOCK_DIR = os.path.join(os.environ.get('TMPDIR', '/tmp'), 'fmdrive-ros-domains')
+_held_domain_locks: dict[int, int] = {}
+
+
 def random_domain_id() -> int:
-    """A domain id for an isolated run (tests, benchmarks): parallel runs must not see each other."""
-    return random.SystemRandom().randint(10, 101)
+    """A domain id for an isolated run (tests, benchmarks) that no other fmdrive process on this host
+    holds: each id is claimed with an exclusive flock on a file, kept until this process exits (the
+    kernel drops the lock however the process dies), so parallel test runs can never share a domain.
+    Domain 0 (everyone's default) and the low ids are left to the user's own graphs."""
+    import fcntl
+    os.makedirs(_DOMAIN_LOCK_DIR, exist_ok=True)
+    candidates = list(range(10, 102))
+    random.SystemRandom().shuffle(candidates)
+    for domain in candidates:
+        if domain in _held_domain_locks:
+            continue
+        fd = os.open(os.path.join(_DOMAIN_LOCK_DIR, f'{domain}.lock'), os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _held_domain_locks[domain] = fd
+        return domain
+    raise RuntimeError(f'no free ROS domain id: all of 10-101 are held by other fmdrive processes '
+                       f'(locks in {_DOMAIN_LOCK_DIR})')
 
 
 def apply_to_this_process(domain_id: int | None = None) -> None:
