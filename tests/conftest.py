@@ -1,10 +1,24 @@
-"""Shared fixtures: an isolated ROS domain per test session, a running graph, a probe node."""
+"""Shared fixtures: an isolated ROS domain per test session, a running graph, a probe node.
+
+Tests that use DDS (any test that asks for ros_domain, probe or running_graph, directly or through
+another fixture) are marked `ros` here, so `pytest -m "not ros"` runs the unit tests alone.
+Synchronisation is always on an observable condition (matched endpoints, values on /diagnostics,
+messages received), never on time.
+"""
 import os
 import time
 
 import pytest
 
 from fmdrive.rosenv import random_domain_id, ros_env
+
+DDS_FIXTURES = {'ros_domain', 'probe', 'running_graph'}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if DDS_FIXTURES & set(getattr(item, 'fixturenames', ())):
+            item.add_marker(pytest.mark.ros)
 
 
 @pytest.fixture(scope='session')
@@ -13,6 +27,11 @@ def ros_domain():
     domain = random_domain_id()
     os.environ.update(ros_env(domain))
     return domain
+
+
+def diagnostics_name(node_name: str) -> str:
+    """The DiagnosticStatus.name a graph node publishes under."""
+    return f'fmdrive/{node_name}'
 
 
 class Probe:
@@ -29,11 +48,32 @@ class Probe:
         self.executor.add_node(self.node)
         self.received = {}
         self.pubs = {}
+        self.diagnostics = {}   # status name ('fmdrive/<node>') -> latest {key: value}
 
     def listen(self, topic, msg_type, qos=None):
         from fmdrive.nodes.base import make_qos
-        self.received.setdefault(topic, [])
+        if topic in self.received:
+            return
+        self.received[topic] = []
         self.node.create_subscription(msg_type, topic, self.received[topic].append, qos or make_qos('reliable'))
+
+    def watch_diagnostics(self):
+        """Subscribe to /diagnostics and keep the latest values of every status (the nodes publish
+        them in order over a reliable topic, so the latest is the newest)."""
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from fmdrive import config
+        from fmdrive.nodes.base import make_qos
+        topic = config.TOPICS['diagnostics']
+        if topic in self.received:
+            return
+        self.received[topic] = []
+
+        def on_diagnostics(msg):
+            self.received[topic].append(msg)
+            for st in msg.status:
+                self.diagnostics[st.name] = {v.key: v.value for v in st.values}
+        self.node.create_subscription(DiagnosticArray, topic, on_diagnostics, make_qos('reliable', 50))
 
     def publisher(self, topic, msg_type, qos=None):
         from fmdrive.nodes.base import make_qos
@@ -41,19 +81,41 @@ class Probe:
             self.pubs[topic] = self.node.create_publisher(msg_type, topic, qos or make_qos('reliable'))
         return self.pubs[topic]
 
-    def wait_for_subscribers(self, topics, timeout_s=20.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if all(self.pubs[t].get_subscription_count() > 0 for t in topics):
-                self.spin(0.5)  # let the reader side finish matching
-                return
-            self.spin(0.05)
-        raise AssertionError(f'no subscriber on {topics} after {timeout_s} s')
+    def wait_for_subscribers(self, topics, nodes=None, timeout_s=60.0):
+        """Until, for each topic, every graph node that declares it as an input (GRAPH[].inputs) has
+        subscribed to it and our publisher has matched that many subscriptions (plus our own, if we
+        listen to the topic too). A discovered subscription is not yet a matched one, and a count of
+        'at least one' is met by whichever node matches first."""
+        from fmdrive import config
+        from fmdrive.graph import GRAPH
+        key_of = {t: k for k, t in config.TOPICS.items()}
+        nodes = GRAPH if nodes is None else nodes
+        want = {t: {n.name for n in nodes if key_of[t] in n.inputs} for t in topics}
 
-    def spin(self, seconds):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.02)
+        def missing():
+            out = []
+            for t, names in want.items():
+                seen = {info.node_name for info in self.node.get_subscriptions_info_by_topic(t)}
+                expected = len(names) + (1 if t in self.received else 0)
+                if not names <= seen or self.pubs[t].get_subscription_count() < expected:
+                    out.append(f'{t} (want {", ".join(sorted(names))}; matched '
+                               f'{self.pubs[t].get_subscription_count()}/{expected})')
+            return out
+        if not self.spin_until(lambda: not missing(), timeout_s):
+            raise AssertionError(f'subscribers not matched after {timeout_s:.0f} s: {"; ".join(missing())}')
+
+    def wait_for_diagnostics(self, node_name, predicate, timeout_s=60.0, what=''):
+        """Until the latest /diagnostics of graph node `node_name` satisfies predicate({key: value});
+        returns those values. Call watch_diagnostics() first."""
+        name = diagnostics_name(node_name)
+
+        def ok():
+            kv = self.diagnostics.get(name)
+            return kv is not None and predicate(kv)
+        if not self.spin_until(ok, timeout_s):
+            raise AssertionError(f'{name} on /diagnostics: {what or "condition"} not met after {timeout_s:.0f} s; '
+                                 f'latest: {self.diagnostics.get(name)}')
+        return self.diagnostics[name]
 
     def spin_until(self, condition, timeout_s=15.0):
         end = time.monotonic() + timeout_s
@@ -67,6 +129,14 @@ class Probe:
         self.executor.shutdown()
         self.node.destroy_node()
         self.rclpy.shutdown(context=self.ctx)
+
+
+def counter(kv: dict, key: str) -> int:
+    """An integer counter from a node's /diagnostics values (0 when absent)."""
+    try:
+        return int(kv.get(key, 0))
+    except ValueError:
+        return 0
 
 
 @pytest.fixture

@@ -5,12 +5,13 @@ import math
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
 from fmdrive_msgs.msg import ObjectArray, SceneDescription
 from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
+from conftest import counter
 from fmdrive import config
+from fmdrive.graph import GRAPH
 from fmdrive.msgs import ego_to_odometry, ns_to_stamp, objects_to_msg, stamp_to_ns, xyzi_to_pointcloud2
 from fmdrive.objects import EgoState, Object3D
 
@@ -86,9 +87,36 @@ def good_cloud(stamp_ns):
     return xyzi_to_pointcloud2(pts, stamp_ns, 'lidar')
 
 
-@pytest.mark.timeout(240)
+def handled(kv: dict, topic: str) -> int:
+    """Messages of `topic` a node has finished with: each queued input ends as a bad input, an output
+    (the nodes record one per message they publish for) or an internal error, or was dropped."""
+    return (counter(kv, f'{topic}/bad') + counter(kv, 'outputs') + counter(kv, 'internal_errors')
+            + counter(kv, f'{topic}/dropped'))
+
+
+def send_one_at_a_time(probe, pub, topic, examiner, messages):
+    """Publish each message only after `examiner` (the node that decodes this input) has finished with
+    the previous one, as seen on its /diagnostics: its bounded queue never has to drop one."""
+    start = handled(probe.wait_for_diagnostics(examiner, lambda kv: True, what='a first report'), topic)
+    for i, (what, msg) in enumerate(messages, 1):
+        pub.publish(msg)
+        probe.wait_for_diagnostics(examiner, lambda kv: handled(kv, topic) >= start + i,
+                                   what=f'{topic} {what!r} handled')
+    return len(messages)
+
+
+def wait_received(probe, key, count):
+    """Until every graph node that reads config.TOPICS[key] reports `count` messages received."""
+    topic = T[key]
+    for node in GRAPH:
+        if key in node.inputs:
+            probe.wait_for_diagnostics(node.name, lambda kv: counter(kv, f'{topic}/received') >= count,
+                                       what=f'{count} received on {topic}')
+
+
+@pytest.mark.timeout(300)
 def test_no_bad_input_crashes_a_node_and_each_is_reported(running_graph, probe):
-    probe.listen(T['diagnostics'], DiagnosticArray)
+    probe.watch_diagnostics()
     probe.listen(T['lidar_objects'], ObjectArray)
     probe.listen(T['trajectory'], Path)
     from fmdrive.nodes.base import make_qos
@@ -101,28 +129,39 @@ def test_no_bad_input_crashes_a_node_and_each_is_reported(running_graph, probe):
         'scene': probe.publisher(T['scene'], SceneDescription),
     }
     probe.wait_for_subscribers([T[k] for k in pubs])
+    for node in GRAPH:  # every node reports, so the counters below start from what it says
+        probe.wait_for_diagnostics(node.name, lambda kv: True, what='a first report')
 
-    for _, msg in bad_clouds():
-        pubs['points'].publish(msg)
-        probe.spin(0.25)  # the node's queue holds 2: give it time so every bad cloud is examined
-    for _, msg in bad_images():
-        pubs['image'].publish(msg)
-        probe.spin(0.25)
-    for _, msg in bad_camera_infos():
+    # camera_info is latched with depth 1: one at a time, or a newer one replaces an unsent one
+    for i, (_, msg) in enumerate(bad_camera_infos(), 1):
         pubs['camera_info'].publish(msg)
-        probe.spin(0.1)
-    # odometry with NaN and stamps going backwards; objects with NaN; an empty scene
+        wait_received(probe, 'camera_info', i)
+    # odometry with NaN and stamps going backwards; objects with NaN; a scene with NaN speed
     odom = ego_to_odometry(STAMP0, EgoState(x=math.nan, y=0.0, yaw_rad=math.inf, speed_mps=math.nan))
     pubs['odometry'].publish(odom)
     pubs['odometry'].publish(ego_to_odometry(STAMP0 - 5 * 10**9, EgoState()))
+    wait_received(probe, 'odometry', 2)
     nan_obj = Object3D(center=[np.nan, 0, 0], size=[4.5, 1.9, 1.5], label='car')
     pubs['lidar_objects'].publish(objects_to_msg([nan_obj, Object3D(center=[1e30, 0, 0], size=[0, 0, 0])],
                                                  STAMP0, 'base_link', 'test'))
+    objects_topic = T['lidar_objects']
+    probe.wait_for_diagnostics('fusion', lambda kv: counter(kv, f'{objects_topic}/received') >= 1
+                               and handled(kv, objects_topic) >= 1, what='the NaN objects handled')
     scene = SceneDescription()
-    scene.header.stamp = ns_to_stamp(STAMP0)
+    scene_stamp = STAMP0 + 7  # its own stamp: the trajectory planned for it (if any) says it was handled
+    scene.header.stamp = ns_to_stamp(scene_stamp)
     scene.ego_speed_mps = float('nan')
     pubs['scene'].publish(scene)
-    probe.spin(2.0)
+    scene_topic = T['scene']
+    assert probe.spin_until(lambda: any(stamp_to_ns(m.header.stamp) == scene_stamp
+                                        for m in probe.received[T['trajectory']])
+                            or counter(probe.diagnostics.get('fmdrive/planner', {}), f'{scene_topic}/bad')
+                            + counter(probe.diagnostics.get('fmdrive/planner', {}), 'internal_errors') >= 1, 60), \
+        'the planner neither planned for nor reported the scene with NaN speed'
+
+    clouds = send_one_at_a_time(probe, pubs['points'], T['points'], 'lidar_encoder', list(bad_clouds()))
+    wait_received(probe, 'points', clouds)
+    images = send_one_at_a_time(probe, pubs['image'], T['image'], 'visualizer', list(bad_images()))
     assert running_graph.dead() == {}, {n: running_graph.log_tail(n) for n in running_graph.dead()}
 
     # good input afterwards is still served end to end
@@ -130,25 +169,26 @@ def test_no_bad_input_crashes_a_node_and_each_is_reported(running_graph, probe):
     for k in range(25):
         stamp = good_stamp + k * 20_000_000
         pubs['odometry'].publish(ego_to_odometry(stamp, EgoState(x=0.02 * k * 5, speed_mps=5.0)))
-    for k in range(3):
-        stamp = good_stamp + k * 100_000_000
-        pubs['points'].publish(good_cloud(stamp))
-        probe.spin(0.3)
-    good_stamps = {good_stamp + k * 100_000_000 for k in range(3)}
+    wait_received(probe, 'odometry', 2 + 25)
+    good_stamps = [good_stamp + k * 100_000_000 for k in range(3)]
+    send_one_at_a_time(probe, pubs['points'], T['points'], 'lidar_encoder',
+                       [(f'good cloud {k}', good_cloud(s)) for k, s in enumerate(good_stamps)])
     assert probe.spin_until(lambda: any(stamp_to_ns(m.header.stamp) in good_stamps
-                                        for m in probe.received[T['trajectory']]), 20), \
+                                        for m in probe.received[T['trajectory']]), 60), \
         'no trajectory for good input after the bad input'
     objects = [m for m in probe.received[T['lidar_objects']] if stamp_to_ns(m.header.stamp) in good_stamps]
     assert any(o.label == 'car' for m in objects for o in m.objects), 'the car ahead was not detected'
 
-    # /diagnostics tells about the bad input, per node
-    probe.spin(2.5)
-    bad = {}
-    for arr in probe.received[T['diagnostics']]:
-        for st in arr.status:
-            kv = {v.key: v.value for v in st.values}
-            bad[st.name] = max(bad.get(st.name, 0), int(kv.get('bad_inputs', 0)))
-    assert bad.get('fmdrive/lidar_encoder', 0) >= 4, bad
-    assert bad.get('fmdrive/visualizer', 0) >= 4, bad
-    assert bad.get('fmdrive/fusion', 0) >= 1, bad   # camera_info with zero focal length
+    # /diagnostics tells about the bad input, per node; nothing was lost on the way
+    lidar = probe.diagnostics['fmdrive/lidar_encoder']
+    visualizer = probe.diagnostics['fmdrive/visualizer']
+    fusion = probe.diagnostics['fmdrive/fusion']
+    assert counter(lidar, f"{T['points']}/received") == clouds + len(good_stamps), lidar
+    assert counter(lidar, f"{T['points']}/dropped") == 0, lidar
+    assert counter(visualizer, f"{T['image']}/received") == images, visualizer
+    assert counter(visualizer, f"{T['image']}/dropped") == 0, visualizer
+    # missing z, odd point_step, truncated data, unknown datatype cannot be decoded at all
+    assert counter(lidar, 'bad_inputs') >= 4, lidar
+    assert counter(visualizer, 'bad_inputs') >= 4, visualizer
+    assert counter(fusion, 'bad_inputs') >= 1, fusion   # camera_info with zero focal length
     assert running_graph.dead() == {}
