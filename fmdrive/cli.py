@@ -85,18 +85,36 @@ def add_sim(sub):
 
 # ---------------------------------------------------------------------------------------------- run
 def cmd_run(args):
+    import os
     import time
 
-    from fmdrive.graph import GraphProcesses
-    from fmdrive.rosenv import ros_env
-    graph = GraphProcesses(ros_env(), args.log_dir, params_file=args.params_file, use_sim_time=args.use_sim_time)
+    from fmdrive.graph import GraphProcesses, graph_nodes_on_domain
+    from fmdrive.rosenv import apply_to_this_process, ros_env
+    remaps = {}
+    for spec in args.remap or ():
+        source, sep, target = spec.partition(':=')
+        if not (sep and source and target):
+            raise UsageError(f'--remap {spec!r}: write it as FROM:=TO, e.g. /velodyne_points:=/sensors/lidar/points')
+        remaps[source] = target
+    apply_to_this_process()  # the check below looks on the domain the nodes will join
+    domain = os.environ.get('ROS_DOMAIN_ID') or '0'
+    running = graph_nodes_on_domain()
+    if running:
+        raise UsageError(f'an fmdrive graph is already running on ROS domain {domain} (nodes {", ".join(running)}); '
+                         f'stop it, or start this one on another domain: ROS_DOMAIN_ID=<id> fmdrive run')
+    graph = GraphProcesses(ros_env(), args.log_dir, params_file=args.params_file, use_sim_time=args.use_sim_time,
+                           remaps=remaps)
     graph.start()
+
+    def report(text):
+        print(text, file=sys.stderr, flush=True)
     try:
         graph.wait_ready()
         print(f'graph up: {", ".join(graph.procs)} (logs in {args.log_dir}); Ctrl-C stops it', flush=True)
-        while not graph.dead():
-            time.sleep(0.5)
-        print(f'nodes exited: {graph.dead()}', file=sys.stderr)
+        while graph.alive():  # a node that dies is reported and restarted; one that keeps dying is given up
+            graph.supervise(report)
+            time.sleep(0.2)
+        report('every node of the graph has been given up; stopping')
         return 1
     except KeyboardInterrupt:
         return 0
@@ -105,10 +123,13 @@ def cmd_run(args):
 
 
 def add_run(sub):
-    p = sub.add_parser('run', help='start the node graph, one process per node (like ros2 launch)')
+    p = sub.add_parser('run', help='start the node graph, one process per node (like ros2 launch), '
+                                   'restarting a node that dies')
     p.add_argument('--use-sim-time', action='store_true', help='follow /clock (when replaying with --clock)')
     p.add_argument('--params-file', default=None, help='ROS params YAML (default config/params.yaml)')
     p.add_argument('--log-dir', default='runs/logs')
+    p.add_argument('--remap', action='append', metavar='FROM:=TO',
+                   help='remap a topic for every node (repeatable), e.g. /velodyne_points:=/sensors/lidar/points')
     p.set_defaults(func=cmd_run)
 
 
@@ -196,6 +217,25 @@ def add_record(sub):
     p.set_defaults(func=run_record)
 
 
+def cmd_bag_recover(args):
+    from fmdrive.bags.writer import recover_bag
+    result = recover_bag(args.bag, args.output)
+    print(f"recovered {result['messages']} messages into {result['output']}: "
+          + ', '.join(f'{t} {n}' for t, n in result['topics'].items())
+          + ('' if result['complete'] else ' (the damaged tail of the file was left out)'))
+    return 0
+
+
+def add_bag(sub):
+    p = sub.add_parser('bag', help='bag tools: recover')
+    bag_sub = p.add_subparsers(dest='bag_command', required=True, metavar='BAG_COMMAND')
+    r = bag_sub.add_parser('recover', help='make a readable bag (summary + metadata.yaml) of an MCAP '
+                                           'whose recorder was killed')
+    r.add_argument('bag', help='bag directory or .mcap file')
+    r.add_argument('-o', '--output', default=None, help='write the recovered bag here (default: in place)')
+    r.set_defaults(func=cmd_bag_recover)
+
+
 # ---------------------------------------------------------------------------------------------- calib
 def add_calib_check(sub):
     from fmdrive.calibration.check import add_arguments, run
@@ -241,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='fmdrive', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    for add in (add_sim, add_run, add_replay, add_record, add_demo, add_eval, add_report, add_calib_check,
-                add_bench):
+    for add in (add_sim, add_run, add_replay, add_record, add_bag, add_demo, add_eval, add_report,
+                add_calib_check, add_bench):
         add(sub)
     sub.add_parser('params', help='print the default node parameters as ROS params YAML').set_defaults(
         func=cmd_params)

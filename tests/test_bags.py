@@ -2,7 +2,7 @@
 and replayed and recorded over real DDS (replay in a subprocess, record in this process)."""
 import json
 import os
-import random
+import signal
 import subprocess
 import sys
 
@@ -55,12 +55,6 @@ def bag_path(tmp_path_factory):
         for topic, stamp_ns, msg in sample_messages():
             bag.write(topic, msg, stamp_ns)
     return path
-
-
-@pytest.fixture()
-def ros_domain(monkeypatch):
-    monkeypatch.setenv('ROS_DOMAIN_ID', str(random.randint(10, 101)))
-    monkeypatch.setenv('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
 
 # ---------------------------------------------------------------- writing and reading
@@ -213,18 +207,17 @@ def test_restamp_shifts_nested_stamps_of_paths_and_tf():
 REPLAY_CODE = """
 import json, sys
 from fmdrive.bags import replay
-stats = replay(sys.argv[1], restamp=sys.argv[2] == 'restamp', rate=2.0, progress=False,
-               wait_for_subscribers=json.loads(sys.argv[3]))
+stats = replay(sys.argv[1], restamp=sys.argv[2] == 'restamp', rate=float(sys.argv[4]),
+               progress=False, wait_for_subscribers=json.loads(sys.argv[3]))
 print(json.dumps(stats))
 """
 
 
-def replay_and_record(bag_path, out_path, topics, restamp):
-    """Replay bag_path in a subprocess while this process records topics into out_path."""
-    import time
-    started_ns = time.time_ns()
+def replay_and_record(bag_path, out_path, topics, restamp, rate=2.0):
+    """Replay bag_path in a subprocess while this process records topics into out_path; the
+    recorder stops when the replay process has ended (and drains what is still on its way)."""
     proc = subprocess.Popen([sys.executable, '-c', REPLAY_CODE, str(bag_path),
-                             'restamp' if restamp else 'keep', json.dumps(topics)],
+                             'restamp' if restamp else 'keep', json.dumps(topics), str(rate)],
                             stdout=subprocess.PIPE, text=True)
     try:
         counts = record(topics, out_path, progress=False, idle_timeout_s=20,
@@ -235,7 +228,7 @@ def replay_and_record(bag_path, out_path, topics, restamp):
             proc.kill()  # only the replay process this test started
             proc.wait()
     assert proc.returncode == 0
-    return counts, json.loads(stdout.strip().splitlines()[-1]), started_ns
+    return counts, json.loads(stdout.strip().splitlines()[-1])
 
 
 def header_stamp_ns(topic, msg):
@@ -245,7 +238,7 @@ def header_stamp_ns(topic, msg):
 
 def test_replayed_bag_is_recorded_completely_and_in_order(bag_path, tmp_path, ros_domain):
     topics = [TOPICS['tf_static'], TOPICS['points'], TOPICS['objects'], TOPICS['trajectory']]
-    counts, stats, _ = replay_and_record(bag_path, tmp_path / 'rec', topics, restamp=False)
+    counts, stats = replay_and_record(bag_path, tmp_path / 'rec', topics, restamp=False)
     want = [(t, m) for t, _, m in sample_messages() if t in topics]
     assert counts == {t: sum(1 for w, _ in want if w == t) for t in topics}
     assert {t: stats['published'][t] for t in topics} == counts and stats['loops'] == 1
@@ -254,24 +247,126 @@ def test_replayed_bag_is_recorded_completely_and_in_order(bag_path, tmp_path, ro
         assert [m for t, _, m in got if t == topic] == [m for t, m in want if t == topic]
 
 
-def test_restamped_replay_shifts_every_stamp_by_one_offset_and_publishes_clock(
-        bag_path, tmp_path, ros_domain):
-    topics = [TOPICS['points'], TOPICS['trajectory'], TOPICS['clock']]
-    counts, _, started_ns = replay_and_record(bag_path, tmp_path / 'rec', topics, restamp=True)
+@pytest.mark.parametrize('rate', [1.0, 5.0])
+def test_restamped_replay_stamps_each_message_at_its_publish_time_at_any_rate(
+        bag_path, tmp_path, ros_domain, rate):
+    topics = [TOPICS['points'], TOPICS['odometry'], TOPICS['trajectory'], TOPICS['clock']]
+    counts, stats = replay_and_record(bag_path, tmp_path / 'rec', topics, restamp=True,
+                                      rate=rate)
     assert counts[TOPICS['points']] == FRAMES and counts[TOPICS['trajectory']] == FRAMES
     got = list(BagReader(tmp_path / 'rec').messages())
-    for topic in topics[:2]:
+    back = {published: original for original, published in stats['stamp_map_ns']}
+    for topic in topics[:3]:
+        received = [(recv_ns, header_stamp_ns(t, m)) for t, recv_ns, m in got if t == topic]
+        # never in the future: receive time - stamp is a latency, >= 0 at any rate
+        assert all(stamp <= recv_ns for recv_ns, stamp in received), topic
+        # the map gives every message its bag stamp back, in order
         original = [header_stamp_ns(t, m) for t, _, m in sample_messages() if t == topic]
-        shifted = [header_stamp_ns(t, m) for t, _, m in got if t == topic]
-        offsets = {s - o for s, o in zip(shifted, original)}
-        assert len(offsets) == 1  # one constant offset for every message
-    offset = offsets.pop()
-    # the bag's first stamp becomes the wall time at which replay started
-    assert 0 <= T0_NS + offset - started_ns < 10e9
+        assert [back[stamp] for _, stamp in received] == original
+    # messages of one instant (LiDAR and odometry stamped t in the bag) share their new stamp
+    points = [header_stamp_ns(t, m) for t, _, m in got if t == TOPICS['points']]
+    odometry = [header_stamp_ns(t, m) for t, _, m in got if t == TOPICS['odometry']]
+    assert points == odometry
+    # the bag's time spacing is kept, divided by the rate (publish times follow the schedule)
+    spacing_ns = np.diff(points)
+    assert np.median(spacing_ns) == pytest.approx(PERIOD_NS / rate, rel=0.5)
+    # stamps inside a message move with its header: plan poses keep their time from start
     path = next(m for t, _, m in got if t == TOPICS['trajectory'])
     assert msgs.stamp_to_ns(path.poses[0].header.stamp) == \
         msgs.stamp_to_ns(path.header.stamp) + 500_000_000
     clock_ns = [msgs.stamp_to_ns(m.clock) for t, _, m in got if t == TOPICS['clock']]
     assert len(clock_ns) > FRAMES and clock_ns == sorted(clock_ns)
-    last_bag_ns = max(s for _, s, _ in sample_messages())
-    assert clock_ns[0] >= T0_NS + offset and clock_ns[-1] == last_bag_ns + offset
+    assert clock_ns[-1] >= max(points)
+
+
+def test_eval_gives_outputs_their_bag_stamps_back_through_the_restamp_map(tmp_path):
+    from fmdrive.eval.metrics import replay_stamp_restorer
+    (tmp_path / 'replay.json').write_text(json.dumps(
+        {'stamp_map_ns': [[T0_NS, 5_000], [T0_NS + PERIOD_NS, 5_010]]}))
+    to_bag = replay_stamp_restorer(tmp_path)
+    assert [to_bag(5_000), to_bag(5_010), to_bag(7)] == [T0_NS, T0_NS + PERIOD_NS, 7]
+    (tmp_path / 'replay.json').write_text(json.dumps({'stamp_offset_ns': 100}))  # older runs
+    assert replay_stamp_restorer(tmp_path)(T0_NS + 100) == T0_NS
+
+
+def test_remap_publishes_a_bag_topic_under_another_name(bag_path, tmp_path, ros_domain):
+    from fmdrive.bags import replay
+    import threading
+    renamed = '/velodyne_points'
+    done = threading.Event()
+    result = {}
+
+    def run_replay_thread():
+        result['stats'] = replay(bag_path, topics=[TOPICS['points']], rate=4.0, progress=False,
+                                 remap={TOPICS['points']: renamed},
+                                 wait_for_subscribers={renamed: 1}, clock=False)
+        done.set()
+
+    thread = threading.Thread(target=run_replay_thread)
+    thread.start()
+    counts = record([renamed], tmp_path / 'rec', progress=False, idle_timeout_s=20,
+                    until=done.is_set)
+    thread.join(30)
+    assert result['stats']['published'] == {renamed: FRAMES}
+    assert counts == {renamed: FRAMES}
+
+
+def test_remap_of_a_topic_the_bag_lacks_is_a_bag_error(bag_path):
+    from fmdrive.bags import replay
+    with pytest.raises(BagError, match='cannot remap /nope'):
+        replay(bag_path, remap={'/nope': '/x'}, progress=False)
+
+
+# ---------------------------------------------------------------- a recorder killed
+RECORD_CODE = """
+import sys
+from fmdrive.bags import record
+record([sys.argv[1]], sys.argv[2], progress=False, status_file=sys.argv[3])
+"""
+
+
+def test_a_bag_whose_recorder_was_killed_is_recovered_readable(bag_path, tmp_path, ros_domain):
+    from fmdrive.bags.writer import recover_bag
+    from fmdrive.cli import main
+    out, status = tmp_path / 'killed', tmp_path / 'status.json'
+    recorder = subprocess.Popen([sys.executable, '-c', RECORD_CODE, TOPICS['points'], str(out),
+                                 str(status)])
+    try:
+        def recorder_state():
+            try:
+                return json.loads(status.read_text())
+            except (OSError, ValueError):
+                return None
+        # replay while the recorder runs; once every frame is flushed to disk, kill -9
+        proc = subprocess.Popen([sys.executable, '-c', REPLAY_CODE, str(bag_path), 'keep',
+                                 json.dumps([TOPICS['points']]), '4.0'], stdout=subprocess.PIPE)
+        proc.communicate(timeout=60)
+        import time
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                (recorder_state() or {}).get('flushed', {}).get(TOPICS['points']) == FRAMES):
+            time.sleep(0.05)  # polling the status file the recorder rewrites
+        assert recorder_state()['flushed'][TOPICS['points']] == FRAMES
+        os.kill(recorder.pid, signal.SIGKILL)
+        recorder.wait(10)
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+    assert not (out / 'metadata.yaml').exists()
+    with pytest.raises(BagError):
+        BagReader(out)
+    assert main(['bag', 'recover', str(out)]) == 0
+    bag = BagReader(out)
+    assert bag.topics[TOPICS['points']] == ('sensor_msgs/msg/PointCloud2', FRAMES)
+    want = [m for t, _, m in sample_messages() if t == TOPICS['points']]
+    assert [m for _, _, m in bag.messages()] == want
+    with pytest.raises(BagError, match='not found'):
+        recover_bag(tmp_path / 'missing')
+
+
+def test_recover_of_a_missing_bag_is_one_error_line(tmp_path, capsys):
+    from fmdrive.cli import main
+    assert main(['bag', 'recover', str(tmp_path / 'nope')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'bag not found' in err[0]

@@ -350,11 +350,13 @@ def test_eval_run_scores_a_run_dir_from_its_bags(run_dir):
     assert m['detection']['car_bev_ap50'] == pytest.approx(1.0)
     assert m['detection']['recall']['car'] == pytest.approx(1.0)
     assert m['detection']['recall']['pedestrian'] is None          # no pedestrians: n/a
-    assert m['detection']['frames'] == 30 and m['detection']['source'] == 'lidar'
-    assert m['tracking'] == {'id_switches': 1, 'tracks': 2, 'matches': 30, 'frames': 30}
+    # frame 7 got no plan: it is dropped, and no metric scores it (one stated policy)
+    assert m['detection']['frames'] == 29 and m['detection']['source'] == 'lidar'
+    assert m['tracking'] == {'id_switches': 1, 'tracks': 2, 'matches': 29, 'frames': 29}
     assert m['planning']['l2_3s'] == pytest.approx(0.0, abs=1e-4)   # float32 waypoints
     assert m['planning']['collision_rate'] == 0.0 and m['planning']['plans'] == 29
     assert m['dropped_sensor_frames'] == 1 and m['sensor_frames'] == 30
+    assert m['frames_scored'] == 29 and 'excluded' in m['dropped_frames_policy']
     assert m['latency']['source'] == 'diagnostics'
     assert m['latency']['e2e_p50_ms'] == pytest.approx(np.percentile(
         [40.0 + k for k in range(30) if k != 7], 50))
@@ -367,6 +369,31 @@ def test_latency_json_wins_over_diagnostics(tmp_path):
     from fmdrive.eval.metrics import eval_run
     lat = eval_run(run, progress=False)['latency']
     assert (lat['e2e_p50_ms'], lat['e2e_p99_ms'], lat['source']) == (12.0, 34.0, 'latency.json')
+
+
+def test_dropped_frames_count_the_same_way_for_detection_and_planning(tmp_path):
+    from fmdrive.eval.metrics import eval_run
+    run = _write_run_dir(tmp_path / 'r', n_frames=20, drop_plan_at=(3, 4, 5, 6, 7))
+    m = eval_run(run, progress=False)
+    assert m['dropped_sensor_frames'] == 5 and m['frames_scored'] == 15
+    assert m['detection']['frames'] == m['tracking']['frames'] == m['planning']['plans'] == 15
+    # the detections of unplanned frames were perfect; excluding them leaves AP 1, and recall
+    # counts only the GT of the scored frames
+    assert m['detection']['car_bev_ap50'] == pytest.approx(1.0)
+    assert m['detection']['num_gt']['car'] == 15
+
+
+def test_latency_json_with_nulls_gives_null_latency_not_a_crash(tmp_path, capsys):
+    run = _write_run_dir(tmp_path / 'r', n_frames=10, latency_json={
+        'e2e_p50_ms': None, 'e2e_p99_ms': None, 'dds_lost_inputs': 0})
+    from fmdrive.eval.run_eval import main
+    assert main([str(run), '--json', '--no-progress', '--no-save']) == 0
+    lat = json.loads(capsys.readouterr().out)['latency']
+    assert (lat['e2e_p50_ms'], lat['e2e_p99_ms'], lat['dds_lost_inputs']) == (None, None, 0)
+    (run / 'latency.json').write_text(json.dumps({'e2e_p50_ms': 'fast', 'e2e_p99_ms': 1}))
+    assert main([str(run), '--json', '--no-progress', '--no-save']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'e2e_p50_ms must be a number' in err[0]
 
 
 def test_run_without_latency_sources_reports_null_latency(tmp_path):

@@ -6,9 +6,15 @@ One publisher per topic (reliable by default; /tf_static and camera_info latched
 bag-time order on a schedule computed from the start time (sleep errors never accumulate), and
 /clock from the bag time at >= 100 Hz of sim time, so nodes can run with use_sim_time.
 Without restamp the stored CDR bytes are published as they are (no deserialisation).
-restamp=True shifts every std_msgs/Header stamp (also nested ones: Path poses, TF transforms,
-markers) by one constant, so the bag's first stamp becomes the wall time at which replay
-starts: receive time - header.stamp is then the true end-to-end latency of a node graph.
+restamp=True stamps each message with the wall time at which it is published, as a live sensor
+would: its first std_msgs/Header stamp becomes the publish time and every other stamp in it
+(Path poses, TF transforms, markers) moves by the same amount. Messages that carried the same
+stamp in the bag (camera, LiDAR and odometry of one instant) get the same new stamp (the publish
+time of the first of them), so their alignment is kept. receive time - header.stamp is then the
+true latency of a node graph at any rate and never negative (a single constant offset would put
+stamps in the future at rate > 1). The stats hold every (original, published) stamp pair
+(`stamp_map_ns`) so eval can give each output back its bag stamp.
+--remap FROM:=TO renames topics at publish.
 """
 from __future__ import annotations
 
@@ -61,6 +67,47 @@ def _stamped_fields(cls) -> tuple:
     return tuple(out)
 
 
+def first_stamp_ns(msg) -> int | None:
+    """The first std_msgs/Header stamp of msg (depth first: header, then nested), None if none."""
+    for name, is_header, is_sequence in _stamped_fields(type(msg)):
+        value = getattr(msg, name)
+        for item in (value if is_sequence else (value,)):
+            if is_header:
+                return item.stamp.sec * 1_000_000_000 + item.stamp.nanosec
+            found = first_stamp_ns(item)
+            if found is not None:
+                return found
+    return None
+
+
+class Restamper:
+    """Per-message restamp to publish time, remembering (original, published) stamp pairs.
+
+    A stamp seen before in this pass maps to what it got then, so messages of one instant stay
+    aligned; a new one gets the current wall time (strictly increasing, so the map inverts).
+    Stamp 0 means "unset" and stays 0."""
+
+    def __init__(self):
+        self.pairs: list[tuple[int, int]] = []
+        self._current: dict[int, int] = {}
+        self._last_ns = 0
+
+    def new_pass(self) -> None:
+        self._current = {}
+
+    def restamp(self, msg) -> None:
+        original = first_stamp_ns(msg)
+        if not original:
+            return
+        published = self._current.get(original)
+        if published is None:
+            published = max(time.time_ns(), self._last_ns + 1)
+            self._last_ns = published
+            self._current[original] = published
+            self.pairs.append((original, published))
+        shift_stamps(msg, published - original)
+
+
 def shift_stamps(msg, offset_ns: int) -> None:
     """Add offset_ns to every std_msgs/Header stamp in msg, nested ones included (in place)."""
     for name, is_header, is_sequence in _stamped_fields(type(msg)):
@@ -79,12 +126,17 @@ class _Stopper:
 
     def __init__(self, stop: threading.Event | None):
         self.event = stop or threading.Event()
+        self.signals = 0          # how many Ctrl-C / SIGTERM arrived
         self._previous = {}
+
+    def _on_signal(self, *_):
+        self.signals += 1
+        self.event.set()
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, lambda *_: self.event.set())
+                self._previous[sig] = signal.signal(sig, self._on_signal)
         return self.event
 
     def __exit__(self, *exc):
@@ -95,7 +147,8 @@ class _Stopper:
 def replay(bag, rate: float = 1.0, loop: bool = False, topics=None, restamp: bool = False,
            qos: str = 'reliable', clock: bool = True, start_paused: bool = False,
            wait_for_subscribers: list[str] | None = None, progress: bool = True,
-           node_name: str = 'fmdrive_replay', stop: threading.Event | None = None) -> dict:
+           node_name: str = 'fmdrive_replay', stop: threading.Event | None = None,
+           remap: dict | None = None) -> dict:
     """Publish bag (a path or BagReader) over ROS 2; returns statistics.
 
     rate: playback speed factor. loop: repeat until stopped. topics: subset to publish.
@@ -103,9 +156,11 @@ def replay(bag, rate: float = 1.0, loop: bool = False, topics=None, restamp: boo
     clock: publish /clock (the bag's own /clock topic is then skipped).
     start_paused: publish /clock at the start time, then wait for a message on ~/resume
     (std_msgs/Empty) or Enter on a terminal. wait_for_subscribers: topics (or {topic: number of
-    subscribers}) whose subscribers must be matched before the first message (then 0.5 s). stop: an Event that ends the replay
-    (Ctrl-C does too). Returns {'published': {topic: n}, 'late_ms_p50', 'late_ms_p99',
-    'late_ms_max', 'loops', 'wall_s', 'interrupted'}.
+    subscribers}) whose subscribers must be matched before the first message (then 0.5 s), named
+    as published (after remap). stop: an Event that ends the replay (Ctrl-C does too).
+    remap: {bag topic: topic to publish it on}. Returns {'published': {published topic: n},
+    'late_ms_p50', 'late_ms_p99', 'late_ms_max', 'loops', 'wall_s', 'interrupted',
+    'stamp_map_ns': [[original, published], ...] (restamp only)}.
     """
     if not rate > 0:
         raise ValueError(f'replay rate must be > 0, got {rate}')
@@ -116,17 +171,22 @@ def replay(bag, rate: float = 1.0, loop: bool = False, topics=None, restamp: boo
         selected = [t for t in (topics or reader.topics)
                     if not (clock and t == TOPICS['clock'])]
         reader._connections(selected)  # BagError for topics not in the bag
+        remap = dict(remap or {})
+        unknown = [t for t in remap if t not in reader.topics]
+        if unknown:
+            raise BagError(f'cannot remap {", ".join(unknown)}: not in bag {reader.path} '
+                           f'(it has {", ".join(sorted(reader.topics))})')
         classes = {t: message_class(reader.topics[t][0]) for t in selected}
         with _Stopper(stop) as stop_event:
             return _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_paused,
-                        wait_for_subscribers or [], progress, node_name, stop_event)
+                        wait_for_subscribers or [], progress, node_name, stop_event, remap)
     finally:
         if reader is not bag:
             reader.close()
 
 
 def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_paused,
-         wait_for_subscribers, progress, node_name, stop_event) -> dict:
+         wait_for_subscribers, progress, node_name, stop_event, remap) -> dict:
     from rclpy.executors import ExternalShutdownException
     from rclpy.serialization import deserialize_message
     from rosgraph_msgs.msg import Clock
@@ -137,8 +197,9 @@ def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_pause
     from fmdrive.rosenv import close_node, open_node
 
     context, node, executor = open_node(node_name)
-    publishers = {t: node.create_publisher(classes[t], t,
-                                           qos_profile(QOS[default_qos_name(t, qos)]))
+    out_name = {t: remap.get(t, t) for t in selected}
+    publishers = {t: node.create_publisher(classes[t], out_name[t],
+                                           qos_profile(QOS[default_qos_name(out_name[t], qos)]))
                   for t in selected}
     clock_pub = node.create_publisher(Clock, TOPICS['clock'], qos_profile(
         {'reliability': 'reliable', 'durability': 'volatile', 'depth': 1})) if clock else None
@@ -150,23 +211,29 @@ def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_pause
             clock_pub.publish(Clock(clock=ns_to_stamp(sim_ns)))
 
     published = {t: 0 for t in selected}
+    restamper = Restamper() if restamp else None
     late_s, loops, t_begin = [], 0, time.monotonic()
     per_pass = sum(reader.topics[t][1] for t in selected)
     bar = tqdm(total=None if loop else per_pass, unit='msg', desc='replay', disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     try:
-        _wait_for_subscribers(node, executor, publishers, wait_for_subscribers, stop_event)
+        _wait_for_subscribers(node, executor, {out_name[t]: p for t, p in publishers.items()},
+                              wait_for_subscribers, stop_event)
         if start_paused and not stop_event.is_set():
-            publish_clock(reader.start_ns)
+            publish_clock(time.time_ns() if restamp else reader.start_ns)
             node.get_logger().info(f'paused: publish std_msgs/Empty on '
                                    f'{node.get_fully_qualified_name()}/resume or press Enter')
             while not (resumed.is_set() or stop_event.is_set() or _enter_pressed()):
                 executor.spin_once(timeout_sec=0.05)
         clock_period_s = CLOCK_PERIOD_SIM_S / max(rate, 1.0)
-        offset_ns = 0
+        def sim_now_ns(t0: float, now: float) -> int:
+            # restamped stamps are wall times, so /clock is too; else the bag's time
+            return time.time_ns() if restamp else reader.start_ns + int((now - t0) * 1e9 * rate)
+
         while not stop_event.is_set():
             t0 = time.monotonic()
-            offset_ns = time.time_ns() - reader.start_ns if restamp else 0
+            if restamper is not None:
+                restamper.new_pass()
             next_clock = t0
             for topic, _, stamp_ns, data in reader.raw_messages(selected):
                 target = t0 + (stamp_ns - reader.start_ns) / 1e9 / rate
@@ -175,18 +242,19 @@ def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_pause
                     if now >= target:
                         break
                     if clock_pub is not None and now >= next_clock:
-                        publish_clock(reader.start_ns + offset_ns + int((now - t0) * 1e9 * rate))
+                        publish_clock(sim_now_ns(t0, now))
                         next_clock = now + clock_period_s
                     wake = min(target, next_clock) if clock_pub is not None else target
                     time.sleep(min(max(wake - now, 0.0), 0.1))
                 if stop_event.is_set():
                     break
-                publish_clock(stamp_ns + offset_ns)
-                if restamp:
+                if restamper is not None:
                     msg = deserialize_message(bytes(data), classes[topic])
-                    shift_stamps(msg, offset_ns)
+                    restamper.restamp(msg)
+                    publish_clock(time.time_ns())
                     publishers[topic].publish(msg)
                 else:
+                    publish_clock(stamp_ns)
                     publishers[topic].publish(bytes(data))
                 late_s.append(time.monotonic() - target)
                 published[topic] += 1
@@ -204,9 +272,13 @@ def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_pause
     late_ms = np.asarray(late_s) * 1e3
     pick = (lambda q: round(float(np.percentile(late_ms, q)), 3)) if late_ms.size else \
         (lambda q: None)
-    return {'published': published, 'late_ms_p50': pick(50), 'late_ms_p99': pick(99),
-            'late_ms_max': pick(100), 'loops': loops, 'stamp_offset_ns': offset_ns,
-            'wall_s': round(time.monotonic() - t_begin, 3), 'interrupted': stop_event.is_set()}
+    stats = {'published': {out_name[t]: n for t, n in published.items()},
+             'late_ms_p50': pick(50), 'late_ms_p99': pick(99), 'late_ms_max': pick(100),
+             'loops': loops, 'wall_s': round(time.monotonic() - t_begin, 3),
+             'interrupted': stop_event.is_set(), 'rate': rate, 'restamp': bool(restamp)}
+    if restamper is not None:
+        stats['stamp_map_ns'] = [list(pair) for pair in restamper.pairs]
+    return stats
 
 
 def _wait_for_subscribers(node, executor, publishers, topics, stop_event) -> None:
@@ -260,14 +332,31 @@ def _enter_pressed() -> bool:
 
 
 # ---------------------------------------------------------------- CLI
+def parse_remap(text: str) -> tuple[str, str]:
+    """'/from:=/to' -> ('/from', '/to') (argparse type; ROS remap syntax, absolute names)."""
+    import argparse
+    source, sep, target = text.partition(':=')
+    if not sep or not source or not target:
+        raise argparse.ArgumentTypeError(f'remap {text!r} is not FROM:=TO (e.g. '
+                                         '/velodyne_points:=/sensors/lidar/points)')
+    names = ['/' + n.lstrip('/') for n in (source, target)]
+    if any(not re.fullmatch(r'(/[A-Za-z_][A-Za-z0-9_]*)+', n) for n in names):
+        raise argparse.ArgumentTypeError(f'remap {text!r}: topic names are /words/like_this')
+    return names[0], names[1]
+
+
 def add_replay_arguments(parser) -> None:
     """Arguments of `fmdrive replay BAG [--rate R] [--loop] [--restamp] [--topics ...]`."""
     parser.add_argument('bag', help='bag directory (metadata.yaml + .mcap) or .mcap file')
     parser.add_argument('--rate', type=float, default=1.0, help='playback speed factor')
     parser.add_argument('--loop', action='store_true', help='repeat until Ctrl-C')
     parser.add_argument('--restamp', action='store_true',
-                        help='shift header stamps so the first one is the replay start time '
-                             '(end-to-end latency = receive time - stamp)')
+                        help='stamp each message with its publish time (end-to-end latency = '
+                             'receive time - stamp, at any rate)')
+    parser.add_argument('--remap', action='append', default=[], metavar='FROM:=TO',
+                        type=parse_remap, help='publish bag topic FROM on TO (repeatable)')
+    parser.add_argument('--stats', default=None, metavar='replay.json',
+                        help='write the replay statistics (with the restamp map) to this file')
     parser.add_argument('--topics', nargs='+', default=None, help='only these topics')
     parser.add_argument('--qos', choices=sorted(QOS), default='reliable',
                         help='QoS of non-latched topics (default reliable)')
@@ -286,10 +375,16 @@ def run_replay(args) -> int:
         stats = replay(args.bag, rate=args.rate, loop=args.loop, topics=args.topics,
                        restamp=args.restamp, qos=args.qos, clock=args.clock,
                        start_paused=args.start_paused,
-                       wait_for_subscribers=args.wait_for_subscribers, progress=args.progress)
+                       wait_for_subscribers=args.wait_for_subscribers, progress=args.progress,
+                       remap=dict(getattr(args, 'remap', None) or []))
     except (BagError, ValueError) as err:
         print(f'fmdrive replay: error: {err}', file=sys.stderr)
         return 2
+    if getattr(args, 'stats', None):
+        import json
+        from pathlib import Path
+        Path(args.stats).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.stats).write_text(json.dumps(stats))
     total = sum(stats['published'].values())
     print(f'published {total} messages on {len(stats["published"])} topics in '
           f'{stats["wall_s"]:.1f} s (late p99 {stats["late_ms_p99"]} ms)'

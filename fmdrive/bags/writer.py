@@ -104,6 +104,18 @@ class BagWriter:
         self._writer.write(self._connections[topic][1], int(stamp_ns), data)
         self.counts[topic] += 1
 
+    def flush(self) -> None:
+        """Put what was written so far on disk as complete MCAP chunks, so a process killed
+        without closing (SIGKILL, power loss) loses only what came after; `recover_bag` reads
+        such a file back. (rosbags buffers a chunk of up to 1 MiB in memory otherwise.)"""
+        storage = getattr(self._writer, 'storage', None)
+        chunk = getattr(storage, 'chunk', None)
+        if storage is None or chunk is None or not hasattr(storage, 'close_chunk'):
+            return
+        if chunk.msgs:
+            storage.close_chunk()
+        storage.bio.flush()
+
     def close(self) -> None:
         """Finish the MCAP file (index, summary) and write metadata.yaml."""
         if self._writer is not None:
@@ -115,3 +127,121 @@ class BagWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()  # also on errors: what was written stays readable
+
+
+# ---------------------------------------------------------------- recovery
+def _qos_dict(offered_qos_profiles: str, topic: str) -> dict:
+    """fmdrive.config.QOS-style dict of a channel's offered_qos_profiles (YAML, numeric enums or
+    names); the default profile of the topic when it cannot be read."""
+    import yaml
+    profile = dict(QOS[default_qos_name(topic)])
+    try:
+        first = (yaml.safe_load(offered_qos_profiles) or [{}])[0]
+    except (yaml.YAMLError, IndexError, TypeError, KeyError):
+        return profile
+    if not isinstance(first, dict):
+        return profile
+    reliability = str(first.get('reliability', '')).lower()
+    durability = str(first.get('durability', '')).lower()
+    if reliability in ('1', 'reliable'):
+        profile['reliability'] = 'reliable'
+    elif reliability in ('2', 'best_effort'):
+        profile['reliability'] = 'best_effort'
+    if durability in ('1', 'transient_local'):
+        profile['durability'] = 'transient_local'
+    elif durability in ('2', 'volatile'):
+        profile['durability'] = 'volatile'
+    if isinstance(first.get('depth'), int) and first['depth'] > 0:
+        profile['depth'] = first['depth']
+    return profile
+
+
+def _register_schema(store, msgtype: str, schema_text: str) -> None:
+    """Register msgtype from the ros2msg schema an MCAP channel carries (the main definition,
+    then '====' separators and 'MSG: pkg/Type' dependencies), for types without a .msg here."""
+    import re as _re
+
+    from rosbags.typesys import get_types_from_msg
+    parts = _re.split(r'^=+\s*$', schema_text, flags=_re.M)
+    types = dict(get_types_from_msg(parts[0], msgtype))
+    for part in parts[1:]:
+        match = _re.match(r'\s*MSG:\s*(\S+)\s*\n', part)
+        if match:
+            pkg, name = match.group(1).split('/')[0], match.group(1).split('/')[-1]
+            types.update(get_types_from_msg(part[match.end():], f'{pkg}/msg/{name}'))
+    store.register(types)
+
+
+def recover_bag(bag, output=None) -> dict:
+    """A readable bag from one whose writer never closed it (recorder killed): the MCAP records
+    are read one after the other up to the first damaged one, and written again as a complete
+    MCAP with its summary plus metadata.yaml. output None: in place (the unfinished .mcap is
+    replaced). Returns {'output', 'messages', 'topics': {topic: n}, 'complete'} where complete
+    says whether the file ended cleanly (else its damaged tail, at most a chunk, was dropped)."""
+    from mcap.stream_reader import StreamReader
+    from mcap.records import Channel, Message, Schema
+
+    bag = Path(bag)
+    if not bag.exists():
+        raise BagError(f'bag not found: {bag}')
+    mcaps = [bag] if bag.is_file() else sorted(bag.glob('*.mcap'))
+    if len(mcaps) != 1:
+        raise BagError(f'{bag}: expected one .mcap file to recover, found {len(mcaps)}')
+    source = mcaps[0]
+    bag_dir = source.parent
+    target = Path(output) if output is not None else bag_dir.with_name(bag_dir.name + '.recovering')
+    if target.exists():
+        raise BagError(f'{target} exists already; choose another output')
+    schemas, channels, complete = {}, {}, False
+    writer = None
+    counts: dict[str, int] = {}
+    try:
+        with open(source, 'rb') as stream:
+            try:
+                for record in StreamReader(stream, skip_magic=False).records:
+                    if isinstance(record, Schema):
+                        schemas[record.id] = record
+                    elif isinstance(record, Channel):
+                        channels[record.id] = record
+                    elif isinstance(record, Message) and record.channel_id in channels:
+                        channel = channels[record.channel_id]
+                        schema = schemas.get(channel.schema_id)
+                        if schema is None:
+                            continue
+                        if writer is None:
+                            writer = BagWriter(target)
+                        if channel.topic not in writer.counts:
+                            try:
+                                ensure_type(writer._store, schema.name)
+                            except BagError:
+                                _register_schema(writer._store, schema.name,
+                                                 schema.data.decode('utf-8', 'replace'))
+                            writer.add_topic(channel.topic, schema.name, qos=_qos_dict(
+                                channel.metadata.get('offered_qos_profiles', ''), channel.topic))
+                        writer.write_raw(channel.topic, schema.name, record.data,
+                                         record.log_time)
+                complete = True
+            except Exception:  # noqa: BLE001 - a truncated or torn tail ends the readable part
+                pass
+    except OSError as err:
+        raise BagError(f'cannot read {source}: {err}') from None
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise BagError(f'{source}: no readable message in it (not an MCAP bag, or killed '
+                       'before its first chunk reached the disk)')
+    counts = dict(writer.counts)
+    if output is None:  # swap the recovered files in
+        new_mcap = target / f'{target.name}.mcap'
+        source.unlink()
+        (bag_dir / 'metadata.yaml').unlink(missing_ok=True)
+        new_mcap.rename(bag_dir / f'{bag_dir.name}.mcap')
+        meta = (target / 'metadata.yaml').read_text().replace(
+            f'{target.name}.mcap', f'{bag_dir.name}.mcap')
+        (bag_dir / 'metadata.yaml').write_text(meta)
+        (target / 'metadata.yaml').unlink()
+        target.rmdir()
+        target = bag_dir
+    return {'output': str(target), 'messages': sum(counts.values()), 'topics': counts,
+            'complete': complete}

@@ -28,6 +28,10 @@ EVAL_RANGE_M = 50.0
 EGO_SIZE_LW_M = (4.6, 1.9)
 EGO_REAR_AXLE_TO_CENTER_M = 1.3
 PLAN_HORIZONS_S = (1.0, 2.0, 3.0)
+# How frames the graph dropped enter the metrics (also printed in every eval result).
+DROPPED_FRAMES_POLICY = ('excluded: detection AP/recall, tracking and planning L2/collisions all '
+                         'score the same frames_scored LiDAR frames, those answered with a plan; '
+                         'frames without a plan are counted in dropped_sensor_frames, not scored')
 # A sensor frame and a message "have the same stamp" when within this (sim stamps are exact).
 STAMP_TOLERANCE_NS = 1_000_000
 
@@ -365,24 +369,32 @@ class RunOutputs:
     plans: list = field(default_factory=list)           # list[Plan] (odom)
     planner_latency_ms: list = field(default_factory=list)
 
-    def shift_stamps(self, offset_ns: int) -> None:
-        """Undo a replay restamp (outputs then carry the bag's own stamps, as the ground truth does)."""
-        if offset_ns:
-            self.lidar_objects = {s + offset_ns: v for s, v in self.lidar_objects.items()}
-            self.tracks = {s + offset_ns: v for s, v in self.tracks.items()}
-            for plan in self.plans:
-                plan.stamp_ns += offset_ns
+    def restore_stamps(self, to_bag_stamp) -> None:
+        """Give every output the stamp its input had in the bag (undoing a restamped replay), so
+        it compares with the ground truth; to_bag_stamp maps a published stamp to the bag's."""
+        self.lidar_objects = {to_bag_stamp(s): v for s, v in self.lidar_objects.items()}
+        self.tracks = {to_bag_stamp(s): v for s, v in self.tracks.items()}
+        for plan in self.plans:
+            plan.stamp_ns = to_bag_stamp(plan.stamp_ns)
 
 
-def replay_stamp_offset_ns(run_dir) -> int:
-    """The constant stamp shift `replay --restamp` applied (run_dir/replay.json), 0 if none."""
+def replay_stamp_restorer(run_dir):
+    """published stamp -> bag stamp, from run_dir/replay.json: the per-message restamp map
+    (`stamp_map_ns`, [[bag, published], ...]) or an older run's constant `stamp_offset_ns`;
+    the identity when the replay did not restamp. A stamp not in the map is kept as it is."""
     path = Path(run_dir) / 'replay.json'
     if not path.exists():
-        return 0
+        return lambda stamp_ns: stamp_ns
     try:
-        return int(json.loads(path.read_text()).get('stamp_offset_ns') or 0)
-    except (ValueError, AttributeError) as e:
-        raise EvalError(f'{path}: not a replay summary ({e})') from None
+        data = json.loads(path.read_text())
+        if data.get('stamp_map_ns'):
+            back = {int(published): int(original) for original, published in data['stamp_map_ns']}
+            return lambda stamp_ns: back.get(stamp_ns, stamp_ns)
+        offset = int(data.get('stamp_offset_ns') or 0)
+    except (ValueError, AttributeError, TypeError) as e:
+        raise EvalError(f'{path}: not a replay summary ({e}); delete it if the run was not '
+                        'restamped') from None
+    return lambda stamp_ns: stamp_ns - offset
 
 
 def check_run_dir(run_dir) -> Path:
@@ -411,7 +423,7 @@ def read_outputs(output_bag, progress: bool = False) -> RunOutputs:
                                total=sum(reader.topics.get(t, ('', 0))[1] for t in topics),
                                disable=not progress, leave=False):
             _collect_output(out, topic, msg, msg_to_objects, msg_to_plan, stamp_to_ns)
-    out.shift_stamps(-replay_stamp_offset_ns(Path(output_bag).parent))
+    out.restore_stamps(replay_stamp_restorer(Path(output_bag).parent))
     return out
 
 
@@ -469,14 +481,33 @@ def load_latency_json(path) -> dict | None:
     except ValueError as exc:
         raise EvalError(f'{path}: not valid JSON ({exc}); delete it or rewrite it') from exc
     if isinstance(data, dict) and 'e2e_p50_ms' in data and 'e2e_p99_ms' in data:
-        return {'e2e_p50_ms': float(data['e2e_p50_ms']), 'e2e_p99_ms': float(data['e2e_p99_ms']),
-                'source': 'latency.json'}
+        # null = not measured (e.g. no trajectory was recorded); keep it null, never a crash
+        out = {'e2e_p50_ms': _number_or_none(path, data, 'e2e_p50_ms'),
+               'e2e_p99_ms': _number_or_none(path, data, 'e2e_p99_ms'), 'source': 'latency.json'}
+        for key in ('dds_lost_inputs', 'dds_lost_inputs_by_node', 'queue_dropped_inputs',
+                    'dropped_inputs_by_node'):
+            if key in data:
+                out[key] = data[key]
+        return out
     samples = data if isinstance(data, list) else (
         data.get('e2e_ms', data.get('samples_ms')) if isinstance(data, dict) else None)
     if samples is None:
         raise EvalError(f'{path}: expected keys e2e_p50_ms/e2e_p99_ms or a list of samples (ms)')
+    try:
+        samples = [np.nan if v is None else float(v) for v in samples]
+    except (TypeError, ValueError):
+        raise EvalError(f'{path}: latency samples must be numbers (ms) or null') from None
     p = latency_percentiles(samples)
     return {'e2e_p50_ms': p['p50_ms'], 'e2e_p99_ms': p['p99_ms'], 'source': 'latency.json'}
+
+
+def _number_or_none(path, data: dict, key: str) -> float | None:
+    value = data[key]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise EvalError(f'{path}: {key} must be a number of ms or null, not {value!r}')
+    return float(value)
 
 
 def _to_odom(objects_base, ego: EgoState):
@@ -507,10 +538,12 @@ def eval_run(run_dir, progress: bool = True) -> dict:
         return out
 
     dets_at, tracks_at = by_gt_index(outputs.lidar_objects), by_gt_index(outputs.tracks)
-    # scored frames = GT frames with a LiDAR frame in the input bag; a frame the graph dropped
-    # still counts (its objects were missed)
-    eval_k = sorted({k for s in lidar_stamps
-                     if (k := nearest_frame_index(gt_stamps, s)) is not None} | set(dets_at))
+    # Dropped frames (DROPPED_FRAMES_POLICY): every quality metric scores the same frames, the
+    # LiDAR frames the graph answered with a plan; the others are counted, not scored.
+    plan_stamps = np.array(sorted(p.stamp_ns for p in outputs.plans), dtype=np.int64)
+    answered = [s for s in lidar_stamps if nearest_frame_index(plan_stamps, s) is not None]
+    dropped = len(lidar_stamps) - len(answered)
+    eval_k = sorted({k for s in answered if (k := nearest_frame_index(gt_stamps, s)) is not None})
     det_frames, trk_frames, frames = [], [], []
     for k in tqdm(eval_k, desc='eval frames', unit='frame', disable=not progress, leave=False):
         ego = gt_frames[k].ego
@@ -520,7 +553,10 @@ def eval_run(run_dir, progress: bool = True) -> dict:
 
     det = detection_metrics(det_frames, frames)
     trk = id_switches(trk_frames, frames)
-    plan = planning_metrics(outputs.plans, gt_frames)
+    scored_stamps = {gt_frames[k].stamp_ns for k in eval_k}
+    plan = planning_metrics([p for p in outputs.plans
+                             if (k := nearest_frame_index(gt_stamps, p.stamp_ns)) is not None
+                             and gt_frames[k].stamp_ns in scored_stamps], gt_frames)
 
     latency = load_latency_json(run_dir / 'latency.json')
     if latency is None and outputs.planner_latency_ms:
@@ -529,8 +565,6 @@ def eval_run(run_dir, progress: bool = True) -> dict:
     if latency is None:
         latency = {'e2e_p50_ms': None, 'e2e_p99_ms': None, 'source': None}
 
-    plan_stamps = np.array(sorted(p.stamp_ns for p in outputs.plans), dtype=np.int64)
-    dropped = sum(nearest_frame_index(plan_stamps, s) is None for s in lidar_stamps)
     return json_safe({
         'run_dir': str(run_dir),
         'scenario': scenario.get('kind', scenario.get('name', '')) if isinstance(scenario, dict)
@@ -539,11 +573,13 @@ def eval_run(run_dir, progress: bool = True) -> dict:
                       'recall': det['recall'], 'num_gt': det['num_gt'],
                       'frames': len(det_frames), 'source': 'lidar'},
         'tracking': {'id_switches': trk['id_switches'], 'tracks': trk['tracks'],
-                     'matches': trk['matches'], 'frames': len(tracks_at)},
+                     'matches': trk['matches'], 'frames': len(trk_frames)},
         'planning': plan,
         'latency': latency,
         'sensor_frames': len(lidar_stamps),
         'dropped_sensor_frames': int(dropped),
+        'frames_scored': len(eval_k),
+        'dropped_frames_policy': DROPPED_FRAMES_POLICY,
     })
 
 

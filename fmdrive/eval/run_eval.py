@@ -19,7 +19,8 @@ from fmdrive.eval.metrics import EvalError, eval_run, json_safe  # noqa: F401  (
 
 # leaves that are counts: summed over runs (everything else numeric is averaged)
 COUNT_KEYS = {'id_switches', 'tracks', 'matches', 'frames', 'plans', 'collisions', 'num_gt',
-              'sensor_frames', 'dropped_sensor_frames'}
+              'sensor_frames', 'dropped_sensor_frames', 'frames_scored', 'dds_lost_inputs',
+              'queue_dropped_inputs'}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
