@@ -6,6 +6,7 @@ Nothing in this module imports ROS, so cores and tests can use it without rclpy.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # repository root (= the ROS package)
@@ -82,54 +83,106 @@ QOS = {
     'latched': {'reliability': 'reliable', 'depth': 1, 'durability': 'transient_local'},
 }
 
-# ---------------------------------------------------------------- default parameters
-# Per node. config/params.yaml is generated from (and checked against) this dict by a test,
-# so the YAML used by launch files never drifts from the defaults in code.
-COMMON_PARAMS = {
-    'sensor_qos': 'reliable',        # 'sensor' on the vehicle, 'reliable' for replay and tests
-    'queue_size': 2,                 # bounded input queue per topic; the oldest is dropped
-    'diagnostics_period_s': 1.0,
-    'extrinsics_file': '',           # '' = calibration/extrinsics.yaml of this package
-    'camera_info_file': '',          # '' = calibration/camera_front.yaml (a camera_info topic wins)
+# ---------------------------------------------------------------- node parameters
+# Per node: default, description, valid range or choices, and whether a change needs a restart.
+# Nodes declare every parameter with a ROS ParameterDescriptor built from these (so
+# `ros2 param describe` shows them), refuse invalid values at start with one line naming the
+# parameter, and apply or refuse runtime changes. config/params.yaml is generated from the defaults
+# (and checked against them by a test), so the YAML used by launch files never drifts from code.
+@dataclass(frozen=True)
+class Param:
+    default: object
+    description: str
+    range: tuple | None = None       # (min, max), inclusive, for numbers
+    choices: tuple | None = None     # allowed values, for strings
+    read_only: bool = False          # True: a change needs a node restart (refused at runtime)
+
+    def check(self, name: str, value) -> str | None:
+        """None if `value` is valid for this parameter, else why not (one line naming it)."""
+        kind = type(self.default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            hint = f' (write {value}.0)' if kind is float and isinstance(value, int) else ''
+            return (f'parameter {name!r} must be a {kind.__name__}, got {type(value).__name__} '
+                    f'{value!r}{hint}: {self.description}')
+        if self.range is not None and not (self.range[0] <= value <= self.range[1]):
+            return (f'parameter {name!r} = {value!r} is out of range [{self.range[0]}, {self.range[1]}]: '
+                    f'{self.description}')
+        if self.choices is not None and value not in self.choices:
+            return (f'parameter {name!r} = {value!r} is not one of {", ".join(map(repr, self.choices))}: '
+                    f'{self.description}')
+        return None
+
+
+SPEED_LIMIT_MPS = 13.9  # 50 km/h: the configured limit while no map gives one (scene and planner share it)
+
+COMMON_PARAM_SPECS = {
+    'sensor_qos': Param('auto', 'QoS of sensor subscriptions: auto adapts to the publishers (best effort '
+                        'if any publisher is, as camera and LiDAR drivers are; reliable otherwise, as replay); '
+                        'sensor = best effort; reliable = reliable', choices=('auto', 'sensor', 'reliable'),
+                        read_only=True),
+    'queue_size': Param(2, 'bounded input queue per heavy topic; when full the oldest message is dropped '
+                        'and counted', range=(1, 100)),
+    'diagnostics_period_s': Param(1.0, 'period of /diagnostics', range=(0.05, 60.0), read_only=True),
+    'stale_after_s': Param(1.0, 'an input silent this long after it was flowing is reported STALE',
+                           range=(0.05, 60.0)),
+    'base_frame': Param('base_link', 'the vehicle frame every output is expressed in', read_only=True),
+    'extrinsics_file': Param('', 'fallback calibration YAML when nothing is on /tf_static '
+                             '("" = calibration/extrinsics.yaml of this package)', read_only=True),
+    'camera_info_file': Param('', 'fallback camera_info YAML until one arrives on the topic '
+                              '("" = calibration/camera_front.yaml)', read_only=True),
 }
 
-NODE_PARAMS = {
+NODE_PARAM_SPECS = {
     'lidar_encoder': {
-        'backend': 'classical',      # classical (open3d); the learned encoder arrives with the models
-        'range_m': 60.0,
-        'z_min_m': -3.0,
-        'z_max_m': 3.0,
-        'voxel_m': 0.15,
-        'ground_distance_m': 0.2,
-        'ransac_iterations': 100,
-        'max_ground_tilt_deg': 15.0,
-        'cluster_eps_m': 0.7,
-        'cluster_min_points': 5,
-        'min_box_points': 5,
-        'max_object_length_m': 7.0,
-        'max_object_height_m': 3.0,
-        'detect_lanes': True,
-        'lane_width_m': 3.5,
+        'backend': Param('classical', 'detector: classical (open3d); the learned encoder arrives with the models',
+                         choices=('classical',), read_only=True),
+        'range_m': Param(60.0, 'points farther than this (horizontal) are ignored', range=(5.0, 300.0)),
+        'z_min_m': Param(-3.0, 'lowest point kept, relative to the ground under the sensor', range=(-20.0, 5.0)),
+        'z_max_m': Param(3.0, 'highest point kept, relative to the ground', range=(0.5, 20.0)),
+        'voxel_m': Param(0.15, 'voxel size of the downsampled cloud', range=(0.02, 2.0)),
+        'ground_distance_m': Param(0.2, 'points within this of the ground plane are ground', range=(0.02, 2.0)),
+        'ransac_iterations': Param(100, 'RANSAC iterations of the ground fit', range=(10, 10000)),
+        'max_ground_tilt_deg': Param(15.0, 'steepest ground plane accepted', range=(0.0, 45.0)),
+        'cluster_eps_m': Param(0.7, 'neighbour distance that joins points into one object', range=(0.05, 5.0)),
+        'cluster_min_points': Param(5, 'smallest cluster kept', range=(1, 10000)),
+        'min_box_points': Param(5, 'fewest points an object box is fitted to', range=(1, 10000)),
+        'max_object_length_m': Param(7.0, 'longest object kept (trucks and buses need more)', range=(0.5, 40.0)),
+        'max_object_height_m': Param(3.0, 'tallest object kept', range=(0.5, 10.0)),
+        'detect_lanes': Param(True, 'find lane markings from intensity'),
+        'lane_width_m': Param(3.5, 'lane width assumed when only one marking is seen', range=(2.0, 6.0)),
     },
     'fusion': {
-        'max_age_s': 0.5,            # a track not seen for this long is dropped
-        'gate_m': 3.0,               # association gate (centre distance)
-        'min_hits': 2,               # a track is published after this many hits
-        'odom_buffer_s': 5.0,
-        'speed_limit_mps': 13.9,     # no map yet: the configured limit goes into the scene
-        'max_scene_objects': 8,      # objects named in the scene text (all stay in the structure)
+        'max_age_s': Param(0.5, 'a track not seen for this long is dropped', range=(0.05, 10.0)),
+        'gate_m': Param(3.0, 'association gate (centre distance)', range=(0.1, 20.0)),
+        'min_hits': Param(2, 'a track is published after this many hits', range=(1, 100)),
+        'odom_buffer_s': Param(5.0, 'odometry history kept for lookups at sensor stamps', range=(0.5, 60.0),
+                               read_only=True),
+        'speed_limit_mps': Param(SPEED_LIMIT_MPS, 'speed limit written into the scene (no map yet)',
+                                 range=(0.0, 70.0)),
+        'max_scene_objects': Param(8, 'objects named in the scene text (all stay in the structure)',
+                                   range=(0, 200)),
     },
     'planner': {
-        'horizon_s': 3.0,
-        'dt_s': 0.5,
-        'speed_limit_mps': 13.9,
-        'deadline_ms': 100.0,
+        'horizon_s': Param(3.0, 'length of the published trajectory', range=(0.5, 20.0)),
+        'dt_s': Param(0.5, 'waypoint spacing of the published trajectory', range=(0.05, 2.0)),
+        'speed_limit_mps': Param(SPEED_LIMIT_MPS, 'highest speed planned (the scene\'s limit wins when lower)',
+                                 range=(0.0, 70.0)),
+        'deadline_ms': Param(100.0, 'planning time budget; a plan over it is flagged deadline_met=false',
+                             range=(1.0, 10000.0)),
+        'watchdog_period_s': Param(0.1, 'how often the planner checks that scenes still arrive; while they '
+                                   'do not it publishes a safe stopping trajectory at this period',
+                                   range=(0.02, 1.0), read_only=True),
     },
     'visualizer': {
-        'overlay_max_rate_hz': 5.0,
-        'draw_points': True,
+        'overlay_max_rate_hz': Param(5.0, 'highest rate of the overlay image', range=(0.1, 60.0)),
+        'draw_points': Param(True, 'draw LiDAR points on the overlay'),
     },
 }
+
+COMMON_PARAMS = {k: p.default for k, p in COMMON_PARAM_SPECS.items()}
+NODE_PARAMS = {node: {k: p.default for k, p in specs.items()} for node, specs in NODE_PARAM_SPECS.items()}
 
 NODES = tuple(NODE_PARAMS)  # the nodes this issue ships; camera_encoder joins with the models
 
@@ -139,6 +192,13 @@ def node_params(node: str) -> dict:
     if node not in NODE_PARAMS:
         raise KeyError(f'unknown node {node!r}; known: {", ".join(NODES)}')
     return {**copy.deepcopy(COMMON_PARAMS), **copy.deepcopy(NODE_PARAMS[node])}
+
+
+def node_param_specs(node: str) -> dict:
+    """{name: Param} of one node, common parameters included."""
+    if node not in NODE_PARAM_SPECS:
+        raise KeyError(f'unknown node {node!r}; known: {", ".join(NODES)}')
+    return {**COMMON_PARAM_SPECS, **NODE_PARAM_SPECS[node]}
 
 
 # ---------------------------------------------------------------- files shipped in the repo

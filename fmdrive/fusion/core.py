@@ -24,6 +24,9 @@ from fmdrive.geometry import inv_T
 from fmdrive.objects import EgoState, Scene
 
 
+NO_ODOMETRY = 'no odometry for the frame'   # how every missing-odometry warning starts (one key)
+
+
 @dataclass
 class FusionParams:
     max_age_s: float = 0.5              # a track not seen for this long is dropped
@@ -168,14 +171,12 @@ class FusionCore:
             f'newest odometry {(stamp_ns - newest) / NS_PER_S:+.3f} s from the frame'
         if self._held_ego is not None:
             held = self._held_ego
-            warnings.append(f'no odometry at stamp {stamp_ns} ({age}): ego assumed static at its '
-                            'last known pose')
+            warnings.append(f'{NO_ODOMETRY}: ego assumed static at its last known pose ({age})')
             return EgoState(held.x, held.y, held.yaw_rad, 0.0, 0.0), False
         if self._tracking_in_odom:
             # Odometry was reset (not the LiDAR clock) and nothing is known of the pose since.
             self.tracker.reset()
             self._tracking_in_odom = False
             warnings.append('odometry pose lost after an odometry reset: tracks restarted')
-        warnings.append(f'no odometry at stamp {stamp_ns} ({age}): tracking in base_link as if ego '
-                        'were static')
+        warnings.append(f'{NO_ODOMETRY}: tracking in base_link as if the ego were static ({age})')
         return EgoState(), False

@@ -1,12 +1,26 @@
-"""What every fmdrive node shares: parameters from config.py, QoS, bounded input queues that drop the
-oldest message (and count it), bad-input handling that never kills the node, and /diagnostics with
-processing_time_ms, pipeline_latency_ms, input rates and dropped/bad input counts.
+"""What every fmdrive node shares, so each node stays a thin adapter:
+
+- parameters declared from config.py with descriptors (type, range, description, read-only); an
+  invalid value stops the node at start with one line naming it; runtime changes are applied
+  (`reconfigure`) or refused with the reason;
+- subscriptions whose QoS matches what real drivers publish (`sensor_qos: auto` follows the
+  publishers: best effort if any is, transient_local only if all are), incompatible-QoS events
+  counted and warned once;
+- bounded input queues that drop the oldest message (and count it), bad-input handling that never
+  kills the node;
+- liveliness: each input ages against the clock (rate over a window ending now, STALE on
+  /diagnostics within stale_after_s of a topic going silent, naming it), and gaps in the stamp
+  sequence of periodic inputs are counted as frames that never arrived (loss upstream or in DDS);
+- one TF buffer per node fed by /tf_static and /tf, with the calibration YAML as the fallback;
+- /diagnostics with processing_time_ms, pipeline_latency_ms, rates, drops, the calibration source and
+  how many subscribers each output has matched (what `fmdrive run` waits on at start).
 
 Only rclpy API that exists in Humble, Jazzy and Kilted is used.
 """
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 import time
 import traceback
@@ -14,15 +28,31 @@ import traceback
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from fmdrive import config
 from fmdrive.msgs import MessageError, stamp_to_ns
 
-WINDOW = 200  # samples kept for p50/p99 on /diagnostics
-RECENT_WARNING_S = 5.0  # a warning keeps the node's status at WARN this long
+try:                                    # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:                     # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+WINDOW = 200               # samples kept for p50/p99 on /diagnostics
+RECENT_WARNING_S = 5.0     # a warning keeps the node's status at WARN this long
+RATE_WINDOW_S = 2.0        # input rates are counted over the last this-many seconds
+QOS_CHECK_PERIOD_S = 1.0   # how often `auto` QoS looks at the publishers of each input
+GAP_FACTOR = 1.6           # a stamp step this many typical periods long means frames went missing
+PARAM_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
+               str: Parameter.Type.STRING}
+
+
+class ParameterError(Exception):
+    """An invalid node parameter; the text names it (printed as one line, exit code 2)."""
 
 
 def _bad_input_errors() -> tuple:
@@ -45,36 +75,89 @@ def make_qos(kind: str, depth: int | None = None) -> QoSProfile:
                     else DurabilityPolicy.VOLATILE))
 
 
-class InputStats:
-    """Per input topic: counts, arrival rate, last stamp (to notice stamps going backwards)."""
+def compatible_qos(publishers, depth: int, fallback: QoSProfile) -> QoSProfile:
+    """A subscription profile every one of `publishers` (TopicEndpointInfo) matches: best effort if
+    any offers best effort, transient_local only if all are (what rosbag2's recorder does)."""
+    if not publishers:
+        return fallback
+    best_effort = any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in publishers)
+    latched = all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in publishers)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
-    def __init__(self):
+
+def descriptor(name: str, spec: config.Param) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=name, type=PARAM_TYPES[type(spec.default)].value,
+                            description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        d.additional_constraints = 'one of: ' + ', '.join(map(str, spec.choices))
+    if spec.range is not None and isinstance(spec.default, float):
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]))]
+    elif spec.range is not None and isinstance(spec.default, int):
+        d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+    return d
+
+
+class InputStats:
+    """Per input topic: counts, arrival times, stamp order and gaps."""
+
+    def __init__(self, aged: str | None, gaps: bool):
+        self.aged = aged                  # 'always', 'after_first' or None (latched/event topics)
+        self.gaps = gaps                  # count gaps in the stamp sequence (periodic topics)
         self.received = 0
         self.dropped = 0
         self.bad = 0
-        self.arrivals = collections.deque(maxlen=50)
+        self.missing = 0                  # frames the stamp sequence says never arrived
+        self.arrivals = collections.deque(maxlen=512)
         self.last_stamp_ns = None
+        self.periods_ns = collections.deque(maxlen=31)
         self.stamps_backwards = 0
+        self.incompatible_qos = 0
+        self.qos = ''
 
-    def rate_hz(self) -> float:
-        if len(self.arrivals) < 2:
-            return 0.0
-        span = self.arrivals[-1] - self.arrivals[0]
-        return (len(self.arrivals) - 1) / span if span > 0 else 0.0
+    def rate_hz(self, now: float) -> float:
+        """Messages per second over the RATE_WINDOW_S ending now: silence brings it to 0."""
+        recent = sum(1 for t in self.arrivals if now - t <= RATE_WINDOW_S)
+        return recent / RATE_WINDOW_S
+
+    def silent_s(self, now: float, since: float) -> float:
+        return now - (self.arrivals[-1] if self.arrivals else since)
+
+    def note_stamp(self, stamp_ns: int) -> int | None:
+        """Record a stamp; returns how far it went backwards (ns) if it did."""
+        last, self.last_stamp_ns = self.last_stamp_ns, stamp_ns
+        if last is None:
+            return None
+        step = stamp_ns - last
+        if step < 0:
+            self.stamps_backwards += 1
+            self.periods_ns.clear()       # a bag loop or clock jump: learn the period again
+            return -step
+        if step == 0 or not self.gaps:
+            return None
+        if len(self.periods_ns) >= 5:
+            typical = float(np.median(self.periods_ns))
+            if step > GAP_FACTOR * typical:
+                self.missing += int(round(step / typical)) - 1
+                return None               # a gap is not a period sample
+        self.periods_ns.append(step)
+        return None
 
 
 class FmdriveNode(Node):
-    """Base class: `name` must be a key of config.NODE_PARAMS."""
+    """Base class: `name` must be a key of config.NODE_PARAM_SPECS."""
 
     def __init__(self, name: str):
         super().__init__(name)
-        self.p = {}
-        for key, default in config.node_params(name).items():
-            self.p[key] = self.declare_parameter(key, default).value
+        self.specs = config.node_param_specs(name)
+        self.p = self._declare_parameters()
         self._lock = threading.Lock()               # guards the core between callbacks and worker
         self._inputs: dict[str, InputStats] = {}
+        self._subs: dict[str, dict] = {}            # topic -> {sub, msg_type, callback, mode, depth, profile}
         self._queues: dict[str, collections.deque] = {}
         self._handlers = {}
+        self._publishers_by_topic: dict[str, object] = {}
         self._cv = threading.Condition()
         self._seq = 0
         self._processing_ms = collections.deque(maxlen=WINDOW)
@@ -84,35 +167,92 @@ class FmdriveNode(Node):
         self._last_warning_time = -1e9
         self._warn_times: dict[str, float] = {}
         self._mode = 'ok'
-        self.diag_values: dict[str, str] = {}   # node-specific entries for /diagnostics
+        self._started = time.monotonic()
+        self.tf = None                              # fmdrive.tf.TransformBuffer once use_tf() is called
+        self.diag_values: dict[str, str] = {}       # node-specific entries for /diagnostics
         self._running = True
         self._diag_pub = self.create_publisher(DiagnosticArray, config.TOPICS['diagnostics'], make_qos('reliable', 10))
         self.create_timer(float(self.p['diagnostics_period_s']), self.publish_diagnostics)
+        self.create_timer(QOS_CHECK_PERIOD_S, self._adapt_qos)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._worker = threading.Thread(target=self._work, name=f'{name}_worker', daemon=True)
         self._worker.start()
 
-    # ------------------------------------------------------------------ subscriptions
-    def sensor_qos(self) -> QoSProfile:
-        return make_qos(self.p['sensor_qos'])
+    # ------------------------------------------------------------------ parameters
+    def _declare_parameters(self) -> dict:
+        overrides = getattr(self, '_parameter_overrides', {})
+        values = {}
+        for key, spec in self.specs.items():
+            given = overrides.get(key)
+            if given is not None:
+                problem = spec.check(key, given.value)
+                if problem:
+                    raise ParameterError(f'{self.get_name()}: {problem}')
+            value = spec.default if given is None else given.value
+            if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)                # 60 for a double: what the user meant
+            values[key] = self.declare_parameter(key, value, descriptor(key, spec), ignore_override=True).value
+        return values
 
-    def subscribe(self, key: str, msg_type, handler, qos: QoSProfile | None = None, queued: bool = False):
-        """Subscribe to config.TOPICS[key]. queued=True: heavy work, done on the worker thread from a
-        bounded queue (queue_size) that drops the oldest message when full; otherwise handled in the
-        callback (cheap inputs such as odometry)."""
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        changed = {}
+        for param in params:
+            spec = self.specs.get(param.name)
+            if spec is None:
+                continue                            # use_sim_time and other rclpy parameters
+            if spec.read_only:
+                return SetParametersResult(successful=False,
+                                           reason=f'{param.name} is read-only: restart the node to change it')
+            problem = spec.check(param.name, param.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+            changed[param.name] = float(param.value) if isinstance(spec.default, float) else param.value
+        if not changed:
+            return SetParametersResult(successful=True)
+        candidate = {**self.p, **changed}
+        try:
+            with self._lock:
+                self.reconfigure(candidate, changed)
+        except (ValueError, TypeError) as e:
+            return SetParametersResult(successful=False, reason=f'refused: {e}')
+        self.p = candidate
+        self.get_logger().info('parameters changed: ' + ', '.join(f'{k}={v!r}' for k, v in changed.items()))
+        return SetParametersResult(successful=True)
+
+    def reconfigure(self, params: dict, changed: dict) -> None:
+        """Apply new parameter values (called under the node lock; raise ValueError to refuse).
+        Parameters read from self.p at each use need nothing here; nodes rebuild their cores."""
+
+    # ------------------------------------------------------------------ subscriptions
+    def _initial_qos(self, kind: str, depth: int) -> QoSProfile:
+        if kind == 'sensor':
+            return make_qos('sensor' if self.p['sensor_qos'] == 'sensor' else 'reliable', depth)
+        return make_qos(kind, depth)
+
+    def subscribe(self, key: str, msg_type, handler, qos: str = 'reliable', queued: bool = False,
+                  aged: str | None = 'after_first', gaps: bool = True, depth: int | None = None):
+        """Subscribe to config.TOPICS[key].
+
+        qos: 'sensor' (follows the sensor_qos parameter), 'reliable', 'latched', or 'any' (matches
+        whatever publishes, e.g. camera_info: volatile or latched, reliable or best effort).
+        queued=True: heavy work on the worker thread from a bounded queue (queue_size) that drops the
+        oldest message when full; otherwise handled in the callback (cheap inputs).
+        aged: 'always' (STALE when silent, also before the first message), 'after_first' (STALE
+        once a flowing topic goes silent) or None (latched or event topics). gaps: count holes in
+        the stamp sequence (periodic topics)."""
         topic = config.TOPICS[key]
-        self._inputs[topic] = InputStats()
+        stats = self._inputs[topic] = InputStats(aged, gaps)
         if queued:
             self._queues[topic] = collections.deque()
             self._handlers[topic] = handler
 
         def callback(msg, topic=topic):
-            stats = self._inputs[topic]
             stats.received += 1
             stats.arrivals.append(time.monotonic())
             if queued:
                 with self._cv:
                     q = self._queues[topic]
-                    if len(q) >= int(self.p['queue_size']):
+                    while len(q) >= int(self.p['queue_size']):
                         q.popleft()
                         stats.dropped += 1
                     self._seq += 1
@@ -121,7 +261,58 @@ class FmdriveNode(Node):
             else:
                 self._handle(topic, handler, msg)
 
-        return self.create_subscription(msg_type, topic, callback, qos or make_qos('reliable'))
+        adaptive = qos == 'any' or (qos == 'sensor' and self.p['sensor_qos'] == 'auto')
+        depth = depth or (config.QOS['sensor']['depth'] if qos in ('sensor', 'any') else config.QOS['reliable']['depth'])
+        profile = self._initial_qos('reliable' if qos == 'any' else qos, depth)
+        entry = {'msg_type': msg_type, 'callback': callback, 'adaptive': adaptive, 'depth': depth}
+        self._subs[topic] = entry
+        self._create_subscription(topic, entry, profile)
+        if adaptive:
+            self._adapt_qos(only=topic)
+        return entry['sub']
+
+    def _create_subscription(self, topic: str, entry: dict, profile: QoSProfile):
+        stats = self._inputs.get(topic)
+
+        def incompatible(event, topic=topic):
+            if stats is not None:
+                stats.incompatible_qos += 1
+            if entry['adaptive']:
+                return                    # _adapt_qos re-creates the subscription within a second
+            policy = getattr(getattr(event, 'last_policy_kind', None), 'name', 'a policy')
+            self.warn(f'a publisher on {topic} offers a QoS this subscription cannot match ({policy}); '
+                      f'its messages are not received', key=f'qos{topic}', period_s=60.0)
+
+        if entry.get('sub') is not None:
+            self.destroy_subscription(entry['sub'])
+        entry['sub'] = self.create_subscription(
+            entry['msg_type'], topic, entry['callback'], profile,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=incompatible))
+        entry['profile'] = profile
+        if stats is not None:
+            stats.qos = (f'{profile.reliability.name.lower()}/{profile.durability.name.lower()}')
+
+    def _adapt_qos(self, only: str | None = None):
+        """`auto` QoS: re-create a subscription whose profile no longer matches every publisher."""
+        for topic, entry in self._subs.items():
+            if not entry['adaptive'] or (only and topic != only):
+                continue
+            try:
+                pubs = [p for p in self.get_publishers_info_by_topic(topic) if p.node_name != self.get_name()]
+            except Exception:  # noqa: BLE001 - graph query during shutdown
+                continue
+            want = compatible_qos(pubs, entry['depth'], entry['profile'])
+            have = entry['profile']
+            if (want.reliability, want.durability) != (have.reliability, have.durability):
+                self._create_subscription(topic, entry, want)
+                self.get_logger().info(f'{topic}: subscribing {self._inputs[topic].qos} to match its publishers')
+
+    def advertise(self, key: str, msg_type, qos: QoSProfile | None = None):
+        """A publisher on config.TOPICS[key]; /diagnostics reports how many subscribers it matched."""
+        topic = config.TOPICS[key]
+        pub = self.create_publisher(msg_type, topic, qos or make_qos('reliable'))
+        self._publishers_by_topic[topic] = pub
+        return pub
 
     def _work(self):
         while self._running:
@@ -138,15 +329,12 @@ class FmdriveNode(Node):
     def _handle(self, topic, handler, msg):
         stats = self._inputs[topic]
         try:
-            stamp = getattr(msg, 'header', None)
-            if stamp is not None:
-                stamp_ns = stamp_to_ns(msg.header.stamp)
-                if stats.last_stamp_ns is not None and stamp_ns < stats.last_stamp_ns:
-                    stats.stamps_backwards += 1
-                    self.warn(f'stamps went backwards on {topic} by '
-                              f'{(stats.last_stamp_ns - stamp_ns) / 1e6:.1f} ms (bag loop or clock jump)',
+            header = getattr(msg, 'header', None)
+            if header is not None:
+                back_ns = stats.note_stamp(stamp_to_ns(header.stamp))
+                if back_ns:
+                    self.warn(f'stamps went backwards on {topic} by {back_ns / 1e6:.1f} ms (bag loop or clock jump)',
                               key=f'backwards{topic}')
-                stats.last_stamp_ns = stamp_ns
             with self._lock:
                 handler(msg)
         except BAD_INPUT as e:
@@ -160,14 +348,51 @@ class FmdriveNode(Node):
                 self.get_logger().error(traceback.format_exc())
             self.publish_diagnostics()
 
+    def stale_inputs(self) -> list[str]:
+        """What is STALE now, one phrase per input ('/x silent for 1.3 s', '/y never received')."""
+        now, limit = time.monotonic(), float(self.p['stale_after_s'])
+        out = []
+        for topic, s in self._inputs.items():
+            if s.aged == 'always' or (s.aged == 'after_first' and s.received):
+                silent = s.silent_s(now, self._started)
+                if silent > limit:
+                    out.append(f'{topic} silent for {silent:.1f} s' if s.received else f'{topic} never received')
+        return out
+
     # ------------------------------------------------------------------ calibration
-    def load_extrinsics(self) -> dict:
-        """{child_frame: T_base_child} from the extrinsics file (parameter extrinsics_file)."""
+    def load_extrinsics(self):
+        """The fallback calibration file (parameter extrinsics_file) as an Extrinsics."""
         from fmdrive.calibration.extrinsics import load_extrinsics
         return load_extrinsics(self.p['extrinsics_file'] or config.EXTRINSICS_FILE)
 
+    def use_tf(self):
+        """One TF buffer for this node: /tf_static (latched) and /tf, the calibration YAML underneath."""
+        from fmdrive.msgs import TFMessage
+        from fmdrive.tf import TransformBuffer, stamped_transforms
+        self.tf = TransformBuffer.from_extrinsics(self.load_extrinsics())
+
+        def on_tf(msg, static):
+            rejected = self.tf.add_transforms(stamped_transforms(msg), static=static)
+            if rejected:
+                raise MessageError(f'{rejected} invalid transform(s) (empty or equal frame ids, NaN, '
+                                   'non-unit quaternion, or a loop)')
+            for line in self.tf.disagreements:
+                self.warn(f'calibration: {line}', key=line, period_s=1e9)
+            self.tf.disagreements.clear()
+
+        self.subscribe('tf_static', TFMessage, lambda m: on_tf(m, True), 'latched', aged=None, gaps=False, depth=100)
+        self.subscribe('tf', TFMessage, lambda m: on_tf(m, False), 'any', aged=None, gaps=False, depth=100)
+        return self.tf
+
+    def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:
+        """T_<target>_<source> from the node's TF buffer; the source (tf, tf_static or the YAML file)
+        is reported on /diagnostics. Raises TransformError (counted as bad input) when unknown."""
+        T = self.tf.lookup(target, source, stamp_ns)
+        self.diag_values[f'calibration_source/{source}'] = self.tf.source_of(target, source)
+        return T
+
     def load_camera_model(self):
-        """The camera model from camera_info_file; a valid /sensors/camera/camera_info replaces it."""
+        """The camera model from camera_info_file; a valid camera_info on the topic replaces it."""
         from fmdrive.calibration.camera_model import CameraModel
         return CameraModel.from_yaml(self.p['camera_info_file'] or config.CAMERA_INFO_FILE)
 
@@ -197,15 +422,19 @@ class FmdriveNode(Node):
     def publish_diagnostics(self):
         def pct(values, q):
             return f'{np.percentile(values, q):.2f}' if values else 'nan'
+        now = time.monotonic()
         st = DiagnosticStatus()
         st.name = f'fmdrive/{self.get_name()}'
         st.hardware_id = 'fmdrive'
-        bad = sum(s.bad for s in self._inputs.values())
-        dropped = sum(s.dropped for s in self._inputs.values())
+        stale = self.stale_inputs()
         degraded = self._mode != 'ok'
-        recent = time.monotonic() - self._last_warning_time < RECENT_WARNING_S
-        st.level = DiagnosticStatus.WARN if (degraded or recent) else DiagnosticStatus.OK
-        st.message = self._mode if degraded else (self._last_warning if recent else 'ok')
+        recent = now - self._last_warning_time < RECENT_WARNING_S
+        if stale:
+            st.level = DiagnosticStatus.STALE
+            st.message = 'stale: ' + ', '.join(stale)
+        else:
+            st.level = DiagnosticStatus.WARN if (degraded or recent) else DiagnosticStatus.OK
+            st.message = self._mode if degraded else (self._last_warning if recent else 'ok')
         proc, lat = list(self._processing_ms), list(self._latency_ms)
         values = {
             'mode': self._mode,
@@ -214,17 +443,26 @@ class FmdriveNode(Node):
             'pipeline_latency_ms': f'{lat[-1]:.2f}' if lat else 'nan',
             'pipeline_latency_ms_p50': pct(lat, 50), 'pipeline_latency_ms_p99': pct(lat, 99),
             'outputs': str(len(proc)),
-            'dropped_inputs': str(dropped), 'bad_inputs': str(bad),
+            'dropped_inputs': str(sum(s.dropped for s in self._inputs.values())),
+            'missing_inputs': str(sum(s.missing for s in self._inputs.values())),
+            'bad_inputs': str(sum(s.bad for s in self._inputs.values())),
+            'incompatible_qos': str(sum(s.incompatible_qos for s in self._inputs.values())),
+            'stale_inputs': ', '.join(stale),
             'internal_errors': str(self._internal_errors),
             'last_warning': self._last_warning,
             **self.diag_values,
         }
         for topic, s in self._inputs.items():
-            values[f'{topic}/rate_hz'] = f'{s.rate_hz():.2f}'
+            values[f'{topic}/rate_hz'] = f'{s.rate_hz(now):.2f}'
             values[f'{topic}/received'] = str(s.received)
             values[f'{topic}/dropped'] = str(s.dropped)
+            values[f'{topic}/missing'] = str(s.missing)
             values[f'{topic}/bad'] = str(s.bad)
             values[f'{topic}/stamps_backwards'] = str(s.stamps_backwards)
+            values[f'{topic}/qos'] = s.qos
+            values[f'{topic}/silent_s'] = f'{s.silent_s(now, self._started):.2f}'
+        for topic, pub in self._publishers_by_topic.items():
+            values[f'matched_subscribers/{topic}'] = str(pub.get_subscription_count())
         st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
@@ -239,7 +477,8 @@ class FmdriveNode(Node):
 
 
 def run_node(node_cls, args=None):
-    """init -> spin -> destroy -> shutdown; Ctrl-C and external shutdown end the node quietly."""
+    """init -> spin -> destroy -> shutdown; Ctrl-C and external shutdown end the node quietly; an
+    invalid parameter ends it with one line and exit code 2 (a supervisor must not restart it)."""
     rclpy.init(args=args)
     node = None
     try:
@@ -247,6 +486,10 @@ def run_node(node_cls, args=None):
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except ParameterError as e:
+        print(f'error: {e}', file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        sys.exit(2)
     finally:
         if node is not None:
             node.destroy_node()

@@ -1,7 +1,8 @@
 """fusion node: LiDAR objects + odometry (+ lanes) -> tracked objects and the scene description.
 
 Camera objects join here (association with the calibration, shared embedding space) with the learned
-camera encoder; until then the node tracks LiDAR objects only and says so on /diagnostics.
+camera encoder; until then the node tracks LiDAR objects only and says so on /diagnostics. A bag or
+vehicle without odometry is fine: the ego is taken as static, said once.
 """
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ from fmdrive_msgs.msg import LaneArray, ObjectArray, SceneDescription
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo
 
-from fmdrive import config
 from fmdrive.calibration.camera_model import CameraModel
-from fmdrive.fusion.core import FusionCore, FusionParams
+from fmdrive.fusion.core import NO_ODOMETRY, FusionCore, FusionParams
 from fmdrive.msgs import (MessageError, camera_info_to_fields, msg_to_lanes, msg_to_objects, objects_to_msg,
                           odometry_to_ego, scene_to_msg, stamp_to_ns)
-from fmdrive.nodes.base import FmdriveNode, make_qos, run_node
+from fmdrive.nodes.base import FmdriveNode, run_node
 
 LANES_MAX_AGE_NS = 300_000_000  # lanes older than this (vs the LiDAR stamp) are not used
 
@@ -27,17 +27,23 @@ LANES_MAX_AGE_NS = 300_000_000  # lanes older than this (vs the LiDAR stamp) are
 class FusionNode(FmdriveNode):
     def __init__(self):
         super().__init__('fusion')
-        known = FusionParams.__dataclass_fields__
-        self.core = FusionCore(FusionParams(**{k: v for k, v in self.p.items() if k in known}))
+        self.core = FusionCore(FusionParams.from_node_params(self.p))
         self.camera = self.load_camera_model()
         self.lanes = collections.deque(maxlen=10)  # (stamp_ns, [Lane])
         self.diag_values['modalities'] = 'lidar'   # camera joins with the learned camera encoder
-        self.pub_objects = self.create_publisher(ObjectArray, config.TOPICS['objects'], make_qos('reliable'))
-        self.pub_scene = self.create_publisher(SceneDescription, config.TOPICS['scene'], make_qos('reliable'))
-        self.subscribe('odometry', Odometry, self.on_odometry, self.sensor_qos())
+        self.diag_values['ego_motion'] = 'waiting'
+        self.pub_objects = self.advertise('objects', ObjectArray)
+        self.pub_scene = self.advertise('scene', SceneDescription)
+        self.subscribe('odometry', Odometry, self.on_odometry, 'sensor')
         self.subscribe('lanes', LaneArray, self.on_lanes)
-        self.subscribe('camera_info', CameraInfo, self.on_camera_info, make_qos('latched'))
-        self.subscribe('lidar_objects', ObjectArray, self.on_lidar_objects, queued=True)
+        self.subscribe('camera_info', CameraInfo, self.on_camera_info, 'any', aged=None, gaps=False)
+        self.subscribe('lidar_objects', ObjectArray, self.on_lidar_objects, queued=True, aged='always')
+
+    def reconfigure(self, params: dict, changed: dict) -> None:
+        # the tracker keeps its tracks; its gates and the scene's limits follow the new values
+        new = FusionParams.from_node_params(params)
+        self.core.params = new
+        self.core.tracker.params = new.tracker_params()
 
     def on_odometry(self, msg: Odometry):
         stamp_ns, ego = odometry_to_ego(msg)
@@ -59,11 +65,17 @@ class FusionNode(FmdriveNode):
     def on_lidar_objects(self, msg: ObjectArray):
         t0 = time.perf_counter()
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        result = self.core.update(msg_to_objects(msg), stamp_ns, self.lanes_at(stamp_ns))
+        result = self.core.update(msg_to_objects(msg), stamp_ns, self.lanes_at(stamp_ns), msg.header.frame_id)
+        problems = []
         for w in result.warnings:
-            self.warn(w, key=w[:40])
-        self.set_mode('ok' if not result.warnings else 'degraded: ' + result.warnings[0])
-        base = config.FRAMES['base']
+            if w.startswith(NO_ODOMETRY):   # a bag without odometry: said once, not a fault per frame
+                self.warn(w, key=NO_ODOMETRY, period_s=60.0)
+            else:
+                self.warn(w, key=w[:40])
+                problems.append(w)
+        self.diag_values['ego_motion'] = 'odometry' if result.ego_from_odometry else 'static (no odometry)'
+        self.set_mode('ok' if not problems else 'degraded: ' + problems[0])
+        base = self.p['base_frame']
         self.pub_objects.publish(objects_to_msg(result.objects_base, stamp_ns, base, 'fusion'))
         if result.scene is not None:
             self.pub_scene.publish(scene_to_msg(result.scene, base))

@@ -1,7 +1,9 @@
 """planner node: scene description (+ instruction) -> trajectory (nav_msgs/Path) and Plan.
 
 For now the classical sampling planner (fmdrive/planning/classical.py) under the safety check; the
-distilled LLM planner arrives later and will run first with this one as its fallback.
+distilled LLM planner arrives later and will run first with this one as its fallback. When scenes
+stop coming, a watchdog publishes a safe stopping trajectory (fmdrive/planning/watchdog.py) at
+watchdog_period_s until they resume, and says why on /planning/plan and /diagnostics.
 """
 from __future__ import annotations
 
@@ -14,25 +16,34 @@ from std_msgs.msg import String
 
 from fmdrive import config
 from fmdrive.msgs import msg_to_scene, plan_to_msg, plan_to_path
-from fmdrive.nodes.base import FmdriveNode, make_qos, run_node
+from fmdrive.nodes.base import FmdriveNode, run_node
 from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
 from fmdrive.planning.safety import check_trajectory
+from fmdrive.planning.watchdog import stopping_plan
+
+MAX_INSTRUCTION_CHARS = 500
 
 
 class PlannerNode(FmdriveNode):
     def __init__(self):
         super().__init__('planner')
-        known = PlannerParams.__dataclass_fields__
-        self.params = PlannerParams(**{k: v for k, v in self.p.items() if k in known})
-        self.planner = ClassicalPlanner(self.params)
+        self.reconfigure(self.p, {})
         self.instruction = ''
-        self.pub_plan = self.create_publisher(PlanMsg, config.TOPICS['plan'], make_qos('reliable'))
-        self.pub_path = self.create_publisher(Path, config.TOPICS['trajectory'], make_qos('reliable'))
-        self.subscribe('instruction', String, self.on_instruction)
-        self.subscribe('scene', SceneDescription, self.on_scene, queued=True)
+        self.last_scene = self.last_plan = None
+        self.last_scene_time = None
+        self.pub_plan = self.advertise('plan', PlanMsg)
+        self.pub_path = self.advertise('trajectory', Path)
+        self.subscribe('instruction', String, self.on_instruction, aged=None, gaps=False)
+        self.subscribe('scene', SceneDescription, self.on_scene, queued=True, aged='always')
+        self.create_timer(float(self.p['watchdog_period_s']), self.watchdog)
+
+    def reconfigure(self, params: dict, changed: dict) -> None:
+        known = PlannerParams.__dataclass_fields__
+        self.params = PlannerParams(**{k: v for k, v in params.items() if k in known})  # ValueError refuses
+        self.planner = ClassicalPlanner(self.params)
 
     def on_instruction(self, msg: String):
-        self.instruction = msg.data[:500]
+        self.instruction = msg.data[:MAX_INSTRUCTION_CHARS]
         self.get_logger().info(f'instruction: {self.instruction!r}')
 
     def on_scene(self, msg: SceneDescription):
@@ -47,10 +58,28 @@ class PlannerNode(FmdriveNode):
         plan.planning_time_ms = (time.perf_counter() - t0) * 1e3
         plan.deadline_met = plan.planning_time_ms <= float(self.p['deadline_ms'])
         self.set_mode('ok' if result.status.split(';')[0].split()[0] in ('ok', 'no_lane') else result.status)
+        self.publish(plan)
+        self.last_scene, self.last_scene_time = scene, time.monotonic()
+        self.record(plan.planning_time_ms, scene.stamp_ns)
+
+    def watchdog(self):
+        """No scene for stale_after_s: publish a stop from where the last plan has taken the car."""
+        since = self.last_scene_time if self.last_scene_time is not None else self._started
+        silent_s = time.monotonic() - since
+        if silent_s <= float(self.p['stale_after_s']):
+            return
+        reason = (f'no scene for {silent_s:.1f} s' if self.last_scene_time is not None
+                  else 'no scene received yet') + ' (see /diagnostics for the silent input)'
+        with self._lock:
+            plan = stopping_plan(self.planner, self.last_scene, self.last_plan, self.now_ns(), reason)
+            self.set_mode(plan.status)
+            self.publish(plan)
+
+    def publish(self, plan):
         # the trajectory first: it is what the controller waits for
         self.pub_path.publish(plan_to_path(plan, config.FRAMES['odom']))
         self.pub_plan.publish(plan_to_msg(plan, config.FRAMES['odom']))
-        self.record(plan.planning_time_ms, scene.stamp_ns)
+        self.last_plan = plan
 
 
 def main(args=None):

@@ -18,6 +18,7 @@ from fmdrive.geometry import inv_T, transform_points
 from fmdrive.msgs import (camera_info_to_fields, image_to_rgb, markers_to_msg, msg_to_objects, msg_to_plan,
                           odometry_to_ego, pointcloud2_to_xyzi, rgb_to_image, stamp_to_ns)
 from fmdrive.nodes.base import FmdriveNode, make_qos, run_node
+from fmdrive.tf import TransformError
 from fmdrive.visualization import draw_overlay, markers_data
 
 MATCH_NS = 300_000_000  # objects/points/plan within this of the image stamp are drawn on it
@@ -26,23 +27,21 @@ MATCH_NS = 300_000_000  # objects/points/plan within this of the image stamp are
 class VisualizerNode(FmdriveNode):
     def __init__(self):
         super().__init__('visualizer')
-        extrinsics = self.load_extrinsics()
-        self.T_base_lidar = extrinsics[config.FRAMES['lidar']]
-        self.T_camera_base = inv_T(extrinsics[config.FRAMES['camera']])
+        self.use_tf()
         self.camera = self.load_camera_model()
         self.odometry = OdometryBuffer()
         self.points_msg = None
         self.objects = (0, [])
         self.plan = None
         self.last_overlay = 0.0
-        self.pub_markers = self.create_publisher(MarkerArray, config.TOPICS['markers'], make_qos('reliable', 5))
-        self.pub_overlay = self.create_publisher(Image, config.TOPICS['overlay'], make_qos('reliable', 2))
-        self.subscribe('camera_info', CameraInfo, self.on_camera_info, make_qos('latched'))
-        self.subscribe('odometry', Odometry, self.on_odometry, self.sensor_qos())
-        self.subscribe('points', PointCloud2, self.on_points, self.sensor_qos())
+        self.pub_markers = self.advertise('markers', MarkerArray, make_qos('reliable', 5))
+        self.pub_overlay = self.advertise('overlay', Image, make_qos('reliable', 2))
+        self.subscribe('camera_info', CameraInfo, self.on_camera_info, 'any', aged=None, gaps=False)
+        self.subscribe('odometry', Odometry, self.on_odometry, 'sensor')
+        self.subscribe('points', PointCloud2, self.on_points, 'sensor')
         self.subscribe('objects', ObjectArray, self.on_objects)
-        self.subscribe('plan', PlanMsg, self.on_plan)
-        self.subscribe('image', Image, self.on_image, self.sensor_qos(), queued=True)
+        self.subscribe('plan', PlanMsg, self.on_plan, gaps=False)
+        self.subscribe('image', Image, self.on_image, 'sensor', queued=True)
 
     def on_camera_info(self, msg):
         self.camera = CameraModel.from_camera_info_fields(**camera_info_to_fields(msg))
@@ -63,9 +62,22 @@ class VisualizerNode(FmdriveNode):
 
     def publish_markers(self):
         poses = self.plan.poses if self.plan is not None else None
-        data = markers_data(self.objects[1], poses, base_frame=config.FRAMES['base'],
+        data = markers_data(self.objects[1], poses, base_frame=self.p['base_frame'],
                             odom_frame=config.FRAMES['odom'])
         self.pub_markers.publish(markers_to_msg(data, self.objects[0]))
+
+    def camera_pose(self, frame: str, stamp_ns: int):
+        """T_base_optical of the camera that took the image (its frame id through TF; the fallback
+        calibration's camera when nothing publishes that frame)."""
+        base = self.p['base_frame']
+        try:
+            T = self.tf.optical_T(base, frame or config.FRAMES['camera'], stamp_ns)
+            self.diag_values['calibration_source/camera'] = self.tf.source_of(base, frame or config.FRAMES['camera'])
+            return T
+        except TransformError as e:
+            self.warn(f'{e}; drawing with the fallback calibration\'s {config.FRAMES["camera"]!r}',
+                      key='camera_frame', period_s=30.0)
+            return self.tf.optical_T(base, config.FRAMES['camera'], stamp_ns)
 
     def on_image(self, msg):
         now = time.monotonic()
@@ -77,17 +89,21 @@ class VisualizerNode(FmdriveNode):
         camera = self.camera
         if (camera.width, camera.height) != (rgb.shape[1], rgb.shape[0]):
             camera = camera.scaled(rgb.shape[1], rgb.shape[0])
+        base = self.p['base_frame']
+        T_camera_base = inv_T(self.camera_pose(msg.header.frame_id, stamp_ns))
         points = None
-        if self.p['draw_points'] and self.points_msg is not None \
-                and abs(stamp_to_ns(self.points_msg.header.stamp) - stamp_ns) <= MATCH_NS:
-            points = transform_points(self.T_base_lidar, pointcloud2_to_xyzi(self.points_msg)[::2])
+        cloud = self.points_msg
+        if self.p['draw_points'] and cloud is not None \
+                and abs(stamp_to_ns(cloud.header.stamp) - stamp_ns) <= MATCH_NS:
+            T_base_cloud = self.lookup(base, cloud.header.frame_id or config.FRAMES['lidar'], stamp_ns)
+            points = transform_points(T_base_cloud, pointcloud2_to_xyzi(cloud)[::2])
         objects = self.objects[1] if abs(self.objects[0] - stamp_ns) <= MATCH_NS else []
         trajectory = None
         ego = self.odometry.at(stamp_ns)
         if self.plan is not None and ego is not None and abs(self.plan.stamp_ns - stamp_ns) <= MATCH_NS:
             xy = np.c_[self.plan.poses[:, :2], np.zeros(len(self.plan.poses))]
             trajectory = transform_points(inv_T(ego.T_odom_base()), xy)
-        overlay = draw_overlay(rgb, camera.K, self.T_camera_base, points, objects, trajectory)
+        overlay = draw_overlay(rgb, camera.K, T_camera_base, points, objects, trajectory)
         self.pub_overlay.publish(rgb_to_image(overlay, stamp_ns, msg.header.frame_id or config.FRAMES['camera']))
         self.last_overlay = now
         self.record((time.perf_counter() - t0) * 1e3, stamp_ns)

@@ -346,9 +346,15 @@ class ClassicalPlanner:
                     source='classical', status=status, cost=float(cost))
         return plan, dense
 
-    def _failsafe_stop(self, scene, status: str) -> PlanResult:
-        """Brake at max_decel along the current heading; an empty plan without a usable pose."""
+    def stop(self, scene, status: str, decel_mps2: float | None = None) -> PlanResult:
+        """Brake to a standstill along the current heading (comfortably unless told otherwise)."""
+        return self._failsafe_stop(scene, status, decel_mps2 or self.params.comfort_decel_mps2)
+
+    def _failsafe_stop(self, scene, status: str, decel_mps2: float | None = None) -> PlanResult:
+        """Brake at decel_mps2 (default max_decel) along the current heading; an empty plan without a
+        usable pose."""
         p = self.params
+        decel = decel_mps2 or p.max_decel_mps2
         self._previous = None
         ego = getattr(scene, 'ego', None)
         pose_ok = ego is not None and all(np.isfinite(v) for v in (ego.x, ego.y, ego.yaw_rad))
@@ -360,7 +366,7 @@ class ClassicalPlanner:
         t, _ = self._times()
         v0 = float(ego.speed_mps) if np.isfinite(ego.speed_mps) else 0.0
         v0 = max(v0, 0.0)
-        v = np.maximum(v0 - p.max_decel_mps2 * t, 0.0)
+        v = np.maximum(v0 - decel * t, 0.0)
         x = np.r_[0.0, np.cumsum(0.5 * (v[1:] + v[:-1]) * np.diff(t))]
         poses = np.c_[x, np.zeros_like(x), np.zeros_like(x)]
         plan, dense = self._make_plans(scene, poses, v, status)

@@ -1,0 +1,99 @@
+"""The ROS-free parts of what every node shares: parameter checks, input ageing and stamp gaps, the
+QoS a subscription picks to match its publishers, and the watchdog's stopping plan."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fmdrive import config
+from fmdrive.objects import EgoState, Plan, Scene
+from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
+from fmdrive.planning.watchdog import ego_along_plan, stopping_plan
+
+
+@pytest.mark.parametrize('node,name,value,message', [
+    ('lidar_encoder', 'queue_size', 0, "'queue_size' = 0 is out of range [1, 100]"),
+    ('lidar_encoder', 'voxel_m', 'fine', "'voxel_m' must be a float, got str 'fine'"),
+    ('lidar_encoder', 'cluster_min_points', 2.5, "'cluster_min_points' must be a int"),
+    ('planner', 'deadline_ms', -5.0, "'deadline_ms' = -5.0 is out of range"),
+    ('fusion', 'sensor_qos', 'fast', "'sensor_qos' = 'fast' is not one of 'auto', 'sensor', 'reliable'"),
+    ('visualizer', 'draw_points', 1, "'draw_points' must be a bool"),
+])
+def test_an_invalid_parameter_is_refused_with_one_line_naming_it(node, name, value, message):
+    problem = config.node_param_specs(node)[name].check(name, value)
+    assert problem is not None and message in problem and '\n' not in problem
+
+
+def test_an_integer_for_a_float_parameter_is_what_the_user_meant():
+    assert config.node_param_specs('lidar_encoder')['range_m'].check('range_m', 60) is None
+
+
+def test_every_default_is_valid_and_described():
+    for node in config.NODES:
+        for name, spec in config.node_param_specs(node).items():
+            assert spec.check(name, spec.default) is None, (node, name)
+            assert len(spec.description) > 10, (node, name)
+    assert config.node_params('fusion')['speed_limit_mps'] == config.node_params('planner')['speed_limit_mps']
+
+
+def test_a_silent_input_ages_to_zero_rate_and_gaps_in_its_stamps_are_counted():
+    from fmdrive.nodes.base import RATE_WINDOW_S, InputStats
+    s = InputStats('always', gaps=True)
+    for k in range(20):                       # 10 Hz for 2 s
+        s.arrivals.append(100.0 + 0.1 * k)
+        s.note_stamp(k * 100_000_000)
+    assert s.rate_hz(101.95) == pytest.approx(20 / RATE_WINDOW_S)
+    assert s.rate_hz(110.0) == 0.0 and s.silent_s(110.0, 0.0) == pytest.approx(8.1)
+    s.note_stamp(19 * 100_000_000 + 400_000_000)   # 3 frames never arrived
+    assert s.missing == 3
+    assert s.note_stamp(0) == 2_300_000_000 and s.stamps_backwards == 1   # a bag loop: no gap counted
+    assert s.missing == 3
+
+
+def _endpoint(reliability, durability):
+    from rclpy.qos import QoSProfile
+    return SimpleNamespace(qos_profile=QoSProfile(depth=1, reliability=reliability, durability=durability))
+
+
+def test_auto_qos_matches_every_publisher_a_vehicle_has():
+    from rclpy.qos import DurabilityPolicy as D
+    from rclpy.qos import ReliabilityPolicy as R
+
+    from fmdrive.nodes.base import compatible_qos, make_qos
+    fallback = make_qos('reliable')
+    sensor_driver = compatible_qos([_endpoint(R.BEST_EFFORT, D.VOLATILE), _endpoint(R.RELIABLE, D.VOLATILE)], 5,
+                                   fallback)
+    assert (sensor_driver.reliability, sensor_driver.durability) == (R.BEST_EFFORT, D.VOLATILE)
+    latched = compatible_qos([_endpoint(R.RELIABLE, D.TRANSIENT_LOCAL)], 5, fallback)
+    assert (latched.reliability, latched.durability) == (R.RELIABLE, D.TRANSIENT_LOCAL)
+    mixed = compatible_qos([_endpoint(R.RELIABLE, D.TRANSIENT_LOCAL), _endpoint(R.RELIABLE, D.VOLATILE)], 5,
+                           fallback)
+    assert (mixed.reliability, mixed.durability) == (R.RELIABLE, D.VOLATILE)
+    assert compatible_qos([], 5, fallback) is fallback
+
+
+def moving_plan(speed=10.0):
+    t = np.arange(1, 7) * 0.5
+    poses = np.c_[speed * t, np.zeros(6), np.zeros(6)]
+    return Plan(1_000_000_000, poses, t, np.full(6, speed))
+
+
+def test_the_car_is_where_the_last_plan_says_it_is_now():
+    ego = ego_along_plan(moving_plan(), 1.2)
+    assert ego.x == pytest.approx(12.0) and ego.speed_mps == pytest.approx(10.0)
+    assert ego_along_plan(moving_plan(), 0.0).x == pytest.approx(0.0)     # before the first waypoint
+
+
+def test_the_watchdog_stops_the_car_comfortably_from_where_it_is():
+    planner = ClassicalPlanner(PlannerParams())
+    scene = Scene(1_000_000_000, EgoState(speed_mps=10.0), [], [], 13.9)
+    plan = stopping_plan(planner, scene, moving_plan(), now_ns=2_000_000_000, reason='no scene for 1.0 s')
+    assert plan.source == 'fallback' and plan.status.startswith('safe_stop: no scene')
+    assert plan.stamp_ns == 2_000_000_000
+    assert plan.poses[0, 0] > 10.0                            # starts ahead: the car kept moving 1 s
+    assert np.all(np.diff(plan.speeds_mps) <= 1e-9) and plan.speeds_mps[-1] == 0.0
+    decel = -np.diff(np.r_[10.0, plan.speeds_mps]) / 0.5
+    assert decel.max() <= max(PlannerParams().comfort_decel_mps2, 10.0 / PlannerParams().horizon_s) + 1e-6
+    # nothing known at all: hold still at the origin
+    held = stopping_plan(planner, None, None, now_ns=5, reason='no scene received yet')
+    assert np.all(held.speeds_mps == 0.0) and np.allclose(held.poses[:, :2], 0.0)
