@@ -125,8 +125,8 @@ COMMON_PARAM_SPECS = {
     'queue_size': Param(2, 'bounded input queue per heavy topic; when full the oldest message is dropped '
                         'and counted', range=(1, 100)),
     'diagnostics_period_s': Param(1.0, 'period of /diagnostics', range=(0.05, 60.0), read_only=True),
-    'stale_after_s': Param(1.0, 'an input silent this long after it was flowing is reported STALE',
-                           range=(0.05, 60.0)),
+    'stale_after_s': Param(0.5, 'an input silent this long is reported STALE on /diagnostics (and the '
+                           'planner stops the car when scenes stop)', range=(0.05, 60.0)),
     'base_frame': Param('base_link', 'the vehicle frame every output is expressed in', read_only=True),
     'extrinsics_file': Param('', 'fallback calibration YAML when nothing is on /tf_static '
                              '("" = calibration/extrinsics.yaml of this package)', read_only=True),

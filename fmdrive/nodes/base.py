@@ -45,6 +45,7 @@ except ImportError:                     # Humble
 WINDOW = 200               # samples kept for p50/p99 on /diagnostics
 RECENT_WARNING_S = 5.0     # a warning keeps the node's status at WARN this long
 RATE_WINDOW_S = 2.0        # input rates are counted over the last this-many seconds
+STALE_CHECK_PERIOD_S = 0.1  # an input going stale (or coming back) is published at once, not at the next period
 QOS_CHECK_PERIOD_S = 1.0   # how often `auto` QoS looks at the publishers of each input
 GAP_FACTOR = 1.6           # a stamp step this many typical periods long means frames went missing
 PARAM_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
@@ -150,6 +151,8 @@ class FmdriveNode(Node):
 
     def __init__(self, name: str):
         super().__init__(name)
+        self._running = True
+        self._cv = threading.Condition()
         self.specs = config.node_param_specs(name)
         self.p = self._declare_parameters()
         self._lock = threading.Lock()               # guards the core between callbacks and worker
@@ -158,7 +161,6 @@ class FmdriveNode(Node):
         self._queues: dict[str, collections.deque] = {}
         self._handlers = {}
         self._publishers_by_topic: dict[str, object] = {}
-        self._cv = threading.Condition()
         self._seq = 0
         self._processing_ms = collections.deque(maxlen=WINDOW)
         self._latency_ms = collections.deque(maxlen=WINDOW)
@@ -170,10 +172,11 @@ class FmdriveNode(Node):
         self._started = time.monotonic()
         self.tf = None                              # fmdrive.tf.TransformBuffer once use_tf() is called
         self.diag_values: dict[str, str] = {}       # node-specific entries for /diagnostics
-        self._running = True
         self._diag_pub = self.create_publisher(DiagnosticArray, config.TOPICS['diagnostics'], make_qos('reliable', 10))
         self.create_timer(float(self.p['diagnostics_period_s']), self.publish_diagnostics)
         self.create_timer(QOS_CHECK_PERIOD_S, self._adapt_qos)
+        self._stale_now: list[str] = []
+        self.create_timer(STALE_CHECK_PERIOD_S, self._check_stale)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._worker = threading.Thread(target=self._work, name=f'{name}_worker', daemon=True)
         self._worker.start()
@@ -358,6 +361,15 @@ class FmdriveNode(Node):
                 if silent > limit:
                     out.append(f'{topic} silent for {silent:.1f} s' if s.received else f'{topic} never received')
         return out
+
+    def _check_stale(self):
+        stale = [phrase.split(' ')[0] for phrase in self.stale_inputs()]
+        if stale != self._stale_now:
+            went = sorted(set(stale) - set(self._stale_now))
+            if went:
+                self.get_logger().warning('input stale: ' + ', '.join(went))
+            self._stale_now = stale
+            self.publish_diagnostics()
 
     # ------------------------------------------------------------------ calibration
     def load_extrinsics(self):

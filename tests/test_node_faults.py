@@ -1,0 +1,187 @@
+"""Faults a vehicle or a user brings, over real DDS to real node processes: publishers with the QoS
+real drivers use, a sensor going silent, bad parameters at start and at runtime."""
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+from fmdrive import config
+from fmdrive.graph import GRAPH, GraphProcesses
+from fmdrive.msgs import fields_to_camera_info, scene_to_msg, xyzi_to_pointcloud2
+from fmdrive.objects import EgoState, Scene
+from fmdrive.rosenv import ros_env
+
+from conftest import counter, diagnostics_name
+
+T = config.TOPICS
+NODE = {n.name: n for n in GRAPH}
+DEFAULT = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)           # rclpy's default: reliable, volatile
+LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@pytest.fixture
+def nodes(ros_domain, tmp_path):
+    """Start some graph nodes as processes: nodes('fusion', overrides={...}); stopped afterwards."""
+    started = []
+
+    def start(*names, overrides=None):
+        graph = GraphProcesses(ros_env(ros_domain), tmp_path / f'logs{len(started)}',
+                               nodes=tuple(NODE[n] for n in names), overrides=overrides or {})
+        started.append(graph.start())
+        return graph
+    yield start
+    for graph in started:
+        graph.stop()
+
+
+def camera_info_msg():
+    from fmdrive.calibration.camera_model import CameraModel
+    fields = CameraModel.from_yaml(config.CAMERA_INFO_FILE).to_camera_info_fields()
+    return fields_to_camera_info(fields, time.time_ns())
+
+
+def received(probe, node, topic):
+    return counter(probe.diagnostics.get(diagnostics_name(node), {}), f'{topic}/received')
+
+
+def publish_until_received(probe, pub, make_msg, node, topic, timeout_s=30.0):
+    """Publish every 0.1 s until `node` counts one more message on `topic` on /diagnostics (a node
+    may have to re-create its subscription to match the publisher's QoS first)."""
+    before = received(probe, node, topic)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pub.publish(make_msg())
+        if probe.spin_until(lambda: received(probe, node, topic) > before, 0.1):
+            return True
+    return False
+
+
+@pytest.mark.timeout(180)
+def test_camera_info_and_clouds_from_default_sensor_data_and_latched_publishers_are_received(nodes, probe):
+    nodes('fusion', 'lidar_encoder')
+    probe.watch_diagnostics()
+    for name, qos in (('default', DEFAULT), ('sensor-data', qos_profile_sensor_data), ('transient_local', LATCHED)):
+        pub = probe.node.create_publisher(type(camera_info_msg()), T['camera_info'], qos)
+        assert publish_until_received(probe, pub, camera_info_msg, 'fusion', T['camera_info']), \
+            f'camera_info from a {name} publisher never reached fusion: {probe.diagnostics.get("fmdrive/fusion")}'
+        probe.node.destroy_publisher(pub)
+    cloud = lambda: xyzi_to_pointcloud2(np.zeros((10, 4), np.float32), time.time_ns(), 'lidar')  # noqa: E731
+    for name, qos in (('sensor-data', qos_profile_sensor_data), ('default', DEFAULT)):
+        pub = probe.node.create_publisher(type(cloud()), T['points'], qos)
+        assert publish_until_received(probe, pub, cloud, 'lidar_encoder', T['points']), \
+            f'clouds from a {name} publisher never reached the LiDAR encoder'
+        probe.node.destroy_publisher(pub)
+    kv = probe.diagnostics['fmdrive/fusion']
+    assert kv[f'{T["camera_info"]}/qos'] in ('reliable/volatile', 'best_effort/volatile', 'reliable/transient_local')
+
+
+@pytest.mark.timeout(120)
+def test_a_fixed_reliable_subscription_counts_an_incompatible_publisher(nodes, probe):
+    nodes('lidar_encoder', overrides={'lidar_encoder': {'sensor_qos': 'reliable'}})
+    probe.watch_diagnostics()
+    pub = probe.node.create_publisher(type(xyzi_to_pointcloud2(np.zeros((1, 4), np.float32), 0, 'lidar')),
+                                      T['points'], qos_profile_sensor_data)
+    probe.wait_for_diagnostics('lidar_encoder', lambda kv: counter(kv, 'incompatible_qos') >= 1,
+                               what='an incompatible-QoS event counted')
+    assert probe.diagnostics['fmdrive/lidar_encoder'][f'{T["points"]}/qos'] == 'reliable/volatile'
+    probe.node.destroy_publisher(pub)
+
+
+def scene(stamp_ns, speed=8.0):
+    return scene_to_msg(Scene(stamp_ns, EgoState(speed_mps=speed), [], [], 13.9), 'base_link')
+
+
+@pytest.mark.timeout(120)
+def test_scenes_stopping_is_stale_on_diagnostics_and_the_planner_publishes_a_safe_stop(nodes, probe):
+    from fmdrive_msgs.msg import Plan
+    nodes('planner')
+    probe.watch_diagnostics()
+    probe.listen(T['plan'], Plan)
+    pub = probe.publisher(T['scene'], type(scene(0)))
+    probe.wait_for_subscribers([T['scene']], nodes=[NODE['planner']])
+    t0 = time.time_ns()
+    for k in range(15):                                   # 1.5 s of scenes at 10 Hz
+        pub.publish(scene(t0 + k * 100_000_000))
+        probe.spin_until(lambda: False, 0.1)              # pacing the sensor, not synchronising
+    last_sent = time.monotonic()
+    assert probe.spin_until(lambda: any(p.source == 'classical' for p in probe.received[T['plan']]), 30)
+
+    def stale_reported():
+        for arr in probe.received[T['diagnostics']]:
+            for st in arr.status:
+                if st.name == 'fmdrive/planner' and st.level == b'\x03' and T['scene'] in st.message:
+                    return True
+        return False
+    probe.received[T['diagnostics']].clear()
+    assert probe.spin_until(stale_reported, 30), 'the silent scene topic was never reported STALE'
+    detect_s = time.monotonic() - last_sent
+    print(f'stale detected {detect_s:.2f} s after the last scene')
+    n = len(probe.received[T['plan']])
+    assert probe.spin_until(lambda: sum(p.status.startswith('safe_stop') for p in probe.received[T['plan']][n:]) >= 5,
+                            30), 'no safe stopping trajectory while scenes are missing'
+    stops = [p for p in probe.received[T['plan']][n:] if p.status.startswith('safe_stop')]
+    assert all(p.source == 'fallback' and 'no scene' in p.status for p in stops)
+    assert all(s.speeds_mps[-1] == 0.0 for s in stops[-3:]) or all(
+        np.all(np.diff(s.speeds_mps) <= 1e-6) for s in stops)         # braking, then standing
+    # scenes back: planning resumes
+    pub.publish(scene(time.time_ns()))
+    m = len(probe.received[T['plan']])
+    assert probe.spin_until(lambda: any(p.source == 'classical' for p in probe.received[T['plan']][m:]), 30)
+
+
+def run_node_with(param: str, tmp_path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', NODE['lidar_encoder'].module, '--ros-args', '-p', param],
+                          capture_output=True, text=True, timeout=60, env=ros_env(), cwd=tmp_path)
+
+
+@pytest.mark.parametrize('param,expected', [
+    ('queue_size:=0', "'queue_size' = 0 is out of range [1, 100]"),
+    ('voxel_m:=fine', "'voxel_m' must be a float, got str 'fine'"),
+    ('sensor_qos:=fast', "'sensor_qos' = 'fast' is not one of"),
+])
+def test_an_invalid_parameter_stops_the_node_at_start_with_one_line(param, expected, tmp_path):
+    result = run_node_with(param, tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0] and 'Traceback' not in result.stderr, result.stderr
+
+
+def set_parameters(probe, node_name, **values):
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    client = probe.node.create_client(SetParameters, f'/{node_name}/set_parameters')
+    assert probe.spin_until(client.service_is_ready, 30), f'{node_name} has no parameter service'
+    future = client.call_async(SetParameters.Request(
+        parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]))
+    assert probe.spin_until(future.done, 30)
+    probe.node.destroy_client(client)
+    return future.result().results
+
+
+def get_parameter(probe, node_name, name):
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+    client = probe.node.create_client(GetParameters, f'/{node_name}/get_parameters')
+    assert probe.spin_until(client.service_is_ready, 30)
+    future = client.call_async(GetParameters.Request(names=[name]))
+    assert probe.spin_until(future.done, 30)
+    probe.node.destroy_client(client)
+    return parameter_value_to_python(future.result().values[0])
+
+
+@pytest.mark.timeout(120)
+def test_runtime_parameter_changes_are_applied_or_refused_with_a_reason(nodes, probe):
+    nodes('planner')
+    (ok,) = set_parameters(probe, 'planner', deadline_ms=50.0)
+    assert ok.successful and get_parameter(probe, 'planner', 'deadline_ms') == 50.0
+    (bad,) = set_parameters(probe, 'planner', queue_size=0)
+    assert not bad.successful and 'out of range' in bad.reason
+    (ro,) = set_parameters(probe, 'planner', extrinsics_file='/tmp/x.yaml')
+    assert not ro.successful and 'read-only' in ro.reason
+    (incoherent,) = set_parameters(probe, 'planner', horizon_s=3.3)      # not a multiple of dt_s
+    assert not incoherent.successful and incoherent.reason, incoherent
+    assert get_parameter(probe, 'planner', 'horizon_s') == 3.0
