@@ -30,7 +30,7 @@ def simulate(kind: str, seed: int, duration_s: float, beams: int = 32):
     return simulate_frames(kind, seed, duration_s, beams, camera_scale=CAMERA_SCALE)
 
 
-def run_scenarios(scenarios, duration_s: float, params=None):
+def run_scenarios(scenarios, duration_s: float, params=None, beams: int = 32):
     """Detect on every frame: (detections per frame in odom, GroundTruthFrames, detect ms list)."""
     from fmdrive import config
     from fmdrive.calibration.extrinsics import load_extrinsics
@@ -41,7 +41,7 @@ def run_scenarios(scenarios, duration_s: float, params=None):
     detector = ClassicalLidarDetector(params or ClassicalLidarParams(), T_base_lidar)
     dets_odom, gt_frames, detect_ms = [], [], []
     for kind, seed in scenarios:
-        for frame in simulate(kind, seed, duration_s):
+        for frame in simulate(kind, seed, duration_s, beams):
             t0 = time.perf_counter()
             result = detector.detect(frame.points_lidar)
             detect_ms.append((time.perf_counter() - t0) * 1e3)
@@ -74,10 +74,10 @@ def score(dets_odom, gt_frames) -> dict:
     })
 
 
-def measure(quick: bool = False) -> dict:
+def measure(quick: bool = False, beams: int = 32, **_ignored) -> dict:
     scenarios = QUICK_SCENARIOS if quick else SCENARIOS
     duration_s = QUICK_DURATION_S if quick else DURATION_S
-    dets_odom, gt_frames, detect_ms = run_scenarios(scenarios, duration_s)
+    dets_odom, gt_frames, detect_ms = run_scenarios(scenarios, duration_s, beams=int(beams))
     out = score(dets_odom, gt_frames)
     ms = np.asarray(detect_ms)
     out.update({
@@ -85,7 +85,8 @@ def measure(quick: bool = False) -> dict:
         'detect_ms_p99': round(float(np.percentile(ms, 99)), 2),
         'frames': len(gt_frames),
         'scenarios': [f'{kind} seed {seed}' for kind, seed in scenarios],
-        'setup': f'{duration_s:.0f} s each, 32-beam LiDAR @ 10 Hz, single thread, BEV IoU 0.5',
+        'beams': int(beams),
+        'setup': f'{duration_s:.0f} s each, {int(beams)}-beam LiDAR @ 10 Hz, single thread, BEV IoU 0.5',
     })
     return out
 

@@ -164,7 +164,7 @@ def test_all_ground_sweep_gives_the_ground_plane_and_no_objects(detector):
     assert result.objects == [] and result.warnings == []
     assert result.ground_plane == pytest.approx([0, 0, 1, 0], abs=0.02)
     assert len(result.nonground_points) == 0
-    assert {'prepare', 'voxel', 'ground', 'cluster', 'boxes', 'lanes', 'total'} <= set(result.timings_ms)
+    assert {'prepare', 'ground', 'cluster', 'boxes', 'lanes', 'total'} <= set(result.timings_ms)
 
 
 def test_a_million_points_are_handled_with_a_warning():
@@ -248,15 +248,16 @@ def test_partial_car_grows_away_from_the_sensor():
 def test_invalid_calibration_and_params_raise_clear_errors():
     with pytest.raises(ValueError, match='T_base_lidar'):
         ClassicalLidarDetector(ClassicalLidarParams(), np.eye(3))
-    with pytest.raises(ValueError, match='voxel_m'):
-        ClassicalLidarParams(voxel_m=0.0)
+    with pytest.raises(ValueError, match='cluster_cell_m'):
+        ClassicalLidarParams(cluster_cell_m=0.0)
     with pytest.raises(ValueError, match='z_min_m'):
         ClassicalLidarParams(z_min_m=2.0, z_max_m=1.0)
 
 
 def test_params_from_node_parameters_and_extrinsics_from_the_repo():
-    params = ClassicalLidarParams.from_dict({'backend': 'classical', 'voxel_m': 0.2, 'range_m': 50.0})
-    assert (params.voxel_m, params.range_m) == (0.2, 50.0)
+    params = ClassicalLidarParams.from_dict({'backend': 'classical', 'cluster_cell_m': 0.25,
+                                             'range_m': 50.0, 'voxel_m': 0.15})   # retired: ignored
+    assert (params.cluster_cell_m, params.range_m) == (0.25, 50.0)
     assert T_base_lidar() == pytest.approx(T_BASE_LIDAR)
 
 

@@ -10,8 +10,13 @@ Plain numpy, no ROS, no open3d. Everything is in base_link (x forward, y left, z
 - `min_area_rectangle` is the classic rotating-calipers answer over convex-hull edges, for
   clusters seen all round.
 - `classify_by_size` turns a visible (length, width, height) into a class of fmdrive.config.CLASSES.
-- `complete_partial_car` grows a car box of which only one side is seen to a nominal car;
-  `complete_partial_box` does the same for every class.
+  Trucks and buses (up to 18 m) are 'car' with their own fitted size: every consumer of objects
+  (tracker, planner, prediction) treats them as vehicles, and the box says how big they are.
+- `outline_fraction`: share of a cluster's points on its rectangle's outline. A LiDAR sees the
+  surfaces of cars; vegetation lets rays in, so its returns fill the footprint.
+- `complete_partial_car` grows a car box whose length or width was not seen (shorter than any
+  car) to a nominal one; a side that was seen keeps its fitted size. `complete_partial_box` does
+  the same for every class.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ class ClassSize:
     min_height_m: float
     max_height_m: float
     min_length_m: float = 0.0
+    min_full_lw_m: tuple | None = None  # a visible side at least this long was seen whole
 
 
 # Visible sizes are often smaller than the object (one side seen, top between two beams), so the
@@ -40,8 +46,14 @@ CLASS_SIZES = {
     'cone': ClassSize((0.4, 0.4, 0.7), 0.75, 0.75, 0.3, 1.05),
     'pedestrian': ClassSize((0.6, 0.6, 1.75), 1.2, 1.0, 1.0, 2.2),
     'cyclist': ClassSize((1.8, 0.6, 1.7), 2.3, 1.0, 1.35, 2.2, min_length_m=1.2),
-    'car': ClassSize((4.5, 1.9, 1.5), 6.5, 2.6, 0.9, 2.4, min_length_m=1.2),
+    'car': ClassSize((4.5, 1.9, 1.5), 6.5, 2.6, 0.9, 2.4, min_length_m=1.2,
+                     min_full_lw_m=(3.3, 1.55)),
 }
+# Trucks, buses, vans taller than a car: labelled 'car', sized by what is seen (up to 18 m).
+LARGE_VEHICLE = ClassSize((8.0, 2.5, 3.2), 18.5, 3.0, 2.3, 4.5, min_length_m=5.0,
+                          min_full_lw_m=(5.0, 2.2))
+MIN_OUTLINE_FRACTION = 0.55        # fewer points on the outline: see-through (vegetation)
+OUTLINE_MIN_WIDTH_M = 1.0          # narrower clusters are all outline: the test says nothing
 # A thin face 1.2-2.3 m long and 1.35-2.2 m high is either a cyclist seen from the side or a car
 # seen from behind/in front. Cars are lower: a visible top above this is taken as a cyclist.
 CYCLIST_MIN_TOP_M = 1.62
@@ -126,8 +138,24 @@ def min_area_rectangle(points_xy):
     return _as_length_width(*_rectangle_from_heading(points_xy, best), best)
 
 
+def outline_fraction(points_xy, centre_xy, length_m, width_m, yaw_rad, band_m: float = 0.3) -> float:
+    """Share of the points within band_m of the nearest side of the rectangle (0..1).
+
+    Hard surfaces (cars, trucks, walls) return from their faces, which the fitted rectangle hugs;
+    foliage returns from anywhere inside its volume."""
+    local = np.asarray(points_xy, dtype=np.float64) - np.asarray(centre_xy, dtype=np.float64)
+    if len(local) == 0:
+        return 1.0
+    c, s = np.cos(yaw_rad), np.sin(yaw_rad)
+    u = np.abs(local @ np.array([c, s]))
+    v = np.abs(local @ np.array([-s, c]))
+    to_side = np.minimum(0.5 * length_m - u, 0.5 * width_m - v)
+    return float(np.mean(to_side <= band_m))
+
+
 def classify_by_size(length_m: float, width_m: float, height_m: float,
-                     view_alignment: float | None = None, height_slack_m: float = 0.0) -> str:
+                     view_alignment: float | None = None, height_slack_m: float = 0.0,
+                     surface_fraction: float | None = None) -> str:
     """Class of a box from its visible size (length >= width), or UNKNOWN.
 
     height_slack_m: how far the true top may lie above the visible one (far away, the top can
@@ -140,6 +168,9 @@ def classify_by_size(length_m: float, width_m: float, height_m: float,
       (along the ray) it is the side of a cyclist;
     - a single thin side longer than a car is wide, seen edge-on without the end face that
       would then be visible, is a fence or wall, not a car.
+    surface_fraction: outline_fraction of the cluster; vehicle-sized clusters whose returns fill
+    their footprint instead of lining its sides are vegetation (bushes, hedges), not vehicles.
+    Trucks and buses (LARGE_VEHICLE band: taller than a car, up to 18.5 m long) are 'car'.
     Callers reject clutter (too long / too tall / too flat) before asking.
     """
     for label in ('cone', 'pedestrian'):
@@ -157,15 +188,31 @@ def classify_by_size(length_m: float, width_m: float, height_m: float,
         car_like = False            # an edge-on face: the cyclist's side, or a fence
     if cyclist_like and (height_m >= CYCLIST_MIN_TOP_M or not car_like):
         return 'cyclist'
-    if car_like:
+    big = LARGE_VEHICLE
+    large_like = (width_m <= big.max_width_m and length_m <= big.max_length_m
+                  and big.min_height_m - height_slack_m <= height_m <= big.max_height_m
+                  and (length_m >= big.min_length_m
+                       or (length_m >= CAR_MAX_WIDTH_M - 0.5 and not edge_on)))   # its back
+    if large_like and width_m < SINGLE_SIDE_MAX_WIDTH_M and edge_on:
+        large_like = False          # a wall seen along its face
+    if (car_like or large_like) and width_m >= OUTLINE_MIN_WIDTH_M \
+            and surface_fraction is not None and surface_fraction < MIN_OUTLINE_FRACTION:
+        return UNKNOWN              # returns from inside the footprint: foliage
+    if car_like or large_like:
         return 'car'
     return UNKNOWN
 
 
 def size_match(label: str, length_m: float, width_m: float, height_m: float) -> float:
-    """0..1: how close a (completed) box is to the nominal size of its class (1 = exactly)."""
+    """0..1: how close a (completed) box is to the nominal size of its class (1 = exactly).
+    Trucks and buses are matched against their own band, whatever their length."""
     if label not in CLASS_SIZES:
         return 0.0
+    if label == 'car' and is_large_vehicle(length_m, height_m):
+        nominal = np.array([np.clip(length_m, 5.0, 18.0), 2.5, np.clip(height_m, 2.5, 4.0)])
+        tolerance = np.array([0.25 * nominal[0], 0.4, 0.6])
+        z = (np.array([length_m, width_m, height_m]) - nominal) / tolerance
+        return float(np.exp(-0.5 * np.dot(z, z) / 3.0))
     nominal = np.asarray(CLASS_SIZES[label].nominal_lwh_m)
     tolerance = np.maximum(0.25 * nominal, 0.15)
     z = (np.array([length_m, width_m, height_m]) - nominal) / tolerance
@@ -181,44 +228,63 @@ def _wrap_half_turn(yaw_rad: float) -> float:
     return yaw_rad
 
 
-def _grow_away(centre_xy, length_m, width_m, yaw_rad, nominal_lw, sensor_xy):
-    """Grow each side shorter than nominal to nominal, on the far side from the sensor."""
+def _grow_away(centre_xy, length_m, width_m, yaw_rad, nominal_lw, sensor_xy, min_full_lw=None):
+    """Grow each side that was not seen whole to nominal, on the far side from the sensor.
+
+    A side shorter than min_full_lw (default: the nominal size) cannot be the whole side of the
+    class: the rest is hidden. A side at least that long was seen and keeps its fitted length."""
     centre_xy = np.asarray(centre_xy, dtype=np.float64).copy()
+    min_full_lw = nominal_lw if min_full_lw is None else min_full_lw
     u_length = np.array([np.cos(yaw_rad), np.sin(yaw_rad)])
     u_width = np.array([-u_length[1], u_length[0]])
     away = centre_xy - np.asarray(sensor_xy, dtype=np.float64)[:2]
-    for axis, visible, nominal in ((u_length, length_m, nominal_lw[0]),
-                                   (u_width, width_m, nominal_lw[1])):
-        if visible < nominal:
+    out = []
+    for axis, visible, nominal, full in ((u_length, length_m, nominal_lw[0], min_full_lw[0]),
+                                         (u_width, width_m, nominal_lw[1], min_full_lw[1])):
+        if visible < full and visible < nominal:
             sign = 1.0 if np.dot(axis, away) >= 0 else -1.0
             centre_xy += axis * sign * 0.5 * (nominal - visible)
-    return centre_xy, max(length_m, nominal_lw[0]), max(width_m, nominal_lw[1]), yaw_rad
+            visible = nominal
+        out.append(float(visible))
+    return centre_xy, out[0], out[1], yaw_rad
 
 
-def complete_partial_car(centre_xy, length_m, width_m, yaw_rad, sensor_xy):
-    """Grow a car box of which only part is seen to the nominal car size, away from the sensor.
+def is_large_vehicle(length_m: float, height_m: float | None) -> bool:
+    """A 'car' box that is a truck, bus or van: longer than a car, or taller than one."""
+    return length_m > CLASS_SIZES['car'].max_length_m or \
+        (height_m is not None and height_m > CLASS_SIZES['car'].max_height_m)
+
+
+def complete_partial_car(centre_xy, length_m, width_m, yaw_rad, sensor_xy, height_m=None):
+    """Grow a car box of which only part is seen to a whole car, away from the sensor.
 
     This is what L-shape fitting pipelines do: the LiDAR only sees the sides facing it, so the
     visible rectangle is the near part of the car and the hidden part lies behind it, on the far
     side from the sensor. If the longest visible side is no longer than a car is wide (only the
     rear or front is seen), that side is the width and the length runs along the other axis.
+    A side seen whole keeps its fitted length; a hidden one gets the nominal size of a car, or of
+    a truck/bus when the box is taller than a car (height_m).
     Returns (centre_xy, length_m, width_m, yaw_rad) with length along yaw_rad.
     """
-    if length_m <= CAR_MAX_WIDTH_M:     # a face, not a side: swap axes so yaw follows the length
+    size = LARGE_VEHICLE if is_large_vehicle(length_m, height_m) else CLASS_SIZES['car']
+    face_max = LARGE_VEHICLE.max_width_m if size is LARGE_VEHICLE else CAR_MAX_WIDTH_M
+    if length_m <= face_max:            # a face, not a side: swap axes so yaw follows the length
         length_m, width_m = width_m, length_m
         yaw_rad = _wrap_half_turn(yaw_rad + np.pi / 2)
-    return _grow_away(centre_xy, length_m, width_m, yaw_rad,
-                      CLASS_SIZES['car'].nominal_lwh_m[:2], sensor_xy)
+    return _grow_away(centre_xy, length_m, width_m, yaw_rad, size.nominal_lwh_m[:2], sensor_xy,
+                      size.min_full_lw_m)
 
 
-def complete_partial_box(label: str, centre_xy, length_m, width_m, yaw_rad, sensor_xy):
+def complete_partial_box(label: str, centre_xy, length_m, width_m, yaw_rad, sensor_xy,
+                         height_m=None):
     """A box of class `label` of which only the near sides are seen, grown to the class's nominal
     footprint away from the sensor (cars: see complete_partial_car). Pedestrians, cyclists and
     cones show one face or two: their visible depth is a fraction of their real one.
     Returns (centre_xy, length_m, width_m, yaw_rad); unknown labels are returned as they are."""
     if label == 'car':
-        return complete_partial_car(centre_xy, length_m, width_m, yaw_rad, sensor_xy)
+        return complete_partial_car(centre_xy, length_m, width_m, yaw_rad, sensor_xy, height_m)
     if label not in CLASS_SIZES:
         return np.asarray(centre_xy, dtype=np.float64), length_m, width_m, yaw_rad
-    return _grow_away(centre_xy, length_m, width_m, yaw_rad,
-                      CLASS_SIZES[label].nominal_lwh_m[:2], sensor_xy)
+    size = CLASS_SIZES[label]
+    return _grow_away(centre_xy, length_m, width_m, yaw_rad, size.nominal_lwh_m[:2], sensor_xy,
+                      size.min_full_lw_m)

@@ -2,9 +2,12 @@
 
 Plain numpy, no ROS. Input: ground points (M, 4) x, y, z, intensity in base_link (x forward, y left).
 
-1. Markings = ground returns far brighter than the asphalt: the threshold adapts to the median
-   (asphalt) intensity and its spread, so it works for the simulator (~15 vs ~200) and for a real
-   sensor's scale (0..255 Pandar, 0..1 others) alike.
+1. Markings = ground returns far brighter than the asphalt. Intensities are read relative to the
+   sweep's own percentiles (black level = 5th, asphalt = median, paint = 99.5th): the threshold
+   needs no scale, so the simulator (~15 vs ~200), float 0..1, uint8/uint16 reflectivity and
+   sensors with an offset or coarse quantisation all work. The raw values are never changed.
+   Dense sweeps are thinned (bright returns all kept, the dark ones strided and weighted) so the
+   cost does not grow with the sensor's beam count.
 2. The dominant marking line is found by RANSAC on a quadratic y(x) over the markings within
    `fit_range_m` ahead. Painted lines of one road are parallel, so all of them share its shape:
    y = a_k + b x + c x^2. The intercepts a_k are the peaks of the histogram of y - (b x + c x^2).
@@ -30,8 +33,10 @@ class LaneParams:
     min_x_m: float = -5.0
     centerline_length_m: float = 40.0    # centre lines are sampled from 0 to this far ahead
     centerline_step_m: float = 2.0
-    intensity_ratio: float = 3.0         # marking >= ratio * median asphalt intensity ...
-    intensity_mad_k: float = 2.5         # ... and >= median + k * robust sigma of the ground
+    intensity_ratio: float = 3.0         # marking >= ratio * median asphalt (above black level) ...
+    intensity_mad_k: float = 2.5         # ... and >= median + k * robust sigma of the ground ...
+    intensity_contrast: float = 0.25     # ... and this far from the median to the paint level
+    max_ground_points: int = 12000       # thinned to about this many (bright ones all kept)
     max_marking_fraction: float = 0.3    # more "bright" ground than this: no contrast, no lanes
     min_marking_points: int = 8          # support of one painted line ...
     min_line_span_m: float = 6.0         # ... spread at least this far along x
@@ -52,13 +57,24 @@ class LaneParams:
 
 
 def marking_threshold(intensity, params: LaneParams | None = None) -> float:
-    """Intensity above which a ground return is paint: well above the median asphalt."""
+    """Intensity above which a ground return is paint: well above the median asphalt.
+
+    Relative to the sweep's percentiles only, so any scale or offset of the sensor's intensity
+    gives the same markings; inf when the ground shows no contrast at all."""
     params = params or LaneParams()
     intensity = np.asarray(intensity, dtype=np.float64)
-    median = float(np.median(intensity))
-    sigma = 1.4826 * float(np.median(np.abs(intensity - median)))
-    return max(params.intensity_ratio * median, median + params.intensity_mad_k * sigma,
-               median + 1e-6)
+    intensity = intensity[np.isfinite(intensity)]
+    if len(intensity) == 0:
+        return float('inf')
+    black, median, paint = np.percentile(intensity, [5.0, 50.0, 99.5])
+    if paint <= median:
+        return float('inf')
+    v = intensity - black
+    median_v = median - black
+    sigma = 1.4826 * float(np.median(np.abs(v - median_v)))
+    return float(black + max(params.intensity_ratio * median_v,
+                             median_v + params.intensity_mad_k * sigma,
+                             median_v + params.intensity_contrast * (paint - median)))
 
 
 def _transverse_paint(pts, bright, params: LaneParams) -> np.ndarray:
@@ -169,18 +185,27 @@ def detect_lanes(ground_points_base, lane_width_m: float = 3.5,
     used to judge which lines bound lanes and to place a boundary that is not seen.
     """
     params = params or LaneParams()
-    pts = np.asarray(ground_points_base, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] < 4 or len(pts) < params.min_marking_points:
+    pts = np.asarray(ground_points_base)
+    if pts.ndim != 2 or pts.shape[1] < 4 or len(pts) < params.min_marking_points \
+            or pts.dtype.kind not in 'fiu':
         return []
-    pts = pts[np.isfinite(pts[:, :4]).all(axis=1)]
     near = (pts[:, 0] >= params.min_x_m) & (pts[:, 0] <= params.fit_range_m) \
         & (np.abs(pts[:, 1]) <= 2.5 * lane_width_m)
-    pts = pts[near]
+    pts = pts[near, :4].astype(np.float64)
+    pts = pts[np.isfinite(pts).all(axis=1)]
     if len(pts) < params.min_marking_points:
         return []
-    bright = pts[:, 3] > marking_threshold(pts[:, 3], params)
-    if bright.sum() < params.min_marking_points or bright.mean() > params.max_marking_fraction:
+    # thin dense sweeps: every bright return is kept, every k-th dark one stands for k
+    stride = max(1, int(np.ceil(len(pts) / params.max_ground_points)))
+    bright = pts[:, 3] > marking_threshold(pts[::stride, 3], params)
+    n_bright = int(bright.sum())
+    if n_bright < params.min_marking_points or n_bright > params.max_marking_fraction * len(pts):
         return []
+    if stride > 1:
+        kept = bright.copy()
+        kept[::stride] = True
+        pts, bright = pts[kept], bright[kept]
+    weight = np.where(bright, 1.0, float(stride))
     bright &= ~_transverse_paint(pts, bright, params)
     if bright.sum() < params.min_marking_points:
         return []
@@ -207,7 +232,8 @@ def detect_lanes(ground_points_base, lane_width_m: float = 3.5,
     all_x, all_y = pts[:, 0], pts[:, 1]
     on_band = np.abs(all_y[:, None] - (lines[None, :] + b * all_x[:, None] + c * all_x[:, None] ** 2)) \
         < params.paint_band_m                                               # (N, K)
-    paint_fraction = (on_band & bright[:, None]).sum(0) / np.maximum(on_band.sum(0), 1)
+    paint_fraction = ((on_band & bright[:, None]) * weight[:, None]).sum(0) \
+        / np.maximum((on_band * weight[:, None]).sum(0), 1)
     lines = np.sort(lines[paint_fraction >= params.min_paint_fraction])
     left, right = lines[lines > 0], lines[lines < 0][::-1]     # nearest first on each side
     plausible = (0.3 * lane_width_m, 1.0 * lane_width_m)          # |a| of an ego-lane boundary

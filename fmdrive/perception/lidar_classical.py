@@ -41,7 +41,7 @@ import numpy as np
 from fmdrive.config import UNKNOWN
 from fmdrive.objects import Object3D
 from fmdrive.perception.boxes import (CLASS_SIZES, classify_by_size, complete_partial_box,
-                                      fit_lshape, size_match)
+                                      fit_lshape, outline_fraction, size_match)
 from fmdrive.perception.lanes import LaneParams, detect_lanes
 
 # far away a class's top may fall between two beams; never take more than this off its height
@@ -66,26 +66,25 @@ class ClassicalLidarParams:
     # crop (base_link)
     range_m: float = 60.0                 # horizontal distance from the sensor
     z_min_m: float = -3.0
-    z_max_m: float = 3.0
+    z_max_m: float = 4.8                  # above a truck or a double-deck bus's roof
     context_above_m: float = 1.5          # points this far above z_max_m are kept, not clustered:
                                           # they tell a pole/trunk/wall from a road user
     ego_box_m: tuple = (-1.2, 3.8, -1.1, 1.1)   # x_min, x_max, y_min, y_max of the own car body
-    # down-sampling and ground
-    voxel_m: float = 0.15
+    # ground
     ground_distance_m: float = 0.2        # a point this close to the plane is ground
     ransac_iterations: int = 100
-    ransac_max_points: int = 4000         # RANSAC runs on a random subsample of this many voxels
+    ransac_max_points: int = 4000         # RANSAC runs on a random subsample of this many points
     max_ground_tilt_deg: float = 15.0     # a plane steeper than this is a wall, not the road
     ground_attempts: int = 3
-    # clustering
-    cluster_eps_m: float = 0.7
-    cluster_min_points: int = 5
-    max_cluster_points: int = 60000       # more non-ground voxels: cluster a random subsample
+    # clustering: connected components of a bird's-eye occupancy grid
+    cluster_cell_m: float = 0.2
+    cluster_gap_cells: int = 1            # cells each occupied cell grows by: bridges ~0.4-0.6 m
+    max_cluster_points: int = 200000      # more non-ground points: cluster a random subsample
     # boxes
-    min_box_points: int = 5               # voxels in a cluster to make a box of it
+    min_box_points: int = 5               # points in a cluster to make a box of it
     min_object_height_m: float = 0.25     # flatter: curb, debris, ground left-overs
-    max_object_height_m: float = 3.0      # taller: building, tree, pole
-    max_object_length_m: float = 7.0      # longer: wall, fence, hedge, bus shelter
+    max_object_height_m: float = 4.5      # taller: building, tree, pole
+    max_object_length_m: float = 18.5     # longer: wall, fence, hedge (an articulated bus: 18 m)
     max_object_width_m: float = 3.5
     report_unknown: bool = True           # obstacles of no class (bins, posts) as label 'unknown'
     # ray look-ups (see the module docstring); beam_gap_deg is the coarsest vertical angle
@@ -100,7 +99,7 @@ class ClassicalLidarParams:
     seed: int = 0                         # RANSAC / subsample seed: a sweep always gives one answer
 
     def __post_init__(self):
-        positive = ('range_m', 'voxel_m', 'ground_distance_m', 'cluster_eps_m', 'lane_width_m',
+        positive = ('range_m', 'cluster_cell_m', 'ground_distance_m', 'lane_width_m',
                     'max_object_height_m', 'max_object_length_m', 'max_object_width_m',
                     'beam_gap_deg', 'max_clearance_m', 'ray_range_margin_m')
         for name in positive:
@@ -108,11 +107,14 @@ class ClassicalLidarParams:
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f'ClassicalLidarParams.{name} must be a positive number, got '
                                  f'{value!r}')
-        for name in ('ransac_iterations', 'ransac_max_points', 'cluster_min_points',
-                     'min_box_points', 'ground_attempts', 'max_cluster_points'):
+        for name in ('ransac_iterations', 'ransac_max_points', 'min_box_points',
+                     'ground_attempts', 'max_cluster_points'):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f'ClassicalLidarParams.{name} must be >= 1, got '
                                  f'{getattr(self, name)!r}')
+        if int(self.cluster_gap_cells) < 0:
+            raise ValueError(f'ClassicalLidarParams.cluster_gap_cells must be >= 0, got '
+                             f'{self.cluster_gap_cells!r}')
         if not (np.isfinite(self.context_above_m) and self.context_above_m >= 0):
             raise ValueError(f'ClassicalLidarParams.context_above_m must be >= 0, got '
                              f'{self.context_above_m!r}')
@@ -153,25 +155,23 @@ class ClassicalLidarDetector:
         if T_base_lidar is None:
             raise ValueError('ClassicalLidarDetector needs T_base_lidar (4x4, from '
                              'calibration/extrinsics.yaml, child_frame_id lidar)')
-        T = np.asarray(T_base_lidar, dtype=np.float64)
-        if T.shape != (4, 4) or not np.isfinite(T).all() or not np.allclose(T[3], [0, 0, 0, 1]):
-            raise ValueError(f'T_base_lidar must be a finite 4x4 homogeneous transform, got shape '
-                             f'{T.shape}; read it from calibration/extrinsics.yaml')
-        R = T[:3, :3]
-        if not np.allclose(R @ R.T, np.eye(3), atol=1e-5):
-            raise ValueError('T_base_lidar rotation is not orthonormal; check the quaternion in '
-                             'calibration/extrinsics.yaml')
-        self.T_base_lidar = T
-        self.sensor_xyz_base = T[:3, 3].copy()
+        self.T_base_lidar = _checked_transform(T_base_lidar)
+        self.sensor_xyz_base = self.T_base_lidar[:3, 3].copy()
         self._o3d = _import_open3d()
         self._lane_params = LaneParams()
 
     # ------------------------------------------------------------------ public
-    def detect(self, points_lidar) -> LidarResult:
+    def detect(self, points_lidar, T_base_lidar=None) -> LidarResult:
+        """Objects, ground and lanes (base_link) of one sweep (lidar frame).
+
+        T_base_lidar: the mounting at this sweep's stamp (from TF), overriding the constructor's
+        for this call; a LiDAR may be rotated (e.g. x right, y forward) or mounted at any height.
+        """
         result = LidarResult()
         clock = _StageClock(result.timings_ms)
         try:
-            self._detect(points_lidar, result, clock)
+            T = self.T_base_lidar if T_base_lidar is None else _checked_transform(T_base_lidar)
+            self._detect(points_lidar, T, result, clock)
         except Exception as e:   # noqa: BLE001 - a perception node must survive any sweep
             result.warnings.append(f'classical LiDAR pipeline failed ({type(e).__name__}: {e}); '
                                    f'no objects from this sweep')
@@ -180,119 +180,108 @@ class ClassicalLidarDetector:
         return result
 
     # ------------------------------------------------------------------ stages
-    def _detect(self, points_lidar, result: LidarResult, clock):
+    def _detect(self, points_lidar, T_base_lidar, result: LidarResult, clock):
         p = self.params
-        cloud = self._prepare(points_lidar, result.warnings)
+        origin = T_base_lidar[:3, 3].astype(np.float64)
+        cloud = self._prepare(points_lidar, T_base_lidar, result.warnings)
         clock.lap('prepare')
         if len(cloud) == 0:
             return
-        voxels = self._voxelize(cloud)
-        clock.lap('voxel')
-        plane = self._fit_ground(voxels[:, :3], result.warnings)
+        plane = self._fit_ground(cloud, result.warnings)
         result.ground_plane = plane
-        height = cloud[:, :3] @ plane[:3] + plane[3]
-        result.ground_points = cloud[(np.abs(height) <= p.ground_distance_m)
-                                     & (cloud[:, 2] <= p.z_max_m)]
-        voxel_height = voxels[:, :3] @ plane[:3] + plane[3]
+        height = _plane_height(cloud, plane)
+        low = cloud[:, 2] <= p.z_max_m
+        ground = (np.abs(height) <= p.ground_distance_m) & low
+        result.ground_points = cloud[ground]
         # below the plane by more than the band: multipath / noise, never an object
-        above_ground = voxel_height > p.ground_distance_m
-        context = voxels[above_ground]                 # for the ray look-ups, incl. the band above
-        nonground = voxels[above_ground & (voxels[:, 2] <= p.z_max_m)]
-        result.nonground_points = nonground
-        clock.lap('ground')
+        above_ground = height > p.ground_distance_m
+        context = cloud[above_ground, :3]          # for the ray look-ups, incl. the band above
+        in_band = above_ground & low
+        nonground, nonground_height = cloud[in_band], height[in_band]
         if len(nonground) > p.max_cluster_points:
             result.warnings.append(
-                f'{len(nonground)} non-ground voxels (more than max_cluster_points='
+                f'{len(nonground)} non-ground points (more than max_cluster_points='
                 f'{p.max_cluster_points}); clustering a random subsample of them')
-            pick = np.random.default_rng(p.seed).choice(len(nonground), p.max_cluster_points,
-                                                        replace=False)
-            nonground = nonground[np.sort(pick)]
-            result.nonground_points = nonground
-        labels = self._cluster(nonground, plane)
+            pick = np.sort(np.random.default_rng(p.seed).choice(len(nonground), p.max_cluster_points,
+                                                                replace=False))
+            nonground, nonground_height = nonground[pick], nonground_height[pick]
+        result.nonground_points = nonground
+        clock.lap('ground')
+        labels = self._cluster(nonground, origin)
         clock.lap('cluster')
-        result.objects = self._boxes(nonground, labels, plane, context)
+        result.objects = self._boxes(nonground, nonground_height, labels, plane, context, origin)
         clock.lap('boxes')
         if p.detect_lanes:
             result.lanes = detect_lanes(result.ground_points, p.lane_width_m, self._lane_params)
             clock.lap('lanes')
 
-    def _prepare(self, points_lidar, warnings) -> np.ndarray:
-        """(N, 4) x, y, z, intensity in base_link, finite and cropped."""
+    def _prepare(self, points_lidar, T_base_lidar, warnings) -> np.ndarray:
+        """(N, 4) float32 x, y, z, intensity in base_link, finite and cropped."""
         p = self.params
         try:
             arr = np.asarray(points_lidar)
         except Exception as e:  # noqa: BLE001 - ragged lists and the like
             warnings.append(f'points are not an array ({type(e).__name__}); expected (N, 4) or '
                             f'(N, 5) float32 x, y, z, intensity [, ring]')
-            return np.zeros((0, 4))
+            return np.zeros((0, 4), np.float32)
         if arr.dtype.kind not in 'fiub' or arr.ndim != 2 or arr.shape[1] < 3:
             warnings.append(f'points have shape {arr.shape} and dtype {arr.dtype}; expected '
                             f'(N, 4) or (N, 5) float32 x, y, z, intensity [, ring]')
-            return np.zeros((0, 4))
+            return np.zeros((0, 4), np.float32)
+        if len(arr) == 0:
+            warnings.append('empty sweep')
+            return np.zeros((0, 4), np.float32)
         if arr.shape[1] == 3:
             warnings.append('points have no intensity column: lanes cannot be found')
             arr = np.c_[arr, np.zeros(len(arr), arr.dtype)]
-        xyzi = arr[:, :4].astype(np.float64)
-        if len(xyzi) == 0:
-            warnings.append('empty sweep')
-            return np.zeros((0, 4))
+        if arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
+        R, t = T_base_lidar[:3, :3].astype(np.float32), T_base_lidar[:3, 3].astype(np.float32)
+        # column by column: a (N, 3) @ (3, 3) product on a strided float32 view is several times
+        # slower than nine multiply-adds, and a level, unrotated mounting skips the rotation
         with np.errstate(over='ignore', invalid='ignore'):
-            finite = np.isfinite(xyzi @ np.ones(4))   # a NaN/inf anywhere in the row (fast)
-            if not finite.all():
-                warnings.append(f'dropped {int((~finite).sum())} of {len(xyzi)} non-finite points')
-                xyzi = xyzi[finite]
-            R, t = self.T_base_lidar[:3, :3], self.T_base_lidar[:3, 3]
-            xyzi[:, :3] = xyzi[:, :3] @ R.T + t
-            dx = xyzi[:, 0] - self.sensor_xyz_base[0]
-            dy = xyzi[:, 1] - self.sensor_xyz_base[1]
+            px, py, pz, intensity = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
+            if np.array_equal(R, np.eye(3, dtype=np.float32)):
+                x, y, z = px + t[0], py + t[1], pz + t[2]
+            else:
+                x = R[0, 0] * px + R[0, 1] * py + R[0, 2] * pz + t[0]
+                y = R[1, 0] * px + R[1, 1] * py + R[1, 2] * pz + t[1]
+                z = R[2, 0] * px + R[2, 1] * py + R[2, 2] * pz + t[2]
+            # a NaN/inf anywhere in the row, or a coordinate too large for float32 (fast)
+            finite = np.isfinite(x + y + z + intensity)
+            n_bad = len(arr) - int(np.count_nonzero(finite))
+            if n_bad:
+                warnings.append(f'dropped {n_bad} of {len(arr)} non-finite points')
+            dx, dy = x - t[0], y - t[1]
             x0, x1, y0, y1 = p.ego_box_m
-            keep = (dx * dx + dy * dy <= p.range_m ** 2) \
-                & (xyzi[:, 2] >= p.z_min_m) & (xyzi[:, 2] <= p.z_max_m + p.context_above_m) \
-                & ~((xyzi[:, 0] >= x0) & (xyzi[:, 0] <= x1) & (xyzi[:, 1] >= y0) & (xyzi[:, 1] <= y1))
-        cloud = xyzi[keep]
+            keep = finite & (dx * dx + dy * dy <= np.float32(p.range_m ** 2)) \
+                & (z >= p.z_min_m) & (z <= p.z_max_m + p.context_above_m) \
+                & ~((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))
+        index = np.flatnonzero(keep)
+        cloud = np.empty((len(index), 4), np.float32)
+        for c, column in enumerate((x, y, z, intensity)):
+            cloud[:, c] = column[index]
         if len(cloud) == 0:
             warnings.append(f'no points within {p.range_m} m and z in [{p.z_min_m}, {p.z_max_m}] m '
                             f'(base_link)')
         return cloud
 
-    def _voxelize(self, cloud) -> np.ndarray:
-        """Voxel centroids (K, 4) with the mean intensity of each voxel.
+    def _fit_ground(self, cloud, warnings) -> np.ndarray:
+        """Ground plane (a, b, c, d) in base_link; see LidarResult.ground_plane.
 
-        A sort of the voxel keys in numpy: as fast as open3d's voxel_down_sample here, and unlike
-        it keeps the intensity without a detour through colours.
-        """
-        p = self.params
-        # the crop bounds the cloud: cell indices from its corner, no min/max over the points
-        corner = np.r_[self.sensor_xyz_base[:2] - p.range_m, p.z_min_m]
-        cells = np.floor((cloud[:, :3] - corner) / p.voxel_m).astype(np.int64)
-        dims = np.floor(np.r_[2 * p.range_m, 2 * p.range_m,
-                              p.z_max_m + p.context_above_m - p.z_min_m] / p.voxel_m).astype(np.int64) + 2
-        np.clip(cells, 0, dims - 1, out=cells)
-        if np.prod(dims.astype(np.float64)) >= 2.0 ** 62:   # absurd range_m / voxel_m: no int key
-            key = np.unique(cells, axis=0, return_inverse=True)[1].reshape(-1)
-        else:
-            key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
-        order = np.argsort(key, kind='stable')     # radix sort of integer keys: the fastest
-        new_cell = np.empty(len(key), bool)
-        sorted_key = key[order]
-        new_cell[0] = True
-        np.not_equal(sorted_key[1:], sorted_key[:-1], out=new_cell[1:])
-        voxel_of = np.empty(len(key), np.int64)
-        voxel_of[order] = np.cumsum(new_cell) - 1
-        n_voxels = int(voxel_of.max()) + 1 if len(voxel_of) else 0
-        counts = np.bincount(voxel_of, minlength=n_voxels)
-        return np.stack([np.bincount(voxel_of, weights=cloud[:, c], minlength=n_voxels)
-                         for c in range(cloud.shape[1])], axis=1) / counts[:, None]
-
-    def _fit_ground(self, xyz, warnings) -> np.ndarray:
-        """Ground plane (a, b, c, d) in base_link; see LidarResult.ground_plane."""
+        RANSAC runs on a random subsample of the points (never on all of them) and the plane is
+        refit by least squares on the inliers of a larger subsample: the cost does not grow with
+        the sensor's density."""
         p = self.params
         o3d = self._o3d
         fallback = np.array([0.0, 0.0, 1.0, 0.0])         # extrinsics put the road at z = 0
         rng = np.random.default_rng(p.seed)
-        candidates = xyz
-        if len(candidates) > p.ransac_max_points:
-            candidates = candidates[rng.choice(len(candidates), p.ransac_max_points, replace=False)]
+        xyz = cloud[:, :3]
+        refit = xyz if len(xyz) <= 8 * p.ransac_max_points else \
+            xyz[rng.choice(len(xyz), 8 * p.ransac_max_points, replace=False)]
+        candidates = refit if len(refit) <= p.ransac_max_points else \
+            refit[rng.choice(len(refit), p.ransac_max_points, replace=False)]
+        candidates = candidates.astype(np.float64)
         min_cos = np.cos(np.deg2rad(p.max_ground_tilt_deg))
         o3d.utility.random.seed(p.seed)
         for _ in range(p.ground_attempts):
@@ -305,7 +294,7 @@ class ClassicalLidarDetector:
             if model[2] < 0:
                 model = -model
             if model[2] >= min_cos:
-                return self._refit_plane(xyz, model, min_cos)
+                return self._refit_plane(refit, model, min_cos)
             drop = np.zeros(len(candidates), bool)      # a wall: set it aside, look again
             drop[np.asarray(inliers, dtype=np.int64)] = True
             candidates = candidates[~drop]
@@ -314,9 +303,9 @@ class ClassicalLidarDetector:
         return fallback
 
     def _refit_plane(self, xyz, model, min_cos) -> np.ndarray:
-        """Least-squares plane through all voxels near the RANSAC plane (the subsample is noisy)."""
-        inlier = np.abs(xyz @ model[:3] + model[3]) <= self.params.ground_distance_m
-        pts = xyz[inlier]
+        """Least-squares plane through the points near the RANSAC plane (the subsample is noisy)."""
+        inlier = np.abs(_plane_height(xyz, model)) <= self.params.ground_distance_m
+        pts = xyz[inlier].astype(np.float64)
         if len(pts) < 3:
             return model
         centroid = pts.mean(axis=0)
@@ -327,64 +316,100 @@ class ClassicalLidarDetector:
             return model
         return np.r_[normal, -normal @ centroid]
 
-    def _cluster(self, nonground, plane) -> np.ndarray:
-        """DBSCAN labels (-1 = noise). Far away the beams are further apart vertically than
-        cluster_eps_m and would cut one object into rings, so heights above the ground are
-        shrunk there until the gap between two beams is 0.8 eps again."""
-        p = self.params
-        if len(nonground) < p.cluster_min_points:
-            return np.full(len(nonground), -1, dtype=np.int64)
-        o3d = self._o3d
-        xyz = nonground[:, :3].copy()
-        range_m = np.hypot(xyz[:, 0] - self.sensor_xyz_base[0], xyz[:, 1] - self.sensor_xyz_base[1])
-        beam_gap_m = np.tan(np.deg2rad(p.beam_gap_deg)) * range_m
-        xyz[:, 2] = (xyz @ plane[:3] + plane[3]) * np.minimum(1.0, 0.8 * p.cluster_eps_m
-                                                            / np.maximum(beam_gap_m, 1e-6))
-        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))
-        return np.asarray(pcd.cluster_dbscan(p.cluster_eps_m, p.cluster_min_points), dtype=np.int64)
+    def _cluster(self, nonground, origin) -> np.ndarray:
+        """Cluster labels (-1 = none) from connected components of a bird's-eye occupancy grid.
 
-    def _boxes(self, points, labels, plane, context) -> list:
+        Cells of cluster_cell_m are occupied by any point above the ground; occupied cells that
+        touch (8-neighbourhood) after growing each by cluster_gap_cells are one object. Heights do
+        not take part, so the vertical gap between beams far away never cuts an object into rings,
+        and the cost is that of a grid, whatever the sensor's density."""
+        p = self.params
+        if len(nonground) == 0:
+            return np.zeros(0, dtype=np.int64)
+        from scipy import ndimage
+        cell = p.cluster_cell_m
+        n = int(np.ceil(2 * p.range_m / cell)) + 2
+        ij = np.floor((nonground[:, :2] - (origin[:2] - p.range_m).astype(np.float32)) / cell)
+        ij = np.clip(ij.astype(np.int64), 0, n - 1)
+        flat = ij[:, 0] * n + ij[:, 1]
+        occupied = np.zeros(n * n, bool)
+        occupied[flat] = True
+        occupied = occupied.reshape(n, n)
+        grown = occupied
+        for _ in range(int(p.cluster_gap_cells)):   # 3x3 dilation: OR of shifted views (fast)
+            wide = grown.copy()
+            wide[1:] |= grown[:-1]
+            wide[:-1] |= grown[1:]
+            grown = wide.copy()
+            grown[:, 1:] |= wide[:, :-1]
+            grown[:, :-1] |= wide[:, 1:]
+        grid_labels, _ = ndimage.label(grown, structure=np.ones((3, 3), bool))
+        return grid_labels.reshape(-1)[flat].astype(np.int64) - 1
+
+    def _boxes(self, points, height, labels, plane, context, origin) -> list:
         """Oriented, classified boxes of the clusters that can be road users or obstacles."""
         p = self.params
         valid = labels >= 0
         if not valid.any():
             return []
-        points, labels = points[valid], labels[valid]
-        order = np.argsort(labels, kind='stable')
-        points, labels = points[order], labels[order]
-        starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
-        counts = np.diff(np.r_[starts, len(labels)])
-        height = points[:, :3] @ plane[:3] + plane[3]
-        top_m = np.maximum.reduceat(height, starts)
-        bottom_m = np.minimum.reduceat(height, starts)
-        z_top = np.maximum.reduceat(points[:, 2], starts)
-        x_lo, x_hi = np.minimum.reduceat(points[:, 0], starts), np.maximum.reduceat(points[:, 0], starts)
-        y_lo, y_hi = np.minimum.reduceat(points[:, 1], starts), np.maximum.reduceat(points[:, 1], starts)
-        bev_diagonal = np.hypot(x_hi - x_lo, y_hi - y_lo)
-        # cheap gates before any fitting; a cluster cut by the z crop is taller than we can see
-        truncated = z_top >= p.z_max_m - max(2 * p.voxel_m, 0.3)
-        keep = (counts >= p.min_box_points) & (top_m >= p.min_object_height_m) \
+        # cheap per-cluster statistics first (no sort of all points), then only the clusters that
+        # can be objects are sorted and fitted
+        labels_v = labels[valid]
+        n_labels = int(labels_v.max()) + 1
+        counts = np.bincount(labels_v, minlength=n_labels)
+        pts_v, h_v = points[valid], height[valid]
+        top_m = np.full(n_labels, -np.inf, np.float32)
+        np.maximum.at(top_m, labels_v, h_v)
+        z_top = np.full(n_labels, -np.inf, np.float32)
+        np.maximum.at(z_top, labels_v, pts_v[:, 2])
+        lo = np.full((n_labels, 2), np.inf, np.float32)
+        hi = np.full((n_labels, 2), -np.inf, np.float32)
+        for c in range(2):
+            np.minimum.at(lo[:, c], labels_v, pts_v[:, c])
+            np.maximum.at(hi[:, c], labels_v, pts_v[:, c])
+        bev_diagonal = np.hypot(*(hi - lo).T)
+        # a cluster cut by the z crop is taller than we can see; far away the highest return
+        # below the crop can lie a beam gap under it
+        range_c = np.hypot(0.5 * (lo[:, 0] + hi[:, 0]) - origin[0], 0.5 * (lo[:, 1] + hi[:, 1]) - origin[1])
+        crop_margin_m = np.maximum(0.3, np.tan(np.deg2rad(p.beam_gap_deg)) * range_c)
+        truncated = z_top >= p.z_max_m - crop_margin_m
+        keep_label = (counts >= p.min_box_points) & (top_m >= p.min_object_height_m) \
             & (top_m <= p.max_object_height_m) & ~truncated \
             & (bev_diagonal <= np.hypot(p.max_object_length_m, p.max_object_width_m))
-        if not keep.any():
+        if not keep_label.any():
             return []
+        sel = keep_label[labels_v]
+        points, height, labels = pts_v[sel], h_v[sel], labels_v[sel]
+        order = np.argsort(labels, kind='stable')
+        points, height, labels = points[order], height[order], labels[order]
+        starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+        counts = np.diff(np.r_[starts, len(labels)])
+        top_m = np.maximum.reduceat(height, starts)
+        bottom_m = np.minimum.reduceat(height, starts)
         # along the rays: does the cluster stand on the ground, does it end where its top is?
-        az, el, r = _polar(points[:, :3], self.sensor_xyz_base)
+        az, el, r = _polar(points[:, :3], origin.astype(np.float32))
         cluster_of = np.repeat(np.arange(len(starts)), counts)
-        mean_xy = np.add.reduceat(points[:, :2], starts, axis=0) / counts[:, None]
-        az_c = np.arctan2(mean_xy[:, 1] - self.sensor_xyz_base[1], mean_xy[:, 0] - self.sensor_xyz_base[0])
+        mean_xy = np.add.reduceat(points[:, :2].astype(np.float64), starts, axis=0) / counts[:, None]
+        az, el, r = az.astype(np.float64), el.astype(np.float64), r.astype(np.float64)
+        az_c = np.arctan2(mean_xy[:, 1] - origin[1], mean_xy[:, 0] - origin[0])
         d_az = np.angle(np.exp(1j * (az - az_c[cluster_of])))      # wrap-safe, about the centre
         d_az_lo, d_az_hi = np.minimum.reduceat(d_az, starts), np.maximum.reduceat(d_az, starts)
         el_top, el_bot = np.maximum.reduceat(el, starts), np.minimum.reduceat(el, starts)
         r_near, r_far = np.minimum.reduceat(r, starts), np.maximum.reduceat(r, starts)
         gap_rad = np.deg2rad(p.beam_gap_deg)
-        sensor_height_m = max(float(self.sensor_xyz_base @ plane[:3] + plane[3]), 0.1)
+        sensor_height_m = max(float(origin @ plane[:3] + plane[3]), 0.1)
         # vertical spacing of two beams at the ground at range r: d(r tan e)/de = r + h^2 / r
         ground_gap_m = np.tan(gap_rad) * (r_near + sensor_height_m ** 2 / np.maximum(r_near, 0.5))
         high_bottom = bottom_m > p.max_clearance_m + ground_gap_m
-        rays = _RayImage(context[:, :3], self.sensor_xyz_base)
+        rays = _RayImage(context, origin.astype(np.float32))
+        # the top beam passes through it: what we see of it ends at the field of view, not at its
+        # top. A thin one is a pole or a trunk; a wide one may be a truck next to us.
+        bev_extent = np.hypot(np.maximum.reduceat(points[:, 0], starts) - np.minimum.reduceat(points[:, 0], starts),
+                              np.maximum.reduceat(points[:, 1], starts) - np.minimum.reduceat(points[:, 1], starts))
+        cut_by_fov = (el_top >= rays.top_elevation_rad - 0.5 * gap_rad) & (bev_extent < 1.5) \
+            & (top_m > CLASS_SIZES['pedestrian'].max_height_m)
         objects = []
-        for i in np.flatnonzero(keep):
+        for i in np.flatnonzero(~cut_by_fov):
             # a thin pole in front of a car covers a column or two of its sector, a wall or a
             # canopy over the cluster the whole of it: evidence must span most of the sector
             sector = (az_c[i] + d_az_lo[i], az_c[i] + d_az_hi[i])
@@ -400,27 +425,29 @@ class ClassicalLidarDetector:
             start, count = starts[i], counts[i]
             # the ray above it passed over: its true top lies at most a beam gap higher
             slack_m = min(np.tan(gap_rad) * r_far[i], MAX_HEIGHT_SLACK_M)
-            obj = self._box(points[start:start + count], float(top_m[i]), plane, slack_m)
+            obj = self._box(points[start:start + count], float(top_m[i]), plane, origin, slack_m)
             if obj is not None:
                 objects.append(obj)
-        objects.sort(key=lambda o: float(np.hypot(*(o.center[:2] - self.sensor_xyz_base[:2]))))
+        objects.sort(key=lambda o: float(np.hypot(*(o.center[:2] - origin[:2]))))
         return objects
 
-    def _box(self, cluster, height_m, plane, height_slack_m=0.0):
+    def _box(self, cluster, height_m, plane, origin, height_slack_m=0.0):
         p = self.params
-        centre_xy, length, width, yaw = fit_lshape(cluster[:, :2])
+        xy = cluster[:, :2].astype(np.float64)
+        centre_xy, length, width, yaw = fit_lshape(xy)
         if length > p.max_object_length_m or width > p.max_object_width_m:
             return None
-        ray = centre_xy - self.sensor_xyz_base[:2]
+        ray = centre_xy - origin[:2]
         view_alignment = abs(np.cos(yaw) * ray[0] + np.sin(yaw) * ray[1]) / max(np.hypot(*ray), 1e-6)
-        label = classify_by_size(length, width, height_m, view_alignment, height_slack_m)
+        label = classify_by_size(length, width, height_m, view_alignment, height_slack_m,
+                                 surface_fraction=outline_fraction(xy, centre_xy, length, width, yaw))
         if label == UNKNOWN and not p.report_unknown:
             return None
         if label != UNKNOWN:
             centre_xy, length, width, yaw = complete_partial_box(
-                label, centre_xy, length, width, yaw, self.sensor_xyz_base[:2])
+                label, centre_xy, length, width, yaw, origin[:2], height_m)
         ground_z = -(plane[0] * centre_xy[0] + plane[1] * centre_xy[1] + plane[3]) / plane[2]
-        # more voxels = more trust, saturating; a good size match to the class doubles it
+        # more points = more trust, saturating; a good size match to the class doubles it
         support = 1.0 - np.exp(-len(cluster) / 15.0)
         if label == UNKNOWN:
             score = p.unknown_score_factor * support
@@ -429,6 +456,24 @@ class ClassicalLidarDetector:
         return Object3D(center=[centre_xy[0], centre_xy[1], ground_z + 0.5 * height_m],
                         size=[length, width, height_m], yaw_rad=yaw, label=label,
                         score=float(np.clip(score, 0.0, 1.0)), id=0)
+
+
+def _plane_height(points, plane) -> np.ndarray:
+    """Signed height (float32) of points (N, >=3) above the plane (a, b, c, d), unit normal."""
+    a, b, c, d = (np.float32(v) for v in plane)
+    return a * points[:, 0] + b * points[:, 1] + c * points[:, 2] + d
+
+
+def _checked_transform(T_base_lidar) -> np.ndarray:
+    T = np.asarray(T_base_lidar, dtype=np.float64)
+    if T.shape != (4, 4) or not np.isfinite(T).all() or not np.allclose(T[3], [0, 0, 0, 1]):
+        raise ValueError(f'T_base_lidar must be a finite 4x4 homogeneous transform, got shape '
+                         f'{T.shape}; read it from calibration/extrinsics.yaml or /tf_static')
+    R = T[:3, :3]
+    if not np.allclose(R @ R.T, np.eye(3), atol=1e-5):
+        raise ValueError('T_base_lidar rotation is not orthonormal; check the quaternion in '
+                         'calibration/extrinsics.yaml or /tf_static')
+    return T
 
 
 def _polar(xyz, origin):
@@ -451,12 +496,15 @@ class _RayImage:
         self.n_az = int(round(2 * np.pi / self.AZ_BIN_RAD))
         self.n_el = int(round((self.EL_MAX_RAD - self.EL_MIN_RAD) / self.EL_BIN_RAD))
         image = np.full((self.n_az + self.WRAP_BINS, self.n_el), np.inf, np.float32)
+        self.top_elevation_rad = np.inf       # highest return of the sweep: its field of view
         if len(xyz):
             az, el, r = _polar(xyz, origin)
-            ai = np.floor(az / self.AZ_BIN_RAD).astype(np.int64) % self.n_az
-            ei = np.clip(np.floor((el - self.EL_MIN_RAD) / self.EL_BIN_RAD).astype(np.int64),
+            ai = np.floor(az * np.float32(1.0 / self.AZ_BIN_RAD)).astype(np.int64) % self.n_az
+            ei = np.clip(np.floor((el - np.float32(self.EL_MIN_RAD))
+                                  * np.float32(1.0 / self.EL_BIN_RAD)).astype(np.int64),
                          0, self.n_el - 1)
-            np.minimum.at(image, (ai, ei), r.astype(np.float32))
+            np.minimum.at(image.reshape(-1), ai * self.n_el + ei, r.astype(np.float32))
+            self.top_elevation_rad = float(el.max())
             image[self.n_az:] = image[:self.WRAP_BINS]
         self.image = image
 
