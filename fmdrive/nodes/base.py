@@ -265,7 +265,10 @@ class FmdriveNode(Node):
                 self._handle(topic, handler, msg)
 
         adaptive = qos == 'any' or (qos == 'sensor' and self.p['sensor_qos'] == 'auto')
-        depth = depth or (config.QOS['sensor']['depth'] if qos in ('sensor', 'any') else config.QOS['reliable']['depth'])
+        # deep enough that a burst (replay, a short stall of the executor) loses nothing before the
+        # callback moves it into the node's own bounded queue; the vehicle's 'sensor' setting keeps 5
+        fixed_sensor = qos == 'sensor' and self.p['sensor_qos'] == 'sensor'
+        depth = depth or config.QOS['sensor' if fixed_sensor else 'reliable']['depth']
         profile = self._initial_qos('reliable' if qos == 'any' else qos, depth)
         entry = {'msg_type': msg_type, 'callback': callback, 'adaptive': adaptive, 'depth': depth}
         self._subs[topic] = entry
