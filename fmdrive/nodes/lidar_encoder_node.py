@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from fmdrive_msgs.msg import LaneArray, ObjectArray
 from sensor_msgs.msg import PointCloud2
 
@@ -29,9 +30,10 @@ class LidarEncoderNode(FmdriveNode):
         self.subscribe('points', PointCloud2, self.on_points, 'sensor', queued=True, aged='always')
 
     def make_detector(self, params: dict) -> ClassicalLidarDetector:
+        # the mounting given here is only a default: each sweep passes its own from TF
         base, lidar = params['base_frame'], config.FRAMES['lidar']
-        T = self.tf.lookup(base, lidar) if self.tf.can_transform(base, lidar) else None
-        return ClassicalLidarDetector(ClassicalLidarParams.from_dict(params), T if T is not None else _identity())
+        T = self.tf.lookup(base, lidar) if self.tf.can_transform(base, lidar) else np.eye(4)
+        return ClassicalLidarDetector(ClassicalLidarParams.from_dict(params), T)
 
     def reconfigure(self, params: dict, changed: dict) -> None:
         self.detector = self.make_detector(params)
@@ -50,19 +52,13 @@ class LidarEncoderNode(FmdriveNode):
         stamp_ns = stamp_to_ns(msg.header.stamp)
         points = pointcloud2_to_xyzi(msg)
         T_base_cloud = self.T_base_cloud(msg.header.frame_id, stamp_ns)
-        self.detector.T_base_lidar = T_base_cloud
-        result = self.detector.detect(points)
+        result = self.detector.detect(points, T_base_cloud)
         for w in result.warnings:
             self.warn(w, key=w[:40])
         base = self.p['base_frame']
         self.pub_lanes.publish(lanes_to_msg(result.lanes, stamp_ns, base, 'lidar_markings'))
         self.pub_objects.publish(objects_to_msg(result.objects, stamp_ns, base, 'lidar_classical'))
         self.record((time.perf_counter() - t0) * 1e3, stamp_ns)
-
-
-def _identity():
-    import numpy as np
-    return np.eye(4)
 
 
 def main(args=None):
