@@ -134,43 +134,102 @@ def add_run(sub):
 
 
 # ---------------------------------------------------------------------------------------------- demo
+def _link_user_bag(bag: Path, out: Path) -> None:
+    """out/bag -> the user's bag (a link, nothing copied), so eval and report find it where a run dir
+    keeps its input; ground_truth.json beside the bag is copied in when out has none."""
+    import shutil
+    out.mkdir(parents=True, exist_ok=True)
+    link = out / 'bag'
+    bag_dir = bag if bag.is_dir() else bag.parent
+    if link.resolve() != bag_dir.resolve():
+        if link.is_symlink() or link.is_file():
+            link.unlink()
+        elif link.is_dir():
+            raise UsageError(f'{link} exists and is not the bag {bag}; choose another --out')
+        if bag.is_dir():
+            link.symlink_to(bag.resolve(), target_is_directory=True)
+        else:  # a bare .mcap: a directory holding a link to it reads as a bag
+            link.mkdir()
+            (link / bag.name).symlink_to(bag.resolve())
+    gt = bag_dir.parent / 'ground_truth.json'
+    if not (out / 'ground_truth.json').exists() and gt.is_file():
+        shutil.copyfile(gt, out / 'ground_truth.json')
+
+
 def cmd_demo(args):
     import time
 
-    from fmdrive.bags.sim_writer import write_scenario
-    from fmdrive.pipeline_run import replay_through_graph
+    from fmdrive.pipeline_run import graph_options, replay_through_graph
     out = Path(args.out)
     t0 = time.perf_counter()
-    camera, extrinsics = _load_calibration(None, None)
-    from fmdrive.sim import generate_scenario
-    spec = generate_scenario(args.scenario, args.seed, args.duration)
-    print(f'[1/4] simulating {spec.kind} (seed {spec.seed}, {spec.duration_s:.0f} s) -> {out}/bag', flush=True)
-    write_scenario(spec, out, camera, extrinsics)
-    print('[2/4] replaying the bag through the graph (separate processes over DDS), recording outputs', flush=True)
-    latency = replay_through_graph(out / 'bag', out)
-    print('[3/4] evaluating against ground truth', flush=True)
-    from fmdrive.eval.run_eval import eval_run
-    metrics = eval_run(out)
-    (out / 'metrics.json').write_text(json.dumps(metrics, indent=1))
+    remaps, overrides = graph_options(args)
+    if not args.rate > 0:
+        raise UsageError(f'--rate must be > 0, got {args.rate:g}')
+    if args.bag:
+        bag = Path(args.bag)
+        from fmdrive.bags.reader import BagReader
+        with BagReader(bag) as reader:  # BagError (one line) for a missing or broken bag
+            print(f'[1/4] your bag: {reader}', flush=True)
+        derived = [(out / name).resolve() for name in DERIVED_RUN_FILES]
+        if any(bag.resolve() == d or d in bag.resolve().parents for d in derived):
+            raise UsageError(f'{bag} lies where the demo writes its outputs in {out}; choose another --out')
+        _clear_derived_outputs(out)
+        _link_user_bag(bag, out)
+    else:
+        if not args.duration > 0:
+            raise UsageError(f'--duration must be > 0 seconds, got {args.duration:g}')
+        from fmdrive.bags.sim_writer import write_scenario
+        from fmdrive.sim import generate_scenario
+        camera, extrinsics = _load_calibration(None, None)
+        spec = generate_scenario(args.scenario, args.seed, args.duration)
+        print(f'[1/4] simulating {spec.kind} (seed {spec.seed}, {spec.duration_s:.0f} s) -> {out}/bag', flush=True)
+        _clear_derived_outputs(out)
+        write_scenario(spec, out, camera, extrinsics)
+    print(f'[2/4] replaying the bag through the graph at {args.rate:g}x (separate processes over DDS), '
+          'recording outputs', flush=True)
+    latency = replay_through_graph(out / 'bag', out, rate=args.rate, remaps=remaps, overrides=overrides)
+    metrics = None
+    if (out / 'ground_truth.json').is_file():
+        print('[3/4] evaluating against ground truth', flush=True)
+        from fmdrive.eval.run_eval import eval_run
+        metrics = eval_run(out)
+        (out / 'metrics.json').write_text(json.dumps(metrics, indent=1))
+    else:
+        print(f'[3/4] eval skipped: no ground_truth.json beside the bag or in {out}', flush=True)
     print('[4/4] drawing the report', flush=True)
+    from fmdrive.eval.metrics import EvalError
     from fmdrive.eval.report import make_report
-    report = make_report(out, out / 'report.png')
-    det, plan = metrics.get('detection', {}), metrics.get('planning', {})
-    print(f"\ncar BEV AP@0.5 {det.get('car_bev_ap50')}  L2@3s {plan.get('l2_3s')} m  collision rate "
-          f"{plan.get('collision_rate')}  e2e latency p50/p99 {latency['e2e_p50_ms']}/{latency['e2e_p99_ms']} ms  "
-          f"dropped sensor frames {latency['dropped_sensor_frames']}/{latency['sensor_frames']}")
+    try:
+        report = make_report(out, out / 'report.png')
+    except EvalError as e:
+        report = f'not drawn ({e})'
+    line = (f"\ne2e latency p50/p99 {latency['e2e_p50_ms']}/{latency['e2e_p99_ms']} ms  dropped sensor frames "
+            f"{latency['dropped_sensor_frames']}/{latency['sensor_frames']}  inputs lost in DDS "
+            f"{latency['dds_lost_inputs']}, dropped by queues {latency['queue_dropped_inputs']}")
+    if metrics is not None:
+        det, plan = metrics.get('detection', {}), metrics.get('planning', {})
+        line = (f"\ncar BEV AP@0.5 {det.get('car_bev_ap50')}  L2@3s {plan.get('l2_3s')} m  collision rate "
+                f"{plan.get('collision_rate')}  ({metrics.get('frames_scored')} frames scored)" + line)
+    print(line)
     print(f'input bag:     {out / "bag"}\noutput bag:    {out / "output"}\nground truth:  '
-          f'{out / "ground_truth.json"}\nmetrics:       {out / "metrics.json"}\nreport:        {report}\n'
+          f'{out / "ground_truth.json" if metrics is not None else "none"}\nmetrics:       '
+          f'{out / "metrics.json" if metrics is not None else "none (no ground truth)"}\nreport:        {report}\n'
           f'node logs:     {out / "logs"}\n(done in {time.perf_counter() - t0:.0f} s)')
     return 0
 
 
 def add_demo(sub):
-    p = sub.add_parser('demo', help='simulate, run the graph on the bag, record, evaluate, draw the report')
+    from fmdrive.pipeline_run import add_graph_arguments
+    p = sub.add_parser('demo', help='simulate (or take your --bag), run the graph on the bag, record, evaluate, '
+                                    'draw the report')
     p.add_argument('--out', default='runs/demo')
     p.add_argument('--scenario', default='cut_in')
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--duration', type=float, default=20.0)
+    p.add_argument('--bag', default=None, help='replay this bag instead of simulating one (eval runs when '
+                                               'ground_truth.json lies beside it or in --out)')
+    p.add_argument('--rate', type=float, default=1.0, help='replay speed factor')
+    add_graph_arguments(p)
     p.set_defaults(func=cmd_demo)
 
 
@@ -282,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for add in (add_sim, add_run, add_replay, add_record, add_bag, add_demo, add_eval, add_report,
-                add_calib_check, add_bench):
+                add_calib_check, add_import, add_bench):
         add(sub)
     sub.add_parser('params', help='print the default node parameters as ROS params YAML').set_defaults(
         func=cmd_params)

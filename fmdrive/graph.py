@@ -1,9 +1,10 @@
-"""The node graph: which nodes run, with which parameters. One description, two starters:
-launch/*.launch.py (launch_ros, on the vehicle) and `fmdrive run` (processes, where launch is not
-installable) both read GRAPH from here.
+"""The node graph: which nodes run, with which parameters, and how they are kept running. One
+description, two starters: launch/*.launch.py (launch_ros, on the vehicle) and `fmdrive run`
+(processes, where launch is not installable) both read GRAPH and the restart policy from here.
 """
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import subprocess
@@ -27,22 +28,42 @@ class GraphNode:
     executable: str      # console script from setup.py (what launch_ros runs)
     module: str          # python module with main() (what `fmdrive run` runs)
     inputs: tuple = ()   # keys of config.TOPICS it subscribes to (a test checks the node's code)
+    outputs: tuple = ()  # keys of config.TOPICS it publishes, besides /diagnostics (checked likewise)
 
 
 GRAPH = (
     # camera_encoder belongs here, between the sensors and fusion; it arrives with the learned
     # camera model (next issue) - no node runs in its place until then.
-    GraphNode('lidar_encoder', 'lidar_encoder', 'fmdrive.nodes.lidar_encoder_node', ('points',)),
+    GraphNode('lidar_encoder', 'lidar_encoder', 'fmdrive.nodes.lidar_encoder_node', ('points',),
+              ('lidar_objects', 'lanes')),
     GraphNode('fusion', 'fusion', 'fmdrive.nodes.fusion_node',
-              ('odometry', 'lanes', 'camera_info', 'lidar_objects')),
-    GraphNode('planner', 'planner', 'fmdrive.nodes.planner_node', ('instruction', 'scene')),
+              ('odometry', 'lanes', 'camera_info', 'lidar_objects'), ('objects', 'scene')),
+    GraphNode('planner', 'planner', 'fmdrive.nodes.planner_node', ('instruction', 'scene'),
+              ('plan', 'trajectory')),
     GraphNode('visualizer', 'visualizer', 'fmdrive.nodes.visualizer_node',
-              ('camera_info', 'odometry', 'points', 'objects', 'plan', 'image')),
+              ('camera_info', 'odometry', 'points', 'objects', 'plan', 'image'), ('markers', 'overlay')),
 )
 
 
-# topics published and subscribed inside the graph (the wiring wait_ready checks)
-INTERNAL_TOPICS = tuple(config.TOPICS[k] for k in ('lidar_objects', 'lanes', 'objects', 'scene', 'plan'))
+def internal_keys(nodes=GRAPH) -> tuple:
+    """Keys of config.TOPICS published by one node of `nodes` and read by another (the wiring
+    wait_ready checks)."""
+    read = {k for n in nodes for k in n.inputs}
+    return tuple(k for n in nodes for k in n.outputs if k in read)
+
+
+INTERNAL_TOPICS = tuple(config.TOPICS[k] for k in internal_keys())
+
+# Supervision, one policy for both starters: a node that dies is started again after
+# RESPAWN_DELAY_S (launch_ros respawn_delay); `fmdrive run` gives up on a node restarted
+# MAX_RESTARTS times within RESTART_WINDOW_S (a node that cannot stay up is reported, not hammered).
+RESPAWN_DELAY_S = 1.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
+# How long `fmdrive run` listens for another graph on its domain before starting: an absence cannot
+# be observed, only waited for; discovery between processes on one host takes well under a second.
+DISCOVERY_WINDOW_S = 3.0
 
 
 def params_yaml_text() -> str:
@@ -54,8 +75,13 @@ def params_yaml_text() -> str:
 
 
 def node_command(node: GraphNode, params_file: str | os.PathLike | None = None,
-                 use_sim_time: bool = False, overrides: dict | None = None) -> list[str]:
+                 use_sim_time: bool = False, overrides: dict | None = None,
+                 remaps: dict | None = None) -> list[str]:
+    """The command line of one node. overrides: {param: value}; remaps: {'/from': '/to'} topic
+    remappings (e.g. a bag's /velodyne_points onto /sensors/lidar/points), applied to every node."""
     cmd = [sys.executable, '-m', node.module, '--ros-args', '-r', f'__node:={node.name}']
+    for source, target in (remaps or {}).items():
+        cmd += ['-r', f'{source}:={target}']
     if params_file:
         cmd += ['--params-file', str(params_file)]
     cmd += ['-p', f'use_sim_time:={"true" if use_sim_time else "false"}']
@@ -73,6 +99,24 @@ def subscribes(probe, node_name: str, topics) -> bool:
     return all(t in have for t in topics)
 
 
+def graph_nodes_on_domain(names=None, window_s: float = DISCOVERY_WINDOW_S) -> list[str]:
+    """Names of our graph's nodes already on this process's ROS domain (ROS_DOMAIN_ID and discovery
+    range as set in os.environ): listens for up to window_s, returns as soon as one is seen."""
+    from fmdrive.rosenv import close_node, open_node
+    names = {n.name for n in GRAPH} if names is None else set(names)
+    handles = open_node(f'fmdrive_graph_check_{os.getpid()}')
+    probe, executor = handles[1], handles[2]
+    try:
+        deadline = time.monotonic() + window_s
+        while True:
+            found = sorted(names & set(probe.get_node_names()))
+            if found or time.monotonic() >= deadline:
+                return found
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        close_node(*handles)
+
+
 def die_with_parent():
     """In the child before exec (Linux): SIGINT when the starting process dies, however it dies,
     so a killed `fmdrive run` never leaves nodes behind."""
@@ -84,27 +128,46 @@ def die_with_parent():
 
 
 class GraphProcesses:
-    """The graph as one OS process per node (like `ros2 launch`), logs in log_dir/<node>.log."""
+    """The graph as one OS process per node (like `ros2 launch`), logs in log_dir/<node>.log.
+    overrides: {node: {param: value}}; remaps: {'/from': '/to'} for every node. supervise() restarts
+    nodes that die (what `fmdrive run` calls in its loop, like respawn=True in the launch files)."""
 
     def __init__(self, env: dict, log_dir: str | os.PathLike, params_file=None, use_sim_time=False,
-                 nodes=GRAPH, overrides: dict | None = None):
+                 nodes=GRAPH, overrides: dict | None = None, remaps: dict | None = None):
         self.env, self.log_dir = env, Path(log_dir)
         self.params_file = params_file or config.PARAMS_FILE
         self.use_sim_time, self.nodes, self.overrides = use_sim_time, nodes, overrides or {}
+        self.remaps = dict(remaps or {})
         self.procs: dict[str, subprocess.Popen] = {}
+        self.restarts: dict[str, collections.deque] = {n.name: collections.deque() for n in nodes}
+        self.given_up: set[str] = set()
+        self._restart_at: dict[str, float] = {}   # node -> monotonic time its restart is due
+        self._legacy_settle_until = None          # see not_ready (nodes without matched_subscribers)
 
-    def start(self):
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+    def topic(self, key: str) -> str:
+        """The name config.TOPICS[key] has on the graph, after our remappings."""
+        name = config.TOPICS[key]
+        return self.remaps.get(name, name)
+
+    def _child_env(self) -> dict:
         env = dict(self.env)
         # one thread per node process unless the user says otherwise: the graph already runs one
         # process per node, and OpenMP/BLAS thread pools fighting over a few cores cost latency
         for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
             env.setdefault(var, '1')
+        return env
+
+    def _spawn(self, node: GraphNode, mode: str = 'w'):
+        log = open(self.log_dir / f'{node.name}.log', mode)
+        cmd = node_command(node, self.params_file, self.use_sim_time, self.overrides.get(node.name), self.remaps)
+        self.procs[node.name] = subprocess.Popen(cmd, env=self._child_env(), stdout=log, stderr=subprocess.STDOUT,
+                                                 start_new_session=True, preexec_fn=die_with_parent)
+        log.close()  # the child holds its own descriptor
+
+    def start(self):
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         for node in self.nodes:
-            log = open(self.log_dir / f'{node.name}.log', 'w')
-            cmd = node_command(node, self.params_file, self.use_sim_time, self.overrides.get(node.name))
-            self.procs[node.name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                     start_new_session=True, preexec_fn=die_with_parent)
+            self._spawn(node)
         return self
 
     def dead(self) -> dict[str, int]:
@@ -114,29 +177,115 @@ class GraphProcesses:
         path = self.log_dir / f'{name}.log'
         return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:]) if path.exists() else ''
 
+    def supervise(self, report=print) -> None:
+        """One supervision step (call it every few hundred ms): a node that died is reported, in one
+        line naming it and its exit code followed by the tail of its log, and started again after
+        RESPAWN_DELAY_S, appending to its log; after MAX_RESTARTS restarts within RESTART_WINDOW_S it
+        is given up (one line), and the rest of the graph keeps running."""
+        now = time.monotonic()
+        by_name = {n.name: n for n in self.nodes}
+        for name, proc in self.procs.items():
+            if name in self.given_up:
+                continue
+            if name in self._restart_at:
+                if now >= self._restart_at[name]:
+                    del self._restart_at[name]
+                    with open(self.log_dir / f'{name}.log', 'a') as log:
+                        log.write(f'--- fmdrive: restarting {name} ---\n')
+                    self._spawn(by_name[name], mode='a')
+                    report(f'node {name} restarted (restart {len(self.restarts[name])} of at most '
+                           f'{MAX_RESTARTS} per {RESTART_WINDOW_S:.0f} s)')
+                continue
+            code = proc.poll()
+            if code is None:
+                continue
+            recent = self.restarts[name]
+            while recent and now - recent[0] > RESTART_WINDOW_S:
+                recent.popleft()
+            tail = '\n'.join(f'    | {line}' for line in self.log_tail(name, 8).splitlines())
+            log_path = self.log_dir / f'{name}.log'
+            if len(recent) >= MAX_RESTARTS:
+                self.given_up.add(name)
+                report(f'node {name} exited with code {code} after {len(recent)} restarts within '
+                       f'{RESTART_WINDOW_S:.0f} s: giving up on it, the other nodes keep running (log {log_path})'
+                       + (f'\n{tail}' if tail else ''))
+                continue
+            recent.append(now)
+            self._restart_at[name] = now + RESPAWN_DELAY_S
+            report(f'node {name} exited with code {code}; restarting it in {RESPAWN_DELAY_S:g} s (log {log_path})'
+                   + (f'\n{tail}' if tail else ''))
+
+    def alive(self) -> list[str]:
+        """Nodes running or about to be restarted (not given up)."""
+        return [name for name in self.procs if name not in self.given_up]
+
     def wait_ready(self, timeout_s: float = 30.0):
-        """Until every node has subscribed to all its inputs and every topic between nodes has its
-        publisher (a node is visible on the graph before it has finished starting, and frames sent
-        before its subscriptions match are lost); raises with the node's log if one died."""
+        """Until every node has subscribed to all its inputs and, for every topic between nodes, the
+        publishing node reports on /diagnostics (matched_subscribers/<topic>) that it has matched as
+        many subscriptions as the graph declares: a node is visible before it has subscribed, and a
+        subscription seen by a third party is not yet matched by the publisher, so frames sent in
+        between are lost. Raises with the node's log if one died."""
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from fmdrive.nodes.base import make_qos
         from fmdrive.rosenv import close_node, open_node
-        probe_handles = open_node('fmdrive_graph_probe')
-        probe = probe_handles[1]
+        handles = open_node(f'fmdrive_graph_probe_{os.getpid()}')
+        probe, executor = handles[1], handles[2]
+        reports: dict[str, dict] = {}
+
+        def on_diagnostics(msg):
+            for st in msg.status:
+                reports[st.name] = {v.key: v.value for v in st.values}
+        probe.create_subscription(DiagnosticArray, self.topic('diagnostics'), on_diagnostics,
+                                  make_qos('reliable', 50))
         try:
             deadline = time.monotonic() + timeout_s
-            want = {n.name for n in self.nodes}
             while time.monotonic() < deadline:
                 for name, code in self.dead().items():
                     raise GraphError(f'node {name} exited with code {code}:\n{self.log_tail(name)}')
-                if want <= set(probe.get_node_names()) and all(
-                        subscribes(probe, n.name, [config.TOPICS[k] for k in n.inputs]) for n in self.nodes) and all(
-                        probe.count_publishers(t) for t in INTERNAL_TOPICS):
-                    time.sleep(0.5)  # the nodes' own endpoint matching completes after the probe sees it
+                if not self.not_ready(probe, reports):
                     return
-                time.sleep(0.2)
-            missing = want - set(probe.get_node_names())
-            raise GraphError(f'nodes not up after {timeout_s:.0f} s: {", ".join(sorted(missing))}')
+                executor.spin_once(timeout_sec=0.1)
+            raise GraphError(f'graph not ready after {timeout_s:.0f} s: {"; ".join(self.not_ready(probe, reports))}')
         finally:
-            close_node(*probe_handles)
+            close_node(*handles)
+
+    def not_ready(self, probe, reports: dict) -> list[str]:
+        """What keeps the graph from being ready, as seen by `probe` and the nodes' /diagnostics
+        `reports` ({status name: {key: value}}); empty when ready."""
+        waiting = []
+        names = set(probe.get_node_names())
+        for node in self.nodes:
+            if node.name not in names:
+                waiting.append(f'{node.name} not on the graph')
+            elif not subscribes(probe, node.name, [self.topic(k) for k in node.inputs]):
+                waiting.append(f'{node.name} not subscribed to all its inputs')
+            elif f'fmdrive/{node.name}' not in reports:
+                waiting.append(f'{node.name} has not reported on /diagnostics')
+        if waiting:
+            return waiting
+        readers = collections.Counter(k for n in self.nodes for k in n.inputs)
+        for node in self.nodes:
+            kv = reports[f'fmdrive/{node.name}']
+            reports_matching = any(k.startswith('matched_subscribers/') for k in kv)
+            for key in node.outputs:
+                if not readers[key]:
+                    continue
+                topic = self.topic(key)
+                if reports_matching:
+                    matched = int(kv.get(f'matched_subscribers/{topic}',
+                                         kv.get(f'matched_subscribers/{config.TOPICS[key]}', 0)))
+                else:
+                    # a node from before base.py reported matched_subscribers: the subscriptions the
+                    # probe sees, then a settle below (the publisher matches them shortly after)
+                    matched = probe.count_subscribers(topic)
+                if matched < readers[key]:
+                    waiting.append(f'{node.name}: {matched} of {readers[key]} subscribers matched on {topic}')
+            if not reports_matching and not waiting:
+                self._legacy_settle_until = self._legacy_settle_until or time.monotonic() + 0.5
+                if time.monotonic() < self._legacy_settle_until:
+                    waiting.append(f'{node.name}: settling (no matched_subscribers on its /diagnostics)')
+        return waiting
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
         for p in self.procs.values():

@@ -16,7 +16,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from fmdrive.graph import GRAPH
+from fmdrive.graph import GRAPH, RESPAWN_DELAY_S
 
 
 def static_transforms(extrinsics_file):
@@ -36,7 +36,9 @@ def generate_launch_description():
     params_file = LaunchConfiguration('params_file')
     use_sim_time = LaunchConfiguration('use_sim_time')
     sensor_qos = LaunchConfiguration('sensor_qos')
+    # a node that dies is started again, as `fmdrive run` does (policy in fmdrive/graph.py)
     nodes = [Node(package='fmdrive', executable=n.executable, name=n.name, output='screen',
+                  respawn=True, respawn_delay=RESPAWN_DELAY_S,
                   parameters=[params_file, {'use_sim_time': use_sim_time, 'sensor_qos': sensor_qos}])
              for n in GRAPH]
     return LaunchDescription([

@@ -15,13 +15,15 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from fmdrive.graph import GRAPH
+from fmdrive.graph import GRAPH, RESPAWN_DELAY_S
 
 
 def generate_launch_description():
     share = get_package_share_directory('fmdrive')
     params_file = LaunchConfiguration('params_file')
+    # a node that dies is started again, as `fmdrive run` does (policy in fmdrive/graph.py)
     nodes = [Node(package='fmdrive', executable=n.executable, name=n.name, output='screen',
+                  respawn=True, respawn_delay=RESPAWN_DELAY_S,
                   parameters=[params_file, {'use_sim_time': True, 'sensor_qos': 'reliable'}])
              for n in GRAPH]
     return LaunchDescription([

@@ -6,6 +6,8 @@ Synchronisation is always on an observable condition (matched endpoints, values 
 messages received), never on time.
 """
 import os
+import queue
+import threading
 import time
 
 import pytest
@@ -137,6 +139,36 @@ def counter(kv: dict, key: str) -> int:
         return int(kv.get(key, 0))
     except ValueError:
         return 0
+
+
+class LineReader:
+    """The lines of a child's text stream, read on a thread, so every wait for one has a deadline."""
+
+    def __init__(self, stream):
+        self.lines = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream):
+        for line in stream:
+            self.lines.put(line)
+        self.lines.put(None)  # end of stream: the process closed it (exited)
+
+    def until(self, predicate, timeout_s=120.0):
+        """The first line (from here on) for which predicate(line) holds; AssertionError with what
+        was read when the stream ends or the deadline passes first."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f'no such line within {timeout_s:.0f} s; read:\n' + ''.join(self.seen)) from None
+            if line is None:
+                self.lines.put(None)  # stays ended for the next caller
+                raise AssertionError('the stream ended first; read:\n' + ''.join(self.seen))
+            self.seen.append(line)
+            if predicate(line):
+                return line
 
 
 @pytest.fixture

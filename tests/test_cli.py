@@ -1,8 +1,11 @@
 """A mistake a user can make on the command line ends in one line on stderr and exit code 2."""
 import subprocess
 import sys
+import time
 
 import pytest
+
+from conftest import LineReader
 
 
 def fmdrive(*args, timeout=120):
@@ -11,7 +14,7 @@ def fmdrive(*args, timeout=120):
 
 
 @pytest.mark.parametrize('args, words', [
-    (['sim', '--scenario', 'flying_cars', '-o', '/tmp/fmdrive_cli_x'], 'unknown scenario'),
+    (['sim', '--scenario', 'flying_cars', '-o', '{tmp}/run'], 'unknown scenario'),
     (['sim', '--scenario', '/nonexistent/scenario.yaml'], 'does not exist'),
     (['eval', '/nonexistent/run'], 'nonexistent'),
     (['report', '/nonexistent/run'], 'does not exist'),
@@ -19,9 +22,10 @@ def fmdrive(*args, timeout=120):
     (['calib-check', '--pcd', '/nonexistent.pcd', '--image', 'x.png', '--camera-info', 'c.yaml',
       '--extrinsics', 'e.yaml'], 'nonexistent'),
     (['calib-check'], 'give a BAG'),
+    (['run', '--remap', '/velodyne_points'], 'FROM:=TO'),
 ])
-def test_bad_argument_gives_one_line_error_and_exit_2(args, words):
-    r = fmdrive(*args)
+def test_bad_argument_gives_one_line_error_and_exit_2(args, words, tmp_path):
+    r = fmdrive(*(a.replace('{tmp}', str(tmp_path)) for a in args))
     assert r.returncode == 2, r.stderr
     assert 'Traceback' not in r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and 'Warning' not in ln and 'import sre' not in ln]
@@ -77,11 +81,10 @@ def test_calib_check_on_a_simulated_bag_scores_the_true_extrinsic_above_a_yawed_
 def test_fmdrive_run_starts_the_graph_and_a_kill_leaves_no_node_behind(ros_domain, tmp_path):
     import os
     import signal
-    import time
     proc = subprocess.Popen([sys.executable, '-m', 'fmdrive.cli', 'run', '--log-dir', str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        line = proc.stdout.readline()
+        line = LineReader(proc.stdout).until(lambda ln: ln.startswith('graph up:'))
         assert line.startswith('graph up: lidar_encoder, fusion, planner, visualizer'), line
         children = subprocess.run(['pgrep', '-P', str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == 4

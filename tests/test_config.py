@@ -35,6 +35,23 @@ def test_node_command_passes_params_and_sim_time():
     assert cmd[-2:] == ['-p', 'use_sim_time:=true'] and '--params-file' in cmd
 
 
+def test_node_command_remaps_topics_for_every_node_before_its_parameters():
+    remaps = {'/velodyne_points': config.TOPICS['points'], '/odom': config.TOPICS['odometry']}
+    for node in GRAPH:
+        cmd = node_command(node, None, overrides={'queue_size': 3}, remaps=remaps)
+        args = cmd[cmd.index('--ros-args') + 1:]
+        pairs = [args[i + 1] for i in range(len(args) - 1) if args[i] == '-r']
+        assert pairs == [f'__node:={node.name}', f'/velodyne_points:={config.TOPICS["points"]}',
+                         f'/odom:={config.TOPICS["odometry"]}']
+        assert args[-4:] == ['-p', 'use_sim_time:=false', '-p', 'queue_size:=3']
+
+
+def test_launch_files_respawn_with_the_policy_of_graph_py():
+    for name in ('fmdrive.launch.py', 'replay.launch.py'):
+        text = (ROOT / 'launch' / name).read_text()
+        assert 'respawn=True' in text and 'respawn_delay=RESPAWN_DELAY_S' in text, name
+
+
 def test_rviz_config_shows_the_output_topics():
     rviz = (ROOT / 'config' / 'fmdrive.rviz').read_text()
     for key in ('markers', 'overlay', 'trajectory', 'points'):
@@ -52,3 +69,16 @@ def test_graph_lists_exactly_the_inputs_each_node_subscribes_to():
     for node in GRAPH:
         source = (ROOT / (node.module.replace('.', '/') + '.py')).read_text()
         assert set(re.findall(r"self\.subscribe\('(\w+)'", source)) == set(node.inputs), node.name
+
+
+def test_graph_lists_exactly_the_outputs_each_node_publishes():
+    for node in GRAPH:
+        source = (ROOT / (node.module.replace('.', '/') + '.py')).read_text()
+        published = re.findall(r"self\.advertise\('(\w+)'", source) + re.findall(
+            r"create_publisher\(\s*\w+,\s*config\.TOPICS\['(\w+)'\]", source)
+        assert set(published) == set(node.outputs), node.name
+
+
+def test_internal_topics_are_the_ones_a_node_publishes_and_another_reads():
+    from fmdrive.graph import INTERNAL_TOPICS
+    assert set(INTERNAL_TOPICS) == {config.TOPICS[k] for k in ('lidar_objects', 'lanes', 'objects', 'scene', 'plan')}

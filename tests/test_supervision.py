@@ -1,0 +1,176 @@
+"""Supervision: under `fmdrive run` a node that dies (kill -9, in the middle of a replay) is reported
+and started again within seconds while the other nodes keep running, and the graph's outputs resume;
+a node that cannot stay up is given up on; a second graph on the same ROS domain is refused."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import LineReader
+from fmdrive import config
+from fmdrive.graph import GRAPH, MAX_RESTARTS, RESPAWN_DELAY_S, GraphNode, GraphProcesses
+
+T = config.TOPICS
+RESTART_DEADLINE_S = 5.0   # what the supervisor promises: a dead node is started again within this
+
+
+def node_pids(parent_pid: int) -> dict:
+    """{node name: pid} of the live node processes started by the process parent_pid."""
+    pids = {}
+    children = subprocess.run(['pgrep', '-P', str(parent_pid)], capture_output=True, text=True).stdout.split()
+    for pid in children:
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                    continue
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                args = f.read().split(b'\0')
+        except FileNotFoundError:
+            continue
+        for arg in args:
+            if arg.startswith(b'__node:='):
+                pids[arg[len(b'__node:='):].decode()] = int(pid)
+    return pids
+
+
+def diagnostics_writers(probe, node_name: str) -> set:
+    """GIDs of the /diagnostics publishers of node_name on the ROS graph (a new process, a new GID)."""
+    return {bytes(info.endpoint_gid) for info in probe.node.get_publishers_info_by_topic(T['diagnostics'])
+            if info.node_name == node_name}
+
+
+@pytest.fixture(scope='module')
+def supervised_graph(ros_domain, tmp_path_factory):
+    """`fmdrive run` as a user starts it; its stdout and stderr (the supervisor's reports) as lines."""
+    log_dir = tmp_path_factory.mktemp('supervised_logs')
+    proc = subprocess.Popen([sys.executable, '-m', 'fmdrive.cli', 'run', '--log-dir', str(log_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = LineReader(proc.stdout)
+    try:
+        lines.until(lambda ln: ln.startswith('graph up:'), 120)
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope='module')
+def sim_bag(tmp_path_factory):
+    from fmdrive.bags.sim_writer import write_scenario
+    from fmdrive.calibration.camera_model import CameraModel
+    from fmdrive.calibration.extrinsics import load_extrinsics
+    from fmdrive.sim import generate_scenario
+    run_dir = tmp_path_factory.mktemp('sim')
+    write_scenario(generate_scenario('car_following', seed=3, duration_s=3.0), run_dir,
+                   CameraModel.from_yaml(config.CAMERA_INFO_FILE), load_extrinsics(config.EXTRINSICS_FILE),
+                   progress=False)
+    return run_dir / 'bag'
+
+
+@pytest.fixture
+def looping_replay(sim_bag, ros_domain):
+    """The bag replayed in a loop (restamped to wall time, as live sensors) on a thread until the test ends."""
+    from fmdrive.bags.replay import replay
+    from fmdrive.pipeline_run import expected_subscribers
+    stop, errors = threading.Event(), []
+
+    def run():
+        try:
+            replay(str(sim_bag), loop=True, restamp=True, progress=False, stop=stop, node_name='fmdrive_test_replay',
+                   wait_for_subscribers=expected_subscribers(GRAPH, ('points', 'odometry', 'image')))
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            errors.append(e)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield errors
+    stop.set()
+    thread.join(30)
+
+
+@pytest.mark.timeout(240)
+def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_graph, probe, looping_replay):
+    proc, lines = supervised_graph
+    probe.watch_diagnostics()
+    from fmdrive.bags.typestore import message_class
+    for topic in {T[k] for n in GRAPH for k in n.outputs}:
+        probe.listen(topic, message_class(config.TOPIC_TYPES[topic]))
+    trajectories = probe.received[T['trajectory']]
+    assert probe.spin_until(lambda: len(trajectories) >= 3, 90), \
+        f'no trajectories from the replay: {looping_replay}'
+
+    for node in GRAPH:
+        before = node_pids(proc.pid)
+        assert set(before) == {n.name for n in GRAPH}, before
+        old_writers = diagnostics_writers(probe, node.name)
+        t_kill = time.monotonic()
+        os.kill(before[node.name], signal.SIGKILL)
+
+        lines.until(lambda ln: ln.startswith(f'node {node.name} exited with code -9'), 30)
+        lines.until(lambda ln: ln.startswith(f'node {node.name} restarted'), 30)
+        restart_s = time.monotonic() - t_kill
+        assert restart_s <= RESTART_DEADLINE_S, f'{node.name} restarted after {restart_s:.1f} s'
+
+        # back on the ROS graph (a /diagnostics writer that was not there before the kill) and reporting
+        assert probe.spin_until(lambda: diagnostics_writers(probe, node.name) - old_writers, 60), \
+            f'{node.name} did not come back on the ROS graph'
+        reports = len(probe.received[T['diagnostics']])
+        assert probe.spin_until(lambda: any(st.name == f'fmdrive/{node.name}'
+                                            for arr in probe.received[T['diagnostics']][reports:]
+                                            for st in arr.status), 30), f'{node.name} does not report'
+        back_s = time.monotonic() - t_kill
+        print(f'{node.name}: restarted after {restart_s:.1f} s, reporting again after {back_s:.1f} s')
+
+        # its outputs and the graph's trajectory resume
+        own = probe.received[T[node.outputs[0]]]
+        n_own, n_traj = len(own), len(trajectories)
+        assert probe.spin_until(lambda: len(own) >= n_own + 2 and len(trajectories) >= n_traj + 2, 60), \
+            f'outputs did not resume after {node.name} was restarted'
+
+        after = node_pids(proc.pid)
+        for other in before:
+            if other != node.name:
+                assert after.get(other) == before[other], f'{other} was disturbed when {node.name} died'
+        assert proc.poll() is None, 'fmdrive run exited when one node died'
+    assert not looping_replay, looping_replay
+
+
+def test_a_second_graph_on_the_same_domain_is_refused(supervised_graph, ros_domain, tmp_path):
+    proc, _ = supervised_graph
+    r = subprocess.run([sys.executable, '-m', 'fmdrive.cli', 'run', '--log-dir', str(tmp_path / 'second')],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f'ROS domain {ros_domain}' in lines[0] and 'ROS_DOMAIN_ID' in lines[0], r.stderr
+    assert not (tmp_path / 'second').exists(), 'the second graph started nodes'
+    assert proc.poll() is None
+
+
+def test_a_node_that_keeps_dying_is_given_up_and_reported(tmp_path, monkeypatch):
+    from fmdrive import graph as graph_module
+    monkeypatch.setattr(graph_module, 'RESPAWN_DELAY_S', 0.05)  # the policy's counts, faster
+    crasher = GraphNode('crasher', 'crasher', 'fmdrive.no_such_node_module')
+    graph = GraphProcesses(dict(os.environ), tmp_path, nodes=(crasher,)).start()
+    reports = []
+    try:
+        deadline = time.monotonic() + 60
+        while 'crasher' not in graph.given_up and time.monotonic() < deadline:
+            graph.supervise(reports.append)
+            time.sleep(0.02)  # polling the supervisor; the condition is the given-up node
+    finally:
+        graph.stop()
+    assert 'crasher' in graph.given_up and graph.alive() == []
+    restarted = [r for r in reports if r.startswith('node crasher restarted')]
+    assert len(restarted) == MAX_RESTARTS, reports
+    exits = [r for r in reports if r.startswith('node crasher exited with code 1')]
+    assert len(exits) == MAX_RESTARTS + 1, reports
+    assert 'giving up' in exits[-1].splitlines()[0] and 'No module named' in exits[-1], exits[-1]
+    assert RESPAWN_DELAY_S <= RESTART_DEADLINE_S
