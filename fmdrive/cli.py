@@ -303,6 +303,14 @@ def add_calib_check(sub):
     p.set_defaults(func=run)
 
 
+# ---------------------------------------------------------------------------------------------- import
+def add_import(sub):
+    from fmdrive.importers.cli import add_arguments, run
+    p = sub.add_parser('import', help='a KITTI / nuScenes / .pcd+image dataset into a bag (+ ground truth)')
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 # ---------------------------------------------------------------------------------------------- bench
 BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical', 'tracking', 'planner-classical')
 
