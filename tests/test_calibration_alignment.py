@@ -237,7 +237,7 @@ def test_score_of_a_perturbation_is_taken_on_the_same_edge_points(sample):
     crop = scorer.common_crop([T] + moved)
     assert 500 < crop.sum() < len(scorer.xyz)
     for T_other in moved:
-        uv, ok = scorer.project(T_other)
+        _, ok = scorer.project(T_other)
         assert ok[crop].all()
 
 

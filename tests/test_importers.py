@@ -100,7 +100,7 @@ def test_kitti_object_import_writes_a_bag_whose_tf_projects_the_label_onto_its_p
     camera = CameraModel.from_camera_info_fields(**info)
     T_cam_base = inv_T(buf.optical_T('base_link', info['frame_id']))
     bottom = car.center - [0, 0, car.size[2] / 2]
-    uv, _, ok = camera.project((T_cam_base @ np.r_[bottom, 1.0])[None, :3])
+    uv, _, _ = camera.project((T_cam_base @ np.r_[bottom, 1.0])[None, :3])
     expected = P2 @ np.r_[1.0, 1.65, 15.0, 1.0]
     np.testing.assert_allclose(uv[0], expected[:2] / expected[2], atol=0.5)
 
@@ -173,7 +173,8 @@ def test_kitti_raw_drive_gives_stamped_odometry_from_oxts_and_a_tf_chain_to_the_
         image_stamps = [stamp_to_ns(m.header.stamp) for _, _, m in bag.messages([TOPICS['image']])]
         odom = [m for _, _, m in bag.messages([TOPICS['odometry']])]
         buf = tf_buffer_from_bag(bag)
-    assert cloud_stamps[0] == 1317042145_005_000_000          # 2011-09-26 13:02:25.005 UTC and image_stamps[1] == 1317042145_109_000_000
+    assert cloud_stamps[0] == 1317042145_005_000_000          # 2011-09-26 13:02:25.005 UTC
+    assert image_stamps[1] == 1317042145_109_000_000          # the camera's own stamps
     at_lidar = [m for m in odom if stamp_to_ns(m.header.stamp) in cloud_stamps]
     assert len(at_lidar) == 3 and at_lidar[2].twist.twist.linear.x == pytest.approx(10.0)
     T2 = buf.lookup('odom', 'base_link', cloud_stamps[2])
@@ -251,7 +252,7 @@ def test_nuscenes_import_puts_the_annotation_at_its_base_link_pose_and_eval_scor
     from fmdrive.importers.nuscenes import import_nuscenes
     from fmdrive.msgs import objects_to_msg, plan_to_msg
     from fmdrive.objects import Plan
-    T_ego_lidar, T_ego_cam, K, ego_poses = write_nuscenes(tmp_path / 'nusc')
+    T_ego_lidar, T_ego_cam, K, _ = write_nuscenes(tmp_path / 'nusc')
     summary = import_nuscenes(tmp_path / 'nusc', tmp_path / 'run', progress=False)
     assert (summary['frames'], summary['objects'], summary['scene']) == (2, 2, 'scene-0061')
     with BagReader(tmp_path / 'run' / 'bag') as bag:
@@ -279,7 +280,7 @@ def test_nuscenes_import_puts_the_annotation_at_its_base_link_pose_and_eval_scor
     assert points_in_boxes(points[:, :3] @ T_ego_lidar[:3, :3].T + T_ego_lidar[:3, 3], [base])[0] == 20
     # the box centre projects where calibrated_sensor + camera_intrinsic put it
     camera = CameraModel.from_camera_info_fields(**info)
-    uv, _, ok = camera.project((inv_T(buf.optical_T('base_link', 'cam_front')) @ [12.0, -2.0, 0.9, 1.0])[None, :3])
+    uv, _, _ = camera.project((inv_T(buf.optical_T('base_link', 'cam_front')) @ [12.0, -2.0, 0.9, 1.0])[None, :3])
     p_cam = T_ego_cam[:3, :3].T @ (np.array([12.0, -2.0, 0.9]) - T_ego_cam[:3, 3])
     np.testing.assert_allclose(uv[0], (K @ p_cam)[:2] / p_cam[2], atol=1e-6)
 
@@ -333,3 +334,31 @@ def test_import_of_a_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(['import', 'kitti', str(tmp_path / 'nothing'), '-o', str(tmp_path / 'run')]) == 2
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and 'no such folder' in err and 'Traceback' not in err
+
+
+# ---------------------------------------------------------------- report on an imported bag
+def test_report_draws_an_imported_drive_without_ground_truth_with_the_bags_own_calibration(tmp_path):
+    from fmdrive.bags.writer import BagWriter
+    from fmdrive.eval.report import bag_geometry, make_report
+    from fmdrive.importers.nuscenes import import_nuscenes
+    from fmdrive.msgs import objects_to_msg, plan_to_msg
+    from fmdrive.objects import Object3D, Plan
+    _, T_ego_cam, K, _ = write_nuscenes(tmp_path / 'nusc')
+    import_nuscenes(tmp_path / 'nusc', tmp_path / 'run', progress=False)
+    (tmp_path / 'run' / 'ground_truth.json').unlink()                    # a drive nobody labelled
+    geometry = bag_geometry(tmp_path / 'run' / 'bag')
+    np.testing.assert_allclose(geometry.T_camera_base(), inv_T(T_ego_cam), atol=1e-9)   # not the YAML's camera
+    np.testing.assert_allclose(geometry.camera.K, K)
+    with BagReader(tmp_path / 'run' / 'bag') as bag:
+        stamps = [stamp_to_ns(m.header.stamp) for _, _, m in bag.messages([TOPICS['points']])]
+    ego = geometry.ego(stamps[1])
+    assert np.hypot(ego.x, ego.y) == pytest.approx(5.0, abs=1e-6)            # from the bag's odom -> base_link
+    with BagWriter(tmp_path / 'run' / 'output') as out:
+        for s in stamps:
+            out.write(TOPICS['lidar_objects'], objects_to_msg([Object3D((12.0, -2.0, 0.9), (4.5, 1.9, 1.6), 0.2, 'car')],
+                                                              s, 'base_link', 'lidar'), s)
+            out.write(TOPICS['plan'], plan_to_msg(Plan(s, np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]]),
+                                                       np.array([0.0, 1.0]), np.array([10.0, 10.0]))), s)
+    png = make_report(tmp_path / 'run', n_frames=2)
+    page = np.asarray(Image.open(png).convert('RGB'))
+    assert page.shape[0] > 2 * 480 and len(np.unique(page.reshape(-1, 3), axis=0)) > 20

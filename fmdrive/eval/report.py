@@ -4,6 +4,11 @@ truth vs detections vs tracks vs plan vs expert (right), under a title with the 
 run's metrics (from metrics.json, written by `fmdrive eval`).
 
 `render_report` draws from plain data (testable without bags); `make_report` loads a run dir.
+Geometry comes from the input bag itself (RUN_DIR/bag): its /tf_static and /tf through the TF
+buffer (any frame ids: `velodyne`, `cam_front`, chains) and its camera_info, with
+calibration/extrinsics.yaml only for frames the bag does not publish. Without ground_truth.json (a
+real drive, an imported dataset without labels) the report draws the sensors, detections, tracks
+and plan, with the ego pose from the bag's odom -> base_link transform.
 """
 from __future__ import annotations
 
@@ -12,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image, ImageDraw
 
-from fmdrive.config import CAMERA_INFO_FILE, EXTRINSICS_FILE, FRAMES, TOPICS
-from fmdrive.eval.metrics import (MIN_LIDAR_POINTS, EvalError, GroundTruthFrame, check_run_dir,
-                                  load_ground_truth, nearest_frame_index, read_outputs)
-from fmdrive.geometry import inv_T, make_T, quat_to_rot
-from fmdrive.objects import Plan
+from fmdrive.config import EXTRINSICS_FILE, FRAMES, TOPICS
+from fmdrive.eval.metrics import (MIN_LIDAR_POINTS, EvalError, GroundTruthFrame, load_ground_truth,
+                                  nearest_frame_index, read_outputs)
+from fmdrive.geometry import inv_T
+from fmdrive.objects import EgoState, Plan
 from fmdrive.visualization import draw_bev, draw_overlay, font
 
 ROW_HEIGHT_PX = 480
@@ -41,34 +45,52 @@ class ReportFrame:
     tracks_base: list = field(default_factory=list)
     plan: Plan | None = None
     expert_xy_odom: np.ndarray | None = None     # (K, 2) expert ego positions over the horizon
+    T_camera_base: np.ndarray | None = None      # this frame's camera pose (the bag's TF at its stamp)
 
 
-# ------------------------------------------------------------------ calibration files
-def load_camera_K(path=CAMERA_INFO_FILE) -> tuple[np.ndarray, tuple[int, int]]:
-    """(K (3, 3), (width, height)) of a camera_info YAML file."""
-    data = yaml.safe_load(Path(path).read_text())
-    try:
-        K = np.asarray(data['camera_matrix']['data'], dtype=np.float64).reshape(3, 3)
-        return K, (int(data['image_width']), int(data['image_height']))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EvalError(f'{path}: not a camera_info YAML (camera_matrix.data, image_width, '
-                        f'image_height): {exc}') from exc
+# ------------------------------------------------------------------ the bag's geometry
+@dataclass
+class BagGeometry:
+    """A bag's TF buffer and camera model: what the report projects with."""
+    buffer: object                               # fmdrive.tf.TransformBuffer
+    camera: object | None                        # CameraModel (frame_id = the camera's frame)
+    base_frame: str = FRAMES['base']
+
+    def T_camera_base(self, stamp_ns=None) -> np.ndarray | None:
+        if self.camera is None or not self.camera.frame_id:
+            return None
+        return inv_T(self.buffer.optical_T(self.base_frame, self.camera.frame_id, stamp_ns))
+
+    def T_base(self, frame_id: str, stamp_ns=None) -> np.ndarray:
+        return self.buffer.lookup(self.base_frame, frame_id, stamp_ns)
+
+    def ego(self, stamp_ns) -> EgoState:
+        """base_link in odom at stamp_ns from the bag's /tf (origin if the bag has no poses)."""
+        odom = FRAMES['odom']
+        if not self.buffer.can_transform(odom, self.base_frame, stamp_ns):
+            return EgoState()
+        T = self.buffer.lookup(odom, self.base_frame, stamp_ns)
+        return EgoState(float(T[0, 3]), float(T[1, 3]), float(np.arctan2(T[1, 0], T[0, 0])))
 
 
-def load_T_camera_base(path=EXTRINSICS_FILE) -> np.ndarray:
-    return inv_T(_load_T_base(path, FRAMES['camera']))
-
-
-def load_T_base_lidar(path=EXTRINSICS_FILE) -> np.ndarray:
-    return _load_T_base(path, FRAMES['lidar'])
-
-
-def _load_T_base(path, child: str) -> np.ndarray:
-    data = yaml.safe_load(Path(path).read_text())
-    for tf in data.get('transforms', []):
-        if tf.get('child_frame_id') == child:
-            return make_T(quat_to_rot(tf['rotation_xyzw']), tf['translation'])
-    raise EvalError(f'{path}: no transform for {child!r}; add it under transforms:')
+def bag_geometry(bag_dir, base_frame: str = FRAMES['base']) -> BagGeometry:
+    """TF buffer (bag /tf_static + /tf, YAML fallback) and the first camera_info of a bag."""
+    from fmdrive.bags.reader import BagReader
+    from fmdrive.bags.tf_from_bag import tf_buffer_from_bag
+    from fmdrive.calibration.camera_model import CameraModel
+    from fmdrive.calibration.extrinsics import load_extrinsics
+    from fmdrive.msgs import camera_info_to_fields
+    with BagReader(bag_dir) as reader:
+        fallback = load_extrinsics(EXTRINSICS_FILE) if Path(EXTRINSICS_FILE).is_file() else None
+        buf = tf_buffer_from_bag(reader, fallback_extrinsics=fallback)
+        camera = None
+        if TOPICS['camera_info'] in reader.topics:
+            for _, _, msg in reader.messages([TOPICS['camera_info']]):
+                fields = camera_info_to_fields(msg)
+                if fields['width'] and fields['height'] and any(fields['k']):
+                    camera = CameraModel.from_camera_info_fields(**fields)
+                break
+    return BagGeometry(buf, camera, base_frame)
 
 
 # ------------------------------------------------------------------ choosing frames
@@ -140,8 +162,12 @@ def render_frame(frame: ReportFrame, camera_K, T_camera_base, image_size=(640, 3
     else:                                        # no camera frame: draw on a neutral canvas
         image = np.full((image_size[1], image_size[0], 3), 40, np.uint8)
     objects = frame.tracks_base or frame.detections_base
-    overlay = draw_overlay(image, camera_K, T_camera_base, frame.points_base, objects,
-                           _plan_in_base(frame.plan, frame.gt))
+    T_cam = frame.T_camera_base if frame.T_camera_base is not None else T_camera_base
+    if T_cam is None or camera_K is None:        # no camera in the bag: an empty canvas, no projection
+        overlay = image
+    else:
+        overlay = draw_overlay(image, camera_K, T_cam, frame.points_base, objects,
+                               _plan_in_base(frame.plan, frame.gt))
     left = _fit_height(overlay, row_height_px)
     bev_px_per_m = row_height_px / (BEV_EXTENT_M[1] - BEV_EXTENT_M[0])
     T_odom_base = frame.gt.ego.T_odom_base()
@@ -160,8 +186,8 @@ def render_frame(frame: ReportFrame, camera_K, T_camera_base, image_size=(640, 3
         f'plan: {frame.plan.source}, {frame.plan.status}'
     if frame.image_rgb is None:
         plan_txt += '   (no camera image at this stamp)'
-    caption = (f't = {frame.t_s:.1f} s (stamp {frame.stamp_ns})   GT objects {len(frame.gt.objects)} '
-               f'({n_cam} in camera)   detections {len(frame.detections_base)}   '
+    gt_txt = f'GT objects {len(frame.gt.objects)} ({n_cam} in camera)' if frame.gt.objects else 'no GT'
+    caption = (f't = {frame.t_s:.1f} s (stamp {frame.stamp_ns})   {gt_txt}   detections {len(frame.detections_base)}   '
                f'tracks {len(frame.tracks_base)}   ego {frame.gt.ego.speed_mps:.1f} m/s   {plan_txt}')
     ImageDraw.Draw(row).text((4, 4), caption, fill=TEXT, font=font(13))
     return row
@@ -171,7 +197,7 @@ def render_report(frames, camera_K, T_camera_base, title: str, metrics: dict | N
                   image_size=(640, 360)) -> Image.Image:
     """The whole picture: title band (title + metrics) above one row per frame."""
     if not frames:
-        raise EvalError('nothing to draw: the run has no ground-truth frames')
+        raise EvalError('nothing to draw: the run has no frames (no ground truth and no LiDAR frames in its bag)')
     rows = [render_frame(f, camera_K, T_camera_base, image_size) for f in frames]
     lines = _metrics_lines(metrics)
     head_h = 34 + 18 * len(lines)
@@ -212,40 +238,44 @@ def _wanted_messages(reader, topics, wanted_ns: np.ndarray, tolerance_ns: int = 
         yield topic, deserialize_message(bytes(data), classes[topic])
 
 
-def _read_sensor_frames(bag_dir, stamps_ns, T_base_lidar):
-    """{stamp: image_rgb} and {stamp: points_base} nearest to each wanted stamp, camera K."""
+def _read_sensor_frames(bag_dir, stamps_ns, geometry: BagGeometry):
+    """{stamp: image_rgb} and {stamp: points_base} nearest to each wanted stamp; points are moved
+    to base_link through the bag's TF at their own stamp, whatever their frame id."""
     from fmdrive.bags.reader import BagReader
     from fmdrive.msgs import image_to_rgb, pointcloud2_to_xyzi, stamp_to_ns
 
     wanted = np.array(sorted(stamps_ns), dtype=np.int64)
     best_img: dict[int, tuple[int, object]] = {}
-    points: dict[int, np.ndarray] = {}
-    K = None
-    topics = [TOPICS['image'], TOPICS['points'], TOPICS['camera_info']]
+    clouds: dict[int, object] = {}
+    topics = [TOPICS['image'], TOPICS['points']]
     with BagReader(bag_dir) as reader:
         messages = list(_wanted_messages(reader, topics, wanted))
     for topic, msg in messages:
-        if topic == TOPICS['camera_info']:
-            if K is None and any(msg.k):
-                K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-            continue
         stamp = stamp_to_ns(msg.header.stamp)
         k = nearest_frame_index(wanted, stamp, tolerance_ns=60_000_000)
         if k is None:
             continue
         target = int(wanted[k])
         if topic == TOPICS['points']:
-            if target == stamp or target not in points:
-                points[target] = pointcloud2_to_xyzi(msg)
+            if target == stamp or target not in clouds:
+                clouds[target] = msg
         elif target not in best_img or abs(stamp - target) < best_img[target][0]:
             best_img[target] = (abs(stamp - target), msg)
     images = {s: image_to_rgb(m) for s, (_, m) in best_img.items()}
     points_base = {}
-    for s, xyzi in points.items():
-        xyzi = np.asarray(xyzi, dtype=np.float64)
-        pts = xyzi[:, :3] @ T_base_lidar[:3, :3].T + T_base_lidar[:3, 3]
-        points_base[s] = np.c_[pts, xyzi[:, 3:]]
-    return images, points_base, K
+    for s, msg in clouds.items():
+        xyzi = np.asarray(pointcloud2_to_xyzi(msg), dtype=np.float64)
+        T_base_lidar = geometry.T_base(msg.header.frame_id or FRAMES['lidar'], stamp_to_ns(msg.header.stamp))
+        points_base[s] = np.c_[xyzi[:, :3] @ T_base_lidar[:3, :3].T + T_base_lidar[:3, 3], xyzi[:, 3:]]
+    return images, points_base
+
+
+def _lidar_stamps(bag_dir) -> list[int]:
+    from fmdrive.bags.reader import BagReader
+    from fmdrive.eval.metrics import present_messages
+    from fmdrive.msgs import stamp_to_ns
+    with BagReader(bag_dir) as reader:
+        return sorted(stamp_to_ns(m.header.stamp) for _, m in present_messages(reader, [TOPICS['points']]))
 
 
 def _at(stamped: dict, stamp_ns: int, default=None):
@@ -263,43 +293,71 @@ def _expert_xy(gt_frames, stamp_ns: int, horizon_s: float = 3.0) -> np.ndarray:
     return np.array([[f.ego.x, f.ego.y] for f, s in zip(gt_frames, sel) if s]).reshape(-1, 2)
 
 
-def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3) -> Path:
+def _spread(stamps, n: int) -> list[int]:
+    stamps = sorted(stamps)
+    if len(stamps) <= n:
+        return stamps
+    return [stamps[int(round(i))] for i in np.linspace(0, len(stamps) - 1, n)]
+
+
+def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3,
+                base_frame: str = FRAMES['base']) -> Path:
     """Write the picture report of a run dir; returns the PNG path (default RUN_DIR/report.png).
 
-    frame_stamps: the GT stamps (ns) to show; by default the n_frames with the most visible objects.
+    The run dir needs bag/ (the input); output/ (the graph's recorded outputs) and
+    ground_truth.json are drawn when present. frame_stamps: the stamps (ns) to show; by default
+    the n_frames with the most visible GT objects, or without GT n_frames spread over the frames
+    the graph answered (all LiDAR frames if it answered none).
     """
-    run_dir = check_run_dir(run_dir)
-    scenario, gt_frames = load_ground_truth(run_dir / 'ground_truth.json')
-    if not gt_frames:
-        raise EvalError(f'{run_dir / "ground_truth.json"}: no frames; re-run the simulator')
-    gt_stamps = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)
-    outputs = read_outputs(run_dir / 'output')
+    from fmdrive.eval.metrics import RunOutputs
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EvalError(f'{run_dir}: run dir not found')
+    if not (run_dir / 'bag').exists():
+        raise EvalError(f'{run_dir}: missing bag (the input rosbag2 the report draws from)')
+    gt_path = run_dir / 'ground_truth.json'
+    scenario, gt_frames = load_ground_truth(gt_path) if gt_path.is_file() else ({}, [])
+    outputs = read_outputs(run_dir / 'output') if (run_dir / 'output').exists() else RunOutputs()
     dets, tracks = outputs.lidar_objects, outputs.tracks
     plans = {p.stamp_ns: p for p in outputs.plans}
+    geometry = bag_geometry(run_dir / 'bag', base_frame)
+
+    if gt_frames:
+        stamps_all = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)
+        where = gt_path
+    else:
+        stamps_all = np.array(_lidar_stamps(run_dir / 'bag'), dtype=np.int64)
+        where = run_dir / 'bag'
+    if len(stamps_all) == 0:
+        raise EvalError(f'{where}: no frames to draw')
     if frame_stamps is None:
-        # choose among the frames the graph answered (plan or detections), if it answered any
-        answered = [f for f in gt_frames
-                    if _at(plans, f.stamp_ns) is not None or _at(dets, f.stamp_ns) is not None]
-        frame_stamps = choose_frames(answered or gt_frames, n_frames)
+        if gt_frames:   # choose among the frames the graph answered (plan or detections), if any
+            answered = [f for f in gt_frames
+                        if _at(plans, f.stamp_ns) is not None or _at(dets, f.stamp_ns) is not None]
+            frame_stamps = choose_frames(answered or gt_frames, n_frames)
+        else:
+            answered = [int(s) for s in stamps_all
+                        if _at(plans, int(s)) is not None or _at(dets, int(s)) is not None]
+            frame_stamps = _spread(answered or [int(s) for s in stamps_all], n_frames)
     indices = []
     for s in frame_stamps:
-        k = nearest_frame_index(gt_stamps, int(s), tolerance_ns=60_000_000)
+        k = nearest_frame_index(stamps_all, int(s), tolerance_ns=60_000_000)
         if k is None:
-            raise EvalError(f'frame stamp {s} is not in {run_dir / "ground_truth.json"} '
-                            f'(stamps run {gt_stamps[0]}..{gt_stamps[-1]} ns)')
+            raise EvalError(f'frame stamp {s} is not in {where} '
+                            f'(stamps run {stamps_all[0]}..{stamps_all[-1]} ns)')
         indices.append(k)
-    stamps = [int(gt_stamps[k]) for k in indices]
+    stamps = [int(stamps_all[k]) for k in indices]
 
-    K, image_size = load_camera_K()
-    T_camera_base = load_T_camera_base()
-    images, points, bag_K = _read_sensor_frames(run_dir / 'bag', stamps, load_T_base_lidar())
-    if bag_K is not None:
-        K = bag_K                                 # the bag's camera_info wins over the YAML
-    frames = [ReportFrame(stamp_ns=s, t_s=(s - int(gt_stamps[0])) / 1e9, gt=gt_frames[k],
-                          image_rgb=images.get(s), points_base=points.get(s),
-                          detections_base=_at(dets, s, []), tracks_base=_at(tracks, s, []),
-                          plan=_at(plans, s), expert_xy_odom=_expert_xy(gt_frames, s))
-              for s, k in zip(stamps, indices)]
+    images, points = _read_sensor_frames(run_dir / 'bag', stamps, geometry)
+    frames = []
+    for s, k in zip(stamps, indices):
+        gt = gt_frames[k] if gt_frames else GroundTruthFrame(stamp_ns=s, ego=geometry.ego(s), objects=[])
+        frames.append(ReportFrame(stamp_ns=s, t_s=(s - int(stamps_all[0])) / 1e9, gt=gt,
+                                  image_rgb=images.get(s), points_base=points.get(s),
+                                  detections_base=_at(dets, s, []), tracks_base=_at(tracks, s, []),
+                                  plan=_at(plans, s),
+                                  expert_xy_odom=_expert_xy(gt_frames, s) if gt_frames else None,
+                                  T_camera_base=geometry.T_camera_base(s)))
 
     metrics = None
     if (run_dir / 'metrics.json').is_file():
@@ -308,8 +366,11 @@ def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3) -> 
         except ValueError:
             metrics = None
     kind = scenario.get('kind', scenario.get('name', '?')) if isinstance(scenario, dict) else '?'
-    title = f'fmdrive run report: {run_dir.name}   scenario: {kind}'
-    page = render_report(frames, K, T_camera_base, title, metrics, image_size)
+    title = (f'fmdrive run report: {run_dir.name}   '
+             + (f'scenario: {kind}' if gt_frames else 'no ground truth: detections, tracks and plan only'))
+    camera = geometry.camera
+    image_size = (camera.width, camera.height) if camera is not None else (640, 360)
+    page = render_report(frames, None if camera is None else camera.K, None, title, metrics, image_size)
     out_png = Path(out_png) if out_png else run_dir / 'report.png'
     out_png.parent.mkdir(parents=True, exist_ok=True)
     page.save(out_png)

@@ -166,7 +166,7 @@ def write_run(out_dir, frames, static_transforms: list, *, source: str, dataset:
     T = config.TOPICS
     buf = TransformBuffer()
     buf.add_transforms(static_transforms)
-    gt_frames, n, frame_ids, lidar_frame, camera_frame = [], 0, set(), None, None
+    gt_frames, n, lidar_frame, camera_frame = [], 0, None, None
     with BagWriter(out / 'bag') as bag:
         for frame in tqdm(frames, total=total, desc=f'import {dataset}', unit='frame', disable=not progress):
             stamp = int(frame.stamp_ns)
