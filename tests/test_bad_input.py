@@ -77,13 +77,16 @@ def bad_camera_infos():
 
 
 def good_cloud(stamp_ns):
-    """A car-sized box of points 12 m ahead on flat ground, in the lidar frame (1.9 m above ground)."""
+    """A car 11-15.5 m ahead on flat ground, in the lidar frame (1.9 m above ground), as a LiDAR sees
+    one: returns from its surfaces (the rear face and the left side, body from 0.3 m above the road),
+    none from inside its footprint (that is what vegetation gives)."""
     rng = np.random.default_rng(1)
     ground = np.c_[rng.uniform(2, 40, 3000), rng.uniform(-10, 10, 3000), np.full(3000, -1.9), np.full(3000, 10)]
-    car = np.c_[rng.uniform(11, 15.5, 800), rng.uniform(-0.95, 0.95, 800), rng.uniform(-1.9, -0.4, 800),
-                np.full(800, 60)]
-    face = car[:, 0] < 11.3  # keep the rear face and the top, as a LiDAR behind would see
-    pts = np.vstack([ground, car[face | (car[:, 2] > -0.5)]]).astype(np.float32)
+    rear = np.c_[rng.uniform(11.0, 11.1, 500), rng.uniform(-0.95, 0.95, 500), rng.uniform(-1.6, -0.4, 500),
+                 np.full(500, 60)]
+    side = np.c_[rng.uniform(11.0, 15.5, 600), rng.uniform(0.9, 0.95, 600), rng.uniform(-1.6, -0.4, 600),
+                 np.full(600, 60)]
+    pts = np.vstack([ground, rear, side]).astype(np.float32)
     return xyzi_to_pointcloud2(pts, stamp_ns, 'lidar')
 
 
