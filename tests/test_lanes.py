@@ -123,3 +123,14 @@ def test_offset_peaks_between_two_clumps_never_raise():
         offsets = np.concatenate([c + rng.choice([-1, 1], n) * rng.uniform(0.25, 0.45, n) for c in centres])
         peaks = lanes._offset_peaks(offsets, rng.uniform(0, 30, len(offsets)), params)
         assert all(np.isfinite(peaks))
+
+
+@pytest.mark.parametrize('asphalt, marking, noise', [(3.0, 40.0, 0.0), (100.0, 180.0, 4.0),
+                                                     (0.02, 0.5, 0.005)])
+def test_lanes_are_found_on_quantised_or_offset_intensity(asphalt, marking, noise):
+    # uint8 reflectivity with the asphalt on one value, a sensor with an offset, a 0..1 scale
+    points = road([-1.75, 1.75], marking=marking, asphalt=asphalt, noise=noise)
+    if noise == 0.0:
+        points[:, 3] = np.round(points[:, 3])
+    lanes = detect_lanes(points, lane_width_m=3.5)
+    assert np.abs(lane_by_offset(lanes, 0).centerline[:, 1]).max() < 0.3

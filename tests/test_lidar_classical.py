@@ -366,3 +366,47 @@ def test_simulated_street_precision_and_recall():
     false_positives = sum(int((~m.tp).sum()) for m in matches.values())
     assert false_positives <= 1.5 * len(gt_frames), false_positives
     assert unknown <= 1.0 * len(gt_frames), unknown
+
+
+# ---------------------------------------------------------------- real sensor layouts, big vehicles
+def test_per_call_mounting_of_a_rotated_lidar_at_another_height_gives_the_same_car(detector):
+    # nuScenes-like: lidar x right, y forward, 1.6 m up; the sweep is expressed in that frame
+    sweep = ray_cast_sweep(street([box(15.0, 0.0, CAR)]))
+    lifted = sweep.copy()
+    lifted[:, 2] += 0.3                                   # same scene seen from 1.6 m
+    R = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])   # base <- lidar
+    T_rotated = make_T(R=R, t=[1.0, 0.0, 1.6])
+    rotated = np.c_[(lifted[:, :3] - 0.0) @ R, lifted[:, 3]].astype(np.float32)   # R^T p
+    cars = [o for o in near(detector.detect(rotated, T_base_lidar=T_rotated).objects, 15.0, 0.0)
+            if o.label == 'car']
+    assert len(cars) == 1 and cars[0].center[:2] == pytest.approx([15.0, 0.0], abs=0.6)
+    # the constructor's mounting is untouched by a per-call one
+    assert detector.T_base_lidar == pytest.approx(T_BASE_LIDAR)
+
+
+@pytest.mark.parametrize('length_m, height_m', [(10.0, 3.6), (17.5, 3.2)])
+def test_truck_and_bus_beside_the_road_are_cars_with_their_own_length(detector, length_m, height_m):
+    result = detector.detect(ray_cast_sweep([box(14.0, -6.0, (length_m, 2.5, height_m))]))
+    cars = [o for o in near(result.objects, 14.0, -6.0, radius_m=length_m / 2) if o.label == 'car']
+    assert len(cars) == 1, [o.to_dict() for o in result.objects]
+    assert cars[0].size[0] == pytest.approx(length_m, rel=0.15)
+    assert cars[0].size[2] == pytest.approx(height_m, abs=0.5)
+
+
+def test_small_car_seen_on_two_sides_keeps_its_fitted_size(detector):
+    # a 3.8 x 1.7 m city car, front-left quarter towards the sensor: not blown up to 4.5 x 1.9
+    result = detector.detect(ray_cast_sweep([box(12.0, 5.0, (3.8, 1.7, 1.45), yaw_rad=-0.6)]))
+    cars = [o for o in near(result.objects, 12.0, 5.0) if o.label == 'car']
+    assert len(cars) == 1
+    assert cars[0].size[0] == pytest.approx(3.8, abs=0.35)
+    assert cars[0].size[1] == pytest.approx(1.7, abs=0.25)
+
+
+def test_see_through_bush_of_car_size_is_not_a_car(detector):
+    # foliage: returns from up to 0.9 m inside its volume, not from one face
+    bush = ray_cast_sweep([box(14.0, -6.0, (3.0, 2.0, 1.6))], seed=4)
+    on_bush = np.hypot(bush[:, 0] + 1.0 - 14.0, bush[:, 1] + 6.0) < 2.0
+    rng = np.random.default_rng(5)
+    rays = bush[on_bush, :3] / np.linalg.norm(bush[on_bush, :3], axis=1, keepdims=True)
+    bush[on_bush, :3] += rays * rng.uniform(0.0, 0.9, (on_bush.sum(), 1)).astype(np.float32)
+    assert 'car' not in [o.label for o in near(detector.detect(bush).objects, 14.0, -6.0)]

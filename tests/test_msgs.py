@@ -162,6 +162,42 @@ def test_points_with_nan_or_inf_coordinates_are_dropped():
     np.testing.assert_array_equal(out, [[1, 1, 1, 1], [2, 2, 2, 2]])
 
 
+def test_organised_ouster_like_cloud_with_nan_returns_time_and_padding_is_read():
+    # 2 rings x 3 columns, point_step 48: x y z, 4 bytes padding, intensity float, t uint32,
+    # reflectivity/ring/ambient uint16, range uint32 - as the Ouster driver publishes it
+    dt = np.dtype({'names': ['x', 'y', 'z', 'intensity', 't', 'reflectivity', 'ring', 'ambient'],
+                   'formats': ['<f4', '<f4', '<f4', '<f4', '<u4', '<u2', '<u2', '<u2'],
+                   'offsets': [0, 4, 8, 16, 20, 24, 26, 28], 'itemsize': 48})
+    rec = np.zeros(6, dt)
+    rec['x'], rec['y'], rec['z'] = np.arange(6) + 1.0, 2.0, -1.0
+    rec['intensity'] = [0.1, 0.5, 0.9, 0.2, 0.3, 0.4]                 # 0..1 reflectivity
+    rec['t'], rec['ring'] = np.arange(6) * 1000, [0, 0, 0, 1, 1, 1]
+    rec['x'][[1, 4]] = np.nan                                          # no return: NaN point
+    fields = [('x', 0, 7), ('y', 4, 7), ('z', 8, 7), ('intensity', 16, 7), ('t', 20, 6),
+              ('reflectivity', 24, 4), ('ring', 26, 4), ('ambient', 28, 4)]
+    msg = cloud_msg(rec, fields, 48, height=2)
+    out = msgs.pointcloud2_to_xyzi(msg, with_ring=True)
+    np.testing.assert_allclose(out, [[1, 2, -1, 0.1, 0], [3, 2, -1, 0.9, 0],
+                                     [4, 2, -1, 0.2, 1], [6, 2, -1, 0.4, 1]], rtol=1e-6)
+
+
+@pytest.mark.parametrize('kind, datatype, values', [
+    ('<u2', PointField.UINT16, [0, 300, 65535]), ('u1', PointField.UINT8, [0, 17, 255]),
+    ('<f4', PointField.FLOAT32, [0.0, 0.25, 1.0]), ('<f4', PointField.FLOAT32, [0.0, 99.0, 255.0])])
+def test_intensity_of_any_type_and_scale_is_kept_raw(kind, datatype, values):
+    # Hesai-like: x y z intensity ring, then a float64 timestamp; the value is never rescaled
+    dt = np.dtype({'names': ['x', 'y', 'z', 'intensity', 'ring', 'timestamp'],
+                   'formats': ['<f4', '<f4', '<f4', kind, '<u2', '<f8'],
+                   'offsets': [0, 4, 8, 12, 16, 24], 'itemsize': 32})
+    rec = np.zeros(3, dt)
+    rec['x'], rec['intensity'], rec['timestamp'] = [1, 2, 3], values, 1.7e9
+    msg = cloud_msg(rec, [('x', 0, 7), ('y', 4, 7), ('z', 8, 7), ('intensity', 12, datatype),
+                          ('ring', 16, PointField.UINT16), ('timestamp', 24, PointField.FLOAT64)], 32)
+    out = msgs.pointcloud2_to_xyzi(msg)
+    np.testing.assert_allclose(out[:, 3], np.asarray(values, np.float32))
+    np.testing.assert_array_equal(out[:, 0], [1, 2, 3])
+
+
 def test_empty_cloud_gives_an_empty_array_not_an_error():
     msg = msgs.xyzi_to_pointcloud2(np.zeros((0, 4), np.float32), 0, 'lidar')
     assert msgs.pointcloud2_to_xyzi(msg).shape == (0, 4)

@@ -113,7 +113,7 @@ def test_a_minimal_user_yaml_takes_defaults(tmp_path):
     ('camera: {fog: 3}', 'camera.fog'),
     ('road: {num_lanes: two}', 'road.num_lanes'),
     ('ego: {lane: 3}', 'ego.lane'),
-    ('agents: [{type: truck}]', 'agents[0].type'),
+    ('agents: [{type: tram}]', 'agents[0].type'),
     ('colour: red', 'colour'),
 ])
 def test_bad_keys_and_values_raise_scenario_error_naming_the_key(tmp_path, text, key):
@@ -249,3 +249,22 @@ def test_lanes_are_in_base_link_around_the_ego():
     ahead = ego_lane.centerline[ego_lane.centerline[:, 0] > 0]
     assert abs(ahead[0, 1]) < 0.2            # the ego drives on its lane centre
     assert np.all(np.diff(ego_lane.centerline[:, 0]) > 0)
+
+
+def test_trucks_and_buses_are_ground_truth_cars_with_their_type_and_size():
+    from fmdrive.sim.scenario import add_large_vehicles
+    spec = generate_scenario('oncoming', seed=8, duration_s=0.3)
+    add_large_vehicles(spec, seed=8, count=6)
+    large = [a for a in spec.agents if a.type in ('truck', 'bus')]
+    assert large and all(6.0 <= a.size_m[0] <= 18.0 for a in large)
+    spec.road.vegetation_density = 1.0
+    sim = small_sim(spec)
+    frame = next(iter(sim.frames()))
+    by_id = {o.id: o for o in frame.objects}
+    for i, a in enumerate(spec.agents, start=1):
+        if a.type in ('truck', 'bus'):
+            assert by_id[i].label == 'car' and frame.object_types[i] == a.type
+            assert by_id[i].size[0] == pytest.approx(a.size_m[0])
+    gt = sim.ground_truth()['frames'][0]['objects']
+    assert {o['type'] for o in gt} >= {a.type for a in large}
+    assert sim.world.scenery.porous.any()                  # hedges and bushes were planted

@@ -210,3 +210,25 @@ def test_project_boxes_gives_pixel_rectangles_and_nan_behind():
     assert u0 < 159.5 < u1 and v0 < 89.5 < v1
     assert (u1 - u0) == pytest.approx(200 * 1.9 / (20 - 2.25 - 1.6), rel=0.05)
     assert np.isnan(rects[1]).all()
+
+
+def test_intensity_scale_knob_reports_the_same_sweep_on_another_scale():
+    world = lane_world()
+    full, _ = scan(world, range_noise_m=0.0, dropout=0.0)
+    unit, _ = scan(world, range_noise_m=0.0, dropout=0.0, intensity_scale=1.0 / 255.0)
+    np.testing.assert_allclose(unit[:, 3], full[:, 3] / 255.0, rtol=1e-5, atol=1e-6)
+    assert unit[:, 3].max() <= 1.0 < full[:, 3].max()
+
+
+def test_foliage_lets_rays_in_and_through_while_a_solid_box_stops_them_at_its_face():
+    world = empty_world()
+    solid = one_box(11.0 + 1.5, y=0.0, size=(3.0, 3.0, 1.6))
+    bush = BoxSet(solid.center, solid.size, solid.yaw, solid.colour, solid.intensity, solid.owner,
+                  solid.bright_ends, np.ones(1, bool))
+    hard, hard_owner = scan(world, solid, range_noise_m=0.0, dropout=0.0)
+    soft, soft_owner = scan(world, bush, range_noise_m=0.0, dropout=0.0)
+    depth_hard = hard[hard_owner == 7, 0] - 10.0           # face 10 m ahead of the sensor
+    depth_soft = soft[soft_owner == 7, 0] - 10.0
+    assert np.abs(depth_hard[np.abs(hard[hard_owner == 7, 1]) < 1.3]).max() < 0.01
+    assert np.median(depth_soft) > 0.2 and depth_soft.max() <= 1.0
+    assert (soft_owner == 7).sum() < 0.8 * (hard_owner == 7).sum()     # some rays pass through

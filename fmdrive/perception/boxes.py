@@ -52,8 +52,7 @@ CLASS_SIZES = {
 # Trucks, buses, vans taller than a car: labelled 'car', sized by what is seen (up to 18 m).
 LARGE_VEHICLE = ClassSize((8.0, 2.5, 3.2), 18.5, 3.0, 2.3, 4.5, min_length_m=5.0,
                           min_full_lw_m=(5.0, 2.2))
-MIN_OUTLINE_FRACTION = 0.55        # fewer points on the outline: see-through (vegetation)
-OUTLINE_MIN_WIDTH_M = 1.0          # narrower clusters are all outline: the test says nothing
+MAX_SURFACE_SPREAD_M = 0.12       # returns further inside their box (median): foliage
 # A thin face 1.2-2.3 m long and 1.35-2.2 m high is either a cyclist seen from the side or a car
 # seen from behind/in front. Cars are lower: a visible top above this is taken as a cyclist.
 CYCLIST_MIN_TOP_M = 1.62
@@ -138,24 +137,24 @@ def min_area_rectangle(points_xy):
     return _as_length_width(*_rectangle_from_heading(points_xy, best), best)
 
 
-def outline_fraction(points_xy, centre_xy, length_m, width_m, yaw_rad, band_m: float = 0.3) -> float:
-    """Share of the points within band_m of the nearest side of the rectangle (0..1).
+def surface_spread_m(points_xy, centre_xy, length_m, width_m, yaw_rad) -> float:
+    """Median distance (m) of the points to the nearest side of their fitted rectangle.
 
-    Hard surfaces (cars, trucks, walls) return from their faces, which the fitted rectangle hugs;
-    foliage returns from anywhere inside its volume."""
+    Hard surfaces (cars, trucks, walls) return from their faces, which the fitted rectangle hugs
+    (a few cm: range noise); foliage returns from anywhere inside its volume (tens of cm)."""
     local = np.asarray(points_xy, dtype=np.float64) - np.asarray(centre_xy, dtype=np.float64)
     if len(local) == 0:
-        return 1.0
+        return 0.0
     c, s = np.cos(yaw_rad), np.sin(yaw_rad)
     u = np.abs(local @ np.array([c, s]))
     v = np.abs(local @ np.array([-s, c]))
-    to_side = np.minimum(0.5 * length_m - u, 0.5 * width_m - v)
-    return float(np.mean(to_side <= band_m))
+    to_side = np.maximum(np.minimum(0.5 * length_m - u, 0.5 * width_m - v), 0.0)
+    return float(np.median(to_side))
 
 
 def classify_by_size(length_m: float, width_m: float, height_m: float,
                      view_alignment: float | None = None, height_slack_m: float = 0.0,
-                     surface_fraction: float | None = None) -> str:
+                     surface_spread_m: float | None = None) -> str:
     """Class of a box from its visible size (length >= width), or UNKNOWN.
 
     height_slack_m: how far the true top may lie above the visible one (far away, the top can
@@ -168,8 +167,8 @@ def classify_by_size(length_m: float, width_m: float, height_m: float,
       (along the ray) it is the side of a cyclist;
     - a single thin side longer than a car is wide, seen edge-on without the end face that
       would then be visible, is a fence or wall, not a car.
-    surface_fraction: outline_fraction of the cluster; vehicle-sized clusters whose returns fill
-    their footprint instead of lining its sides are vegetation (bushes, hedges), not vehicles.
+    surface_spread_m: see surface_spread_m(); vehicle-sized clusters whose returns fill their
+    footprint instead of lining its sides are vegetation (bushes, hedges), not vehicles.
     Trucks and buses (LARGE_VEHICLE band: taller than a car, up to 18.5 m long) are 'car'.
     Callers reject clutter (too long / too tall / too flat) before asking.
     """
@@ -195,8 +194,8 @@ def classify_by_size(length_m: float, width_m: float, height_m: float,
                        or (length_m >= CAR_MAX_WIDTH_M - 0.5 and not edge_on)))   # its back
     if large_like and width_m < SINGLE_SIDE_MAX_WIDTH_M and edge_on:
         large_like = False          # a wall seen along its face
-    if (car_like or large_like) and width_m >= OUTLINE_MIN_WIDTH_M \
-            and surface_fraction is not None and surface_fraction < MIN_OUTLINE_FRACTION:
+    if (car_like or large_like) and surface_spread_m is not None \
+            and surface_spread_m > MAX_SURFACE_SPREAD_M:
         return UNKNOWN              # returns from inside the footprint: foliage
     if car_like or large_like:
         return 'car'

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fmdrive.objects import Object3D
-from fmdrive.sim.scenario import DEFAULT_SIZES_M
+from fmdrive.sim.scenario import DEFAULT_SIZES_M, LARGE_VEHICLE_TYPES
 from fmdrive.sim.world import BoxSet
 
 IDM_ACCEL_MPS2, IDM_DECEL_MPS2, IDM_HEADWAY_S, IDM_GAP_M = 1.5, 2.0, 1.2, 2.5
@@ -112,8 +112,9 @@ class Agent:
 
     def object3d(self, world) -> Object3D:
         x, y, yaw, vx, vy = self.pose(world)
+        label = 'car' if self.type in LARGE_VEHICLE_TYPES else self.type   # a vehicle, its size
         return Object3D(center=[x, y, self.size[2] / 2], size=self.size.copy(), yaw_rad=yaw,
-                        label=self.type, score=1.0, id=self.id, velocity=[vx, vy, 0.0])
+                        label=label, score=1.0, id=self.id, velocity=[vx, vy, 0.0])
 
     def boxes(self, world) -> list:
         """Box rows (see BoxSet.from_rows) that draw this agent: a body plus details."""
@@ -132,6 +133,14 @@ class Agent:
             glass = (45, 55, 65)
             return [part(0.0, 0.0, l, w, body_h, col, 60.0, True),
                     part(-0.08 * l, body_h, 0.55 * l, 0.92 * w, h - body_h, glass, 30.0)]
+        if self.type == 'truck':     # cab in front, a gap, the cargo box behind
+            cab = min(2.4, 0.3 * l)
+            return [part(0.5 * l - 0.5 * cab, 0.0, cab, w, 0.8 * h, col, 60.0, True),
+                    part(-0.5 * cab - 0.15, 0.0, l - cab - 0.3, w, h, (200, 200, 200), 70.0, True)]
+        if self.type == 'bus':       # one body with a dark window band
+            return [part(0.0, 0.0, l, w, 0.6 * h, col, 60.0, True),
+                    part(0.0, 0.6 * h, l, 0.97 * w, 0.3 * h, (40, 50, 60), 30.0),
+                    part(0.0, 0.9 * h, l, w, 0.1 * h, col, 60.0)]
         if self.type == 'pedestrian':
             legs = 0.47 * h
             return [part(0.0, 0.0, 0.5 * l, 0.7 * w, legs, (45, 45, 60), 30.0),

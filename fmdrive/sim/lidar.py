@@ -4,7 +4,9 @@ Beams (16/32/64/128) are spread evenly over the vertical field of view, each swe
 at h_res_deg. Rays hit the ground plane z = 0 (intensity by material: retro-reflective lane
 markings bright, asphalt dark) and yawed boxes (slab test in each box frame; each box only
 tests the beams and azimuth columns its bounding angles can cover). Range noise is Gaussian,
-dropout is uniform random, intensity falls off with range and has noise.
+dropout is uniform random, intensity falls off with range and has noise, and is reported on the
+spec's scale (intensity_scale: 1 = 0..255, 1/255 = 0..1). Foliage boxes are porous: some rays
+pass through, the others end at a random depth inside.
 
 No motion distortion: all rays of a sweep are cast from the pose at the frame stamp.
 """
@@ -21,6 +23,8 @@ GROUND_INTENSITY[SIDEWALK] = 25.0
 GROUND_INTENSITY[ASPHALT] = 15.0
 GROUND_INTENSITY[MARKING] = 200.0     # retro-reflective paint
 BRIGHT_END_GAIN = 2.0                 # licence plates and lights on car fronts/backs
+FOLIAGE_PASS_FRACTION = 0.35          # rays that pass through a hedge or bush
+FOLIAGE_DEPTH_M = 0.9                 # the others end up to this deep inside it
 
 
 class LidarScanner:
@@ -63,6 +67,11 @@ class LidarScanner:
             for c0, c1 in cols:
                 t, face = ray_box(o, dirs[b0:b1, c0:c1], boxes.center[i], boxes.size[i],
                                   boxes.yaw[i])
+                if boxes.porous[i]:   # foliage: a third of the rays pass, the rest end inside
+                    hit = np.isfinite(t)
+                    passes = self.rng.random(t.shape) < FOLIAGE_PASS_FRACTION
+                    depth = self.rng.uniform(0.0, FOLIAGE_DEPTH_M, t.shape)
+                    t = np.where(hit & ~passes, t + depth, np.inf)
                 sub = rng_m[b0:b1, c0:c1]
                 closer = t < sub
                 if not closer.any():
@@ -86,6 +95,8 @@ class LidarScanner:
             r = r + self.rng.normal(0.0, spec.range_noise_m, r.shape)
         falloff = 1.0 - 0.35 * np.clip(r / spec.max_range_m, 0, 1)
         inten = np.clip(intensity[keep] * falloff + self.rng.normal(0.0, 2.0, r.shape), 0, 255)
+        if spec.intensity_scale != 1.0:   # another sensor's scale (1/255: reflectivity 0..1)
+            inten = inten * spec.intensity_scale
         ring = np.broadcast_to(np.arange(B)[:, None], (B, C))[keep]
         xyz = self.dirs_lidar[keep] * r[:, None]
         points = np.column_stack([xyz, inten, ring]).astype(np.float32)

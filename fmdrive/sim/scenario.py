@@ -17,7 +17,8 @@ import yaml
 SCENARIO_KINDS = ('car_following', 'cut_in', 'pedestrian_crossing', 'parked_car', 'intersection',
                   'cyclist', 'occluded_pedestrian', 'oncoming', 'construction')
 ROAD_TYPES = ('straight', 'curve', 'intersection')
-AGENT_TYPES = ('car', 'pedestrian', 'cyclist', 'cone')
+AGENT_TYPES = ('car', 'pedestrian', 'cyclist', 'cone', 'truck', 'bus')
+LARGE_VEHICLE_TYPES = ('truck', 'bus')   # ground truth labels them 'car', with their own size
 BEHAVIOURS = ('follow', 'brake', 'cut_in', 'cross', 'parked', 'oncoming', 'cross_traffic', 'static')
 LIDAR_BEAMS = (16, 32, 64, 128)
 
@@ -34,7 +35,8 @@ BEHAVIOUR_PARAMS = {
 }
 
 DEFAULT_SIZES_M = {'car': (4.5, 1.9, 1.5), 'pedestrian': (0.6, 0.6, 1.75),
-                   'cyclist': (1.8, 0.6, 1.7), 'cone': (0.4, 0.4, 0.7)}
+                   'cyclist': (1.8, 0.6, 1.7), 'cone': (0.4, 0.4, 0.7),
+                   'truck': (9.0, 2.5, 3.6), 'bus': (12.0, 2.55, 3.2)}
 
 CAR_COLOURS = ((230, 230, 228), (160, 162, 166), (30, 30, 34), (170, 25, 25), (25, 55, 140),
                (90, 92, 96), (30, 80, 45), (215, 180, 40), (120, 30, 60), (200, 90, 30))
@@ -57,6 +59,7 @@ class RoadSpec:
     intersection_s_m: float = 80.0      # where the crossing road is (type intersection)
     sidewalk_width_m: float = 3.0
     scenery_density: float = 1.0        # 0 = empty surroundings, 1 = town, 2 = dense
+    vegetation_density: float = 0.0     # hedges and bushes on the verges (porous to the LiDAR)
 
 
 @dataclass
@@ -94,6 +97,8 @@ class LidarSpec:
     max_range_m: float = 100.0
     range_noise_m: float = 0.02
     dropout: float = 0.01
+    intensity_scale: float = 1.0        # reported intensity = 0..255 reflectivity * this (1/255:
+                                        # a sensor reporting 0..1)
 
 
 @dataclass
@@ -164,6 +169,7 @@ class ScenarioSpec:
         _check(r.intersection_s_m >= 20, 'road.intersection_s_m', 'must be >= 20 m')
         _check(0.5 <= r.sidewalk_width_m <= 10, 'road.sidewalk_width_m', 'must be in [0.5, 10] m')
         _check(0 <= r.scenery_density <= 3, 'road.scenery_density', 'must be in [0, 3]')
+        _check(0 <= r.vegetation_density <= 3, 'road.vegetation_density', 'must be in [0, 3]')
         _check(0 <= e.speed_mps <= 40, 'ego.speed_mps', 'must be in [0, 40] m/s')
         _check(isinstance(e.lane, int) and 0 <= e.lane < r.num_lanes, 'ego.lane',
                f'must be a lane index 0..{r.num_lanes - 1} (0 = rightmost)')
@@ -181,6 +187,8 @@ class ScenarioSpec:
         _check(5 <= li.max_range_m <= 300, 'lidar.max_range_m', 'must be in [5, 300] m')
         _check(0 <= li.range_noise_m <= 1, 'lidar.range_noise_m', 'must be in [0, 1] m')
         _check(0 <= li.dropout < 1, 'lidar.dropout', 'must be in [0, 1)')
+        _check(1e-4 <= li.intensity_scale <= 1e3, 'lidar.intensity_scale',
+               'must be in [1e-4, 1000] (1 = 0..255, 1/255 = 0..1)')
         _check(self.camera_rate_hz > 0 and self.camera_rate_hz == self.lidar_rate_hz,
                'lidar_rate_hz', 'must equal camera_rate_hz (one SimFrame per sensor tick)')
         ratio = self.odom_rate_hz / self.camera_rate_hz
@@ -384,6 +392,13 @@ class _Gen:
         elif type_ == 'cyclist':
             size = [rng.uniform(1.7, 1.9), 0.6, rng.uniform(1.6, 1.8)]
             colour = SHIRT_COLOURS[int(rng.integers(len(SHIRT_COLOURS)))]
+        elif type_ == 'truck':
+            size = [rng.uniform(6.5, 12.0), rng.uniform(2.4, 2.55), rng.uniform(3.0, 4.0)]
+            colour = CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))]
+        elif type_ == 'bus':
+            size = [rng.choice([rng.uniform(10.5, 12.5), rng.uniform(17.0, 18.0)]), 2.55,
+                    rng.uniform(3.0, 3.4)]
+            colour = CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))]
         else:
             size, colour = list(base), (255, 110, 20)
         return AgentSpec(type=type_, behaviour=behaviour, lane=int(lane), s_m=round(float(s_m), 2),
@@ -395,6 +410,27 @@ class _Gen:
 
     def pedestrian(self, behaviour, s_m, speed_mps, params=None):
         return self.agent('pedestrian', behaviour, 0, s_m, speed_mps, params)
+
+
+def add_large_vehicles(spec: ScenarioSpec, seed: int, count: int = 3) -> ScenarioSpec:
+    """Trucks and buses added to a spec: parked at the kerb and, with an oncoming lane, oncoming.
+
+    Drawn from their own stream (seed), so the rest of the spec is unchanged."""
+    rng = np.random.default_rng([int(seed), zlib.crc32(b'large_vehicles')])
+    g = _Gen(rng)
+    w = spec.road.lane_width_m
+    for _ in range(int(count)):
+        type_ = 'truck' if rng.random() < 0.6 else 'bus'
+        if spec.road.has_oncoming_lane and rng.random() < 0.5:
+            agent = g.agent(type_, 'oncoming', spec.road.num_lanes, rng.uniform(50, 150),
+                            rng.uniform(7, 11))
+        else:
+            s = float(rng.uniform(10, 140))
+            if any(abs(a.s_m - s) < 15 for a in spec.agents):
+                continue
+            agent = g.agent(type_, 'parked', 0, s, 0.0, params={'d_offset_m': -(w / 2 + 1.4)})
+        spec.agents.append(agent)
+    return spec
 
 
 def _add_background(g, rng, road, ego, agents, kind):

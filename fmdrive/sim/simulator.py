@@ -22,7 +22,7 @@ from fmdrive.sim.scenario import ScenarioError, ScenarioSpec
 from fmdrive.sim.world import BoxSet, World
 
 START_STAMP_NS = 1_700_000_000 * 10**9
-EVALUABLE = ('car', 'pedestrian', 'cyclist', 'cone')
+EVALUABLE = ('car', 'pedestrian', 'cyclist', 'cone', 'truck', 'bus')   # trucks/buses: label 'car'
 
 
 @dataclass
@@ -36,6 +36,7 @@ class SimFrame:
     lanes: list                            # list[Lane], base_link
     lidar_points_per_object: dict = field(default_factory=dict)   # id -> points
     camera_pixels_per_object: dict = field(default_factory=dict)  # id -> visible pixels
+    object_types: dict = field(default_factory=dict)              # id -> agent type ('truck', ...)
 
 
 class Simulator:
@@ -156,7 +157,8 @@ class Simulator:
         frame = SimFrame(stamp_ns=stamp_ns, image_rgb=image, points_lidar=points, ego=ego,
                          odometry=list(odometry), objects=objects, lanes=lanes,
                          lidar_points_per_object={int(i): int(pts_count[i]) for i in ids},
-                         camera_pixels_per_object={int(i): int(px_count[i]) for i in ids})
+                         camera_pixels_per_object={int(i): int(px_count[i]) for i in ids},
+                         object_types={a.id: a.type for a in self.agents if a.type in EVALUABLE})
         self._gt_frames.append(self._gt_entry(frame))
         return frame
 
@@ -167,6 +169,7 @@ class Simulator:
             d['num_lidar_points'] = frame.lidar_points_per_object[o.id]
             d['num_camera_pixels'] = frame.camera_pixels_per_object[o.id]
             d['in_camera'] = bool(o.box2d is not None and d['num_camera_pixels'] > 0)
+            d['type'] = frame.object_types.get(o.id, o.label)      # truck / bus under label car
             objs.append(d)
         e = frame.ego
         return {'stamp_ns': int(frame.stamp_ns),

@@ -73,11 +73,17 @@ class BoxSet:
     intensity: np.ndarray    # (M,) float32 LiDAR reflectivity 0..255
     owner: np.ndarray        # (M,) int32: agent id, 0 = scenery
     bright_ends: np.ndarray  # (M,) bool: front/back faces carry plates and lights (brighter)
+    porous: np.ndarray = None  # (M,) bool: foliage; LiDAR rays enter it, some pass through
+
+    def __post_init__(self):
+        if self.porous is None:
+            self.porous = np.zeros(len(self.yaw), bool)
 
     @staticmethod
     def empty() -> 'BoxSet':
         return BoxSet(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros((0, 3), np.float32),
-                      np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, bool))
+                      np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, bool),
+                      np.zeros(0, bool))
 
     @staticmethod
     def concat(sets) -> 'BoxSet':
@@ -85,17 +91,19 @@ class BoxSet:
         if not sets:
             return BoxSet.empty()
         return BoxSet(*(np.concatenate([getattr(b, f) for b in sets]) for f in
-                        ('center', 'size', 'yaw', 'colour', 'intensity', 'owner', 'bright_ends')))
+                        ('center', 'size', 'yaw', 'colour', 'intensity', 'owner', 'bright_ends',
+                         'porous')))
 
     @staticmethod
     def from_rows(rows) -> 'BoxSet':
-        """rows of (cx, cy, cz, l, w, h, yaw, (r, g, b), intensity, owner, bright_ends)."""
+        """rows of (cx, cy, cz, l, w, h, yaw, (r, g, b), intensity, owner, bright_ends[, porous])."""
         if not rows:
             return BoxSet.empty()
         return BoxSet(np.array([r[0:3] for r in rows], float), np.array([r[3:6] for r in rows], float),
                       np.array([r[6] for r in rows], float), np.array([r[7] for r in rows], np.float32),
                       np.array([r[8] for r in rows], np.float32), np.array([r[9] for r in rows], np.int32),
-                      np.array([r[10] for r in rows], bool))
+                      np.array([r[10] for r in rows], bool),
+                      np.array([len(r) > 11 and bool(r[11]) for r in rows], bool))
 
     def __len__(self):
         return len(self.yaw)
@@ -125,6 +133,10 @@ class World:
             self.cross = RoadLine(0.0, (self.intersection_s_m, -200.0), np.pi / 2)
             self.cross_half_m = self.w       # one lane each way
         self.scenery = self._make_scenery(rng, float(r.scenery_density))
+        if r.vegetation_density > 0:   # its own stream: the rest of the world stays as it was
+            rng_veg = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+            self.scenery = BoxSet.concat([self.scenery,
+                                          self._make_vegetation(rng_veg, float(r.vegetation_density))])
 
     # ------------------------------------------------------------ lanes
     def lane_center_d(self, lane) -> float:
@@ -201,6 +213,30 @@ class World:
         return m
 
     # ------------------------------------------------------------ scenery
+    def _make_vegetation(self, rng, density):
+        """Hedges and bushes on the verge beyond the sidewalks: porous to the LiDAR, car-sized
+        clutter for detectors (a bush is as big as a car, a hedge as long as a bus)."""
+        rows = []
+        s0, s1 = self.s_range_m
+        inter = self.intersection_box_s()
+        for side in (-1, 1):
+            edge = (self.right_edge_d if side < 0 else self.left_edge_d) + side * self.sidewalk_m
+            s = s0 + rng.uniform(0, 8)
+            while s < s1:
+                hedge = rng.random() < 0.4
+                length = rng.uniform(6, 16) if hedge else rng.uniform(1.2, 4.0)
+                depth = rng.uniform(0.8, 1.5) if hedge else rng.uniform(1.2, 3.0)
+                height = rng.uniform(0.9, 2.0) if hedge else rng.uniform(0.8, 2.4)
+                sc = s + length / 2
+                if inter is None or not (inter[0] - 4 - length / 2 < sc < inter[1] + 4 + length / 2):
+                    x, y = self.main.sd_to_xy(sc, edge + side * (0.3 + depth / 2 + rng.uniform(0, 1.0)))
+                    colour = (rng.uniform(30, 70), rng.uniform(90, 150), rng.uniform(25, 55))
+                    rows.append((x, y, height / 2, length, depth, height,
+                                 self.main.heading(sc) + rng.uniform(-0.1, 0.1), colour,
+                                 float(rng.uniform(25, 60)), 0, False, True))
+                s += length + rng.uniform(3, 20) / max(density, 0.2)
+        return BoxSet.from_rows(rows)
+
     def _make_scenery(self, rng, density):
         """Buildings, street-light poles and trees beside the road (clutter for detectors)."""
         rows = []
