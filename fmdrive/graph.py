@@ -142,7 +142,6 @@ class GraphProcesses:
         self.restarts: dict[str, collections.deque] = {n.name: collections.deque() for n in nodes}
         self.given_up: set[str] = set()
         self._restart_at: dict[str, float] = {}   # node -> monotonic time its restart is due
-        self._legacy_settle_until = None          # see not_ready (nodes without matched_subscribers)
 
     def topic(self, key: str) -> str:
         """The name config.TOPICS[key] has on the graph, after our remappings."""
@@ -267,24 +266,17 @@ class GraphProcesses:
         readers = collections.Counter(k for n in self.nodes for k in n.inputs)
         for node in self.nodes:
             kv = reports[f'fmdrive/{node.name}']
-            reports_matching = any(k.startswith('matched_subscribers/') for k in kv)
             for key in node.outputs:
                 if not readers[key]:
                     continue
                 topic = self.topic(key)
-                if reports_matching:
-                    matched = int(kv.get(f'matched_subscribers/{topic}',
-                                         kv.get(f'matched_subscribers/{config.TOPICS[key]}', 0)))
-                else:
-                    # a node from before base.py reported matched_subscribers: the subscriptions the
-                    # probe sees, then a settle below (the publisher matches them shortly after)
-                    matched = probe.count_subscribers(topic)
-                if matched < readers[key]:
+                # base.py reports it under the configured name (config.TOPICS), before remapping
+                matched = kv.get(f'matched_subscribers/{config.TOPICS[key]}', kv.get(f'matched_subscribers/{topic}'))
+                if matched is None:
+                    waiting.append(f'{node.name} does not report matched_subscribers/{config.TOPICS[key]} '
+                                   f'(publish it with FmdriveNode.advertise)')
+                elif int(matched) < readers[key]:
                     waiting.append(f'{node.name}: {matched} of {readers[key]} subscribers matched on {topic}')
-            if not reports_matching and not waiting:
-                self._legacy_settle_until = self._legacy_settle_until or time.monotonic() + 0.5
-                if time.monotonic() < self._legacy_settle_until:
-                    waiting.append(f'{node.name}: settling (no matched_subscribers on its /diagnostics)')
         return waiting
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
