@@ -146,7 +146,8 @@ def draw_overlay(image_rgb, camera_K, T_camera_base, points_base=None, objects_b
                  labels: bool = True) -> np.ndarray:
     """Camera image with LiDAR points (coloured by depth), 3D boxes and the planned trajectory.
 
-    image_rgb (H, W, 3) uint8; camera_K (3, 3); T_camera_base (4, 4) maps base_link into the
+    image_rgb (H, W, 3) uint8; camera_K (3, 3) or a CameraModel (then points are projected with its
+    lens distortion); T_camera_base (4, 4) maps base_link into the
     camera optical frame; points_base (N, 3|4) or None; objects_base list[Object3D] in base_link;
     trajectory_base (K, 2|3) x, y[, ...] in base_link or None (drawn on the ground, z = 0).
     Anything behind the camera (z < near_m) is clipped, never wrapped into the image.
@@ -156,7 +157,8 @@ def draw_overlay(image_rgb, camera_K, T_camera_base, points_base=None, objects_b
         raise ValueError(f'image_rgb must be (H, W, 3) RGB, got shape {img.shape}')
     img = img.astype(np.uint8, copy=True)
     H, W = img.shape[:2]
-    K = np.asarray(camera_K, dtype=np.float64).reshape(3, 3)
+    camera_model = camera_K if hasattr(camera_K, 'project') else None
+    K = np.asarray(camera_model.K if camera_model is not None else camera_K, dtype=np.float64).reshape(3, 3)
 
     # ---- LiDAR points: far first so near points stay on top
     if points_base is not None and len(points_base):
@@ -166,7 +168,11 @@ def draw_overlay(image_rgb, camera_K, T_camera_base, points_base=None, objects_b
         pc = _to_camera(T_camera_base, pts[:, :3])
         front = pc[:, 2] > near_m
         pc = pc[front]
-        uv = _project(K, pc)
+        # points through the lens model when one is given (raw, distorted images), so the overlay
+        # shows the calibration as it is; boxes and the trajectory are drawn with the pinhole K
+        uv = camera_model.project(pc)[0] if camera_model is not None else _project(K, pc)
+        finite = np.isfinite(uv).all(axis=1)
+        pc, uv = pc[finite], uv[finite]
         inside = (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
         pc, uv = pc[inside], uv[inside].astype(np.intp)
         order = np.argsort(-pc[:, 2], kind='stable')

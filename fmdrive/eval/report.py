@@ -370,7 +370,7 @@ def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3,
              + (f'scenario: {kind}' if gt_frames else 'no ground truth: detections, tracks and plan only'))
     camera = geometry.camera
     image_size = (camera.width, camera.height) if camera is not None else (640, 360)
-    page = render_report(frames, None if camera is None else camera.K, None, title, metrics, image_size)
+    page = render_report(frames, camera, None, title, metrics, image_size)   # lens model: points as distorted
     out_png = Path(out_png) if out_png else run_dir / 'report.png'
     out_png.parent.mkdir(parents=True, exist_ok=True)
     page.save(out_png)

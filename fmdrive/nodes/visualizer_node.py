@@ -103,7 +103,7 @@ class VisualizerNode(FmdriveNode):
         if self.plan is not None and ego is not None and abs(self.plan.stamp_ns - stamp_ns) <= MATCH_NS:
             xy = np.c_[self.plan.poses[:, :2], np.zeros(len(self.plan.poses))]
             trajectory = transform_points(inv_T(ego.T_odom_base()), xy)
-        overlay = draw_overlay(rgb, camera.K, T_camera_base, points, objects, trajectory)
+        overlay = draw_overlay(rgb, camera, T_camera_base, points, objects, trajectory)
         self.pub_overlay.publish(rgb_to_image(overlay, stamp_ns, msg.header.frame_id or config.FRAMES['camera']))
         self.last_overlay = now
         self.record((time.perf_counter() - t0) * 1e3, stamp_ns)
