@@ -50,10 +50,33 @@ def _scenario_spec(args):
         if args.scenario not in SCENARIO_KINDS:
             raise UsageError(f'unknown scenario {args.scenario!r}; kinds: {", ".join(SCENARIO_KINDS)} '
                              '(or a path to a scenario YAML)')
-        spec = generate_scenario(args.scenario, args.seed or 0, args.duration or 20.0)
+        spec = generate_scenario(args.scenario, args.seed or 0, 20.0 if args.duration is None else args.duration)
+    if not spec.duration_s > 0:
+        raise UsageError(f'--duration must be > 0 seconds, got {spec.duration_s:g}')
     if args.beams is not None:
         spec.lidar.beams = args.beams
     return spec
+
+
+# what `fmdrive demo`/`eval`/`report` derive from a run dir's bag: stale once the bag is re-simulated
+DERIVED_RUN_FILES = ('output', 'logs', 'replay.json', 'latency.json', 'metrics.json', 'report.png')
+
+
+def _clear_derived_outputs(run_dir: Path) -> list[str]:
+    """Remove the outputs derived from an earlier bag in run_dir (so eval cannot score them against
+    the new ground truth); returns what was removed."""
+    import shutil
+    removed = []
+    for name in DERIVED_RUN_FILES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 def cmd_sim(args):
@@ -63,7 +86,11 @@ def cmd_sim(args):
         print('\n'.join(SCENARIO_KINDS))
         return 0
     camera, extrinsics = _load_calibration(args.camera_info, args.extrinsics)
-    result = write_scenario(_scenario_spec(args), args.output, camera, extrinsics, progress=not args.no_progress)
+    spec = _scenario_spec(args)
+    removed = _clear_derived_outputs(Path(args.output))
+    if removed:
+        print(f'removed the outputs of the previous run in {args.output}: {", ".join(removed)}', file=sys.stderr)
+    result = write_scenario(spec, args.output, camera, extrinsics, progress=not args.no_progress)
     print(f"bag: {result['bag']}  ground truth: {Path(result['run_dir']) / 'ground_truth.json'}  "
           f"({result['frames']} frames, {result['realtime_factor']:.2f}x real time)")
     return 0
@@ -312,16 +339,26 @@ def add_import(sub):
 
 
 # ---------------------------------------------------------------------------------------------- bench
-BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical', 'tracking', 'planner-classical')
+BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical', 'tracking', 'planner-classical', 'soak')
+BENCH_OPTIONS = ('beams', 'rate', 'minutes')   # passed to a benchmark's measure() when it takes them
 
 
 def cmd_bench(args):
     import importlib.util
+    import inspect
     path = config.package_file(f'benchmarks/{args.name.replace("-", "_")}.py')
     spec = importlib.util.spec_from_file_location(f'fmdrive_bench_{args.name}', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = module.measure(quick=args.quick)
+    takes = inspect.signature(module.measure).parameters
+    options = {k: getattr(args, k) for k in BENCH_OPTIONS if getattr(args, k) is not None}
+    refused = [k for k in options if k not in takes]
+    if refused:
+        raise UsageError(f'bench {args.name} takes no ' + ', '.join(f'--{k}' for k in refused))
+    for key, value in options.items():
+        if not value > 0:
+            raise UsageError(f'--{key} must be > 0, got {value:g}')
+    result = module.measure(quick=args.quick, **options)
     if args.json:
         print(json.dumps(result))
     else:
@@ -335,6 +372,10 @@ def add_bench(sub):
     p.add_argument('name', choices=BENCHMARKS)
     p.add_argument('--quick', action='store_true', help='finish in under two minutes')
     p.add_argument('--json', action='store_true', help='print exactly one JSON object')
+    p.add_argument('--beams', type=int, choices=(16, 32, 64, 128), default=None,
+                   help='LiDAR beams of the simulated bag (pipeline, lidar-classical)')
+    p.add_argument('--rate', type=float, default=None, help='replay speed factor (pipeline)')
+    p.add_argument('--minutes', type=float, default=None, help='how long to run (soak)')
     p.set_defaults(func=cmd_bench)
 
 
