@@ -23,6 +23,10 @@ plan(scene) in one screen:
   7. nothing collision-free: emergency braking along the lane (status 'emergency_stop');
      collision-free but no candidate within every limit: the least violating one ('degraded').
 The plan is returned in odom (6 waypoints at 0.5 s), the dense trajectory at 0.1 s beside it.
+In the code: `_frame` (1, objects, traffic and target speed), `_candidates` (2-4), `_limit_checks`,
+`_costs` and `_object_checks` (5-6), `_select` (7). Limits shared with the safety filter live in
+fmdrive/planning/limits.py (PlannerParams extends them). With a time budget (`plan(...,
+budget_ms=)`), a step that would start after it is not started: the car brakes ('budget_stop').
 
 Instructions understood (case-insensitive, anywhere in the text; a negation like "don't" makes
 the instruction not understood):
@@ -45,28 +49,24 @@ import numpy as np
 from fmdrive.geometry import wrap_angle
 from fmdrive.objects import Object3D, Plan, Scene
 from fmdrive.planning.frenet import Road, polyval, quartic_coefficients, quintic_coefficients
-from fmdrive.planning.prediction import (DEFAULT_GROWTH_MPS, follow_lane,
-                                         predict_constant_velocity)
-from fmdrive.planning.safety import LANE_KEEP_TOLERANCE_M, footprint_gaps
+from fmdrive.planning.footprint import LANE_KEEP_TOLERANCE_M, footprint_gaps
+from fmdrive.planning.limits import LimitsError, VehicleLimits, effective_speed_limit
+from fmdrive.planning.prediction import follow_lane, predict_constant_velocity
+from fmdrive.planning.protocol import PlanResult
 
 
-class PlannerParamsError(ValueError):
+class PlannerParamsError(LimitsError):
     """Planner parameters that cannot work together (e.g. a horizon not a multiple of dt_s)."""
 
 
 @dataclass
-class PlannerParams:
+class PlannerParams(VehicleLimits):
+    """The vehicle and comfort limits (fmdrive/planning/limits.py, shared with the safety filter)
+    plus how this planner samples and weighs its candidates."""
     # output
     horizon_s: float = 3.0
     dt_s: float = 0.5                        # waypoint spacing of the published plan
     dense_dt_s: float = 0.1                  # internal trajectory step
-    # limits
-    speed_limit_mps: float = 13.9            # the scene's limit wins when lower
-    max_accel_mps2: float = 2.0
-    max_decel_mps2: float = 6.0              # emergency braking
-    comfort_decel_mps2: float = 3.0
-    max_lat_accel_mps2: float = 3.0
-    kinematic_tolerance: float = 0.1         # relative slack of the safety check on the limits
     # sampling
     lateral_offsets_m: tuple = (-3.5, -1.75, -0.8, 0.0, 0.8, 1.75, 3.5)  # from the ego lane centre
     lateral_durations_s: tuple = (2.0, 3.5)  # time to reach the lateral offset at planned speed
@@ -74,20 +74,12 @@ class PlannerParams:
     target_speed_fractions: tuple = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)  # of the speed limit
     longitudinal_durations_s: tuple = (2.0, 4.0, 7.0)
     max_stop_profiles: int = 3               # stop-before-object profiles (nearest objects)
-    # vehicle (base_link = rear axle on the ground)
-    vehicle_length_m: float = 4.5
-    vehicle_width_m: float = 1.9
-    base_to_center_m: float = 1.4            # rear axle -> footprint centre
-    # safety margins
+    # margins of this planner (the safety filter's safety_margin_m is in the limits)
     collision_margin_m: float = 0.5          # planner rejects candidates closer than this
-    safety_margin_m: float = 0.2             # check_trajectory flags trajectories closer than this
     clearance_soft_m: float = 1.5            # below this, clearance costs
     stop_margin_m: float = 3.0               # stop this far before an object
     min_gap_m: float = 2.5                   # following distance at standstill
     time_headway_s: float = 1.5              # following distance grows with speed
-    road_tolerance_m: float = 0.3            # footprint may cross the road edge by this much
-    default_lane_width_m: float = 3.5
-    uncertainty_growth_mps: dict = field(default_factory=lambda: dict(DEFAULT_GROWTH_MPS))
     # desired speed: the limit, lower in curves, and the driver's set speed (cruise control): the
     # highest speed held over the last cruise_memory_s (0 = off) once at least
     # cruise_min_history_s of history is known
@@ -132,9 +124,11 @@ class PlannerParams:
     w_consistency: float = 0.3               # per m^2 of departure from the previous plan
 
     def __post_init__(self):
-        for name in ('horizon_s', 'dt_s', 'dense_dt_s', 'speed_limit_mps', 'max_accel_mps2',
-                     'max_decel_mps2', 'comfort_decel_mps2', 'max_lat_accel_mps2',
-                     'vehicle_length_m', 'vehicle_width_m', 'min_lateral_length_m'):
+        try:
+            super().__post_init__()
+        except LimitsError as err:
+            raise PlannerParamsError(str(err)) from None
+        for name in ('horizon_s', 'dt_s', 'dense_dt_s', 'min_lateral_length_m'):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
                 raise PlannerParamsError(f'{name} must be a positive number, got {value!r}')
@@ -146,8 +140,6 @@ class PlannerParams:
         if abs(steps - round(steps)) > 1e-6:
             raise PlannerParamsError(f'horizon_s={self.horizon_s} must be a multiple of dt_s='
                                      f'{self.dt_s} (e.g. 3.0 and 0.5)')
-        if self.comfort_decel_mps2 > self.max_decel_mps2:
-            raise PlannerParamsError('comfort_decel_mps2 must not exceed max_decel_mps2')
         if not self.lateral_durations_s or not self.longitudinal_durations_s \
                 or any(d <= 0 for d in (*self.lateral_durations_s, *self.longitudinal_durations_s)):
             raise PlannerParamsError('lateral_durations_s and longitudinal_durations_s need '
@@ -185,18 +177,6 @@ def parse_instruction(text: str) -> Instruction:
         if re.search(pattern, clean):
             return Instruction(kind, text, True)
     return Instruction('none', text, False)
-
-
-@dataclass
-class PlanResult:
-    plan: Plan                                  # odom, waypoints every dt_s up to horizon_s
-    candidates_evaluated: int
-    best_costs: dict                            # cost terms of the chosen candidate (+ 'total')
-    status: str                                 # 'ok' | 'no_lane' | 'emergency_stop' | 'degraded'
-                                                # | 'invalid_input' | 'error', then '; notes'
-    dense_plan: Plan | None = None              # the same trajectory every dense_dt_s (odom)
-    notes: list = field(default_factory=list)
-    debug: dict = field(default_factory=dict)
 
 
 def _distance_at(T: float, t, s_lon, v_lon):
@@ -255,11 +235,94 @@ def _idm_rollout(t, v0, v_des, gap0, v_lead, static, in_corridor, p, a_lead=None
     return out
 
 
+class _BudgetExceeded(Exception):
+    """The time budget ran out before a step (the step is the message)."""
+
+
+def _check_budget(deadline: float | None, step: str):
+    if deadline is not None and time.perf_counter() > deadline:
+        raise _BudgetExceeded(step)
+
+
+@dataclass
+class _Frame:
+    """The scene in the ego lane's Frenet frame (s along the reference line, d to its left), and
+    what the planner made of it before any candidate exists. Arrays over objects are (N,) or
+    (N, T) at the dense times t; over lanes (lanes,)."""
+    scene: Scene
+    ego: object
+    stamp_ns: int
+    v0: float                                # ego speed (>= 0)
+    limit: float                             # speed limit of this plan (effective_speed_limit)
+    v_des: float                             # desired speed: set speed, lower in curves
+    instruction: Instruction
+    notes: list
+    status: str                              # 'ok' | 'no_lane'
+    road: Road
+    ref: object                              # ReferenceLine of the ego lane
+    s0: float                                # ego position in the frame
+    d0: float
+    d_s0: float                              # dd/ds now (heading relative to the lane)
+    t: np.ndarray                            # (T,) dense times from 0
+    length: float                            # ego footprint
+    half_w: float
+    front_m: float                           # rear axle -> front bumper
+    v_target: float = 0.0                    # v_des after the instruction
+    # objects
+    pred: object = None                      # PredictedObjects
+    n_obj: int = 0
+    s_obj: np.ndarray = None                 # (N, T) centre along / across the line
+    d_obj: np.ndarray = None
+    ext_s: np.ndarray = None                 # (N, T) half extent along / across the line
+    ext_d: np.ndarray = None
+    v_obj_s: np.ndarray = None               # (N,) speed along the line at the horizon end
+    v_obj_s0: np.ndarray = None              # (N,) speed along / across the line now
+    v_obj_d: np.ndarray = None
+    labels: np.ndarray = None
+    # lanes and traffic
+    lane_c: np.ndarray = None                # (lanes,) lane centre offsets d
+    n_lanes: int = 0
+    ego_lane: int = 0
+    oncoming: np.ndarray = None              # (lanes,) carries oncoming traffic
+    v_ref: np.ndarray = None                 # (lanes, T) IDM car-following speed per lane
+    lead_now: np.ndarray = None              # objects leading in the ego lane now
+    passable: bool = False                   # the ego lane's leader invites passing it
+    t_pass: float = 0.0                      # how long a pass would take (s)
+
+
+@dataclass
+class _Candidates:
+    """C candidate trajectories at the dense times, in base_link at the scene stamp, (C, T)."""
+    kinds: list                              # name of each longitudinal profile
+    stop_s: np.ndarray                       # stop positions the stop profiles aim at
+    n: int                                   # C
+    d: np.ndarray                            # Frenet d, s
+    s: np.ndarray
+    d_end: np.ndarray                        # (C,) lateral target
+    lon_index: np.ndarray                    # (C,) index of the longitudinal profile
+    emergency: int                           # index of: hold the offset, brake at max_decel
+    x: np.ndarray
+    y: np.ndarray
+    yaw: np.ndarray
+    th: np.ndarray                           # reference line heading at s
+    one_minus_kd: np.ndarray
+    speed: np.ndarray
+    a_lon: np.ndarray
+    a_lat: np.ndarray
+    j_lon: np.ndarray
+    j_lat: np.ndarray
+    lane_pos: np.ndarray                     # (C,) lane the candidate ends in
+    v_cap: float = 0.0                       # speed the 'speed' limit allows
+    outside: np.ndarray = None               # how far the footprint is off the road
+
+
 class ClassicalPlanner:
     """Stateful only in two small ways, both reset when the stamp goes backwards: the ego's recent
     speeds (its cruise set speed) and the previous plan (a consistency cost, so successive plans
     do not flicker between near-equal candidates), plus which cars were recently seen driving
     faster than pass_max_speed_mps (a car braking or queuing in traffic is followed, not passed)."""
+
+    source = 'classical'
 
     def __init__(self, params: PlannerParams | None = None):
         self.params = params or PlannerParams()
@@ -310,11 +373,20 @@ class ClassicalPlanner:
         return limit if v_set < 0.5 * limit else min(limit, v_set)
 
     # ------------------------------------------------------------------ public
-    def plan(self, scene: Scene, instruction: str = '') -> PlanResult:
-        """Plan from `scene`; never raises (bad input gives status 'invalid_input')."""
+    def plan(self, scene: Scene, instruction: str = '', budget_ms: float | None = None) -> PlanResult:
+        """Plan from `scene`; never raises (bad input gives status 'invalid_input').
+
+        budget_ms: time this call may take. It is checked before each step (frame, candidates,
+        collision check); a step that would start past it is not started and the car brakes
+        instead (status 'budget_stop'), so a call overruns its budget by at most one step."""
         start = time.perf_counter()
+        deadline = None if budget_ms is None else start + float(budget_ms) / 1e3
         try:
-            result = self._plan(scene, instruction)
+            result = self._plan(scene, instruction, deadline)
+        except _BudgetExceeded as over:
+            elapsed = (time.perf_counter() - start) * 1e3
+            result = self._budget_stop(scene, f'budget_stop: {elapsed:.0f} ms spent of the '
+                                       f'{budget_ms:.0f} ms budget before {over}; braking')
         except Exception as err:  # noqa: BLE001 - the car must get a plan, even from a bug
             result = self._failsafe_stop(scene, f'error: {type(err).__name__}: {err}')
         elapsed_ms = (time.perf_counter() - start) * 1e3
@@ -340,15 +412,23 @@ class ClassicalPlanner:
                       ego.y + s * poses_base[:, 0] + c * poses_base[:, 1],
                       wrap_angle(poses_base[:, 2] + ego.yaw_rad)]
         dense = Plan(scene.stamp_ns, poses[1:], t[1:].copy(), np.asarray(speeds[1:], float),
-                     source='classical', status=status, cost=float(cost))
+                     source=self.source, status=status, cost=float(cost))
         sel = np.arange(stride, len(t), stride)
         plan = Plan(scene.stamp_ns, poses[sel], t[sel].copy(), np.asarray(speeds, float)[sel],
-                    source='classical', status=status, cost=float(cost))
+                    source=self.source, status=status, cost=float(cost))
         return plan, dense
 
     def stop(self, scene, status: str, decel_mps2: float | None = None) -> PlanResult:
         """Brake to a standstill along the current heading (comfortably unless told otherwise)."""
         return self._failsafe_stop(scene, status, decel_mps2 or self.params.comfort_decel_mps2)
+
+    def _budget_stop(self, scene, status: str) -> PlanResult:
+        """Out of time: brake comfortably, harder only as needed to stand within the horizon."""
+        p = self.params
+        v0 = getattr(getattr(scene, 'ego', None), 'speed_mps', 0.0)
+        v0 = float(v0) if np.isfinite(v0) else 0.0
+        decel = min(p.max_decel_mps2, max(p.comfort_decel_mps2, v0 / p.horizon_s))
+        return self._failsafe_stop(scene, status, decel)
 
     def _failsafe_stop(self, scene, status: str, decel_mps2: float | None = None) -> PlanResult:
         """Brake at decel_mps2 (default max_decel) along the current heading; an empty plan without a
@@ -360,7 +440,7 @@ class ClassicalPlanner:
         pose_ok = ego is not None and all(np.isfinite(v) for v in (ego.x, ego.y, ego.yaw_rad))
         stamp = int(getattr(scene, 'stamp_ns', 0) or 0)
         if not pose_ok:
-            empty = Plan(stamp, np.zeros((0, 3)), np.zeros(0), np.zeros(0), source='classical',
+            empty = Plan(stamp, np.zeros((0, 3)), np.zeros(0), np.zeros(0), source=self.source,
                          status=status)
             return PlanResult(empty, 0, {}, status, empty, [status])
         t, _ = self._times()
@@ -373,7 +453,26 @@ class ClassicalPlanner:
         return PlanResult(plan, 1, {}, status, dense, [status])
 
     # ------------------------------------------------------------------ the planner
-    def _plan(self, scene: Scene, instruction_text: str) -> PlanResult:
+    def _plan(self, scene: Scene, instruction_text: str, deadline: float | None) -> PlanResult:
+        """The steps of the module docstring: frame (road, objects, traffic) -> candidates ->
+        limits and costs -> collisions -> selection."""
+        _check_budget(deadline, 'reading the scene')
+        f = self._frame(scene, instruction_text)
+        if isinstance(f, PlanResult):
+            return f
+        _check_budget(deadline, 'building the candidates')
+        c = self._candidates(f)
+        limits = self._limit_checks(f, c)
+        costs = self._costs(f, c)
+        limits['oncoming traffic'] = self._oncoming_ok(f, c)
+        _check_budget(deadline, 'the collision check')
+        limits_ok = np.logical_and.reduce(list(limits.values()))
+        objects = self._object_checks(f, c, limits_ok, costs)
+        return self._select(f, c, limits, limits_ok, costs, objects)
+
+    # ---- step 1: the frame - ego, road, objects and traffic in the ego lane's Frenet frame
+    def _frame(self, scene: Scene, instruction_text: str):
+        """A _Frame, or a PlanResult when the scene cannot be planned from."""
         p = self.params
         notes = []
         ego = scene.ego
@@ -385,10 +484,7 @@ class ClassicalPlanner:
         if v0 < 0:
             notes.append(f'ego speed {v0:.2f} m/s < 0 treated as 0 (this planner drives forward)')
             v0 = 0.0
-        limit = float(p.speed_limit_mps)
-        if scene.speed_limit_mps is not None and np.isfinite(scene.speed_limit_mps) \
-                and scene.speed_limit_mps > 0:
-            limit = min(limit, float(scene.speed_limit_mps))
+        limit = effective_speed_limit(p, scene)
         instruction = parse_instruction(instruction_text)
         if not instruction.understood:
             notes.append(f'instruction ignored (not understood): {instruction.text!r}')
@@ -410,107 +506,128 @@ class ClassicalPlanner:
             heading_err = 0.0
         elif abs(heading_err) > np.radians(60):
             notes.append(f'ego heading {np.degrees(heading_err):.0f} deg off the lane direction')
-        ref = road.reference
-        status = 'no_lane' if road.assumed_lane else 'ok'
+        t, _ = self._times()
+        f = _Frame(scene=scene, ego=ego, stamp_ns=stamp_ns, v0=v0, limit=limit, v_des=v_des,
+                   instruction=instruction, notes=notes,
+                   status='no_lane' if road.assumed_lane else 'ok', road=road, ref=road.reference,
+                   s0=s0, d0=d0, d_s0=float(np.tan(np.clip(heading_err, -1.2, 1.2))), t=t,
+                   length=p.vehicle_length_m, half_w=p.vehicle_width_m / 2,
+                   front_m=p.base_to_center_m + p.vehicle_length_m / 2)
+        self._objects_in_frenet(f, objects)
+        self._target_speed(f)
+        self._traffic(f)
+        return f
 
-        t, stride = self._times()
-        dt = p.dense_dt_s
-        n_t = len(t)
-        length, width = p.vehicle_length_m, p.vehicle_width_m
-        front_m = p.base_to_center_m + length / 2
-
-        d_s0 = float(np.tan(np.clip(heading_err, -1.2, 1.2)))
-
-        # predicted objects, also in the Frenet frame
-        pred = predict_constant_velocity(objects, t, p.uncertainty_growth_mps, 0.0)
-        notes.extend(pred.notes)
-        if not road.assumed_lane:
-            pred = follow_lane(pred, ref)
+    def _objects_in_frenet(self, f: _Frame, objects):
+        """Objects predicted with constant velocity (along their lane when there are lanes), and
+        their extent and speed along / across the reference line."""
+        p = self.params
+        pred = predict_constant_velocity(objects, f.t, p.uncertainty_growth_mps, 0.0)
+        f.notes.extend(pred.notes)
+        if not f.road.assumed_lane:
+            pred = follow_lane(pred, f.ref)
         n_obj = len(pred)
-        s_obj, d_obj = ref.project(pred.center_xy)                                  # (N, T)
-        _, _, th_obj, _ = ref.frame_at(s_obj)
+        s_obj, d_obj = f.ref.project(pred.center_xy)                                # (N, T)
+        _, _, th_obj, _ = f.ref.frame_at(s_obj)
         phi = pred.yaw_rad - th_obj
-        ext_s = pred.half_length_m * np.abs(np.cos(phi)) + pred.half_width_m * np.abs(np.sin(phi))
-        ext_d = pred.half_length_m * np.abs(np.sin(phi)) + pred.half_width_m * np.abs(np.cos(phi))
-        v_obj_s = (s_obj[:, -1] - s_obj[:, -2]) / p.dense_dt_s if n_obj else np.zeros(0)
+        f.pred, f.n_obj, f.s_obj, f.d_obj = pred, n_obj, s_obj, d_obj
+        f.ext_s = pred.half_length_m * np.abs(np.cos(phi)) + pred.half_width_m * np.abs(np.sin(phi))
+        f.ext_d = pred.half_length_m * np.abs(np.sin(phi)) + pred.half_width_m * np.abs(np.cos(phi))
+        dt = p.dense_dt_s
+        f.v_obj_s = (s_obj[:, -1] - s_obj[:, -2]) / dt if n_obj else np.zeros(0)
+        f.v_obj_s0 = (s_obj[:, 1] - s_obj[:, 0]) / dt if n_obj else np.zeros(0)
+        f.v_obj_d = (d_obj[:, 1] - d_obj[:, 0]) / dt if n_obj else np.zeros(0)
+        f.labels = np.array(pred.labels, dtype=object)
 
-        # desired speed: the set speed, and in curves what keeps comfort_lat_accel_mps2
-        look_m = max(v0, v_des) * (p.horizon_s + 1.0) + 10.0
-        kappa_ahead = np.abs(ref.frame_at(np.linspace(s0, s0 + look_m, 40))[3]).max()
+    def _target_speed(self, f: _Frame):
+        """Desired speed (the set speed, lower in curves) and the target after the instruction."""
+        p = self.params
+        look_m = max(f.v0, f.v_des) * (p.horizon_s + 1.0) + 10.0
+        kappa_ahead = np.abs(f.ref.frame_at(np.linspace(f.s0, f.s0 + look_m, 40))[3]).max()
         if kappa_ahead > 1e-4:
             v_curve = float(np.sqrt(p.comfort_lat_accel_mps2 / kappa_ahead))
-            if v_curve < v_des:
-                v_des = v_curve
-                notes.append(f'curve ahead: desired speed {v_curve:.1f} m/s')
-        if instruction.kind == 'stop':
-            v_target = 0.0
-        elif instruction.kind == 'slow_down':
-            v_target = min(v_des, p.slow_down_factor * v0)
+            if v_curve < f.v_des:
+                f.v_des = v_curve
+                f.notes.append(f'curve ahead: desired speed {v_curve:.1f} m/s')
+        if f.instruction.kind == 'stop':
+            f.v_target = 0.0
+        elif f.instruction.kind == 'slow_down':
+            f.v_target = min(f.v_des, p.slow_down_factor * f.v0)
         else:
-            v_target = v_des
+            f.v_target = f.v_des
 
-        # ---- per-lane car-following reference (IDM) on what is, or soon will be, in the lane
-        half_w = width / 2
+    def _traffic(self, f: _Frame):
+        """Per lane: oncoming or not, and the car-following reference (IDM) on what is, or soon
+        will be, in its corridor; whether the ego lane's leader invites passing it and how long a
+        pass would take (for the oncoming-lane check)."""
+        p = self.params
+        t, dt, n_obj, half_w = f.t, p.dense_dt_s, f.n_obj, f.half_w
+        s_obj, d_obj, ext_s, ext_d = f.s_obj, f.d_obj, f.ext_s, f.ext_d
+        road = f.road
         lane_c = road.lane_center_d_m
         n_lanes = len(lane_c)
         ego_lane = int(np.argmin(np.abs(lane_c)))
-        v_obj_d = (d_obj[:, 1] - d_obj[:, 0]) / dt if n_obj else np.zeros(0)
-        v_obj_s0 = (s_obj[:, 1] - s_obj[:, 0]) / dt if n_obj else np.zeros(0)
-        labels = np.array(pred.labels, dtype=object)
-        speed_obj = np.hypot(v_obj_s0, v_obj_d)
-        static = (speed_obj < 0.5) & (labels != 'pedestrian') if n_obj else np.zeros(0, bool)
+        speed_obj = np.hypot(f.v_obj_s0, f.v_obj_d)
+        static = (speed_obj < 0.5) & (f.labels != 'pedestrian') if n_obj else np.zeros(0, bool)
         # lanes with a car driving against the reference carry oncoming traffic
         oncoming = road.lane_oncoming.copy()
         if n_obj:
-            against = (v_obj_s0 < -1.5)
+            against = (f.v_obj_s0 < -1.5)
             lane_of_obj = np.argmin(np.abs(d_obj[:, :1] - lane_c[None]), axis=1)
             inside_lane = np.abs(d_obj[:, 0] - lane_c[lane_of_obj]) < road.lane_width_m[lane_of_obj] / 2
             oncoming[np.unique(lane_of_obj[against & inside_lane])] = True
             oncoming[ego_lane] = road.lane_oncoming[ego_lane]
         if n_obj:
             horizon = p.corridor_prediction_s
-            d_a = d_obj[:, 0][None, :] + v_obj_d[None, :] * t[:, None]                  # (T, N)
-            d_b = d_a + v_obj_d[None, :] * horizon
+            d_a = d_obj[:, 0][None, :] + f.v_obj_d[None, :] * t[:, None]                # (T, N)
+            d_b = d_a + f.v_obj_d[None, :] * horizon
             lo, hi = np.minimum(d_a, d_b), np.maximum(d_a, d_b)
             thr = half_w + ext_d[:, 0] + p.corridor_margin_m                           # (N,)
             centres = np.repeat(lane_c[:, None], 1, axis=1)                            # (L, 1)
             in_corr = (lo[None] < centres[:, :, None] + thr[None, None]) & \
                 (hi[None] > centres[:, :, None] - thr[None, None])                    # (L, T, N)
             # the ego lane's corridor also covers where the ego is now
-            in_corr[ego_lane] |= (lo < d0 + thr) & (hi > d0 - thr)
+            in_corr[ego_lane] |= (lo < f.d0 + thr) & (hi > f.d0 - thr)
             in_corr = np.moveaxis(in_corr, 1, 2)                                       # (L, N, T)
-            gap0 = s_obj[:, 0] - ext_s[:, 0] - (s0 + front_m)
-            in_corr &= (s_obj[:, 0] + ext_s[:, 0] > s0 + front_m)[None, :, None]
+            gap0 = s_obj[:, 0] - ext_s[:, 0] - (f.s0 + f.front_m)
+            in_corr &= (s_obj[:, 0] + ext_s[:, 0] > f.s0 + f.front_m)[None, :, None]
         else:
-            in_corr = np.zeros((n_lanes, 0, n_t), bool)
+            in_corr = np.zeros((n_lanes, 0, len(t)), bool)
             gap0 = np.zeros(0)
-        a_obj = np.array([min(self._motion.get(int(i), (0, 0, 0.0))[2], 0.0) for i in pred.ids])
+        a_obj = np.array([min(self._motion.get(int(i), (0, 0, 0.0))[2], 0.0) for i in f.pred.ids])
         a_obj = np.where(a_obj < -1.0, a_obj, 0.0)         # only clear braking is extrapolated
-        v_ref = _idm_rollout(t, v0, v_target, gap0, v_obj_s0, static, in_corr, p, a_obj)
-        if instruction.kind == 'stop':
-            v_ref = np.minimum(v_ref, np.maximum(v0 - p.comfort_decel_mps2 * t, 0.0)[None])
+        v_ref = _idm_rollout(t, f.v0, f.v_target, gap0, f.v_obj_s0, static, in_corr, p, a_obj)
+        if f.instruction.kind == 'stop':
+            v_ref = np.minimum(v_ref, np.maximum(f.v0 - p.comfort_decel_mps2 * t, 0.0)[None])
         # the ego lane's leader now: only a slow one (not a car standing in traffic) invites
         # passing it; and how long a pass would take (for the oncoming-lane check)
         lead_now = np.flatnonzero(in_corr[ego_lane, :, 0]) if n_obj else np.zeros(0, int)
         passable, t_pass = False, 2.0 * p.horizon_s
         if len(lead_now):
             i = lead_now[np.argmin(gap0[lead_now])]
-            v_lead = max(float(v_obj_s0[i]), 0.0)
-            stopped_in_traffic = int(pred.ids[i]) in self._seen_moving
-            passable = (v_lead < min(p.pass_speed_fraction * v_target, p.pass_max_speed_mps)
-                        and labels[i] != 'pedestrian' and not stopped_in_traffic)
-            pass_m = gap0[i] + 2 * ext_s[i, 0] + length + 10.0
-            t_pass = pass_m / max(v_target - v_lead, 1.0) + p.pass_clear_time_s
+            v_lead = max(float(f.v_obj_s0[i]), 0.0)
+            stopped_in_traffic = int(f.pred.ids[i]) in self._seen_moving
+            passable = (v_lead < min(p.pass_speed_fraction * f.v_target, p.pass_max_speed_mps)
+                        and f.labels[i] != 'pedestrian' and not stopped_in_traffic)
+            pass_m = gap0[i] + 2 * ext_s[i, 0] + f.length + 10.0
+            t_pass = pass_m / max(f.v_target - v_lead, 1.0) + p.pass_clear_time_s
+        f.lane_c, f.n_lanes, f.ego_lane, f.oncoming = lane_c, n_lanes, ego_lane, oncoming
+        f.v_ref, f.lead_now, f.passable, f.t_pass = v_ref, lead_now, passable, t_pass
 
-        # ---- longitudinal profiles: speeds v_lon (P, T); braking first (index 1 = emergency)
-        corridor = (np.minimum(np.abs(d_obj - d0), np.abs(d_obj))
-                    < ext_d + width / 2 + 0.5) & (s_obj > s0)
-        stop_s = np.where(corridor, s_obj - ext_s - front_m - p.stop_margin_m, np.inf).min(
+    # ---- step 2: candidates - every lateral x longitudinal profile, in Cartesian, with kinematics
+    def _longitudinal_profiles(self, f: _Frame):
+        """Speeds v_lon (P, T), distances s_lon (P, T), a name per profile, the index of the
+        emergency stop and the stop positions used. Braking first (index 1 = emergency), then
+        quartics to target speeds, then the per-lane IDM references."""
+        p = self.params
+        t, dt, v0, s0, n_obj = f.t, p.dense_dt_s, f.v0, f.s0, f.n_obj
+        corridor = (np.minimum(np.abs(f.d_obj - f.d0), np.abs(f.d_obj))
+                    < f.ext_d + f.half_w + 0.5) & (f.s_obj > s0)
+        stop_s = np.where(corridor, f.s_obj - f.ext_s - f.front_m - p.stop_margin_m, np.inf).min(
             axis=1, initial=np.inf) if n_obj else np.zeros(0)
         stop_s = np.unique(stop_s[np.isfinite(stop_s)])[:p.max_stop_profiles]
         decels = [p.comfort_decel_mps2, p.max_decel_mps2]
         kinds = ['comfort stop', 'emergency stop']
-        emergency_lon = 1
         for s_stop in stop_s:
             room = s_stop - s0
             a_req = v0 * v0 / (2 * room) if room > 0.05 else np.inf
@@ -518,8 +635,8 @@ class ClassicalPlanner:
                 decels.append(a_req)
                 kinds.append(f'stop at s={s_stop:.1f}')
         profiles = [np.maximum(v0 - np.asarray(decels)[:, None] * t[None, :], 0.0)]
-        targets = np.unique(np.r_[np.asarray(p.target_speed_fractions) * limit,
-                                  [min(v0, limit), v_target]])
+        targets = np.unique(np.r_[np.asarray(p.target_speed_fractions) * f.limit,
+                                  [min(v0, f.limit), f.v_target]])
         for T_lon in p.longitudinal_durations_s:
             coef = quartic_coefficients(0.0, v0, 0.0, targets, 0.0, T_lon)          # (n, 5)
             v = polyval(coef[:, None, :], np.minimum(t, T_lon)[None, :], derivative=1)
@@ -530,20 +647,25 @@ class ClassicalPlanner:
             ok = (a.max(axis=1) <= p.max_accel_mps2 + 0.3) & (a.min(axis=1) >= -p.max_decel_mps2)
             profiles.append(v[ok])
             kinds += [f'speed {vt:.1f} in {T_lon:g}s' for vt in targets[ok]]
-        profiles.append(v_ref)
-        kinds += [f'idm lane {k - ego_lane:+d}' for k in range(n_lanes)]
+        profiles.append(f.v_ref)
+        kinds += [f'idm lane {k - f.ego_lane:+d}' for k in range(f.n_lanes)]
         v_lon = np.vstack(profiles)
         _, first = np.unique(np.round(v_lon, 3), axis=0, return_index=True)  # drop duplicates
-        keep = np.union1d(first, [emergency_lon])
+        keep = np.union1d(first, [1])
         v_lon = v_lon[keep]
         kinds = [kinds[i] for i in keep]
         emergency_lon = int(np.flatnonzero(keep == 1)[0])
         s_lon = s0 + np.c_[np.zeros(len(v_lon)),
                            np.cumsum(0.5 * (v_lon[:, 1:] + v_lon[:, :-1]) * dt, axis=1)]
-        n_lon = len(v_lon)
+        return v_lon, s_lon, kinds, emergency_lon, stop_s
 
-        # ---- lateral targets d_end (D,) and durations (L,)
-        half_w = width / 2
+    def _candidates(self, f: _Frame) -> _Candidates:
+        """Lateral targets d_end (D,) reached over durations (L,) as quintics d(s), combined with
+        every longitudinal profile: C = D * L * P candidates at the dense times, in base_link."""
+        p = self.params
+        t, dt, s0, d0, half_w, road = f.t, p.dense_dt_s, f.s0, f.d0, f.half_w, f.road
+        v_lon, s_lon, kinds, emergency_lon, stop_s = self._longitudinal_profiles(f)
+        n_lon, n_t = len(v_lon), len(t)
         d_targets = np.r_[np.asarray(p.lateral_offsets_m, float), road.lane_center_d_m]
         inside = (d_targets - half_w >= road.right_edge_d_m - 0.05) & \
                  (d_targets + half_w <= road.left_edge_d_m + 0.05)
@@ -554,7 +676,7 @@ class ClassicalPlanner:
         # distance driven by lat_T (extrapolated with the final speed beyond the horizon)
         s_at = np.stack([_distance_at(T, t, s_lon, v_lon) for T in lat_T])       # (L, P)
         L = np.maximum(s_at - s0, p.min_lateral_length_m)                           # (L, P)
-        coef = quintic_coefficients(d0, d_s0 * L[None], 0.0, d_targets[:, None, None], 0.0, 0.0,
+        coef = quintic_coefficients(d0, f.d_s0 * L[None], 0.0, d_targets[:, None, None], 0.0, 0.0,
                                     1.0)                                             # (D, L, P, 6)
         u = np.clip((s_lon[None, :, :] - s0) / L[:, :, None], 0.0, 1.0)              # (L, P, T)
         d = polyval(coef[..., None, :], u[None])                                     # (D, L, P, T)
@@ -565,12 +687,10 @@ class ClassicalPlanner:
         d_s = d_s.reshape(n_c, n_t)
         s = np.broadcast_to(s_lon[None, None], (n_d, n_l, n_lon, n_t)).reshape(n_c, n_t)
         s_dot = np.broadcast_to(v_lon[None, None], (n_d, n_l, n_lon, n_t)).reshape(n_c, n_t)
-        d_end_c = np.repeat(d_targets, n_l * n_lon)
-        lon_index = np.tile(np.arange(n_lon), n_d * n_l)
-        emergency = int(np.ravel_multi_index((0, 0, emergency_lon), (n_d, n_l, n_lon)))
+        d_end = np.repeat(d_targets, n_l * n_lon)
 
-        # ---- Cartesian trajectories and kinematics [C, T]
-        xr, yr, th, kappa = ref.frame_at(s)
+        # Cartesian trajectories and kinematics [C, T]
+        xr, yr, th, kappa = f.ref.frame_at(s)
         one_minus_kd = 1.0 - kappa * d
         x = xr - d * np.sin(th)
         y = yr + d * np.cos(th)
@@ -579,125 +699,160 @@ class ClassicalPlanner:
         a_lon = np.gradient(speed, dt, axis=1)
         yaw_rate = np.gradient(np.unwrap(yaw, axis=1), dt, axis=1)
         a_lat = speed * yaw_rate
-        j_lon = np.gradient(a_lon, dt, axis=1)
-        j_lat = np.gradient(a_lat, dt, axis=1)
+        return _Candidates(
+            kinds=kinds, stop_s=stop_s, n=n_c, d=d, s=s, d_end=d_end,
+            lon_index=np.tile(np.arange(n_lon), n_d * n_l),
+            emergency=int(np.ravel_multi_index((0, 0, emergency_lon), (n_d, n_l, n_lon))),
+            x=x, y=y, yaw=yaw, th=th, one_minus_kd=one_minus_kd, speed=speed, a_lon=a_lon,
+            a_lat=a_lat, j_lon=np.gradient(a_lon, dt, axis=1), j_lat=np.gradient(a_lat, dt, axis=1),
+            lane_pos=np.argmin(np.abs(d_end[:, None] - f.lane_c[None]), axis=1))
 
-        # ---- hard constraints without objects
+    # ---- step 3: limits and costs that do not need the objects
+    def _limit_checks(self, f: _Frame, c: _Candidates) -> dict:
+        """{limit name: (C,) bool, True where the candidate keeps it}; also sets c.v_cap and
+        c.outside (how far the footprint is off the road at each step)."""
+        p = self.params
         eps = 0.05
-        v_cap = max(limit, v0)
-        speed_ok = speed.max(axis=1) <= v_cap + eps
-        accel_ok = (a_lon.max(axis=1) <= p.max_accel_mps2 + eps) & \
-                   (a_lon.min(axis=1) >= -p.max_decel_mps2 - eps)
-        lat_ok = np.abs(a_lat).max(axis=1) <= p.max_lat_accel_mps2 + eps
-        geometry_ok = one_minus_kd.min(axis=1) > 0.05
-        psi = yaw - th
+        c.v_cap = max(f.limit, f.v0)
+        psi = c.yaw - c.th
         sp, cp = np.sin(psi), np.cos(psi)
-        outside = np.zeros_like(d)
-        for lx in (p.base_to_center_m - length / 2, front_m):
-            for ly in (-half_w, half_w):
-                d_corner = d + lx * sp + ly * cp
-                outside = np.maximum(outside, np.maximum(d_corner - road.left_edge_d_m,
-                                                         road.right_edge_d_m - d_corner))
-        road_ok = (outside[:, 1:] <= outside[:, :1] + p.road_tolerance_m).all(axis=1)
-        limits_ok = speed_ok & accel_ok & lat_ok & road_ok & geometry_ok
+        outside = np.zeros_like(c.d)
+        for lx in (p.base_to_center_m - f.length / 2, f.front_m):
+            for ly in (-f.half_w, f.half_w):
+                d_corner = c.d + lx * sp + ly * cp
+                outside = np.maximum(outside, np.maximum(d_corner - f.road.left_edge_d_m,
+                                                         f.road.right_edge_d_m - d_corner))
+        c.outside = outside
+        return {
+            'speed': c.speed.max(axis=1) <= c.v_cap + eps,
+            'accel': (c.a_lon.max(axis=1) <= p.max_accel_mps2 + eps)
+            & (c.a_lon.min(axis=1) >= -p.max_decel_mps2 - eps),
+            'lateral accel': np.abs(c.a_lat).max(axis=1) <= p.max_lat_accel_mps2 + eps,
+            'road': (outside[:, 1:] <= outside[:, :1] + p.road_tolerance_m).all(axis=1),
+            'geometry': c.one_minus_kd.min(axis=1) > 0.05,
+        }
 
-        # ---- costs without objects
+    def _costs(self, f: _Frame, c: _Candidates) -> dict:
+        """Cost terms (C,) without objects: progress, comfort, lane, instruction, consistency."""
+        p = self.params
+        road, n_obj, lane_c, v_target = f.road, f.n_obj, f.lane_c, f.v_target
         costs = {}
         # progress: each lane allows the speed from which the ego can still stop comfortably,
         # keeping min_gap_m + time_headway_s, behind the nearest object ahead in it (now);
         # the speed error is taken to that, and a lane allowing less than the target costs
         # Only a lane whose leader is passable (slow, not a pedestrian, not a car standing in
         # traffic) counts as slower: behind moving traffic one follows (the IDM reference).
-        v_lane = np.full(n_lanes, v_target)
+        v_lane = np.full(f.n_lanes, v_target)
         if n_obj:
             b, tau = p.comfort_decel_mps2, p.time_headway_s
-            in_lane = np.abs(d_obj[None, :, 0] - lane_c[:, None]) \
-                < ext_d[None, :, 0] + half_w                                         # (lanes, N)
-            in_lane &= (s_obj[None, :, 0] > s0)
-            room = s_obj[:, 0] - ext_s[:, 0] - (s0 + front_m) - p.min_gap_m \
-                + np.maximum(v_obj_s, 0.0) ** 2 / (2 * b)                              # (N,)
+            in_lane = np.abs(f.d_obj[None, :, 0] - lane_c[:, None]) \
+                < f.ext_d[None, :, 0] + f.half_w                                     # (lanes, N)
+            in_lane &= (f.s_obj[None, :, 0] > f.s0)
+            room = f.s_obj[:, 0] - f.ext_s[:, 0] - (f.s0 + f.front_m) - p.min_gap_m \
+                + np.maximum(f.v_obj_s, 0.0) ** 2 / (2 * b)                            # (N,)
             v_allow = b * (-tau + np.sqrt(tau * tau + 2 * np.maximum(room, 0.0) / b))
-            slow = (np.maximum(v_obj_s0, 0.0) < min(p.pass_speed_fraction * v_target,
-                                                    p.pass_max_speed_mps)) \
-                & (labels != 'pedestrian') \
-                & ~np.isin(pred.ids, list(self._seen_moving))
-            dist = np.where(in_lane, s_obj[None, :, 0], np.inf)
+            slow = (np.maximum(f.v_obj_s0, 0.0) < min(p.pass_speed_fraction * v_target,
+                                                      p.pass_max_speed_mps)) \
+                & (f.labels != 'pedestrian') \
+                & ~np.isin(f.pred.ids, list(self._seen_moving))
+            dist = np.where(in_lane, f.s_obj[None, :, 0], np.inf)
             first = np.argmin(dist, axis=1)
-            has_lead = np.isfinite(dist[np.arange(n_lanes), first])
+            has_lead = np.isfinite(dist[np.arange(f.n_lanes), first])
             lane_slow = has_lead & slow[first]
             v_lane = np.where(lane_slow, np.minimum(v_target, v_allow[first]), v_target)
-        lane_pos = np.argmin(np.abs(d_end_c[:, None] - lane_c[None]), axis=1)
-        v_target_c = v_lane[lane_pos]
-        costs['progress'] = (p.w_speed * np.mean((speed - v_ref[lane_pos]) ** 2, axis=1)
+        v_target_c = v_lane[c.lane_pos]
+        costs['progress'] = (p.w_speed * np.mean((c.speed - f.v_ref[c.lane_pos]) ** 2, axis=1)
                              + p.w_lane_speed * (v_target - v_target_c) ** 2)
-        costs['comfort'] = (p.w_accel * np.mean(a_lon ** 2, axis=1)
-                            + p.w_lat_accel * np.mean(a_lat ** 2, axis=1)
-                            + p.w_jerk * np.mean(j_lon ** 2, axis=1)
-                            + p.w_lat_jerk * np.mean(j_lat ** 2, axis=1)
+        costs['comfort'] = (p.w_accel * np.mean(c.a_lon ** 2, axis=1)
+                            + p.w_lat_accel * np.mean(c.a_lat ** 2, axis=1)
+                            + p.w_jerk * np.mean(c.j_lon ** 2, axis=1)
+                            + p.w_lat_jerk * np.mean(c.j_lat ** 2, axis=1)
                             + p.w_hard_brake * np.mean(
-                                np.maximum(-a_lon - p.comfort_decel_mps2, 0.0) ** 2, axis=1))
-        lane_now = int(road.lane_index_of(d0))
-        lane_end = road.lane_index_of(d_end_c)
-        same_dir = ~oncoming
+                                np.maximum(-c.a_lon - p.comfort_decel_mps2, 0.0) ** 2, axis=1))
+        lane_now = int(road.lane_index_of(f.d0))
+        lane_end = road.lane_index_of(c.d_end)
+        same_dir = ~f.oncoming
         lanes_right = (np.cumsum(same_dir) - same_dir) * same_dir       # same-direction lanes right
-        costs['lane'] = (p.w_lane_offset * (d_end_c - road.nearest_lane_center_d(d_end_c)) ** 2
+        costs['lane'] = (p.w_lane_offset * (c.d_end - road.nearest_lane_center_d(c.d_end)) ** 2
                          + p.w_lane_change * np.abs(lane_end - lane_now)
-                         + p.w_keep_right * lanes_right[lane_pos]
-                         + p.w_oncoming_lane * oncoming[lane_pos]
-                         + p.w_leave_traffic * (len(lead_now) > 0 and not passable)
+                         + p.w_keep_right * lanes_right[c.lane_pos]
+                         + p.w_oncoming_lane * f.oncoming[c.lane_pos]
+                         + p.w_leave_traffic * (len(f.lead_now) > 0 and not f.passable)
                          * (lane_end != lane_now))
-        # entering an oncoming lane: only to pass something passable, and only if it stays clear
-        # of oncoming traffic for the whole pass
-        oncoming_ok = np.ones(n_c, bool)
-        lane_now_pos = int(np.argmin(np.abs(d0 - lane_c)))
-        asked = instruction.kind in ('change_lane_left', 'change_lane_right')
-        if oncoming.any() and not oncoming[lane_now_pos]:
-            clear = np.ones(n_lanes, bool)
-            if n_obj:
-                meet_s = (s_obj[:, 0] - ext_s[:, 0] - s0 - front_m) \
-                    / np.maximum(v_target + np.maximum(-v_obj_s0, 0.0), 0.5)          # (N,)
-                near = np.abs(d_obj[None, :, 0] - lane_c[:, None]) \
-                    < road.lane_width_m[:, None] / 2 + ext_d[None, :, 0]
-                near &= (s_obj[None, :, 0] + ext_s[None, :, 0] > s0 - length)
-                blocking = near & (meet_s[None] < t_pass)
+        costs['instruction'] = p.w_instruction * self._instruction_mismatch(f, lane_now, lane_end)
+        costs['consistency'] = self._consistency(f, c)
+        return costs
+
+    def _oncoming_ok(self, f: _Frame, c: _Candidates):
+        """(C,) entering an oncoming lane: only to pass something passable (or when asked to
+        change lanes), and only if it stays clear of oncoming traffic for the whole pass."""
+        p = self.params
+        oncoming_ok = np.ones(c.n, bool)
+        lane_now_pos = int(np.argmin(np.abs(f.d0 - f.lane_c)))
+        asked = f.instruction.kind in ('change_lane_left', 'change_lane_right')
+        if f.oncoming.any() and not f.oncoming[lane_now_pos]:
+            clear = np.ones(f.n_lanes, bool)
+            if f.n_obj:
+                meet_s = (f.s_obj[:, 0] - f.ext_s[:, 0] - f.s0 - f.front_m) \
+                    / np.maximum(f.v_target + np.maximum(-f.v_obj_s0, 0.0), 0.5)      # (N,)
+                near = np.abs(f.d_obj[None, :, 0] - f.lane_c[:, None]) \
+                    < f.road.lane_width_m[:, None] / 2 + f.ext_d[None, :, 0]
+                near &= (f.s_obj[None, :, 0] + f.ext_s[None, :, 0] > f.s0 - f.length)
+                blocking = near & (meet_s[None] < f.t_pass)
                 clear = ~blocking.any(axis=1)
-            allowed = clear & (passable | asked)
-            oncoming_ok = ~oncoming[lane_pos] | allowed[lane_pos]
-        mismatch = np.zeros(n_c)
-        if instruction.kind in ('change_lane_left', 'change_lane_right'):
-            want = lane_now + (1 if instruction.kind == 'change_lane_left' else -1)
-            if np.any(road.lane_index_of(road.lane_center_d_m) == want):
+            allowed = clear & (f.passable | asked)
+            oncoming_ok = ~f.oncoming[c.lane_pos] | allowed[c.lane_pos]
+        return oncoming_ok
+
+    def _instruction_mismatch(self, f: _Frame, lane_now, lane_end):
+        """(C,) 1 where the candidate does not do what the instruction asked (lane instructions;
+        speed instructions act through the target speed)."""
+        kind = f.instruction.kind
+        mismatch = np.zeros(len(lane_end))
+        if kind in ('change_lane_left', 'change_lane_right'):
+            want = lane_now + (1 if kind == 'change_lane_left' else -1)
+            if np.any(f.road.lane_index_of(f.road.lane_center_d_m) == want):
                 mismatch = (lane_end != want).astype(float)
             else:
-                side = 'left' if instruction.kind == 'change_lane_left' else 'right'
-                notes.append(f'no lane to the {side}; instruction {instruction.text!r} not followed')
-        elif instruction.kind == 'keep_lane':
+                side = 'left' if kind == 'change_lane_left' else 'right'
+                f.notes.append(f'no lane to the {side}; instruction {f.instruction.text!r} not '
+                               'followed')
+        elif kind == 'keep_lane':
             mismatch = (lane_end != lane_now).astype(float)
-        costs['instruction'] = p.w_instruction * mismatch
-        limits_ok &= oncoming_ok
-        # consistency: departure from the previous plan over the times both cover
-        costs['consistency'] = np.zeros(n_c)
+        return mismatch
+
+    def _consistency(self, f: _Frame, c: _Candidates):
+        """(C,) departure from the previous plan over the times both cover."""
+        p = self.params
+        cost = np.zeros(c.n)
         if self._previous is not None and p.w_consistency > 0:
             prev_stamp, prev_t, prev_poses = self._previous
-            lag = (stamp_ns - prev_stamp) / 1e9
+            lag = (f.stamp_ns - prev_stamp) / 1e9
             if 0 < lag <= 1.0:
-                T_base_odom = np.linalg.inv(ego.T_odom_base())
+                T_base_odom = np.linalg.inv(f.ego.T_odom_base())
                 prev_xy = prev_poses[:, :2] @ T_base_odom[:2, :2].T + T_base_odom[:2, 3]
-                overlap = t + lag <= prev_t[-1] + 1e-6
-                px = np.interp(t[overlap] + lag, prev_t, prev_xy[:, 0])
-                py = np.interp(t[overlap] + lag, prev_t, prev_xy[:, 1])
-                costs['consistency'] = p.w_consistency * np.mean(
-                    (x[:, overlap] - px) ** 2 + (y[:, overlap] - py) ** 2, axis=1)
+                overlap = f.t + lag <= prev_t[-1] + 1e-6
+                px = np.interp(f.t[overlap] + lag, prev_t, prev_xy[:, 0])
+                py = np.interp(f.t[overlap] + lag, prev_t, prev_xy[:, 1])
+                cost = p.w_consistency * np.mean(
+                    (c.x[:, overlap] - px) ** 2 + (c.y[:, overlap] - py) ** 2, axis=1)
+        return cost
 
-        # ---- objects: collisions, clearance and headway. Candidates within the limits first;
-        # the others only when none of those is collision-free (degraded / emergency choice).
-        cx = x + p.base_to_center_m * np.cos(yaw)
-        cy = y + p.base_to_center_m * np.sin(yaw)
-        collision_free = np.ones(n_c, bool)
-        evaluated = np.zeros(n_c, bool)
-        costs['clearance'] = np.zeros(n_c)
-        costs['headway'] = np.zeros(n_c)
-        min_clearance = np.full(n_c, np.inf)
+    # ---- step 4: objects - collisions, clearance and headway
+    def _object_checks(self, f: _Frame, c: _Candidates, limits_ok, costs: dict) -> dict:
+        """Candidates within the limits first; the others only when none of those is
+        collision-free (degraded / emergency choice). Adds the 'clearance' and 'headway' costs;
+        returns {'collision_free', 'evaluated', 'min_clearance'} (C,) arrays."""
+        p = self.params
+        n_obj, half_w, s0, d = f.n_obj, f.half_w, f.s0, c.d
+        s_obj, d_obj, ext_s, ext_d = f.s_obj, f.d_obj, f.ext_s, f.ext_d
+        cx = c.x + p.base_to_center_m * np.cos(c.yaw)
+        cy = c.y + p.base_to_center_m * np.sin(c.yaw)
+        collision_free = np.ones(c.n, bool)
+        evaluated = np.zeros(c.n, bool)
+        costs['clearance'] = np.zeros(c.n)
+        costs['headway'] = np.zeros(c.n)
+        min_clearance = np.full(c.n, np.inf)
 
         # objects that can ever be ahead of some candidate (for headway and stopping distance)
         rel = np.flatnonzero(((s_obj > s0)
@@ -709,9 +864,9 @@ class ClassicalPlanner:
             evaluated[idx] = True
             if not n_obj or len(idx) == 0:
                 return
-            gap, behind = footprint_gaps(np.stack([cx[idx], cy[idx]], -1), yaw[idx], length / 2,
-                                         half_w, pred, exact_within_m=p.clearance_soft_m + 0.5)
-            keeps_lane = np.abs(d[idx] - d0) < LANE_KEEP_TOLERANCE_M
+            gap, behind = footprint_gaps(np.stack([cx[idx], cy[idx]], -1), c.yaw[idx], f.length / 2,
+                                         half_w, f.pred, exact_within_m=p.clearance_soft_m + 0.5)
+            keeps_lane = np.abs(d[idx] - f.d0) < LANE_KEEP_TOLERANCE_M
             counted = ~(behind & keeps_lane[..., None])                            # (c, T, N)
             gap_c = np.where(counted, gap, np.inf)
             collision_free[idx] = ~(gap_c[:, 1:] < p.collision_margin_m).any(axis=(1, 2))
@@ -722,16 +877,16 @@ class ClassicalPlanner:
             if not len(rel):
                 return
             so, do, es, ed = s_obj[rel], d_obj[rel], ext_s[rel], ext_d[rel]
-            desired = p.min_gap_m + p.time_headway_s * speed[idx]
-            s_i, d_i = s[idx][:, None, :], d[idx][:, None, :]
+            desired = p.min_gap_m + p.time_headway_s * c.speed[idx]
+            s_i, d_i = c.s[idx][:, None, :], d[idx][:, None, :]
             ahead = (so[None] > s_i) & (np.abs(do[None] - d_i) < ed[None] + half_w + 0.3)
-            gap_s = so[None] - es[None] - (s_i + front_m)
+            gap_s = so[None] - es[None] - (s_i + f.front_m)
             short = np.where(ahead, np.maximum(desired[:, None, :] - gap_s, 0.0), 0.0) \
                 / desired[:, None, :]
             # the horizon ends somewhere: from there the ego must still be able to stop behind
             # what is ahead (both braking equally hard): comfortably (cost) or at all (reject)
-            v_end = speed[idx, -1][:, None]                                        # (c, 1)
-            v_obj = np.maximum(v_obj_s[rel], 0.0)[None, :]                            # (1, N)
+            v_end = c.speed[idx, -1][:, None]                                      # (c, 1)
+            v_obj = np.maximum(f.v_obj_s[rel], 0.0)[None, :]                          # (1, N)
             gap_end = np.where(ahead[:, :, -1], gap_s[:, :, -1], np.inf)          # (c, N)
             need_comfort = (v_end ** 2 - v_obj ** 2) / (2 * p.comfort_decel_mps2) + p.min_gap_m
             need_max = (v_end ** 2 - v_obj ** 2) / (2 * p.max_decel_mps2) + p.collision_margin_m
@@ -741,49 +896,58 @@ class ClassicalPlanner:
                                                    + np.sum(short_end ** 2, axis=1))
             collision_free[idx] &= ~(need_max > gap_end).any(axis=1)
 
-        evaluate(np.union1d(np.flatnonzero(limits_ok), [emergency]))
+        evaluate(np.union1d(np.flatnonzero(limits_ok), [c.emergency]))
         if not (collision_free & limits_ok & evaluated).any():
             evaluate(np.flatnonzero(~evaluated))
+        return {'collision_free': collision_free, 'evaluated': evaluated,
+                'min_clearance': min_clearance}
+
+    # ---- step 5: selection
+    def _select(self, f: _Frame, c: _Candidates, limits: dict, limits_ok, costs: dict,
+                objects: dict) -> PlanResult:
+        """The cheapest candidate within every limit and collision-free; else the least violating
+        collision-free one ('degraded'); else braking at max_decel along the lane
+        ('emergency_stop')."""
+        p = self.params
+        collision_free, evaluated = objects['collision_free'], objects['evaluated']
         total = sum(costs.values())
         feasible = collision_free & limits_ok & evaluated
-
-        # ---- choose
+        status, notes = f.status, f.notes
         if feasible.any():
             best = int(np.argmin(np.where(feasible, total, np.inf)))
         elif collision_free.any():
             # the least violation (relative excess over each limit) wins, then the cost
-            violation = (np.maximum(speed.max(axis=1) / v_cap - 1, 0)
-                         + np.maximum(a_lon.max(axis=1) / p.max_accel_mps2 - 1, 0)
-                         + np.maximum(-a_lon.min(axis=1) / p.max_decel_mps2 - 1, 0)
-                         + np.maximum(np.abs(a_lat).max(axis=1) / p.max_lat_accel_mps2 - 1, 0)
-                         + np.maximum(outside[:, 1:].max(axis=1) - outside[:, 0], 0)
-                         + (~geometry_ok) + (~oncoming_ok))
+            violation = (np.maximum(c.speed.max(axis=1) / c.v_cap - 1, 0)
+                         + np.maximum(c.a_lon.max(axis=1) / p.max_accel_mps2 - 1, 0)
+                         + np.maximum(-c.a_lon.min(axis=1) / p.max_decel_mps2 - 1, 0)
+                         + np.maximum(np.abs(c.a_lat).max(axis=1) / p.max_lat_accel_mps2 - 1, 0)
+                         + np.maximum(c.outside[:, 1:].max(axis=1) - c.outside[:, 0], 0)
+                         + (~limits['geometry']) + (~limits['oncoming traffic']))
             best = int(np.argmin(np.where(collision_free, 1e3 * violation + total, np.inf)))
-            broken = [name for name, ok in (('speed', speed_ok), ('accel', accel_ok),
-                                            ('lateral accel', lat_ok), ('road', road_ok),
-                                            ('geometry', geometry_ok),
-                                            ('oncoming traffic', oncoming_ok)) if not ok[best]]
+            broken = [name for name, ok in limits.items() if not ok[best]]
             status = 'degraded'
             notes.append('no candidate met every limit; violates: ' + ', '.join(broken))
         else:
             # hold the current lateral offset, brake at max_decel
-            best = emergency
+            best = c.emergency
             status = 'emergency_stop'
             notes.append('every candidate collides; braking at max_decel along the lane')
 
         best_costs = {k: float(v[best]) for k, v in costs.items()}
         best_costs['total'] = float(total[best])
-        best_costs['min_clearance_m'] = float(min_clearance[best])
+        best_costs['min_clearance_m'] = float(objects['min_clearance'][best])
         full_status = status if not notes else status + '; ' + '; '.join(notes)
-        poses_base = np.c_[x[best], y[best], yaw[best]]
-        plan, dense = self._make_plans(scene, poses_base, speed[best], full_status,
+        poses_base = np.c_[c.x[best], c.y[best], c.yaw[best]]
+        plan, dense = self._make_plans(f.scene, poses_base, c.speed[best], full_status,
                                        best_costs['total'])
-        self._previous = (stamp_ns, t.copy(), np.vstack([[ego.x, ego.y, ego.yaw_rad], dense.poses]))
+        ego = f.ego
+        self._previous = (f.stamp_ns, f.t.copy(),
+                          np.vstack([[ego.x, ego.y, ego.yaw_rad], dense.poses]))
         debug = {'n_feasible': int(feasible.sum()), 'n_collision_checked': int(evaluated.sum()),
                  'n_collision_free': int((collision_free & evaluated).sum()),
-                 'instruction': instruction.kind, 'longitudinal': kinds[lon_index[best]],
-                 'lateral_target_m': float(d_end_c[best]), 'speed_target_mps': v_target,
-                 'speed_limit_mps': limit, 'desired_speed_mps': v_des,
-                 'passable_lead': bool(passable), 'oncoming_lanes': oncoming.tolist(),
-                 'stop_s_m': stop_s.tolist(), 's0_m': s0, 'd0_m': d0}
-        return PlanResult(plan, n_c, best_costs, full_status, dense, notes, debug)
+                 'instruction': f.instruction.kind, 'longitudinal': c.kinds[c.lon_index[best]],
+                 'lateral_target_m': float(c.d_end[best]), 'speed_target_mps': f.v_target,
+                 'speed_limit_mps': f.limit, 'desired_speed_mps': f.v_des,
+                 'passable_lead': bool(f.passable), 'oncoming_lanes': f.oncoming.tolist(),
+                 'stop_s_m': c.stop_s.tolist(), 's0_m': f.s0, 'd0_m': f.d0}
+        return PlanResult(plan, c.n, best_costs, full_status, dense, notes, debug)

@@ -1,0 +1,83 @@
+"""Ego footprint against predicted objects: the geometry the classical planner (to choose) and the
+safety filter (to judge) both need, so neither imports the other.
+
+The ego footprint is an oriented rectangle around `base_to_center_m` ahead of the rear axle;
+objects are the oriented boxes of `PredictedObjects` at the same times.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fmdrive.planning.prediction import PredictedObjects
+
+LANE_KEEP_TOLERANCE_M = 0.5  # lateral displacement below which the ego counts as keeping its lane
+
+
+def oriented_box_gaps(a_xy, a_yaw, a_half_l, a_half_w, b_xy, b_yaw, b_half_l, b_half_w):
+    """Signed gap (m) between oriented rectangles A and B along the separating axes (broadcasts).
+
+    Positive: separated by at least that distance (a lower bound of the true distance).
+    Negative: overlapping (minus the smallest penetration along the four axes)."""
+    dx = b_xy[..., 0] - a_xy[..., 0]
+    dy = b_xy[..., 1] - a_xy[..., 1]
+    ca, sa = np.cos(a_yaw), np.sin(a_yaw)
+    cb, sb = np.cos(b_yaw), np.sin(b_yaw)
+    cos_d = np.abs(ca * cb + sa * sb)
+    sin_d = np.abs(sa * cb - ca * sb)
+    g1 = np.abs(dx * ca + dy * sa) - a_half_l - (b_half_l * cos_d + b_half_w * sin_d)
+    g2 = np.abs(-dx * sa + dy * ca) - a_half_w - (b_half_l * sin_d + b_half_w * cos_d)
+    g3 = np.abs(dx * cb + dy * sb) - b_half_l - (a_half_l * cos_d + a_half_w * sin_d)
+    g4 = np.abs(-dx * sb + dy * cb) - b_half_w - (a_half_l * sin_d + a_half_w * cos_d)
+    return np.maximum(np.maximum(g1, g2), np.maximum(g3, g4))
+
+
+def footprint_gaps(ego_xy, ego_yaw, ego_half_l: float, ego_half_w: float,
+                   pred: PredictedObjects, exact_within_m: float = 3.0):
+    """Gaps between ego footprints and predicted objects at the same times.
+
+    ego_xy (..., T, 2) footprint centres, ego_yaw (..., T); pred holds N objects at those T times.
+    Returns gap (..., T, N) and behind (..., T, N): at the first time the object's centre was
+    straight behind the ego's rear edge (a follower; the flag holds for all times).
+    Only pairs whose bounding circles come within `exact_within_m` get their exact oriented-box
+    gap; the others get +inf (meaning: farther than exact_within_m). Pass
+    exact_within_m=np.inf for exact gaps everywhere."""
+    ego_xy = np.asarray(ego_xy, dtype=np.float64)
+    lead = ego_xy.shape[:-1]
+    n = len(pred)
+    if n == 0:
+        return np.full(lead + (0,), np.inf), np.zeros(lead + (0,), bool)
+    flat_xy = ego_xy.reshape(-1, ego_xy.shape[-2], 2)            # (C, T, 2)
+    n_c, n_t = flat_xy.shape[:2]
+    yaw = np.broadcast_to(np.asarray(ego_yaw, np.float64), lead).reshape(n_c, n_t)
+    gap = np.full((n_c, n_t, n), np.inf)
+    # followers: straight behind the footprint at the first time step
+    rel0 = pred.center_xy[None, :, 0, :] - flat_xy[:, None, 0, :]          # (C, N, 2)
+    c0, s0 = np.cos(yaw[:, :1]), np.sin(yaw[:, :1])                         # (C, 1)
+    lon0 = rel0[..., 0] * c0 + rel0[..., 1] * s0
+    lat0 = -rel0[..., 0] * s0 + rel0[..., 1] * c0
+    behind0 = (lon0 < -ego_half_l) & (np.abs(lat0) < ego_half_w + pred.half_width_m[None, :, 0])
+    behind = np.broadcast_to(behind0[:, None, :], (n_c, n_t, n))
+    reach = (np.hypot(ego_half_l, ego_half_w) + pred.bounding_radius_m().T
+             + exact_within_m)                                   # (T, N)
+    # (time, object) pairs that come within reach of the box around all footprints at that time
+    lo, hi = flat_xy.min(axis=0), flat_xy.max(axis=0)            # (T, 2)
+    oxy = np.moveaxis(pred.center_xy, 0, 1)                      # (T, N, 2)
+    out = np.maximum(np.maximum(lo[:, None, :] - oxy, oxy - hi[:, None, :]), 0.0)
+    t_k, n_k = np.nonzero(np.hypot(out[..., 0], out[..., 1]) < reach)
+    if len(t_k):
+        dx = oxy[t_k, n_k, 0] - flat_xy[:, t_k, 0]               # (C, K)
+        dy = oxy[t_k, n_k, 1] - flat_xy[:, t_k, 1]
+        near = dx * dx + dy * dy < reach[t_k, n_k] ** 2
+        c_i, k_i = np.nonzero(near)
+        if len(c_i):
+            ti, ni = t_k[k_i], n_k[k_i]
+            e_yaw = yaw[c_i, ti]
+            ddx, ddy = dx[c_i, k_i], dy[c_i, k_i]
+            zero = np.zeros((len(c_i), 2))
+            gap[c_i, ti, ni] = oriented_box_gaps(zero, e_yaw, ego_half_l, ego_half_w,
+                                                 np.stack([ddx, ddy], -1), pred.yaw_rad[ni, ti],
+                                                 pred.half_length_m[ni, ti],
+                                                 pred.half_width_m[ni, ti])
+    gap = gap.reshape(lead + (n,))
+    behind = behind.reshape(lead + (n,))
+    return gap, behind

@@ -1,0 +1,67 @@
+"""Vehicle and comfort limits: ONE declaration, shared by every planner and the safety filter.
+
+The classical planner samples within these limits and the safety filter judges any trajectory (the
+language-model planner's, the classical one's, a hand-written one) against the very same numbers,
+so a plan the planner thinks is fine cannot fail the check because of a second copy of a limit.
+
+Speed limit: the road's limit travels in the scene (`Scene.speed_limit_mps`, from the map or the
+scenario); `speed_limit_mps` here is only the fallback for a scene that carries none (0, negative
+or not finite), and `max_speed_mps` caps both (what this stack may drive at all, whatever the road
+allows). `effective_speed_limit` is the one place that decides.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fmdrive.config import SPEED_LIMIT_MPS
+from fmdrive.planning.prediction import DEFAULT_GROWTH_MPS
+
+
+class LimitsError(ValueError):
+    """Limits that cannot work together (e.g. comfort braking harder than emergency braking)."""
+
+
+@dataclass
+class VehicleLimits:
+    # speed
+    speed_limit_mps: float = SPEED_LIMIT_MPS  # the road's limit when the scene carries none
+    max_speed_mps: float = 36.1              # never planned above (130 km/h), whatever the road says
+    # longitudinal and lateral acceleration
+    max_accel_mps2: float = 2.0
+    max_decel_mps2: float = 6.0              # emergency braking
+    comfort_decel_mps2: float = 3.0
+    max_lat_accel_mps2: float = 3.0
+    kinematic_tolerance: float = 0.1         # relative slack of the safety check on the limits
+    # vehicle footprint (base_link = rear axle on the ground)
+    vehicle_length_m: float = 4.5
+    vehicle_width_m: float = 1.9
+    base_to_center_m: float = 1.4            # rear axle -> footprint centre
+    # what the safety filter demands
+    safety_margin_m: float = 0.2             # footprint closer than this to a predicted object
+    road_tolerance_m: float = 0.3            # footprint may cross the road edge by this much
+    default_lane_width_m: float = 3.5        # the ego lane assumed when the scene has no lanes
+    uncertainty_growth_mps: dict = field(default_factory=lambda: dict(DEFAULT_GROWTH_MPS))
+
+    def __post_init__(self):
+        for name in ('speed_limit_mps', 'max_speed_mps', 'max_accel_mps2', 'max_decel_mps2',
+                     'comfort_decel_mps2', 'max_lat_accel_mps2', 'vehicle_length_m',
+                     'vehicle_width_m'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise LimitsError(f'{name} must be a positive number, got {value!r}')
+        if self.comfort_decel_mps2 > self.max_decel_mps2:
+            raise LimitsError('comfort_decel_mps2 must not exceed max_decel_mps2')
+
+
+def effective_speed_limit(limits: VehicleLimits, scene) -> float:
+    """The speed limit a plan for `scene` must keep: the scene's (the road's) when it carries a
+    usable one, else the configured fallback; never above max_speed_mps."""
+    road = getattr(scene, 'speed_limit_mps', None)
+    try:
+        road = float(road)
+    except (TypeError, ValueError):
+        road = float('nan')
+    limit = road if np.isfinite(road) and road > 0 else float(limits.speed_limit_mps)
+    return min(limit, float(limits.max_speed_mps))
