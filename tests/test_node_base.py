@@ -13,8 +13,8 @@ from fmdrive.planning.watchdog import ego_along_plan, stopping_plan
 
 @pytest.mark.parametrize('node,name,value,message', [
     ('lidar_encoder', 'queue_size', 0, "'queue_size' = 0 is out of range [1, 100]"),
-    ('lidar_encoder', 'voxel_m', 'fine', "'voxel_m' must be a float, got str 'fine'"),
-    ('lidar_encoder', 'cluster_min_points', 2.5, "'cluster_min_points' must be a int"),
+    ('lidar_encoder', 'range_m', 'far', "'range_m' must be a float, got str 'far'"),
+    ('lidar_encoder', 'min_box_points', 2.5, "'min_box_points' must be a int"),
     ('planner', 'deadline_ms', -5.0, "'deadline_ms' = -5.0 is out of range"),
     ('fusion', 'sensor_qos', 'fast', "'sensor_qos' = 'fast' is not one of 'auto', 'sensor', 'reliable'"),
     ('visualizer', 'draw_points', 1, "'draw_points' must be a bool"),

@@ -140,7 +140,7 @@ def run_node_with(param: str, tmp_path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize('param,expected', [
     ('queue_size:=0', "'queue_size' = 0 is out of range [1, 100]"),
-    ('voxel_m:=fine', "'voxel_m' must be a float, got str 'fine'"),
+    ('range_m:=far', "'range_m' must be a float, got str 'far'"),
     ('sensor_qos:=fast', "'sensor_qos' = 'fast' is not one of"),
 ])
 def test_an_invalid_parameter_stops_the_node_at_start_with_one_line(param, expected, tmp_path):

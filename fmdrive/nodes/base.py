@@ -265,10 +265,14 @@ class FmdriveNode(Node):
                 self._handle(topic, handler, msg)
 
         adaptive = qos == 'any' or (qos == 'sensor' and self.p['sensor_qos'] == 'auto')
-        # deep enough that a burst (replay, a short stall of the executor) loses nothing before the
-        # callback moves it into the node's own bounded queue; the vehicle's 'sensor' setting keeps 5
+        # Light inputs: deep enough that a burst (replay, a short stall of the executor) loses
+        # nothing before the callback runs; the vehicle's fixed 'sensor' setting keeps 5.
+        # Heavy (queued) inputs keep no more in DDS than the node's own queue: a backlog inside the
+        # reader would build latency under load, so the oldest go there (KEEP_LAST) and are counted
+        # as stamp gaps ('missing'), next to the queue's own drops.
         fixed_sensor = qos == 'sensor' and self.p['sensor_qos'] == 'sensor'
-        depth = depth or config.QOS['sensor' if fixed_sensor else 'reliable']['depth']
+        depth = depth or (int(self.p['queue_size']) if queued else
+                          config.QOS['sensor' if fixed_sensor else 'reliable']['depth'])
         profile = self._initial_qos('reliable' if qos == 'any' else qos, depth)
         entry = {'msg_type': msg_type, 'callback': callback, 'adaptive': adaptive, 'depth': depth}
         self._subs[topic] = entry
