@@ -3,15 +3,19 @@ kind, against the expert's actual drive, twice side by side:
 
   perception: the graph's cores (classical LiDAR -> tracker -> scene -> planner, fmdrive.offline)
   perfect:    the same planner on a scene built from ground truth (GT objects moved to base_link,
-              GT lanes, the scenario's true speed limit, also let through the planner's own
-              speed_limit_mps cap), so planner errors are told apart from perception errors.
-              The perception run has the configured 13.9 m/s in its scenes (no map yet).
+              GT lanes), so planner errors are told apart from perception errors.
+Both plan through the arbiter the planner node runs (fmdrive/planning/arbiter.py: deadline, safety
+filter, fallback) with the planner node's default parameters, and both scenes carry the scenario's
+speed limit, as a map would give it (scene_limit='configured' puts the configured fallback into
+the perception run's scenes instead, as before the limit reached the scene).
 
 Per kind and overall: L2 at 1/2/3 s, collision rate against the GT objects' real motion, min
-distance (fmdrive.eval.metrics.planning_metrics), plan_ms p50/p99, comfort of the plans (max
+distance (fmdrive.eval.metrics.planning_metrics), plan_ms p50/p99 (the arbiter's whole call, as
+in the node; classical_ms: the classical planner alone), comfort of the plans (max
 |accel|, |jerk| over the waypoints), frame-to-frame consistency (how far the new plan's 1 s
 waypoint lies from where the previous plan said the car would be then), speed bias at 3 s (plan
-speed minus the expert's) and how often the plan is an emergency stop. Also the planning time of
+speed minus the expert's), how often the plan is an emergency stop, how often the published plan
+fails the safety filter, misses the deadline or is a fallback. Also the planning time of
 a synthetic scene with 20 objects.
 """
 import time
@@ -39,18 +43,21 @@ def _perfect_scene(frame, speed_limit_mps):
 
 
 def _plan_figures(plans, gt_frames):
-    """Comfort, consistency, speed bias and status counts of one run's plans."""
+    """Comfort, consistency, speed bias and status counts of one run's plans (published Plans)."""
     from fmdrive.eval.metrics import _interp_pose
     gt_t = np.array([f.stamp_ns for f in gt_frames], np.int64)
     gt_v = np.array([f.ego.speed_mps for f in gt_frames])
     by_stamp = {int(f.stamp_ns): f for f in gt_frames}
     accel, jerk, bias, consistency, ms = [], [], [], [], []
-    emergency = degraded = 0
+    emergency = degraded = unsafe = late = fallback = 0
     prev = None
     for plan in plans:
         ms.append(plan.planning_time_ms)
         emergency += plan.status.startswith('emergency_stop')
         degraded += plan.status.startswith('degraded')
+        unsafe += '; unsafe: ' in plan.status
+        late += not plan.deadline_met
+        fallback += plan.source == 'fallback'
         start = by_stamp.get(int(plan.stamp_ns))
         if start is None or len(plan.t_s) < 3:
             prev = None
@@ -83,6 +90,7 @@ def _plan_figures(plans, gt_frames):
         'speed_bias_3s_mps': float(np.mean(bias)) if bias else float('nan'),
         'speed_abs_err_3s_mps': float(np.mean(np.abs(bias))) if bias else float('nan'),
         'emergency_stop_rate': emergency / n, 'degraded_rate': degraded / n,
+        'unsafe_rate': unsafe / n, 'deadline_missed_rate': late / n, 'fallback_rate': fallback / n,
     }
 
 
@@ -117,10 +125,16 @@ def _overall(per_kind, runs):
     return out
 
 
+def _arbiter():
+    """The arbiter the planner node runs, with its default parameters."""
+    from fmdrive import config
+    from fmdrive.planning.arbiter import Arbiter
+    return Arbiter.from_node_params(config.node_params('planner'))
+
+
 def _twenty_objects_ms(repeats: int) -> dict:
     """Planning time of a two-lane road with 20 objects around the ego (the brief's budget)."""
     from fmdrive.objects import EgoState, Lane, Object3D, Scene
-    from fmdrive.planning.classical import ClassicalPlanner
     rng = np.random.default_rng(0)
     x = np.linspace(-10, 120, 60)
     lanes = [Lane(o, 3.5, np.c_[x, np.full_like(x, 3.5 * o), np.zeros_like(x)]) for o in (-1, 0, 1)]
@@ -132,42 +146,48 @@ def _twenty_objects_ms(repeats: int) -> dict:
         objects.append(Object3D([rng.uniform(8, 70), rng.uniform(-8, 8), 0.8], size,
                                 rng.uniform(-0.3, 0.3), label, id=i + 1,
                                 velocity=[rng.uniform(-3, 10), rng.uniform(-1, 1), 0]))
-    planner = ClassicalPlanner()
-    times = []
+    arbiter = _arbiter()
+    times, classical = [], []
     for k in range(repeats):
         scene = Scene(k, EgoState(0.0, 0.0, 0.0, 10.0), objects, lanes, 13.9)
-        times.append(planner.plan(scene).plan.planning_time_ms)
+        out = arbiter.plan(scene)
+        times.append(out.plan.planning_time_ms)
+        classical.append(out.planner_ms)
     return {'plan_ms_20_objects_p50': _percentile(times, 50),
-            'plan_ms_20_objects_p99': _percentile(times, 99)}
+            'plan_ms_20_objects_p99': _percentile(times, 99),
+            'classical_ms_20_objects_p50': _percentile(classical, 50),
+            'classical_ms_20_objects_p99': _percentile(classical, 99)}
 
 
-def measure(quick: bool = False) -> dict:
+def measure(quick: bool = False, scene_limit: str = 'scenario') -> dict:
     from fmdrive import config
     from fmdrive.eval.metrics import GroundTruthFrame, json_safe
     from fmdrive.offline import run_cores, simulate_frames
-    from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
     from fmdrive.sim import SCENARIO_KINDS, generate_scenario
 
+    if scene_limit not in ('scenario', 'configured'):
+        raise ValueError(f"scene_limit must be 'scenario' or 'configured', got {scene_limit!r}")
     kinds = QUICK_KINDS if quick else SCENARIO_KINDS
     duration_s = QUICK_DURATION_S if quick else DURATION_S
-    known = PlannerParams.__dataclass_fields__
-    planner_params = {k: v for k, v in config.node_params('planner').items() if k in known}
     t_start = time.perf_counter()
     per_kind = {'perception': {}, 'perfect': {}}
     plan_ms = {'perception': [], 'perfect': []}
+    classical_ms = []
     for kind in kinds:
-        limit = generate_scenario(kind, seed=SEED, duration_s=duration_s).road.speed_limit_mps
-        frames = list(simulate_frames(kind, SEED, duration_s, camera_scale=0.1))
-        results = list(run_cores(frames))
+        spec = generate_scenario(kind, seed=SEED, duration_s=duration_s)
+        limit = spec.road.speed_limit_mps
+        frames = list(simulate_frames(spec, camera_scale=0.1))
+        results = list(run_cores(frames, speed_limit_mps=limit if scene_limit == 'scenario' else None))
         gt_frames = [GroundTruthFrame(r.stamp_ns, r.gt_ego, r.gt_objects_odom) for r in results]
         plans = [r.plan for r in results if r.plan is not None]
         per_kind['perception'][kind] = _score(plans, gt_frames)
+        per_kind['perception'][kind]['speed_limit_mps'] = results[-1].scene.speed_limit_mps \
+            if results and results[-1].scene is not None else None
         plan_ms['perception'].append([p.planning_time_ms for p in plans])
+        classical_ms += [r.planning.planner_ms for r in results if r.planning is not None]
 
-        # the planner's speed_limit_mps caps the scene's limit: let the true limit through
-        planner = ClassicalPlanner(PlannerParams(**{**planner_params, 'speed_limit_mps': max(
-            planner_params.get('speed_limit_mps', limit), limit)}))
-        perfect = [planner.plan(_perfect_scene(f, limit)).plan for f in frames]
+        arbiter = _arbiter()
+        perfect = [arbiter.plan(_perfect_scene(f, limit)).plan for f in frames]
         per_kind['perfect'][kind] = _score(perfect, gt_frames)
         per_kind['perfect'][kind]['speed_limit_mps'] = limit
         plan_ms['perfect'].append([p.planning_time_ms for p in perfect])
@@ -181,13 +201,15 @@ def measure(quick: bool = False) -> dict:
         out.update({f'{run}_{k}': v for k, v in overall.items()})
     out['plan_ms_p50'] = out['perception_plan_ms_p50']
     out['plan_ms_p99'] = out['perception_plan_ms_p99']
+    out['classical_ms_p50'] = _percentile(classical_ms, 50)
+    out['classical_ms_p99'] = _percentile(classical_ms, 99)
+    out['deadline_ms'] = config.node_params('planner')['deadline_ms']
     out.update(_twenty_objects_ms(30 if quick else 100))
     out['per_kind'] = per_kind
     out['kinds'] = list(kinds)
     out['seed'] = SEED
     out['duration_s'] = duration_s
-    out['speed_limit_in_perception_scene_mps'] = config.node_params('fusion').get(
-        'speed_limit_mps', None)
+    out['speed_limit_in_perception_scene'] = scene_limit
     out['wall_s'] = round(time.perf_counter() - t_start, 1)
     return json_safe(out)
 

@@ -1,9 +1,10 @@
 """planner node: scene description (+ instruction) -> trajectory (nav_msgs/Path) and Plan.
 
-For now the classical sampling planner (fmdrive/planning/classical.py) under the safety check; the
-distilled LLM planner arrives later and will run first with this one as its fallback. When scenes
-stop coming, a watchdog publishes a safe stopping trajectory (fmdrive/planning/watchdog.py) at
-watchdog_period_s until they resume, and says why on /planning/plan and /diagnostics.
+An adapter around fmdrive/planning/arbiter.py, which decides what is published: a primary planner
+under the deadline (the distilled LLM planner when it arrives), the safety filter, the classical
+planner as fallback (today the only planner, so its plans go out with source 'classical'). When
+scenes stop coming, a watchdog publishes a safe stopping trajectory (fmdrive/planning/watchdog.py)
+at watchdog_period_s until they resume, and says why on /planning/plan and /diagnostics.
 """
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from std_msgs.msg import String
 from fmdrive import config
 from fmdrive.msgs import msg_to_scene, plan_to_msg, plan_to_path
 from fmdrive.nodes.base import FmdriveNode, run_node
-from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
-from fmdrive.planning.safety import check_trajectory
+from fmdrive.planning.arbiter import Arbiter
 from fmdrive.planning.watchdog import stopping_plan
 
 MAX_INSTRUCTION_CHARS = 500
@@ -38,9 +38,7 @@ class PlannerNode(FmdriveNode):
         self.create_timer(float(self.p['watchdog_period_s']), self.watchdog)
 
     def reconfigure(self, params: dict, changed: dict) -> None:
-        known = PlannerParams.__dataclass_fields__
-        self.params = PlannerParams(**{k: v for k, v in params.items() if k in known})  # ValueError refuses
-        self.planner = ClassicalPlanner(self.params)
+        self.arbiter = Arbiter.from_node_params(params)  # ValueError refuses
 
     def on_instruction(self, msg: String):
         self.instruction = msg.data[:MAX_INSTRUCTION_CHARS]
@@ -49,18 +47,16 @@ class PlannerNode(FmdriveNode):
     def on_scene(self, msg: SceneDescription):
         t0 = time.perf_counter()
         scene = msg_to_scene(msg)
-        result = self.planner.plan(scene, self.instruction)
-        plan = result.plan
-        safety = check_trajectory(plan.poses, plan.t_s, plan.speeds_mps, scene, self.params)
-        if not safety.ok:
-            plan.status = f'{plan.status}; unsafe: {", ".join(safety.reasons)}'
-            self.warn(f'planned trajectory failed the safety check: {", ".join(safety.reasons)}', key='unsafe')
-        plan.planning_time_ms = (time.perf_counter() - t0) * 1e3
-        plan.deadline_met = plan.planning_time_ms <= float(self.p['deadline_ms'])
-        self.set_mode('ok' if result.status.split(';')[0].split()[0] in ('ok', 'no_lane') else result.status)
-        self.publish(plan)
+        out = self.arbiter.plan(scene, self.instruction)
+        if out.source == 'fallback':
+            self.warn(out.status, key='fallback')
+        if not out.safety.ok:
+            self.warn(f'published trajectory failed the safety check: {", ".join(out.safety.reasons)}',
+                      key='unsafe')
+        self.set_mode(out.mode)
+        self.publish(out.plan)
         self.last_scene, self.last_scene_time = scene, time.monotonic()
-        self.record(plan.planning_time_ms, scene.stamp_ns)
+        self.record((time.perf_counter() - t0) * 1e3, scene.stamp_ns)
 
     def watchdog(self):
         """No scene for stale_after_s: publish a stop from where the last plan has taken the car."""
@@ -71,7 +67,7 @@ class PlannerNode(FmdriveNode):
         reason = (f'no scene for {silent_s:.1f} s' if self.last_scene_time is not None
                   else 'no scene received yet') + ' (see /diagnostics for the silent input)'
         with self._lock:
-            plan = stopping_plan(self.planner, self.last_scene, self.last_plan, self.now_ns(), reason)
+            plan = stopping_plan(self.arbiter.fallback, self.last_scene, self.last_plan, self.now_ns(), reason)
             self.set_mode(plan.status)
             self.publish(plan)
 

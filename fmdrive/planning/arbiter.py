@@ -1,0 +1,166 @@
+"""The planning contract: a primary planner under a deadline, the one safety filter, the classical
+fallback. The planner node, fmdrive.offline and the benchmarks all plan through `Arbiter.plan`.
+
+    primary (the language-model planner later; any `Planner`)   classical planner (fallback)
+      runs in a worker thread with budget_ms = deadline_ms        runs meanwhile in the caller,
+      and is abandoned (not waited for) at the deadline            under its own budget
+                   \\                                            /
+                    check_trajectory (safety.py, the limits of limits.py)
+                                        |
+      the primary's plan when it is on time, well formed and safe (source = primary.source,
+      'llm'); else the classical plan, source 'fallback', status 'fallback: <why>; <its status>'
+
+Without a primary (today: the classical planner is the only implementation) the classical plan is
+published as it is (source 'classical'); when even it fails the safety filter it is still the best
+plan there is (e.g. an emergency stop among predicted collisions), so it goes out with
+'; unsafe: <reasons>' in its status and `ArbiterResult.safety` says so.
+
+Why in parallel: the fallback plan is ready when the deadline passes (the worst case latency is
+max(deadline, fallback budget), not their sum), and the classical planner sees every scene, so its
+memory (cruise speed, braking leads, cars seen moving) is current when it is needed. An abandoned
+primary keeps its thread until it returns; until then it is not started again ('primary still
+busy'), so a hung model cannot pile up threads. The primary must not modify the scene.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from fmdrive.objects import Plan, Scene
+from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
+from fmdrive.planning.protocol import Planner, PlanResult
+from fmdrive.planning.safety import SafetyReport, check_trajectory
+
+
+@dataclass
+class ArbiterResult:
+    plan: Plan                  # what to publish: source, status, deadline_met, planning_time_ms set
+    source: str                 # plan.source: primary.source ('llm') | 'classical' | 'fallback'
+    status: str                 # why this plan: 'primary', 'classical' or 'fallback: <why>'
+    planner_result: PlanResult  # what the planner of the published plan returned
+    safety: SafetyReport        # the safety filter's verdict on the published plan
+    mode: str                   # one line for /diagnostics: 'ok' or what is wrong
+    primary_ms: float | None = None   # time the primary took (None: none ran, or still running)
+    planner_ms: float = 0.0     # time the planner of the published plan took (plan.planning_time_ms
+                                # is the arbiter's whole call: both planners, the safety filter)
+
+
+class Arbiter:
+    def __init__(self, fallback: ClassicalPlanner, primary: Planner | None = None,
+                 deadline_ms: float = 100.0, fallback_budget_ms: float | None = None):
+        """deadline_ms: the primary's budget (and, without a primary, the classical planner's);
+        fallback_budget_ms: the classical planner's own budget (default: deadline_ms)."""
+        if primary is not None and not isinstance(primary, Planner):
+            raise TypeError(f'primary planner {type(primary).__name__} lacks source / plan(scene, '
+                            'instruction, budget_ms)')
+        if primary is fallback:
+            raise ValueError('the primary planner must not be the fallback instance (both run at '
+                             'once); leave primary=None to run the classical planner alone')
+        if not deadline_ms > 0 or (fallback_budget_ms is not None and not fallback_budget_ms > 0):
+            raise ValueError(f'deadline_ms ({deadline_ms}) and fallback_budget_ms '
+                             f'({fallback_budget_ms}) must be positive')
+        self.fallback = fallback
+        self.primary = primary
+        self.deadline_ms = float(deadline_ms)
+        self.fallback_budget_ms = float(fallback_budget_ms or deadline_ms)
+        self.limits = fallback.params           # the one set of limits the safety filter applies
+        self._busy: threading.Thread | None = None   # an abandoned primary still running
+
+    @classmethod
+    def from_node_params(cls, params: dict, primary: Planner | None = None) -> 'Arbiter':
+        """The arbiter the planner node runs, from its parameters (config.node_params('planner')
+        or the node's current ones); unknown keys are ignored, bad values raise ValueError."""
+        known = PlannerParams.__dataclass_fields__
+        planner = ClassicalPlanner(PlannerParams(**{k: v for k, v in params.items() if k in known}))
+        return cls(planner, primary, float(params['deadline_ms']),
+                   params.get('fallback_budget_ms'))
+
+    @property
+    def params(self) -> PlannerParams:
+        return self.fallback.params
+
+    def plan(self, scene: Scene, instruction: str = '') -> ArbiterResult:
+        """The plan to publish for `scene`; never raises, always returns a plan."""
+        t0 = time.perf_counter()
+        started, why_not = self._start_primary(scene, instruction) if self.primary else (None, None)
+        classical = self.fallback.plan(scene, instruction, budget_ms=self.fallback_budget_ms)
+        if self.primary is None:
+            return self._finish(t0, classical, scene, 'classical', 'classical', None)
+        primary_ms = None
+        if started is not None:
+            done, box = started
+            done.wait(timeout=max(0.0, self.deadline_ms / 1e3 - (time.perf_counter() - t0)))
+            why_not, primary_ms = self._judge_primary(t0, done, box, scene)
+        if why_not is None:
+            return self._finish(t0, box['result'], scene, self.primary.source, 'primary', primary_ms,
+                                box['safety'])
+        return self._finish(t0, classical, scene, 'fallback', f'fallback: {why_not}', primary_ms)
+
+    # ------------------------------------------------------------------ helpers
+    def _start_primary(self, scene, instruction):
+        """((done event, result box), None) with the primary running, or (None, why not)."""
+        if self._busy is not None and self._busy.is_alive():
+            return None, 'primary still busy with an earlier scene it missed the deadline for'
+        self._busy = None
+        done, box = threading.Event(), {}
+        primary, budget_ms = self.primary, self.deadline_ms
+
+        def run():
+            t = time.perf_counter()
+            try:
+                box['result'] = primary.plan(scene, instruction, budget_ms)
+            except Exception as err:  # noqa: BLE001 - a failing primary is a reason to fall back
+                box['error'] = f'{type(err).__name__}: {err}'
+            box['ms'] = (time.perf_counter() - t) * 1e3
+            done.set()
+
+        thread = threading.Thread(target=run, name='primary-planner', daemon=True)
+        box['thread'] = thread
+        thread.start()
+        return (done, box), None
+
+    def _judge_primary(self, t0, done, box, scene):
+        """(None, ms) when the primary's plan may be published, else (why not, ms or None)."""
+        if not done.is_set():
+            self._busy = box['thread']          # abandoned: its late answer is never read
+            waited = (time.perf_counter() - t0) * 1e3
+            return (f'primary missed deadline {self.deadline_ms:.0f} ms (abandoned after '
+                    f'{waited:.0f} ms)'), None
+        ms = box['ms']
+        if ms > self.deadline_ms:
+            return f'primary missed deadline {self.deadline_ms:.0f} ms ({ms:.0f} ms)', ms
+        if 'error' in box:
+            return f'primary failed: {box["error"]}', ms
+        result = box.get('result')
+        plan = getattr(result, 'plan', None)
+        if not isinstance(plan, Plan):
+            return f'primary returned no plan ({type(result).__name__})', ms
+        report = check_trajectory(plan.poses, plan.t_s, plan.speeds_mps, scene, self.limits)
+        if not report.ok:
+            return 'primary unsafe: ' + '; '.join(report.reasons), ms
+        box['safety'] = report
+        return None, ms
+
+    def _finish(self, t0, result: PlanResult, scene, source, status, primary_ms,
+                safety: SafetyReport | None = None) -> ArbiterResult:
+        plan = result.plan
+        if safety is None:
+            safety = check_trajectory(plan.poses, plan.t_s, plan.speeds_mps, scene, self.limits)
+        planner_status = plan.status
+        if status.startswith('fallback'):
+            plan.status = f'{status}; {planner_status}'
+        if not safety.ok:
+            plan.status = f'{plan.status}; unsafe: {", ".join(safety.reasons)}'
+        plan.source = source
+        planner_ms = float(plan.planning_time_ms)
+        plan.planning_time_ms = (time.perf_counter() - t0) * 1e3
+        plan.deadline_met = plan.planning_time_ms <= self.deadline_ms
+        head = planner_status.split(';')[0].split(':')[0].split()
+        if status.startswith('fallback'):
+            mode = status
+        elif head and head[0] in ('ok', 'no_lane'):
+            mode = 'ok'
+        else:
+            mode = planner_status
+        return ArbiterResult(plan, source, status, result, safety, mode, primary_ms, planner_ms)

@@ -1,0 +1,201 @@
+"""Specification of the planning contract (fmdrive.planning.arbiter): a primary planner under a
+deadline, the safety filter, the classical fallback; and the speed limit the scene carries."""
+import threading
+
+import numpy as np
+import pytest
+
+from fmdrive import config
+from fmdrive.objects import EgoState, Lane, Object3D, Scene
+from fmdrive.planning.arbiter import Arbiter
+from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
+from fmdrive.planning.limits import VehicleLimits, effective_speed_limit
+from fmdrive.planning.protocol import PlanResult
+from fmdrive.planning.safety import check_trajectory
+
+
+def lanes(offsets=(0, 1)):
+    x = np.linspace(-10.0, 150.0, 60)
+    return [Lane(o, 3.5, np.c_[x, np.full_like(x, 3.5 * o), np.zeros_like(x)]) for o in offsets]
+
+
+def scene(objects=(), speed=10.0, limit=13.9, stamp_ns=1_000_000_000):
+    return Scene(stamp_ns, EgoState(0.0, 0.0, 0.0, speed), list(objects), lanes(), limit)
+
+
+def stopped_car(x, id=3):
+    return Object3D([x, 0.0, 0.8], [4.5, 1.9, 1.5], 0.0, 'car', id=id, velocity=[0.0, 0.0, 0.0])
+
+
+class StandInLLM:
+    """A primary planner: the classical planner's answer, under the name 'llm'."""
+    source = 'llm'
+
+    def __init__(self):
+        self.inner = ClassicalPlanner()
+        self.budgets = []
+
+    def plan(self, scene, instruction='', budget_ms=None):
+        self.budgets.append(budget_ms)
+        result = self.inner.plan(scene, instruction, budget_ms)
+        result.plan.source = self.source
+        return result
+
+
+class SleepsPastTheDeadline(StandInLLM):
+    """Sleeps until released (far past any deadline), then answers."""
+
+    def __init__(self):
+        super().__init__()
+        self.release, self.finished = threading.Event(), threading.Event()
+
+    def plan(self, scene, instruction='', budget_ms=None):
+        self.release.wait(timeout=30.0)
+        result = super().plan(scene, instruction, budget_ms)
+        self.finished.set()
+        return result
+
+
+class DrivesStraightOn:
+    """Keeps its speed straight ahead whatever is there."""
+    source = 'llm'
+
+    def plan(self, scene, instruction='', budget_ms=None):
+        from fmdrive.objects import Plan
+        t = np.arange(1, 7) * 0.5
+        v = scene.ego.speed_mps
+        poses = np.c_[v * t, np.zeros(6), np.zeros(6)]
+        return PlanResult(Plan(scene.stamp_ns, poses, t, np.full(6, v), source='llm'), 1, {}, 'ok')
+
+
+class Raises:
+    source = 'llm'
+
+    def plan(self, scene, instruction='', budget_ms=None):
+        raise RuntimeError('model file missing')
+
+
+def test_without_a_primary_the_classical_plan_goes_out_unchanged_with_source_classical():
+    sc = scene([stopped_car(40.0)])
+    out = Arbiter(ClassicalPlanner(), deadline_ms=100.0).plan(sc)
+    alone = ClassicalPlanner().plan(sc)
+    assert out.source == out.plan.source == 'classical' and out.status == 'classical'
+    assert np.array_equal(out.plan.poses, alone.plan.poses)
+    assert np.array_equal(out.plan.speeds_mps, alone.plan.speeds_mps)
+    assert out.plan.status == alone.status and out.safety.ok and out.mode == 'ok'
+    assert out.primary_ms is None
+
+
+def test_a_safe_primary_plan_on_time_is_published_with_source_llm():
+    primary = StandInLLM()
+    out = Arbiter(ClassicalPlanner(), primary, deadline_ms=5000.0).plan(scene([stopped_car(40.0)]))
+    assert out.source == out.plan.source == 'llm' and out.status == 'primary'
+    assert out.safety.ok and out.plan.deadline_met and out.mode == 'ok'
+    assert primary.budgets == [5000.0]          # the primary is told its budget
+    assert out.planner_result.plan is out.plan and out.primary_ms is not None
+
+
+def test_a_primary_that_sleeps_past_the_deadline_is_abandoned_and_the_classical_plan_published():
+    primary = SleepsPastTheDeadline()
+    arbiter = Arbiter(ClassicalPlanner(), primary, deadline_ms=50.0)
+    sc = scene([stopped_car(40.0)])
+    try:
+        out = arbiter.plan(sc)
+        assert not primary.finished.is_set()   # returned without waiting for the primary
+        assert out.source == out.plan.source == 'fallback'
+        assert out.status.startswith('fallback: primary missed deadline 50 ms (abandoned after ')
+        assert out.plan.status.startswith(out.status + '; ok')
+        assert not out.plan.deadline_met and out.mode == out.status
+        assert len(out.plan.poses) == 6 and out.safety.ok
+        # still sleeping at the next scene: not started a second time, the fallback again
+        again = arbiter.plan(scene([stopped_car(39.0)], stamp_ns=1_100_000_000))
+        assert again.source == 'fallback' and 'primary still busy' in again.status
+    finally:
+        primary.release.set()
+    assert primary.finished.wait(timeout=30.0)
+    arbiter._busy.join(timeout=30.0)
+    # awake again: its plans go out once more (its late answer to the first scene never did)
+    later = arbiter.plan(scene([stopped_car(38.0)], stamp_ns=1_200_000_000))
+    assert later.source == 'llm'
+
+
+def test_a_primary_plan_into_an_object_is_replaced_by_the_classical_plan():
+    sc = scene([stopped_car(20.0, id=3)])
+    out = Arbiter(ClassicalPlanner(), DrivesStraightOn(), deadline_ms=5000.0).plan(sc)
+    assert out.source == 'fallback'
+    assert out.status.startswith('fallback: primary unsafe: collision')
+    assert 'object id=3' in out.status
+    assert out.safety.ok                        # what goes out passes the same filter
+    assert check_trajectory(out.plan.poses, out.plan.t_s, out.plan.speeds_mps, sc).ok
+
+
+def test_a_primary_that_raises_falls_back_and_says_why():
+    out = Arbiter(ClassicalPlanner(), Raises(), deadline_ms=5000.0).plan(scene())
+    assert out.source == 'fallback'
+    assert out.status == 'fallback: primary failed: RuntimeError: model file missing'
+
+
+def test_the_fallback_instance_cannot_also_be_the_primary_and_a_non_planner_is_refused():
+    planner = ClassicalPlanner()
+    with pytest.raises(ValueError, match='must not be the fallback'):
+        Arbiter(planner, planner)
+    with pytest.raises(TypeError, match='lacks source'):
+        Arbiter(planner, object())
+
+
+def test_the_classical_planner_brakes_when_its_budget_is_spent_before_a_step():
+    r = ClassicalPlanner().plan(scene([stopped_car(60.0)], speed=12.0), budget_ms=1e-6)
+    assert r.status.startswith('budget_stop: ') and 'budget' in r.status
+    v = r.plan.speeds_mps
+    assert len(v) == 6 and np.all(np.diff(v) <= 1e-9) and v[-1] < 12.0
+
+
+def test_the_node_parameters_build_the_arbiter_the_node_runs():
+    arbiter = Arbiter.from_node_params(config.node_params('planner'))
+    assert arbiter.deadline_ms == config.node_params('planner')['deadline_ms']
+    assert arbiter.primary is None and arbiter.fallback_budget_ms == arbiter.deadline_ms
+    assert arbiter.limits is arbiter.fallback.params
+
+
+# ---------------------------------------------------------------- the speed limit in the scene
+
+def test_the_scenes_limit_wins_over_the_configured_fallback_in_both_directions():
+    limits = VehicleLimits(speed_limit_mps=13.9, max_speed_mps=30.0)
+    assert effective_speed_limit(limits, scene(limit=16.7)) == 16.7
+    assert effective_speed_limit(limits, scene(limit=8.3)) == 8.3
+    for unknown in (0.0, -1.0, float('nan'), None):
+        assert effective_speed_limit(limits, scene(limit=unknown)) == 13.9
+    assert effective_speed_limit(limits, scene(limit=40.0)) == 30.0     # never above max_speed
+
+
+def test_a_road_limit_above_the_configured_one_is_planned_to_and_checked_against():
+    planner = ClassicalPlanner(PlannerParams())          # configured fallback 13.9 m/s
+    fast_road = scene(speed=16.0, limit=16.7)
+    r = planner.plan(fast_road)
+    assert r.debug['speed_limit_mps'] == 16.7
+    assert r.plan.speeds_mps.min() > 14.5 and r.plan.speeds_mps.max() <= 16.7 + 1e-6
+    assert check_trajectory(r.plan.poses, r.plan.t_s, r.plan.speeds_mps, fast_road).ok
+    # the same trajectory on a 10 m/s road is too fast for the safety filter
+    slow_road = scene(speed=10.0, limit=10.0)
+    report = check_trajectory(r.plan.poses, r.plan.t_s, r.plan.speeds_mps, slow_road)
+    assert any('above the limit 10.00' in reason for reason in report.reasons)
+
+
+def test_max_speed_caps_a_road_limit_above_it():
+    r = ClassicalPlanner(PlannerParams(max_speed_mps=10.0)).plan(scene(speed=10.0, limit=16.7))
+    assert r.debug['speed_limit_mps'] == 10.0 and r.plan.speeds_mps.max() <= 10.0 + 1e-6
+
+
+@pytest.mark.timeout(300)
+def test_offline_cores_carry_the_scenarios_limit_into_the_scene_and_plan_through_the_arbiter():
+    from fmdrive.offline import run_cores, simulate_frames
+    from fmdrive.sim import generate_scenario
+    spec = generate_scenario('car_following', seed=7, duration_s=1.0)
+    spec.road.speed_limit_mps = 11.1
+    results = [r for r in run_cores(simulate_frames(spec, camera_scale=0.1),
+                                    speed_limit_mps=spec.road.speed_limit_mps) if r.scene is not None]
+    assert results
+    for r in results:
+        assert r.scene.speed_limit_mps == 11.1 and '11.1' in r.scene.text
+        assert r.plan.source == 'classical' and r.planning.plan is r.plan
+        assert r.planning.planner_result.debug.get('speed_limit_mps', 11.1) == 11.1
