@@ -461,13 +461,17 @@ def read_lidar_stamps(input_bag, progress: bool = False) -> list[int]:
     from fmdrive.bags.reader import BagReader
     from fmdrive.msgs import stamp_to_ns
     with BagReader(input_bag) as reader:
-        if TOPICS['points'] not in reader.topics:
-            raise EvalError(f'{input_bag}: no {TOPICS["points"]} in the input bag (topics: '
-                            f'{", ".join(sorted(reader.topics)) or "none"}); is it a sensor bag?')
-        it = present_messages(reader, [TOPICS['points']])
+        # ours, else the bag's one point-cloud topic (a user's driver name, remapped at replay)
+        clouds = [t for t, (msgtype, _) in reader.topics.items() if msgtype == 'sensor_msgs/msg/PointCloud2']
+        topic = TOPICS['points'] if TOPICS['points'] in reader.topics else (clouds[0] if len(clouds) == 1 else None)
+        if topic is None:
+            raise EvalError(f'{input_bag}: no {TOPICS["points"]} and {len(clouds)} other PointCloud2 topics '
+                            f'in the input bag (topics: {", ".join(sorted(reader.topics)) or "none"}); '
+                            'is it a sensor bag?')
+        it = present_messages(reader, [topic])
         return [stamp_to_ns(msg.header.stamp)
                 for _, msg in tqdm(it, desc='input bag', unit='frame', leave=False,
-                                   total=reader.topics[TOPICS['points']][1], disable=not progress)]
+                                   total=reader.topics[topic][1], disable=not progress)]
 
 
 def load_latency_json(path) -> dict | None:
