@@ -379,6 +379,14 @@ def add_bench(sub):
     p.set_defaults(func=cmd_bench)
 
 
+def add_build_engines(sub):
+    from fmdrive.inference.build import add_arguments, run
+    p = sub.add_parser('build-engines', help='build the TensorRT plans of engines/*/card.yaml on this machine '
+                       '(the Jetson) and exit')
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def cmd_params(args):
     from fmdrive.graph import params_yaml_text
     print(params_yaml_text(), end='')
@@ -390,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for add in (add_sim, add_run, add_replay, add_record, add_bag, add_demo, add_eval, add_report,
-                add_calib_check, add_import, add_bench):
+                add_calib_check, add_import, add_bench, add_build_engines):
         add(sub)
     sub.add_parser('params', help='print the default node parameters as ROS params YAML').set_defaults(
         func=cmd_params)

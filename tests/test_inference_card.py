@@ -1,0 +1,118 @@
+"""Model cards: a card that disagrees with its ONNX files is refused with one line naming the field."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from test_inference_helpers import (CLASSES, centernet_blob_model, centernet_card, constant_outputs_model, sha256,
+                                    tensor, write_card)
+
+from fmdrive.inference.card import CardError, load_card
+
+
+@pytest.fixture
+def card_dir(tmp_path):
+    d = tmp_path / 'camera_centernet'
+    d.mkdir()
+    centernet_card(d, centernet_blob_model(d / 'fp32.onnx'))
+    return d
+
+
+def edit_card(card_dir, change):
+    path = card_dir / 'card.yaml'
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def refused(path, *fragments) -> str:
+    with pytest.raises(CardError) as info:
+        load_card(path)
+    message = str(info.value)
+    assert '\n' not in message
+    assert str(path if path.name == 'card.yaml' else path / 'card.yaml') in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_a_card_that_matches_its_onnx_file_loads_with_every_field(card_dir):
+    card = load_card(card_dir)
+    assert card.name == 'camera_centernet' and card.io_convention == 'fmdrive_centernet'
+    assert card.classes == tuple(CLASSES)
+    image = card.networks['model'].inputs[0]
+    assert image.shape == (1, 3, 384, 640) and image.dtype == 'float32'
+    assert image.normalisation.letterbox.pad_value == 114 and image.normalisation.channel_order == 'rgb'
+    assert [t.name for t in card.networks['model'].outputs] == ['heatmap', 'size', 'offset', 'embedding', 'depth']
+    assert card.file('fp32').path == card_dir / 'fp32.onnx'
+    assert card.training['data_seed'] == 0
+    assert card.label(1) == 'pedestrian'
+
+
+def test_a_changed_onnx_file_is_refused_by_its_hash(card_dir):
+    with open(card_dir / 'fp32.onnx', 'ab') as f:
+        f.write(b'\0')
+    refused(card_dir, 'files.fp32.model.sha256', 'fp32.onnx')
+
+
+def test_a_missing_onnx_file_is_refused(card_dir):
+    (card_dir / 'fp32.onnx').unlink()
+    refused(card_dir, 'files.fp32.model.path', 'does not exist')
+
+
+def test_an_output_name_the_graph_does_not_have_is_refused(card_dir):
+    path = edit_card(card_dir, lambda d: d['networks']['model']['outputs'][1].update(name='wh'))
+    refused(path, 'networks.model')
+
+
+def test_a_shape_that_disagrees_with_the_graph_is_refused(card_dir):
+    def change(d):
+        d['networks']['model']['inputs'][0]['shape'] = [1, 3, 768, 1280]
+    refused(edit_card(card_dir, change), 'networks.model.inputs[0].shape', '[1, 3, 384, 640]')
+
+
+def test_a_dtype_that_disagrees_with_the_graph_is_refused(card_dir):
+    path = edit_card(card_dir, lambda d: d['networks']['model']['outputs'][4].update(dtype='float16'))
+    refused(path, 'networks.model.outputs[4].dtype', 'float32')
+
+
+def test_an_opset_that_disagrees_with_the_graph_is_refused(card_dir):
+    refused(edit_card(card_dir, lambda d: d.update(opset=13)), 'opset', '17')
+
+
+def test_heatmap_channels_must_equal_the_number_of_classes(card_dir):
+    refused(edit_card(card_dir, lambda d: d.update(classes=['car', 'pedestrian'])), 'heatmap.shape')
+
+
+def test_an_unknown_key_is_refused_by_name(card_dir):
+    refused(edit_card(card_dir, lambda d: d.update(normalization={})), 'normalization', 'unknown key')
+
+
+def test_an_int8_variant_without_calibration_is_refused(card_dir):
+    shutil.copy(card_dir / 'fp32.onnx', card_dir / 'int8_cpu.onnx')
+
+    def change(d):
+        d['files']['int8_cpu'] = {'model': {'path': 'int8_cpu.onnx', 'sha256': sha256(card_dir / 'int8_cpu.onnx')}}
+    refused(edit_card(card_dir, change), 'calibration')
+
+
+def test_a_convention_and_task_that_do_not_go_together_are_refused(card_dir):
+    refused(edit_card(card_dir, lambda d: d.update(task='lidar_detector')), 'task', 'camera_detector')
+
+
+def test_a_missing_card_and_bad_yaml_are_one_line(tmp_path):
+    refused(tmp_path, 'does not exist')
+    (tmp_path / 'card.yaml').write_text('name: [unclosed')
+    refused(tmp_path, 'not valid YAML')
+
+
+def test_a_camera_input_without_normalisation_is_refused(tmp_path):
+    model = constant_outputs_model(tmp_path / 'fp32.onnx', 'images', (1, 3, 64, 64),
+                                   {'output': np.zeros((1, 84, 9), np.float32)})
+    card = {'name': 'y', 'version': 1, 'task': 'camera_detector', 'io_convention': 'yolox', 'opset': 17,
+            'classes': CLASSES, 'networks': {'model': {'inputs': [tensor('images', (1, 3, 64, 64))],
+                                                       'outputs': [tensor('output', (1, 84, 9))]}}}
+    refused(write_card(tmp_path, card, {'fp32': {'model': model}}), 'normalisation')
