@@ -57,7 +57,7 @@ def check_inputs(card: ModelCard, network: str, inputs: dict) -> dict:
             raise BackendError(f'{card.name}/{network}: input {t.name} has shape {list(a.shape)}, '
                                f'the card says {list(t.shape)}')
         if a.dtype != np.dtype(t.dtype):
-            if not np.can_cast(a.dtype, t.dtype, 'same_kind'):
+            if a.dtype.kind != np.dtype(t.dtype).kind:       # float64 -> float32 yes, uint8 image -> float no
                 raise BackendError(f'{card.name}/{network}: input {t.name} is {a.dtype}, the card says {t.dtype}')
             a = a.astype(t.dtype)
         out[t.name] = np.ascontiguousarray(a)
