@@ -33,7 +33,7 @@ from fmdrive.config import QOS, TOPICS
 from fmdrive.bags.writer import default_qos_name
 
 CLOCK_PERIOD_SIM_S = 0.01          # /clock every 10 ms of sim time (100 Hz at rate 1)
-SUBSCRIBER_SETTLE_S = 0.5          # after subscribers match, let their side finish matching
+SUBSCRIBER_SETTLE_S = 0.5          # best effort only: after subscribers match, let their side finish matching
 
 
 def qos_profile(profile: dict):
@@ -294,11 +294,17 @@ def _wait_for_subscribers(node, executor, publishers, topics, stop_event) -> Non
     def matched(t):
         return publishers[t].get_subscription_count() if t in publishers else node.count_subscribers(t)
 
+    from rclpy.qos import ReliabilityPolicy
+    reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers.values())
     while not stop_event.is_set():
         missing = [t for t, n in expected.items()
                    if matched(t) < max(n, node.count_subscribers(t), 1)]
         if not missing:
-            time.sleep(SUBSCRIBER_SETTLE_S)
+            # Reliable: a reader our writer has matched gets every sample from now on (resent until
+            # acknowledged), so matching is the condition. Best effort has no acknowledgement: the
+            # reader's side of the match cannot be observed, so give it a moment.
+            if not reliable:
+                time.sleep(SUBSCRIBER_SETTLE_S)
             return
         if time.monotonic() - last_log > 5.0:
             node.get_logger().info(f'waiting for subscribers on {", ".join(missing)}')
