@@ -6,8 +6,15 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from test_inference_helpers import (CLASSES, centernet_blob_model, centernet_card, constant_outputs_model, sha256,
-                                    tensor, write_card)
+from test_inference_helpers import (
+    CLASSES,
+    centernet_blob_model,
+    centernet_card,
+    constant_outputs_model,
+    sha256,
+    tensor,
+    write_card,
+)
 
 from fmdrive.inference.card import CardError, load_card
 
@@ -64,8 +71,13 @@ def test_a_missing_onnx_file_is_refused(card_dir):
 
 
 def test_an_output_name_the_graph_does_not_have_is_refused(card_dir):
+    path = edit_card(card_dir, lambda d: d['networks']['model']['outputs'][3].update(name='emb'))
+    refused(path, 'networks.model.outputs', "'emb'", 'fp32.onnx has outputs')
+
+
+def test_a_tensor_the_convention_needs_is_refused_by_name(card_dir):
     path = edit_card(card_dir, lambda d: d['networks']['model']['outputs'][1].update(name='wh'))
-    refused(path, 'networks.model')
+    refused(path, 'networks.model.outputs', "needs a tensor named 'size'")
 
 
 def test_a_shape_that_disagrees_with_the_graph_is_refused(card_dir):
@@ -116,3 +128,17 @@ def test_a_camera_input_without_normalisation_is_refused(tmp_path):
             'classes': CLASSES, 'networks': {'model': {'inputs': [tensor('images', (1, 3, 64, 64))],
                                                        'outputs': [tensor('output', (1, 84, 9))]}}}
     refused(write_card(tmp_path, card, {'fp32': {'model': model}}), 'normalisation')
+
+
+def test_without_the_onnx_package_names_and_shapes_are_checked_through_onnxruntime(card_dir, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, 'onnx', None)
+    assert load_card(card_dir).name == 'camera_centernet'
+
+    renamed = edit_card(card_dir, lambda d: d['networks']['model']['outputs'][3].update(name='emb'))
+    refused(renamed, 'networks.model.outputs', "'emb'", 'fp32.onnx has outputs')
+    edit_card(card_dir, lambda d: d['networks']['model']['outputs'][3].update(name='embedding'))
+
+    def change(d):
+        d['networks']['model']['inputs'][0]['shape'] = [1, 3, 768, 1280]
+    refused(edit_card(card_dir, change), 'networks.model.inputs[0].shape')

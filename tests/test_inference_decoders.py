@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_inference_helpers import (AUTOWARE_GRID, FMDRIVE_GRID, YOLOX_INPUT_HW, autoware_card,
-                                    autoware_encoder_model, autoware_head_model, centernet_blob_model,
-                                    centernet_card, centerpoint_card, centerpoint_occupancy_model, yolox_card,
-                                    yolox_constant_model)
+from test_inference_helpers import (
+    AUTOWARE_GRID,
+    FMDRIVE_GRID,
+    YOLOX_INPUT_HW,
+    autoware_card,
+    autoware_encoder_model,
+    autoware_head_model,
+    centernet_blob_model,
+    centernet_card,
+    centerpoint_card,
+    centerpoint_occupancy_model,
+    yolox_card,
+    yolox_constant_model,
+)
 
 from fmdrive.inference.card import BevGrid, load_card
 from fmdrive.inference.decoders import circle_nms, heatmap_peaks, nms_xyxy, yolox_grid
 from fmdrive.inference.detectors import CameraDetector, LidarDetector, load_detector
-from fmdrive.inference.pillars import autoware_pillar_features, bev_canvas, scatter_to_bev
+from fmdrive.inference.pillars import (
+    autoware_pillar_features,
+    bev_canvas,
+    scatter_to_bev,
+)
 from fmdrive.inference.preprocess import image_to_input
 
 

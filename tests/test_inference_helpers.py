@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import yaml
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 OPSET = 17
 CLASSES = ['car', 'pedestrian', 'cyclist', 'cone']

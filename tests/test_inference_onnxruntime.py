@@ -79,7 +79,12 @@ def test_fp16_on_the_cpu_without_an_fp16_file_is_refused_and_unknown_precisions_
 
 
 def test_int8_runs_the_u8s8_qdq_file_on_the_cpu_close_to_fp32(tmp_path):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     fp32 = centernet_blob_model(tmp_path / 'fp32.onnx')
     frames = [image_tensor(i) for i in range(4)]
 

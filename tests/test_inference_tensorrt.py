@@ -17,8 +17,14 @@ import numpy as np
 import onnx
 import pytest
 import yaml
-from test_inference_helpers import (autoware_card, autoware_encoder_model, autoware_head_model, centernet_blob_model,
-                                    centernet_card, sha256)
+from test_inference_helpers import (
+    autoware_card,
+    autoware_encoder_model,
+    autoware_head_model,
+    centernet_blob_model,
+    centernet_card,
+    sha256,
+)
 
 from fmdrive.inference.backend import BackendError, make_backend
 from fmdrive.inference.card import load_card
@@ -202,7 +208,7 @@ def make_fake_tensorrt(version, cuda, log, memory_pools=True):
         def parse_from_file(self, path):
             try:
                 model = onnx.load(path)
-            except Exception as e:  # the real parser reports, never raises
+            except Exception as e:  # noqa: BLE001 - the real parser reports, never raises
                 self.errors.append(f'cannot read {path}: {e}')
                 return False
             init = {i.name for i in model.graph.initializer}
@@ -352,8 +358,8 @@ def make_fake_tensorrt(version, cuda, log, memory_pools=True):
     if major >= 10:
         Engine.num_io_tensors = property(lambda self: len(self.io))
         Engine.get_tensor_name = lambda self, i: self.io[i][0]
-        Engine.get_tensor_mode = lambda self, n: trt.TensorIOMode.INPUT if dict(
-            (x[0], x[1]) for x in self.io)[n] else trt.TensorIOMode.OUTPUT
+        Engine.get_tensor_mode = lambda self, n: (trt.TensorIOMode.INPUT if {x[0]: x[1] for x in self.io}[n]
+                                                  else trt.TensorIOMode.OUTPUT)
         Engine.get_tensor_shape = lambda self, n: {x[0]: x[2] for x in self.io}[n]
         Engine.get_tensor_dtype = lambda self, n: trt.DataType.FLOAT
     else:
@@ -468,7 +474,7 @@ def test_tensorrt_10_builds_fp16_and_runs_named_tensors_copy_execute_copy_sync(f
 
 
 def test_tensorrt_8_uses_explicit_batch_and_bindings_with_execute_async_v2(fake_gpu, centernet, tmp_path):
-    trt, cuda, log = fake_gpu('8.6.1')
+    trt, _, log = fake_gpu('8.6.1')
     backend = TensorRTBackend(engines_dir=tmp_path / 'engines')
     backend.load(centernet, 'fp32')
     assert trt.built[0]['network_flags'] & 1 and trt.built[0]['flags'] == []
@@ -551,7 +557,7 @@ def with_calibration(card_dir, frames, extra_files=None):
 
 def test_int8_of_an_fp32_model_calibrates_with_the_entropy_calibrator_and_reuses_its_cache(fake_gpu, centernet,
                                                                                           tmp_path):
-    trt, cuda, log = fake_gpu('10.3.0')
+    trt, _, _ = fake_gpu('10.3.0')
     frames = np.random.default_rng(5).standard_normal((3, 1, 3, 384, 640)).astype(np.float32)
     card = with_calibration(centernet.directory, frames)
     engines = tmp_path / 'engines'

@@ -79,7 +79,7 @@ def tensorrt_status() -> tuple[bool, str]:
         if cuda.Device.count() < 1:
             return False, 'no CUDA device here; use backend onnxruntime'
         return True, cuda.Device(0).name()
-    except Exception as e:  # pycuda raises its own LogicError/RuntimeError without a driver
+    except Exception as e:  # noqa: BLE001 - pycuda raises its own LogicError/RuntimeError without a driver
         return False, f'CUDA is not usable here ({e}); use backend onnxruntime'
 
 

@@ -64,7 +64,11 @@ def check_input(card: ModelCard, network: str) -> dict:
 
 def build_engines(engines_dir='engines', models=None, precisions=None, build_only=False, rebuild=False,
                   workspace_mb=1024, dla_core=None, progress=None) -> list[dict]:
-    from fmdrive.inference.tensorrt_build import BuildOptions, ensure_plan, import_tensorrt
+    from fmdrive.inference.tensorrt_build import (
+        BuildOptions,
+        ensure_plan,
+        import_tensorrt,
+    )
     say = progress or (lambda m: print(m, file=sys.stderr, flush=True))
     import_tensorrt()      # says "TensorRT is not installed here; ..." before any work
     cards = find_cards(Path(engines_dir), models)

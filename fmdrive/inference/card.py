@@ -104,11 +104,11 @@ class BevGrid:
 
     @property
     def nx(self) -> int:
-        return int(round((self.x_range_m[1] - self.x_range_m[0]) / self.voxel_size_m[0]))
+        return round((self.x_range_m[1] - self.x_range_m[0]) / self.voxel_size_m[0])
 
     @property
     def ny(self) -> int:
-        return int(round((self.y_range_m[1] - self.y_range_m[0]) / self.voxel_size_m[1]))
+        return round((self.y_range_m[1] - self.y_range_m[0]) / self.voxel_size_m[1])
 
 
 @dataclass
@@ -384,10 +384,31 @@ def check_file(card: ModelCard, variant: str, network: str) -> FileSpec:
     return spec
 
 
-def onnx_signature(path: Path) -> tuple[dict, dict, int]:
+ORT_TYPES = {'tensor(float)': 'float32', 'tensor(float16)': 'float16', 'tensor(int8)': 'int8',
+             'tensor(uint8)': 'uint8', 'tensor(int32)': 'int32', 'tensor(int64)': 'int64', 'tensor(bool)': 'bool'}
+
+
+def _ort_signature(path: Path) -> tuple[dict, dict, None]:
+    """The same from onnxruntime's session metadata, for a vehicle without the onnx package (the
+    opset is not in that metadata: None, not checked)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
+
+    def describe(values):
+        return {v.name: (tuple(d if isinstance(d, int) else (d or '?') for d in v.shape),
+                         ORT_TYPES.get(v.type, v.type)) for v in values}
+    return describe(session.get_inputs()), describe(session.get_outputs()), None
+
+
+def onnx_signature(path: Path) -> tuple[dict, dict, int | None]:
     """(inputs, outputs, opset) of an ONNX graph: name -> (shape with ints or dim names, dtype)."""
-    import onnx
-    from onnx import helper
+    try:
+        import onnx
+        from onnx import helper
+    except ImportError:
+        return _ort_signature(path)
     model = onnx.load(str(path), load_external_data=False)
     initializers = {i.name for i in model.graph.initializer}
 
@@ -411,9 +432,9 @@ def check_onnx_signature(card: ModelCard, variant: str, network: str):
     where = f'networks.{network}'
     try:
         inputs, outputs, opset = onnx_signature(spec.path)
-    except Exception as e:  # onnx raises DecodeError and others for a file that is no ONNX
+    except Exception as e:  # noqa: BLE001 - onnx raises DecodeError and others for a file that is no ONNX
         _fail(card, f'files.{variant}.{network}.path', f'{spec.path.name} is not a readable ONNX model ({e})')
-    if opset != card.opset:
+    if opset is not None and opset != card.opset:
         _fail(card, 'opset', f'{spec.path.name} uses opset {opset}, the card says {card.opset}')
     net = card.networks[network]
     for kind, declared, actual in (('inputs', net.inputs, inputs), ('outputs', net.outputs, outputs)):

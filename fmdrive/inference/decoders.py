@@ -52,7 +52,7 @@ def heatmap_peaks(heatmap: np.ndarray, top_k: int, threshold: float):
     neighbourhood (the max-pool NMS); returns (scores, class, iy, ix) of the top_k peaks above
     threshold, best first."""
     heat = np.asarray(heatmap, dtype=np.float32)
-    C, h, w = heat.shape
+    h, w = heat.shape[1:]
     padded = np.pad(heat, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
     pooled = heat.copy()
     for dy in (0, 1, 2):
@@ -187,7 +187,7 @@ def decode_fmdrive_centerpoint(outputs: dict, card: ModelCard) -> list[Object3D]
 def decode_autoware_centerpoint(outputs: dict, card: ModelCard) -> list[Object3D]:
     p = card.decoder
     heat = sigmoid(outputs['heatmap'][0])                                     # [C, H, W] logits in
-    C, H, W = heat.shape
+    C = heat.shape[0]
     cls_map = heat.argmax(0)
     score_map = np.take_along_axis(heat, cls_map[None], 0)[0]
     rot = outputs['rot'][0]

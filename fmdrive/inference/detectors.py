@@ -12,9 +12,17 @@ import numpy as np
 
 from fmdrive.inference.backend import make_backend
 from fmdrive.inference.card import CardError, ModelCard, load_card
-from fmdrive.inference.decoders import (decode_autoware_centerpoint, decode_fmdrive_centernet,
-                                        decode_fmdrive_centerpoint, decode_yolox)
-from fmdrive.inference.pillars import autoware_pillar_features, bev_canvas, scatter_to_bev
+from fmdrive.inference.decoders import (
+    decode_autoware_centerpoint,
+    decode_fmdrive_centernet,
+    decode_fmdrive_centerpoint,
+    decode_yolox,
+)
+from fmdrive.inference.pillars import (
+    autoware_pillar_features,
+    bev_canvas,
+    scatter_to_bev,
+)
 from fmdrive.inference.preprocess import image_to_input
 
 

@@ -93,7 +93,7 @@ class OnnxRuntimeBackend:
         providers = self._providers(card, precision)
         try:
             self.session = ort.InferenceSession(str(spec.path), so, providers=providers)
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
             raise BackendError(f'{card.name}/{network}: onnxruntime cannot load {spec.path.name}: '
                                f'{str(e).splitlines()[0]}') from None
         self.card, self.network, self.precision, self.variant = card, network, precision, variant

@@ -38,7 +38,7 @@ def image_transform(source_size: tuple, input_hw: tuple, letterbox) -> ImageTran
     if letterbox is None:
         return ImageTransform(W / w, H / h, 0.0, 0.0, (w, h))
     s = min(W / w, H / h)
-    new_w, new_h = int(round(w * s)), int(round(h * s))
+    new_w, new_h = round(w * s), round(h * s)
     if letterbox.align == 'top_left':
         pad_x = pad_y = 0.0
     else:
@@ -54,7 +54,7 @@ def image_to_input(image: np.ndarray, spec: TensorSpec, image_order: str = 'rgb'
     H, W = spec.shape[2], spec.shape[3]
     src_h, src_w = image.shape[:2]
     t = image_transform((src_w, src_h), (H, W), norm.letterbox)
-    new_w, new_h = int(round(src_w * t.scale_x)), int(round(src_h * t.scale_y))
+    new_w, new_h = round(src_w * t.scale_x), round(src_h * t.scale_y)
     resized = image if (new_w, new_h) == (src_w, src_h) else np.asarray(
         Image.fromarray(np.ascontiguousarray(image)).resize((new_w, new_h), Image.BILINEAR))
     if norm.channel_order != image_order:

@@ -13,8 +13,15 @@ import numpy as np
 
 from fmdrive.inference.backend import BackendError, check_inputs, check_precision
 from fmdrive.inference.card import ModelCard
-from fmdrive.inference.tensorrt_build import (BuildOptions, ensure_plan, import_tensorrt, plan_paths, system_info,
-                                              trt_major, trt_variant)
+from fmdrive.inference.tensorrt_build import (
+    BuildOptions,
+    ensure_plan,
+    import_tensorrt,
+    plan_paths,
+    system_info,
+    trt_major,
+    trt_variant,
+)
 
 
 class TensorRTBackend:

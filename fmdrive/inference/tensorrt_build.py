@@ -306,7 +306,7 @@ def build_plan(card: ModelCard, precision: str, network: str, options: BuildOpti
     record = expected_manifest(card, precision, network, trt, cuda, options)
     record.update({'onnx': onnx_file.path.name, 'plan_sha256': hashlib.sha256(plan.read_bytes()).hexdigest(),
                    'workspace_mb': int(options.workspace_mb), 'build_seconds': round(time.monotonic() - started, 1),
-                   'built_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')})
+                   'built_at': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')})
     manifest.write_text(json.dumps(record, indent=2) + '\n')
     _say(options, f'{card.name}/{network} {precision}: {plan} ({plan.stat().st_size / 1e6:.1f} MB, '
                   f'{record["build_seconds"]:.0f} s)')
