@@ -142,3 +142,12 @@ def test_without_the_onnx_package_names_and_shapes_are_checked_through_onnxrunti
     def change(d):
         d['networks']['model']['inputs'][0]['shape'] = [1, 3, 768, 1280]
     refused(edit_card(card_dir, change), 'networks.model.inputs[0].shape')
+
+
+def test_the_card_checker_prints_ok_or_the_reason(card_dir, capsys):
+    from fmdrive.inference.card import main
+    assert main([str(card_dir)]) == 0
+    assert 'ok:' in capsys.readouterr().out
+    (card_dir / 'fp32.onnx').write_bytes(b'not onnx')
+    assert main([str(card_dir)]) == 2
+    assert 'files.fp32.model.sha256' in capsys.readouterr().err

@@ -487,3 +487,28 @@ def load_card(path, verify: bool = True, variants=None) -> ModelCard:
     if verify:
         verify_card(card, variants)
     return card
+
+
+def main(argv=None) -> int:
+    """`python -m fmdrive.inference.card DIR_OR_CARD...`: check cards (hashes, ONNX signatures) and
+    print what each one holds, or the one-line reason it is refused (exit code 2)."""
+    import argparse
+    import sys
+    p = argparse.ArgumentParser(prog='python -m fmdrive.inference.card', description=main.__doc__)
+    p.add_argument('cards', nargs='+', help='engines/<model> directories or card.yaml files')
+    args = p.parse_args(argv)
+    status = 0
+    for path in args.cards:
+        try:
+            card = load_card(path)
+        except CardError as e:
+            print(f'refused: {e}', file=sys.stderr)
+            status = 2
+            continue
+        print(f'ok: {card.path}: {card.name} {card.version} ({card.io_convention}, {len(card.classes)} classes, '
+              f'variants {", ".join(card.files)})')
+    return status
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
