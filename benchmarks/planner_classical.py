@@ -49,12 +49,13 @@ def _plan_figures(plans, gt_frames):
     gt_v = np.array([f.ego.speed_mps for f in gt_frames])
     by_stamp = {int(f.stamp_ns): f for f in gt_frames}
     accel, jerk, bias, consistency, ms = [], [], [], [], []
-    emergency = degraded = unsafe = late = fallback = 0
+    emergency = degraded = unsafe = late = fallback = budget_stop = 0
     prev = None
     for plan in plans:
         ms.append(plan.planning_time_ms)
         emergency += plan.status.startswith('emergency_stop')
         degraded += plan.status.startswith('degraded')
+        budget_stop += 'budget_stop: ' in plan.status
         unsafe += '; unsafe: ' in plan.status
         late += not plan.deadline_met
         fallback += plan.source == 'fallback'
@@ -90,7 +91,8 @@ def _plan_figures(plans, gt_frames):
         'speed_bias_3s_mps': float(np.mean(bias)) if bias else float('nan'),
         'speed_abs_err_3s_mps': float(np.mean(np.abs(bias))) if bias else float('nan'),
         'emergency_stop_rate': emergency / n, 'degraded_rate': degraded / n,
-        'unsafe_rate': unsafe / n, 'deadline_missed_rate': late / n, 'fallback_rate': fallback / n,
+        'budget_stop_rate': budget_stop / n, 'unsafe_rate': unsafe / n,
+        'deadline_missed_rate': late / n, 'fallback_rate': fallback / n,
     }
 
 
@@ -204,6 +206,7 @@ def measure(quick: bool = False, scene_limit: str = 'scenario') -> dict:
     out['classical_ms_p50'] = _percentile(classical_ms, 50)
     out['classical_ms_p99'] = _percentile(classical_ms, 99)
     out['deadline_ms'] = config.node_params('planner')['deadline_ms']
+    out['fallback_budget_ms'] = _arbiter().fallback_budget_ms
     out.update(_twenty_objects_ms(30 if quick else 100))
     out['per_kind'] = per_kind
     out['kinds'] = list(kinds)

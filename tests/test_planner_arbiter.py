@@ -7,7 +7,7 @@ import pytest
 
 from fmdrive import config
 from fmdrive.objects import EgoState, Lane, Object3D, Scene
-from fmdrive.planning.arbiter import Arbiter
+from fmdrive.planning.arbiter import FALLBACK_BUDGET_MS, Arbiter
 from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
 from fmdrive.planning.limits import VehicleLimits, effective_speed_limit
 from fmdrive.planning.protocol import PlanResult
@@ -160,7 +160,7 @@ def test_the_classical_planner_brakes_when_its_budget_is_spent_before_a_step():
 def test_the_node_parameters_build_the_arbiter_the_node_runs():
     arbiter = Arbiter.from_node_params(config.node_params('planner'))
     assert arbiter.deadline_ms == config.node_params('planner')['deadline_ms']
-    assert arbiter.primary is None and arbiter.fallback_budget_ms == arbiter.deadline_ms
+    assert arbiter.primary is None and arbiter.fallback_budget_ms == FALLBACK_BUDGET_MS
     assert arbiter.limits is arbiter.fallback.params
 
 

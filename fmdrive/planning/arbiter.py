@@ -4,6 +4,8 @@ fallback. The planner node, fmdrive.offline and the benchmarks all plan through 
     primary (the language-model planner later; any `Planner`)   classical planner (fallback)
       runs in a worker thread with budget_ms = deadline_ms        runs meanwhile in the caller,
       and is abandoned (not waited for) at the deadline            under its own budget
+                                                                   (fallback_budget_ms; past it
+                                                                   it brakes: 'budget_stop')
                    \\                                            /
                     check_trajectory (safety.py, the limits of limits.py)
                                         |
@@ -32,6 +34,13 @@ from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
 from fmdrive.planning.protocol import Planner, PlanResult
 from fmdrive.planning.safety import SafetyReport, check_trajectory
 
+# The classical planner's own budget. It is a hard bound (a pathological scene must not stall the
+# car's planning), not the 10 Hz target: the classical planner takes ~20 ms on an idle x86 core
+# and several times that on a loaded one, and a budget it runs out of makes it brake (a plan
+# published late is followed by the controller along the previous one meanwhile). To be declared
+# in config.py as planner.fallback_budget_ms (read from the node parameters when it is).
+FALLBACK_BUDGET_MS = 250.0
+
 
 @dataclass
 class ArbiterResult:
@@ -48,22 +57,22 @@ class ArbiterResult:
 
 class Arbiter:
     def __init__(self, fallback: ClassicalPlanner, primary: Planner | None = None,
-                 deadline_ms: float = 100.0, fallback_budget_ms: float | None = None):
-        """deadline_ms: the primary's budget (and, without a primary, the classical planner's);
-        fallback_budget_ms: the classical planner's own budget (default: deadline_ms)."""
+                 deadline_ms: float = 100.0, fallback_budget_ms: float = FALLBACK_BUDGET_MS):
+        """deadline_ms: the primary's budget, after which it is abandoned (and what deadline_met
+        says of the whole call); fallback_budget_ms: the classical planner's own budget."""
         if primary is not None and not isinstance(primary, Planner):
             raise TypeError(f'primary planner {type(primary).__name__} lacks source / plan(scene, '
                             'instruction, budget_ms)')
         if primary is fallback:
             raise ValueError('the primary planner must not be the fallback instance (both run at '
                              'once); leave primary=None to run the classical planner alone')
-        if not deadline_ms > 0 or (fallback_budget_ms is not None and not fallback_budget_ms > 0):
+        if not (deadline_ms > 0 and fallback_budget_ms > 0):
             raise ValueError(f'deadline_ms ({deadline_ms}) and fallback_budget_ms '
                              f'({fallback_budget_ms}) must be positive')
         self.fallback = fallback
         self.primary = primary
         self.deadline_ms = float(deadline_ms)
-        self.fallback_budget_ms = float(fallback_budget_ms or deadline_ms)
+        self.fallback_budget_ms = float(fallback_budget_ms)
         self.limits = fallback.params           # the one set of limits the safety filter applies
         self._busy: threading.Thread | None = None   # an abandoned primary still running
 
@@ -74,7 +83,7 @@ class Arbiter:
         known = PlannerParams.__dataclass_fields__
         planner = ClassicalPlanner(PlannerParams(**{k: v for k, v in params.items() if k in known}))
         return cls(planner, primary, float(params['deadline_ms']),
-                   params.get('fallback_budget_ms'))
+                   float(params.get('fallback_budget_ms', FALLBACK_BUDGET_MS)))
 
     @property
     def params(self) -> PlannerParams:
