@@ -151,3 +151,25 @@ def test_the_card_checker_prints_ok_or_the_reason(card_dir, capsys):
     (card_dir / 'fp32.onnx').write_bytes(b'not onnx')
     assert main([str(card_dir)]) == 2
     assert 'files.fp32.model.sha256' in capsys.readouterr().err
+
+
+def with_int8_trt(card_dir, file):
+    def change(d):
+        d['files']['int8_trt'] = {'model': {'path': file.name, 'sha256': sha256(file)}}
+        d['calibration'] = {'count': 2, 'source': 'random frames (test)', 'method': 'entropy'}
+    return edit_card(card_dir, change)
+
+
+def test_an_int8_variant_that_is_no_qdq_model_is_refused(card_dir):
+    shutil.copy(card_dir / 'fp32.onnx', card_dir / 'int8_trt.onnx')
+    refused(with_int8_trt(card_dir, card_dir / 'int8_trt.onnx'), 'files.int8_trt.model', 'QuantizeLinear')
+
+
+def test_int8_trt_must_be_symmetric_for_tensorrt(card_dir):
+    from test_inference_helpers import quantize_qdq
+    frames = [{'image': np.random.default_rng(i).standard_normal((1, 3, 384, 640)).astype(np.float32)}
+              for i in range(2)]
+    u8 = quantize_qdq(card_dir / 'fp32.onnx', card_dir / 'int8_trt.onnx', frames, symmetric=False)
+    refused(with_int8_trt(card_dir, u8), 'files.int8_trt.model', 'zero point 0')
+    s8 = quantize_qdq(card_dir / 'fp32.onnx', card_dir / 'int8_trt.onnx', frames, symmetric=True)
+    assert load_card(with_int8_trt(card_dir, s8)).file('int8_trt').path == s8

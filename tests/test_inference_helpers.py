@@ -247,3 +247,22 @@ def autoware_card(directory: Path, encoder: Path, head: Path, **decoder) -> Path
     card['class_map'] = {'CAR': 'car', 'TRUCK': 'car', 'BUS': 'car', 'BICYCLE': 'cyclist',
                          'PEDESTRIAN': 'pedestrian'}
     return write_card(directory, card, {'fp32': {'encoder': encoder, 'head': head}})
+
+
+def quantize_qdq(fp32: Path, out: Path, frames: list, symmetric: bool) -> Path:
+    """A real QDQ model from onnxruntime's static quantization: symmetric S8S8 (what TensorRT needs,
+    the int8_trt variant) or U8S8 (ONNX Runtime on the CPU, int8_cpu). frames: [{input: array}]."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Frames(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(frames)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(fp32), str(out), Frames(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    extra_options={'ActivationSymmetric': symmetric, 'WeightSymmetric': True})
+    return out

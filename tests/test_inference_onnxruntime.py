@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from test_inference_helpers import centernet_blob_model, centernet_card, sha256
+from test_inference_helpers import centernet_blob_model, centernet_card, quantize_qdq, sha256
 
 from fmdrive.inference.backend import NO_TENSORRT, Backend, BackendError, make_backend
 from fmdrive.inference.card import load_card
@@ -79,25 +79,9 @@ def test_fp16_on_the_cpu_without_an_fp16_file_is_refused_and_unknown_precisions_
 
 
 def test_int8_runs_the_u8s8_qdq_file_on_the_cpu_close_to_fp32(tmp_path):
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
     fp32 = centernet_blob_model(tmp_path / 'fp32.onnx')
     frames = [image_tensor(i) for i in range(4)]
-
-    class Frames(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(frames)
-
-        def get_next(self):
-            x = next(self.it, None)
-            return None if x is None else {'image': x}
-
-    quantize_static(str(fp32), str(tmp_path / 'int8_cpu.onnx'), Frames(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_qdq(fp32, tmp_path / 'int8_cpu.onnx', [{'image': x} for x in frames], symmetric=False)
     card_path = centernet_card(tmp_path, fp32, extra_files={'int8_cpu': {'model': tmp_path / 'int8_cpu.onnx'}})
     data = yaml.safe_load(card_path.read_text())
     data['calibration'] = {'count': 4, 'source': 'random frames (test)', 'method': 'minmax'}

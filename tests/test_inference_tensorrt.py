@@ -23,6 +23,7 @@ from test_inference_helpers import (
     autoware_head_model,
     centernet_blob_model,
     centernet_card,
+    quantize_qdq,
     sha256,
 )
 
@@ -579,9 +580,9 @@ def test_int8_of_an_fp32_model_calibrates_with_the_entropy_calibrator_and_reuses
 
 def test_int8_of_a_qdq_model_sets_int8_and_fp16_without_a_calibrator(fake_gpu, centernet, tmp_path):
     trt, _, _ = fake_gpu('8.6.1')
-    qdq = centernet.directory / 'int8_trt.onnx'
-    qdq.write_bytes(centernet.file('fp32').path.read_bytes())       # the fake does not look inside
-    frames = np.zeros((1, 1, 3, 384, 640), np.float32)
+    frames = np.random.default_rng(6).standard_normal((2, 1, 3, 384, 640)).astype(np.float32)
+    qdq = quantize_qdq(centernet.file('fp32').path, centernet.directory / 'int8_trt.onnx',
+                       [{'image': f} for f in frames], symmetric=True)
     card = with_calibration(centernet.directory, frames, {'int8_trt': qdq})
     backend = TensorRTBackend(engines_dir=tmp_path / 'engines')
     backend.load(card, 'int8')

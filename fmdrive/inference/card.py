@@ -426,6 +426,33 @@ def onnx_signature(path: Path) -> tuple[dict, dict, int | None]:
     return describe(model.graph.input), describe(model.graph.output), opset
 
 
+def check_quantization(card: ModelCard, variant: str, network: str):
+    """An int8 variant is a QDQ graph; int8_trt's is symmetric (every zero point 0), which TensorRT's
+    explicit quantization needs. Skipped where the onnx package is absent."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        return
+    spec = card.files[variant][network]
+    graph = onnx.load(str(spec.path), load_external_data=False).graph
+    quantize = [n for n in graph.node if n.op_type == 'QuantizeLinear']
+    if not quantize or not any(n.op_type == 'DequantizeLinear' for n in graph.node):
+        _fail(card, f'files.{variant}.{network}', f'{spec.path.name} has no QuantizeLinear/DequantizeLinear '
+              'nodes: an int8 variant must be a QDQ model (onnxruntime.quantization, QuantFormat.QDQ)')
+    if variant == 'int8_trt':
+        constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        for n in graph.node:
+            if n.op_type == 'Constant' and n.attribute:
+                constants[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        for n in quantize:
+            zero = constants.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+            if zero is not None and (zero.dtype != 'int8' or zero.any()):
+                _fail(card, f'files.{variant}.{network}', f'{spec.path.name}: TensorRT needs symmetric int8 '
+                      f'QDQ (zero point 0), {n.name or n.output[0]} has {zero.dtype} zero point {zero.ravel()[:1]} '
+                      '(quantize with ActivationSymmetric and WeightSymmetric, QInt8)')
+
+
 def check_onnx_signature(card: ModelCard, variant: str, network: str):
     """The ONNX graph has exactly the card's tensors, with its shapes and dtypes, and its opset."""
     spec = card.files[variant][network]
@@ -464,6 +491,8 @@ def verify_card(card: ModelCard, variants=None):
         for network in card.networks:
             check_file(card, variant, network)
             check_onnx_signature(card, variant, network)
+            if variant.startswith('int8'):
+                check_quantization(card, variant, network)
     if card.calibration and card.calibration.get('frames') is not None:
         frames = card.calibration['frames']
         if not frames.path.is_file():
