@@ -252,7 +252,12 @@ def autoware_card(directory: Path, encoder: Path, head: Path, **decoder) -> Path
 def quantize_qdq(fp32: Path, out: Path, frames: list, symmetric: bool) -> Path:
     """A real QDQ model from onnxruntime's static quantization: symmetric S8S8 (what TensorRT needs,
     the int8_trt variant) or U8S8 (ONNX Runtime on the CPU, int8_cpu). frames: [{input: array}]."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Frames(CalibrationDataReader):
         def __init__(self):

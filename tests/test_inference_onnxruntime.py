@@ -6,7 +6,12 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from test_inference_helpers import centernet_blob_model, centernet_card, quantize_qdq, sha256
+from test_inference_helpers import (
+    centernet_blob_model,
+    centernet_card,
+    quantize_qdq,
+    sha256,
+)
 
 from fmdrive.inference.backend import NO_TENSORRT, Backend, BackendError, make_backend
 from fmdrive.inference.card import load_card
