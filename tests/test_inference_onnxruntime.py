@@ -77,7 +77,7 @@ def test_tensorrt_asked_for_without_tensorrt_says_to_use_onnxruntime(card, monke
 
 
 def test_fp16_on_the_cpu_without_an_fp16_file_is_refused_and_unknown_precisions_too(card):
-    with pytest.raises(BackendError, match='fp16 on the CPU'):
+    with pytest.raises(BackendError, match='fp16 without the TensorRT execution provider'):
         make_backend(card, 'fp16', 'onnxruntime')
     with pytest.raises(BackendError, match='precision'):
         make_backend(card, 'int4', 'onnxruntime')

@@ -648,3 +648,20 @@ def test_build_engines_without_tensorrt_says_so_in_one_line(centernet, tmp_path,
     assert main(['build-engines', '--engines-dir', str(tmp_path / 'engines')]) == 2
     assert capsys.readouterr().err.strip() == ('fmdrive build-engines: error: TensorRT is not installed here; '
                                                'use backend onnxruntime')
+
+
+def test_a_refused_plan_releases_the_cuda_context(fake_gpu, centernet, tmp_path):
+    _, _, log = fake_gpu('10.3.0')
+    with pytest.raises(BackendError, match='no plan at'):
+        TensorRTBackend(engines_dir=tmp_path / 'engines', build=False).load(centernet, 'fp32')
+    assert log.count(('ctx_detach',)) == 1
+    plan = tmp_path / 'engines' / 'build' / 'camera_centernet' / 'fp32.plan'
+    TensorRTBackend(engines_dir=tmp_path / 'engines').load(centernet, 'fp32')
+    plan.write_bytes(b'garbage')                      # a plan TensorRT cannot read, with a matching manifest
+    record = json.loads(plan.with_name('fp32.manifest.json').read_text())
+    record['plan_sha256'] = sha256(plan)
+    plan.with_name('fp32.manifest.json').write_text(json.dumps(record))
+    log.clear()
+    with pytest.raises(BackendError, match='cannot deserialize'):
+        TensorRTBackend(engines_dir=tmp_path / 'engines', build=False).load(centernet, 'fp32')
+    assert log.count(('ctx_push',)) == log.count(('ctx_pop',)) and log.count(('ctx_detach',)) == 1

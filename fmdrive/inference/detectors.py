@@ -90,7 +90,7 @@ class LidarDetector:
 def load_detector(card, precision: str = 'fp32', backend: str = 'auto', **options):
     """A CameraDetector or LidarDetector for a card (a ModelCard, or a card.yaml / model directory)."""
     if not isinstance(card, ModelCard):
-        card = load_card(card, variants=['fp32'])
+        card = load_card(card)          # every variant's hash and signature, before any backend starts
     if card.task == 'camera_detector':
         return CameraDetector(card, precision, backend, **options)
     if card.task == 'lidar_detector':

@@ -15,18 +15,19 @@ from fmdrive.inference.card import ModelCard, check_file
 PROVIDER_ORDER = ('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider')
 
 
-def ort_variant(card: ModelCard, precision: str, gpu: bool) -> str:
+def ort_variant(card: ModelCard, precision: str, gpu: bool, tensorrt_ep: bool = False) -> str:
     """Which ONNX file ONNX Runtime runs for a precision: int8 prefers int8_trt (symmetric QDQ) on
-    a GPU provider and int8_cpu (U8S8 QDQ) on the CPU; fp16 on a GPU provider builds from fp32."""
+    a GPU provider and int8_cpu (U8S8 QDQ) on the CPU; fp16 is the fp16 file, or the fp32 file that
+    the TensorRT EP builds at fp16 (never fp32 passed off as fp16)."""
     if precision == 'fp32':
         return 'fp32'
     if precision == 'fp16':
         if 'fp16' in card.files:
             return 'fp16'
-        if gpu:
+        if tensorrt_ep:
             return 'fp32'
-        raise BackendError(f'{card.name}: fp16 on the CPU needs an fp16 file in the card (files.fp16); '
-                           'use precision fp32 or int8')
+        raise BackendError(f'{card.name}: fp16 without the TensorRT execution provider needs an fp16 file in '
+                           'the card (files.fp16); use precision fp32 or int8')
     order = ('int8_trt', 'int8_cpu') if gpu else ('int8_cpu', 'int8_trt')
     for variant in order:
         if variant in card.files:
@@ -80,7 +81,8 @@ class OnnxRuntimeBackend:
         available = ort.get_available_providers()
         wanted = self.requested_providers or PROVIDER_ORDER
         gpu = any(p in available and p != 'CPUExecutionProvider' for p in wanted)
-        variant = ort_variant(card, precision, gpu)
+        variant = ort_variant(card, precision, gpu, 'TensorrtExecutionProvider' in available and
+                              'TensorrtExecutionProvider' in wanted)
         spec = check_file(card, variant, network)
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads

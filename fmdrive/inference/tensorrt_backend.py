@@ -43,8 +43,12 @@ class TensorRTBackend:
         cuda.init()
         self.cuda_context = cuda.Device(self.options.device_id).retain_primary_context()
         self.system = system_info(cuda, self.options.device_id)
-        plan = ensure_plan(card, precision, network, self.options, build=self.build, rebuild=self.rebuild)
-        self.plan = plan
+        try:
+            self.plan = plan = ensure_plan(card, precision, network, self.options, build=self.build,
+                                           rebuild=self.rebuild)
+        except BaseException:
+            self.cuda_context.detach()
+            raise
         self.cuda_context.push()
         try:
             self.logger = trt.Logger(trt.Logger.WARNING)
@@ -70,8 +74,12 @@ class TensorRTBackend:
                     self.context.set_tensor_address(name, int(self.device[name]))
             else:
                 self.bindings = [int(self.device[name]) for name in io]     # io is in binding order
-        finally:
+        except BaseException:
+            self.context = None
             self.cuda_context.pop()
+            self.cuda_context.detach()
+            raise
+        self.cuda_context.pop()
 
     def _card_shape(self, name: str):
         net = self.card.networks[self.network]
