@@ -117,12 +117,8 @@ def cmd_run(args):
 
     from fmdrive.graph import GraphProcesses, graph_nodes_on_domain
     from fmdrive.rosenv import apply_to_this_process, ros_env
-    remaps = {}
-    for spec in args.remap or ():
-        source, sep, target = spec.partition(':=')
-        if not (sep and source and target):
-            raise UsageError(f'--remap {spec!r}: write it as FROM:=TO, e.g. /velodyne_points:=/sensors/lidar/points')
-        remaps[source] = target
+    from fmdrive.pipeline_run import graph_options
+    remaps, overrides = graph_options(args)
     apply_to_this_process()  # the check below looks on the domain the nodes will join
     domain = os.environ.get('ROS_DOMAIN_ID') or '0'
     running = graph_nodes_on_domain()
@@ -130,7 +126,7 @@ def cmd_run(args):
         raise UsageError(f'an fmdrive graph is already running on ROS domain {domain} (nodes {", ".join(running)}); '
                          f'stop it, or start this one on another domain: ROS_DOMAIN_ID=<id> fmdrive run')
     graph = GraphProcesses(ros_env(), args.log_dir, params_file=args.params_file, use_sim_time=args.use_sim_time,
-                           remaps=remaps)
+                           remaps=remaps, overrides=overrides)
     graph.start()
 
     def report(text):
@@ -155,8 +151,8 @@ def add_run(sub):
     p.add_argument('--use-sim-time', action='store_true', help='follow /clock (when replaying with --clock)')
     p.add_argument('--params-file', default=None, help='ROS params YAML (default config/params.yaml)')
     p.add_argument('--log-dir', default='runs/logs')
-    p.add_argument('--remap', action='append', metavar='FROM:=TO',
-                   help='remap a topic for every node (repeatable), e.g. /velodyne_points:=/sensors/lidar/points')
+    from fmdrive.pipeline_run import add_graph_arguments
+    add_graph_arguments(p)   # --remap FROM:=TO (every node), -p node.param:=value
     p.set_defaults(func=cmd_run)
 
 
@@ -393,9 +389,17 @@ def cmd_params(args):
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (`fmdrive run: error: ...`, exit 2), not usage + error;
+    `fmdrive CMD --help` still shows the usage."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='fmdrive', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog='fmdrive', description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for add in (add_sim, add_run, add_replay, add_record, add_bag, add_demo, add_eval, add_report,
                 add_calib_check, add_import, add_bench, add_build_engines):

@@ -11,7 +11,7 @@ def test_loss_and_latency_figures_are_computed_from_received_messages():
     assert figures['cloud_loss_pct_x'] == 100.0 and figures['cloud_latency_ms_x'] is None
 
 
-def test_images_and_clouds_cross_between_two_processes_with_the_large_message_profile():
+def test_images_and_clouds_cross_between_two_processes_with_the_large_message_profile(ros_domain):
     result = transport._run_pair(n_images=6, n_clouds=3, profile=True, timeout_s=20)
     for kind, count in (('image', 6), ('cloud', 3)):
         sent, latencies_ms = result[kind]
