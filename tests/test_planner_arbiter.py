@@ -206,3 +206,24 @@ def test_offline_cores_carry_the_scenarios_limit_into_the_scene_and_plan_through
         assert r.scene.speed_limit_mps == 11.1 and '11.1' in r.scene.text
         assert r.plan.source == 'classical' and r.planning.plan is r.plan
         assert r.planning.planner_result.debug.get('speed_limit_mps', 11.1) == 11.1
+
+
+# ---------------------------------------------------------------- broken scenes (found by fuzzing)
+
+@pytest.mark.parametrize('x_m', [1e308, 1e12, 1e7])
+def test_a_lane_point_absurdly_far_is_dropped_with_a_note_not_a_crash(x_m):
+    broken = Lane(0, 3.5, np.array([[-5.0, 0.0, 0.0], [x_m, 0.0, 0.0]]))
+    sc = Scene(1, EgoState(0.0, 0.0, 0.0, 5.0), [], [broken], 13.9)
+    out = Arbiter(ClassicalPlanner(), deadline_ms=AMPLE_MS).plan(sc)
+    assert len(out.plan.poses) == 6 and np.all(np.isfinite(out.plan.poses))
+    assert 'farther than 1000 m ignored' in out.plan.status
+    assert not any('safety check failed' in r for r in out.safety.reasons)
+
+
+def test_an_object_absurdly_far_or_fast_leaves_every_published_number_finite():
+    wild = [Object3D([1e308, 0.0, 0.0], [0.0, 0.0, 0.0], 0.0, '', id=1, velocity=[0.0, 1e308, 0.0]),
+            Object3D([30.0, 0.0, 0.8], [1e308, 1.9, 1.5], 0.0, 'car', id=2, velocity=[0.0, 1e308, 0.0])]
+    out = Arbiter(ClassicalPlanner(), deadline_ms=AMPLE_MS).plan(scene(wild))
+    plan = out.plan
+    assert np.isfinite(plan.cost) and np.all(np.isfinite(plan.poses)) and np.all(np.isfinite(plan.speeds_mps))
+    assert 'farther than 1000 m' in plan.status and 'impossible velocity' in plan.status

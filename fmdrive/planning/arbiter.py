@@ -145,17 +145,25 @@ class Arbiter:
         plan = getattr(result, 'plan', None)
         if not isinstance(plan, Plan):
             return f'primary returned no plan ({type(result).__name__})', ms
-        report = check_trajectory(plan.poses, plan.t_s, plan.speeds_mps, scene, self.limits)
+        report = self._check(plan, scene)
         if not report.ok:
             return 'primary unsafe: ' + '; '.join(report.reasons), ms
         box['safety'] = report
         return None, ms
 
+    def _check(self, plan: Plan, scene: Scene) -> SafetyReport:
+        """The safety filter's verdict; a scene it cannot read is a failed check, not a crash."""
+        try:
+            return check_trajectory(plan.poses, plan.t_s, plan.speeds_mps, scene, self.limits)
+        except Exception as err:  # noqa: BLE001 - the node must publish a plan whatever it got
+            return SafetyReport(False, [f'safety check failed: {type(err).__name__}: {err}'],
+                                float('nan'))
+
     def _finish(self, t0, result: PlanResult, scene, source, status, primary_ms,
                 safety: SafetyReport | None = None) -> ArbiterResult:
         plan = result.plan
         if safety is None:
-            safety = check_trajectory(plan.poses, plan.t_s, plan.speeds_mps, scene, self.limits)
+            safety = self._check(plan, scene)
         planner_status = plan.status
         if status.startswith('fallback'):
             plan.status = f'{status}; {planner_status}'

@@ -12,6 +12,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 
+MAX_REFERENCE_LENGTH_M = 100_000.0   # resampled every spacing_m: longer is broken input, not a road
+
+
 class ReferenceLineError(ValueError):
     """A centre line that cannot serve as a reference line (too few distinct finite points)."""
 
@@ -43,6 +46,9 @@ class ReferenceLine:
         pts = np.vstack([pts[0] - extend_behind_m * head, pts, pts[-1] + extend_ahead_m * tail])
         seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
         s_in = np.r_[0.0, np.cumsum(seg)]
+        if not s_in[-1] <= MAX_REFERENCE_LENGTH_M:
+            raise ReferenceLineError(f'centre line {s_in[-1]:.3g} m long (with its extensions); '
+                                     f'more than {MAX_REFERENCE_LENGTH_M:.0f} m is broken input')
         n = max(int(np.ceil(s_in[-1] / spacing_m)) + 1, 2)
         s = np.linspace(0.0, s_in[-1], n)
         x = np.interp(s, s_in, pts[:, 0])
@@ -160,6 +166,9 @@ def polyval(coeffs, t, derivative: int = 0):
 
 
 DEFAULT_LANE_WIDTH_M = 3.5
+# Lane points farther than this from the ego say nothing about the next seconds, and a broken one
+# (1e12 m) would make the resampled reference line absurdly long (memory, time): they are dropped.
+MAX_LANE_RANGE_M = 1000.0
 
 
 class Road:
@@ -196,6 +205,11 @@ class Road:
                 notes.append(f'lane {getattr(lane, "offset", "?")} ignored: centreline not (M, 3)')
                 continue
             pts = pts[np.all(np.isfinite(pts[:, :2]), axis=1), :2]
+            far = np.hypot(pts[:, 0], pts[:, 1]) > MAX_LANE_RANGE_M
+            if far.any():
+                notes.append(f'lane {lane.offset}: {int(far.sum())} centreline points farther than '
+                             f'{MAX_LANE_RANGE_M:.0f} m ignored')
+                pts = pts[~far]
             if len(pts) < 2 or np.ptp(pts, axis=0).max() < 1e-3:
                 notes.append(f'lane {lane.offset} ignored: fewer than 2 distinct finite points')
                 continue

@@ -17,6 +17,14 @@ DEFAULT_SIZE_LW = {'car': (4.5, 1.9), 'pedestrian': (0.6, 0.6), 'cyclist': (1.8,
                    'cone': (0.4, 0.4)}
 FALLBACK_SIZE_LW = (1.0, 1.0)
 
+# Beyond these an input is broken, not a road user: an object farther than MAX_OBJECT_RANGE_M is
+# dropped (it cannot matter within a planning horizon, and 1e308 m overflows the geometry), a
+# speed above MAX_OBJECT_SPEED_MPS is treated like a non-finite one, a size above MAX_OBJECT_SIZE_M
+# like an unusable one.
+MAX_OBJECT_RANGE_M = 1000.0
+MAX_OBJECT_SPEED_MPS = 100.0
+MAX_OBJECT_SIZE_M = 50.0
+
 # Growth of the uncertainty margin (m per s of prediction) per class; others use 'default'.
 DEFAULT_GROWTH_MPS = {'pedestrian': 0.4, 'cyclist': 0.3, 'car': 0.1, 'cone': 0.0, 'default': 0.2}
 
@@ -53,6 +61,10 @@ def predict_constant_velocity(objects, t_s, growth_mps: dict | None = None,
         if c.shape[0] < 2 or not np.all(np.isfinite(c[:2])):
             notes.append(f'dropped object id={obj.id} ({obj.label}): non-finite centre')
             continue
+        if np.hypot(c[0], c[1]) > MAX_OBJECT_RANGE_M:
+            notes.append(f'dropped object id={obj.id} ({obj.label}): farther than '
+                         f'{MAX_OBJECT_RANGE_M:.0f} m')
+            continue
         keep.append(obj)
     n = len(keep)
     if n == 0:
@@ -61,15 +73,18 @@ def predict_constant_velocity(objects, t_s, growth_mps: dict | None = None,
                                 [], np.zeros(0, np.int64), notes)
     center = np.array([o.center[:2] for o in keep], dtype=np.float64)
     velocity = np.array([np.asarray(o.velocity, np.float64)[:2] for o in keep])
-    bad_v = ~np.all(np.isfinite(velocity), axis=1)
+    with np.errstate(over='ignore', invalid='ignore'):
+        bad_v = ~np.all(np.isfinite(velocity), axis=1) \
+            | ~(np.hypot(velocity[:, 0], velocity[:, 1]) <= MAX_OBJECT_SPEED_MPS)
     if bad_v.any():
         velocity[bad_v] = 0.0
-        notes.append(f'{int(bad_v.sum())} object(s) with non-finite velocity treated as standing')
+        notes.append(f'{int(bad_v.sum())} object(s) with non-finite or impossible velocity treated '
+                     'as standing')
     yaw = np.array([o.yaw_rad for o in keep], dtype=np.float64)
     yaw[~np.isfinite(yaw)] = 0.0
     labels = [o.label for o in keep]
     size = np.array([np.asarray(o.size, np.float64)[:2] for o in keep])
-    bad_size = ~np.all(np.isfinite(size) & (size > 0.05), axis=1)
+    bad_size = ~np.all(np.isfinite(size) & (size > 0.05) & (size <= MAX_OBJECT_SIZE_M), axis=1)
     if bad_size.any():
         size[bad_size] = [DEFAULT_SIZE_LW.get(labels[i], FALLBACK_SIZE_LW)
                           for i in np.flatnonzero(bad_size)]
