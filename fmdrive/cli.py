@@ -335,7 +335,7 @@ def add_import(sub):
 
 
 # ---------------------------------------------------------------------------------------------- bench
-BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical', 'tracking', 'planner-classical', 'soak')
+BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical', 'tracking', 'planner-classical', 'soak', 'lidar')
 BENCH_OPTIONS = ('beams', 'rate', 'minutes')   # passed to a benchmark's measure() when it takes them
 
 
@@ -375,6 +375,29 @@ def add_bench(sub):
     p.set_defaults(func=cmd_bench)
 
 
+# ---------------------------------------------------------------------------------------------- models
+def add_train(sub):
+    from fmdrive.training.cli import add_train_arguments, cmd_train
+    p = sub.add_parser('train', help='training frames from the simulator (dataset) or a model (lidar); torch')
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+
+def add_export(sub):
+    from fmdrive.training.cli import add_export_arguments, cmd_export
+    p = sub.add_parser('export', help='a trained checkpoint -> fp32 ONNX (static shapes, checked against torch) + card')
+    add_export_arguments(p)
+    p.set_defaults(func=cmd_export)
+
+
+def add_quantize(sub):
+    from fmdrive.training.cli import add_quantize_arguments, cmd_quantize
+    p = sub.add_parser('quantize', help='INT8 QDQ variants (TensorRT symmetric, CPU U8S8) calibrated on dataset '
+                                        'frames; compares calibration methods by AP')
+    add_quantize_arguments(p)
+    p.set_defaults(func=cmd_quantize)
+
+
 def add_build_engines(sub):
     from fmdrive.inference.build import add_arguments, run
     p = sub.add_parser('build-engines', help='build the TensorRT plans of engines/*/card.yaml on this machine '
@@ -402,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for add in (add_sim, add_run, add_replay, add_record, add_bag, add_demo, add_eval, add_report,
-                add_calib_check, add_import, add_bench, add_build_engines):
+                add_calib_check, add_import, add_bench, add_build_engines, add_train, add_export, add_quantize):
         add(sub)
     sub.add_parser('params', help='print the default node parameters as ROS params YAML').set_defaults(
         func=cmd_params)

@@ -1,0 +1,163 @@
+"""bench lidar: the learned LiDAR encoder (engines/lidar_centerpoint) side by side with torch and the
+classical path, on the same simulated test frames, in one run.
+
+Frames: the scenes of the dataset's `test` split (fmdrive/training/dataset.py: seeds 303xxxx, every
+scenario kind, domain-randomised), re-simulated here (deterministic) with 32 beams, and the same
+scenes with 16 and 128 beams. Quality: BEV AP@0.5 per class with fmdrive.eval.metrics, points ->
+load_detector(...).detect() (numpy pillars, ONNX Runtime, decoder: the vehicle's path), fp32 and
+int8 (int8_cpu, the variant ONNX Runtime picks on a CPU); the classical detector
+(open3d, node parameters) on the very same points. Speed: the network alone on the same input
+canvas, one thread each (the nodes share 2 cores): torch fp32 eager (LidarCenterPoint rebuilt with
+the weights of the committed fp32.onnx, see _torch_model), ONNX Runtime fp32, ONNX Runtime int8;
+median of the timed runs.
+
+    fmdrive bench lidar [--quick] [--json]
+"""
+import os
+import time
+
+for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+    os.environ.setdefault(_var, '1')
+
+import numpy as np  # noqa: E402
+
+MODEL_DIR = 'engines/lidar_centerpoint'
+TEST_SCENES = 9                  # one of each scenario kind
+FULL_FRAMES, QUICK_FRAMES = 40, 16
+QUICK_OTHER_BEAMS_FRAMES = 8
+TIMED_RUNS, QUICK_TIMED_RUNS = 30, 12
+
+
+def test_frames(beams: int, frames_per_scene: int, scenes: int = TEST_SCENES):
+    """The test split's scenes with `beams` beams (first frames_per_scene frames of each)."""
+    from fmdrive.training.dataset import SPLIT_BEAMS, frames_of_scene, scene_spec, simulate_scene
+    split = {v: k for k, v in SPLIT_BEAMS.items()}[beams]
+    frames = []
+    for i in range(scenes):
+        spec = scene_spec(split, i)
+        spec.duration_s = min(spec.duration_s, frames_per_scene / spec.camera_rate_hz)
+        frames.extend(frames_of_scene(simulate_scene(spec, camera=False), f'{split}/scene_{i:04d}'))
+    return frames
+
+
+def _torch_model(card):
+    """LidarCenterPoint with the weights of the committed fp32.onnx (BatchNorm folded, as exported):
+    widths, depths and head sizes are read off the weight shapes, so no checkpoint is needed."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from fmdrive.training.export import fold_batchnorm
+    from fmdrive.training.lidar_model import LidarCenterPoint, LidarConfig
+    weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(card.file('fp32').path)).graph.initializer}
+    widths = tuple(weights[f'stages.{i}.layers.0.0.weight'].shape[0] for i in range(3))
+    depths = tuple(sum(1 for k in weights if k.startswith(f'stages.{i}.layers.') and k.endswith('.0.weight')) - 1
+                   for i in range(3))
+    g = card.bev_grid
+    cfg = LidarConfig(x_range_m=g.x_range_m, y_range_m=g.y_range_m, z_range_m=g.z_range_m, voxel_m=g.voxel_size_m[0],
+                      output_stride=g.output_stride, bev_features=g.bev_features, classes=card.classes,
+                      widths=widths, depths=depths, neck_channels=weights['ups.0.layers.0.weight'].shape[0],
+                      head_channels=weights['heads.shared.0.weight'].shape[0],
+                      embed_dim=weights['heads.heads.embedding.weight'].shape[0])
+    model = fold_batchnorm(LidarCenterPoint(cfg).eval())
+    state = model.state_dict()
+    missing = [k for k in state if k not in weights]
+    if missing:
+        raise RuntimeError(f'{card.file("fp32").path} lacks weights {missing[:3]} (export naming changed?)')
+    model.load_state_dict({k: torch.from_numpy(weights[k].copy()) for k in state})
+    return model
+
+
+def _median_ms(fn, runs: int) -> float:
+    fn()
+    fn()
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return round(float(np.median(ts)), 2)
+
+
+def _detect_all(detector, frames):
+    dets, outs = [], []
+    for f in frames:
+        dets.append(detector.detect(f.points))
+        outs.append({k: v.copy() for k, v in detector.last_outputs.items()})
+    return dets, outs
+
+
+def _quality(frames, fp32, int8, classical: bool) -> dict:
+    from fmdrive.training.export import output_cosine
+    from fmdrive.training.lidar_data import classical_detections, score_detections
+    d32, o32 = _detect_all(fp32, frames)
+    d8, o8 = _detect_all(int8, frames)
+    s32, s8 = score_detections(d32, frames), score_detections(d8, frames)
+    out = {'frames': len(frames), 'ap_fp32': s32['car_bev_ap50'], 'ap_int8': s8['car_bev_ap50'],
+           'ap_per_class_fp32': s32['ap'], 'ap_per_class_int8': s8['ap'], 'recall_fp32': s32['recall'],
+           'recall_int8': s8['recall'], 'num_gt': s32['num_gt'], 'cosine_int8_vs_fp32': round(output_cosine(o8, o32), 5)}
+    if classical:
+        dc, ms = classical_detections(frames)
+        sc = score_detections(dc, frames)
+        out.update({'ap_classical': sc['car_bev_ap50'], 'ap_per_class_classical': sc['ap'],
+                    'recall_classical': sc['recall'], 'classical_detect_ms_p50': round(float(np.median(ms)), 2)})
+    return out
+
+
+def measure(quick: bool = False, **_ignored) -> dict:
+    import torch
+
+    from fmdrive import config
+    from fmdrive.inference import load_detector
+    from fmdrive.inference.pillars import bev_canvas
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    model_dir = config.package_file(MODEL_DIR)
+    fp32 = load_detector(model_dir, 'fp32', 'onnxruntime', threads=1)
+    int8 = load_detector(model_dir, 'int8', 'onnxruntime', threads=1)
+    card = fp32.card
+    n = QUICK_FRAMES if quick else FULL_FRAMES
+    frames32 = test_frames(32, n)
+    out = _quality(frames32, fp32, int8, classical=True)
+
+    # speed: the network on one and the same canvas (a busy test frame)
+    busiest = int(np.argmax([len(f.centers) for f in frames32]))
+    canvas = bev_canvas(frames32[busiest].points, card.bev_grid)
+    model = _torch_model(card)
+    x = torch.from_numpy(canvas)
+    runs = QUICK_TIMED_RUNS if quick else TIMED_RUNS
+    with torch.inference_mode():
+        torch_ms = _median_ms(lambda: model(x), runs)
+        ref = [t.numpy() for t in model(x)]
+    b32, b8 = fp32.backends['model'], int8.backends['model']
+    ort32_ms = _median_ms(lambda: b32.infer({'bev': canvas}), runs)
+    ort8_ms = _median_ms(lambda: b8.infer({'bev': canvas}), runs)
+    got = b32.infer({'bev': canvas})
+    bev_ms = _median_ms(lambda: bev_canvas(frames32[busiest].points, card.bev_grid), runs)
+    from fmdrive.training.lidar_model import OUTPUT_NAMES
+    out.update({
+        'torch_fp32_ms': torch_ms, 'ort_fp32_ms': ort32_ms, 'ort_int8_ms': ort8_ms,
+        'speedup_int8_vs_torch': round(torch_ms / ort8_ms, 2), 'speedup_int8_vs_ort_fp32': round(ort32_ms / ort8_ms, 2),
+        'bev_canvas_ms': bev_ms,
+        'torch_vs_onnx_max_abs_diff': float(max(np.abs(r - got[k]).max() for k, r in zip(OUTPUT_NAMES, ref))),
+    })
+    m = QUICK_OTHER_BEAMS_FRAMES if quick else FULL_FRAMES
+    for beams in (16, 128):
+        q = _quality(test_frames(beams, m), fp32, int8, classical=True)
+        out[f'beams{beams}'] = {k: q[k] for k in ('frames', 'ap_fp32', 'ap_int8', 'ap_classical', 'ap_per_class_fp32',
+                                                  'ap_per_class_classical', 'recall_fp32', 'recall_classical',
+                                                  'cosine_int8_vs_fp32')}
+    out.update({
+        'model': card.name, 'int8_variant': int8.describe().get('variant', 'int8_cpu'),
+        'setup': f'{TEST_SCENES} test scenes (seeds 3030000+i, one per scenario kind), first {n} frames at 5 Hz, '
+                 f'32 beams (16/128: first {m}); BEV IoU 0.5, must-detect >= 5 points within 50 m; '
+                 'ap_* = car BEV AP@0.5; timing: network only, 1 thread, median',
+        'bench_seconds': round(time.perf_counter() - t_start, 1),
+    })
+    return out
+
+
+if __name__ == '__main__':
+    import json
+    import sys
+    print(json.dumps(measure(quick='--quick' in sys.argv), indent=1))

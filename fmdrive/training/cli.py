@@ -1,0 +1,91 @@
+"""`fmdrive train dataset|lidar`, `fmdrive export lidar`, `fmdrive quantize lidar` (torch is imported
+only when a command runs, so `fmdrive --help` works on a vehicle without it).
+
+    fmdrive train dataset --out runs/dataset --scenes 72            # resumable, deterministic
+    fmdrive train lidar --data runs/dataset --out runs/lidar --epochs 8 --seed 7 [--resume]
+    fmdrive export lidar --checkpoint runs/lidar/best.pt --data runs/dataset --out engines/lidar_centerpoint
+    fmdrive quantize lidar --model engines/lidar_centerpoint --data runs/dataset [--frames 256]
+"""
+from __future__ import annotations
+
+import json
+
+TORCH_MISSING = ('torch is not installed: training needs `pip install -r requirements-train.txt` '
+                 '(torch==2.13.0, onnxscript)')
+
+
+def _need_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ImportError(TORCH_MISSING) from None
+
+
+def cmd_train(args):
+    if args.model == 'dataset':
+        from fmdrive.training.dataset import write_dataset
+        result = write_dataset(args.out or 'runs/dataset', args.scenes, args.val_scenes, args.test_scenes, camera=not args.no_camera,
+                               progress=not args.no_progress)
+        print(json.dumps(result))
+        return 0
+    _need_torch()
+    from fmdrive.training.train_lidar import TrainConfig, train
+    tc = TrainConfig(data=args.data, out=args.out or 'runs/lidar', epochs=args.epochs, seed=args.seed,
+                     batch_pairs=args.batch_pairs, lr=args.lr, patience=args.patience, max_minutes=args.max_minutes,
+                     threads=args.threads, max_scenes=args.max_scenes, tiny=args.tiny)
+    print(json.dumps(train(tc, resume=args.resume, progress=not args.no_progress)))
+    return 0
+
+
+def add_train_arguments(p):
+    p.add_argument('model', choices=('dataset', 'lidar'), help='dataset: write training frames; lidar: train the '
+                   'LiDAR encoder')
+    p.add_argument('--out', default=None, help='dataset: directory to write (default runs/dataset); '
+                   'lidar: run directory for checkpoints and logs (default runs/lidar)')
+    p.add_argument('--scenes', type=int, default=72, help='dataset: training scenes (val/test: scenes // 8, >= 4)')
+    p.add_argument('--val-scenes', type=int, default=None)
+    p.add_argument('--test-scenes', type=int, default=None)
+    p.add_argument('--no-camera', action='store_true', help='dataset: LiDAR only (faster)')
+    p.add_argument('--data', default='runs/dataset', help='lidar: the dataset directory')
+    p.add_argument('--epochs', type=int, default=8)
+    p.add_argument('--seed', type=int, default=7)
+    p.add_argument('--batch-pairs', type=int, default=4, help='pairs of consecutive frames per batch')
+    p.add_argument('--lr', type=float, default=2e-3)
+    p.add_argument('--patience', type=int, default=3, help='early stop after this many epochs without progress')
+    p.add_argument('--max-minutes', type=float, default=45.0, help='stop after the epoch that passes this')
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--max-scenes', type=int, default=None, help='use only the first N scenes of each split')
+    p.add_argument('--tiny', action='store_true', help='a very small network (smoke tests)')
+    p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
+    p.add_argument('--no-progress', action='store_true')
+
+
+def cmd_export(args):
+    _need_torch()
+    from fmdrive.training.export import export_lidar
+    print(json.dumps(export_lidar(args.checkpoint, args.out, args.data)))
+    return 0
+
+
+def add_export_arguments(p):
+    p.add_argument('model', choices=('lidar',))
+    p.add_argument('--checkpoint', default='runs/lidar/best.pt')
+    p.add_argument('--data', default='runs/dataset', help='the dataset (a test frame is the parity sample)')
+    p.add_argument('--out', default='engines/lidar_centerpoint')
+
+
+def cmd_quantize(args):
+    from fmdrive.training.export import CALIBRATION_METHODS, quantize_lidar
+    methods = tuple(args.methods or CALIBRATION_METHODS)
+    result = quantize_lidar(args.model_dir, args.data, args.frames, methods)
+    print(json.dumps({'best_method': result['best_method'], 'comparison': result['comparison']}))
+    return 0
+
+
+def add_quantize_arguments(p):
+    p.add_argument('model', choices=('lidar',))
+    p.add_argument('--model-dir', default='engines/lidar_centerpoint')
+    p.add_argument('--data', default='runs/dataset')
+    p.add_argument('--frames', type=int, default=256, help='calibration frames (evenly spaced over the train split)')
+    p.add_argument('--methods', nargs='+', choices=('minmax', 'entropy', 'percentile'), default=None,
+                   help='calibration methods to compare (default all three)')

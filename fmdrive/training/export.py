@@ -1,0 +1,328 @@
+"""Checkpoint -> engines/<model>/: fp32.onnx (static shapes, checked against torch), two INT8 QDQ
+variants calibrated on dataset frames, and a card.yaml that load_card accepts.
+
+    fmdrive export lidar --checkpoint runs/lidar/best.pt --out engines/lidar_centerpoint
+    fmdrive quantize lidar --model engines/lidar_centerpoint --data runs/dataset --frames 256
+
+INT8 (onnxruntime.quantization.quantize_static, QuantFormat.QDQ, per-channel weights):
+- int8_trt.onnx: S8 activations and weights, both symmetric (zero point 0: TensorRT's explicit
+  quantization), biases left in float (TensorRT quantizes them itself);
+- int8_cpu.onnx: U8 activations / S8 weights, int32 biases (what ONNX Runtime's CPU kernels fuse
+  into QLinearConv).
+Each calibration method (minmax, entropy, percentile) is run on the same train frames and scored by
+BEV AP on val frames; the best one is kept and the comparison printed (and written to the card).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+OPSET = 17
+MODEL_NAME = 'lidar_centerpoint'
+DECODER = {'score_threshold': 0.3, 'top_k': 100, 'circle_nms_dist_m': 0.0}
+CALIBRATION_METHODS = ('minmax', 'entropy', 'percentile')
+
+
+# ------------------------------------------------------------------------------------------- card
+def card_dict(cfg, files: dict | None = None, calibration: dict | None = None, training: dict | None = None,
+              metrics: dict | None = None, name: str = MODEL_NAME, decoder: dict | None = None) -> dict:
+    """The card of a LiDAR model with this LidarConfig (files: variant -> (path, sha256))."""
+    ny, nx = cfg.grid_hw
+    H, W = ny // cfg.output_stride, nx // cfg.output_stride
+    C = len(cfg.classes)
+    outputs = [('heatmap', C), ('offset', 2), ('z', 1), ('size', 3), ('rot', 2), ('embedding', cfg.embed_dim)]
+    card = {
+        'name': name, 'version': '1.0.0', 'task': 'lidar_detector', 'io_convention': 'fmdrive_centerpoint',
+        'opset': OPSET, 'classes': list(cfg.classes),
+        'networks': {'model': {
+            'inputs': [{'name': 'bev', 'shape': [1, len(cfg.bev_features), ny, nx], 'dtype': 'float32'}],
+            'outputs': [{'name': n, 'shape': [1, c, H, W], 'dtype': 'float32'} for n, c in outputs]}},
+        'files': {v: {'model': {'path': p, 'sha256': s}} for v, (p, s) in (files or {'fp32': ('fp32.onnx', '0' * 64)}).items()},
+        'bev_grid': {'x_range_m': list(cfg.x_range_m), 'y_range_m': list(cfg.y_range_m),
+                     'z_range_m': list(cfg.z_range_m),
+                     'voxel_size_m': [cfg.voxel_m, cfg.voxel_m, cfg.z_range_m[1] - cfg.z_range_m[0]],
+                     'output_stride': cfg.output_stride, 'bev_features': list(cfg.bev_features)},
+        'decoder': dict(decoder or DECODER),
+    }
+    if calibration:
+        card['calibration'] = calibration
+    if training:
+        card['training'] = training
+    if metrics:
+        card['metrics'] = metrics
+    return card
+
+
+def card_for(cfg, path) -> object:
+    """An in-memory ModelCard (not checked against files) for decoding during training."""
+    from fmdrive.inference.card import parse_card
+    return parse_card(card_dict(cfg), Path(path))
+
+
+def write_card(card: dict, directory) -> Path:
+    import yaml
+    path = Path(directory) / 'card.yaml'
+    text = ('# written by fmdrive/training/export.py (fmdrive export / fmdrive quantize); check it with\n'
+            f'# python -m fmdrive.inference.card {directory}\n') + yaml.safe_dump(card, sort_keys=False, width=110)
+    path.write_text(text)
+    return path
+
+
+# ----------------------------------------------------------------------------------------- export
+def fold_batchnorm(model):
+    """Fold every BatchNorm2d into the (transposed) conv before it, in place (eval mode): the ONNX
+    graph is then convolutions + ReLU only, which both INT8 quantizers handle per channel (a BN left
+    after a ConvTranspose would stay float between its QDQ pairs)."""
+    import torch
+    import torch.nn as nn
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        layers = list(seq)
+        for i in range(len(layers) - 1):
+            conv, bn = layers[i], layers[i + 1]
+            if not (isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+            shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
+            bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            with torch.no_grad():
+                conv.weight.mul_(scale.reshape(shape))
+                conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach())
+            seq[i + 1] = nn.Identity()
+    return model
+
+
+def export_onnx(model, path, input_shape, opset: int = OPSET, sample: np.ndarray | None = None, log=print) -> dict:
+    """Static-shape ONNX of the model; returns the max |ORT - torch| per output on `sample`."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from fmdrive.training.lidar_model import OUTPUT_NAMES
+    model = fold_batchnorm(model.eval())
+    x = torch.from_numpy(sample.astype(np.float32)) if sample is not None else torch.randn(*input_shape)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, (x,), str(path), input_names=['bev'], output_names=list(OUTPUT_NAMES),
+                      opset_version=opset, dynamo=False, do_constant_folding=True)
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
+    got = session.run(None, {'bev': x.numpy()})
+    with torch.no_grad():
+        ref = [t.numpy() for t in model(x)]
+    diff = {n: float(np.abs(a - b).max()) for n, a, b in zip(OUTPUT_NAMES, got, ref)}
+    log('export parity (max |onnxruntime - torch| per output): ' + ', '.join(f'{k} {v:.2e}' for k, v in diff.items()))
+    return diff
+
+
+# ------------------------------------------------------------------------------------ quantization
+class CanvasReader:
+    """onnxruntime CalibrationDataReader over BEV canvases, one frame per call."""
+
+    def __init__(self, canvases):
+        self.canvases, self.i = canvases, 0
+
+    def get_next(self):
+        if self.i >= len(self.canvases):
+            return None
+        self.i += 1
+        return {'bev': np.asarray(self.canvases[self.i - 1:self.i], np.float32)}
+
+    def __len__(self):
+        return len(self.canvases)
+
+    def set_range(self, start_index: int, end_index: int):
+        self.canvases, self.i = self.canvases[start_index:end_index], 0
+
+    def rewind(self):
+        self.i = 0
+
+
+def _method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+    return {'minmax': CalibrationMethod.MinMax, 'entropy': CalibrationMethod.Entropy,
+            'percentile': CalibrationMethod.Percentile}[name]
+
+
+def quantize_variant(fp32_path, out_path, variant: str, method: str, canvases, cache_path=None):
+    """One QDQ variant (int8_trt or int8_cpu) calibrated with `method` on canvases. The ranges are
+    cached in cache_path (JSON), shared by the two variants of one method."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    if variant == 'int8_trt':
+        kwargs = dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                      extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True, 'QuantizeBias': False})
+    elif variant == 'int8_cpu':
+        kwargs = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                      extra_options={'ActivationSymmetric': False, 'WeightSymmetric': True})
+    else:
+        raise ValueError(f'unknown INT8 variant {variant!r}')
+    if method == 'percentile':
+        kwargs['extra_options'].update({'CalibPercentile': 99.99})
+    quantize_static(str(_preprocessed(fp32_path)), str(out_path), CanvasReader(canvases), quant_format=QuantFormat.QDQ,
+                    per_channel=True, calibrate_method=_method(method),
+                    calibration_cache_path=None if cache_path is None else str(cache_path), **kwargs)
+
+
+def _preprocessed(fp32_path) -> Path:
+    """onnxruntime's recommended pre-processing (shape inference, graph clean-up) of the fp32 graph,
+    into the temp directory (keyed by the graph's sha256; not a card file)."""
+    import tempfile
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    out = Path(tempfile.gettempdir()) / f'fmdrive_quant_pre_{sha256(fp32_path)[:16]}.onnx'
+    if not out.is_file():
+        quant_pre_process(str(fp32_path), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def ort_session(path, threads: int = 1):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
+
+
+def ort_outputs(session, canvases) -> list[dict]:
+    names = [o.name for o in session.get_outputs()]
+    return [dict(zip(names, session.run(None, {'bev': np.asarray(canvases[i:i + 1], np.float32)})))
+            for i in range(len(canvases))]
+
+
+def ap_of_outputs(outputs: list[dict], frames, card) -> dict:
+    from fmdrive.inference.decoders import decode_fmdrive_centerpoint
+    from fmdrive.training.lidar_data import score_detections
+    return score_detections([decode_fmdrive_centerpoint(o, card) for o in outputs], frames)
+
+
+def output_cosine(a: list[dict], b: list[dict], names=('heatmap', 'offset', 'z', 'size', 'rot', 'embedding')) -> float:
+    """Cosine similarity of all outputs (concatenated, per frame), averaged over frames."""
+    cos = []
+    for x, y in zip(a, b):
+        u = np.concatenate([x[n].ravel() for n in names]).astype(np.float64)
+        v = np.concatenate([y[n].ravel() for n in names]).astype(np.float64)
+        cos.append(float(u @ v / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12)))
+    return float(np.mean(cos))
+
+
+def sha256(path) -> str:
+    from fmdrive.inference.card import sha256_of
+    return sha256_of(Path(path))
+
+
+# ------------------------------------------------------------------------------------ the pipeline
+def export_lidar(checkpoint, out_dir, data_dir, log=print) -> dict:
+    """fp32.onnx + a card with only the fp32 variant (quantize_lidar adds the INT8 ones)."""
+    import torch
+
+    from fmdrive.training.lidar_data import split_canvases
+    from fmdrive.training.train_lidar import load_model
+    ck = torch.load(checkpoint, weights_only=False, map_location='cpu')
+    model = load_model(checkpoint)
+    cfg = model.cfg
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames, canvases = split_canvases(data_dir, 'val', cfg.bev_grid(), progress=False)
+    sample = np.asarray(canvases[:1], np.float32)
+    diff = export_onnx(model, out_dir / 'fp32.onnx', sample.shape, OPSET, sample, log)
+    tc = ck.get('train_config', {})
+    card = card_dict(cfg, {'fp32': ('fp32.onnx', sha256(out_dir / 'fp32.onnx'))},
+                     training=_training_section(tc), metrics={'export_max_abs_diff': max(diff.values())})
+    write_card(card, out_dir)
+    return {'max_abs_diff': diff, 'card': str(out_dir / 'card.yaml')}
+
+
+def _training_section(tc: dict) -> dict:
+    from fmdrive.training.dataset import SPLIT_SEEDS
+    cmd = (f"fmdrive train lidar --data {tc.get('data', 'runs/dataset')} --out {tc.get('out', 'runs/lidar')} "
+           f"--epochs {tc.get('epochs')} --seed {tc.get('seed')} --max-minutes {tc.get('max_minutes')}")
+    return {'command': cmd, 'data_seed': SPLIT_SEEDS['train'],
+            'data': 'fmdrive train dataset --out runs/dataset --scenes 72 (train split seeds 101, val 202, '
+                    'test 303; domain-randomised, see fmdrive/training/dataset.py)',
+            'notes': 'export: fmdrive export lidar --checkpoint runs/lidar/best.pt --out engines/lidar_centerpoint; '
+                     'INT8: fmdrive quantize lidar --model engines/lidar_centerpoint --data runs/dataset'}
+
+
+def quantize_lidar(model_dir, data_dir, calib_frames: int = 256, methods=CALIBRATION_METHODS, val_every: int = 2,
+                   log=print) -> dict:
+    """Both INT8 variants for each calibration method; the best method by val AP (int8_cpu, the
+    variant this machine runs) is kept; the card gets files, calibration and metrics."""
+    import shutil
+
+    import yaml
+
+    from fmdrive.inference.card import parse_card
+    from fmdrive.training.lidar_data import split_canvases
+    from fmdrive.training.lidar_model import LidarConfig
+    model_dir = Path(model_dir)
+    card_path = model_dir / 'card.yaml'
+    card_yaml = yaml.safe_load(card_path.read_text())
+    card = parse_card(card_yaml, card_path)
+    g = card.bev_grid
+    cfg = LidarConfig(x_range_m=g.x_range_m, y_range_m=g.y_range_m, z_range_m=g.z_range_m, voxel_m=g.voxel_size_m[0],
+                      output_stride=g.output_stride, bev_features=g.bev_features, classes=card.classes)
+    train_frames, train_canvases = split_canvases(data_dir, 'train', cfg.bev_grid(), progress=False)
+    # calibration: evenly spaced train frames (every scene, every part of a drive), never random tensors
+    pick = np.linspace(0, len(train_canvases) - 1, min(calib_frames, len(train_canvases))).round().astype(int)
+    calib = np.asarray(train_canvases[pick], np.float32)
+    val_frames, val_canvases = split_canvases(data_dir, 'val', cfg.bev_grid(), progress=False)
+    val_frames, val_canvases = val_frames[::val_every], val_canvases[::val_every]
+    fp32 = ort_outputs(ort_session(model_dir / 'fp32.onnx'), val_canvases)
+    ap_fp32 = ap_of_outputs(fp32, val_frames, card)
+    work = Path(data_dir) / 'cache' / 'quantize'
+    work.mkdir(parents=True, exist_ok=True)
+    comparison = {}
+    for method in methods:
+        t0 = time.perf_counter()
+        cache = work / f'ranges_{method}_{sha256(model_dir / "fp32.onnx")[:10]}_{len(calib)}.json'
+        row = {}
+        for variant in ('int8_cpu', 'int8_trt'):
+            path = work / f'{variant}_{method}.onnx'
+            quantize_variant(model_dir / 'fp32.onnx', path, variant, method, calib, cache)
+            outs = ort_outputs(ort_session(path), val_canvases)
+            ap = ap_of_outputs(outs, val_frames, card)
+            row[variant] = {'car_ap50': ap['car_bev_ap50'], 'map': _map(ap), 'cosine': round(output_cosine(outs, fp32), 5)}
+        row['seconds'] = round(time.perf_counter() - t0, 1)
+        comparison[method] = row
+        log(f'calibration {method:10s}: ' + '  '.join(f'{v} car AP {row[v]["car_ap50"]} mAP {row[v]["map"]} cosine '
+                                                      f'{row[v]["cosine"]}' for v in ('int8_cpu', 'int8_trt'))
+            + f'  ({row["seconds"]} s)')
+    best = max(comparison, key=lambda m: (comparison[m]['int8_cpu']['map'], comparison[m]['int8_trt']['map']))
+    log(f'val fp32: car AP {ap_fp32["car_bev_ap50"]} mAP {_map(ap_fp32)}; kept calibration method: {best}')
+    for variant in ('int8_cpu', 'int8_trt'):
+        shutil.copyfile(work / f'{variant}_{best}.onnx', model_dir / f'{variant}.onnx')
+    card_yaml['files'] = {v: {'model': {'path': f'{v}.onnx', 'sha256': sha256(model_dir / f'{v}.onnx')}}
+                          for v in ('fp32', 'int8_trt', 'int8_cpu')}
+    card_yaml['calibration'] = {
+        'source': f'{len(calib)} evenly spaced frames of the train split of {Path(data_dir).name} '
+                  f'(fmdrive train dataset, train seed 101; BEV canvases from pillars.bev_canvas)',
+        'count': int(len(calib)), 'method': best}
+    metrics = dict(card_yaml.get('metrics', {}))
+    metrics.update({'val_ap_fp32': ap_fp32['ap'], 'val_map_fp32': _map(ap_fp32), 'calibration_comparison': comparison})
+    card_yaml['metrics'] = metrics
+    write_card(card_yaml, model_dir)
+    return {'best_method': best, 'comparison': comparison, 'val_fp32': ap_fp32}
+
+
+def _map(ap: dict) -> float:
+    vals = [v for v in ap['ap'].values() if v is not None]
+    return round(float(np.mean(vals)), 4) if vals else 0.0
+
+
+def record_test_metrics(model_dir, metrics: dict):
+    """Write measured test figures (from `fmdrive bench lidar`) into the card and refresh nothing else."""
+    import yaml
+    path = Path(model_dir) / 'card.yaml'
+    card_yaml = yaml.safe_load(path.read_text())
+    card_yaml['metrics'] = {**card_yaml.get('metrics', {}), **metrics}
+    write_card(card_yaml, model_dir)
+
+
+def dump(obj) -> str:
+    return json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o))
+

@@ -1,0 +1,206 @@
+"""`fmdrive train lidar`: train the LiDAR encoder (lidar_model.py) on a dataset written by
+`fmdrive train dataset`, on the CPU.
+
+    fmdrive train lidar --data runs/dataset --out runs/lidar --epochs 8 --seed 7 [--resume]
+
+Knobs are one flat TrainConfig. Fixed seeds (python, numpy, torch); a batch holds pairs of
+consecutive frames of one scene (the embedding loss pulls an object's two views together); y-flip
+augmentation. Every epoch: a checkpoint (model, optimiser, scheduler, epoch, best score, history)
+in OUT/last.pt, val BEV AP, OUT/best.pt when the score improved, a line in OUT/log.jsonl; training
+stops early after `patience` epochs without improvement, or when --max-minutes is spent (after the
+epoch in progress). --resume continues from OUT/last.pt.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmdrive.training.lidar_model import LidarCenterPoint, LidarConfig, centerpoint_loss, make_targets
+
+
+@dataclass
+class TrainConfig:
+    data: str = 'runs/dataset'
+    out: str = 'runs/lidar'
+    epochs: int = 8
+    batch_pairs: int = 4              # batch = 2 * batch_pairs frames
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 7
+    patience: int = 3                 # epochs without a better val score before stopping
+    max_minutes: float = 45.0         # stop after the epoch that passes this
+    threads: int = 2
+    max_scenes: int | None = None     # limit the training scenes (tests, quick runs)
+    val_every: int = 2                # score every n-th val frame
+    tiny: bool = False                # a very small network (tests)
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def frame_pairs(frames) -> np.ndarray:
+    """(P, 2) indices of consecutive frames of one scene: (0, 1), (2, 3), ... per scene."""
+    pairs = []
+    for i in range(len(frames) - 1):
+        if frames[i].scene == frames[i + 1].scene and (not pairs or pairs[-1][1] < i):
+            pairs.append((i, i + 1))
+    return np.asarray(pairs, np.int64).reshape(-1, 2)
+
+
+def make_batch(indices, frames, canvases, cfg: LidarConfig, flips) -> tuple[torch.Tensor, dict]:
+    """Input tensor and targets of frames[indices] (flips: per frame, mirror y)."""
+    bev, heat, rows = [], [], {k: [] for k in ('batch_index', 'cell_index', 'offset', 'z', 'log_size', 'rot',
+                                               'instance')}
+    for b, (i, flip) in enumerate(zip(indices, flips)):
+        canvas = np.asarray(canvases[i], np.float32)
+        bev.append(canvas[:, ::-1] if flip else canvas)
+        scene_key = (zlib.crc32(frames[i].scene.encode()) % 100000) * 100000
+        t = make_targets(frames[i], cfg, bool(flip), scene_key)
+        heat.append(t.heatmap)
+        rows['batch_index'].append(np.full(len(t.index), b, np.int64))
+        rows['cell_index'].append(t.index)
+        for k in ('offset', 'z', 'log_size', 'rot', 'instance'):
+            rows[k].append(getattr(t, k))
+    batch = {k: torch.from_numpy(np.concatenate(v)) for k, v in rows.items()}
+    batch['heatmap'] = torch.from_numpy(np.stack(heat))
+    return torch.from_numpy(np.ascontiguousarray(np.stack(bev))), batch
+
+
+def learning_rate(peak: float, step: int, total: int, warmup: float = 0.05) -> float:
+    """Linear warm-up, then cosine down to 5 % of the peak; a function of the step, so a resumed
+    run (even with more --epochs) continues the curve without scheduler state."""
+    w = max(1, int(warmup * total))
+    if step < w:
+        return peak * (step + 1) / w
+    t = min(1.0, (step - w) / max(1, total - w))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def tiny_config() -> LidarConfig:
+    return LidarConfig(widths=(8, 16, 16), depths=(0, 1, 1), neck_channels=8, head_channels=8)
+
+
+def evaluate(model: LidarCenterPoint, frames, canvases, card, batch: int = 4) -> dict:
+    """BEV AP / recall on frames with the torch model and the card's decoder (same as ONNX)."""
+    from fmdrive.inference.decoders import decode_fmdrive_centerpoint
+    from fmdrive.training.lidar_data import score_detections
+    from fmdrive.training.lidar_model import OUTPUT_NAMES
+    model.eval()
+    dets = []
+    with torch.no_grad():
+        for s in range(0, len(frames), batch):
+            x = torch.from_numpy(np.asarray(canvases[s:s + batch], np.float32))
+            outs = [o.numpy() for o in model(x)]
+            for j in range(x.shape[0]):
+                dets.append(decode_fmdrive_centerpoint({n: o[j:j + 1] for n, o in zip(OUTPUT_NAMES, outs)}, card))
+    model.train()
+    return score_detections(dets, frames)
+
+
+def val_score(metrics: dict) -> float:
+    """Mean AP over the classes with ground truth (the early-stopping criterion)."""
+    aps = [v for v in metrics['ap'].values() if v is not None]
+    return float(np.mean(aps)) if aps else 0.0
+
+
+def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> dict:
+    from tqdm import tqdm
+
+    from fmdrive.training.export import card_for
+    from fmdrive.training.lidar_data import split_canvases
+    torch.set_num_threads(tc.threads)
+    seed_everything(tc.seed)
+    out = Path(tc.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = tiny_config() if tc.tiny else LidarConfig()
+    grid = cfg.bev_grid()
+    frames, canvases = split_canvases(tc.data, 'train', grid, tc.max_scenes, progress)
+    val_frames, val_canvases = split_canvases(tc.data, 'val', grid, tc.max_scenes, progress)
+    val_frames, val_canvases = val_frames[::tc.val_every], val_canvases[::tc.val_every]
+    pairs = frame_pairs(frames)
+    model = LidarCenterPoint(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    steps_per_epoch = math.ceil(len(pairs) / tc.batch_pairs)
+    total_steps = max(1, tc.epochs * steps_per_epoch)
+    start_epoch, best, history, spent_s = 0, -1.0, [], 0.0
+    last = out / 'last.pt'
+    if resume and last.is_file():
+        ck = torch.load(last, weights_only=False)
+        model.load_state_dict(ck['model'])
+        opt.load_state_dict(ck['optimizer'])
+        start_epoch, best, history, spent_s = ck['epoch'] + 1, ck['best'], ck['history'], ck.get('spent_s', 0.0)
+        torch.set_rng_state(ck['torch_rng'])
+        log(f'resumed from {last} after epoch {ck["epoch"] + 1} (best val mAP {best:.4f})')
+    card = card_for(cfg, out / 'card.yaml')
+    log(f'LiDAR encoder: {model.num_params() / 1e6:.2f} M parameters, {len(frames)} train frames '
+        f'({len(pairs)} pairs), {len(val_frames)} val frames, {tc.threads} threads')
+    stale = sum(1 for h in history[::-1] if not h.get('improved')) if history else 0
+    for epoch in range(start_epoch, tc.epochs):
+        t_epoch = time.perf_counter()
+        rng = np.random.default_rng([tc.seed, epoch])          # the epoch's order, also after a resume
+        order = rng.permutation(len(pairs))
+        flips = rng.random(len(pairs)) < 0.5
+        model.train()
+        sums, n = {}, 0
+        bar = tqdm(range(steps_per_epoch), desc=f'epoch {epoch + 1}/{tc.epochs}', unit='batch', disable=not progress)
+        for step in bar:
+            sel = order[step * tc.batch_pairs:(step + 1) * tc.batch_pairs]
+            idx = pairs[sel].reshape(-1)
+            x, batch = make_batch(idx, frames, canvases, cfg, np.repeat(flips[sel], 2))
+            for group in opt.param_groups:
+                group['lr'] = learning_rate(tc.lr, epoch * steps_per_epoch + step, total_steps)
+            loss, parts = centerpoint_loss(model(x), batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            n += 1
+            for k, v in {'loss': float(loss), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f'{sums["loss"] / n:.3f}')
+        metrics = evaluate(model, val_frames, val_canvases, card)
+        score = val_score(metrics)
+        improved = score > best
+        spent_s += time.perf_counter() - t_epoch
+        entry = {'epoch': epoch + 1, 'train': {k: round(v / max(n, 1), 4) for k, v in sums.items()},
+                 'val': metrics, 'val_map': round(score, 4), 'improved': improved, 'minutes': round(spent_s / 60, 2)}
+        history.append(entry)
+        with open(out / 'log.jsonl', 'a') as f:
+            f.write(json.dumps(entry) + '\n')
+        log(f'epoch {epoch + 1}: loss {entry["train"]["loss"]:.4f}  val mAP {score:.4f}  car AP '
+            f'{metrics["car_bev_ap50"]}  recall {metrics["recall"]}  ({spent_s / 60:.1f} min)')
+        if improved:
+            best, stale = score, 0
+            torch.save({'model': model.state_dict(), 'config': cfg.to_dict(), 'epoch': epoch, 'val': metrics,
+                        'train_config': asdict(tc)}, out / 'best.pt')
+        else:
+            stale += 1
+        torch.save({'model': model.state_dict(), 'optimizer': opt.state_dict(),
+                    'epoch': epoch, 'best': best, 'history': history, 'config': cfg.to_dict(),
+                    'torch_rng': torch.get_rng_state(), 'spent_s': spent_s, 'train_config': asdict(tc)}, last)
+        if stale >= tc.patience:
+            log(f'early stop: no better val mAP for {tc.patience} epochs')
+            break
+        if spent_s / 60 > tc.max_minutes:
+            log(f'stopping: {spent_s / 60:.1f} min spent (--max-minutes {tc.max_minutes:g})')
+            break
+    return {'best_val_map': best, 'epochs_run': len(history), 'minutes': round(spent_s / 60, 2),
+            'best': str(out / 'best.pt')}
+
+
+def load_model(checkpoint) -> LidarCenterPoint:
+    ck = torch.load(checkpoint, weights_only=False, map_location='cpu')
+    model = LidarCenterPoint(LidarConfig.from_dict(ck['config']))
+    model.load_state_dict(ck['model'])
+    return model.eval()

@@ -1,0 +1,137 @@
+"""The LiDAR encoder's training path (fmdrive/training): dataset determinism, a training step that
+learns, ONNX export parity, INT8 variants a card accepts, and the committed model on a test frame.
+Tiny networks and a few simulated frames: seconds, not minutes. Torch tests skip without torch
+(requirements-train.txt)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmdrive import config
+
+ENGINE = Path(config.package_file('engines/lidar_centerpoint'))
+
+
+def _short_scene(split='train', index=0, duration_s=0.6, camera=True):
+    from fmdrive.training.dataset import scene_spec, simulate_scene
+    return simulate_scene(scene_spec(split, index, duration_s), camera=camera)
+
+
+def test_dataset_scene_is_deterministic_for_its_split_and_index():
+    a, b = _short_scene(), _short_scene()
+    assert set(a) == set(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert a['images'].shape[1:] == (192, 320, 3)
+
+
+def test_splits_draw_disjoint_scenarios_and_test_variants_share_scenes():
+    from fmdrive.training.dataset import scene_spec
+    seeds = {s: {scene_spec(s, i).seed for i in range(20)} for s in ('train', 'val', 'test')}
+    assert not (seeds['train'] & seeds['val']) and not (seeds['train'] & seeds['test'])
+    t32, t128 = scene_spec('test', 3), scene_spec('test128', 3)
+    assert (t32.seed, t32.lidar.beams, t128.lidar.beams) == (t128.seed, 32, 128)
+
+
+def test_dataset_writer_resumes_by_skipping_finished_scenes(tmp_path):
+    from fmdrive.training.dataset import load_split, write_split
+    first = write_split(tmp_path, 'val', 1, camera=False, progress=False, duration_s=0.4)
+    again = write_split(tmp_path, 'val', 1, camera=False, progress=False, duration_s=0.4)
+    assert (first['written'], again['written'], again['skipped']) == (1, 0, 1)
+    frames = load_split(tmp_path, 'val')
+    assert len(frames) == 2 and frames[0].points.shape[1] == 4
+
+
+def test_targets_put_each_seen_object_on_a_heatmap_peak():
+    from fmdrive.training.dataset import frames_of_scene
+    pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.training.lidar_model import LidarConfig, make_targets
+    frame = next(f for f in frames_of_scene(_short_scene(camera=False)) if (f.lidar_points > 0).any())
+    t = make_targets(frame, LidarConfig())
+    assert len(t.index) >= 1 and np.isclose(t.heatmap.max(), 1.0)
+    assert np.all((t.offset >= 0) & (t.offset < 1))
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    from fmdrive.training.dataset import write_split
+    root = tmp_path_factory.mktemp('dataset')
+    for split in ('train', 'val', 'test'):
+        write_split(root, split, 1, camera=False, progress=False, duration_s=0.8)
+    return root
+
+
+def test_a_few_training_steps_reduce_the_loss(tiny_data):
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.training.lidar_data import split_canvases
+    from fmdrive.training.lidar_model import LidarCenterPoint, centerpoint_loss
+    from fmdrive.training.train_lidar import frame_pairs, make_batch, seed_everything, tiny_config
+    seed_everything(0)
+    cfg = tiny_config()
+    frames, canvases = split_canvases(tiny_data, 'train', cfg.bev_grid(), progress=False)
+    idx = frame_pairs(frames)[:2].reshape(-1)
+    x, batch = make_batch(idx, frames, canvases, cfg, np.zeros(len(idx), bool))
+    model = LidarCenterPoint(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(12):
+        loss, _ = centerpoint_loss(model(x), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_training_checkpoints_every_epoch_and_resumes(tiny_data, tmp_path):
+    pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.training.train_lidar import TrainConfig, train
+    tc = TrainConfig(data=str(tiny_data), out=str(tmp_path / 'run'), epochs=1, tiny=True, threads=1)
+    train(tc, progress=False, log=lambda *_: None)
+    tc.epochs = 2
+    result = train(tc, resume=True, progress=False, log=lambda *_: None)
+    assert result['epochs_run'] == 2
+    assert (tmp_path / 'run' / 'last.pt').is_file() and (tmp_path / 'run' / 'best.pt').is_file()
+    assert len((tmp_path / 'run' / 'log.jsonl').read_text().splitlines()) == 2
+
+
+def test_export_matches_torch_and_int8_variants_pass_the_card_checks(tiny_data, tmp_path):
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    pytest.importorskip('onnxscript', reason="torch's ONNX exporter needs onnxscript (requirements-train.txt)")
+    from fmdrive.inference.card import load_card
+    from fmdrive.training.export import export_lidar, quantize_lidar
+    from fmdrive.training.lidar_model import LidarCenterPoint
+    from fmdrive.training.train_lidar import tiny_config
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    ckpt = tmp_path / 'tiny.pt'
+    torch.save({'model': LidarCenterPoint(cfg).state_dict(), 'config': cfg.to_dict(),
+                'train_config': {'epochs': 1, 'seed': 0}}, ckpt)
+    out = export_lidar(ckpt, tmp_path / 'engine', tiny_data, log=lambda *_: None)
+    assert max(out['max_abs_diff'].values()) < 1e-4
+    quantize_lidar(tmp_path / 'engine', tiny_data, calib_frames=4, methods=('minmax',), log=lambda *_: None)
+    card = load_card(tmp_path / 'engine')          # hashes, shapes, QDQ, symmetric int8_trt
+    assert set(card.files) == {'fp32', 'int8_trt', 'int8_cpu'} and card.opset >= 17
+
+
+def test_committed_lidar_model_has_a_valid_card():
+    from fmdrive.inference.card import load_card
+    card = load_card(ENGINE)
+    assert card.io_convention == 'fmdrive_centerpoint' and set(card.files) == {'fp32', 'int8_trt', 'int8_cpu'}
+    assert all(p.path.stat().st_size <= 8 * 2**20 for v in card.files.values() for p in v.values())
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'int8'])
+def test_committed_lidar_model_finds_the_car_on_a_test_frame(precision):
+    from fmdrive.bev import iou_matrix
+    from fmdrive.inference import load_detector
+    from fmdrive.training.dataset import frames_of_scene
+    detector = load_detector(ENGINE, precision, 'onnxruntime', threads=1)
+    frames = frames_of_scene(_short_scene('test', 0, duration_s=0.4, camera=False))   # car_following
+    frame = frames[-1]
+    cars = [o for o, n in zip(frame.gt_objects(), frame.lidar_points)
+            if o.label == 'car' and n >= 30 and np.hypot(*o.center[:2]) < 40]
+    assert cars, 'the test scene should hold a well-seen car'
+    found = [d for d in detector.detect(frame.points) if d.label == 'car']
+    assert found and iou_matrix(found, cars).max(0).min() >= 0.5
+    assert found[0].embedding.shape == (64,)
