@@ -227,3 +227,11 @@ def test_an_object_absurdly_far_or_fast_leaves_every_published_number_finite():
     plan = out.plan
     assert np.isfinite(plan.cost) and np.all(np.isfinite(plan.poses)) and np.all(np.isfinite(plan.speeds_mps))
     assert 'farther than 1000 m' in plan.status and 'impossible velocity' in plan.status
+
+
+def test_an_impossible_ego_speed_is_invalid_input_and_the_plan_stays_finite_in_float32():
+    sc = Scene(1, EgoState(0.0, 0.0, 0.0, 1e308), [], lanes(), 13.9)
+    out = Arbiter(ClassicalPlanner(), deadline_ms=AMPLE_MS).plan(sc)
+    assert out.plan.status.startswith('invalid_input: ego speed 1e+308 m/s is impossible')
+    assert np.all(np.isfinite(np.asarray(out.plan.speeds_mps, np.float32)))
+    assert np.all(np.isfinite(np.asarray(out.plan.poses, np.float32)))

@@ -51,7 +51,7 @@ from fmdrive.objects import Object3D, Plan, Scene
 from fmdrive.planning.frenet import Road, polyval, quartic_coefficients, quintic_coefficients
 from fmdrive.planning.footprint import LANE_KEEP_TOLERANCE_M, footprint_gaps
 from fmdrive.planning.limits import LimitsError, VehicleLimits, effective_speed_limit
-from fmdrive.planning.prediction import follow_lane, predict_constant_velocity
+from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, follow_lane, predict_constant_velocity
 from fmdrive.planning.protocol import PlanResult
 
 
@@ -233,6 +233,11 @@ def _idm_rollout(t, v0, v_des, gap0, v_lead, static, in_corridor, p, a_lead=None
         v = v_new
         out[:, k + 1] = v
     return out
+
+
+def _usable_speed(v) -> bool:
+    """A speed a car can have (finite, at most MAX_OBJECT_SPEED_MPS either way)."""
+    return bool(np.isfinite(v) and abs(v) <= MAX_OBJECT_SPEED_MPS)
 
 
 class _BudgetExceeded(Exception):
@@ -426,7 +431,7 @@ class ClassicalPlanner:
         """Out of time: brake comfortably, harder only as needed to stand within the horizon."""
         p = self.params
         v0 = getattr(getattr(scene, 'ego', None), 'speed_mps', 0.0)
-        v0 = float(v0) if np.isfinite(v0) else 0.0
+        v0 = float(v0) if _usable_speed(v0) else 0.0
         decel = min(p.max_decel_mps2, max(p.comfort_decel_mps2, v0 / p.horizon_s))
         return self._failsafe_stop(scene, status, decel)
 
@@ -444,7 +449,7 @@ class ClassicalPlanner:
                          status=status)
             return PlanResult(empty, 0, {}, status, empty, [status])
         t, _ = self._times()
-        v0 = float(ego.speed_mps) if np.isfinite(ego.speed_mps) else 0.0
+        v0 = float(ego.speed_mps) if _usable_speed(ego.speed_mps) else 0.0
         v0 = max(v0, 0.0)
         v = np.maximum(v0 - decel * t, 0.0)
         x = np.r_[0.0, np.cumsum(0.5 * (v[1:] + v[:-1]) * np.diff(t))]
@@ -480,6 +485,9 @@ class ClassicalPlanner:
             return self._failsafe_stop(scene, 'invalid_input: non-finite ego pose, no plan')
         if not np.isfinite(ego.speed_mps):
             return self._failsafe_stop(scene, 'invalid_input: non-finite ego speed, braking')
+        if not _usable_speed(ego.speed_mps):
+            return self._failsafe_stop(scene, f'invalid_input: ego speed {ego.speed_mps:.3g} m/s is '
+                                       'impossible, braking')
         v0 = float(ego.speed_mps)
         if v0 < 0:
             notes.append(f'ego speed {v0:.2f} m/s < 0 treated as 0 (this planner drives forward)')

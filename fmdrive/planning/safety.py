@@ -26,7 +26,7 @@ from fmdrive.planning.footprint import (LANE_KEEP_TOLERANCE_M, footprint_gaps,  
                                         oriented_box_gaps)
 from fmdrive.planning.frenet import Road
 from fmdrive.planning.limits import VehicleLimits, effective_speed_limit
-from fmdrive.planning.prediction import predict_constant_velocity
+from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, predict_constant_velocity
 
 CHECK_DT_S = 0.1          # the trajectory is densified to this step for the collision check
 
@@ -75,6 +75,9 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
     ego_state = np.array([ego.x, ego.y, ego.yaw_rad, ego.speed_mps], dtype=np.float64)
     if not np.all(np.isfinite(ego_state)):
         return SafetyReport(False, ['non-finite ego state in the scene; cannot check'], float('nan'))
+    if abs(ego.speed_mps) > MAX_OBJECT_SPEED_MPS:
+        return SafetyReport(False, [f'impossible ego speed {ego.speed_mps:.3g} m/s in the scene; '
+                                    'cannot check'], float('nan'))
     if t[0] <= 0 or np.any(np.diff(t) <= 0):
         return SafetyReport(False, ['times must be positive and strictly increasing'], float('nan'))
 
