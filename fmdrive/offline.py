@@ -34,7 +34,8 @@ def simulate_frames(kind, seed: int = 0, duration_s: float = 20.0, beams: int = 
     K = np.asarray(camera.K, float).copy()
     K[:2] *= camera_scale
     width, height = max(8, int(camera.width * camera_scale)), max(8, int(camera.height * camera_scale))
-    spec = kind if isinstance(kind, ScenarioSpec) else generate_scenario(kind, seed=seed, duration_s=duration_s)
+    spec = kind if isinstance(kind, ScenarioSpec) else generate_scenario(kind, seed=seed,
+                                                                          duration_s=duration_s)
     spec.lidar.beams = beams
     sim = Simulator(spec, K, width, height, extrinsics[config.FRAMES['camera']],
                     extrinsics[config.FRAMES['lidar']])

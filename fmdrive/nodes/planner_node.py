@@ -67,7 +67,8 @@ class PlannerNode(FmdriveNode):
         reason = (f'no scene for {silent_s:.1f} s' if self.last_scene_time is not None
                   else 'no scene received yet') + ' (see /diagnostics for the silent input)'
         with self._lock:
-            plan = stopping_plan(self.arbiter.fallback, self.last_scene, self.last_plan, self.now_ns(), reason)
+            plan = stopping_plan(self.arbiter.fallback, self.last_scene, self.last_plan, self.now_ns(),
+                                 reason)
             self.set_mode(plan.status)
             self.publish(plan)
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -569,7 +569,7 @@ class ClassicalPlanner:
         will be, in its corridor; whether the ego lane's leader invites passing it and how long a
         pass would take (for the oncoming-lane check)."""
         p = self.params
-        t, dt, n_obj, half_w = f.t, p.dense_dt_s, f.n_obj, f.half_w
+        t, n_obj, half_w = f.t, f.n_obj, f.half_w
         s_obj, d_obj, ext_s, ext_d = f.s_obj, f.d_obj, f.ext_s, f.ext_d
         road = f.road
         lane_c = road.lane_center_d_m
@@ -794,7 +794,6 @@ class ClassicalPlanner:
     def _oncoming_ok(self, f: _Frame, c: _Candidates):
         """(C,) entering an oncoming lane: only to pass something passable (or when asked to
         change lanes), and only if it stays clear of oncoming traffic for the whole pass."""
-        p = self.params
         oncoming_ok = np.ones(c.n, bool)
         lane_now_pos = int(np.argmin(np.abs(f.d0 - f.lane_c)))
         asked = f.instruction.kind in ('change_lane_left', 'change_lane_right')
