@@ -136,8 +136,16 @@ COMMON_PARAM_SPECS = {
 
 NODE_PARAM_SPECS = {
     'lidar_encoder': {
-        'backend': Param('classical', 'detector: classical (open3d); the learned encoder arrives with the models',
-                         choices=('classical',), read_only=True),
+        'backend': Param('classical', 'detector: classical (open3d clusters), or the learned encoder of '
+                         '`model` on auto (TensorRT when present, else ONNX Runtime), tensorrt or onnxruntime; '
+                         'a learned encoder that cannot load falls back to classical, said on /diagnostics',
+                         choices=('classical', 'auto', 'tensorrt', 'onnxruntime'), read_only=True),
+        'model': Param('engines/lidar_centerpoint', 'model directory (card.yaml) of the learned encoder, '
+                       'relative to the package or absolute', read_only=True),
+        'precision': Param('int8', 'precision variant of the card to run', choices=('fp32', 'fp16', 'int8'),
+                           read_only=True),
+        'inference_threads': Param(1, 'ONNX Runtime intra-op threads (the graph shares the cores)',
+                                   range=(1, 16), read_only=True),
         'range_m': Param(60.0, 'points farther than this (horizontal) are ignored', range=(5.0, 300.0)),
         'z_min_m': Param(-3.0, 'lowest point kept, relative to the ground under the sensor', range=(-20.0, 5.0)),
         'z_max_m': Param(4.8, 'highest point clustered, relative to the ground (above a bus roof)',

@@ -14,7 +14,7 @@ import pytest
 
 from fmdrive.rosenv import random_domain_id, ros_env
 
-DDS_FIXTURES = {'ros_domain', 'probe', 'running_graph'}
+DDS_FIXTURES = {'ros_domain', 'probe', 'running_graph', 'graph_nodes'}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -190,3 +190,20 @@ def running_graph(ros_domain, tmp_path_factory):
     finally:
         codes = graph.stop()
         print('graph exit codes:', codes)
+
+
+@pytest.fixture
+def graph_nodes(ros_domain, tmp_path):
+    """Start some graph nodes as processes: graph_nodes('fusion', overrides={...}); stopped afterwards."""
+    from fmdrive.graph import GRAPH, GraphProcesses
+    by_name = {n.name: n for n in GRAPH}
+    started = []
+
+    def start(*names, overrides=None):
+        graph = GraphProcesses(ros_env(ros_domain), tmp_path / f'logs{len(started)}',
+                               nodes=tuple(by_name[n] for n in names), overrides=overrides or {})
+        started.append(graph.start())
+        return graph
+    yield start
+    for graph in started:
+        graph.stop()

@@ -9,7 +9,7 @@ import pytest
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from fmdrive import config
-from fmdrive.graph import GRAPH, GraphProcesses
+from fmdrive.graph import GRAPH
 from fmdrive.msgs import fields_to_camera_info, scene_to_msg, xyzi_to_pointcloud2
 from fmdrive.objects import EgoState, Scene
 from fmdrive.rosenv import ros_env
@@ -21,21 +21,6 @@ NODE = {n.name: n for n in GRAPH}
 DEFAULT = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)           # rclpy's default: reliable, volatile
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-@pytest.fixture
-def nodes(ros_domain, tmp_path):
-    """Start some graph nodes as processes: nodes('fusion', overrides={...}); stopped afterwards."""
-    started = []
-
-    def start(*names, overrides=None):
-        graph = GraphProcesses(ros_env(ros_domain), tmp_path / f'logs{len(started)}',
-                               nodes=tuple(NODE[n] for n in names), overrides=overrides or {})
-        started.append(graph.start())
-        return graph
-    yield start
-    for graph in started:
-        graph.stop()
 
 
 def camera_info_msg():
@@ -61,8 +46,8 @@ def publish_until_received(probe, pub, make_msg, node, topic, timeout_s=30.0):
 
 
 @pytest.mark.timeout(180)
-def test_camera_info_and_clouds_from_default_sensor_data_and_latched_publishers_are_received(nodes, probe):
-    nodes('fusion', 'lidar_encoder')
+def test_camera_info_and_clouds_from_default_sensor_data_and_latched_publishers_are_received(graph_nodes, probe):
+    graph_nodes('fusion', 'lidar_encoder')
     probe.watch_diagnostics()
     for name, qos in (('default', DEFAULT), ('sensor-data', qos_profile_sensor_data), ('transient_local', LATCHED)):
         pub = probe.node.create_publisher(type(camera_info_msg()), T['camera_info'], qos)
@@ -80,8 +65,8 @@ def test_camera_info_and_clouds_from_default_sensor_data_and_latched_publishers_
 
 
 @pytest.mark.timeout(120)
-def test_a_fixed_reliable_subscription_counts_an_incompatible_publisher(nodes, probe):
-    nodes('lidar_encoder', overrides={'lidar_encoder': {'sensor_qos': 'reliable'}})
+def test_a_fixed_reliable_subscription_counts_an_incompatible_publisher(graph_nodes, probe):
+    graph_nodes('lidar_encoder', overrides={'lidar_encoder': {'sensor_qos': 'reliable'}})
     probe.watch_diagnostics()
     pub = probe.node.create_publisher(type(xyzi_to_pointcloud2(np.zeros((1, 4), np.float32), 0, 'lidar')),
                                       T['points'], qos_profile_sensor_data)
@@ -96,9 +81,9 @@ def scene(stamp_ns, speed=8.0):
 
 
 @pytest.mark.timeout(120)
-def test_scenes_stopping_is_stale_on_diagnostics_and_the_planner_publishes_a_safe_stop(nodes, probe):
+def test_scenes_stopping_is_stale_on_diagnostics_and_the_planner_publishes_a_safe_stop(graph_nodes, probe):
     from fmdrive_msgs.msg import Plan
-    nodes('planner')
+    graph_nodes('planner')
     probe.watch_diagnostics()
     probe.listen(T['plan'], Plan)
     pub = probe.publisher(T['scene'], type(scene(0)))
@@ -174,8 +159,8 @@ def get_parameter(probe, node_name, name):
 
 
 @pytest.mark.timeout(120)
-def test_runtime_parameter_changes_are_applied_or_refused_with_a_reason(nodes, probe):
-    nodes('planner')
+def test_runtime_parameter_changes_are_applied_or_refused_with_a_reason(graph_nodes, probe):
+    graph_nodes('planner')
     (ok,) = set_parameters(probe, 'planner', deadline_ms=50.0)
     assert ok.successful and get_parameter(probe, 'planner', 'deadline_ms') == 50.0
     (bad,) = set_parameters(probe, 'planner', queue_size=0)

@@ -1,13 +1,15 @@
 """lidar_encoder node: PointCloud2 -> 3D objects (+ lane markings) in the base frame.
 
 The cloud's own frame id is looked up in the node's TF buffer (/tf_static, /tf; the calibration YAML
-as fallback), so a user's `velodyne` or `lidar_top` mounted any way works. For now the classical
-open3d path (fmdrive/perception/lidar_classical.py); the learned PointPillars encoder plugs in here
-through fmdrive/inference with the `backend` parameter.
+as fallback), so a user's `velodyne` or `lidar_top` mounted any way works. `backend` chooses the
+classical open3d path (fmdrive/perception/lidar_classical.py) or a learned encoder from a model card
+(fmdrive/perception/lidar_learned.py over fmdrive/inference); a card that cannot run here falls back
+to the classical path, said once and on /diagnostics.
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 from fmdrive_msgs.msg import LaneArray, ObjectArray
@@ -24,6 +26,7 @@ class LidarEncoderNode(FmdriveNode):
     def __init__(self):
         super().__init__('lidar_encoder')
         self.use_tf()
+        self.learned = self.load_learned() if self.p['backend'] != 'classical' else None
         self.detector = self.make_detector(self.p)
         self.pub_objects = self.advertise('lidar_objects', ObjectArray)
         self.pub_lanes = self.advertise('lanes', LaneArray)
@@ -34,6 +37,25 @@ class LidarEncoderNode(FmdriveNode):
         base, lidar = params['base_frame'], config.FRAMES['lidar']
         T = self.tf.lookup(base, lidar) if self.tf.can_transform(base, lidar) else np.eye(4)
         return ClassicalLidarDetector(ClassicalLidarParams.from_dict(params), T)
+
+    def load_learned(self):
+        """The learned encoder of the card `model`, or None (and the classical path, said on
+        /diagnostics) when it cannot run here: a bad card, a missing runtime, a stale plan."""
+        from fmdrive.inference.detectors import load_detector
+        from fmdrive.perception.lidar_learned import LearnedLidarDetector
+        path = Path(self.p['model'])
+        path = path if path.is_absolute() else config.package_file(str(path))
+        try:
+            det = load_detector(path, self.p['precision'], self.p['backend'], threads=int(self.p['inference_threads']))
+        except Exception as e:  # noqa: BLE001 - CardError, BackendError or a runtime's own: all mean "not here"
+            reason = ' '.join(str(e).split()) or type(e).__name__
+            self.warn(f'learned LiDAR encoder unavailable ({reason}); running the classical path', key='learned',
+                      period_s=1e9)
+            self.set_mode(f'degraded: learned encoder unavailable, classical fallback ({reason[:120]})')
+            self.diag_values['backend'] = 'classical (fallback)'
+            return None
+        self.diag_values['backend'] = f'learned: {det.describe()}'[:300]
+        return LearnedLidarDetector(det, bool(self.p['detect_lanes']), float(self.p['lane_width_m']))
 
     def reconfigure(self, params: dict, changed: dict) -> None:
         self.detector = self.make_detector(params)
@@ -52,12 +74,13 @@ class LidarEncoderNode(FmdriveNode):
         stamp_ns = stamp_to_ns(msg.header.stamp)
         points = pointcloud2_to_xyzi(msg)
         T_base_cloud = self.T_base_cloud(msg.header.frame_id, stamp_ns)
-        result = self.detector.detect(points, T_base_cloud)
+        result = (self.learned or self.detector).detect(points, T_base_cloud)
         for w in result.warnings:
             self.warn(w, key=w[:40])
         base = self.p['base_frame']
         self.pub_lanes.publish(lanes_to_msg(result.lanes, stamp_ns, base, 'lidar_markings'))
-        self.pub_objects.publish(objects_to_msg(result.objects, stamp_ns, base, 'lidar_classical'))
+        source = 'lidar_learned' if self.learned is not None else 'lidar_classical'
+        self.pub_objects.publish(objects_to_msg(result.objects, stamp_ns, base, source))
         self.record((time.perf_counter() - t0) * 1e3, stamp_ns)
 
 
