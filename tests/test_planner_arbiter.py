@@ -235,3 +235,15 @@ def test_an_impossible_ego_speed_is_invalid_input_and_the_plan_stays_finite_in_f
     assert out.plan.status.startswith('invalid_input: ego speed 1e+308 m/s is impossible')
     assert np.all(np.isfinite(np.asarray(out.plan.speeds_mps, np.float32)))
     assert np.all(np.isfinite(np.asarray(out.plan.poses, np.float32)))
+
+
+def test_the_safety_filter_sees_the_road_as_the_planner_does_when_the_lanes_run_against_the_ego():
+    # the lane runs at 173 deg to the ego heading (an oncoming lane taken for ours): the planner
+    # ignores it and drives on along its heading; the filter must not judge that against the lane
+    u = np.linspace(-150.0, 10.0, 80)
+    heading = np.radians(173.0)
+    against = Lane(0, 3.5, np.c_[u * np.cos(heading), u * np.sin(heading), np.zeros_like(u)])
+    sc = Scene(1, EgoState(0.0, 0.0, 0.0, 10.0), [], [against], 13.9)
+    out = Arbiter(ClassicalPlanner(), deadline_ms=AMPLE_MS).plan(sc)
+    assert 'lanes ignored' in out.plan.status
+    assert out.safety.ok, out.safety.reasons

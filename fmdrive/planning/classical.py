@@ -501,19 +501,10 @@ class ClassicalPlanner:
         self._remember(stamp_ns, v0, objects)
         v_des = self._cruise_speed(stamp_ns, limit)
 
-        road = Road.from_lanes(scene.lanes, p.default_lane_width_m)
+        road = Road.around_ego(scene.lanes, p.default_lane_width_m)
         notes.extend(road.notes)
         s0, d0 = (float(a) for a in road.reference.project(np.zeros(2)))
         heading_err = float(wrap_angle(0.0 - road.reference.frame_at(s0)[2]))
-        if not road.assumed_lane and abs(heading_err) > np.radians(90):
-            # lanes run against the ego (wrong data, or an oncoming lane taken for ours)
-            notes.append(f'lanes run {np.degrees(abs(heading_err)):.0f} deg against the ego '
-                         'heading; lanes ignored')
-            road = Road.from_lanes([], p.default_lane_width_m)
-            s0, d0 = (float(a) for a in road.reference.project(np.zeros(2)))
-            heading_err = 0.0
-        elif abs(heading_err) > np.radians(60):
-            notes.append(f'ego heading {np.degrees(heading_err):.0f} deg off the lane direction')
         t, _ = self._times()
         f = _Frame(scene=scene, ego=ego, stamp_ns=stamp_ns, v0=v0, limit=limit, v_des=v_des,
                    instruction=instruction, notes=notes,

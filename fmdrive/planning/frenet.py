@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from fmdrive.geometry import wrap_angle
+
 
 MAX_REFERENCE_LENGTH_M = 100_000.0   # resampled every spacing_m: longer is broken input, not a road
 
@@ -241,6 +243,24 @@ class Road:
             widths.append(width)
             oncoming.append(against)
         return cls(ref, offsets, centers, widths, False, notes, oncoming)
+
+    @classmethod
+    def around_ego(cls, lanes, default_width_m: float = DEFAULT_LANE_WIDTH_M) -> 'Road':
+        """`from_lanes` as the ego (at the origin of base_link, heading +x) can use it: lanes whose
+        ego lane runs more than 90 deg against the ego heading (wrong data, or an oncoming lane
+        taken for ours) are ignored and the ego lane is assumed; 60-90 deg off is noted. The
+        planner and the safety filter both build their road here, so they agree on where it is."""
+        road = cls.from_lanes(lanes, default_width_m)
+        s0 = float(road.reference.project(np.zeros(2))[0])
+        heading_err = float(wrap_angle(0.0 - road.reference.frame_at(s0)[2]))
+        if not road.assumed_lane and abs(heading_err) > np.radians(90):
+            notes = road.notes + [f'lanes run {np.degrees(abs(heading_err)):.0f} deg against the '
+                                  'ego heading; lanes ignored']
+            road = cls.from_lanes([], default_width_m)
+            road.notes = notes
+        elif abs(heading_err) > np.radians(60):
+            road.notes.append(f'ego heading {np.degrees(heading_err):.0f} deg off the lane direction')
+        return road
 
     def lane_index_of(self, d_m) -> np.ndarray:
         """Position (in lanes, 0 = ego lane, + left) of the lane nearest to offset(s) d_m."""

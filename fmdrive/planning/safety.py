@@ -136,7 +136,7 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
     to_center = float(lim.base_to_center_m)
     cx = xd + to_center * np.cos(yawd)
     cy = yd + to_center * np.sin(yawd)
-    road = Road.from_lanes(scene.lanes, lim.default_lane_width_m)
+    road = Road.around_ego(scene.lanes, lim.default_lane_width_m)
     _, d_path = road.reference.project(np.c_[xd, yd])
     objects = [o for o in (scene.objects or [])]
     pred = predict_constant_velocity(objects, td, lim.uncertainty_growth_mps, 0.0)
