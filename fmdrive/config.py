@@ -24,6 +24,7 @@ TOPICS = {
     'objects': '/perception/objects',
     'scene': '/scene/description',
     'instruction': '/planning/instruction',
+    'speed_limit': '/map/speed_limit',   # not in DESIGN §2: the road's limit (std_msgs/Float32, m/s, latched)
     'plan': '/planning/plan',
     'trajectory': '/planning/trajectory',
     'markers': '/visualization/markers',
@@ -47,6 +48,7 @@ TOPIC_TYPES = {
     TOPICS['objects']: 'fmdrive_msgs/msg/ObjectArray',
     TOPICS['scene']: 'fmdrive_msgs/msg/SceneDescription',
     TOPICS['instruction']: 'std_msgs/msg/String',
+    TOPICS['speed_limit']: 'std_msgs/msg/Float32',
     TOPICS['plan']: 'fmdrive_msgs/msg/Plan',
     TOPICS['trajectory']: 'nav_msgs/msg/Path',
     TOPICS['markers']: 'visualization_msgs/msg/MarkerArray',
@@ -57,7 +59,7 @@ TOPIC_TYPES = {
     TOPICS['clock']: 'rosgraph_msgs/msg/Clock',
 }
 
-SENSOR_TOPICS = (TOPICS['image'], TOPICS['camera_info'], TOPICS['points'], TOPICS['odometry'])
+SENSOR_TOPICS = (TOPICS['image'], TOPICS['camera_info'], TOPICS['points'], TOPICS['odometry'], TOPICS['speed_limit'])
 OUTPUT_TOPICS = (TOPICS['lidar_objects'], TOPICS['lanes'], TOPICS['objects'], TOPICS['scene'], TOPICS['plan'],
                  TOPICS['trajectory'], TOPICS['markers'], TOPICS['overlay'], TOPICS['diagnostics'])
 
@@ -115,7 +117,9 @@ class Param:
         return None
 
 
-SPEED_LIMIT_MPS = 13.9  # 50 km/h: the configured limit while no map gives one (scene and planner share it)
+SPEED_LIMIT_MPS = 13.9  # 50 km/h: the road's limit while no map gives one (scene and planner share it)
+MAX_SPEED_MPS = 36.1    # 130 km/h: never planned above, whatever the road says
+FALLBACK_BUDGET_MS = 250.0  # the classical planner's hard time bound (~20 ms idle x86, several times that loaded)
 
 COMMON_PARAM_SPECS = {
     'sensor_qos': Param('auto', 'QoS of sensor subscriptions: auto adapts to the publishers (best effort '
@@ -170,18 +174,23 @@ NODE_PARAM_SPECS = {
         'min_hits': Param(2, 'a track is published after this many hits', range=(1, 100)),
         'odom_buffer_s': Param(5.0, 'odometry history kept for lookups at sensor stamps', range=(0.5, 60.0),
                                read_only=True),
-        'speed_limit_mps': Param(SPEED_LIMIT_MPS, 'speed limit written into the scene (no map yet)',
-                                 range=(0.0, 70.0)),
+        'speed_limit_mps': Param(SPEED_LIMIT_MPS, 'speed limit written into the scene until one arrives on '
+                                 '/map/speed_limit', range=(0.0, 70.0)),
         'max_scene_objects': Param(8, 'objects named in the scene text (all stay in the structure)',
                                    range=(0, 200)),
     },
     'planner': {
         'horizon_s': Param(3.0, 'length of the published trajectory', range=(0.5, 20.0)),
         'dt_s': Param(0.5, 'waypoint spacing of the published trajectory', range=(0.05, 2.0)),
-        'speed_limit_mps': Param(SPEED_LIMIT_MPS, 'highest speed planned (the scene\'s limit wins when lower)',
+        'speed_limit_mps': Param(SPEED_LIMIT_MPS, "the road's limit when the scene carries none (0 or not finite)",
                                  range=(0.0, 70.0)),
-        'deadline_ms': Param(100.0, 'planning time budget; a plan over it is flagged deadline_met=false',
+        'max_speed_mps': Param(MAX_SPEED_MPS, 'highest speed planned whatever the road allows', range=(1.0, 70.0)),
+        'deadline_ms': Param(100.0, 'time the primary (LM) planner gets before it is abandoned and the classical '
+                             'fallback is published; deadline_met=false when the whole call took longer',
                              range=(1.0, 10000.0)),
+        'fallback_budget_ms': Param(FALLBACK_BUDGET_MS, "the classical planner's own time budget; a step it cannot "
+                                    'start within it is replaced by braking (status budget_stop)',
+                                    range=(10.0, 10000.0)),
         'watchdog_period_s': Param(0.1, 'how often the planner checks that scenes still arrive; while they '
                                    'do not it publishes a safe stopping trajectory at this period',
                                    range=(0.02, 1.0), read_only=True),

@@ -37,7 +37,7 @@ GRAPH = (
     GraphNode('lidar_encoder', 'lidar_encoder', 'fmdrive.nodes.lidar_encoder_node', ('points',),
               ('lidar_objects', 'lanes')),
     GraphNode('fusion', 'fusion', 'fmdrive.nodes.fusion_node',
-              ('odometry', 'lanes', 'camera_info', 'lidar_objects'), ('objects', 'scene')),
+              ('odometry', 'lanes', 'camera_info', 'speed_limit', 'lidar_objects'), ('objects', 'scene')),
     GraphNode('planner', 'planner', 'fmdrive.nodes.planner_node', ('instruction', 'scene'),
               ('plan', 'trajectory')),
     GraphNode('visualizer', 'visualizer', 'fmdrive.nodes.visualizer_node',

@@ -170,3 +170,23 @@ def test_runtime_parameter_changes_are_applied_or_refused_with_a_reason(graph_no
     (incoherent,) = set_parameters(probe, 'planner', horizon_s=3.3)      # not a multiple of dt_s
     assert not incoherent.successful and incoherent.reason, incoherent
     assert get_parameter(probe, 'planner', 'horizon_s') == 3.0
+
+
+@pytest.mark.timeout(120)
+def test_the_roads_speed_limit_from_a_latched_publisher_reaches_every_scene(graph_nodes, probe):
+    from fmdrive_msgs.msg import ObjectArray, SceneDescription
+    from std_msgs.msg import Float32
+
+    from fmdrive.msgs import objects_to_msg
+    graph_nodes('fusion')
+    probe.watch_diagnostics()
+    probe.listen(T['scene'], SceneDescription)
+    limit = probe.node.create_publisher(Float32, T['speed_limit'], LATCHED)
+    limit.publish(Float32(data=8.3))                         # before the node has matched: latched
+    probe.wait_for_diagnostics('fusion', lambda kv: kv.get('speed_limit', '').endswith('(map)'),
+                               what='the map limit taken')
+    pub = probe.publisher(T['lidar_objects'], ObjectArray)
+    probe.wait_for_subscribers([T['lidar_objects']], nodes=[NODE['fusion']])
+    pub.publish(objects_to_msg([], time.time_ns(), 'base_link', 'test'))
+    assert probe.spin_until(lambda: probe.received[T['scene']], 30), 'no scene'
+    assert probe.received[T['scene']][-1].speed_limit_mps == pytest.approx(8.3)

@@ -2,7 +2,8 @@
 ground truth into a run directory:
 
     RUN_DIR/scenario.yaml        the spec (re-runnable: fmdrive sim --scenario RUN_DIR/scenario.yaml)
-    RUN_DIR/bag/                 rosbag2: camera image + camera_info, LiDAR points, odometry, /tf, /tf_static
+    RUN_DIR/bag/                 rosbag2: camera image + camera_info, LiDAR points, odometry, /tf, /tf_static,
+                                 the road's speed limit (/map/speed_limit, latched)
     RUN_DIR/ground_truth.json    per-frame boxes, classes, track ids, expert (ego) trajectory
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ def write_scenario(spec, run_dir, camera, extrinsics: dict, progress: bool = Tru
     from fmdrive.msgs import (ego_to_odometry, fields_to_camera_info, rgb_to_image, transforms_to_tf,
                               xyzi_to_pointcloud2)
     from fmdrive.sim import Simulator
+    from std_msgs.msg import Float32
 
     run_dir = Path(run_dir)
     bag_dir = run_dir / 'bag'
@@ -51,6 +53,7 @@ def write_scenario(spec, run_dir, camera, extrinsics: dict, progress: bool = Tru
             if first:
                 bag.write(T['tf_static'], transforms_to_tf([(base, child, Tc) for child, Tc in extrinsics.items()
                                                             if child != base], stamp), stamp)
+                bag.write(T['speed_limit'], Float32(data=float(spec.road.speed_limit_mps)), stamp)
                 first = False
             for odom_stamp, ego in frame.odometry:
                 bag.write(T['odometry'], ego_to_odometry(odom_stamp, ego, odom, base), odom_stamp)

@@ -28,8 +28,9 @@ METADATA_VERSION = 8
 
 
 def is_latched_topic(topic: str) -> bool:
-    """Topics whose publishers are latched (transient_local): /tf_static and camera_info."""
-    return topic == TOPICS['tf_static'] or topic.rstrip('/').endswith('camera_info')
+    """Topics whose publishers are latched (transient_local): /tf_static, camera_info and the road's
+    speed limit (state, published once, needed by late joiners)."""
+    return topic in (TOPICS['tf_static'], TOPICS['speed_limit']) or topic.rstrip('/').endswith('camera_info')
 
 
 def default_qos_name(topic: str, qos: str = 'reliable') -> str:

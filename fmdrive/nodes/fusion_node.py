@@ -14,6 +14,7 @@ import numpy as np
 from fmdrive_msgs.msg import LaneArray, ObjectArray, SceneDescription
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo
+from std_msgs.msg import Float32
 
 from fmdrive.calibration.camera_model import CameraModel
 from fmdrive.fusion.core import NO_ODOMETRY, FusionCore, FusionParams
@@ -22,6 +23,7 @@ from fmdrive.msgs import (MessageError, camera_info_to_fields, msg_to_lanes, msg
 from fmdrive.nodes.base import FmdriveNode, run_node
 
 LANES_MAX_AGE_NS = 300_000_000  # lanes older than this (vs the LiDAR stamp) are not used
+MAX_ROAD_LIMIT_MPS = 70.0       # the speed_limit parameters' own range
 
 
 class FusionNode(FmdriveNode):
@@ -37,11 +39,16 @@ class FusionNode(FmdriveNode):
         self.subscribe('odometry', Odometry, self.on_odometry, 'sensor')
         self.subscribe('lanes', LaneArray, self.on_lanes)
         self.subscribe('camera_info', CameraInfo, self.on_camera_info, 'any', aged=None, gaps=False)
+        self.subscribe('speed_limit', Float32, self.on_speed_limit, 'any', aged=None, gaps=False)
+        self.diag_values['speed_limit'] = f'{self.p["speed_limit_mps"]:.1f} m/s (configured)'
         self.subscribe('lidar_objects', ObjectArray, self.on_lidar_objects, queued=True, aged='always')
 
     def reconfigure(self, params: dict, changed: dict) -> None:
-        # the tracker keeps its tracks; its gates and the scene's limits follow the new values
+        # the tracker keeps its tracks; its gates and the scene's limits follow the new values (a limit
+        # from the map stays in force over the configured one)
         new = FusionParams.from_node_params(params)
+        if self.diag_values['speed_limit'].endswith('(map)'):
+            new.speed_limit_mps = self.core.params.speed_limit_mps
         self.core.params = new
         self.core.tracker.params = new.tracker_params()
 
@@ -50,6 +57,13 @@ class FusionNode(FmdriveNode):
         if not np.isfinite([ego.x, ego.y, ego.yaw_rad, ego.speed_mps, ego.yaw_rate_rps]).all():
             raise MessageError('odometry with NaN/inf pose or twist')
         self.core.add_odometry(stamp_ns, ego)
+
+    def on_speed_limit(self, msg: Float32):
+        """The road's limit from the map (or the bag): every scene carries it from now on."""
+        if not (np.isfinite(msg.data) and 0.0 < msg.data <= MAX_ROAD_LIMIT_MPS):
+            raise MessageError(f'speed limit {msg.data!r} m/s is not a road limit (0, {MAX_ROAD_LIMIT_MPS}]')
+        self.core.params.speed_limit_mps = float(msg.data)
+        self.diag_values['speed_limit'] = f'{msg.data:.1f} m/s (map)'
 
     def on_lanes(self, msg: LaneArray):
         self.lanes.append((stamp_to_ns(msg.header.stamp), msg_to_lanes(msg)))

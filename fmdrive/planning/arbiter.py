@@ -29,17 +29,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from fmdrive.config import FALLBACK_BUDGET_MS  # planner.fallback_budget_ms: a hard bound, not the 10 Hz target
 from fmdrive.objects import Plan, Scene
 from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
 from fmdrive.planning.protocol import Planner, PlanResult
 from fmdrive.planning.safety import SafetyReport, check_trajectory
 
-# The classical planner's own budget. It is a hard bound (a pathological scene must not stall the
-# car's planning), not the 10 Hz target: the classical planner takes ~20 ms on an idle x86 core
-# and several times that on a loaded one, and a budget it runs out of makes it brake (a plan
-# published late is followed by the controller along the previous one meanwhile). To be declared
-# in config.py as planner.fallback_budget_ms (read from the node parameters when it is).
-FALLBACK_BUDGET_MS = 250.0
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fmdrive.config import SPEED_LIMIT_MPS
+from fmdrive.config import MAX_SPEED_MPS, SPEED_LIMIT_MPS
 from fmdrive.planning.prediction import DEFAULT_GROWTH_MPS
 
 
@@ -27,7 +27,7 @@ class LimitsError(ValueError):
 class VehicleLimits:
     # speed
     speed_limit_mps: float = SPEED_LIMIT_MPS  # the road's limit when the scene carries none
-    max_speed_mps: float = 36.1              # never planned above (130 km/h), whatever the road says
+    max_speed_mps: float = MAX_SPEED_MPS     # never planned above (130 km/h), whatever the road says
     # longitudinal and lateral acceleration
     max_accel_mps2: float = 2.0
     max_decel_mps2: float = 6.0              # emergency braking
