@@ -852,7 +852,8 @@ def nonfinite(msg, path='', out=None, budget=None):
         return out
     budget[0] -= 1
     if isinstance(msg, float):
-        if not math.isfinite(msg):
+        # Plan.cost inf is how a plan with no feasible candidate says so (the planner's own convention)
+        if not math.isfinite(msg) and not (path.endswith('.cost') and msg == INF):
             out.append(f'{path}={msg}')
     elif isinstance(msg, array.array):
         if msg.typecode in 'fd' and len(msg) and not np.isfinite(np.frombuffer(msg, msg.typecode)).all():
