@@ -72,6 +72,7 @@ class TransformBuffer:
         self._edges: dict[str, _Edge] = {}   # child -> edge to its parent
         self.dynamic_buffer_ns = dynamic_buffer_ns
         self.disagreements: list[str] = []   # YAML vs published, one line each (read and cleared by owners)
+        self.replaced: list[str] = []        # edges dropped because a newer transform contradicted them
 
     # ------------------------------------------------------------------ filling
     @classmethod
@@ -107,7 +108,13 @@ class TransformBuffer:
             self._note_disagreement(parent, child, old, T, source)
             old = None                                   # a published transform replaces the fallback
         if self._creates_cycle(parent, child):
-            raise TransformError(f'transform {parent} -> {child} would make a loop in the TF tree')
+            # The newest word on the tree wins: the edge that put `parent` under `child` is dropped
+            # (else one stray transform could lock the true calibration out for ever).
+            frame = parent
+            while self._edges[frame].parent != child:
+                frame = self._edges[frame].parent
+            self.replaced.append(f'{child} -> {frame} dropped: {parent} -> {child} arrived after it')
+            del self._edges[frame]
         if static:
             self._edges[child] = _Edge(parent, source, True, T)
             return

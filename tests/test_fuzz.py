@@ -722,11 +722,7 @@ CASES = [(node, T[key]) for node, keys in FUZZED_INPUTS.items() for key in keys]
 
 # Faults the fuzzing found that are not fixed yet: (test, node, topic) -> (fault, why). The case stays
 # in the suite as a strict xfail of that one fault: another fault still fails it, the fix flips it.
-KNOWN_FAULTS = {
-    ('nan', 'fusion', T['lanes']): (NonFinite, 'fusion passes NaN lane points on into /scene/description'),
-    ('nan', 'visualizer', T['objects']): (NonFinite, 'visualizer: NaN in an object gives NaN markers'),
-    ('nan', 'visualizer', T['plan']): (NonFinite, 'visualizer: NaN in a plan pose gives a NaN marker point'),
-}
+KNOWN_FAULTS = {}
 
 
 def cases(test: str):
@@ -1097,9 +1093,6 @@ def test_a_scene_with_a_lane_point_absurdly_far_is_bad_input_not_a_planner_error
     assert result['bad'] + result['outputs'] == 1
 
 
-@pytest.mark.xfail(strict=True, raises=RefusedGoodInput, reason=(
-    'TF buffer: /tf_static map->lidar then lidar->base_link makes base_link a child of lidar; the true '
-    'calibration base_link->lidar is then refused for ever as a loop (newest should win)'))
 @pytest.mark.parametrize('name', ['lidar_encoder', 'visualizer'])
 def test_garbage_tf_static_does_not_lock_out_the_true_calibration(make_node, name):
     from geometry_msgs.msg import Transform, TransformStamped
@@ -1154,14 +1147,10 @@ def header_at(stamp_ns):
 @pytest.mark.parametrize('name,topic,make_msg', [
     # found by this fuzzing (inf speeds in the Plan), fixed in the planner's speed repair
     pytest.param('planner', T['scene'], max_speed_scene),
-    pytest.param('fusion', T['lanes'], nan_lanes, marks=pytest.mark.xfail(
-        strict=True, raises=NonFinite, reason='fusion: a lane centreline point with NaN x goes into '
-                                              '/scene/description (lanes are not checked)')),
-    pytest.param('visualizer', T['objects'], nan_size_objects, marks=pytest.mark.xfail(
-        strict=True, raises=NonFinite, reason='visualizer: an object with NaN size.z gives markers with '
-                                              'NaN scale and pose')),
-    pytest.param('visualizer', T['plan'], nan_pose_plan, marks=pytest.mark.xfail(
-        strict=True, raises=NonFinite, reason='visualizer: a plan pose with NaN y gives a NaN marker point')),
+    # found by this fuzzing, fixed: the fusion and visualizer nodes refuse NaN lanes, objects and plans
+    pytest.param('fusion', T['lanes'], nan_lanes),
+    pytest.param('visualizer', T['objects'], nan_size_objects),
+    pytest.param('visualizer', T['plan'], nan_pose_plan),
 ], ids=['planner:scene', 'fusion:lanes', 'visualizer:objects', 'visualizer:plan'])
 def test_a_nan_in_an_input_is_not_passed_on(make_node, name, topic, make_msg):
     nut = make_node(name)

@@ -43,9 +43,20 @@ def test_invalid_transforms_are_refused_and_loops_never_form():
         buf.set_transform('base_link', 'x', np.full((4, 4), np.nan))
     with pytest.raises(TransformError, match='rotation'):
         buf.set_transform('base_link', 'x', np.diag([2.0, 1, 1, 1]))
-    with pytest.raises(TransformError, match='loop'):
-        buf.set_transform('cam_front', 'base_link', np.eye(4))
+    # a transform that contradicts the tree replaces the edge it contradicts: the newest wins, no loop
+    buf.set_transform('cam_front', 'base_link', np.eye(4))
+    np.testing.assert_allclose(buf.lookup('cam_front', 'base_link'), np.eye(4))
+    assert buf.replaced == ['base_link -> lidar_top dropped: cam_front -> base_link arrived after it']
     assert buf.add_transforms([('base_link', 'base_link', np.eye(4)), ('a', 'b', np.eye(4))]) == 1
+
+
+def test_a_stray_transform_cannot_lock_the_true_calibration_out():
+    buf = TransformBuffer()
+    buf.set_transform('map', 'lidar', np.eye(4))
+    buf.set_transform('lidar', 'base_link', np.eye(4))       # base_link under lidar: garbage
+    buf.set_transform('base_link', 'lidar', make_T(t=[1.0, 0, 1.9]))   # the truth arrives
+    np.testing.assert_allclose(buf.lookup('base_link', 'lidar')[:3, 3], [1.0, 0, 1.9])
+    assert buf.source_of('base_link', 'lidar') == 'tf_static'
 
 
 def test_dynamic_transforms_are_interpolated_at_the_stamp():

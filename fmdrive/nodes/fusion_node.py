@@ -66,7 +66,10 @@ class FusionNode(FmdriveNode):
         self.diag_values['speed_limit'] = f'{msg.data:.1f} m/s (map)'
 
     def on_lanes(self, msg: LaneArray):
-        self.lanes.append((stamp_to_ns(msg.header.stamp), msg_to_lanes(msg)))
+        lanes = msg_to_lanes(msg)
+        if not all(np.isfinite(ln.centerline).all() and np.isfinite(ln.width_m) for ln in lanes):
+            raise MessageError('lanes with NaN/inf centre-line points or width')
+        self.lanes.append((stamp_to_ns(msg.header.stamp), lanes))
 
     def on_camera_info(self, msg: CameraInfo):
         # validated now so a bad camera_info is reported at once; used by camera association later

@@ -15,7 +15,7 @@ from fmdrive import config
 from fmdrive.calibration.camera_model import CameraModel
 from fmdrive.fusion.odometry import OdometryBuffer
 from fmdrive.geometry import inv_T, transform_points
-from fmdrive.msgs import (camera_info_to_fields, image_to_rgb, markers_to_msg, msg_to_objects, msg_to_plan,
+from fmdrive.msgs import (MessageError, camera_info_to_fields, image_to_rgb, markers_to_msg, msg_to_objects, msg_to_plan,
                           odometry_to_ego, pointcloud2_to_xyzi, rgb_to_image, stamp_to_ns)
 from fmdrive.nodes.base import FmdriveNode, make_qos, run_node
 from fmdrive.tf import TransformError
@@ -53,11 +53,18 @@ class VisualizerNode(FmdriveNode):
         self.points_msg = msg  # decoded only when an overlay is drawn
 
     def on_objects(self, msg):
-        self.objects = (stamp_to_ns(msg.header.stamp), msg_to_objects(msg))
+        objects = msg_to_objects(msg)
+        if not all(np.isfinite(o.center).all() and np.isfinite(o.size).all() and np.isfinite(o.yaw_rad)
+                   for o in objects):
+            raise MessageError('objects with NaN/inf centre, size or yaw: not drawn')
+        self.objects = (stamp_to_ns(msg.header.stamp), objects)
         self.publish_markers()
 
     def on_plan(self, msg):
-        self.plan = msg_to_plan(msg)
+        plan = msg_to_plan(msg)
+        if not np.isfinite(plan.poses).all():
+            raise MessageError('plan with NaN/inf poses: not drawn')
+        self.plan = plan
         self.publish_markers()
 
     def publish_markers(self):
