@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 
 MODEL_DIR = 'engines/lidar_centerpoint'
 TEST_SCENES = 9                  # one of each scenario kind
-FULL_FRAMES, QUICK_FRAMES = 40, 16
-QUICK_OTHER_BEAMS_FRAMES = 8
+FULL_FRAMES, QUICK_FRAMES = 40, 12
+QUICK_OTHER_BEAMS_FRAMES = 6
 TIMED_RUNS, QUICK_TIMED_RUNS = 30, 12
 
 
@@ -104,20 +104,20 @@ def _quality(frames, fp32, int8, classical: bool) -> dict:
     return out
 
 
-def measure(quick: bool = False, **_ignored) -> dict:
+def measure(quick: bool = False, model_dir: str | None = None, scenes: int = TEST_SCENES, **_ignored) -> dict:
     import torch
 
     from fmdrive import config
-    from fmdrive.inference import load_detector
+    from fmdrive.inference.detectors import load_detector
     from fmdrive.inference.pillars import bev_canvas
     torch.set_num_threads(1)
     t_start = time.perf_counter()
-    model_dir = config.package_file(MODEL_DIR)
+    model_dir = model_dir or config.package_file(MODEL_DIR)
     fp32 = load_detector(model_dir, 'fp32', 'onnxruntime', threads=1)
     int8 = load_detector(model_dir, 'int8', 'onnxruntime', threads=1)
     card = fp32.card
     n = QUICK_FRAMES if quick else FULL_FRAMES
-    frames32 = test_frames(32, n)
+    frames32 = test_frames(32, n, scenes)
     out = _quality(frames32, fp32, int8, classical=True)
 
     # speed: the network on one and the same canvas (a busy test frame)
@@ -143,13 +143,13 @@ def measure(quick: bool = False, **_ignored) -> dict:
     })
     m = QUICK_OTHER_BEAMS_FRAMES if quick else FULL_FRAMES
     for beams in (16, 128):
-        q = _quality(test_frames(beams, m), fp32, int8, classical=True)
+        q = _quality(test_frames(beams, m, scenes), fp32, int8, classical=True)
         out[f'beams{beams}'] = {k: q[k] for k in ('frames', 'ap_fp32', 'ap_int8', 'ap_classical', 'ap_per_class_fp32',
                                                   'ap_per_class_classical', 'recall_fp32', 'recall_classical',
                                                   'cosine_int8_vs_fp32')}
     out.update({
-        'model': card.name, 'int8_variant': int8.describe().get('variant', 'int8_cpu'),
-        'setup': f'{TEST_SCENES} test scenes (seeds 3030000+i, one per scenario kind), first {n} frames at 5 Hz, '
+        'model': card.name, 'int8_variant': int8.describe()['networks']['model']['variant'],
+        'setup': f'{scenes} test scenes (seeds 3030000+i, one per scenario kind), first {n} frames at 5 Hz, '
                  f'32 beams (16/128: first {m}); BEV IoU 0.5, must-detect >= 5 points within 50 m; '
                  'ap_* = car BEV AP@0.5; timing: network only, 1 thread, median',
         'bench_seconds': round(time.perf_counter() - t_start, 1),

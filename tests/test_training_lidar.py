@@ -124,7 +124,7 @@ def test_committed_lidar_model_has_a_valid_card():
 @pytest.mark.parametrize('precision', ['fp32', 'int8'])
 def test_committed_lidar_model_finds_the_car_on_a_test_frame(precision):
     from fmdrive.bev import iou_matrix
-    from fmdrive.inference import load_detector
+    from fmdrive.inference.detectors import load_detector
     from fmdrive.training.dataset import frames_of_scene
     detector = load_detector(ENGINE, precision, 'onnxruntime', threads=1)
     frames = frames_of_scene(_short_scene('test', 0, duration_s=0.4, camera=False))   # car_following

@@ -1,10 +1,11 @@
-"""`fmdrive train dataset|lidar`, `fmdrive export lidar`, `fmdrive quantize lidar` (torch is imported
+"""`fmdrive train dataset|lidar|camera`, `fmdrive export lidar|camera`, `fmdrive quantize lidar|camera` (torch is imported
 only when a command runs, so `fmdrive --help` works on a vehicle without it).
 
     fmdrive train dataset --out runs/dataset --scenes 72            # resumable, deterministic
     fmdrive train lidar --data runs/dataset --out runs/lidar --epochs 8 --seed 7 [--resume]
     fmdrive export lidar --checkpoint runs/lidar/best.pt --data runs/dataset --out engines/lidar_centerpoint
-    fmdrive quantize lidar --model engines/lidar_centerpoint --data runs/dataset [--frames 256]
+    fmdrive quantize lidar --model-dir engines/lidar_centerpoint --data runs/dataset [--frames 256]
+    fmdrive train camera --data runs/dataset --out runs/camera --epochs 6 --seed 7      (and export/quantize camera)
 """
 from __future__ import annotations
 
@@ -29,19 +30,24 @@ def cmd_train(args):
         print(json.dumps(result))
         return 0
     _need_torch()
-    from fmdrive.training.train_lidar import TrainConfig, train
-    tc = TrainConfig(data=args.data, out=args.out or 'runs/lidar', epochs=args.epochs, seed=args.seed,
-                     batch_pairs=args.batch_pairs, lr=args.lr, patience=args.patience, max_minutes=args.max_minutes,
+    if args.model == 'camera':
+        from fmdrive.training.train_camera import TrainConfig, train
+    else:
+        from fmdrive.training.train_lidar import TrainConfig, train
+    tc = TrainConfig(data=args.data, out=args.out or f'runs/{args.model}', epochs=args.epochs, seed=args.seed,
+                     lr=args.lr, patience=args.patience, max_minutes=args.max_minutes,
                      threads=args.threads, max_scenes=args.max_scenes, tiny=args.tiny)
+    if args.batch_pairs:
+        tc.batch_pairs = args.batch_pairs
     print(json.dumps(train(tc, resume=args.resume, progress=not args.no_progress)))
     return 0
 
 
 def add_train_arguments(p):
-    p.add_argument('model', choices=('dataset', 'lidar'), help='dataset: write training frames; lidar: train the '
-                   'LiDAR encoder')
+    p.add_argument('model', choices=('dataset', 'lidar', 'camera'), help='dataset: write training frames; lidar / '
+                   'camera: train that encoder')
     p.add_argument('--out', default=None, help='dataset: directory to write (default runs/dataset); '
-                   'lidar: run directory for checkpoints and logs (default runs/lidar)')
+                   'lidar/camera: run directory for checkpoints and logs (default runs/<model>)')
     p.add_argument('--scenes', type=int, default=72, help='dataset: training scenes (val/test: scenes // 8, >= 4)')
     p.add_argument('--val-scenes', type=int, default=None)
     p.add_argument('--test-scenes', type=int, default=None)
@@ -49,7 +55,8 @@ def add_train_arguments(p):
     p.add_argument('--data', default='runs/dataset', help='lidar: the dataset directory')
     p.add_argument('--epochs', type=int, default=8)
     p.add_argument('--seed', type=int, default=7)
-    p.add_argument('--batch-pairs', type=int, default=4, help='pairs of consecutive frames per batch')
+    p.add_argument('--batch-pairs', type=int, default=None, help='pairs of consecutive frames per batch '
+                   '(default lidar 4, camera 8)')
     p.add_argument('--lr', type=float, default=2e-3)
     p.add_argument('--patience', type=int, default=3, help='early stop after this many epochs without progress')
     p.add_argument('--max-minutes', type=float, default=45.0, help='stop after the epoch that passes this')
@@ -60,31 +67,43 @@ def add_train_arguments(p):
     p.add_argument('--no-progress', action='store_true')
 
 
+def _engine(model: str) -> str:
+    return {'lidar': 'engines/lidar_centerpoint', 'camera': 'engines/camera_centernet'}[model]
+
+
 def cmd_export(args):
     _need_torch()
-    from fmdrive.training.export import export_lidar
-    print(json.dumps(export_lidar(args.checkpoint, args.out, args.data)))
+    if args.model == 'camera':
+        from fmdrive.training.camera_export import export_camera as export
+    else:
+        from fmdrive.training.export import export_lidar as export
+    print(json.dumps(export(args.checkpoint or f'runs/{args.model}/best.pt', args.out or _engine(args.model),
+                            args.data)))
     return 0
 
 
 def add_export_arguments(p):
-    p.add_argument('model', choices=('lidar',))
-    p.add_argument('--checkpoint', default='runs/lidar/best.pt')
-    p.add_argument('--data', default='runs/dataset', help='the dataset (a test frame is the parity sample)')
-    p.add_argument('--out', default='engines/lidar_centerpoint')
+    p.add_argument('model', choices=('lidar', 'camera'))
+    p.add_argument('--checkpoint', default=None, help='default runs/<model>/best.pt')
+    p.add_argument('--data', default='runs/dataset', help='the dataset (a val frame is the parity sample)')
+    p.add_argument('--out', default=None, help='default engines/lidar_centerpoint or engines/camera_centernet')
 
 
 def cmd_quantize(args):
     from fmdrive.training.export import CALIBRATION_METHODS, quantize_lidar
     methods = tuple(args.methods or CALIBRATION_METHODS)
-    result = quantize_lidar(args.model_dir, args.data, args.frames, methods)
+    if args.model == 'camera':
+        from fmdrive.training.camera_export import quantize_camera as quantize
+    else:
+        quantize = quantize_lidar
+    result = quantize(args.model_dir or _engine(args.model), args.data, args.frames, methods)
     print(json.dumps({'best_method': result['best_method'], 'comparison': result['comparison']}))
     return 0
 
 
 def add_quantize_arguments(p):
-    p.add_argument('model', choices=('lidar',))
-    p.add_argument('--model-dir', default='engines/lidar_centerpoint')
+    p.add_argument('model', choices=('lidar', 'camera'))
+    p.add_argument('--model-dir', default=None, help='default engines/lidar_centerpoint or engines/camera_centernet')
     p.add_argument('--data', default='runs/dataset')
     p.add_argument('--frames', type=int, default=256, help='calibration frames (evenly spaced over the train split)')
     p.add_argument('--methods', nargs='+', choices=('minmax', 'entropy', 'percentile'), default=None,

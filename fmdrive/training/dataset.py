@@ -118,8 +118,9 @@ def _letterbox(image: np.ndarray) -> tuple[np.ndarray, object]:
     return out, t
 
 
-def simulate_scene(spec, camera: bool = True) -> dict:
-    """Arrays of every frame of one scenario (see the module docstring)."""
+def simulate_scene(spec, camera: bool = True, source_images: bool = False) -> dict:
+    """Arrays of every frame of one scenario (see the module docstring); source_images also keeps
+    the full camera images (benchmarks feed them to the detector as a camera would)."""
     from fmdrive.calibration.camera_model import CameraModel
     from fmdrive.calibration.extrinsics import load_extrinsics
     from fmdrive.geometry import inv_T
@@ -134,7 +135,7 @@ def simulate_scene(spec, camera: bool = True) -> dict:
     sim = Simulator(spec, K, max(8, int(cam.width * scale)), max(8, int(cam.height * scale)),
                     extrinsics[config.FRAMES['camera']], T_base_lidar)
     cls_index = {c: i for i, c in enumerate(config.CLASSES)}
-    points, n_points, images, objs, n_objs = [], [], [], [], []
+    points, n_points, images, objs, n_objs, sources = [], [], [], [], [], []
     for frame in sim.frames():
         p = frame.points_lidar[:, :4].astype(np.float64)
         p[:, :3] = p[:, :3] @ T_base_lidar[:3, :3].T + T_base_lidar[:3, 3]
@@ -146,6 +147,8 @@ def simulate_scene(spec, camera: bool = True) -> dict:
         if camera:
             img, transform = _letterbox(frame.image_rgb)
             images.append(img)
+            if source_images:
+                sources.append(frame.image_rgb)
         T_base_odom = inv_T(frame.ego.T_odom_base())
         rows = []
         for o in frame.objects:
@@ -168,6 +171,8 @@ def simulate_scene(spec, camera: bool = True) -> dict:
            'spec_json': np.asarray(json.dumps(spec.to_dict()))}
     if camera:
         out['images'] = np.stack(images)
+    if sources:
+        out['source_images'] = np.stack(sources)
     return out
 
 

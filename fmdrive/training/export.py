@@ -2,7 +2,7 @@
 variants calibrated on dataset frames, and a card.yaml that load_card accepts.
 
     fmdrive export lidar --checkpoint runs/lidar/best.pt --out engines/lidar_centerpoint
-    fmdrive quantize lidar --model engines/lidar_centerpoint --data runs/dataset --frames 256
+    fmdrive quantize lidar --model-dir engines/lidar_centerpoint --data runs/dataset --frames 256
 
 INT8 (onnxruntime.quantization.quantize_static, QuantFormat.QDQ, per-channel weights):
 - int8_trt.onnx: S8 activations and weights, both symmetric (zero point 0: TensorRT's explicit
@@ -94,44 +94,46 @@ def fold_batchnorm(model):
     return model
 
 
-def export_onnx(model, path, input_shape, opset: int = OPSET, sample: np.ndarray | None = None, log=print) -> dict:
+def export_onnx(model, path, input_shape, opset: int = OPSET, sample: np.ndarray | None = None, log=print,
+                input_name: str = 'bev', output_names=None) -> dict:
     """Static-shape ONNX of the model; returns the max |ORT - torch| per output on `sample`."""
     import onnx
     import onnxruntime as ort
     import torch
 
     from fmdrive.training.lidar_model import OUTPUT_NAMES
+    output_names = tuple(output_names or OUTPUT_NAMES)
     model = fold_batchnorm(model.eval())
     x = torch.from_numpy(sample.astype(np.float32)) if sample is not None else torch.randn(*input_shape)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, (x,), str(path), input_names=['bev'], output_names=list(OUTPUT_NAMES),
+    torch.onnx.export(model, (x,), str(path), input_names=[input_name], output_names=list(output_names),
                       opset_version=opset, dynamo=False, do_constant_folding=True)
     m = onnx.load(str(path))
     onnx.checker.check_model(m)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
-    got = session.run(None, {'bev': x.numpy()})
+    got = session.run(None, {input_name: x.numpy()})
     with torch.no_grad():
         ref = [t.numpy() for t in model(x)]
-    diff = {n: float(np.abs(a - b).max()) for n, a, b in zip(OUTPUT_NAMES, got, ref)}
+    diff = {n: float(np.abs(a - b).max()) for n, a, b in zip(output_names, got, ref)}
     log('export parity (max |onnxruntime - torch| per output): ' + ', '.join(f'{k} {v:.2e}' for k, v in diff.items()))
     return diff
 
 
 # ------------------------------------------------------------------------------------ quantization
 class CanvasReader:
-    """onnxruntime CalibrationDataReader over BEV canvases, one frame per call."""
+    """onnxruntime CalibrationDataReader over input tensors (BEV canvases, images), one per call."""
 
-    def __init__(self, canvases):
-        self.canvases, self.i = canvases, 0
+    def __init__(self, canvases, input_name: str = 'bev'):
+        self.canvases, self.i, self.input_name = canvases, 0, input_name
 
     def get_next(self):
         if self.i >= len(self.canvases):
             return None
         self.i += 1
-        return {'bev': np.asarray(self.canvases[self.i - 1:self.i], np.float32)}
+        return {self.input_name: np.asarray(self.canvases[self.i - 1:self.i], np.float32)}
 
     def __len__(self):
         return len(self.canvases)
@@ -149,7 +151,8 @@ def _method(name: str):
             'percentile': CalibrationMethod.Percentile}[name]
 
 
-def quantize_variant(fp32_path, out_path, variant: str, method: str, canvases, cache_path=None):
+def quantize_variant(fp32_path, out_path, variant: str, method: str, canvases, cache_path=None,
+                     input_name: str = 'bev'):
     """One QDQ variant (int8_trt or int8_cpu) calibrated with `method` on canvases. The ranges are
     cached in cache_path (JSON), shared by the two variants of one method."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -163,7 +166,7 @@ def quantize_variant(fp32_path, out_path, variant: str, method: str, canvases, c
         raise ValueError(f'unknown INT8 variant {variant!r}')
     if method == 'percentile':
         kwargs['extra_options'].update({'CalibPercentile': 99.99})
-    quantize_static(str(_preprocessed(fp32_path)), str(out_path), CanvasReader(canvases), quant_format=QuantFormat.QDQ,
+    quantize_static(str(_preprocessed(fp32_path)), str(out_path), CanvasReader(canvases, input_name), quant_format=QuantFormat.QDQ,
                     per_channel=True, calibrate_method=_method(method),
                     calibration_cache_path=None if cache_path is None else str(cache_path), **kwargs)
 
@@ -190,7 +193,8 @@ def ort_session(path, threads: int = 1):
 
 def ort_outputs(session, canvases) -> list[dict]:
     names = [o.name for o in session.get_outputs()]
-    return [dict(zip(names, session.run(None, {'bev': np.asarray(canvases[i:i + 1], np.float32)})))
+    input_name = session.get_inputs()[0].name
+    return [dict(zip(names, session.run(None, {input_name: np.asarray(canvases[i:i + 1], np.float32)})))
             for i in range(len(canvases))]
 
 
@@ -231,10 +235,30 @@ def export_lidar(checkpoint, out_dir, data_dir, log=print) -> dict:
     sample = np.asarray(canvases[:1], np.float32)
     diff = export_onnx(model, out_dir / 'fp32.onnx', sample.shape, OPSET, sample, log)
     tc = ck.get('train_config', {})
-    card = card_dict(cfg, {'fp32': ('fp32.onnx', sha256(out_dir / 'fp32.onnx'))},
-                     training=_training_section(tc), metrics={'export_max_abs_diff': max(diff.values())})
+    decoder, tuning = tune_decoder(out_dir / 'fp32.onnx', cfg, frames[::2], canvases[::2], log)
+    card = card_dict(cfg, {'fp32': ('fp32.onnx', sha256(out_dir / 'fp32.onnx'))}, decoder=decoder,
+                     training=_training_section(tc), metrics={'export_max_abs_diff': max(diff.values()),
+                                                              'val_decoder_tuning': tuning})
     write_card(card, out_dir)
     return {'max_abs_diff': diff, 'card': str(out_dir / 'card.yaml')}
+
+
+def tune_decoder(onnx_path, cfg, frames, canvases, log=print) -> tuple[dict, dict]:
+    """The decoder parameters (score threshold, circle NMS distance) with the best val mAP; the
+    threshold stays >= 0.2 so the tracker is not fed a cloud of low-score boxes."""
+    from fmdrive.inference.card import parse_card
+    outputs = ort_outputs(ort_session(onnx_path), canvases)
+    results, best = {}, None
+    for threshold in (0.2, 0.3):
+        for nms in (0.0, 1.0):
+            decoder = {**DECODER, 'score_threshold': threshold, 'circle_nms_dist_m': nms}
+            card = parse_card(card_dict(cfg, decoder=decoder), Path(onnx_path).parent / 'card.yaml')
+            m = _map(ap_of_outputs(outputs, frames, card))
+            results[f'threshold {threshold} circle_nms {nms}'] = m
+            if best is None or m > best[0]:
+                best = (m, decoder)
+    log('decoder tuning on val (mAP): ' + ', '.join(f'{k}: {v}' for k, v in results.items()))
+    return best[1], results
 
 
 def _training_section(tc: dict) -> dict:
@@ -245,7 +269,7 @@ def _training_section(tc: dict) -> dict:
             'data': 'fmdrive train dataset --out runs/dataset --scenes 72 (train split seeds 101, val 202, '
                     'test 303; domain-randomised, see fmdrive/training/dataset.py)',
             'notes': 'export: fmdrive export lidar --checkpoint runs/lidar/best.pt --out engines/lidar_centerpoint; '
-                     'INT8: fmdrive quantize lidar --model engines/lidar_centerpoint --data runs/dataset'}
+                     'INT8: fmdrive quantize lidar --model-dir engines/lidar_centerpoint --data runs/dataset'}
 
 
 def quantize_lidar(model_dir, data_dir, calib_frames: int = 256, methods=CALIBRATION_METHODS, val_every: int = 2,
