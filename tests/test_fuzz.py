@@ -577,6 +577,13 @@ def tf_messages(draw):
     return TFMessage(transforms=out)
 
 
+@functools.cache
+@st.composite
+def speed_limits(draw):
+    from std_msgs.msg import Float32
+    return Float32(data=draw(floats32(0, 70)))
+
+
 STRATEGIES = {     # message type -> strategy; every input type of the graph must be here
     'sensor_msgs/msg/PointCloud2': pointclouds(),
     'sensor_msgs/msg/Image': images(),
@@ -588,6 +595,7 @@ STRATEGIES = {     # message type -> strategy; every input type of the graph mus
     'fmdrive_msgs/msg/Plan': plans(),
     'std_msgs/msg/String': strings(),
     'tf2_msgs/msg/TFMessage': tf_messages(),
+    'std_msgs/msg/Float32': speed_limits(),
 }
 
 
@@ -714,7 +722,7 @@ NODE_CLASSES = {
 # what each node reads (checked against the nodes themselves: a new input must get fuzzed too)
 FUZZED_INPUTS = {
     'lidar_encoder': ['points', 'tf', 'tf_static'],
-    'fusion': ['lidar_objects', 'odometry', 'lanes', 'camera_info'],
+    'fusion': ['lidar_objects', 'odometry', 'lanes', 'camera_info', 'speed_limit'],
     'planner': ['scene', 'instruction'],
     'visualizer': ['image', 'points', 'objects', 'plan', 'odometry', 'camera_info', 'tf', 'tf_static'],
 }
