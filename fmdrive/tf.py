@@ -19,6 +19,8 @@ the optical pose either way.
 from __future__ import annotations
 
 import bisect
+import functools
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,10 +67,21 @@ def interpolate_T(T0, T1, w: float) -> np.ndarray:
     return make_T(quat_to_rot(q / np.linalg.norm(q)), (1 - w) * T0[:3, 3] + w * T1[:3, 3])
 
 
+def _synchronized(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._mutex:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class TransformBuffer:
-    """Static and time-stamped transforms between named frames; `lookup` composes any chain."""
+    """Static and time-stamped transforms between named frames; `lookup` composes any chain.
+    Thread-safe: every public method holds the buffer's own lock."""
 
     def __init__(self, dynamic_buffer_ns: int = DYNAMIC_BUFFER_NS):
+        # one lock: /tf arrives on the executor thread while a node's worker looks transforms up
+        self._mutex = threading.RLock()
         self._edges: dict[str, _Edge] = {}   # child -> edge to its parent
         self.dynamic_buffer_ns = dynamic_buffer_ns
         self.disagreements: list[str] = []   # YAML vs published, one line each (read and cleared by owners)
@@ -82,6 +95,7 @@ class TransformBuffer:
         buf.add_extrinsics(extrinsics, source)
         return buf
 
+    @_synchronized
     def add_extrinsics(self, extrinsics, source: str | None = None) -> None:
         """The fallback calibration: added only where nothing published the child already. `source`
         defaults to the file it came from."""
@@ -90,6 +104,7 @@ class TransformBuffer:
             if child not in self._edges:
                 self._edges[child] = _Edge(extrinsics.frame_id, source, True, np.array(T, dtype=np.float64))
 
+    @_synchronized
     def set_transform(self, parent: str, child: str, T_parent_child, stamp_ns: int = 0, static: bool = True,
                       source: str | None = None) -> None:
         """Add one transform (as a TransformStamped carries it). Invalid ones raise TransformError."""
@@ -130,6 +145,7 @@ class TransformBuffer:
         if cut:
             del old.stamps[:cut], old.values[:cut]
 
+    @_synchronized
     def add_transforms(self, transforms, stamp_ns: int = 0, static: bool = True) -> int:
         """[(parent, child, T), ...] as fmdrive.msgs.tf_to_transforms gives them; invalid entries are
         skipped. Returns how many were rejected."""
@@ -163,13 +179,16 @@ class TransformBuffer:
                 f'({dt:.3f} m, {dr:.2f} deg apart); using {source}')
 
     # ------------------------------------------------------------------ queries
+    @_synchronized
     def frames(self) -> set:
         return set(self._edges) | {e.parent for e in self._edges.values()}
 
+    @_synchronized
     def sources(self) -> dict:
         """{child: source} of every edge: what /diagnostics reports as the calibration source."""
         return {child: e.source for child, e in self._edges.items()}
 
+    @_synchronized
     def source_of(self, target: str, source: str) -> str:
         """'tf', 'tf_static', 'yaml' or a mix ('tf_static+yaml') along the chain target <- source."""
         names = sorted({self._edges[f].source for f in self._chain_frames(target, source)})
@@ -212,6 +231,7 @@ class TransformBuffer:
         s0, s1 = e.stamps[i - 1], e.stamps[i]
         return interpolate_T(e.values[i - 1], e.values[i], (stamp_ns - s0) / (s1 - s0))
 
+    @_synchronized
     def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:
         """T_<target>_<source> (p_target = T @ p_source) at stamp_ns (None: latest)."""
         target, source = str(target).lstrip('/'), str(source).lstrip('/')
@@ -230,6 +250,7 @@ class TransformBuffer:
             T_common_target = T_common_target @ self._edge_T(child, stamp_ns)
         return inv_T(T_common_target) @ T_common_source
 
+    @_synchronized
     def can_transform(self, target: str, source: str, stamp_ns: int | None = None) -> bool:
         try:
             self.lookup(target, source, stamp_ns)
@@ -237,6 +258,7 @@ class TransformBuffer:
         except TransformError:
             return False
 
+    @_synchronized
     def optical_T(self, target: str, camera_frame: str, stamp_ns: int | None = None) -> np.ndarray:
         """T_<target>_<optical> for the camera whose images carry `camera_frame`.
 

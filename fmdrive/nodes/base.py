@@ -160,6 +160,7 @@ class FmdriveNode(Node):
         self._subs: dict[str, dict] = {}            # topic -> {sub, msg_type, callback, mode, depth, profile}
         self._queues: dict[str, collections.deque] = {}
         self._handlers = {}
+        self._unlocked: set[str] = set()            # topics whose handlers run without the node lock
         self._publishers_by_topic: dict[str, object] = {}
         self._seq = 0
         self._processing_ms = collections.deque(maxlen=WINDOW)
@@ -233,7 +234,8 @@ class FmdriveNode(Node):
         return make_qos(kind, depth)
 
     def subscribe(self, key: str, msg_type, handler, qos: str = 'reliable', queued: bool = False,
-                  aged: str | None = 'after_first', gaps: bool = True, depth: int | None = None):
+                  aged: str | None = 'after_first', gaps: bool = True, depth: int | None = None,
+                  locked: bool = True):
         """Subscribe to config.TOPICS[key].
 
         qos: 'sensor' (follows the sensor_qos parameter), 'reliable', 'latched', or 'any' (matches
@@ -242,12 +244,16 @@ class FmdriveNode(Node):
         oldest message when full; otherwise handled in the callback (cheap inputs).
         aged: 'always' (STALE when silent, also before the first message), 'after_first' (STALE
         once a flowing topic goes silent) or None (latched or event topics). gaps: count holes in
-        the stamp sequence (periodic topics)."""
+        the stamp sequence (periodic topics). locked=False: the handler does not touch the core and
+        must not wait for the node lock the worker holds through a whole frame (the TF buffer has
+        its own), or the executor stalls behind the heavy work and DDS drops what arrives meanwhile."""
         topic = config.TOPICS[key]
         stats = self._inputs[topic] = InputStats(aged, gaps)
         if queued:
             self._queues[topic] = collections.deque()
             self._handlers[topic] = handler
+        if not locked:
+            self._unlocked.add(topic)
 
         def callback(msg, topic=topic):
             stats.received += 1
@@ -345,8 +351,11 @@ class FmdriveNode(Node):
                 if back_ns:
                     self.warn(f'stamps went backwards on {topic} by {back_ns / 1e6:.1f} ms (bag loop or clock jump)',
                               key=f'backwards{topic}')
-            with self._lock:
+            if topic in self._unlocked:
                 handler(msg)
+            else:
+                with self._lock:
+                    handler(msg)
         except BAD_INPUT as e:
             stats.bad += 1
             self.warn(f'bad message on {topic}: {e}', key=f'bad{topic}')
@@ -399,8 +408,10 @@ class FmdriveNode(Node):
                 self.warn(f'calibration: {line}', key=line, period_s=1e9)
             self.tf.disagreements.clear()
 
-        self.subscribe('tf_static', TFMessage, lambda m: on_tf(m, True), 'latched', aged=None, gaps=False, depth=100)
-        self.subscribe('tf', TFMessage, lambda m: on_tf(m, False), 'any', aged=None, gaps=False, depth=100)
+        self.subscribe('tf_static', TFMessage, lambda m: on_tf(m, True), 'latched', aged=None, gaps=False, depth=100,
+                       locked=False)
+        self.subscribe('tf', TFMessage, lambda m: on_tf(m, False), 'any', aged=None, gaps=False, depth=100,
+                       locked=False)
         return self.tf
 
     def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:

@@ -38,7 +38,7 @@ class VisualizerNode(FmdriveNode):
         self.pub_overlay = self.advertise('overlay', Image, make_qos('reliable', 2))
         self.subscribe('camera_info', CameraInfo, self.on_camera_info, 'any', aged=None, gaps=False)
         self.subscribe('odometry', Odometry, self.on_odometry, 'sensor')
-        self.subscribe('points', PointCloud2, self.on_points, 'sensor')
+        self.subscribe('points', PointCloud2, self.on_points, 'sensor', locked=False)   # only kept
         self.subscribe('objects', ObjectArray, self.on_objects)
         self.subscribe('plan', PlanMsg, self.on_plan, gaps=False)
         self.subscribe('image', Image, self.on_image, 'sensor', queued=True)
