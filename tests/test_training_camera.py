@@ -1,0 +1,86 @@
+"""The camera encoder's training path (fmdrive/training): targets on the letterboxed image, a training
+step that learns, export parity with INT8 variants a card accepts, and the committed model on a test
+frame. Tiny networks and a few simulated frames. Torch tests skip without torch (requirements-train.txt)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmdrive import config
+
+ENGINE = Path(config.package_file('engines/camera_centernet'))
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    from fmdrive.training.dataset import write_split
+    root = tmp_path_factory.mktemp('camera_dataset')
+    for split in ('train', 'val'):
+        write_split(root, split, 1, camera=True, progress=False, duration_s=0.8)
+    return root
+
+
+def test_dataset_images_are_letterboxed_to_the_card_input(tiny_data):
+    from fmdrive.training.dataset import load_split
+    frame = load_split(tiny_data, 'train')[0]
+    assert frame.image.shape == (192, 320, 3) and frame.image.dtype == np.uint8
+    assert (frame.image[:6] == 114).all() and (frame.image[-6:] == 114).all()    # 320x180 centred in 192 rows
+
+
+def test_a_few_camera_training_steps_reduce_the_loss(tiny_data):
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.training.camera_model import CameraCenterNet, centernet_loss
+    from fmdrive.training.dataset import load_split
+    from fmdrive.training.train_camera import frame_pairs, make_batch, seed_everything, tiny_config
+    seed_everything(0)
+    cfg = tiny_config()
+    frames = load_split(tiny_data, 'train')
+    idx = frame_pairs(frames)[:2].reshape(-1)
+    x, batch = make_batch(idx, frames, cfg, np.zeros(len(idx), bool))
+    model = CameraCenterNet(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(12):
+        loss, _ = centernet_loss(model(x), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_camera_export_matches_torch_and_int8_variants_pass_the_card_checks(tiny_data, tmp_path):
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.inference.card import load_card
+    from fmdrive.training.camera_export import export_camera, quantize_camera
+    from fmdrive.training.camera_model import CameraCenterNet
+    from fmdrive.training.train_camera import tiny_config
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    ckpt = tmp_path / 'tiny.pt'
+    torch.save({'model': CameraCenterNet(cfg).state_dict(), 'config': cfg.to_dict(),
+                'train_config': {'epochs': 1, 'seed': 0}}, ckpt)
+    out = export_camera(ckpt, tmp_path / 'engine', tiny_data, log=lambda *_: None)
+    assert max(out['max_abs_diff'].values()) < 1e-4
+    quantize_camera(tmp_path / 'engine', tiny_data, calib_frames=4, methods=('minmax',), log=lambda *_: None)
+    card = load_card(tmp_path / 'engine')
+    assert set(card.files) == {'fp32', 'int8_trt', 'int8_cpu'} and card.opset >= 17
+
+
+@pytest.mark.skipif(not (ENGINE / 'card.yaml').is_file(), reason='no committed camera model')
+@pytest.mark.parametrize('precision', ['fp32', 'int8'])
+def test_committed_camera_model_finds_the_car_on_a_test_frame(precision):
+    from fmdrive.inference.detectors import load_detector
+    from fmdrive.training.dataset import frames_of_scene, scene_spec, simulate_scene
+    detector = load_detector(ENGINE, precision, 'onnxruntime', threads=1)
+    arrays = simulate_scene(scene_spec('test', 0, 0.4), camera=True, source_images=True)   # car_following
+    frame, image = frames_of_scene(arrays)[-1], arrays['source_images'][-1]
+    cars = [j for j in range(len(frame.labels)) if frame.labels[j] == 0 and frame.camera_pixels[j] >= 400]
+    assert cars, 'the test scene should show a car'
+    found = [d for d in detector.detect(image) if d.label == 'car']
+    assert found and found[0].embedding.shape == (64,)
+    gt = frame.boxes2d[cars].copy()                      # letterboxed input pixels -> source pixels
+    gt[:, [0, 2]] *= 2.0
+    gt[:, [1, 3]] = (gt[:, [1, 3]] - 6.0) * 2.0
+    from fmdrive.training.camera_model import _iou
+    assert max(_iou(d.box2d, gt).max() for d in found) >= 0.5
