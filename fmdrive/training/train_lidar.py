@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fmdrive import config
+
 from fmdrive.training.lidar_model import LidarCenterPoint, LidarConfig, centerpoint_loss, make_targets
 
 
@@ -41,6 +43,8 @@ class TrainConfig:
     max_scenes: int | None = None     # limit the training scenes (tests, quick runs)
     val_every: int = 2                # score every n-th val frame
     tiny: bool = False                # a very small network (tests)
+    rare_class_weight: float = 4.0    # pairs showing a cyclist are drawn this much more often (CenterPoint's
+                                      # class-balanced sampling, simplified): 1 % of the objects otherwise
     crop_rows: int = 128              # train on this band of grid rows (y) around the road, 0 = all:
                                       # half the compute; objects lie mostly within +-25 m of the road
 
@@ -148,6 +152,11 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
     model = LidarCenterPoint(cfg).to(memory_format=torch.channels_last)   # faster convs on the CPU
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = math.ceil(len(pairs) / tc.batch_pairs)
+    rare = config.CLASSES.index('cyclist')
+    shows_rare = np.array([any(((frames[i].labels == rare) & (frames[i].lidar_points >= 5)).any() for i in p)
+                           for p in pairs])
+    pair_weights = np.where(shows_rare, tc.rare_class_weight, 1.0)
+    pair_weights /= pair_weights.sum()
     total_steps = max(1, tc.epochs * steps_per_epoch)
     start_epoch, best, history, spent_s = 0, -1.0, [], 0.0
     last = out / 'last.pt'
@@ -165,7 +174,7 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
     for epoch in range(start_epoch, tc.epochs):
         t_epoch = time.perf_counter()
         rng = np.random.default_rng([tc.seed, epoch])          # the epoch's order, also after a resume
-        order = rng.permutation(len(pairs))
+        order = rng.choice(len(pairs), len(pairs), replace=tc.rare_class_weight != 1.0, p=pair_weights)
         flips = rng.random(len(pairs)) < 0.5
         # crops start on multiples of the network's total stride (8), centred on the road +- 8 rows x 8
         ny = cfg.grid_hw[0]
