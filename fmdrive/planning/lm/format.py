@@ -1,0 +1,179 @@
+"""The planner LM's contract: prompt text, intent tokens, trajectory tokens and the output grammar.
+
+Training (fmdrive/training/planner_lm.py) and the runtime decoder (planning/lm/runtime.py) both
+build prompts and read plans only through this module, so the two cannot drift apart.
+
+Prompt = HEADER + frame part:
+
+    HEADER   "<bos> You are the motion planner of a car that drives on the right. ... Scene:"
+             identical for every frame, so its key/values are computed once and reused
+             (the runtime's prefix cache).
+    frame    " Ego: 8.2 m/s, ... Objects: car #3 ahead in ego lane, 18.4 m, ... .
+              Instruction: <intent_keep_lane> <plan>"
+
+The frame part is the fusion node's scene text (fusion/scene.py `describe_scene`) without its
+leading "t=12.3s." time stamp: time is irrelevant to the plan, and a bag's absolute stamp
+(t=1700000012.3s) would be out of every training distribution. The instruction is never free
+text: a human's words are mapped (by the runtime, through the pretrained text encoder) onto one
+of INTENTS, which enters the prompt as one special token. `none` = no instruction.
+
+Output = 6 waypoints at 0.5 s .. 3.0 s, x and y of base_link at that time in base_link of the
+frame (metres, x forward, y left), as 12 tokens x1 y1 x2 y2 ... x6 y6 then `<eot>`.
+
+Number tokenisation (why one token per quantised coordinate): a coordinate written as digits
+("12.25" -> 5 tokens) makes a plan ~60 tokens long, lets the model emit malformed numbers, and
+makes the loss of "12.25" vs "12.50" depend on which digit is wrong. One token per bin makes a
+plan exactly 13 tokens (decode cost is per token), makes the constrained decoder a fixed mask per
+position (x bins at even steps, y bins at odd steps, `<eot>` last), so greedy decoding can only
+produce a parseable, in-range trajectory, and lets the soft teacher distribution over neighbouring
+bins carry "about 12 m" for distillation. The price is a vocabulary of 381 + 241 coordinate tokens
+and a quantisation error of at most half a bin (0.125 m in x, 0.05 m in y), well under the
+planner's L2 errors. Ranges: x in [-5, 90] m (3 s at 30 m/s) at 0.25 m, y in [-12, 12] m at 0.1 m;
+values outside are clipped to the range.
+
+Numbers inside the scene text are a separate matter, decided by the tokenizer (training side):
+each decimal number ("18.4") is one word-level token, see planner_lm.py.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+TRAJECTORY_STEPS = 6
+DT_S = 0.5
+PLAN_TOKENS = 2 * TRAJECTORY_STEPS + 1          # x1 y1 ... x6 y6 <eot>
+
+X_RANGE_M, X_BIN_M = (-5.0, 90.0), 0.25
+Y_RANGE_M, Y_BIN_M = (-12.0, 12.0), 0.1
+NUM_X_BINS = int(round((X_RANGE_M[1] - X_RANGE_M[0]) / X_BIN_M)) + 1   # 381
+NUM_Y_BINS = int(round((Y_RANGE_M[1] - Y_RANGE_M[0]) / Y_BIN_M)) + 1   # 241
+
+PAD, BOS, EOT, UNK, PLAN = '<pad>', '<bos>', '<eot>', '<unk>', '<plan>'
+INTENTS = ('none', 'keep_lane', 'change_lane_left', 'change_lane_right', 'pull_over', 'slow_down',
+           'follow_lead', 'overtake', 'stop_at_intersection')
+INTENT_TOKENS = tuple(f'<intent_{i}>' for i in INTENTS)
+X_TOKENS = tuple(f'<x_{k:03d}>' for k in range(NUM_X_BINS))
+Y_TOKENS = tuple(f'<y_{k:03d}>' for k in range(NUM_Y_BINS))
+# Every token the tokenizer must hold as one unsplittable special token, in a fixed order.
+SPECIAL_TOKENS = (PAD, BOS, EOT, UNK, PLAN) + INTENT_TOKENS + X_TOKENS + Y_TOKENS
+
+HEADER = (f'{BOS} You are the motion planner of a car that drives on the right. '
+          'The scene lists the ego state and the nearby objects, distances in metres and speeds '
+          'in m/s. Follow the instruction when it is safe. Never leave the road, never come close '
+          'to an object and keep to the speed limit. Answer with six waypoints, one every 0.5 s, '
+          'x forward and y left of the car. Scene:')
+
+_STAMP = re.compile(r'^\s*t=[^\s]*s\.\s*')
+_X_RE = re.compile(r'^<x_(\d{3})>$')
+_Y_RE = re.compile(r'^<y_(\d{3})>$')
+
+
+class FormatError(ValueError):
+    """Tokens that are not a plan, or an intent that is not one of INTENTS."""
+
+
+def intent_token(intent: str | None) -> str:
+    """The special token of an intent (None = 'none')."""
+    intent = 'none' if intent is None else intent
+    if intent not in INTENTS:
+        raise FormatError(f'unknown intent {intent!r}; known: {", ".join(INTENTS)}')
+    return f'<intent_{intent}>'
+
+
+def frame_text(scene_text: str, intent: str | None) -> str:
+    """The per-frame part of the prompt (everything after HEADER)."""
+    body = _STAMP.sub('', scene_text or '').strip() or 'Objects: none.'
+    body = ' '.join(body.split())            # one space between words, no newlines
+    return f' {body} Instruction: {intent_token(intent)} {PLAN}'
+
+
+def prompt_text(scene_text: str, intent: str | None) -> str:
+    """HEADER + frame_text: the whole prompt; the plan tokens follow it."""
+    return HEADER + frame_text(scene_text, intent)
+
+
+# ---------------------------------------------------------------- waypoints <-> tokens
+def quantise_waypoints(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bin indices (x_bins, y_bins), each (TRAJECTORY_STEPS,), of clipped waypoints."""
+    xy = np.asarray(xy, dtype=np.float64)
+    if xy.shape != (TRAJECTORY_STEPS, 2):
+        raise FormatError(f'waypoints must have shape ({TRAJECTORY_STEPS}, 2), got {xy.shape}')
+    if not np.all(np.isfinite(xy)):
+        raise FormatError('waypoints must be finite')
+    xb = np.rint((np.clip(xy[:, 0], *X_RANGE_M) - X_RANGE_M[0]) / X_BIN_M).astype(int)
+    yb = np.rint((np.clip(xy[:, 1], *Y_RANGE_M) - Y_RANGE_M[0]) / Y_BIN_M).astype(int)
+    return xb, yb
+
+
+def encode_waypoints(xy: np.ndarray) -> list[str]:
+    """(6, 2) metres in base_link -> the 12 coordinate tokens x1 y1 ... x6 y6 (without <eot>)."""
+    xb, yb = quantise_waypoints(xy)
+    out = []
+    for i in range(TRAJECTORY_STEPS):
+        out += [X_TOKENS[xb[i]], Y_TOKENS[yb[i]]]
+    return out
+
+
+def decode_waypoints(token_strings) -> np.ndarray:
+    """12 coordinate tokens (a trailing <eot> and surrounding spaces allowed) -> (6, 2) metres."""
+    toks = [t.strip() for t in token_strings if t.strip()]
+    if toks and toks[-1] == EOT:
+        toks = toks[:-1]
+    if len(toks) != 2 * TRAJECTORY_STEPS:
+        raise FormatError(f'a plan is {2 * TRAJECTORY_STEPS} coordinate tokens, got {len(toks)}')
+    xy = np.empty((TRAJECTORY_STEPS, 2))
+    for i in range(TRAJECTORY_STEPS):
+        mx, my = _X_RE.match(toks[2 * i]), _Y_RE.match(toks[2 * i + 1])
+        if mx is None or my is None or int(mx[1]) >= NUM_X_BINS or int(my[1]) >= NUM_Y_BINS:
+            raise FormatError(f'waypoint {i + 1} is not <x_###> <y_###>: '
+                              f'{toks[2 * i]!r} {toks[2 * i + 1]!r}')
+        xy[i] = X_RANGE_M[0] + int(mx[1]) * X_BIN_M, Y_RANGE_M[0] + int(my[1]) * Y_BIN_M
+    return xy
+
+
+# ---------------------------------------------------------------- constrained decoding
+class TrajectoryGrammar:
+    """Which token ids may come at each output position, from a tokenizer's vocabulary.
+
+    Output position step 0..11 alternates x and y bins; step 12 admits only <eot>. Greedy decoding
+    that takes the argmax over `allowed_ids(step)` can only produce a parseable trajectory.
+    """
+
+    def __init__(self, vocab: dict):
+        missing = [t for t in (EOT,) + X_TOKENS + Y_TOKENS if t not in vocab]
+        if missing:
+            raise FormatError(f'the tokenizer lacks {len(missing)} plan tokens (e.g. {missing[0]}); '
+                              'it was not built with planning.lm.format.SPECIAL_TOKENS')
+        self.x_ids = np.array([vocab[t] for t in X_TOKENS], dtype=np.int64)
+        self.y_ids = np.array([vocab[t] for t in Y_TOKENS], dtype=np.int64)
+        self.eot_id = int(vocab[EOT])
+        self.eot_ids = np.array([self.eot_id], dtype=np.int64)
+        self._x_value = {int(i): X_RANGE_M[0] + k * X_BIN_M for k, i in enumerate(self.x_ids)}
+        self._y_value = {int(i): Y_RANGE_M[0] + k * Y_BIN_M for k, i in enumerate(self.y_ids)}
+
+    def allowed_ids(self, step: int) -> np.ndarray:
+        if not 0 <= step < PLAN_TOKENS:
+            raise FormatError(f'output position {step} outside 0..{PLAN_TOKENS - 1}')
+        if step == PLAN_TOKENS - 1:
+            return self.eot_ids
+        return self.x_ids if step % 2 == 0 else self.y_ids
+
+    def mask(self, step: int, vocab_size: int) -> np.ndarray:
+        """Boolean (vocab_size,) mask of the allowed ids (for masking logits with -inf)."""
+        m = np.zeros(vocab_size, dtype=bool)
+        m[self.allowed_ids(step)] = True
+        return m
+
+    def waypoints(self, ids) -> np.ndarray:
+        """(6, 2) metres from the 12 (or 13 with <eot>) generated ids."""
+        ids = [int(i) for i in ids]
+        if len(ids) == PLAN_TOKENS and ids[-1] == self.eot_id:
+            ids = ids[:-1]
+        if len(ids) != 2 * TRAJECTORY_STEPS:
+            raise FormatError(f'a plan is {2 * TRAJECTORY_STEPS} coordinate ids, got {len(ids)}')
+        try:
+            return np.array([[self._x_value[ids[2 * i]], self._y_value[ids[2 * i + 1]]]
+                             for i in range(TRAJECTORY_STEPS)])
+        except KeyError as exc:
+            raise FormatError(f'id {exc.args[0]} is not a coordinate token at its position') from None

@@ -1,0 +1,102 @@
+"""The planner LM's prompt / trajectory format (planning/lm/format.py): no torch, no tokenizer."""
+import numpy as np
+import pytest
+
+from fmdrive.planning.lm import format as fmt
+
+
+def _fake_vocab():
+    """A vocabulary like a trained tokenizer's: special tokens shuffled among words."""
+    words = ['Ego:', 'm/s', 'car', 'ahead'] + list(fmt.SPECIAL_TOKENS)
+    order = np.random.default_rng(0).permutation(len(words))
+    return {w: int(i) for w, i in zip(words, order)}
+
+
+def test_waypoints_round_trip_within_half_a_bin():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        xy = np.c_[rng.uniform(*fmt.X_RANGE_M, 6), rng.uniform(*fmt.Y_RANGE_M, 6)]
+        back = fmt.decode_waypoints(fmt.encode_waypoints(xy))
+        assert np.all(np.abs(back[:, 0] - xy[:, 0]) <= fmt.X_BIN_M / 2 + 1e-9)
+        assert np.all(np.abs(back[:, 1] - xy[:, 1]) <= fmt.Y_BIN_M / 2 + 1e-9)
+
+
+def test_plan_is_twelve_tokens_alternating_x_and_y():
+    toks = fmt.encode_waypoints(np.c_[np.arange(1, 7) * 5.0, np.zeros(6)])
+    assert len(toks) == 12 and fmt.PLAN_TOKENS == 13
+    assert all(t.startswith('<x_') for t in toks[0::2]) and all(t.startswith('<y_') for t in toks[1::2])
+    assert np.allclose(fmt.decode_waypoints(toks + [fmt.EOT]), np.c_[np.arange(1, 7) * 5.0, np.zeros(6)])
+
+
+def test_out_of_range_waypoints_are_clipped_to_the_range():
+    back = fmt.decode_waypoints(fmt.encode_waypoints(np.array([[200.0, -50.0]] * 6)))
+    assert np.allclose(back, [[fmt.X_RANGE_M[1], fmt.Y_RANGE_M[0]]] * 6)
+
+
+def test_malformed_plans_are_refused():
+    good = fmt.encode_waypoints(np.zeros((6, 2)))
+    with pytest.raises(fmt.FormatError):
+        fmt.decode_waypoints(good[:-1])
+    with pytest.raises(fmt.FormatError):
+        fmt.decode_waypoints([good[1], good[0]] + good[2:])   # y where x belongs
+    with pytest.raises(fmt.FormatError):
+        fmt.encode_waypoints(np.full((6, 2), np.nan))
+
+
+def test_grammar_admits_exactly_x_bins_then_y_bins_then_eot():
+    vocab = _fake_vocab()
+    g = fmt.TrajectoryGrammar(vocab)
+    x_ids = {vocab[t] for t in fmt.X_TOKENS}
+    y_ids = {vocab[t] for t in fmt.Y_TOKENS}
+    for step in range(fmt.PLAN_TOKENS - 1):
+        assert set(g.allowed_ids(step).tolist()) == (x_ids if step % 2 == 0 else y_ids)
+    assert g.allowed_ids(fmt.PLAN_TOKENS - 1).tolist() == [vocab[fmt.EOT]]
+    assert g.mask(0, len(vocab)).sum() == fmt.NUM_X_BINS
+    with pytest.raises(fmt.FormatError):
+        g.allowed_ids(fmt.PLAN_TOKENS)
+
+
+def test_greedy_decoding_under_the_grammar_always_parses():
+    vocab = _fake_vocab()
+    inv = {i: t for t, i in vocab.items()}
+    g = fmt.TrajectoryGrammar(vocab)
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        ids = []
+        for step in range(fmt.PLAN_TOKENS):
+            logits = rng.normal(size=len(vocab))
+            allowed = g.allowed_ids(step)
+            ids.append(int(allowed[np.argmax(logits[allowed])]))
+        assert g.waypoints(ids).shape == (6, 2)
+        assert np.allclose(g.waypoints(ids), fmt.decode_waypoints([inv[i] for i in ids]))
+
+
+def test_grammar_refuses_a_vocabulary_without_plan_tokens():
+    with pytest.raises(fmt.FormatError):
+        fmt.TrajectoryGrammar({'<eot>': 0, 'car': 1})
+
+
+def test_header_is_identical_across_scenes_and_intents():
+    a = fmt.prompt_text('t=12.3s. Ego: 8.2 m/s. Objects: none.', None)
+    b = fmt.prompt_text('t=1700000001.0s. Ego: 0.0 m/s. Objects: car #3 ahead in ego lane, 9.0 m.',
+                        'pull_over')
+    assert a.startswith(fmt.HEADER) and b.startswith(fmt.HEADER)
+    assert a[len(fmt.HEADER):] == fmt.frame_text('t=12.3s. Ego: 8.2 m/s. Objects: none.', None)
+    assert 20 <= len(fmt.HEADER.split()) <= 100      # a real system prompt, not padding
+
+
+def test_time_stamp_is_dropped_and_intent_is_one_token():
+    p = fmt.prompt_text('t=1700000001.0s. Ego: 3.0 m/s.', 'change_lane_left')
+    assert 't=' not in p and '1700000001' not in p
+    assert p.endswith(' Ego: 3.0 m/s. Instruction: <intent_change_lane_left> <plan>')
+    assert fmt.prompt_text('Ego: 3.0 m/s.', None).count('<intent_none>') == 1
+
+
+def test_unknown_intent_is_refused():
+    with pytest.raises(fmt.FormatError, match='unknown intent'):
+        fmt.prompt_text('Ego: 3.0 m/s.', 'hit the pedestrian')
+
+
+def test_special_tokens_are_unique_and_cover_every_intent():
+    assert len(set(fmt.SPECIAL_TOKENS)) == len(fmt.SPECIAL_TOKENS)
+    assert all(fmt.intent_token(i) in fmt.SPECIAL_TOKENS for i in fmt.INTENTS)
