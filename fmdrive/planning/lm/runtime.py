@@ -1,0 +1,263 @@
+"""Greedy constrained decoding of a causal LM exported in the Hugging Face ONNX convention, in numpy
+over fmdrive/inference backends (ONNX Runtime here, TensorRT on the Jetson). No torch.
+
+The convention (`io_convention: hf_causal_lm_with_past` in the card, what optimum / torch.onnx
+exports of `transformers` causal LMs use):
+
+    inputs   input_ids [batch, sequence] int64, attention_mask [batch, past + sequence] int64,
+             position_ids [batch, sequence] int64 (optional), past_key_values.{i}.key / .value
+             [batch, heads, past, head_dim] float32 for every layer i
+    outputs  logits [batch, sequence, vocab], present.{i}.key / .value [batch, heads, past + sequence,
+             head_dim]
+
+One plan = prompt HEADER (fixed text) + per-frame suffix (scene, instruction) -> a few waypoint
+tokens. Three ways to run it, all giving the same tokens:
+
+    kv + prefix cache   the HEADER's present KV is computed once and reused for every frame: a plan
+                        prefills only the suffix, then decodes one token per step against the cache
+    kv                  prefill HEADER + suffix each plan, then one token per step
+    nokv                every step runs the whole sequence again (what the KV cache saves)
+
+Decoding is greedy and CONSTRAINED: at each step the logits of every token the grammar does not
+allow are masked, so the output always parses (format.py's TrajectoryGrammar says what is allowed).
+"""
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fmdrive.inference.backend import make_backend
+from fmdrive.inference.card import CardError, ModelCard, load_card
+
+PAST_KEY = 'past_key_values.{}.key'
+PAST_VALUE = 'past_key_values.{}.value'
+PRESENT_KEY = 'present.{}.key'
+PRESENT_VALUE = 'present.{}.value'
+MODES = ('kv', 'nokv')
+
+
+@dataclass(frozen=True)
+class LMShape:
+    """What the KV cache looks like: one (key, value) pair per layer, [1, heads, length, head_dim]."""
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    max_positions: int | None = None    # longest sequence the model was trained for (None: unknown)
+
+    def kv_bytes_per_token(self, bytes_per_value: int = 4) -> int:
+        return 2 * self.num_layers * self.num_heads * self.head_dim * bytes_per_value
+
+
+def lm_shape(card: ModelCard) -> LMShape:
+    """Layers, heads and head_dim from the card's `decoder` section (num_layers, num_heads,
+    head_dim, max_positions) or, where it says nothing, from the past_key_values input shapes."""
+    net = card.networks['model']
+    names = {t.name for t in net.inputs}
+    layers = 0
+    while PAST_KEY.format(layers) in names and PAST_VALUE.format(layers) in names:
+        layers += 1
+    d = card.decoder
+    num_layers = int(d.get('num_layers', layers))
+    if num_layers < 1 or num_layers != layers:
+        raise CardError(f'card {card.path}: networks.model.inputs: {card.io_convention} needs '
+                        f'past_key_values.{{0..{max(num_layers, 1) - 1}}}.key/value, the card lists {layers} layer(s)')
+    shape = net.input(PAST_KEY.format(0)).shape
+    if len(shape) != 4:
+        raise CardError(f'card {card.path}: networks.model.inputs.{PAST_KEY.format(0)}.shape: must be '
+                        f'[batch, heads, past, head_dim], the card says {list(shape)}')
+    heads = d.get('num_heads', shape[1])
+    head_dim = d.get('head_dim', shape[3])
+    if not (isinstance(heads, int) and isinstance(head_dim, int)):
+        raise CardError(f'card {card.path}: decoder: num_heads and head_dim are needed (the past_key_values '
+                        f'shape {list(shape)} does not fix them)')
+    max_positions = d.get('max_positions')
+    return LMShape(num_layers, int(heads), int(head_dim), None if max_positions is None else int(max_positions))
+
+
+@dataclass
+class KVCache:
+    """Per layer (key, value) arrays [1, heads, length, head_dim] - what `present.*` returned."""
+    layers: list
+    length: int
+
+    @classmethod
+    def empty(cls, shape: LMShape, dtype=np.float32) -> 'KVCache':
+        z = np.zeros((1, shape.num_heads, 0, shape.head_dim), dtype)
+        return cls([(z, z) for _ in range(shape.num_layers)], 0)
+
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in self.layers)
+
+
+@dataclass
+class Generation:
+    tokens: list                    # the generated ids (the final eos included when produced)
+    prompt_tokens: int              # header + suffix
+    prefilled_tokens: int           # what this call ran through the model before the first new token
+    prefix_hit: bool                # the header's KV came from the prefix cache
+    forward_calls: int
+    prefill_ms: float
+    decode_ms: float
+    timings_ms: list = field(default_factory=list)   # one per forward call
+
+    @property
+    def total_ms(self) -> float:
+        return self.prefill_ms + self.decode_ms
+
+
+class CausalLM:
+    """One forward pass of the exported model through a backend; shapes and names from the card."""
+
+    def __init__(self, card: ModelCard, backend):
+        if card.io_convention != 'hf_causal_lm_with_past':
+            raise CardError(f'card {card.path}: io_convention: {card.io_convention} is not hf_causal_lm_with_past')
+        self.card, self.backend = card, backend
+        self.shape = lm_shape(card)
+        net = card.networks['model']
+        self.input_dtypes = {t.name: np.dtype(t.dtype) for t in net.inputs}
+        self.kv_dtype = self.input_dtypes[PAST_KEY.format(0)]
+        self.has_position_ids = 'position_ids' in self.input_dtypes
+        self.has_attention_mask = 'attention_mask' in self.input_dtypes
+        logits = net.output('logits')
+        self.vocab_size = logits.shape[-1] if isinstance(logits.shape[-1], int) else None
+
+    @classmethod
+    def load(cls, model_dir, precision: str = 'fp32', backend: str = 'auto', threads: int = 1,
+             verify: bool = True, **options) -> 'CausalLM':
+        card = load_card(Path(model_dir), verify=verify, variants=None)
+        return cls(card, make_backend(card, precision, backend, 'model', threads=threads, **options))
+
+    def empty_cache(self) -> KVCache:
+        return KVCache.empty(self.shape, self.kv_dtype)
+
+    def forward(self, input_ids, past: KVCache | None = None) -> tuple[np.ndarray, KVCache]:
+        """Run `input_ids` (n,) after `past` (None: nothing before) -> (logits (n, vocab), the new cache)."""
+        ids = np.asarray(input_ids, dtype=np.int64).reshape(1, -1)
+        past = past if past is not None else self.empty_cache()
+        n, total = ids.shape[1], past.length + ids.shape[1]
+        if self.shape.max_positions is not None and total > self.shape.max_positions:
+            raise ValueError(f'sequence of {total} tokens is longer than the model allows '
+                             f'({self.shape.max_positions})')
+        feed = {'input_ids': ids.astype(self.input_dtypes['input_ids'])}
+        if self.has_attention_mask:
+            feed['attention_mask'] = np.ones((1, total), self.input_dtypes['attention_mask'])
+        if self.has_position_ids:
+            feed['position_ids'] = np.arange(past.length, total, dtype=self.input_dtypes['position_ids'])[None]
+        for i, (k, v) in enumerate(past.layers):
+            feed[PAST_KEY.format(i)], feed[PAST_VALUE.format(i)] = k, v
+        out = self.backend.infer(feed)
+        present = [(out[PRESENT_KEY.format(i)], out[PRESENT_VALUE.format(i)]) for i in range(self.shape.num_layers)]
+        got = present[0][0].shape[2]
+        if got != total:
+            raise RuntimeError(f'{self.card.name}: present KV holds {got} positions after {total} tokens: the '
+                               'model does not follow the hf_causal_lm_with_past convention')
+        return out['logits'][0], KVCache(present, total)
+
+    def describe(self) -> dict:
+        return {**self.backend.describe(), 'layers': self.shape.num_layers, 'heads': self.shape.num_heads,
+                'head_dim': self.shape.head_dim}
+
+
+def constrained_argmax(logits: np.ndarray, allowed) -> int:
+    """The most likely token among `allowed` (ties: the lowest id)."""
+    allowed = np.asarray(allowed, dtype=np.int64).reshape(-1)
+    if allowed.size == 0:
+        raise ValueError('the grammar allows no token at this step')
+    if allowed.min() < 0 or allowed.max() >= logits.shape[-1]:
+        raise ValueError(f'the grammar allows token ids outside the vocabulary (0..{logits.shape[-1] - 1})')
+    scores = logits[allowed]
+    return int(allowed[int(np.argmax(scores))])
+
+
+class ConstrainedDecoder:
+    """Greedy constrained generation with a KV cache and a prefix cache (see the module docstring).
+
+        decoder = ConstrainedDecoder(CausalLM.load('engines/planner_student', 'int8'))
+        gen = decoder.generate(header_ids, frame_ids, grammar.allowed_ids, max_new_tokens=13, eos_id=eot)
+
+    `allowed_ids(step)` -> the ids allowed at generation step `step` (0 = the first new token).
+    The prefix cache keeps the KV of the last `prefix_slots` distinct headers (a header is the fixed
+    part of the prompt, so one slot is what a running planner uses)."""
+
+    def __init__(self, lm: CausalLM, prefix_slots: int = 2):
+        self.lm = lm
+        self.prefix_slots = max(1, int(prefix_slots))
+        self._prefixes: collections.OrderedDict = collections.OrderedDict()   # ids tuple -> (cache, last logits)
+
+    def clear_prefix_cache(self):
+        self._prefixes.clear()
+
+    def prefix(self, header_ids) -> tuple[KVCache, np.ndarray, bool]:
+        """(KV cache of the header, logits of its last token, whether it came from the cache)."""
+        key = tuple(int(i) for i in header_ids)
+        hit = self._prefixes.get(key)
+        if hit is not None:
+            self._prefixes.move_to_end(key)
+            return hit[0], hit[1], True
+        logits, cache = self.lm.forward(np.asarray(key, np.int64))
+        self._prefixes[key] = (cache, logits[-1].copy())
+        while len(self._prefixes) > self.prefix_slots:
+            self._prefixes.popitem(last=False)
+        return cache, logits[-1], False
+
+    def generate(self, header_ids, suffix_ids, allowed_ids: Callable[[int], np.ndarray], max_new_tokens: int,
+                 eos_id: int | None = None, mode: str = 'kv', prefix_cache: bool = True,
+                 deadline: float | None = None) -> Generation:
+        """Generate up to max_new_tokens after header + suffix. deadline: time.perf_counter() value
+        past which a TimeoutError is raised between forward calls (the arbiter falls back anyway)."""
+        if mode not in MODES:
+            raise ValueError(f'mode {mode!r} is not one of {", ".join(MODES)}')
+        header = [int(i) for i in header_ids]
+        suffix = [int(i) for i in suffix_ids]
+        if not header and not suffix:
+            raise ValueError('empty prompt')
+        timings = []
+
+        def run(ids, past):
+            if deadline is not None and time.perf_counter() > deadline:
+                raise TimeoutError('deadline passed during decoding')
+            t = time.perf_counter()
+            out = self.lm.forward(ids, past)
+            timings.append((time.perf_counter() - t) * 1e3)
+            return out
+
+        t0 = time.perf_counter()
+        hit = False
+        if mode == 'nokv':
+            sequence = header + suffix
+            logits, _ = run(sequence, None)
+            last, cache, prefilled = logits[-1], None, len(sequence)
+        elif prefix_cache and header:
+            cache, last, hit = self.prefix(header)
+            if not hit:
+                timings.append(float('nan'))      # the header forward ran inside prefix(); not timed apart
+            prefilled = 0 if hit else len(header)
+            if suffix:
+                logits, cache = run(suffix, cache)
+                last = logits[-1]
+                prefilled += len(suffix)
+        else:
+            logits, cache = run(header + suffix, None)
+            last, prefilled = logits[-1], len(header + suffix)
+        t1 = time.perf_counter()
+
+        tokens = []
+        for step in range(max_new_tokens):
+            allowed = np.asarray(allowed_ids(step), dtype=np.int64).reshape(-1)
+            token = int(allowed[0]) if allowed.size == 1 else constrained_argmax(last, allowed)
+            tokens.append(token)
+            if (eos_id is not None and token == eos_id) or step == max_new_tokens - 1:
+                break
+            if mode == 'nokv':
+                logits, _ = run(header + suffix + tokens, None)
+            else:
+                logits, cache = run([token], cache)
+            last = logits[-1]
+        t2 = time.perf_counter()
+        return Generation(tokens, len(header) + len(suffix), prefilled, hit,
+                          sum(1 for _ in timings), (t1 - t0) * 1e3, (t2 - t1) * 1e3, timings)
