@@ -80,6 +80,12 @@ def _clear_derived_outputs(run_dir: Path) -> list[str]:
 
 
 def cmd_sim(args):
+    if args.what == 'planning-dataset':
+        from fmdrive.sim.planning_dataset import write_planning_dataset
+        import json
+        print(json.dumps(write_planning_dataset(args.out, args.samples, args.seed or 0,
+                                                progress=not args.no_progress)))
+        return 0
     from fmdrive.bags.sim_writer import write_scenario
     if args.list:
         from fmdrive.sim import SCENARIO_KINDS
@@ -97,7 +103,12 @@ def cmd_sim(args):
 
 
 def add_sim(sub):
-    p = sub.add_parser('sim', help='simulate a scenario into a rosbag2 MCAP bag + ground truth')
+    p = sub.add_parser('sim', help='simulate a scenario into a rosbag2 MCAP bag + ground truth; '
+                       '`sim planning-dataset`: planner LM samples (no sensors)')
+    p.add_argument('what', nargs='?', choices=('planning-dataset',), default=None,
+                   help='planning-dataset: scene text [+ intent] -> expert waypoints, --out DIR --samples N')
+    p.add_argument('--out', default='runs/planning_dataset', help='planning-dataset: directory (resumable)')
+    p.add_argument('--samples', type=int, default=20000, help='planning-dataset: at least this many samples')
     p.add_argument('--scenario', default='car_following', help='scenario kind or a scenario YAML file')
     p.add_argument('--seed', type=int, default=None)
     p.add_argument('--duration', type=float, default=None, help='seconds (default 20)')
@@ -458,7 +469,7 @@ def _user_error_types() -> tuple:
     for module, name in (('fmdrive.msgs', 'MessageError'), ('fmdrive.bags.reader', 'BagError'),
                          ('fmdrive.calibration.camera_model', 'CalibrationError'),
                          ('fmdrive.sim.scenario', 'ScenarioError'), ('fmdrive.eval.metrics', 'EvalError'),
-                         ('fmdrive.graph', 'GraphError')):
+                         ('fmdrive.graph', 'GraphError'), ('fmdrive.sim.planning_dataset', 'DatasetError')):
         try:
             types.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
