@@ -70,18 +70,42 @@ def export_camera(checkpoint, out_dir, data_dir, log=print) -> dict:
     model = load_model(checkpoint)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sample = _inputs(load_split(data_dir, 'val', 1)[:1])
+    val = load_split(data_dir, 'val')[::2]
+    sample = _inputs(val[:1])
     diff = export_onnx(model, out_dir / 'fp32.onnx', sample.shape, OPSET, sample, log, 'image', OUTPUT_NAMES)
+    decoder, tuning = tune_decoder(out_dir / 'fp32.onnx', model.cfg, val, log)
     tc = ck.get('train_config', {})
     training = {'command': f"fmdrive train camera --data {tc.get('data')} --out {tc.get('out')} --epochs "
-                           f"{tc.get('epochs')} --seed {tc.get('seed')} --max-minutes {tc.get('max_minutes')}",
+                           f"{tc.get('epochs')} --batch-pairs {tc.get('batch_pairs')} --seed {tc.get('seed')} "
+                           f"--max-minutes {tc.get('max_minutes')} (crop_width {tc.get('crop_width', 0)})",
                 'data_seed': SPLIT_SEEDS['train'],
                 'data': 'fmdrive train dataset --out runs/dataset --scenes 72 (letterboxed 640x360 camera images)',
                 'notes': f'export: fmdrive export camera --checkpoint {checkpoint} --out {out_dir}; INT8: fmdrive '
                          f'quantize camera --model-dir {out_dir} --data {data_dir}'}
     write_card(card_dict(model.cfg, {'fp32': ('fp32.onnx', sha256(out_dir / 'fp32.onnx'))}, training=training,
-                         metrics={'export_max_abs_diff': max(diff.values())}), out_dir)
+                         metrics={'export_max_abs_diff': max(diff.values()), 'val_decoder_tuning': tuning},
+                         decoder=decoder), out_dir)
     return {'max_abs_diff': diff, 'card': str(out_dir / 'card.yaml')}
+
+
+def tune_decoder(onnx_path, cfg, frames, log=print) -> tuple[dict, dict]:
+    """The score threshold with the best val 2D mAP, kept >= 0.2 so fusion is not fed a cloud of
+    low-score boxes."""
+    outputs = ort_outputs(ort_session(onnx_path), _inputs(frames))
+    results, best = {}, None
+    for threshold in (0.2, 0.3):
+        decoder = {**DECODER, 'score_threshold': threshold}
+        card = parse_card_dict(card_dict(cfg, decoder=decoder), Path(onnx_path).parent / 'card.yaml')
+        results[f'threshold {threshold}'] = m = _ap(outputs, frames, card)['map']
+        if best is None or m > best[0]:
+            best = (m, decoder)
+    log('decoder tuning on val (2D mAP): ' + ', '.join(f'{k}: {v}' for k, v in results.items()))
+    return best[1], results
+
+
+def parse_card_dict(card: dict, path):
+    from fmdrive.inference.card import parse_card
+    return parse_card(card, Path(path))
 
 
 def quantize_camera(model_dir, data_dir, calib_frames: int = 256, methods=CALIBRATION_METHODS, val_every: int = 2,

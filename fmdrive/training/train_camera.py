@@ -1,9 +1,13 @@
 """`fmdrive train camera`: train the camera encoder (camera_model.py) on the dataset's letterboxed
 images, on the CPU. Same habits as train_lidar.py: flat TrainConfig, fixed seeds, pairs of
-consecutive frames per batch (embedding loss), horizontal-flip augmentation, a checkpoint every
+consecutive frames per batch (embedding loss), horizontal-flip augmentation, random bands of
+crop_width columns (the network is fully convolutional; 60 % of the compute), a checkpoint every
 epoch (OUT/last.pt, OUT/best.pt by val 2D mAP), OUT/log.jsonl, early stop, --max-minutes, --resume.
+The learning-rate schedule ends at the last epoch or at --max-minutes, whichever comes first, and the
+run stops mid-epoch at --max-minutes: on a shared 2-core machine the wall-clock budget, not the epoch
+count, is what is known in advance.
 
-    fmdrive train camera --data runs/dataset --out runs/camera --epochs 6 --seed 7
+    fmdrive train camera --data runs/dataset --out runs/camera --epochs 6 --batch-pairs 4 --seed 7 --max-minutes 34
 """
 from __future__ import annotations
 
@@ -17,8 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmdrive.training.camera_model import (OUTPUT_NAMES, CameraCenterNet, CameraConfig, ap_2d, centernet_loss,
-                                           decode_batch, make_targets, normalise)
+from fmdrive.training.camera_model import (
+    OUTPUT_NAMES,
+    CameraCenterNet,
+    CameraConfig,
+    ap_2d,
+    centernet_loss,
+    decode_batch,
+    make_targets,
+    normalise,
+)
 from fmdrive.training.train_lidar import frame_pairs, learning_rate, seed_everything
 
 
@@ -36,20 +48,34 @@ class TrainConfig:
     threads: int = 2
     max_scenes: int | None = None
     val_every: int = 2
-    tiny: bool = False
+    crop_width: int = 192     # train on a random band of this many columns (multiple of 16), 0 = all:
+    tiny: bool = False        # 60 % of the compute per image; the network is fully convolutional
 
 
 def tiny_config() -> CameraConfig:
     return CameraConfig(widths=(8, 8, 16, 16), depths=(0, 0, 1), neck_channels=8, head_channels=8)
 
 
-def make_batch(indices, frames, cfg: CameraConfig, flips) -> tuple[torch.Tensor, dict]:
+def make_batch(indices, frames, cfg: CameraConfig, flips, col_starts=None,
+               crop_width: int = 0) -> tuple[torch.Tensor, dict]:
+    """Input tensor and targets of frames[indices] (flips: per frame, mirror x). With crop_width,
+    only columns col_starts[b] .. + crop_width of frame b (full height): image and targets cut alike;
+    an object whose centre cell falls outside is not a target (its heatmap tail stays)."""
     images, heat, rows = [], [], {k: [] for k in ('batch_index', 'cell_index', 'size', 'offset', 'depth',
                                                   'instance')}
+    W = cfg.input_hw[1] // cfg.stride
     for b, (i, flip) in enumerate(zip(indices, flips)):
         img = frames[i].image
-        images.append(img[:, ::-1] if flip else img)
+        img = img[:, ::-1] if flip else img
         t = make_targets(frames[i], cfg, bool(flip), (zlib.crc32(frames[i].scene.encode()) % 100000) * 100000)
+        if crop_width:
+            c0, cw = int(col_starts[b]) // cfg.stride, crop_width // cfg.stride
+            img = img[:, int(col_starts[b]):int(col_starts[b]) + crop_width]
+            iy, ix = np.divmod(t['index'], W)
+            keep = (ix >= c0) & (ix < c0 + cw)
+            t = {k: v[keep] for k, v in t.items() if k != 'heatmap'} | {'heatmap': t['heatmap'][:, :, c0:c0 + cw]}
+            t['index'] = iy[keep] * cw + ix[keep] - c0
+        images.append(img)
         heat.append(t['heatmap'])
         rows['batch_index'].append(np.full(len(t['index']), b, np.int64))
         rows['cell_index'].append(t['index'])
@@ -109,14 +135,23 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
         rng = np.random.default_rng([tc.seed, epoch])
         order = rng.permutation(len(pairs))
         flips = rng.random(len(pairs)) < 0.5
+        crop_width = tc.crop_width if 0 < tc.crop_width < cfg.input_hw[1] else 0
+        col_starts = 16 * rng.integers(0, (cfg.input_hw[1] - crop_width) // 16 + 1, len(pairs))
         sums, n = {}, 0
         model.train()
         bar = tqdm(range(steps_per_epoch), desc=f'epoch {epoch + 1}/{tc.epochs}', unit='batch', disable=not progress)
         for step in bar:
             sel = order[step * tc.batch_pairs:(step + 1) * tc.batch_pairs]
-            x, batch = make_batch(pairs[sel].reshape(-1), frames, cfg, np.repeat(flips[sel], 2))
+            x, batch = make_batch(pairs[sel].reshape(-1), frames, cfg, np.repeat(flips[sel], 2),
+                                  np.repeat(col_starts[sel], 2), crop_width)
+            # the schedule runs to its end by the last epoch or by --max-minutes, whichever comes first
+            # (a shared machine may give a third of the planned epochs)
+            minutes = (spent_s + time.perf_counter() - t_epoch) / 60
+            if minutes > tc.max_minutes:
+                break                                  # validated and saved below, then stopped
+            at = max(epoch * steps_per_epoch + step, int(total_steps * minutes / max(tc.max_minutes, 1e-6)))
             for group in opt.param_groups:
-                group['lr'] = learning_rate(tc.lr, epoch * steps_per_epoch + step, total_steps)
+                group['lr'] = learning_rate(tc.lr, min(at, total_steps), total_steps)
             loss, parts = centernet_loss(model(x.contiguous(memory_format=torch.channels_last)), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
