@@ -194,6 +194,17 @@ NODE_PARAM_SPECS = {
         'watchdog_period_s': Param(0.1, 'how often the planner checks that scenes still arrive; while they '
                                    'do not it publishes a safe stopping trajectory at this period',
                                    range=(0.02, 1.0), read_only=True),
+        'primary': Param('llm', 'planner published when its plan is safe and on time: llm (the language-model '
+                         'planner of lm_model; when it is absent or cannot load the classical planner runs alone, '
+                         'said on /diagnostics) or classical (the classical planner alone)',
+                         choices=('llm', 'classical'), read_only=True),
+        'lm_model': Param('engines/planner_student', 'model directory (card.yaml, ONNX, tokenizer.json) of the LM '
+                          'planner, relative to the package or absolute', read_only=True),
+        'lm_precision': Param('int8', 'precision variant of the LM planner (int8 runs fp32 when the card has no '
+                              'int8 file)', choices=('fp32', 'fp16', 'int8'), read_only=True),
+        'lm_backend': Param('auto', 'runtime of the LM planner: auto (TensorRT when present, else ONNX Runtime), '
+                            'tensorrt or onnxruntime', choices=('auto', 'tensorrt', 'onnxruntime'), read_only=True),
+        'lm_threads': Param(1, 'ONNX Runtime intra-op threads of the LM planner', range=(1, 16), read_only=True),
     },
     'visualizer': {
         'overlay_max_rate_hz': Param(5.0, 'highest rate of the overlay image', range=(0.1, 60.0)),

@@ -22,8 +22,11 @@ VOCAB, LAYERS, HEADS, HEAD_DIM, MAX_POS = 48, 2, 2, 8, 256
 
 
 # ======================================================================= the tiny ONNX model
-def tiny_causal_lm_onnx(path, vocab=VOCAB, layers=LAYERS, heads=HEADS, head_dim=HEAD_DIM, max_pos=MAX_POS, seed=0):
-    """A causal transformer (no layer norm, one tanh MLP per layer) in the HF ONNX convention."""
+def tiny_causal_lm_onnx(path, vocab=VOCAB, layers=LAYERS, heads=HEADS, head_dim=HEAD_DIM, max_pos=MAX_POS, seed=0,
+                        head_scale=1.0, head_bias=None):
+    """A causal transformer (no layer norm, one tanh MLP per layer) in the HF ONNX convention.
+    head_scale / head_bias (vocab,): logits = head_scale * x W + head_bias, to make a model that
+    prefers given tokens whatever the input."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(seed)
@@ -73,7 +76,12 @@ def tiny_causal_lm_onnx(path, vocab=VOCAB, layers=LAYERS, heads=HEADS, head_dim=
         x = node('Add', [x, node('MatMul', [out, init(f'wo{i}', rng.normal(0, 0.3, (E, E)).astype(np.float32))])])
         mlp = node('Tanh', [node('MatMul', [x, init(f'w1{i}', rng.normal(0, 0.3, (E, 2 * E)).astype(np.float32))])])
         x = node('Add', [x, node('MatMul', [mlp, init(f'w2{i}', rng.normal(0, 0.3, (2 * E, E)).astype(np.float32))])])
-    node('MatMul', [x, init('lm_head', rng.normal(0, 1.0, (E, vocab)).astype(np.float32))], ['logits'])
+    head = (head_scale * rng.normal(0, 1.0, (E, vocab))).astype(np.float32)
+    if head_bias is None:
+        node('MatMul', [x, init('lm_head', head)], ['logits'])
+    else:
+        node('Add', [node('MatMul', [x, init('lm_head', head)]),
+                     init('lm_bias', np.asarray(head_bias, np.float32))], ['logits'])
 
     def value(name, elem, shape):
         return helper.make_tensor_value_info(name, elem, shape)

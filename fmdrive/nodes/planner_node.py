@@ -1,8 +1,11 @@
 """planner node: scene description (+ instruction) -> trajectory (nav_msgs/Path) and Plan.
 
-An adapter around fmdrive/planning/arbiter.py, which decides what is published: a primary planner
-under the deadline (the distilled LLM planner when it arrives), the safety filter, the classical
-planner as fallback (today the only planner, so its plans go out with source 'classical'). When
+An adapter around fmdrive/planning/arbiter.py, which decides what is published: the primary planner
+under the deadline (`primary: llm` = the distilled LM planner of `lm_model`), the safety filter, the
+classical planner as fallback. An LM model that is absent or cannot load leaves the classical
+planner alone (source 'classical'), said on /diagnostics (`primary`). Instructions are mapped onto
+canonical intents by the text encoder when they arrive (fmdrive/planning/lm/intents.py); a refused
+one is said on /diagnostics (`instruction`) and in every plan's status while it stands. When
 scenes stop coming, a watchdog publishes a safe stopping trajectory (fmdrive/planning/watchdog.py)
 at watchdog_period_s until they resume, and says why on /planning/plan and /diagnostics.
 """
@@ -18,7 +21,7 @@ from std_msgs.msg import String
 from fmdrive import config
 from fmdrive.msgs import msg_to_scene, plan_to_msg, plan_to_path
 from fmdrive.nodes.base import FmdriveNode, run_node
-from fmdrive.planning.arbiter import Arbiter
+from fmdrive.planning.arbiter import Arbiter, load_instruction_classifier, load_primary
 from fmdrive.planning.watchdog import stopping_plan
 
 MAX_INSTRUCTION_CHARS = 500
@@ -27,6 +30,11 @@ MAX_INSTRUCTION_CHARS = 500
 class PlannerNode(FmdriveNode):
     def __init__(self):
         super().__init__('planner')
+        self.primary, self.diag_values['primary'] = load_primary(self.p)
+        if self.primary is None and self.p['primary'] == 'llm' and 'cannot run' in self.diag_values['primary']:
+            self.warn(f'LM planner unavailable: {self.diag_values["primary"]}', key='primary', period_s=1e9)
+        self.instructions, self.diag_values['instructions'] = load_instruction_classifier()
+        self.diag_values['instruction'] = 'none'
         self.reconfigure(self.p, {})
         self.instruction = ''
         self.last_scene = self.last_plan = None
@@ -38,11 +46,15 @@ class PlannerNode(FmdriveNode):
         self.create_timer(float(self.p['watchdog_period_s']), self.watchdog)
 
     def reconfigure(self, params: dict, changed: dict) -> None:
-        self.arbiter = Arbiter.from_node_params(params)  # ValueError refuses
+        self.arbiter = Arbiter.from_node_params(params, self.primary, self.instructions)  # ValueError refuses
 
     def on_instruction(self, msg: String):
         self.instruction = msg.data[:MAX_INSTRUCTION_CHARS]
-        self.get_logger().info(f'instruction: {self.instruction!r}')
+        understood = self.arbiter.classify(self.instruction)     # embedded once, here, not in a frame
+        self.diag_values['instruction'] = 'none' if understood is None else understood.describe()[:200]
+        if understood is not None and understood.refused:
+            self.warn(f'instruction {self.instruction[:60]!r} {understood.refused}', key='instruction')
+        self.get_logger().info(f'instruction: {self.instruction[:80]!r} -> {self.diag_values["instruction"]}')
 
     def on_scene(self, msg: SceneDescription):
         t0 = time.perf_counter()

@@ -17,6 +17,13 @@ published as it is (source 'classical'); when even it fails the safety filter it
 plan there is (e.g. an emergency stop among predicted collisions), so it goes out with
 '; unsafe: <reasons>' in its status and `ArbiterResult.safety` says so.
 
+Instructions: with an instruction classifier (fmdrive/planning/lm/intents.py, the pretrained text
+encoder), a human's words are mapped once onto a canonical intent: the primary gets the intent
+name, the classical planner the phrase it understands for it (CLASSICAL_PHRASES). A refused
+instruction (unsafe, injected, gibberish, over-long) reaches neither planner: both plan as without
+one, and the published status says '; instruction refused: <reason>' (ArbiterResult.instruction).
+Without a classifier the words go to both planners unchanged.
+
 Why in parallel: the fallback plan is ready when the deadline passes (the worst case latency is
 max(deadline, fallback budget), not their sum), and the classical planner sees every scene, so its
 memory (cruise speed, braking leads, cars seen moving) is current when it is needed. An abandoned
@@ -35,6 +42,12 @@ from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
 from fmdrive.planning.protocol import Planner, PlanResult
 from fmdrive.planning.safety import SafetyReport, check_trajectory
 
+# what the classical planner (classical.parse_instruction) understands for each canonical intent;
+# follow_lead is what it does anyway; stop_at_intersection: it has no map of intersections, so it
+# stops (target speed 0) - the conservative reading
+CLASSICAL_PHRASES = {'none': '', 'keep_lane': 'keep lane', 'change_lane_left': 'change lane left',
+                     'change_lane_right': 'change lane right', 'pull_over': 'pull over', 'slow_down': 'slow down',
+                     'follow_lead': '', 'overtake': 'overtake', 'stop_at_intersection': 'stop'}
 
 
 @dataclass
@@ -48,13 +61,16 @@ class ArbiterResult:
     primary_ms: float | None = None   # time the primary took (None: none ran, or still running)
     planner_ms: float = 0.0     # time the planner of the published plan took (plan.planning_time_ms
                                 # is the arbiter's whole call: both planners, the safety filter)
+    instruction: object = None  # IntentResult of the instruction (None: none, or no classifier)
 
 
 class Arbiter:
     def __init__(self, fallback: ClassicalPlanner, primary: Planner | None = None,
-                 deadline_ms: float = 100.0, fallback_budget_ms: float = FALLBACK_BUDGET_MS):
+                 deadline_ms: float = 100.0, fallback_budget_ms: float = FALLBACK_BUDGET_MS,
+                 instructions=None):
         """deadline_ms: the primary's budget, after which it is abandoned (and what deadline_met
-        says of the whole call); fallback_budget_ms: the classical planner's own budget."""
+        says of the whole call); fallback_budget_ms: the classical planner's own budget;
+        instructions: an IntentClassifier (classify(text) -> IntentResult) or None."""
         if primary is not None and not isinstance(primary, Planner):
             raise TypeError(f'primary planner {type(primary).__name__} lacks source / plan(scene, '
                             'instruction, budget_ms)')
@@ -69,16 +85,17 @@ class Arbiter:
         self.deadline_ms = float(deadline_ms)
         self.fallback_budget_ms = float(fallback_budget_ms)
         self.limits = fallback.params           # the one set of limits the safety filter applies
+        self.instructions = instructions
         self._busy: threading.Thread | None = None   # an abandoned primary still running
 
     @classmethod
-    def from_node_params(cls, params: dict, primary: Planner | None = None) -> 'Arbiter':
+    def from_node_params(cls, params: dict, primary: Planner | None = None, instructions=None) -> 'Arbiter':
         """The arbiter the planner node runs, from its parameters (config.node_params('planner')
         or the node's current ones); unknown keys are ignored, bad values raise ValueError."""
         known = PlannerParams.__dataclass_fields__
         planner = ClassicalPlanner(PlannerParams(**{k: v for k, v in params.items() if k in known}))
         return cls(planner, primary, float(params['deadline_ms']),
-                   float(params.get('fallback_budget_ms', FALLBACK_BUDGET_MS)))
+                   float(params.get('fallback_budget_ms', FALLBACK_BUDGET_MS)), instructions)
 
     @property
     def params(self) -> PlannerParams:
@@ -87,10 +104,15 @@ class Arbiter:
     def plan(self, scene: Scene, instruction: str = '') -> ArbiterResult:
         """The plan to publish for `scene`; never raises, always returns a plan."""
         t0 = time.perf_counter()
-        started, why_not = self._start_primary(scene, instruction) if self.primary else (None, None)
-        classical = self.fallback.plan(scene, instruction, budget_ms=self.fallback_budget_ms)
+        understood = self.classify(instruction)
+        if understood is None:
+            to_primary = to_fallback = instruction
+        else:
+            to_primary, to_fallback = understood.intent, CLASSICAL_PHRASES.get(understood.intent, '')
+        started, why_not = self._start_primary(scene, to_primary) if self.primary else (None, None)
+        classical = self.fallback.plan(scene, to_fallback, budget_ms=self.fallback_budget_ms)
         if self.primary is None:
-            return self._finish(t0, classical, scene, 'classical', 'classical', None)
+            return self._finish(t0, classical, scene, 'classical', 'classical', None, understood=understood)
         primary_ms = None
         if started is not None:
             done, box = started
@@ -98,8 +120,21 @@ class Arbiter:
             why_not, primary_ms = self._judge_primary(t0, done, box, scene)
         if why_not is None:
             return self._finish(t0, box['result'], scene, self.primary.source, 'primary', primary_ms,
-                                box['safety'])
-        return self._finish(t0, classical, scene, 'fallback', f'fallback: {why_not}', primary_ms)
+                                box['safety'], understood)
+        return self._finish(t0, classical, scene, 'fallback', f'fallback: {why_not}', primary_ms,
+                            understood=understood)
+
+    def classify(self, instruction: str):
+        """The IntentResult of an instruction (None without a classifier or without words);
+        cached by the classifier, so the node calls it when an instruction arrives."""
+        if self.instructions is None or not (instruction or '').strip():
+            return None
+        try:
+            return self.instructions.classify(instruction)
+        except Exception as err:  # noqa: BLE001 - an encoder failure must not stop planning
+            from fmdrive.planning.lm.intents import IntentResult
+            return IntentResult('none', f'refused: instruction not understood ({type(err).__name__}: {err})',
+                                float('nan'), '', str(instruction)[:80])
 
     # ------------------------------------------------------------------ helpers
     def _start_primary(self, scene, instruction):
@@ -155,7 +190,7 @@ class Arbiter:
                                 float('nan'))
 
     def _finish(self, t0, result: PlanResult, scene, source, status, primary_ms,
-                safety: SafetyReport | None = None) -> ArbiterResult:
+                safety: SafetyReport | None = None, understood=None) -> ArbiterResult:
         plan = result.plan
         if safety is None:
             safety = self._check(plan, scene)
@@ -164,6 +199,8 @@ class Arbiter:
             plan.status = f'{status}; {planner_status}'
         if not safety.ok:
             plan.status = f'{plan.status}; unsafe: {", ".join(safety.reasons)}'
+        if understood is not None and understood.refused and understood.refused not in plan.status:
+            plan.status = f'{plan.status}; instruction {understood.refused}'
         plan.source = source
         planner_ms = float(plan.planning_time_ms)
         plan.planning_time_ms = (time.perf_counter() - t0) * 1e3
@@ -175,4 +212,36 @@ class Arbiter:
             mode = 'ok'
         else:
             mode = planner_status
-        return ArbiterResult(plan, source, status, result, safety, mode, primary_ms, planner_ms)
+        return ArbiterResult(plan, source, status, result, safety, mode, primary_ms, planner_ms, instruction=understood)
+
+
+def load_primary(params: dict, log=None):
+    """(the LM planner the planner node's parameters ask for, or None; one line saying what runs).
+    primary 'llm' loads `lm_model` (card + ONNX + tokenizer.json); a model that is absent or
+    cannot load leaves the classical planner alone, and the line says why."""
+    from pathlib import Path
+
+    from fmdrive import config
+    if params.get('primary', 'classical') != 'llm':
+        return None, 'classical (primary: classical)'
+    path = Path(str(params.get('lm_model', '')))
+    path = path if path.is_absolute() else config.package_file(str(path))
+    if not (path / 'card.yaml').is_file():
+        return None, f'classical (no LM planner model at {path})'
+    try:
+        from fmdrive.planning.lm.lm_planner import LMPlanner
+        planner = LMPlanner.load(path, str(params.get('lm_precision', 'int8')), str(params.get('lm_backend', 'auto')),
+                                 int(params.get('lm_threads', 1)))
+    except Exception as err:  # noqa: BLE001 - CardError, BackendError, a runtime's own: all mean "not here"
+        return None, f'classical (LM planner at {path} cannot run: {" ".join(str(err).split())[:200]})'
+    d = planner.describe()
+    return planner, f'llm {path.name} ({d.get("provider", "?")}, {d.get("variant", d.get("precision_run"))})'
+
+
+def load_instruction_classifier():
+    """(IntentClassifier or None, one line): the text encoder side of instructions."""
+    try:
+        from fmdrive.planning.lm.intents import IntentClassifier
+        return IntentClassifier(), 'text encoder all-MiniLM-L6-v2 (numpy)'
+    except Exception as err:  # noqa: BLE001 - package missing or unreadable: instructions go as words
+        return None, f'no text encoder ({" ".join(str(err).split())[:160]}); instructions go to the planners as words'

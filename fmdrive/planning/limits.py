@@ -33,6 +33,10 @@ class VehicleLimits:
     max_decel_mps2: float = 6.0              # emergency braking
     comfort_decel_mps2: float = 3.0
     max_lat_accel_mps2: float = 3.0
+    max_jerk_mps3: float = 12.0              # change of longitudinal acceleration between 0.5 s steps:
+                                             # cruise -> emergency braking -> standstill is 12 (allowed),
+                                             # accelerating and braking hard in turns is not
+    max_curvature_1pm: float = 0.2           # 1 / the tightest turning radius (5 m)
     kinematic_tolerance: float = 0.1         # relative slack of the safety check on the limits
     # vehicle footprint (base_link = rear axle on the ground)
     vehicle_length_m: float = 4.5
@@ -46,7 +50,8 @@ class VehicleLimits:
 
     def __post_init__(self):
         for name in ('speed_limit_mps', 'max_speed_mps', 'max_accel_mps2', 'max_decel_mps2',
-                     'comfort_decel_mps2', 'max_lat_accel_mps2', 'vehicle_length_m',
+                     'comfort_decel_mps2', 'max_lat_accel_mps2', 'max_jerk_mps3', 'max_curvature_1pm',
+                     'vehicle_length_m',
                      'vehicle_width_m'):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):

@@ -6,7 +6,9 @@ at how the trajectory was made, so the language-model planner and the classical 
 by the same rules and the same numbers (fmdrive/planning/limits.py):
   - finite numbers, consistent shapes, increasing times, no reversing;
   - speed not above the limit (or above the current speed, when already faster);
-  - longitudinal acceleration / braking and lateral acceleration within the vehicle limits;
+  - longitudinal acceleration / braking, jerk (change of acceleration between waypoints) and
+    lateral acceleration within the vehicle limits, and no turn tighter than the car can
+    (curvature = heading change per metre driven, on steps longer than CURVATURE_MIN_STEP_M);
   - speeds consistent with the distance between poses, and poses heading where they move;
   - the ego footprint keeps `safety_margin_m` from every object predicted with constant velocity;
   - the footprint stays on the road (between the outermost lane edges).
@@ -29,6 +31,7 @@ from fmdrive.planning.limits import VehicleLimits, effective_speed_limit
 from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, predict_constant_velocity
 
 CHECK_DT_S = 0.1          # the trajectory is densified to this step for the collision check
+CURVATURE_MIN_STEP_M = 0.5   # shorter steps say little about the path's curvature (standing, creeping)
 
 
 @dataclass
@@ -84,6 +87,8 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
     tol = float(lim.kinematic_tolerance)
     max_accel, max_decel = float(lim.max_accel_mps2), float(lim.max_decel_mps2)
     max_lat = float(lim.max_lat_accel_mps2)
+    max_jerk = float(getattr(lim, 'max_jerk_mps3', VehicleLimits.max_jerk_mps3))
+    max_curv = float(getattr(lim, 'max_curvature_1pm', VehicleLimits.max_curvature_1pm))
     limit = effective_speed_limit(lim, scene)
     v0 = max(float(ego.speed_mps), 0.0)
 
@@ -108,6 +113,12 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
         reasons.append(f'acceleration {max_a:.2f} m/s^2 above {max_accel:.2f}')
     if max_d > max_decel * (1 + tol) + 0.05:
         reasons.append(f'braking {max_d:.2f} m/s^2 above {max_decel:.2f}')
+    if len(a_lon) > 1:
+        t_mid = 0.5 * (tt[1:] + tt[:-1])
+        jerk = np.abs(np.diff(a_lon) / np.diff(t_mid))
+        max_j = float(jerk.max())
+        if max_j > max_jerk * (1 + tol) + 0.05:
+            reasons.append(f'jerk {max_j:.1f} m/s^3 above {max_jerk:.1f}')
     dyaw = wrap_angle(np.diff(P[:, 2]))
     v_mid = 0.5 * (vv[1:] + vv[:-1])
     a_lat = np.abs(v_mid * dyaw / dt)
@@ -122,6 +133,12 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
         i = int(np.flatnonzero(bad)[0])
         reasons.append(f'speeds inconsistent with poses: moved {step_len[i]:.2f} m in '
                        f'{dt[i]:.2f} s at {v_mid[i]:.2f} m/s (segment {i})')
+    long_step = step_len > CURVATURE_MIN_STEP_M
+    if long_step.any():
+        curvature = np.abs(dyaw[long_step]) / step_len[long_step]
+        if curvature.max() > max_curv * (1 + tol) + 1e-3:
+            reasons.append(f'curvature {curvature.max():.2f} 1/m above {max_curv:.2f} (a turn tighter than '
+                           f'{1 / max_curv:.1f} m radius)')
     moving = step_len > 1.0
     if moving.any():
         chord = np.arctan2(step[:, 1], step[:, 0])
