@@ -189,22 +189,25 @@ def detect_lanes(ground_points_base, lane_width_m: float = 3.5,
     if pts.ndim != 2 or pts.shape[1] < 4 or len(pts) < params.min_marking_points \
             or pts.dtype.kind not in 'fiu':
         return []
-    near = (pts[:, 0] >= params.min_x_m) & (pts[:, 0] <= params.fit_range_m) \
-        & (np.abs(pts[:, 1]) <= 2.5 * lane_width_m)
-    pts = pts[near, :4].astype(np.float64)
-    pts = pts[np.isfinite(pts).all(axis=1)]
-    if len(pts) < params.min_marking_points:
+    # selection in the sweep's own dtype; only the points kept are converted to float64
+    with np.errstate(invalid='ignore'):
+        near = (pts[:, 0] >= params.min_x_m) & (pts[:, 0] <= params.fit_range_m) \
+            & (np.abs(pts[:, 1]) <= 2.5 * lane_width_m) & np.isfinite(pts[:, :4]).all(axis=1)
+    index = np.flatnonzero(near)
+    if len(index) < params.min_marking_points:
         return []
     # thin dense sweeps: every bright return is kept, every k-th dark one stands for k
-    stride = max(1, int(np.ceil(len(pts) / params.max_ground_points)))
-    bright = pts[:, 3] > marking_threshold(pts[::stride, 3], params)
-    n_bright = int(bright.sum())
-    if n_bright < params.min_marking_points or n_bright > params.max_marking_fraction * len(pts):
+    stride = max(1, int(np.ceil(len(index) / params.max_ground_points)))
+    intensity = pts[index, 3]
+    bright = intensity > marking_threshold(intensity[::stride], params)
+    n_bright = int(np.count_nonzero(bright))
+    if n_bright < params.min_marking_points or n_bright > params.max_marking_fraction * len(index):
         return []
     if stride > 1:
         kept = bright.copy()
         kept[::stride] = True
-        pts, bright = pts[kept], bright[kept]
+        index, bright = index[kept], bright[kept]
+    pts = pts[index, :4].astype(np.float64)
     weight = np.where(bright, 1.0, float(stride))
     bright &= ~_transverse_paint(pts, bright, params)
     if bright.sum() < params.min_marking_points:

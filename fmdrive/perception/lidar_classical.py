@@ -1,7 +1,7 @@
 """Classical LiDAR perception: ground plane, clusters, oriented boxes with a class, lanes.
 
 ROS-free core of the `lidar_encoder` node's `classical` backend (and the fallback of the learned
-one). numpy in, numpy out; open3d does the RANSAC plane, scipy.ndimage the connected components.
+one). numpy in, numpy out; scipy.ndimage does the connected components.
 The cost follows the crop and a fixed grid, not the sensor: 120k-240k-point sweeps (64-128 beams)
 run in tens of milliseconds on one thread.
 
@@ -12,11 +12,12 @@ run in tens of milliseconds on one thread.
 
 Pipeline (stage names are the keys of `timings_ms`):
   prepare    drop non-finite rows, transform to base_link (float32, column-wise), crop (range
-             around the sensor, z band, the ego car's own body)
-  ground     RANSAC plane (open3d segment_plane on a random subsample, least-squares refit on the
-             inliers of a larger one), accepted only if near-horizontal; a wall wins RANSAC in a
-             street of buildings, so its inliers are set aside and RANSAC runs again; last
-             resort: the calibrated ground z = 0
+             around the sensor, z band, the ego car's own body); a sweep denser than max_points
+             is thinned near the sensor (uniform density per square metre inside a radius)
+  ground     RANSAC plane among near-horizontal hypotheses only (a wall holds more returns than
+             the road in a street of buildings), all scored in one matrix product on an even
+             subsample, least-squares refit on the inliers of a larger one; last resort: the
+             calibrated ground z = 0
   cluster    connected components (8-neighbourhood, cells grown by cluster_gap_cells) of a
              bird's-eye occupancy grid of the points above the ground and below z_max_m
   boxes      per-cluster statistics for all clusters at once (np.maximum.at), size/height gates
@@ -57,20 +58,6 @@ MAX_HEIGHT_SLACK_M = 0.5
 # a box taller than a car must have returns below 1.2 m along this share of its length
 MIN_STANDING_SHARE = 0.5
 
-OPEN3D_MISSING = ('the classical LiDAR detector needs open3d: `pip install open3d-cpu` into the '
-                  'venv (and on Debian/Ubuntu `apt-get install libusb-1.0-0`, which `import open3d` '
-                  'loads)')
-
-
-def _import_open3d():
-    try:
-        import open3d
-    except ImportError as e:            # also OSError-like failures surface as ImportError here
-        raise ImportError(f'{OPEN3D_MISSING} (import failed: {e})') from e
-    open3d.utility.set_verbosity_level(open3d.utility.VerbosityLevel.Error)
-    return open3d
-
-
 @dataclass
 class ClassicalLidarParams:
     # crop (base_link)
@@ -80,12 +67,14 @@ class ClassicalLidarParams:
     context_above_m: float = 1.5          # points this far above z_max_m are kept, not clustered:
                                           # they tell a pole/trunk/wall from a road user
     ego_box_m: tuple = (-1.2, 3.8, -1.1, 1.1)   # x_min, x_max, y_min, y_max of the own car body
+    # density: a sweep with more points than this after the crop is thinned where it is densest,
+    # near the sensor (see _thin_near_field); 64/128-beam sweeps then cost what a 32-beam one does
+    max_points: int = 60000
     # ground
     ground_distance_m: float = 0.2        # a point this close to the plane is ground
     ransac_iterations: int = 100
     ransac_max_points: int = 4000         # RANSAC runs on a random subsample of this many points
     max_ground_tilt_deg: float = 15.0     # a plane steeper than this is a wall, not the road
-    ground_attempts: int = 3
     # clustering: connected components of a bird's-eye occupancy grid
     cluster_cell_m: float = 0.2
     cluster_gap_cells: int = 1            # cells each occupied cell grows by: bridges ~0.4-0.6 m
@@ -118,7 +107,7 @@ class ClassicalLidarParams:
                 raise ValueError(f'ClassicalLidarParams.{name} must be a positive number, got '
                                  f'{value!r}')
         for name in ('ransac_iterations', 'ransac_max_points', 'min_box_points',
-                     'ground_attempts', 'max_cluster_points'):
+                     'max_cluster_points', 'max_points'):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f'ClassicalLidarParams.{name} must be >= 1, got '
                                  f'{getattr(self, name)!r}')
@@ -167,7 +156,6 @@ class ClassicalLidarDetector:
                              'calibration/extrinsics.yaml, child_frame_id lidar)')
         self.T_base_lidar = _checked_transform(T_base_lidar)
         self.sensor_xyz_base = self.T_base_lidar[:3, 3].copy()
-        self._o3d = _import_open3d()
         self._lane_params = LaneParams()
 
     # ------------------------------------------------------------------ public
@@ -268,6 +256,8 @@ class ClassicalLidarDetector:
                 & (z >= p.z_min_m) & (z <= p.z_max_m + p.context_above_m) \
                 & ~((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))
         index = np.flatnonzero(keep)
+        if len(index) > p.max_points:
+            index = index[_thin_near_field(dx[index], dy[index], p.max_points)]
         cloud = np.empty((len(index), 4), np.float32)
         for c, column in enumerate((x, y, z, intensity)):
             cloud[:, c] = column[index]
@@ -279,38 +269,24 @@ class ClassicalLidarDetector:
     def _fit_ground(self, cloud, warnings) -> np.ndarray:
         """Ground plane (a, b, c, d) in base_link; see LidarResult.ground_plane.
 
-        RANSAC runs on a random subsample of the points (never on all of them) and the plane is
-        refit by least squares on the inliers of a larger subsample: the cost does not grow with
-        the sensor's density."""
+        RANSAC on an even subsample of ransac_max_points (never on all of them): all hypotheses
+        are scored at once (one matrix product), and only those within max_ground_tilt_deg of
+        horizontal compete, so a wall that holds more returns than the road in a street of
+        buildings never wins. The plane is refit by least squares on the inliers of a larger
+        subsample; the cost does not grow with the sensor's density."""
         p = self.params
-        o3d = self._o3d
         fallback = np.array([0.0, 0.0, 1.0, 0.0])         # extrinsics put the road at z = 0
-        rng = np.random.default_rng(p.seed)
         xyz = cloud[:, :3]
-        refit = xyz if len(xyz) <= 8 * p.ransac_max_points else \
-            xyz[rng.choice(len(xyz), 8 * p.ransac_max_points, replace=False)]
-        candidates = refit if len(refit) <= p.ransac_max_points else \
-            refit[rng.choice(len(refit), p.ransac_max_points, replace=False)]
-        candidates = candidates.astype(np.float64)
+        refit = xyz[::-(-len(xyz) // (8 * p.ransac_max_points))]          # ceil: at most 8x
+        candidates = refit[::-(-len(refit) // p.ransac_max_points)].astype(np.float64)
         min_cos = np.cos(np.deg2rad(p.max_ground_tilt_deg))
-        o3d.utility.random.seed(p.seed)
-        for _ in range(p.ground_attempts):
-            if len(candidates) < 10:
-                break
-            pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(candidates))
-            model, inliers = pcd.segment_plane(p.ground_distance_m, 3, p.ransac_iterations)
-            model = np.asarray(model, dtype=np.float64)
-            model /= np.linalg.norm(model[:3])
-            if model[2] < 0:
-                model = -model
-            if model[2] >= min_cos:
-                return self._refit_plane(refit, model, min_cos)
-            drop = np.zeros(len(candidates), bool)      # a wall: set it aside, look again
-            drop[np.asarray(inliers, dtype=np.int64)] = True
-            candidates = candidates[~drop]
-        warnings.append(f'no ground plane within {p.max_ground_tilt_deg} deg of horizontal; '
-                        f'using the calibrated ground z = 0 (base_link)')
-        return fallback
+        model = _ransac_level_plane(candidates, p.ground_distance_m, p.ransac_iterations, min_cos,
+                                    np.random.default_rng(p.seed))
+        if model is None:
+            warnings.append(f'no ground plane within {p.max_ground_tilt_deg} deg of horizontal; '
+                            f'using the calibrated ground z = 0 (base_link)')
+            return fallback
+        return self._refit_plane(refit, model, min_cos)
 
     def _refit_plane(self, xyz, model, min_cos) -> np.ndarray:
         """Least-squares plane through the points near the RANSAC plane (the subsample is noisy)."""
@@ -319,7 +295,8 @@ class ClassicalLidarDetector:
         if len(pts) < 3:
             return model
         centroid = pts.mean(axis=0)
-        normal = np.linalg.svd(pts - centroid, full_matrices=False)[2][-1]
+        scatter = pts.T @ pts - len(pts) * np.outer(centroid, centroid)
+        normal = np.linalg.eigh(scatter)[1][:, 0]                  # least-variance direction
         if normal[2] < 0:
             normal = -normal
         if normal[2] < min_cos:
@@ -470,6 +447,71 @@ class ClassicalLidarDetector:
         return Object3D(center=[centre_xy[0], centre_xy[1], ground_z + 0.5 * height_m],
                         size=[length, width, height_m], yaw_rad=yaw, label=label,
                         score=float(np.clip(score, 0.0, 1.0)), id=0)
+
+
+def _ransac_level_plane(xyz, distance_m: float, iterations: int, min_cos: float, rng):
+    """The plane (a, b, c, d), unit normal with c >= min_cos, that has the most points of xyz
+    (float64) within distance_m, among `iterations` planes through three random points; None if
+    no three points span a near-horizontal plane."""
+    if len(xyz) < 3:
+        return None
+    tri = xyz[rng.integers(0, len(xyz), (iterations, 3))]                 # (I, 3, 3)
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    norm = np.linalg.norm(normal, axis=1)
+    ok = norm > 1e-9
+    normal = normal[ok] / norm[ok, None]
+    normal *= np.where(normal[:, 2] < 0, -1.0, 1.0)[:, None]
+    level = normal[:, 2] >= min_cos
+    if not level.any():
+        return None
+    normal = normal[level]
+    d = -np.einsum('ij,ij->i', normal, tri[ok][level, 0])
+    points_t = np.ascontiguousarray(xyz.T, dtype=np.float32)              # (3, N)
+    heights = normal.astype(np.float32) @ points_t                        # (H, N)
+    heights += d.astype(np.float32)[:, None]
+    inliers = np.count_nonzero(np.abs(heights) <= np.float32(distance_m), axis=1)
+    best = int(np.argmax(inliers))
+    if inliers[best] < 3:
+        return None
+    return np.r_[normal[best], d[best]]
+
+
+def _thin_near_field(dx, dy, max_points: int, bin_m2: float = 4.0) -> np.ndarray:
+    """Indices of about max_points of the points at horizontal offsets (dx, dy) from the sensor,
+    thinned where a rotating LiDAR is densest.
+
+    A spinning sensor's returns per square metre of ground fall as 1/r^2, so the near field holds
+    most of a dense sweep while every object in it already has hundreds of returns. A point at
+    range r is kept with probability min(1, r^2 / R^2): inside R the density becomes that at R
+    (uniform per square metre), beyond R every point is kept, so far objects, which have few
+    returns, lose none. R is the smallest radius that leaves at most max_points (found on a
+    histogram of r^2, one pass), and the draw is a fixed hash of the point's index: one sweep
+    always gives one answer and no random state is shared."""
+    r2 = dx * dx + dy * dy
+    n = len(r2)
+    n_bins = int(np.ceil(float(r2.max()) / bin_m2)) + 1
+    counts = np.bincount((r2 * np.float32(1.0 / bin_m2)).astype(np.int64), minlength=n_bins)
+    edges = np.arange(1, n_bins + 1) * bin_m2                      # R^2 candidates: upper bin edges
+    centres = edges - 0.5 * bin_m2
+    inside = np.cumsum(counts)                                    # points with r^2 below each edge
+    inside_r2 = np.cumsum(counts * centres)
+    kept = inside_r2 / edges + (n - inside)                       # expected kept for R^2 = edge
+    fits = np.flatnonzero(kept <= max_points)
+    R2 = edges[fits[0]] if len(fits) else edges[-1]
+    return np.flatnonzero(_index_draws(n) * np.float32(R2) < r2)
+
+
+_DRAWS = np.zeros(0, np.float32)
+
+
+def _index_draws(n: int) -> np.ndarray:
+    """A fixed uniform draw in [0, 1) per point index (Knuth's multiplicative hash), cached."""
+    global _DRAWS
+    if len(_DRAWS) < n:
+        index = np.arange(max(n, 2 * len(_DRAWS)), dtype=np.uint64)
+        _DRAWS = ((index * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)).astype(np.float32) \
+            * np.float32(1.0 / 2 ** 32)
+    return _DRAWS[:n]
 
 
 def _standing_share(xy, heights, yaw_rad, length_m, low_m: float = 1.2) -> float:
