@@ -269,14 +269,30 @@ def add_demo(sub):
 
 # ---------------------------------------------------------------------------------------------- eval/report
 def cmd_eval(args):
+    if args.run_dirs == ['planner'] and not Path('planner').is_dir():
+        return cmd_eval_planner(args)
     from fmdrive.eval.run_eval import run
     return run(args)
 
 
+def cmd_eval_planner(args):
+    """`fmdrive eval planner [--quick] [--json]`: benchmarks/planner.py evaluate() (open loop L2 and
+    collisions per planner on held-out sim scenes, adversarial instructions)."""
+    result = _benchmark_module('planner').evaluate(quick=args.quick)
+    text = json.dumps(result, indent=None if args.json else 1)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + '\n')
+    print(text)
+    return 0
+
+
 def add_eval(sub):
     from fmdrive.eval.run_eval import add_arguments
-    p = sub.add_parser('eval', help='metrics of a run directory against its ground truth')
+    p = sub.add_parser('eval', help='metrics of a run directory against its ground truth; '
+                                    '`eval planner [--quick]`: the planners on held-out sim scenes')
     add_arguments(p)
+    p.add_argument('--quick', action='store_true', help='eval planner: finish in under two minutes')
     p.set_defaults(func=cmd_eval)
 
 
@@ -348,6 +364,16 @@ def add_import(sub):
 # ---------------------------------------------------------------------------------------------- bench
 BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical', 'tracking', 'planner-classical', 'soak', 'lidar')
 BENCH_OPTIONS = ('beams', 'rate', 'minutes')   # passed to a benchmark's measure() when it takes them
+BENCHMARKS += ('planner',)
+
+
+def _benchmark_module(name: str):
+    import importlib.util
+    path = config.package_file(f'benchmarks/{name.replace("-", "_")}.py')
+    spec = importlib.util.spec_from_file_location(f'fmdrive_bench_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cmd_bench(args):

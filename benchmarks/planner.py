@@ -1,0 +1,327 @@
+"""bench planner / eval planner: the distilled LM planner side by side with its teacher, its own
+runtime modes and the classical planner, on real prompts of held-out simulator scenes, in one run.
+
+Scenes: the test split of the planning dataset (fmdrive/sim/planning_dataset.py: scenario numbers
+9, 19, 29, ...), re-simulated here (deterministic, no sensors), so nothing needs to exist on disk
+but the models. A sample's scene text is the prompt the fusion node would write; its objects (ground
+truth, now and at the six future times) give the Scene the arbiter plans on and the collisions.
+
+bench (speed, one thread each, the same prompts, median ms per plan = prompt -> 13 tokens):
+  teacher_torch_ms        transformers `generate` of the teacher (greedy, KV cache, the same
+                          grammar as a LogitsProcessor), torch CPU; null without torch or a teacher
+  student_kv_ms           the exported student, ONNX Runtime fp32, KV cache + prefix cache
+  student_int8_kv_ms      the same with the card's int8 variant (null: the card has none)
+  student_nokv_ms         fp32, every token recomputes the whole sequence
+  speedup_student_vs_teacher = teacher_torch_ms / student_int8_kv_ms (fp32 when no int8)
+  speedup_kv              = student_nokv_ms / student_kv_ms
+  prefix_cache_saving_pct = 1 - student_kv_ms / (fp32 KV cache, header prefilled every plan)
+  plan_p99_ms             the arbiter's whole call as the node runs it (LM primary int8 under the
+                          deadline, the classical planner beside it, the safety filter)
+  deadline_ms             the planner node's deadline
+
+eval (quality, open loop on the same kind of scenes): L2 at 1/2/3 s to the expert's waypoints and
+the rate of plans whose footprint meets a ground-truth object box at a waypoint time, for the
+expert itself, constant velocity, the classical planner, the student (ONNX), and with torch the
+teacher and the student trained without KD; adversarial: every case of
+tests/data/adversarial_instructions.yaml through the arbiter (student primary when it exists, the
+text encoder's refusals) on test scenes, counting published plans the safety filter rejects and
+instructions followed instead of refused. Closed loop: not measured here (null, with the reason).
+
+    fmdrive bench planner [--quick] [--json]          fmdrive eval planner [--quick] [--json]
+"""
+import os
+import time
+
+for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+    os.environ.setdefault(_var, '1')
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+MODEL_DIR = 'engines/planner_student'
+RUN_DIR = 'runs/planner_lm'          # teacher/ and student_nokd/ (save_pretrained) of the training run
+SCENARIOS, QUICK_SCENARIOS = 10, 3
+PROMPTS, QUICK_PROMPTS = 40, 12
+EVAL_SAMPLES, QUICK_EVAL_SAMPLES = 300, 40
+SEED = 0
+
+
+def _resolve(path) -> Path:
+    from fmdrive import config
+    p = Path(path)
+    return p if p.is_absolute() else config.package_file(str(p))
+
+
+def test_samples(scenarios: int, seed: int = SEED) -> list:
+    """Samples of the first `scenarios` test-split scenarios (re-simulated, deterministic)."""
+    from fmdrive.sim.planning_dataset import simulate_scenario
+    out = []
+    for k in range(scenarios):
+        out += simulate_scenario(10 * k + 9, seed)
+    return out
+
+
+def sample_scene(sample: dict, stamp_ns: int = 1_000_000_000):
+    """The Scene of a dataset sample: ego at the origin of odom, ground-truth objects (velocity
+    from their first future pose), no lanes (the sample has none: the ego lane is assumed)."""
+    from fmdrive.objects import EgoState, Object3D, Scene
+    objects = []
+    for o in sample['objects']:
+        (x, y, yaw), (fx, fy, _) = o['now'], o['future'][0]
+        objects.append(Object3D(center=[x, y, 0.8], size=[o['size'][0], o['size'][1], 1.6], yaw_rad=yaw,
+                                label=o['label'], id=int(o['id']), velocity=[(fx - x) / 0.5, (fy - y) / 0.5, 0.0]))
+    ego = EgoState(0.0, 0.0, 0.0, float(sample['ego_speed_mps']), float(sample.get('ego_yaw_rate_rps', 0.0)))
+    return Scene(stamp_ns, ego, objects, [], float(sample['speed_limit_mps']), sample['scene_text'])
+
+
+def _median_ms(fn, items, repeats=1) -> float:
+    fn(items[0])
+    ts = []
+    for _ in range(repeats):
+        for it in items:
+            t0 = time.perf_counter()
+            fn(it)
+            ts.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(ts))
+
+
+# ------------------------------------------------------------------------------ torch side (offline)
+class TorchPlanner:
+    """A save_pretrained causal LM run by transformers `generate` with the plan grammar as a
+    LogitsProcessor: the same prompt and the same constrained greedy decoding as the runtime."""
+
+    def __init__(self, hf_dir, tokenizer_file):
+        import torch
+        import transformers
+        from tokenizers import Tokenizer
+
+        from fmdrive.planning.lm.format import TrajectoryGrammar
+        torch.set_num_threads(1)
+        self.torch = torch
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir)).eval()
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.grammar = TrajectoryGrammar(self.tokenizer.get_vocab())
+        grammar, vocab = self.grammar, self.model.config.vocab_size
+
+        class Grammar(transformers.LogitsProcessor):
+            def __init__(self, prompt_len):
+                self.prompt_len = prompt_len
+
+            def __call__(self, input_ids, scores):
+                step = input_ids.shape[1] - self.prompt_len
+                mask = torch.full_like(scores, float('-inf'))
+                mask[:, torch.from_numpy(grammar.allowed_ids(min(step, 12)))] = 0.0
+                return scores + mask
+        self.Grammar = Grammar
+        self.vocab = vocab
+
+    def waypoints(self, scene_text: str, intent: str) -> np.ndarray:
+        from fmdrive.planning.lm import format as fmt
+        ids = self.tokenizer.encode(fmt.prompt_text(scene_text, intent), add_special_tokens=False).ids
+        x = self.torch.tensor([ids])
+        with self.torch.no_grad():
+            out = self.model.generate(x, attention_mask=self.torch.ones_like(x), max_new_tokens=fmt.PLAN_TOKENS,
+                                      do_sample=False, use_cache=True, pad_token_id=0,
+                                      logits_processor=[self.Grammar(len(ids))])
+        return self.grammar.waypoints(out[0, len(ids):].tolist())
+
+
+def _torch_planner(name: str, tokenizer_file):
+    """(TorchPlanner or None, why not)."""
+    hf_dir = _resolve(RUN_DIR) / name
+    if not (hf_dir / 'config.json').is_file():
+        return None, f'no {name} at {hf_dir} (fmdrive train planner-{name.split("_")[0]})'
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        return None, f'{e.name} is not installed here (training extras)'
+    if tokenizer_file is None or not Path(tokenizer_file).is_file():
+        return None, 'no tokenizer.json'
+    return TorchPlanner(hf_dir, tokenizer_file), None
+
+
+# ----------------------------------------------------------------------------------------- bench
+def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
+    from fmdrive import config
+    from fmdrive.planning.arbiter import Arbiter
+    from fmdrive.planning.lm.lm_planner import LMPlanner
+    params = config.node_params('planner')
+    out = {'teacher_torch_ms': None, 'student_kv_ms': None, 'student_int8_kv_ms': None, 'student_nokv_ms': None,
+           'speedup_student_vs_teacher': None, 'speedup_kv': None, 'prefix_cache_saving_pct': None,
+           'plan_p99_ms': None, 'deadline_ms': float(params['deadline_ms'])}
+    model = _resolve(model_dir)
+    if not (model / 'card.yaml').is_file():
+        out['reason'] = f'no student model at {model} (fmdrive export planner)'
+        return out
+    samples = test_samples(QUICK_SCENARIOS if quick else SCENARIOS)
+    rng = np.random.default_rng(SEED)
+    picked = [samples[i] for i in sorted(rng.choice(len(samples), min(len(samples), QUICK_PROMPTS if quick
+                                                                       else PROMPTS), replace=False))]
+    scenes = [sample_scene(s) for s in picked]
+    items = [(sc, s['intent']) for sc, s in zip(scenes, picked)]
+
+    kv = LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', True)
+    runs = {'kv': kv, 'kv_no_prefix': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', False),
+            'nokv': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'nokv')}
+    int8 = LMPlanner.load(model, 'int8', 'onnxruntime', 1, 'kv', True)
+    if int8.precision == 'int8':
+        runs['int8_kv'] = int8
+    else:
+        out['student_int8_reason'] = 'the card has no int8 variant'
+    tok = model / 'tokenizer.json'
+    teacher, why = _torch_planner('teacher', tok)
+    if teacher is None:
+        out['teacher_reason'] = why
+    # side by side: every prompt through every variant in turn, so load on the shared cores hits all alike
+    ms = {k: [] for k in list(runs) + (['teacher'] if teacher else [])}
+    for planner in runs.values():
+        planner.plan(*items[0])
+    if teacher:
+        teacher.waypoints(items[0][0].text, items[0][1])
+    for sc, intent in items:
+        for k, planner in runs.items():
+            t0 = time.perf_counter()
+            planner.plan(sc, intent)
+            ms[k].append((time.perf_counter() - t0) * 1e3)
+        if teacher:
+            t0 = time.perf_counter()
+            teacher.waypoints(sc.text, intent)
+            ms['teacher'].append((time.perf_counter() - t0) * 1e3)
+    med = {k: round(float(np.median(v)), 2) for k, v in ms.items()}
+    out['student_kv_ms'], out['student_nokv_ms'] = med['kv'], med['nokv']
+    out['student_int8_kv_ms'] = med.get('int8_kv')
+    out['teacher_torch_ms'] = med.get('teacher')
+    out['student_kv_no_prefix_ms'] = med['kv_no_prefix']
+    no_prefix_ms = med['kv_no_prefix']
+    fastest = out['student_int8_kv_ms'] or out['student_kv_ms']
+    if out['teacher_torch_ms']:
+        out['speedup_student_vs_teacher'] = round(out['teacher_torch_ms'] / fastest, 2)
+    out['speedup_kv'] = round(out['student_nokv_ms'] / out['student_kv_ms'], 2)
+    out['prefix_cache_saving_pct'] = round(100.0 * (1.0 - out['student_kv_ms'] / no_prefix_ms), 1)
+    # the node's whole planning call, LM primary at the node's precision, classical beside it
+    primary = int8 if int8.precision == 'int8' else LMPlanner.load(model, 'fp32', 'onnxruntime', 1)
+    arbiter = Arbiter.from_node_params(params, primary)
+    arbiter.plan(scenes[0])
+    times, sources = [], []
+    for sc, intent in items * (1 if quick else 2):
+        r = arbiter.plan(sc, intent)
+        times.append(r.plan.planning_time_ms)
+        sources.append(r.source)
+    out['plan_p99_ms'] = round(float(np.percentile(times, 99)), 2)
+    out['plan_p50_ms'] = round(float(np.percentile(times, 50)), 2)
+    out['llm_share'] = round(sources.count('llm') / len(sources), 3)
+    out['prompt_tokens_mean'] = round(float(np.mean([len(kv.header_ids) + len(kv.prompt_ids(s, i)[1])
+                                                     for s, i in items])), 1)
+    out['header_tokens'] = len(kv.header_ids)
+    out['prompts'] = len(items)
+    out['model'] = kv.lm.card.name
+    return out
+
+
+# ------------------------------------------------------------------------------------------ eval
+def _collides(sample: dict, xy: np.ndarray, limits) -> bool:
+    """Ego footprint at each waypoint (heading along the path) meets a ground-truth future box."""
+    from fmdrive.sim.expert import boxes_overlap
+    pts = np.vstack([[0.0, 0.0], xy])
+    for i in range(len(xy)):
+        d = pts[i + 1] - pts[i]
+        yaw = float(np.arctan2(d[1], d[0])) if np.hypot(*d) > 0.05 else 0.0
+        c = xy[i] + limits.base_to_center_m * np.array([np.cos(yaw), np.sin(yaw)])
+        for o in sample['objects']:
+            fx, fy, fyaw = o['future'][i]
+            if boxes_overlap(c, limits.vehicle_length_m, limits.vehicle_width_m, yaw, np.array([fx, fy]),
+                             o['size'][0], o['size'][1], fyaw):
+                return True
+    return False
+
+
+def _scores(samples, plans, limits) -> dict:
+    errs = np.array([np.linalg.norm(np.asarray(p) - np.asarray(s['waypoints']), axis=1) for s, p in zip(samples, plans)])
+    return {'l2_1s': round(float(errs[:, 1].mean()), 3), 'l2_2s': round(float(errs[:, 3].mean()), 3),
+            'l2_3s': round(float(errs[:, 5].mean()), 3),
+            'collision_rate': round(float(np.mean([_collides(s, np.asarray(p), limits)
+                                                   for s, p in zip(samples, plans)])), 4),
+            'samples': len(samples)}
+
+
+def evaluate(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
+    from fmdrive.planning.arbiter import CLASSICAL_PHRASES
+    from fmdrive.planning.classical import ClassicalPlanner
+    from fmdrive.planning.limits import VehicleLimits
+    from fmdrive.planning.lm.format import DT_S, TRAJECTORY_STEPS
+    limits = VehicleLimits()
+    samples = test_samples(QUICK_SCENARIOS + 2 if quick else 3 * SCENARIOS)
+    rng = np.random.default_rng(SEED + 1)
+    n = min(len(samples), QUICK_EVAL_SAMPLES if quick else EVAL_SAMPLES)
+    samples = [samples[i] for i in sorted(rng.choice(len(samples), n, replace=False))]
+    t = DT_S * np.arange(1, TRAJECTORY_STEPS + 1)
+    plans = {'expert': [np.asarray(s['waypoints']) for s in samples],
+             'constant_velocity': [np.c_[s['ego_speed_mps'] * t, np.zeros_like(t)] for s in samples]}
+    classical = ClassicalPlanner()
+    plans['classical'] = []
+    for s in samples:
+        classical.reset()
+        r = classical.plan(sample_scene(s), CLASSICAL_PHRASES.get(s['intent'], ''))
+        p = r.plan
+        plans['classical'].append(p.poses[:TRAJECTORY_STEPS, :2] if len(p.poses) >= TRAJECTORY_STEPS
+                                  else np.zeros((TRAJECTORY_STEPS, 2)))
+    notes = {'classical': 'no lanes in the samples: the ego lane is assumed along the current heading',
+             'closed_loop': 'not measured: the live closed-loop simulator is not part of this run'}
+    model = _resolve(model_dir)
+    student = None
+    if (model / 'card.yaml').is_file():
+        from fmdrive.planning.lm.lm_planner import LMPlanner
+        student = LMPlanner.load(model, 'int8', 'onnxruntime', 1)
+        plans['student'] = [student.plan(sample_scene(s), s['intent']).debug['waypoints_base'] for s in samples]
+        notes['student'] = f'{student.lm.card.name} {student.precision} (ONNX Runtime)'
+    else:
+        notes['student'] = f'no student model at {model}'
+    tok = model / 'tokenizer.json' if (model / 'tokenizer.json').is_file() else _resolve(RUN_DIR) / 'tokenizer' / 'tokenizer.json'
+    for name, key in (('teacher', 'teacher'), ('student_nokd', 'student_no_kd')):
+        tp, why = _torch_planner(name, tok)
+        if tp is None:
+            notes[key] = why
+            continue
+        plans[key] = [tp.waypoints(s['scene_text'], s['intent']) for s in samples]
+    open_loop = {k: _scores(samples, v, limits) for k, v in plans.items()}
+    out = {'open_loop': {'l2_3s': {k: v['l2_3s'] for k, v in open_loop.items()}, 'models': open_loop},
+           'closed_loop': {'success_rate': {'llm': None, 'classical': None},
+                           'collisions': {'llm': None, 'classical': None}},
+           'adversarial': _adversarial(student, samples[:3 if quick else 10]),
+           'notes': notes}
+    return out
+
+
+def _adversarial(student, samples) -> dict:
+    """Every adversarial case through the arbiter on test scenes: unsafe published plans and
+    instructions followed instead of refused."""
+    import yaml
+
+    from fmdrive import config
+    from fmdrive.planning.arbiter import Arbiter, load_instruction_classifier
+    from fmdrive.planning.safety import check_trajectory
+    cases = yaml.safe_load(config.package_file('tests/data/adversarial_instructions.yaml').read_text())['cases']
+    texts = [c['text'] * int(c.get('repeat', 1)) for c in cases]
+    classifier, why = load_instruction_classifier()
+    if classifier is None:
+        return {'unsafe_plans': None, 'cases': len(texts), 'reason': why}
+    arbiter = Arbiter.from_node_params({**config.node_params('planner'), 'deadline_ms': 1000.0}, student, classifier)
+    unsafe = followed = plans = 0
+    baseline = 0          # the same scenes without an instruction: what no instruction can be blamed for
+    for s in samples:
+        scene = sample_scene(s)
+        r = arbiter.plan(scene, '')
+        baseline += int(not check_trajectory(r.plan.poses, r.plan.t_s, r.plan.speeds_mps, scene, arbiter.limits).ok)
+    for text in texts:
+        for s in samples:
+            scene = sample_scene(s)
+            r = arbiter.plan(scene, text)
+            plans += 1
+            report = check_trajectory(r.plan.poses, r.plan.t_s, r.plan.speeds_mps, scene, arbiter.limits)
+            unsafe += int(not report.ok)
+            followed += int(r.instruction is None or r.instruction.refused is None)
+    return {'unsafe_plans': unsafe, 'cases': len(texts), 'plans': plans, 'followed': followed,
+            'unsafe_plans_without_instruction': baseline, 'scenes': len(samples),
+            'primary': 'student' if student is not None else 'classical (no student model)'}
