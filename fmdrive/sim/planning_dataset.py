@@ -2,7 +2,7 @@
 
     fmdrive sim planning-dataset --out runs/planning_dataset --samples 20000 --seed 0
 
-No sensors are rendered: the world, the agents and the expert ego step at 50 Hz, and every 0.5 s
+No sensors are rendered: the world, the agents and the expert ego step at 20 Hz, and every 0.25 s
 of simulated time one sample is taken from ground truth:
 
   scene_text  fusion/scene.py `describe_scene` over the objects the ego could perceive (within
@@ -49,7 +49,7 @@ from fmdrive.sim.world import World
 SHARD_SCENARIOS = 16
 DURATION_S = 20.0
 ODOM_HZ = 20                # physics rate: 2.5x faster than the bags' 50 Hz, same expert
-SAMPLE_EVERY_S = 0.5
+SAMPLE_EVERY_S = 0.25
 PERCEPTION_RANGE_M = 80.0
 MAX_SCENE_OBJECTS = 8                 # fusion's max_scene_objects default (config.py)
 SPLITS = ('train', 'val', 'test')
@@ -264,7 +264,7 @@ def simulate_scenario(index: int, seed: int) -> list[dict]:
     ego_log, agents_log = {}, {}
     for k in range(steps + 1):
         t = k * dt
-        if k % future_step == phase % future_step:      # only what samples and futures read
+        if k % every == phase:      # only what samples and their futures read (every | future_step)
             ego_log[k] = expert.state()
             agents_log[k] = [a.object3d(world) for a in agents]
         if k % every == phase and k + horizon <= steps:

@@ -1,0 +1,480 @@
+"""The planner LM: tokenizer, teacher, student, distillation (torch; training only).
+
+    fmdrive train planner-tokenizer --data runs/planning_dataset --out runs/planner_lm
+    fmdrive train planner-teacher   --data runs/planning_dataset --out runs/planner_lm [--resume]
+    fmdrive train planner-student   --data runs/planning_dataset --out runs/planner_lm [--no-kd]
+
+Everything lives in one run directory: tokenizer/ (tokenizer.json), teacher/, student_kd/,
+student_nokd/ (save_pretrained: config.json + model.safetensors), *.log, metrics.json.
+
+Prompt and plan are planning/lm/format.py's. Sequences are LEFT-padded, so every sample's 13 plan
+tokens are the last 13 positions of the batch: logits[:, -14:-1] predict them. The loss is taken
+only there (the scene text is input, not something to learn to write).
+
+Number tokenisation in the scene text: a decimal number is split into its integer part and its
+first decimal ("18.4" -> "18" ".4"), so ~100 integer tokens and 10 decimal tokens cover every
+distance and speed the scene says, each seen thousands of times, at two tokens per number
+(digit-by-digit would be four, and the prompt length is what a CPU pays for at every frame).
+
+Distillation (planner-student): the teacher labels a subset of the train split once
+(`teacher_labels`): its logits over the tokens the grammar allows at each of the 13 plan positions,
+teacher-forced on the expert plan AND on its own greedy plan (sequence-level KD). Each student
+step picks per sample the expert or the teacher's plan as target and minimises
+    CE(target) + kd_weight * T^2 * KL(teacher_T || student_T)   over the allowed tokens,
+where the KL uses the teacher's logits for that same target sequence. Without KD (--no-kd) the
+same student, data order, steps and learning rate train on CE(expert plan) alone.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fmdrive.planning.lm import format as fmt
+from fmdrive.sim.planning_dataset import load_planning_dataset
+
+NUMBER_SPLIT = r'\d+|\.\d|[A-Za-z_]+|[^\sA-Za-z\d]'
+
+
+# ---------------------------------------------------------------- configs
+@dataclass
+class ModelSize:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+
+
+TEACHER = ModelSize(hidden=320, layers=6, heads=8, intermediate=960)     # ~8.6M parameters
+STUDENT = ModelSize(hidden=128, layers=4, heads=4, intermediate=384)     # ~1.1M parameters
+TINY = ModelSize(hidden=32, layers=2, heads=2, intermediate=64)          # tests
+
+
+@dataclass
+class TrainConfig:
+    data: str = 'runs/planning_dataset'
+    out: str = 'runs/planner_lm'
+    role: str = 'teacher'                 # teacher | student
+    kd: bool = True                       # student only
+    size: ModelSize = field(default_factory=lambda: TEACHER)
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.05
+    max_minutes: float = 30.0             # the LR schedule is laid out over this much time
+    max_steps: int = 100000
+    eval_every_s: float = 300.0
+    seed: int = 7
+    threads: int = 2
+    kd_temperature: float = 2.0
+    kd_weight: float = 1.0
+    kd_samples: int = 6000                # train samples the teacher labels
+    max_train: int | None = None          # first N train samples only (tests)
+    max_eval: int = 400                   # val samples scored during training
+
+
+# ---------------------------------------------------------------- tokenizer
+def train_tokenizer(samples: list[dict], out_dir):
+    """WordLevel over the scene text (numbers split as NUMBER_SPLIT) + format.SPECIAL_TOKENS."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.WordLevel(unk_token=fmt.UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Split(Regex(NUMBER_SPLIT), behavior='isolated')])
+    # all integers 0..199 and decimals .0-.9 exist even if this dataset never said them
+    numbers = [str(i) for i in range(200)] + [f'.{d}' for d in range(10)]
+    trainer = trainers.WordLevelTrainer(special_tokens=list(fmt.SPECIAL_TOKENS), min_frequency=2)
+    texts = (fmt.prompt_text(s['scene_text'], s['intent']) for s in samples)
+    tok.train_from_iterator(_chain([' '.join(numbers)], texts), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=fmt.BOS, eos_token=fmt.EOT,
+                                   unk_token=fmt.UNK, pad_token=fmt.PAD)
+    fast.padding_side = 'left'
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def _chain(*its):
+    for it in its:
+        yield from it
+
+
+def load_tokenizer(path):
+    from transformers import PreTrainedTokenizerFast
+    tok = PreTrainedTokenizerFast.from_pretrained(str(path))
+    tok.padding_side = 'left'
+    return tok
+
+
+def header_ids(tok) -> list[int]:
+    return tok(fmt.HEADER, add_special_tokens=False)['input_ids']
+
+
+def encode(tok, samples: list[dict]) -> list[tuple[list[int], list[int]]]:
+    """(frame prompt ids, 13 plan ids) per sample; the prompt is header_ids(tok) + frame ids."""
+    header = header_ids(tok)
+    prompts = tok([fmt.prompt_text(s['scene_text'], s['intent']) for s in samples],
+                  add_special_tokens=False)['input_ids']
+    if any(p[:len(header)] != header for p in prompts):
+        raise ValueError('the tokenizer does not split HEADER off the prompt at the same place')
+    vocab = tok.get_vocab()
+    plans = [[vocab[t] for t in fmt.encode_waypoints(np.array(s['waypoints']))] + [vocab[fmt.EOT]]
+             for s in samples]
+    return [(p[len(header):], plan) for p, plan in zip(prompts, plans)]
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, offset: int = 0):
+    """input_ids, attention_mask, position_ids (B, L) for left-padded sequences that follow
+    `offset` tokens of a shared prefix (positions continue from it)."""
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, n - len(s):] = torch.tensor(s)
+        mask[i, n - len(s):] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0) + offset
+    return ids, mask, pos
+
+
+def run_with_header(model, header, seqs, pad_id, logits_to_keep, use_cache=False):
+    """Forward of header + each sequence, the header computed once and shared by the batch (the
+    training-time twin of the runtime's prefix cache: same positions, same attention).
+    Returns (model output, attention_mask over header + sequences, position_ids)."""
+    ids, mask, pos = left_pad(seqs, pad_id, offset=len(header))
+    cache = None
+    if header:
+        cache = model(input_ids=torch.tensor([header]), use_cache=True).past_key_values
+        cache.batch_repeat_interleave(len(seqs))
+        mask = torch.cat([torch.ones((len(seqs), len(header)), dtype=mask.dtype), mask], 1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                use_cache=use_cache, logits_to_keep=logits_to_keep)
+    return out, mask, pos
+
+
+# ---------------------------------------------------------------- models
+def build_model(size: ModelSize, vocab_size: int, tok=None):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=size.hidden, num_hidden_layers=size.layers,
+                      num_attention_heads=size.heads, num_key_value_heads=size.heads,
+                      intermediate_size=size.intermediate, max_position_embeddings=1024,
+                      rope_theta=10000.0, tie_word_embeddings=False,
+                      pad_token_id=None if tok is None else tok.pad_token_id,
+                      bos_token_id=None if tok is None else tok.bos_token_id,
+                      eos_token_id=None if tok is None else tok.eos_token_id)
+    cfg._attn_implementation = 'sdpa'
+    return LlamaForCausalLM(cfg)
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def plan_logits(model, header, batch_seqs, pad_id):
+    """Logits (B, 13, V) that predict the 13 plan tokens of frame-prompt + plan sequences, and
+    those plan tokens (B, 13)."""
+    out, _, _ = run_with_header(model, header, [s[:-1] for s in batch_seqs], pad_id,
+                                fmt.PLAN_TOKENS)
+    return out.logits, torch.tensor([s[-fmt.PLAN_TOKENS:] for s in batch_seqs])
+
+
+class GrammarIndex:
+    """Allowed ids per plan position as one (13, A) index tensor (A = the most allowed), padded
+    with -1; lets KD and decoding work on the grammar-restricted distributions."""
+
+    def __init__(self, tok):
+        g = fmt.TrajectoryGrammar(tok.get_vocab())
+        allowed = [g.allowed_ids(k) for k in range(fmt.PLAN_TOKENS)]
+        width = max(len(a) for a in allowed)
+        self.index = torch.full((fmt.PLAN_TOKENS, width), 0, dtype=torch.long)
+        self.valid = torch.zeros((fmt.PLAN_TOKENS, width), dtype=torch.bool)
+        for k, a in enumerate(allowed):
+            self.index[k, :len(a)] = torch.from_numpy(a)
+            self.valid[k, :len(a)] = True
+        self.grammar = g
+
+    def restrict(self, logits):
+        """(B, 13, V) -> (B, 13, A) logits of the allowed ids (-inf where padded)."""
+        x = torch.gather(logits, 2, self.index.expand(logits.shape[0], -1, -1))
+        return x.masked_fill(~self.valid, float('-inf'))
+
+
+@torch.no_grad()
+def greedy_plans(model, header, prompts: list[list[int]], tok, gi: GrammarIndex, batch_size=64,
+                 return_logits=False):
+    """Constrained greedy decoding with a KV cache: ids (N, 13) [+ restricted logits (N, 13, A)]."""
+    model.eval()
+    out_ids, out_logits = [], []
+    order = np.argsort([len(p) for p in prompts])
+    for b in range(0, len(prompts), batch_size):
+        sel = order[b:b + batch_size]
+        res, mask, pos = run_with_header(model, header, [prompts[i] for i in sel],
+                                         tok.pad_token_id, 1, use_cache=True)
+        past, logits = res.past_key_values, res.logits[:, -1]
+        steps, steps_logits = [], []
+        for k in range(fmt.PLAN_TOKENS):
+            r = torch.gather(logits, 1, gi.index[k].expand(len(sel), -1))
+            r = r.masked_fill(~gi.valid[k], float('-inf'))
+            nxt = gi.index[k][r.argmax(1)]
+            steps.append(nxt)
+            steps_logits.append(r)
+            if k == fmt.PLAN_TOKENS - 1:
+                break
+            mask = torch.cat([mask, torch.ones(len(sel), 1, dtype=mask.dtype)], 1)
+            pos = pos[:, -1:] + 1
+            res = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                        past_key_values=past, use_cache=True)
+            past, logits = res.past_key_values, res.logits[:, -1]
+        got = torch.stack(steps, 1)
+        out_ids.append((sel, got))
+        if return_logits:
+            out_logits.append((sel, torch.stack(steps_logits, 1).half()))
+    ids = torch.zeros((len(prompts), fmt.PLAN_TOKENS), dtype=torch.long)
+    for sel, got in out_ids:
+        ids[torch.from_numpy(sel)] = got
+    if not return_logits:
+        return ids
+    lg = torch.zeros((len(prompts), fmt.PLAN_TOKENS, gi.index.shape[1]), dtype=torch.half)
+    for sel, got in out_logits:
+        lg[torch.from_numpy(sel)] = got
+    return ids, lg
+
+
+def open_loop_l2(pred_xy: np.ndarray, true_xy: np.ndarray) -> dict:
+    """Mean L2 (m) at 1, 2, 3 s of (N, 6, 2) plans against the expert."""
+    err = np.linalg.norm(pred_xy - true_xy, axis=2)
+    return {f'l2_{t}s': round(float(err[:, int(t / fmt.DT_S) - 1].mean()), 4) for t in (1, 2, 3)}
+
+
+def evaluate(model, data, tok, gi, batch_size=64) -> dict:
+    ids = greedy_plans(model, header_ids(tok), [p for p, _ in data], tok, gi, batch_size)
+    pred = np.stack([gi.grammar.waypoints(r.tolist()) for r in ids])
+    true = np.stack([gi.grammar.waypoints(t) for _, t in data])   # quantised expert
+    return open_loop_l2(pred, true)
+
+
+def constant_velocity_l2(samples) -> dict:
+    """Baseline: keep the current speed straight ahead (yaw rate held)."""
+    pred = []
+    for s in samples:
+        v, w = s['ego_speed_mps'], s['ego_yaw_rate_rps']
+        t = np.arange(1, fmt.TRAJECTORY_STEPS + 1) * fmt.DT_S
+        yaw = w * t
+        if abs(w) < 1e-4:
+            pred.append(np.c_[v * t, np.zeros_like(t)])
+        else:
+            pred.append(np.c_[v / w * np.sin(yaw), v / w * (1 - np.cos(yaw))])
+    return open_loop_l2(np.array(pred), np.array([s['waypoints'] for s in samples]))
+
+
+# ---------------------------------------------------------------- training
+def _lr(cfg, step, elapsed_s):
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = min(1.0, elapsed_s / (cfg.max_minutes * 60))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
+
+
+def _batches(n, batch_size, lengths, rng):
+    """Random batches of similar length (less padding): shuffle, sort chunks of 50 batches."""
+    perm = rng.permutation(n)
+    chunk = batch_size * 50
+    out = []
+    for c in range(0, n, chunk):
+        part = perm[c:c + chunk]
+        part = part[np.argsort(lengths[part], kind='stable')]
+        out += [part[b:b + batch_size] for b in range(0, len(part), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+def _log(path, record):
+    with open(path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+
+
+def prepare(cfg: TrainConfig):
+    out = Path(cfg.out)
+    tok = load_tokenizer(out / 'tokenizer')
+    train_s = load_planning_dataset(cfg.data, 'train')[:cfg.max_train]
+    val_s = load_planning_dataset(cfg.data, 'val')[:cfg.max_eval]
+    return tok, train_s, val_s, encode(tok, train_s), encode(tok, val_s)
+
+
+def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
+    """Train the teacher, or a student (with KD from out/teacher unless cfg.kd is False)."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    name = 'teacher' if cfg.role == 'teacher' else ('student_kd' if cfg.kd else 'student_nokd')
+    out = Path(cfg.out)
+    run = out / name
+    ckpt = out / f'{name}.ckpt.pt'
+    log = out / f'{name}.log'
+    tok, train_s, val_s, train_d, val_d = prepare(cfg)
+    gi = GrammarIndex(tok)
+    header = header_ids(tok)
+    model = build_model(cfg.size, len(tok), tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            betas=(0.9, 0.95))
+    labels = teacher_labels(cfg, tok, gi, train_d, progress) if cfg.role == 'student' and cfg.kd \
+        else None
+    step, elapsed, best, rng_state = 0, 0.0, None, None
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state['model'])
+        opt.load_state_dict(state['opt'])
+        step, elapsed, best, rng_state = state['step'], state['elapsed'], state['best'], state['rng']
+    rng = np.random.default_rng(cfg.seed)
+    if rng_state is not None:
+        rng.bit_generator.state = rng_state
+    lengths = np.array([len(p) for p, _ in train_d])
+    kd_rows = None if labels is None else labels['rows']
+    pool = np.arange(len(train_d)) if labels is None else kd_rows
+    # no-KD and KD students see the same samples in the same order (pool = the labelled ones)
+    if cfg.role == 'student' and not cfg.kd:
+        pool = np.sort(np.random.default_rng(cfg.seed + 1).permutation(len(train_d))[
+            :min(cfg.kd_samples, len(train_d))])
+    from tqdm import tqdm
+    bar = tqdm(total=int(cfg.max_minutes * 60), initial=int(elapsed), unit='s', disable=not progress,
+               desc=f'train {name} ({n_params(model) / 1e6:.2f}M params)')
+    model.train()
+    t_start, last_eval = time.perf_counter() - elapsed, elapsed
+    batches = []
+    while True:
+        if not batches:
+            batches = [pool[b] for b in _batches(len(pool), cfg.batch_size, lengths[pool], rng)]
+        idx = batches.pop()
+        elapsed = time.perf_counter() - t_start
+        for g in opt.param_groups:
+            g['lr'] = _lr(cfg, step, elapsed)
+        use_teacher = None
+        if labels is not None:     # per sample: expert plan or the teacher's own (sequence KD)
+            use_teacher = rng.random(len(idx)) < 0.5
+            plans = [labels['greedy'][labels['row_of'][i]].tolist() if u else train_d[i][1]
+                     for i, u in zip(idx, use_teacher)]
+        else:
+            plans = [train_d[i][1] for i in idx]
+        logits, target = plan_logits(model, header, [train_d[i][0] + p for i, p in zip(idx, plans)],
+                                     tok.pad_token_id)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+        kd = torch.zeros(())
+        if labels is not None:
+            rows = [labels['row_of'][i] for i in idx]
+            t_logits = torch.where(torch.from_numpy(use_teacher)[:, None, None],
+                                   labels['greedy_logits'][rows], labels['expert_logits'][rows]).float()
+            T = cfg.kd_temperature
+            s_r = gi.restrict(logits) / T
+            t_r = t_logits / T
+            valid = gi.valid.expand_as(s_r)
+            p_t = F.softmax(t_r, -1)
+            kl = (p_t * (F.log_softmax(t_r, -1) - F.log_softmax(s_r, -1))).masked_fill(~valid, 0.0)
+            kd = kl.sum(-1).mean() * T * T
+            loss = loss + cfg.kd_weight * kd
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        elapsed = time.perf_counter() - t_start
+        bar.n = min(int(elapsed), bar.total)
+        bar.set_postfix(step=step, loss=f'{loss.item():.3f}', kd=f'{kd.item():.3f}')
+        if step % 20 == 0:
+            _log(log, {'step': step, 'elapsed_s': round(elapsed, 1), 'loss': round(loss.item(), 4),
+                       'kd': round(kd.item(), 4), 'lr': opt.param_groups[0]['lr']})
+        done = elapsed >= cfg.max_minutes * 60 or step >= cfg.max_steps
+        if elapsed - last_eval >= cfg.eval_every_s or done:
+            metrics = evaluate(model, val_d, tok, gi)
+            model.train()
+            last_eval = elapsed
+            _log(log, {'step': step, 'elapsed_s': round(elapsed, 1), 'val': metrics})
+            if best is None or metrics['l2_3s'] <= best['l2_3s']:
+                best = dict(metrics, step=step)
+                model.save_pretrained(run)
+                tok.save_pretrained(run)
+            torch.save({'model': model.state_dict(), 'opt': opt.state_dict(), 'step': step,
+                        'elapsed': elapsed, 'best': best, 'rng': rng.bit_generator.state}, ckpt)
+        if done:
+            break
+    bar.close()
+    result = {'model': name, 'dir': str(run), 'params': n_params(model), 'steps': step,
+              'minutes': round(elapsed / 60, 1), 'best_val': best,
+              'train_samples_seen': step * cfg.batch_size,
+              'config': {k: v for k, v in asdict(cfg).items()}}
+    (out / f'{name}.result.json').write_text(json.dumps(result, indent=1))
+    return result
+
+
+@torch.no_grad()
+def teacher_labels(cfg: TrainConfig, tok, gi, train_d, progress=True) -> dict:
+    """Teacher logits (restricted to the grammar) on the expert plan and on its own greedy plan,
+    for kd_samples train samples; cached in out/teacher_labels.pt."""
+    from transformers import LlamaForCausalLM
+    path = Path(cfg.out) / 'teacher_labels.pt'
+    rows = np.sort(np.random.default_rng(cfg.seed + 1).permutation(len(train_d))[
+        :min(cfg.kd_samples, len(train_d))])
+    if path.exists():
+        labels = torch.load(path, weights_only=False)
+        if np.array_equal(labels['rows'], rows):
+            return labels
+    teacher_dir = Path(cfg.out) / 'teacher'
+    if not (teacher_dir / 'config.json').exists():
+        raise FileNotFoundError(f'no teacher in {teacher_dir}: run `fmdrive train planner-teacher` '
+                                'first, or train the student with --no-kd')
+    teacher = LlamaForCausalLM.from_pretrained(teacher_dir).eval()
+    from tqdm import tqdm
+    greedy, greedy_lg, expert_lg = [], [], []
+    header = header_ids(tok)
+    bs = 64
+    for b in tqdm(range(0, len(rows), bs), disable=not progress, desc='teacher labels'):
+        sel = rows[b:b + bs]
+        prompts = [train_d[i][0] for i in sel]
+        g, gl = greedy_plans(teacher, header, prompts, tok, gi, batch_size=bs, return_logits=True)
+        logits, _ = plan_logits(teacher, header, [train_d[i][0] + train_d[i][1] for i in sel],
+                                tok.pad_token_id)
+        greedy.append(g)
+        greedy_lg.append(gl)
+        expert_lg.append(gi.restrict(logits).half())
+    labels = {'rows': rows, 'row_of': {int(r): k for k, r in enumerate(rows)},
+              'greedy': torch.cat(greedy), 'greedy_logits': torch.cat(greedy_lg),
+              'expert_logits': torch.cat(expert_lg)}
+    torch.save(labels, path)
+    return labels
+
+
+def test_metrics(out, data, batch_size=64, max_test=1000) -> dict:
+    """Open-loop L2 at 1/2/3 s on the test split: constant velocity, teacher, students."""
+    from transformers import LlamaForCausalLM
+    out = Path(out)
+    tok = load_tokenizer(out / 'tokenizer')
+    gi = GrammarIndex(tok)
+    test_s = load_planning_dataset(data, 'test')[:max_test]
+    test_d = encode(tok, test_s)
+    res = {'test_samples': len(test_s), 'constant_velocity': constant_velocity_l2(test_s)}
+    for name in ('teacher', 'student_kd', 'student_nokd'):
+        if (out / name / 'config.json').exists():
+            m = LlamaForCausalLM.from_pretrained(out / name).eval()
+            t0 = time.perf_counter()
+            res[name] = dict(evaluate(m, test_d, tok, gi, batch_size), params=n_params(m),
+                             eval_s=round(time.perf_counter() - t0, 1))
+    (out / 'metrics.json').write_text(json.dumps(res, indent=1))
+    return res
+
+
+def tokenizer_command(data, out) -> dict:
+    samples = load_planning_dataset(data, 'train')
+    tok = train_tokenizer(samples, Path(out) / 'tokenizer')
+    enc = encode(tok, samples[:2000])
+    unk = sum(p.count(tok.unk_token_id) for p, _ in enc) / max(1, sum(len(p) for p, _ in enc))
+    header = tok(fmt.HEADER, add_special_tokens=False)['input_ids']
+    return {'vocab': len(tok), 'dir': str(Path(out) / 'tokenizer'), 'header_tokens': len(header),
+            'frame_tokens_mean': round(float(np.mean([len(p) for p, _ in enc])), 1),
+            'frame_tokens_max': int(max(len(p) for p, _ in enc)), 'unk_rate': round(unk, 5)}
+

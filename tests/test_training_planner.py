@@ -1,0 +1,108 @@
+"""Planner LM training side: tokenizer, one teacher / student step, ONNX export with past."""
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+pytest.importorskip('transformers')
+pytest.importorskip('onnxruntime')
+
+from fmdrive.planning.lm import format as fmt  # noqa: E402
+from fmdrive.training import planner_lm as lm  # noqa: E402
+
+
+def _samples(n, split='train', seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        v = float(rng.uniform(0, 15))
+        gap = float(rng.uniform(5, 60))
+        t = np.arange(1, 7) * 0.5
+        out.append({'split': split, 'intent': fmt.INTENTS[i % len(fmt.INTENTS)],
+                    'scene_text': f't={i * 0.5:.1f}s. Ego: {v:.1f} m/s, speed limit 13.9 m/s, in lane 0 '
+                                  'of 2 from the right (left lane free, no right lane). Objects: '
+                                  f'car #{i % 9 + 1} ahead in ego lane, {gap:.1f} m, stationary.',
+                    'waypoints': np.c_[v * t, 0.1 * t].tolist(), 'ego_speed_mps': v, 'ego_yaw_rate_rps': 0.0})
+    return out
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    """A tiny dataset (3 splits) and a tokenizer trained on it."""
+    root = tmp_path_factory.mktemp('planner')
+    data = root / 'data'
+    data.mkdir()
+    rows = _samples(48) + _samples(12, 'val', 1) + _samples(12, 'test', 2)
+    (data / 'shard_00000.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    (data / 'meta.json').write_text(json.dumps({'seed': 0, 'command': 'test'}))
+    out = root / 'run'
+    lm.tokenizer_command(str(data), str(out))
+    return data, out
+
+
+def test_tokenizer_round_trips_a_prompt_and_loads_as_pretrained_tokenizer_fast(run):
+    from transformers import PreTrainedTokenizerFast
+    _, out = run
+    tok = PreTrainedTokenizerFast.from_pretrained(str(out / 'tokenizer'))
+    text = fmt.prompt_text('Ego: 8.4 m/s, speed limit 13.9 m/s. Objects: car #3 ahead in ego lane, 18.4 m, '
+                           'stationary.', 'pull_over')
+    ids = tok(text, add_special_tokens=False)['input_ids']
+    assert tok.unk_token_id not in ids
+    assert ''.join(tok.decode(ids).split()) == ''.join(text.split())     # WordLevel drops spaces only
+    toks = tok.convert_ids_to_tokens(ids)
+    assert toks[-2:] == ['<intent_pull_over>', fmt.PLAN]
+    assert '8' in toks and '.4' in toks                          # a number is integer part + decimal
+    header = tok(fmt.HEADER, add_special_tokens=False)['input_ids']
+    assert ids[:len(header)] == header                           # the prefix cache can reuse it
+    plan = fmt.encode_waypoints(np.zeros((6, 2))) + [fmt.EOT]
+    assert tok.convert_ids_to_tokens(tok.convert_tokens_to_ids(plan)) == plan
+
+
+def test_teacher_and_students_take_a_training_step(run):
+    data, out = run
+    base = dict(data=str(data), out=str(out), size=lm.TINY, max_steps=2, batch_size=8, max_eval=8,
+                eval_every_s=1e9, warmup_steps=1)
+    teacher = lm.train(lm.TrainConfig(role='teacher', **base), progress=False)
+    assert teacher['steps'] == 2 and (out / 'teacher' / 'model.safetensors').exists()
+    assert np.isfinite(teacher['best_val']['l2_3s'])
+    kd = lm.train(lm.TrainConfig(role='student', kd=True, kd_samples=16, **base), progress=False)
+    labels = torch.load(out / 'teacher_labels.pt', weights_only=False)
+    assert labels['greedy'].shape == (16, fmt.PLAN_TOKENS)
+    assert labels['expert_logits'].shape[:2] == (16, fmt.PLAN_TOKENS)
+    nokd = lm.train(lm.TrainConfig(role='student', kd=False, kd_samples=16, **base), progress=False)
+    assert kd['steps'] == nokd['steps'] == 2
+    from transformers import LlamaForCausalLM
+    a = LlamaForCausalLM.from_pretrained(out / 'student_kd').state_dict()
+    b = LlamaForCausalLM.from_pretrained(out / 'student_nokd').state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)          # the KD term changed the update
+
+
+def test_shared_header_forward_equals_the_whole_prompt(run):
+    _, out = run
+    tok = lm.load_tokenizer(out / 'tokenizer')
+    torch.manual_seed(0)
+    model = lm.build_model(lm.TINY, len(tok), tok).eval()
+    data = lm.encode(tok, _samples(4))
+    seqs = [p + t for p, t in data]
+    with torch.no_grad():
+        shared, _ = lm.plan_logits(model, lm.header_ids(tok), seqs, tok.pad_token_id)
+        whole, _ = lm.plan_logits(model, [], [lm.header_ids(tok) + s for s in seqs], tok.pad_token_id)
+    assert torch.allclose(shared, whole, atol=1e-5)
+
+
+def test_onnx_export_matches_torch_with_and_without_past(run, tmp_path):
+    from fmdrive.training.planner_export import OrtPlanDecoder, check_parity, export_onnx
+    _, out = run
+    tok = lm.load_tokenizer(out / 'tokenizer')
+    torch.manual_seed(1)
+    model = lm.build_model(lm.TINY, len(tok), tok).eval()
+    path = export_onnx(model, tmp_path / 'fp32.onnx')
+    data = lm.encode(tok, _samples(3))
+    parity = check_parity(model, path, tok, lm.header_ids(tok) + data[0][0], atol=1e-4)
+    assert max(parity.values()) < 1e-4
+    gi = lm.GrammarIndex(tok)
+    ids = lm.greedy_plans(model, lm.header_ids(tok), [p for p, _ in data], tok, gi)
+    dec = OrtPlanDecoder(path, tok)
+    for k, (prompt, _) in enumerate(data):
+        assert dec.plan_ids(prompt) == ids[k].tolist() == dec.plan_ids(prompt, prefix_cache=False)
