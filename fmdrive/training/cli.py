@@ -6,6 +6,10 @@ only when a command runs, so `fmdrive --help` works on a vehicle without it).
     fmdrive export lidar --checkpoint runs/lidar/best.pt --data runs/dataset --out engines/lidar_centerpoint
     fmdrive quantize lidar --model-dir engines/lidar_centerpoint --data runs/dataset [--frames 256]
     fmdrive train camera --data runs/dataset --out runs/camera --epochs 6 --seed 7      (and export/quantize camera)
+    fmdrive train planner-tokenizer|planner-teacher|planner-student [--no-kd] --data runs/planning_dataset
+                  --out runs/planner_lm [--max-minutes M] [--resume]      the planner LM (training/planner_lm.py)
+    fmdrive train planner-eval --data runs/planning_dataset --out runs/planner_lm   open-loop L2 on the test split
+    fmdrive export planner [--run runs/planner_lm] [--out engines/planner_student]
 """
 from __future__ import annotations
 
@@ -22,7 +26,27 @@ def _need_torch():
         raise ImportError(TORCH_MISSING) from None
 
 
+def _train_planner(args):
+    from fmdrive.training import planner_lm as lm
+    data, out = args.data if args.data != 'runs/dataset' else 'runs/planning_dataset', args.out or 'runs/planner_lm'
+    if args.model == 'planner-tokenizer':
+        return lm.tokenizer_command(data, out)
+    if args.model == 'planner-eval':
+        return lm.test_metrics(out, data)
+    role = args.model.split('-')[1]
+    cfg = lm.TrainConfig(data=data, out=out, role=role, kd=not args.no_kd, seed=args.seed, threads=args.threads,
+                         size=lm.TINY if args.tiny else (lm.TEACHER if role == 'teacher' else lm.STUDENT),
+                         max_minutes=args.max_minutes)
+    if args.kd_samples:
+        cfg.kd_samples = args.kd_samples
+    return lm.train(cfg, resume=args.resume, progress=not args.no_progress)
+
+
 def cmd_train(args):
+    if args.model.startswith('planner-'):
+        _need_torch()
+        print(json.dumps(_train_planner(args)))
+        return 0
     if args.model == 'dataset':
         from fmdrive.training.dataset import write_dataset
         result = write_dataset(args.out or 'runs/dataset', args.scenes, args.val_scenes, args.test_scenes, camera=not args.no_camera,
@@ -44,8 +68,12 @@ def cmd_train(args):
 
 
 def add_train_arguments(p):
-    p.add_argument('model', choices=('dataset', 'lidar', 'camera'), help='dataset: write training frames; lidar / '
-                   'camera: train that encoder')
+    p.add_argument('model', choices=('dataset', 'lidar', 'camera', 'planner-tokenizer', 'planner-teacher',
+                                     'planner-student', 'planner-eval'),
+                   help='dataset: write training frames; lidar / camera: train that encoder; planner-*: the planner '
+                   'LM (tokenizer, teacher, student with/without KD, test-split evaluation)')
+    p.add_argument('--no-kd', action='store_true', help='planner-student: no distillation (the baseline)')
+    p.add_argument('--kd-samples', type=int, default=None, help='planner-student: train samples the teacher labels')
     p.add_argument('--out', default=None, help='dataset: directory to write (default runs/dataset); '
                    'lidar/camera: run directory for checkpoints and logs (default runs/<model>)')
     p.add_argument('--scenes', type=int, default=72, help='dataset: training scenes (val/test: scenes // 8, >= 4)')
@@ -73,6 +101,11 @@ def _engine(model: str) -> str:
 
 def cmd_export(args):
     _need_torch()
+    if args.model == 'planner':
+        from fmdrive.training.planner_export import export_planner
+        print(json.dumps(export_planner(args.run, args.data if args.data != 'runs/dataset' else 'runs/planning_dataset',
+                                        args.out or 'engines/planner_student')))
+        return 0
     if args.model == 'camera':
         from fmdrive.training.camera_export import export_camera as export
     else:
@@ -83,8 +116,9 @@ def cmd_export(args):
 
 
 def add_export_arguments(p):
-    p.add_argument('model', choices=('lidar', 'camera'))
+    p.add_argument('model', choices=('lidar', 'camera', 'planner'))
     p.add_argument('--checkpoint', default=None, help='default runs/<model>/best.pt')
+    p.add_argument('--run', default='runs/planner_lm', help='planner: the training run directory')
     p.add_argument('--data', default='runs/dataset', help='the dataset (a val frame is the parity sample)')
     p.add_argument('--out', default=None, help='default engines/lidar_centerpoint or engines/camera_centernet')
 
