@@ -29,6 +29,9 @@ IO_CONVENTIONS = {
 FILE_VARIANTS = ('fp32', 'fp16', 'int8_trt', 'int8_cpu')
 DTYPES = ('float32', 'float16', 'int8', 'uint8', 'int32', 'int64', 'bool')
 CALIBRATION_METHODS = ('entropy', 'minmax', 'percentile')
+# 'dynamic': onnxruntime dynamic quantization (int8 weights, activation ranges taken per call), no
+# calibration data; an int8_cpu variant only (TensorRT needs QDQ)
+DYNAMIC_QUANTIZATION = 'dynamic'
 CHANNEL_ORDERS = ('rgb', 'bgr')
 LETTERBOX_ALIGNS = ('center', 'top_left')
 # per-pillar features the fmdrive BEV input can carry (fmdrive/inference/pillars.py computes them)
@@ -339,10 +342,13 @@ def parse_card(data, card_path: Path) -> ModelCard:
         cal.check_keys(('frames', 'count', 'source', 'method', 'cache'))
         calibration = {'frames': _file(cal.child('frames'), card_path.parent) if 'frames' in cal.data else None,
                        'count': cal.get('count', int), 'source': cal.get('source', str),
-                       'method': cal.get('method', str, choices=CALIBRATION_METHODS),
+                       'method': cal.get('method', str, choices=CALIBRATION_METHODS + (DYNAMIC_QUANTIZATION,)),
                        'cache': card_path.parent / cal.get('cache', str, 'calibration.cache')}
-        if calibration['count'] < 1:
+        dynamic = calibration['method'] == DYNAMIC_QUANTIZATION
+        if calibration['count'] < (0 if dynamic else 1):
             cal.fail('must be >= 1', 'count')
+        if dynamic and 'int8_trt' in r.get('files', dict):
+            cal.fail('dynamic quantization is for int8_cpu only (TensorRT needs a QDQ int8_trt)', 'method')
     if ('int8_trt' in files or 'int8_cpu' in files) and calibration is None:
         r.fail('an INT8 variant needs calibration: frames, count, source, method', 'calibration')
 
@@ -436,6 +442,12 @@ def check_quantization(card: ModelCard, variant: str, network: str):
         return
     spec = card.files[variant][network]
     graph = onnx.load(str(spec.path), load_external_data=False).graph
+    if (card.calibration or {}).get('method') == DYNAMIC_QUANTIZATION:
+        if not any(n.op_type in ('DynamicQuantizeLinear', 'MatMulInteger', 'DynamicQuantizeMatMul')
+                   for n in graph.node):
+            _fail(card, f'files.{variant}.{network}', f'{spec.path.name} has no dynamically quantized '
+                  'MatMul: the card says calibration.method dynamic (onnxruntime quantize_dynamic)')
+        return
     quantize = [n for n in graph.node if n.op_type == 'QuantizeLinear']
     if not quantize or not any(n.op_type == 'DequantizeLinear' for n in graph.node):
         _fail(card, f'files.{variant}.{network}', f'{spec.path.name} has no QuantizeLinear/DequantizeLinear '
