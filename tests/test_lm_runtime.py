@@ -290,3 +290,131 @@ def test_a_transformers_gpt2_export_decodes_like_transformers(tmp_path):
     assert gen.tokens == ref[0, 7:].tolist()
     assert dec.generate(header, suffix, every_token, 8, mode='nokv').tokens == gen.tokens
     assert dec.generate(header, suffix, every_token, 8, mode='kv').prefix_hit
+
+
+# ============================================================== TensorRT (fakes of trt + pycuda)
+def dynamic_fake_engine(trt, cuda):
+    """Replace the fake runtime's engine with one that has dynamic shapes and typed tensors, as a
+    real TensorRT plan of this model has: -1 for the named dimensions, set_input_shape per call,
+    output shapes that follow the inputs; it runs the ONNX model on the device buffers."""
+    import onnxruntime as ort
+    types = {'tensor(float)': ('FLOAT', np.float32), 'tensor(int64)': ('INT64', np.int64)}
+
+    class Engine:
+        def __init__(self, model_bytes):
+            self.session = ort.InferenceSession(model_bytes, providers=['CPUExecutionProvider'])
+            self.io = [(v.name, True, tuple(d if isinstance(d, int) else -1 for d in v.shape), types[v.type])
+                       for v in self.session.get_inputs()]
+            self.io += [(v.name, False, tuple(d if isinstance(d, int) else -1 for d in v.shape), types[v.type])
+                        for v in self.session.get_outputs()]
+            self.by_name = {x[0]: x for x in self.io}
+
+        num_io_tensors = property(lambda self: len(self.io))
+
+        def get_tensor_name(self, i):
+            return self.io[i][0]
+
+        def get_tensor_mode(self, name):
+            return trt.TensorIOMode.INPUT if self.by_name[name][1] else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_shape(self, name):
+            return self.by_name[name][2]
+
+        def get_tensor_dtype(self, name):
+            return self.by_name[name][3][0]
+
+        def create_execution_context(self):
+            return Context(self)
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.addresses, self.shapes, self.shape_sets = engine, {}, {}, []
+
+        def set_input_shape(self, name, shape):
+            self.shapes[name] = tuple(shape)
+            self.shape_sets.append((name, tuple(shape)))
+            return True
+
+        def _inputs(self):
+            feeds = {}
+            for name, is_input, _, (_, dtype) in self.engine.io:
+                if is_input:
+                    shape = self.shapes[name]
+                    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                    feeds[name] = np.frombuffer(bytes(cuda.memory[self.addresses[name]][:n]), dtype).reshape(shape)
+            return feeds
+
+        def get_tensor_shape(self, name):
+            if self.engine.by_name[name][1]:
+                return self.shapes[name]
+            feeds = {k: np.zeros(v, self.engine.by_name[k][3][1]) for k, v in self.shapes.items()}
+            if 'attention_mask' in feeds:
+                feeds['attention_mask'][:] = 1
+            outs = self.engine.session.run([name], feeds)
+            return outs[0].shape
+
+        def set_tensor_address(self, name, address):
+            self.addresses[name] = address
+            return True
+
+        def execute_async_v3(self, stream_handle):
+            def run():
+                names = [x[0] for x in self.engine.io if not x[1]]
+                for name, value in zip(names, self.engine.session.run(names, self._inputs())):
+                    cuda.memory[self.addresses[name]][:value.nbytes] = value.tobytes()
+            cuda.streams[stream_handle].enqueue('execute', run)
+            return True
+
+    real = trt.Runtime.deserialize_cuda_engine
+
+    def deserialize(self, data):
+        engine = real(self, data)
+        return None if engine is None else Engine(data.split(b'\n', 2)[2])
+    trt.Runtime.deserialize_cuda_engine = deserialize
+    return Engine
+
+
+def test_tensorrt_backend_serves_the_lm_with_dynamic_shapes_like_onnxruntime(tiny_lm_dir, tiny_lm, tmp_path,
+                                                                              monkeypatch):
+    import sys
+
+    from test_inference_tensorrt import make_fake_cuda, make_fake_tensorrt
+
+    from fmdrive.inference.backend import make_backend
+    log = []
+    cuda = make_fake_cuda(log)
+    trt = make_fake_tensorrt('10.3.0', cuda, log)
+    pycuda = type(sys)('pycuda')
+    pycuda.driver = cuda
+    monkeypatch.setitem(sys.modules, 'tensorrt', trt)
+    monkeypatch.setitem(sys.modules, 'pycuda', pycuda)
+    monkeypatch.setitem(sys.modules, 'pycuda.driver', cuda)
+    dynamic_fake_engine(trt, cuda)
+    profiles = []
+    build = trt.Builder.build_serialized_network
+
+    def recording_build(self, network, config):
+        profiles.extend(p.shapes for p in config.profiles)
+        return build(self, network, config)
+    trt.Builder.build_serialized_network = recording_build
+
+    card = load_card(tiny_lm_dir)
+    backend = make_backend(card, 'fp32', 'tensorrt', engines_dir=tmp_path / 'engines')
+    assert profiles[0]['past_key_values.0.key'] == ((1, HEADS, 0, HEAD_DIM), (1, HEADS, MAX_POS // 2, HEAD_DIM),
+                                                    (1, HEADS, MAX_POS - 1, HEAD_DIM))
+    assert profiles[0]['input_ids'] == ((1, 1), (1, 64), (1, MAX_POS))
+    lm = CausalLM(card, backend)
+    header, suffix = [1, 2, 3, 4, 5, 6], [7, 8]
+    trt_tokens = ConstrainedDecoder(lm).generate(header, suffix, every_token, 8).tokens
+    ort_tokens = ConstrainedDecoder(tiny_lm).generate(header, suffix, every_token, 8).tokens
+    assert trt_tokens == ort_tokens
+    logits_trt, cache = lm.forward([3, 4, 5])
+    logits_ort, _ = tiny_lm.forward([3, 4, 5])
+    np.testing.assert_allclose(logits_trt, logits_ort, atol=1e-5)
+    assert cache.length == 3 and backend.context.shapes['past_key_values.1.value'] == (1, HEADS, 0, HEAD_DIM)
+    with pytest.raises(Exception, match='larger than the plan'):
+        lm.backend.infer({**{'input_ids': np.zeros((1, MAX_POS + 1), np.int64),
+                             'attention_mask': np.ones((1, MAX_POS + 1), np.int64),
+                             'position_ids': np.zeros((1, MAX_POS + 1), np.int64)},
+                          **{f'past_key_values.{i}.{k}': np.zeros((1, HEADS, 0, HEAD_DIM), np.float32)
+                             for i in range(LAYERS) for k in ('key', 'value')}})

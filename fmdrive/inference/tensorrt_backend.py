@@ -6,6 +6,11 @@ TensorRT 8.x runs by binding index (execute_async_v2 with the list of device poi
 tensor name (set_tensor_address once, then execute_async_v3). The CUDA context is the device's
 primary context (the one TensorRT's runtime uses), pushed around every call so the backend works
 from whichever thread the ROS executor calls it.
+
+Dynamic shapes (a causal LM: sequence and past lengths change every call): the plan's optimisation
+profile spans the card's dynamic_dims (tensorrt_build.profile_shapes); buffers are allocated once
+for the largest shapes, and each call sets the input shapes it has, reads the output shapes back
+from the execution context and copies only that many bytes.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from fmdrive.inference.tensorrt_build import (
     ensure_plan,
     import_tensorrt,
     plan_paths,
+    profile_shapes,
     system_info,
     trt_major,
     trt_variant,
@@ -61,6 +67,7 @@ class TensorRTBackend:
                                    f'fmdrive build-engines --models {card.name} --precision {precision}')
             self.context = self.engine.create_execution_context()
             self.stream = cuda.Stream()
+            self.dynamic = []                     # inputs whose shape each call sets
             io = self._io_tensors_v3() if self.v3 else self._io_tensors_v2()
             self._check_against_card(io)
             self.host, self.device = {}, {}
@@ -88,6 +95,27 @@ class TensorRTBackend:
                 return t.shape
         raise BackendError(f'{self.plan}: the plan has a tensor {name!r} that card {self.card.path} does not list')
 
+    def _shape_to_set(self, name: str) -> tuple:
+        """The shape a dynamic input is set to at load: the card's when fixed, else the profile's
+        largest (so the outputs read back are the largest too, and buffers are allocated for them)."""
+        shape = self._card_shape(name)
+        if all(isinstance(d, int) for d in shape):
+            return tuple(shape)
+        self.dynamic.append(name)
+        return profile_shapes(self.card, self.card.networks[self.network], name)[2]
+
+    def _max_output_shape(self, name: str) -> tuple:
+        """The largest shape an output takes in the profile (the card's shape, named dimensions at
+        their dynamic_dims maximum): what its buffers are allocated for. The maxima of the inputs
+        are not one consistent call (past + sequence > total), so TensorRT is not asked."""
+        from fmdrive.inference.tensorrt_build import dynamic_dims
+        dims, shape = dynamic_dims(self.card), self._card_shape(name)
+        missing = [d for d in shape if isinstance(d, str) and d not in dims]
+        if missing:
+            raise BackendError(f'card {self.card.path}: output {name} has dynamic dimension(s) {missing} without a '
+                               'range in decoder.dynamic_dims')
+        return tuple(d if isinstance(d, int) else dims[d][2] for d in shape)
+
     def _io_tensors_v3(self) -> dict:
         """name -> (is input, shape, numpy dtype), by tensor name (TensorRT 10)."""
         trt, engine, io = self.trt, self.engine, {}
@@ -96,22 +124,26 @@ class TensorRTBackend:
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 shape = tuple(engine.get_tensor_shape(name))
                 if any(d < 0 for d in shape):
-                    self.context.set_input_shape(name, tuple(self._card_shape(name)))
+                    self.context.set_input_shape(name, self._shape_to_set(name))
         for name in names:
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            io[name] = (is_input, tuple(self.context.get_tensor_shape(name)),
-                        np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
+            shape = (self._max_output_shape(name) if self.dynamic and not is_input
+                     else tuple(self.context.get_tensor_shape(name)))
+            io[name] = (is_input, shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
         return io
 
     def _io_tensors_v2(self) -> dict:
         """name -> (is input, shape, numpy dtype), in binding order (TensorRT 8.x)."""
         trt, engine, io = self.trt, self.engine, {}
+        self.binding_index = {engine.get_binding_name(i): i for i in range(engine.num_bindings)}
         for i in range(engine.num_bindings):
             if engine.binding_is_input(i) and any(d < 0 for d in tuple(engine.get_binding_shape(i))):
-                self.context.set_binding_shape(i, tuple(self._card_shape(engine.get_binding_name(i))))
+                self.context.set_binding_shape(i, self._shape_to_set(engine.get_binding_name(i)))
         for i in range(engine.num_bindings):
-            io[engine.get_binding_name(i)] = (engine.binding_is_input(i), tuple(self.context.get_binding_shape(i)),
-                                              np.dtype(trt.nptype(engine.get_binding_dtype(i))))
+            name, is_input = engine.get_binding_name(i), engine.binding_is_input(i)
+            shape = (self._max_output_shape(name) if self.dynamic and not is_input
+                     else tuple(self.context.get_binding_shape(i)))
+            io[name] = (is_input, shape, np.dtype(trt.nptype(engine.get_binding_dtype(i))))
         return io
 
     def _check_against_card(self, io: dict):
@@ -134,9 +166,13 @@ class TensorRTBackend:
         cuda, stream = self.cuda, self.stream
         self.cuda_context.push()
         try:
+            out_shapes = self._set_shapes(feed) if self.dynamic else {}
+            host = {}
             for name in self.input_names:
-                np.copyto(self.host[name], feed[name].astype(self.host[name].dtype, copy=False))
-                cuda.memcpy_htod_async(self.device[name], self.host[name], stream)
+                host[name] = self._host_view(name, feed[name].shape) if self.dynamic else self.host[name]
+                np.copyto(host[name], feed[name].astype(host[name].dtype, copy=False))
+                if host[name].nbytes:
+                    cuda.memcpy_htod_async(self.device[name], host[name], stream)
             if self.v3:
                 ok = self.context.execute_async_v3(stream_handle=stream.handle)
             else:
@@ -144,11 +180,40 @@ class TensorRTBackend:
             if not ok:
                 raise BackendError(f'{self.card.name}/{self.network}: TensorRT execution failed (see its log)')
             for name in self.output_names:
-                cuda.memcpy_dtoh_async(self.host[name], self.device[name], stream)
+                host[name] = self._host_view(name, out_shapes[name]) if self.dynamic else self.host[name]
+                if host[name].nbytes:
+                    cuda.memcpy_dtoh_async(host[name], self.device[name], stream)
             stream.synchronize()
         finally:
             self.cuda_context.pop()
-        return {name: self.host[name].copy() for name in self.output_names}
+        return {name: host[name].copy() for name in self.output_names}
+
+    def _set_shapes(self, feed: dict) -> dict:
+        """Set this call's input shapes; the output shapes they give (refused beyond the buffers)."""
+        for name in self.dynamic:
+            shape = tuple(int(d) for d in feed[name].shape)
+            if int(np.prod(shape)) > self.host[name].size:
+                raise BackendError(f'{self.card.name}/{self.network}: input {name} {list(shape)} is larger than the '
+                                   f'plan\'s profile allows ({list(self.host[name].shape)}); rebuild with larger '
+                                   'decoder.dynamic_dims')
+            ok = (self.context.set_input_shape(name, shape) if self.v3
+                  else self.context.set_binding_shape(self.binding_index[name], shape))
+            if ok is False:
+                raise BackendError(f'{self.card.name}/{self.network}: TensorRT refused shape {list(shape)} for {name} '
+                                   '(outside the plan\'s optimisation profile)')
+        shapes = {}
+        for name in self.output_names:
+            shape = (self.context.get_tensor_shape(name) if self.v3
+                     else self.context.get_binding_shape(self.binding_index[name]))
+            shapes[name] = tuple(int(d) for d in shape)
+            if int(np.prod(shapes[name])) > self.host[name].size:
+                raise BackendError(f'{self.card.name}/{self.network}: output {name} {list(shapes[name])} exceeds its '
+                                   f'buffer {list(self.host[name].shape)}')
+        return shapes
+
+    def _host_view(self, name: str, shape) -> np.ndarray:
+        """The first prod(shape) elements of the pinned buffer, as an array of `shape`."""
+        return self.host[name].reshape(-1)[:int(np.prod(shape))].reshape(shape)
 
     def describe(self) -> dict:
         net = self.card.networks[self.network]

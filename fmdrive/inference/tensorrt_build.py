@@ -313,8 +313,38 @@ def build_plan(card: ModelCard, precision: str, network: str, options: BuildOpti
     return plan
 
 
+def dynamic_dims(card: ModelCard) -> dict:
+    """(min, opt, max) of each named (dynamic) dimension the card's shapes use: the card's
+    decoder.dynamic_dims, and for a causal LM (hf_causal_lm_with_past) defaults from
+    decoder.max_positions (batch 1; a new chunk of 1..max tokens after 0..max-1 past ones)."""
+    dims = {}
+    if card.io_convention == 'hf_causal_lm_with_past':
+        n = int(card.decoder.get('max_positions', 512))
+        dims = {'batch': (1, 1, 1), 'sequence': (1, min(64, n), n), 'past_sequence': (0, n // 2, n - 1),
+                'total_sequence': (1, n // 2 + 1, n)}
+    for name, value in dict(card.decoder.get('dynamic_dims', {})).items():
+        if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, int) for v in value)
+                and 0 <= value[0] <= value[1] <= value[2]):
+            raise BackendError(f'card {card.path}: decoder.dynamic_dims.{name}: must be [min, opt, max] integers, '
+                               f'min <= opt <= max, got {value!r}')
+        dims[name] = tuple(value)
+    return dims
+
+
+def profile_shapes(card: ModelCard, net_spec, name: str) -> tuple[tuple, tuple, tuple]:
+    """(min, opt, max) shapes of one input: its fixed sizes, and dynamic_dims for its named ones."""
+    shape, dims = net_spec.input(name).shape, dynamic_dims(card)
+    missing = [d for d in shape if isinstance(d, str) and d not in dims]
+    if missing:
+        raise BackendError(f'card {card.path}: networks.{net_spec.name}.inputs.{name}.shape: TensorRT plans need a '
+                           f'size range for the dynamic dimension(s) {missing}: give decoder.dynamic_dims '
+                           f'{{name: [min, opt, max]}}, or fixed sizes')
+    return tuple(tuple(d if isinstance(d, int) else dims[d][k] for d in shape) for k in range(3))
+
+
 def _fixed_profile(trt, builder, network_def, net_spec, card):
-    """An optimisation profile pinning dynamic ONNX inputs to the card's shapes (None if static)."""
+    """An optimisation profile for the dynamic ONNX inputs (None if static): the card's fixed shape,
+    or the (min, opt, max) range of each named dimension (dynamic_dims) - the LM's sequence lengths."""
     dynamic = []
     for i in range(network_def.num_inputs):
         tensor = network_def.get_input(i)
@@ -324,9 +354,5 @@ def _fixed_profile(trt, builder, network_def, net_spec, card):
         return None
     profile = builder.create_optimization_profile()
     for name in dynamic:
-        shape = net_spec.input(name).shape
-        if not all(isinstance(d, int) for d in shape):
-            raise BackendError(f'card {card.path}: networks.{net_spec.name}.inputs.{name}.shape: TensorRT plans '
-                               f'need a fixed size for every dimension, the card says {list(shape)}')
-        profile.set_shape(name, shape, shape, shape)
+        profile.set_shape(name, *profile_shapes(card, net_spec, name))
     return profile
