@@ -54,8 +54,9 @@ class LMShape:
 
 
 def lm_shape(card: ModelCard) -> LMShape:
-    """Layers, heads and head_dim from the card's `decoder` section (num_layers, num_heads,
-    head_dim, max_positions) or, where it says nothing, from the past_key_values input shapes."""
+    """Layers, key/value heads and head_dim from the past_key_values input shapes of the card, or
+    where those are dynamic from its `decoder` section (num_kv_heads or num_heads, head_dim);
+    num_layers and max_positions from `decoder` (layers default to the past inputs listed)."""
     net = card.networks['model']
     names = {t.name for t in net.inputs}
     layers = 0
@@ -70,8 +71,9 @@ def lm_shape(card: ModelCard) -> LMShape:
     if len(shape) != 4:
         raise CardError(f'card {card.path}: networks.model.inputs.{PAST_KEY.format(0)}.shape: must be '
                         f'[batch, heads, past, head_dim], the card says {list(shape)}')
-    heads = d.get('num_heads', shape[1])
-    head_dim = d.get('head_dim', shape[3])
+    # the cache holds the key/value heads: fewer than the attention heads with grouped-query attention
+    heads = shape[1] if isinstance(shape[1], int) else d.get('num_kv_heads', d.get('num_heads'))
+    head_dim = shape[3] if isinstance(shape[3], int) else d.get('head_dim')
     if not (isinstance(heads, int) and isinstance(head_dim, int)):
         raise CardError(f'card {card.path}: decoder: num_heads and head_dim are needed (the past_key_values '
                         f'shape {list(shape)} does not fix them)')
