@@ -249,11 +249,15 @@ class ConstrainedDecoder:
         t1 = time.perf_counter()
 
         tokens = []
+        allowed = np.asarray(allowed_ids(0), dtype=np.int64).reshape(-1)
         for step in range(max_new_tokens):
-            allowed = np.asarray(allowed_ids(step), dtype=np.int64).reshape(-1)
             token = int(allowed[0]) if allowed.size == 1 else constrained_argmax(last, allowed)
             tokens.append(token)
             if (eos_id is not None and token == eos_id) or step == max_new_tokens - 1:
+                break
+            allowed = np.asarray(allowed_ids(step + 1), dtype=np.int64).reshape(-1)
+            if allowed.size == 1 and eos_id is not None and int(allowed[0]) == eos_id:
+                tokens.append(eos_id)         # the grammar ends here: no forward pass needed for it
                 break
             if mode == 'nokv':
                 logits, _ = run(header + suffix + tokens, None)
