@@ -61,7 +61,7 @@ def test_tokenizer_round_trips_a_prompt_and_loads_as_pretrained_tokenizer_fast(r
 
 def test_teacher_and_students_take_a_training_step(run):
     data, out = run
-    base = dict(data=str(data), out=str(out), size=lm.TINY, max_steps=2, batch_size=8, max_eval=8,
+    base = dict(data=str(data), out=str(out), size=lm.TINY, max_steps=2, batch_size=8, max_eval=4,
                 eval_every_s=1e9, warmup_steps=1)
     teacher = lm.train(lm.TrainConfig(role='teacher', **base), progress=False)
     assert teacher['steps'] == 2 and (out / 'teacher' / 'model.safetensors').exists()
@@ -70,9 +70,15 @@ def test_teacher_and_students_take_a_training_step(run):
     labels = torch.load(out / 'teacher_labels.pt', weights_only=False)
     assert labels['greedy'].shape == (16, fmt.PLAN_TOKENS)
     assert labels['expert_logits'].shape[:2] == (16, fmt.PLAN_TOKENS)
+    from transformers import LlamaForCausalLM
+    tok = lm.load_tokenizer(out / 'tokenizer')
+    train_d = lm.encode(tok, _samples(48))
+    fresh = lm.greedy_plans(LlamaForCausalLM.from_pretrained(out / 'teacher'), lm.header_ids(tok),
+                            [train_d[r][0] for r in labels['rows']], tok, lm.GrammarIndex(tok))
+    own = torch.stack([labels['greedy'][labels['row_of'][int(r)]] for r in labels['rows']])
+    assert torch.equal(fresh, own)              # the cropped-cache greedy plan is the real one
     nokd = lm.train(lm.TrainConfig(role='student', kd=False, kd_samples=16, **base), progress=False)
     assert kd['steps'] == nokd['steps'] == 2
-    from transformers import LlamaForCausalLM
     a = LlamaForCausalLM.from_pretrained(out / 'student_kd').state_dict()
     b = LlamaForCausalLM.from_pretrained(out / 'student_nokd').state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)          # the KD term changed the update
@@ -106,3 +112,20 @@ def test_onnx_export_matches_torch_with_and_without_past(run, tmp_path):
     dec = OrtPlanDecoder(path, tok)
     for k, (prompt, _) in enumerate(data):
         assert dec.plan_ids(prompt) == ids[k].tolist() == dec.plan_ids(prompt, prefix_cache=False)
+
+
+def test_exported_student_directory_has_a_card_that_loads(run, tmp_path):
+    from fmdrive.inference.card import load_card
+    from fmdrive.training.planner_export import export_planner
+    data, out = run
+    if not (out / 'student_kd' / 'config.json').exists():
+        lm.train(lm.TrainConfig(data=str(data), out=str(out), role='student', kd=False, size=lm.TINY,
+                                max_steps=1, batch_size=8, max_eval=8, warmup_steps=1), progress=False)
+        (out / 'student_nokd').rename(out / 'student_kd')
+    result = export_planner(out, data, tmp_path / 'engine', max_test=3, calib=2)
+    card = load_card(tmp_path / 'engine' / 'card.yaml')             # hashes, signatures, int8 kind
+    assert card.io_convention == 'hf_causal_lm_with_past' and set(card.files) == {'fp32', 'int8_cpu'}
+    assert card.decoder['num_layers'] == lm.TINY.layers and card.decoder['head_dim'] == 16
+    assert result['int8_method'] in ('dynamic', 'static_qdq')
+    for name in ('tokenizer.json', 'config.json', 'model.safetensors'):
+        assert (tmp_path / 'engine' / name).exists()

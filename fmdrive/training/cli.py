@@ -39,6 +39,7 @@ def _train_planner(args):
                          max_minutes=args.max_minutes)
     if args.kd_samples:
         cfg.kd_samples = args.kd_samples
+    cfg.batch_size = args.batch_pairs or (16 if role == 'teacher' else 32)
     return lm.train(cfg, resume=args.resume, progress=not args.no_progress)
 
 

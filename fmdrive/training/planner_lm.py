@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from fmdrive.planning.lm import format as fmt
 from fmdrive.sim.planning_dataset import load_planning_dataset
 
-NUMBER_SPLIT = r'\d+|\.\d|[A-Za-z_]+|[^\sA-Za-z\d]'
+# words (hyphenated ones whole: front-left), m/s whole, numbers as integer part + decimal, punctuation
+WORD_SPLIT = r'm/s|[A-Za-z_]+(?:-[A-Za-z_]+)*|\d+|\.\d|[^\sA-Za-z\d]'
 
 
 # ---------------------------------------------------------------- configs
@@ -70,25 +71,25 @@ class TrainConfig:
     weight_decay: float = 0.05
     max_minutes: float = 30.0             # the LR schedule is laid out over this much time
     max_steps: int = 100000
-    eval_every_s: float = 300.0
+    eval_every_s: float = 420.0
     seed: int = 7
     threads: int = 2
     kd_temperature: float = 2.0
     kd_weight: float = 1.0
     kd_samples: int = 6000                # train samples the teacher labels
     max_train: int | None = None          # first N train samples only (tests)
-    max_eval: int = 400                   # val samples scored during training
+    max_eval: int = 256                   # val samples scored during training
 
 
 # ---------------------------------------------------------------- tokenizer
 def train_tokenizer(samples: list[dict], out_dir):
-    """WordLevel over the scene text (numbers split as NUMBER_SPLIT) + format.SPECIAL_TOKENS."""
+    """WordLevel over the scene text (numbers split as WORD_SPLIT) + format.SPECIAL_TOKENS."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     tok = Tokenizer(models.WordLevel(unk_token=fmt.UNK))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.WhitespaceSplit(),
-        pre_tokenizers.Split(Regex(NUMBER_SPLIT), behavior='isolated')])
+        pre_tokenizers.Split(Regex(WORD_SPLIT), behavior='isolated')])
     # all integers 0..199 and decimals .0-.9 exist even if this dataset never said them
     numbers = [str(i) for i in range(200)] + [f'.{d}' for d in range(10)]
     trainer = trainers.WordLevelTrainer(special_tokens=list(fmt.SPECIAL_TOKENS), min_frequency=2)
@@ -208,44 +209,39 @@ class GrammarIndex:
 
 
 @torch.no_grad()
-def greedy_plans(model, header, prompts: list[list[int]], tok, gi: GrammarIndex, batch_size=64,
-                 return_logits=False):
-    """Constrained greedy decoding with a KV cache: ids (N, 13) [+ restricted logits (N, 13, A)]."""
+def decode_plan(model, past, logits, mask, pos, gi: GrammarIndex):
+    """Constrained greedy decoding of the 13 plan tokens from a prompt's KV cache `past` and the
+    logits of its last position: ids (B, 13) and the grammar-restricted logits (B, 13, A)."""
+    steps, steps_logits = [], []
+    for k in range(fmt.PLAN_TOKENS):
+        r = torch.gather(logits, 1, gi.index[k].expand(len(logits), -1))
+        r = r.masked_fill(~gi.valid[k], float('-inf'))
+        nxt = gi.index[k][r.argmax(1)]
+        steps.append(nxt)
+        steps_logits.append(r)
+        if k == fmt.PLAN_TOKENS - 1:
+            break
+        mask = torch.cat([mask, torch.ones(len(logits), 1, dtype=mask.dtype)], 1)
+        pos = pos[:, -1:] + 1
+        res = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                    past_key_values=past, use_cache=True)
+        past, logits = res.past_key_values, res.logits[:, -1]
+    return torch.stack(steps, 1), torch.stack(steps_logits, 1)
+
+
+@torch.no_grad()
+def greedy_plans(model, header, prompts: list[list[int]], tok, gi: GrammarIndex, batch_size=64):
+    """Constrained greedy decoding with a KV cache, batched by prompt length: ids (N, 13)."""
     model.eval()
-    out_ids, out_logits = [], []
+    ids = torch.zeros((len(prompts), fmt.PLAN_TOKENS), dtype=torch.long)
     order = np.argsort([len(p) for p in prompts])
     for b in range(0, len(prompts), batch_size):
         sel = order[b:b + batch_size]
         res, mask, pos = run_with_header(model, header, [prompts[i] for i in sel],
                                          tok.pad_token_id, 1, use_cache=True)
-        past, logits = res.past_key_values, res.logits[:, -1]
-        steps, steps_logits = [], []
-        for k in range(fmt.PLAN_TOKENS):
-            r = torch.gather(logits, 1, gi.index[k].expand(len(sel), -1))
-            r = r.masked_fill(~gi.valid[k], float('-inf'))
-            nxt = gi.index[k][r.argmax(1)]
-            steps.append(nxt)
-            steps_logits.append(r)
-            if k == fmt.PLAN_TOKENS - 1:
-                break
-            mask = torch.cat([mask, torch.ones(len(sel), 1, dtype=mask.dtype)], 1)
-            pos = pos[:, -1:] + 1
-            res = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                        past_key_values=past, use_cache=True)
-            past, logits = res.past_key_values, res.logits[:, -1]
-        got = torch.stack(steps, 1)
-        out_ids.append((sel, got))
-        if return_logits:
-            out_logits.append((sel, torch.stack(steps_logits, 1).half()))
-    ids = torch.zeros((len(prompts), fmt.PLAN_TOKENS), dtype=torch.long)
-    for sel, got in out_ids:
+        got, _ = decode_plan(model, res.past_key_values, res.logits[:, -1], mask, pos, gi)
         ids[torch.from_numpy(sel)] = got
-    if not return_logits:
-        return ids
-    lg = torch.zeros((len(prompts), fmt.PLAN_TOKENS, gi.index.shape[1]), dtype=torch.half)
-    for sel, got in out_logits:
-        lg[torch.from_numpy(sel)] = got
-    return ids, lg
+    return ids
 
 
 def open_loop_l2(pred_xy: np.ndarray, true_xy: np.ndarray) -> dict:
@@ -433,16 +429,21 @@ def teacher_labels(cfg: TrainConfig, tok, gi, train_d, progress=True) -> dict:
     greedy, greedy_lg, expert_lg = [], [], []
     header = header_ids(tok)
     bs = 64
-    for b in tqdm(range(0, len(rows), bs), disable=not progress, desc='teacher labels'):
-        sel = rows[b:b + bs]
-        prompts = [train_d[i][0] for i in sel]
-        g, gl = greedy_plans(teacher, header, prompts, tok, gi, batch_size=bs, return_logits=True)
-        logits, _ = plan_logits(teacher, header, [train_d[i][0] + train_d[i][1] for i in sel],
-                                tok.pad_token_id)
+    n_plan = fmt.PLAN_TOKENS - 1          # plan tokens that are input (all but <eot>)
+    order = rows[np.argsort([len(train_d[i][0]) for i in rows], kind='stable')]   # less padding
+    for b in tqdm(range(0, len(order), bs), disable=not progress, desc='teacher labels'):
+        sel = order[b:b + bs]
+        # one pass over prompt + expert plan gives the teacher-forced logits; the same cache,
+        # cropped back to the prompt, starts the teacher's own greedy plan
+        res, mask, pos = run_with_header(teacher, header, [train_d[i][0] + train_d[i][1][:-1] for i in sel],
+                                         tok.pad_token_id, fmt.PLAN_TOKENS, use_cache=True)
+        expert_lg.append(gi.restrict(res.logits).half())
+        past = res.past_key_values
+        past.crop(-n_plan)
+        g, gl = decode_plan(teacher, past, res.logits[:, 0], mask[:, :-n_plan], pos[:, :-n_plan], gi)
         greedy.append(g)
-        greedy_lg.append(gl)
-        expert_lg.append(gi.restrict(logits).half())
-    labels = {'rows': rows, 'row_of': {int(r): k for k, r in enumerate(rows)},
+        greedy_lg.append(gl.half())
+    labels = {'rows': rows, 'row_of': {int(r): k for k, r in enumerate(order)},
               'greedy': torch.cat(greedy), 'greedy_logits': torch.cat(greedy_lg),
               'expert_logits': torch.cat(expert_lg)}
     torch.save(labels, path)
