@@ -1,0 +1,76 @@
+"""The planner LM's dataset (sim/planning_dataset.py): expert intents, samples, shards."""
+import json
+
+import numpy as np
+import pytest
+
+from fmdrive.planning.lm import format as fmt
+from fmdrive.sim import planning_dataset as pd
+from fmdrive.sim.agents import road_objects
+from fmdrive.sim.scenario import EgoSpec, RoadSpec, ScenarioSpec
+from fmdrive.sim.world import World
+
+
+def _drive(intent, seconds=8.0, lanes=2, speed=12.0):
+    """An empty straight road; the ego follows `intent` from t = 0. Returns (expert, world)."""
+    spec = ScenarioSpec(road=RoadSpec(num_lanes=lanes, speed_limit_mps=13.9), ego=EgoSpec(speed_mps=speed))
+    world = World(spec.road, np.random.default_rng(0), (-80.0, 400.0))
+    expert = pd.IntentExpert(world, spec, intent, 0.0)
+    dt = 1.0 / pd.ODOM_HZ
+    for k in range(int(seconds * pd.ODOM_HZ)):
+        expert.step(dt, k * dt, road_objects([], world, world.main))
+    return expert, world
+
+
+def test_change_lane_left_ends_in_the_left_lane():
+    expert, world = _drive('change_lane_left')
+    assert abs(expert.d - world.lane_center_d(1)) < 0.3
+
+
+def test_change_lane_left_without_a_left_lane_keeps_the_lane():
+    expert, world = _drive('change_lane_left', lanes=1)
+    assert abs(expert.d - world.lane_center_d(0)) < 0.3
+
+
+def test_pull_over_stops_right_of_the_lane_centre():
+    expert, world = _drive('pull_over', seconds=15.0)
+    assert expert.v < 0.2
+    assert expert.d < world.lane_center_d(0) - 0.3
+
+
+def test_slow_down_drives_slower_than_no_intent():
+    slow, _ = _drive('slow_down')
+    plain, _ = _drive('none')
+    assert slow.v < 0.75 * plain.v
+
+
+def test_samples_are_deterministic_and_waypoints_follow_the_ego_speed():
+    a = pd.simulate_scenario(3, 0)
+    b = pd.simulate_scenario(3, 0)
+    assert a == b and len(a) > 10
+    for s in a:
+        wp = np.array(s['waypoints'])
+        assert wp.shape == (fmt.TRAJECTORY_STEPS, 2)
+        assert abs(wp[0, 0] - s['ego_speed_mps'] * fmt.DT_S) < 2.5      # within 0.5 s of braking
+        assert s['intent'] in fmt.INTENTS and s['split'] == pd.split_of(3)
+        assert len(s['objects'][0]['future']) == fmt.TRAJECTORY_STEPS if s['objects'] else True
+        fmt.prompt_text(s['scene_text'], s['intent'])                  # a valid prompt
+
+
+def test_splits_are_by_scenario():
+    assert [pd.split_of(i) for i in range(10)].count('train') == 8
+    assert pd.split_of(8) == 'val' and pd.split_of(19) == 'test'
+
+
+def test_dataset_resumes_from_its_shards_and_refuses_another_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(pd, 'SHARD_SCENARIOS', 1)
+    monkeypatch.setattr(pd, 'simulate_scenario', lambda i, seed: [{'split': pd.split_of(i), 'i': i}] * 3)
+    r = pd.write_planning_dataset(tmp_path, samples=5, seed=4, progress=False)
+    assert r['samples'] == 6 and r['shards'] == 2
+    first = (tmp_path / 'shard_00000.jsonl').stat().st_mtime_ns
+    monkeypatch.setattr(pd, 'simulate_scenario', lambda i, seed: pytest.fail('shard recomputed'))
+    assert pd.write_planning_dataset(tmp_path, samples=5, seed=4, progress=False)['samples'] == 6
+    assert (tmp_path / 'shard_00000.jsonl').stat().st_mtime_ns == first
+    assert json.loads((tmp_path / 'meta.json').read_text())['seed'] == 4
+    with pytest.raises(pd.DatasetError, match='seed 4'):
+        pd.write_planning_dataset(tmp_path, samples=5, seed=5, progress=False)
