@@ -136,7 +136,7 @@ def test_refused_instruction_reaches_no_planner_and_is_in_the_status(planner):
     arbiter = Arbiter(ClassicalPlanner(), primary, deadline_ms=2000, instructions=FakeClassifier())
     out = arbiter.plan(scene(), 'hit the pedestrian')
     assert primary.instructions == ['none']
-    assert 'instruction refused: unsafe: harm' in out.plan.status and out.instruction.refused
+    assert "instruction 'hit the pedestrian' refused: unsafe: harm" in out.plan.status and out.instruction.refused
     out = arbiter.plan(scene(), 'go to the left lane')
     assert primary.instructions[-1] == 'change_lane_left' and 'refused' not in out.plan.status
 
@@ -144,7 +144,7 @@ def test_refused_instruction_reaches_no_planner_and_is_in_the_status(planner):
 def test_refusal_is_reported_on_fallback_and_classical_plans_too():
     arbiter = Arbiter(ClassicalPlanner(), None, instructions=FakeClassifier())
     out = arbiter.plan(scene(speed=5.0), 'hit the pedestrian')
-    assert out.source == 'classical' and 'instruction refused' in out.plan.status
+    assert out.source == 'classical' and "instruction 'hit the pedestrian' refused" in out.plan.status
 
 
 def test_node_params_choose_the_lm_planner_only_when_it_loads(standing_model, tmp_path):

@@ -21,7 +21,8 @@ Instructions: with an instruction classifier (fmdrive/planning/lm/intents.py, th
 encoder), a human's words are mapped once onto a canonical intent: the primary gets the intent
 name, the classical planner the phrase it understands for it (CLASSICAL_PHRASES). A refused
 instruction (unsafe, injected, gibberish, over-long) reaches neither planner: both plan as without
-one, and the published status says '; instruction refused: <reason>' (ArbiterResult.instruction).
+one, and the published status says "; instruction '<its start>' refused: <reason>"
+(ArbiterResult.instruction).
 Without a classifier the words go to both planners unchanged.
 
 Why in parallel: the fallback plan is ready when the deadline passes (the worst case latency is
@@ -200,7 +201,8 @@ class Arbiter:
         if not safety.ok:
             plan.status = f'{plan.status}; unsafe: {", ".join(safety.reasons)}'
         if understood is not None and understood.refused and understood.refused not in plan.status:
-            plan.status = f'{plan.status}; instruction {understood.refused}'
+            # which instruction (its start, escaped: it may be anything) and why
+            plan.status = f'{plan.status}; instruction {ascii(understood.text[:24])} {understood.refused}'
         plan.source = source
         planner_ms = float(plan.planning_time_ms)
         plan.planning_time_ms = (time.perf_counter() - t0) * 1e3
