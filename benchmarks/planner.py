@@ -238,7 +238,8 @@ def _collides(sample: dict, xy: np.ndarray, limits) -> bool:
 
 
 def _scores(samples, plans, limits) -> dict:
-    errs = np.array([np.linalg.norm(np.asarray(p) - np.asarray(s['waypoints']), axis=1) for s, p in zip(samples, plans)])
+    errs = np.array([np.linalg.norm(np.asarray(p) - np.asarray(s['waypoints']), axis=1)
+                     for s, p in zip(samples, plans)])
     return {'l2_1s': round(float(errs[:, 1].mean()), 3), 'l2_2s': round(float(errs[:, 3].mean()), 3),
             'l2_3s': round(float(errs[:, 5].mean()), 3),
             'collision_rate': round(float(np.mean([_collides(s, np.asarray(p), limits)
@@ -278,7 +279,9 @@ def evaluate(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
         notes['student'] = f'{student.lm.card.name} {student.precision} (ONNX Runtime)'
     else:
         notes['student'] = f'no student model at {model}'
-    tok = model / 'tokenizer.json' if (model / 'tokenizer.json').is_file() else _resolve(RUN_DIR) / 'tokenizer' / 'tokenizer.json'
+    tok = model / 'tokenizer.json'
+    if not tok.is_file():
+        tok = _resolve(RUN_DIR) / 'tokenizer' / 'tokenizer.json'
     for name, key in (('teacher', 'teacher'), ('student_nokd', 'student_no_kd')):
         tp, why = _torch_planner(name, tok)
         if tp is None:

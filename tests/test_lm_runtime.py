@@ -91,8 +91,10 @@ def tiny_causal_lm_onnx(path, vocab=VOCAB, layers=LAYERS, heads=HEADS, head_dim=
     outputs = [value('logits', TensorProto.FLOAT, ['batch', 'sequence', vocab])]
     for i in range(layers):
         for kind in ('key', 'value'):
-            inputs.append(value(f'past_key_values.{i}.{kind}', TensorProto.FLOAT, ['batch', heads, 'past_sequence', head_dim]))
-            outputs.append(value(f'present.{i}.{kind}', TensorProto.FLOAT, ['batch', heads, 'total_sequence', head_dim]))
+            inputs.append(value(f'past_key_values.{i}.{kind}', TensorProto.FLOAT,
+                                ['batch', heads, 'past_sequence', head_dim]))
+            outputs.append(value(f'present.{i}.{kind}', TensorProto.FLOAT,
+                                 ['batch', heads, 'total_sequence', head_dim]))
     graph = helper.make_graph(nodes, 'tiny_causal_lm', inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)], producer_name='fmdrive-tests')
     model.ir_version = 8
@@ -142,7 +144,8 @@ def every_token(step):
 # ==================================================================================== tests
 def test_card_gives_layers_heads_and_head_dim(tiny_lm_dir):
     shape = lm_shape(load_card(tiny_lm_dir))
-    assert (shape.num_layers, shape.num_heads, shape.head_dim, shape.max_positions) == (LAYERS, HEADS, HEAD_DIM, MAX_POS)
+    assert (shape.num_layers, shape.num_heads, shape.head_dim, shape.max_positions) == \
+        (LAYERS, HEADS, HEAD_DIM, MAX_POS)
     assert shape.kv_bytes_per_token() == 2 * LAYERS * HEADS * HEAD_DIM * 4
 
 

@@ -68,9 +68,8 @@ class TextEncoder:
         except (OSError, ValueError, Exception) as e:  # noqa: BLE001 - safetensors/tokenizers raise their own
             raise TextEncoderError(f'text encoder files in {d} are unreadable: {e}') from None
         # dense weights stored transposed and contiguous: x @ W.T on a strided view skips BLAS
-        self.w = {k.removeprefix('bert.'): np.ascontiguousarray(v.T if k.endswith('dense.weight') or
-                                                                 k.endswith(('query.weight', 'key.weight', 'value.weight'))
-                                                                 else v, dtype=np.float32)
+        dense = ('dense.weight', 'query.weight', 'key.weight', 'value.weight')
+        self.w = {k.removeprefix('bert.'): np.ascontiguousarray(v.T if k.endswith(dense) else v, dtype=np.float32)
                   for k, v in self.w.items()}
         self.max_tokens = int(max_tokens)
         self.tokenizer.enable_truncation(self.max_tokens)
