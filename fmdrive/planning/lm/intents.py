@@ -5,7 +5,9 @@ through the pretrained text encoder (all-MiniLM-L6-v2, text_encoder.py): the ins
 embedding is compared (cosine) with many phrasings of each intent and of instructions that must
 never be followed. Phrasings live in data/intent_phrasings.yaml; their embeddings are cached in
 data/intent_anchors.npz with provenance (sha256 of the phrasings file and of the encoder weights),
-so the vehicle embeds only the instruction it receives, once per new instruction.
+so the vehicle embeds only the instruction it receives, once per new instruction. One rule
+outside the embedding: between the two lane changes, the side the words name (left / right)
+decides, because sentence embeddings barely separate antonyms.
 
 What is refused (`IntentResult.refused` = 'refused: <reason>', intent 'none'), never turned into a
 driving intent:
@@ -53,6 +55,7 @@ _SPEED_REQUEST = re.compile(
     r'\b(drive|go|speed|accelerate|cruise|run|do|hit|reach|at)\b[^0-9]{0,20}(\d{2,4})(\.\d+)?\s*'
     r'(km/?h|kph|kmh|mph|m/s|miles|kilomet\w*)?', re.IGNORECASE)
 _NEGATION = re.compile(r"\b(don'?t|do not|never|not|no|without|stop being)\b", re.IGNORECASE)
+_SIDED = ('change_lane_left', 'change_lane_right')
 _CLAUSES = re.compile(r'[.;!?\n:]+|,|\b(?:and then|then|and|but|after that|also)\b', re.IGNORECASE)
 
 
@@ -198,11 +201,17 @@ class IntentClassifier:
             best, score = int(j), float(safe_sims[i, j])
         else:
             score = float(safe_sims[0, best])
+        intent = self.labels[best]
+        side = {w for w in ('left', 'right') if re.search(rf'\b{w}\b', text, re.IGNORECASE)}
+        if intent in _SIDED and len(side) == 1:
+            # embeddings blur antonyms ("shift into the left lane" ~ "shift one lane to the right"):
+            # the side named in the words decides between the two lane changes
+            intent = f'change_lane_{side.pop()}'
         if bool(_NEGATION.search(text)) != bool(_NEGATION.search(self.texts[best])):
             # embeddings barely see "not": "do not stop at the crossing" lands on stopping there
             return self._refuse(raw, f'not understood (a negation the nearest phrasing "{self.texts[best]}" lacks, '
                                      'or the other way round)', score, self.texts[best])
-        return IntentResult(self.labels[best], None, score, self.texts[best], raw[:80])
+        return IntentResult(intent, None, score, self.texts[best], raw[:80])
 
 
 def main(argv=None) -> int:
