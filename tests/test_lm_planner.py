@@ -196,3 +196,32 @@ def test_lm_plan_through_a_predicted_object_is_rejected(planner):
     ahead = waypoints_to_plan(s, np.c_[np.linspace(2, 14, 6) * 1.0, np.zeros(6)] + [[0, -4.0]])
     report = check_trajectory(ahead.poses, ahead.t_s, ahead.speeds_mps, s)
     assert any(r.startswith('collision') for r in report.reasons), report.reasons
+
+
+# ------------------------------------------------------------ the eval's scenes and collisions
+def bench_module():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / 'benchmarks' / 'planner.py'
+    spec = importlib.util.spec_from_file_location('bench_planner', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_scene_of_a_sample_has_its_objects_moving_and_collisions_are_counted_on_their_futures():
+    from fmdrive.planning.limits import VehicleLimits
+    b = bench_module()
+    t = 0.5 * np.arange(1, 7)
+    crossing = {'id': 5, 'label': 'pedestrian', 'size': [0.6, 0.6], 'now': [15.0, 3.0, -np.pi / 2],
+                'future': [[15.0, 3.0 - 1.0 * k, -np.pi / 2] for k in t]}       # walks right at 1 m/s
+    sample = {'objects': [crossing], 'ego_speed_mps': 5.0, 'ego_yaw_rate_rps': 0.0, 'speed_limit_mps': 13.9,
+              'scene_text': SCENE_TEXT, 'waypoints': np.c_[5.0 * t, np.zeros(6)].tolist()}
+    scene = b.sample_scene(sample)
+    np.testing.assert_allclose(scene.objects[0].velocity, [0.0, -1.0, 0.0], atol=1e-9)
+    assert scene.ego.speed_mps == 5.0 and scene.text == SCENE_TEXT
+    lim = VehicleLimits()
+    assert b._collides(sample, np.c_[5.0 * t, np.zeros(6)], lim)        # at 15 m when the pedestrian is there
+    assert not b._collides(sample, np.c_[2.0 * t, np.zeros(6)], lim)    # slow: stays short of it
+    scores = b._scores([sample], [np.c_[5.0 * t, np.full(6, 1.0)]], lim)
+    assert scores['l2_3s'] == 1.0 and scores['collision_rate'] == 1.0
