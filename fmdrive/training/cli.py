@@ -36,10 +36,10 @@ def _train_planner(args):
     role = args.model.split('-')[1]
     cfg = lm.TrainConfig(data=data, out=out, role=role, kd=not args.no_kd, seed=args.seed, threads=args.threads,
                          size=lm.TINY if args.tiny else (lm.TEACHER if role == 'teacher' else lm.STUDENT),
-                         max_minutes=args.max_minutes)
+                         max_minutes=args.max_minutes, lr=args.lr)
     if args.kd_samples:
         cfg.kd_samples = args.kd_samples
-    cfg.batch_size = args.batch_pairs or (16 if role == 'teacher' else 32)
+    cfg.batch_size = args.batch_pairs or (8 if role == 'teacher' else 32)
     return lm.train(cfg, resume=args.resume, progress=not args.no_progress)
 
 
