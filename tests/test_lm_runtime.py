@@ -296,22 +296,25 @@ def test_a_transformers_gpt2_export_decodes_like_transformers(tmp_path):
 
 
 # ============================================================== TensorRT (fakes of trt + pycuda)
-def dynamic_fake_engine(trt, cuda):
+def dynamic_fake_engine(trt, cuda, v2=False):
     """Replace the fake runtime's engine with one that has dynamic shapes and typed tensors, as a
-    real TensorRT plan of this model has: -1 for the named dimensions, set_input_shape per call,
-    output shapes that follow the inputs; it runs the ONNX model on the device buffers."""
+    real TensorRT plan of this model has: -1 for the named dimensions, input shapes set per call,
+    output shapes that follow the inputs; it runs the ONNX model on the device buffers. v2: the
+    TensorRT 8 binding API, where int64 inputs become INT32 bindings (as its ONNX parser casts them)."""
     import onnxruntime as ort
-    types = {'tensor(float)': ('FLOAT', np.float32), 'tensor(int64)': ('INT64', np.int64)}
+    types = {'tensor(float)': ('FLOAT', np.float32), 'tensor(int64)': ('INT32', np.int32) if v2 else ('INT64', np.int64)}
 
     class Engine:
         def __init__(self, model_bytes):
             self.session = ort.InferenceSession(model_bytes, providers=['CPUExecutionProvider'])
+            self.onnx_types = {v.name: v.type for v in self.session.get_inputs()}
             self.io = [(v.name, True, tuple(d if isinstance(d, int) else -1 for d in v.shape), types[v.type])
                        for v in self.session.get_inputs()]
             self.io += [(v.name, False, tuple(d if isinstance(d, int) else -1 for d in v.shape), types[v.type])
                         for v in self.session.get_outputs()]
             self.by_name = {x[0]: x for x in self.io}
 
+        # TensorRT 10
         num_io_tensors = property(lambda self: len(self.io))
 
         def get_tensor_name(self, i):
@@ -326,46 +329,73 @@ def dynamic_fake_engine(trt, cuda):
         def get_tensor_dtype(self, name):
             return self.by_name[name][3][0]
 
+        # TensorRT 8
+        num_bindings = property(lambda self: len(self.io))
+
+        def get_binding_name(self, i):
+            return self.io[i][0]
+
+        def binding_is_input(self, i):
+            return self.io[i][1]
+
+        def get_binding_shape(self, i):
+            return self.io[i][2]
+
+        def get_binding_dtype(self, i):
+            return self.io[i][3][0]
+
         def create_execution_context(self):
             return Context(self)
 
     class Context:
         def __init__(self, engine):
-            self.engine, self.addresses, self.shapes, self.shape_sets = engine, {}, {}, []
+            self.engine, self.addresses, self.shapes = engine, {}, {}
 
         def set_input_shape(self, name, shape):
             self.shapes[name] = tuple(shape)
-            self.shape_sets.append((name, tuple(shape)))
             return True
 
-        def _inputs(self):
+        def set_binding_shape(self, i, shape):
+            return self.set_input_shape(self.engine.io[i][0], shape)
+
+        def _feeds(self, zeros=False):
             feeds = {}
             for name, is_input, _, (_, dtype) in self.engine.io:
-                if is_input:
-                    shape = self.shapes[name]
+                if not is_input:
+                    continue
+                shape = self.shapes[name]
+                if zeros:
+                    a = np.ones(shape, dtype)
+                else:
                     n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-                    feeds[name] = np.frombuffer(bytes(cuda.memory[self.addresses[name]][:n]), dtype).reshape(shape)
+                    a = np.frombuffer(bytes(cuda.memory[self.addresses[name]][:n]), dtype).reshape(shape)
+                feeds[name] = a.astype(np.int64) if self.engine.onnx_types[name] == 'tensor(int64)' else a
             return feeds
 
         def get_tensor_shape(self, name):
             if self.engine.by_name[name][1]:
                 return self.shapes[name]
-            feeds = {k: np.zeros(v, self.engine.by_name[k][3][1]) for k, v in self.shapes.items()}
-            if 'attention_mask' in feeds:
-                feeds['attention_mask'][:] = 1
-            outs = self.engine.session.run([name], feeds)
-            return outs[0].shape
+            return self.engine.session.run([name], self._feeds(zeros=True))[0].shape
+
+        def get_binding_shape(self, i):
+            return self.get_tensor_shape(self.engine.io[i][0])
+
+        def _run(self):
+            names = [x[0] for x in self.engine.io if not x[1]]
+            for name, value in zip(names, self.engine.session.run(names, self._feeds())):
+                cuda.memory[self.addresses[name]][:value.nbytes] = value.tobytes()
 
         def set_tensor_address(self, name, address):
             self.addresses[name] = address
             return True
 
         def execute_async_v3(self, stream_handle):
-            def run():
-                names = [x[0] for x in self.engine.io if not x[1]]
-                for name, value in zip(names, self.engine.session.run(names, self._inputs())):
-                    cuda.memory[self.addresses[name]][:value.nbytes] = value.tobytes()
-            cuda.streams[stream_handle].enqueue('execute', run)
+            cuda.streams[stream_handle].enqueue('execute', self._run)
+            return True
+
+        def execute_async_v2(self, bindings, stream_handle):
+            self.addresses = {x[0]: int(b) for x, b in zip(self.engine.io, bindings)}
+            cuda.streams[stream_handle].enqueue('execute', self._run)
             return True
 
     real = trt.Runtime.deserialize_cuda_engine
@@ -377,22 +407,27 @@ def dynamic_fake_engine(trt, cuda):
     return Engine
 
 
-def test_tensorrt_backend_serves_the_lm_with_dynamic_shapes_like_onnxruntime(tiny_lm_dir, tiny_lm, tmp_path,
-                                                                              monkeypatch):
+def install_fake_tensorrt(monkeypatch, version):
     import sys
 
     from test_inference_tensorrt import make_fake_cuda, make_fake_tensorrt
-
-    from fmdrive.inference.backend import make_backend
     log = []
     cuda = make_fake_cuda(log)
-    trt = make_fake_tensorrt('10.3.0', cuda, log)
+    trt = make_fake_tensorrt(version, cuda, log)
     pycuda = type(sys)('pycuda')
     pycuda.driver = cuda
     monkeypatch.setitem(sys.modules, 'tensorrt', trt)
     monkeypatch.setitem(sys.modules, 'pycuda', pycuda)
     monkeypatch.setitem(sys.modules, 'pycuda.driver', cuda)
-    dynamic_fake_engine(trt, cuda)
+    dynamic_fake_engine(trt, cuda, v2=not version.startswith('10'))
+    return trt, cuda
+
+
+@pytest.mark.parametrize('version', ['10.3.0', '8.6.1'])
+def test_tensorrt_backend_serves_the_lm_with_dynamic_shapes_like_onnxruntime(tiny_lm_dir, tiny_lm, tmp_path,
+                                                                              monkeypatch, version):
+    from fmdrive.inference.backend import make_backend
+    trt, cuda = install_fake_tensorrt(monkeypatch, version)
     profiles = []
     build = trt.Builder.build_serialized_network
 
@@ -415,6 +450,7 @@ def test_tensorrt_backend_serves_the_lm_with_dynamic_shapes_like_onnxruntime(tin
     logits_ort, _ = tiny_lm.forward([3, 4, 5])
     np.testing.assert_allclose(logits_trt, logits_ort, atol=1e-5)
     assert cache.length == 3 and backend.context.shapes['past_key_values.1.value'] == (1, HEADS, 0, HEAD_DIM)
+    assert backend.v3 == version.startswith('10')
     with pytest.raises(Exception, match='larger than the plan'):
         lm.backend.infer({**{'input_ids': np.zeros((1, MAX_POS + 1), np.int64),
                              'attention_mask': np.ones((1, MAX_POS + 1), np.int64),
