@@ -225,3 +225,12 @@ def test_eval_scene_of_a_sample_has_its_objects_moving_and_collisions_are_counte
     assert not b._collides(sample, np.c_[2.0 * t, np.zeros(6)], lim)    # slow: stays short of it
     scores = b._scores([sample], [np.c_[5.0 * t, np.full(6, 1.0)]], lim)
     assert scores['l2_3s'] == 1.0 and scores['collision_rate'] == 1.0
+
+
+def test_on_tensorrt_the_planner_runs_fp16_when_the_card_has_no_tensorrt_int8(standing_model, monkeypatch):
+    from test_lm_runtime import install_fake_tensorrt
+    install_fake_tensorrt(monkeypatch, '10.3.0')
+    planner = LMPlanner.load(standing_model, 'int8', 'auto')       # auto: the (fake) GPU is here
+    assert planner.precision == 'fp16' and planner.describe()['backend'] == 'tensorrt'
+    plan = planner.plan(scene(), 'none').plan
+    np.testing.assert_allclose(plan.poses[:, :2], [[10.0, -4.0]] * 6, atol=1e-9)

@@ -93,7 +93,8 @@ class LMPlanner:
     def load(cls, model_dir, precision: str = 'int8', backend: str = 'auto', threads: int = 1,
              mode: str = 'kv', prefix_cache: bool = True, classifier=None) -> 'LMPlanner':
         """The planner of a model directory (card.yaml, its ONNX files, tokenizer.json). precision
-        int8 runs the card's int8 variant when it has one, else fp32 (said in describe())."""
+        int8 runs the card's int8 variant when it has one, else fp32; on TensorRT without an
+        int8_trt file, fp16 (describe() says what runs)."""
         from tokenizers import Tokenizer
 
         from fmdrive.inference.card import load_card
@@ -102,13 +103,13 @@ class LMPlanner:
             raise LMPlannerError(f'{model_dir}: no card.yaml (the planner model is exported by fmdrive export planner)')
         if not (model_dir / TOKENIZER_FILE).is_file():
             raise LMPlannerError(f'{model_dir}: no {TOKENIZER_FILE} beside the card')
-        card = load_card(model_dir, verify=False)
+        from fmdrive.inference.backend import make_backend, tensorrt_status
+        card = load_card(model_dir)                     # hashes and ONNX signatures of every variant
+        on_tensorrt = backend == 'tensorrt' or (backend == 'auto' and tensorrt_status()[0])
+        if precision == 'int8' and on_tensorrt and 'int8_trt' not in card.files:
+            precision = 'fp16'          # the LM's int8 is dynamic (CPU only); TensorRT builds fp16 from fp32
         if precision == 'int8' and not ({'int8_cpu', 'int8_trt'} & set(card.files)):
             precision = 'fp32'
-        from fmdrive.inference.card import verify_card
-        variants = ['fp32'] if precision == 'fp32' else [v for v in ('int8_cpu', 'int8_trt', 'fp16') if v in card.files]
-        verify_card(card, variants)
-        from fmdrive.inference.backend import make_backend
         lm = CausalLM(card, make_backend(card, precision, backend, 'model', threads=threads))
         return cls(lm, Tokenizer.from_file(str(model_dir / TOKENIZER_FILE)), precision, mode, prefix_cache,
                    classifier)
