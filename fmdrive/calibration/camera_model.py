@@ -253,3 +253,24 @@ def _max_monotonic_radius(model: str, c: np.ndarray, r_limit: float = 20.0) -> f
     if not bad.any():
         return math.inf
     return float(r[np.argmax(bad)])
+
+
+class CameraInfoCache:
+    """The CameraModel of the latest camera_info, rebuilt only when its content changes: a camera
+    driver sends the same camera_info with every image, and building a model (validation, the
+    lens's monotonic radius) at 10-30 Hz in every consumer is wasted CPU on a shared computer.
+    A camera_info that fails validation is never cached, so each bad one is reported."""
+
+    def __init__(self):
+        self.model: CameraModel | None = None
+        self._key = None
+
+    def update(self, fields: dict) -> CameraModel:
+        """fields: fmdrive.msgs.camera_info_to_fields(msg). Raises what from_camera_info_fields
+        raises for an invalid one."""
+        key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(fields.items()))
+        if key != self._key or self.model is None:
+            self.model = CameraModel.from_camera_info_fields(**fields)
+            self._key = key
+        return self.model
+

@@ -16,7 +16,7 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Float32
 
-from fmdrive.calibration.camera_model import CameraModel
+from fmdrive.calibration.camera_model import CameraInfoCache
 from fmdrive.fusion.core import NO_ODOMETRY, FusionCore, FusionParams
 from fmdrive.msgs import (MessageError, camera_info_to_fields, msg_to_lanes, msg_to_objects, objects_to_msg,
                           odometry_to_ego, scene_to_msg, stamp_to_ns)
@@ -31,6 +31,7 @@ class FusionNode(FmdriveNode):
         super().__init__('fusion')
         self.core = FusionCore(FusionParams.from_node_params(self.p))
         self.camera = self.load_camera_model()
+        self.camera_info = CameraInfoCache()
         self.lanes = collections.deque(maxlen=10)  # (stamp_ns, [Lane])
         self.diag_values['modalities'] = 'lidar'   # camera joins with the learned camera encoder
         self.diag_values['ego_motion'] = 'waiting'
@@ -73,7 +74,7 @@ class FusionNode(FmdriveNode):
 
     def on_camera_info(self, msg: CameraInfo):
         # validated now so a bad camera_info is reported at once; used by camera association later
-        self.camera = CameraModel.from_camera_info_fields(**camera_info_to_fields(msg))
+        self.camera = self.camera_info.update(camera_info_to_fields(msg))
 
     def lanes_at(self, stamp_ns: int) -> list:
         best = min(self.lanes, key=lambda sl: abs(sl[0] - stamp_ns), default=None)

@@ -12,7 +12,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from fmdrive import config
-from fmdrive.calibration.camera_model import CameraModel
+from fmdrive.calibration.camera_model import CameraInfoCache
 from fmdrive.fusion.odometry import OdometryBuffer
 from fmdrive.geometry import inv_T, transform_points
 from fmdrive.msgs import (MessageError, camera_info_to_fields, image_to_rgb, markers_to_msg, msg_to_objects, msg_to_plan,
@@ -29,6 +29,7 @@ class VisualizerNode(FmdriveNode):
         super().__init__('visualizer')
         self.use_tf()
         self.camera = self.load_camera_model()
+        self.camera_info = CameraInfoCache()
         self.odometry = OdometryBuffer()
         self.points_msg = None
         self.objects = (0, [])
@@ -44,7 +45,7 @@ class VisualizerNode(FmdriveNode):
         self.subscribe('image', Image, self.on_image, 'sensor', queued=True)
 
     def on_camera_info(self, msg):
-        self.camera = CameraModel.from_camera_info_fields(**camera_info_to_fields(msg))
+        self.camera = self.camera_info.update(camera_info_to_fields(msg))
 
     def on_odometry(self, msg):
         self.odometry.add(*odometry_to_ego(msg))
@@ -92,7 +93,9 @@ class VisualizerNode(FmdriveNode):
             return
         t0 = time.perf_counter()
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        rgb = image_to_rgb(msg)
+        rgb = image_to_rgb(msg)             # a view: checks the image (a bad one is reported) cheaply
+        if self.pub_overlay.get_subscription_count() == 0:
+            return      # drawn only for someone (RViz, a recorder): a car without a screen saves the CPU
         camera = self.camera
         if (camera.width, camera.height) != (rgb.shape[1], rgb.shape[0]):
             camera = camera.scaled(rgb.shape[1], rgb.shape[0])

@@ -102,15 +102,27 @@ def fit_lshape(points_xy, angle_step_deg: float = 1.0, min_distance_m: float = 0
         points_xy = points_xy[np.linspace(0, len(points_xy) - 1, max_points).astype(int)]
     origin = points_xy.mean(axis=0)
     local = points_xy - origin
-    headings = np.deg2rad(np.arange(0.0, 90.0, angle_step_deg))
-    proj1 = local @ np.stack([np.cos(headings), np.sin(headings)])      # (N, A)
-    proj2 = local @ np.stack([-np.sin(headings), np.cos(headings)])
-    d1 = np.minimum(proj1.max(0) - proj1, proj1 - proj1.min(0))
-    d2 = np.minimum(proj2.max(0) - proj2, proj2 - proj2.min(0))
-    closeness = (1.0 / np.maximum(np.minimum(d1, d2), min_distance_m)).sum(axis=0)
-    best = headings[int(np.argmax(closeness))]
+    # coarse to fine: every COARSE_STEP_DEG, then every angle_step_deg around the best of those
+    # (the criterion varies smoothly at that scale: 27 headings scored instead of 90)
+    coarse_step = max(COARSE_STEP_DEG, angle_step_deg)
+    coarse = np.deg2rad(np.arange(0.0, 90.0, coarse_step))
+    best = coarse[int(np.argmax(_closeness(local, coarse, min_distance_m)))]
+    fine = best + np.deg2rad(np.arange(-coarse_step + angle_step_deg, coarse_step, angle_step_deg))
+    best = fine[int(np.argmax(_closeness(local, fine, min_distance_m)))]
     centre, extents = _rectangle_from_heading(local, best)
     return _as_length_width(centre + origin, extents, best)
+
+
+COARSE_STEP_DEG = 5.0
+
+
+def _closeness(local_xy, headings, min_distance_m):
+    """L-shape closeness score of each heading (A,) for the points (N, 2)."""
+    proj1 = local_xy @ np.stack([np.cos(headings), np.sin(headings)])      # (N, A)
+    proj2 = local_xy @ np.stack([-np.sin(headings), np.cos(headings)])
+    d1 = np.minimum(proj1.max(0) - proj1, proj1 - proj1.min(0))
+    d2 = np.minimum(proj2.max(0) - proj2, proj2 - proj2.min(0))
+    return (1.0 / np.maximum(np.minimum(d1, d2), min_distance_m)).sum(axis=0)
 
 
 def min_area_rectangle(points_xy):

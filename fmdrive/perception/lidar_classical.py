@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from fmdrive.config import UNKNOWN
 from fmdrive.objects import Object3D
@@ -313,7 +314,6 @@ class ClassicalLidarDetector:
         p = self.params
         if len(nonground) == 0:
             return np.zeros(0, dtype=np.int64)
-        from scipy import ndimage
         cell = p.cluster_cell_m
         n = int(np.ceil(2 * p.range_m / cell)) + 2
         ij = np.floor((nonground[:, :2] - (origin[:2] - p.range_m).astype(np.float32)) / cell)
