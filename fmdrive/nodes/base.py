@@ -38,9 +38,20 @@ from fmdrive import config
 from fmdrive.msgs import MessageError, stamp_to_ns
 
 try:                                    # Iron and later
-    from rclpy.event_handler import SubscriptionEventCallbacks
+    from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 except ImportError:                     # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks
+    from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
+
+
+def _only(callbacks_cls, **callbacks):
+    """Event callbacks with only the given ones: rclpy otherwise adds default incompatible-QoS and
+    incompatible-type handlers to every publisher and subscription, and the single-threaded
+    executor walks each of them in Python on every wake-up (at 50 Hz odometry and /tf, a large
+    part of a node's CPU). Incompatible QoS is counted by the subscriptions (see subscribe)."""
+    try:
+        return callbacks_cls(use_default_callbacks=False, **callbacks)
+    except TypeError:                   # a release without the flag
+        return callbacks_cls(**callbacks)
 
 WINDOW = 200               # samples kept for p50/p99 on /diagnostics
 RECENT_WARNING_S = 5.0     # a warning keeps the node's status at WARN this long
@@ -173,7 +184,8 @@ class FmdriveNode(Node):
         self._started = time.monotonic()
         self.tf = None                              # fmdrive.tf.TransformBuffer once use_tf() is called
         self.diag_values: dict[str, str] = {}       # node-specific entries for /diagnostics
-        self._diag_pub = self.create_publisher(DiagnosticArray, config.TOPICS['diagnostics'], make_qos('reliable', 10))
+        self._diag_pub = self.create_publisher(DiagnosticArray, config.TOPICS['diagnostics'], make_qos('reliable', 10),
+                                               event_callbacks=_only(PublisherEventCallbacks))
         self.create_timer(float(self.p['diagnostics_period_s']), self.publish_diagnostics)
         self.create_timer(QOS_CHECK_PERIOD_S, self._adapt_qos)
         self._stale_now: list[str] = []
@@ -303,7 +315,7 @@ class FmdriveNode(Node):
             self.destroy_subscription(entry['sub'])
         entry['sub'] = self.create_subscription(
             entry['msg_type'], topic, entry['callback'], profile,
-            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=incompatible))
+            event_callbacks=_only(SubscriptionEventCallbacks, incompatible_qos=incompatible))
         entry['profile'] = profile
         if stats is not None:
             stats.qos = (f'{profile.reliability.name.lower()}/{profile.durability.name.lower()}')
@@ -326,7 +338,8 @@ class FmdriveNode(Node):
     def advertise(self, key: str, msg_type, qos: QoSProfile | None = None):
         """A publisher on config.TOPICS[key]; /diagnostics reports how many subscribers it matched."""
         topic = config.TOPICS[key]
-        pub = self.create_publisher(msg_type, topic, qos or make_qos('reliable'))
+        pub = self.create_publisher(msg_type, topic, qos or make_qos('reliable'),
+                                    event_callbacks=_only(PublisherEventCallbacks))
         self._publishers_by_topic[topic] = pub
         return pub
 
