@@ -39,7 +39,9 @@ class VisualizerNode(FmdriveNode):
         self.pub_overlay = self.advertise('overlay', Image, make_qos('reliable', 2))
         self.subscribe('camera_info', CameraInfo, self.on_camera_info, 'any', aged=None, gaps=False)
         self.subscribe('odometry', Odometry, self.on_odometry, 'sensor')
-        self.subscribe('points', PointCloud2, self.on_points, 'sensor', locked=False)   # only kept
+        # only the newest cloud is kept (decoded when an overlay is drawn): a DDS depth of 2 lets
+        # an overloaded node skip clouds in DDS instead of taking each (at 5x replay, 50 a second)
+        self.subscribe('points', PointCloud2, self.on_points, 'sensor', locked=False, depth=2)
         self.subscribe('objects', ObjectArray, self.on_objects)
         self.subscribe('plan', PlanMsg, self.on_plan, gaps=False)
         self.subscribe('image', Image, self.on_image, 'sensor', queued=True)
