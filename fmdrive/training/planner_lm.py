@@ -16,13 +16,16 @@ first decimal ("18.4" -> "18" ".4"), so ~100 integer tokens and 10 decimal token
 distance and speed the scene says, each seen thousands of times, at two tokens per number
 (digit-by-digit would be four, and the prompt length is what a CPU pays for at every frame).
 
-Distillation (planner-student): the teacher labels a subset of the train split once
-(`teacher_labels`): its logits over the tokens the grammar allows at each of the 13 plan positions,
-teacher-forced on the expert plan AND on its own greedy plan (sequence-level KD). Each student
-step picks per sample the expert or the teacher's plan as target and minimises
+Distillation (planner-student): the teacher labels kd_samples rows of the train split once
+(`teacher_labels`; teacher forward passes are what a CPU cannot afford for all rows): its logits
+over the tokens the grammar allows at each of the 13 plan positions, teacher-forced on the expert
+plan AND on its own greedy plan (sequence-level KD). Every student batch is half labelled rows,
+half rows from the whole train split. On a labelled row the KD student takes the expert's or the
+teacher's plan as target (a coin flip) and minimises
     CE(target) + kd_weight * T^2 * KL(teacher_T || student_T)   over the allowed tokens,
-where the KL uses the teacher's logits for that same target sequence. Without KD (--no-kd) the
-same student, data order, steps and learning rate train on CE(expert plan) alone.
+where the KL uses the teacher's logits for that same target sequence; other rows: CE(expert).
+Without KD (--no-kd) the same student sees the same batches, steps and learning rate with
+CE(expert plan) alone.
 """
 from __future__ import annotations
 
@@ -334,12 +337,11 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
     if rng_state is not None:
         rng.bit_generator.state = rng_state
     lengths = np.array([len(p) for p, _ in train_d])
-    kd_rows = None if labels is None else labels['rows']
-    pool = np.arange(len(train_d)) if labels is None else kd_rows
-    # no-KD and KD students see the same samples in the same order (pool = the labelled ones)
-    if cfg.role == 'student' and not cfg.kd:
-        pool = np.sort(np.random.default_rng(cfg.seed + 1).permutation(len(train_d))[
-            :min(cfg.kd_samples, len(train_d))])
+    everything = np.arange(len(train_d))
+    # students: half of each batch from the kd_samples rows the teacher labels (the same rows with
+    # and without KD), half from the whole train split; both students draw identical batches
+    kd_rows = kd_rows_of(cfg, len(train_d)) if cfg.role == 'student' else None
+    coin = np.random.default_rng(cfg.seed + 2)       # expert or teacher plan, KD student only
     from tqdm import tqdm
     bar = tqdm(total=int(cfg.max_minutes * 60), initial=int(elapsed), unit='s', disable=not progress,
                desc=f'train {name} ({n_params(model) / 1e6:.2f}M params)')
@@ -347,29 +349,34 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
     t_start, last_eval = time.perf_counter() - elapsed, elapsed
     batches = []
     while True:
-        if not batches:
-            batches = [pool[b] for b in _batches(len(pool), cfg.batch_size, lengths[pool], rng)]
-        idx = batches.pop()
+        if kd_rows is not None:
+            half = cfg.batch_size // 2
+            idx = np.r_[rng.choice(kd_rows, half, replace=len(kd_rows) < half),
+                        rng.choice(everything, cfg.batch_size - half, replace=False)]
+        else:
+            if not batches:
+                batches = list(_batches(len(train_d), cfg.batch_size, lengths, rng))
+            idx = batches.pop()
         elapsed = time.perf_counter() - t_start
         for g in opt.param_groups:
             g['lr'] = _lr(cfg, step, elapsed)
-        use_teacher = None
-        if labels is not None:     # per sample: expert plan or the teacher's own (sequence KD)
-            use_teacher = rng.random(len(idx)) < 0.5
-            plans = [labels['greedy'][labels['row_of'][i]].tolist() if u else train_d[i][1]
-                     for i, u in zip(idx, use_teacher)]
-        else:
-            plans = [train_d[i][1] for i in idx]
+        labelled = np.zeros(len(idx), bool)
+        use_teacher = np.zeros(len(idx), bool)
+        if labels is not None:     # per labelled sample: expert plan or the teacher's (sequence KD)
+            labelled = np.array([int(i) in labels['row_of'] for i in idx])
+            use_teacher = labelled & (coin.random(len(idx)) < 0.5)
+        plans = [labels['greedy'][labels['row_of'][int(i)]].tolist() if u else train_d[i][1]
+                 for i, u in zip(idx, use_teacher)]
         logits, target = plan_logits(model, header, [train_d[i][0] + p for i, p in zip(idx, plans)],
                                      tok.pad_token_id)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         kd = torch.zeros(())
-        if labels is not None:
-            rows = [labels['row_of'][i] for i in idx]
-            t_logits = torch.where(torch.from_numpy(use_teacher)[:, None, None],
+        if labelled.any():
+            rows = [labels['row_of'][int(i)] for i in idx[labelled]]
+            t_logits = torch.where(torch.from_numpy(use_teacher[labelled])[:, None, None],
                                    labels['greedy_logits'][rows], labels['expert_logits'][rows]).float()
             T = cfg.kd_temperature
-            s_r = gi.restrict(logits) / T
+            s_r = gi.restrict(logits[torch.from_numpy(labelled)]) / T
             t_r = t_logits / T
             valid = gi.valid.expand_as(s_r)
             p_t = F.softmax(t_r, -1)
@@ -410,14 +417,18 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
     return result
 
 
+def kd_rows_of(cfg: TrainConfig, n_train: int) -> np.ndarray:
+    """The train rows the teacher labels (sorted), a function of the seed and kd_samples only."""
+    return np.sort(np.random.default_rng(cfg.seed + 1).permutation(n_train)[:min(cfg.kd_samples, n_train)])
+
+
 @torch.no_grad()
 def teacher_labels(cfg: TrainConfig, tok, gi, train_d, progress=True) -> dict:
     """Teacher logits (restricted to the grammar) on the expert plan and on its own greedy plan,
     for kd_samples train samples; cached in out/teacher_labels.pt."""
     from transformers import LlamaForCausalLM
     path = Path(cfg.out) / 'teacher_labels.pt'
-    rows = np.sort(np.random.default_rng(cfg.seed + 1).permutation(len(train_d))[
-        :min(cfg.kd_samples, len(train_d))])
+    rows = kd_rows_of(cfg, len(train_d))
     if path.exists():
         labels = torch.load(path, weights_only=False)
         if np.array_equal(labels['rows'], rows):
