@@ -39,7 +39,7 @@ def _train_planner(args):
                          max_minutes=args.max_minutes, lr=args.lr)
     if args.kd_samples:
         cfg.kd_samples = args.kd_samples
-    cfg.batch_size = args.batch_pairs or (8 if role == 'teacher' else 32)
+    cfg.batch_size = args.batch_size or args.batch_pairs or (8 if role == 'teacher' else 32)
     return lm.train(cfg, resume=args.resume, progress=not args.no_progress)
 
 
@@ -74,6 +74,7 @@ def add_train_arguments(p):
                    help='dataset: write training frames; lidar / camera: train that encoder; planner-*: the planner '
                    'LM (tokenizer, teacher, student with/without KD, test-split evaluation)')
     p.add_argument('--no-kd', action='store_true', help='planner-student: no distillation (the baseline)')
+    p.add_argument('--batch-size', type=int, default=None, help='planner: samples per batch (teacher 8, students 32)')
     p.add_argument('--kd-samples', type=int, default=None, help='planner-student: train samples the teacher labels')
     p.add_argument('--out', default=None, help='dataset: directory to write (default runs/dataset); '
                    'lidar/camera: run directory for checkpoints and logs (default runs/<model>)')

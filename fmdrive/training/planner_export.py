@@ -310,7 +310,8 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
             shutil.copy(run / 'tokenizer' / name, out / name)
     metrics_path = run / 'metrics.json'
     test_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    card = _card(hf.config, out, tok, best, parity, measured, test_metrics, data, sha256_of)
+    card = _card(hf.config, out, tok, best, parity, measured, test_metrics, data, sha256_of,
+                 _commands(run, data, out))
     for f in out.iterdir():
         if f.stat().st_size > MAX_FILE_BYTES:
             raise RuntimeError(f'{f} is {f.stat().st_size / 1e6:.1f} MB, over the 8 MB limit')
@@ -318,7 +319,28 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
             'card': str(card)}
 
 
-def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha256_of) -> Path:
+def _commands(run, data, out) -> list[str]:
+    """The commands that made this engine, with the settings each training run recorded."""
+    meta = json.loads((Path(data) / 'meta.json').read_text())
+    cmds = [meta.get('command', f'fmdrive sim planning-dataset --out {data}'),
+            f'fmdrive train planner-tokenizer --data {data} --out {run}']
+    for name, args in (('teacher', 'planner-teacher'), ('student_nokd', 'planner-student --no-kd'),
+                       ('student_kd', 'planner-student')):
+        path = Path(run) / f'{name}.result.json'
+        if not path.exists():
+            continue
+        c = json.loads(path.read_text())['config']
+        cmd = (f'fmdrive train {args} --data {data} --out {run} --max-minutes {c["max_minutes"]:g} '
+               f'--threads {c["threads"]} --batch-size {c["batch_size"]} --lr {c["lr"]:g} '
+               f'--seed {c["seed"]}')
+        if name != 'teacher':
+            cmd += f' --kd-samples {c["kd_samples"]}'
+        cmds.append(cmd)
+    return cmds + [f'fmdrive train planner-eval --data {data} --out {run}',
+                   f'fmdrive export planner --run {run} --data {data} --out {out}']
+
+
+def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha256_of, commands) -> Path:
     import yaml
     n, h = cfg.num_hidden_layers, cfg.num_key_value_heads
     d = getattr(cfg, 'head_dim', None) or cfg.hidden_size // cfg.num_attention_heads
@@ -358,11 +380,7 @@ def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha2
                             ('tokenizer.json', 'config.json', 'model.safetensors')
                             if (out / name).exists()}},
         'training': {
-            'command': '; '.join([
-                dataset_meta.get('command', ''),
-                'fmdrive train planner-tokenizer', 'fmdrive train planner-teacher',
-                'fmdrive train planner-student', 'fmdrive train planner-student --no-kd',
-                'fmdrive export planner']),
+            'command': ' && '.join(commands),
             'data_seed': int(dataset_meta.get('seed', 0)), 'data': str(data),
             'notes': 'LlamaForCausalLM student distilled from a LlamaForCausalLM teacher '
                      '(fmdrive/training/planner_lm.py); the teacher is not committed (> 8 MB): '
