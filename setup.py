@@ -31,6 +31,7 @@ setup(
     entry_points={
         'console_scripts': [
             'fmdrive = fmdrive.cli:main',
+            'camera_encoder = fmdrive.nodes.camera_encoder_node:main',
             'lidar_encoder = fmdrive.nodes.lidar_encoder_node:main',
             'fusion = fmdrive.nodes.fusion_node:main',
             'planner = fmdrive.nodes.planner_node:main',

@@ -362,7 +362,8 @@ def add_import(sub):
 
 
 # ---------------------------------------------------------------------------------------------- bench
-BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical', 'tracking', 'planner-classical', 'soak', 'lidar')
+BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical', 'tracking', 'planner-classical', 'soak', 'lidar',
+              'camera')
 BENCH_OPTIONS = ('beams', 'rate', 'minutes')   # passed to a benchmark's measure() when it takes them
 BENCHMARKS += ('planner',)
 

@@ -139,6 +139,22 @@ COMMON_PARAM_SPECS = {
 }
 
 NODE_PARAM_SPECS = {
+    'camera_encoder': {
+        'backend': Param('auto', 'runtime of the learned camera encoder `model`: auto (TensorRT when present, '
+                         'else ONNX Runtime), tensorrt or onnxruntime; a model that cannot load leaves the node '
+                         'unavailable (said on /diagnostics, nothing published) and the graph runs LiDAR-only',
+                         choices=('auto', 'tensorrt', 'onnxruntime'), read_only=True),
+        'model': Param('engines/camera_centernet', 'model directory (card.yaml) of the camera encoder, relative '
+                       'to the package or absolute', read_only=True),
+        'precision': Param('int8', 'precision variant of the card to run', choices=('fp32', 'fp16', 'int8'),
+                           read_only=True),
+        'inference_threads': Param(1, 'ONNX Runtime intra-op threads (the graph shares the cores)',
+                                   range=(1, 16), read_only=True),
+        'max_rate_hz': Param(5.0, 'highest rate images are encoded at; frames in between are skipped and '
+                             'counted (a 2-core machine: 5; a Jetson: 10 or more)', range=(0.1, 100.0)),
+        'publish_features': Param(False, 'also publish the dense embedding map on /perception/camera/features '
+                                  '(fp16, about 0.5 MB a frame)'),
+    },
     'lidar_encoder': {
         'backend': Param('classical', 'detector: classical (open3d clusters), or the learned encoder of '
                          '`model` on auto (TensorRT when present, else ONNX Runtime), tensorrt or onnxruntime; '
@@ -215,7 +231,7 @@ NODE_PARAM_SPECS = {
 COMMON_PARAMS = {k: p.default for k, p in COMMON_PARAM_SPECS.items()}
 NODE_PARAMS = {node: {k: p.default for k, p in specs.items()} for node, specs in NODE_PARAM_SPECS.items()}
 
-NODES = tuple(NODE_PARAMS)  # the nodes this issue ships; camera_encoder joins with the models
+NODES = tuple(NODE_PARAMS)
 
 
 def node_params(node: str) -> dict:

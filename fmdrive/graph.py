@@ -32,8 +32,10 @@ class GraphNode:
 
 
 GRAPH = (
-    # camera_encoder belongs here, between the sensors and fusion; it arrives with the learned
-    # camera model (next issue) - no node runs in its place until then.
+    # camera_encoder: between the sensors and fusion; at most max_rate_hz, LiDAR-only when its model
+    # cannot run (fusion does not read its objects yet)
+    GraphNode('camera_encoder', 'camera_encoder', 'fmdrive.nodes.camera_encoder_node', ('camera_info', 'image'),
+              ('camera_objects', 'camera_features')),
     GraphNode('lidar_encoder', 'lidar_encoder', 'fmdrive.nodes.lidar_encoder_node', ('points',),
               ('lidar_objects', 'lanes')),
     GraphNode('fusion', 'fusion', 'fmdrive.nodes.fusion_node',
