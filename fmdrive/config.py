@@ -156,7 +156,7 @@ NODE_PARAM_SPECS = {
                                   '(fp16, about 0.5 MB a frame)'),
     },
     'lidar_encoder': {
-        'backend': Param('classical', 'detector: classical (open3d clusters), or the learned encoder of '
+        'backend': Param('classical', 'detector: classical (ground plane + grid clusters), or the learned encoder of '
                          '`model` on auto (TensorRT when present, else ONNX Runtime), tensorrt or onnxruntime; '
                          'a learned encoder that cannot load falls back to classical, said on /diagnostics',
                          choices=('classical', 'auto', 'tensorrt', 'onnxruntime'), read_only=True),
@@ -167,6 +167,9 @@ NODE_PARAM_SPECS = {
         'inference_threads': Param(1, 'ONNX Runtime intra-op threads (the graph shares the cores)',
                                    range=(1, 16), read_only=True),
         'range_m': Param(60.0, 'points farther than this (horizontal) are ignored', range=(5.0, 300.0)),
+        'max_points': Param(60000, 'a sweep with more points (after the crop) is thinned near the sensor, '
+                            'where it is densest, to about this many: a 64/128-beam sensor costs what a '
+                            '32-beam one does; far points are all kept', range=(5000, 10000000)),
         'z_min_m': Param(-3.0, 'lowest point kept, relative to the ground under the sensor', range=(-20.0, 5.0)),
         'z_max_m': Param(4.8, 'highest point clustered, relative to the ground (above a bus roof)',
                          range=(0.5, 20.0)),
