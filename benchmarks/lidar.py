@@ -6,7 +6,7 @@ scenario kind, domain-randomised), re-simulated here (deterministic) with 32 bea
 scenes with 16 and 128 beams. Quality: BEV AP@0.5 per class with fmdrive.eval.metrics, points ->
 load_detector(...).detect() (numpy pillars, ONNX Runtime, decoder: the vehicle's path), fp32 and
 int8 (int8_cpu, the variant ONNX Runtime picks on a CPU); the classical detector
-(open3d, node parameters) on the very same points. Speed: the network alone on the same input
+(numpy + scipy, node parameters) on the very same points. Speed: the network alone on the same input
 canvas, one thread each (the nodes share 2 cores): torch fp32 eager (LidarCenterPoint rebuilt with
 the weights of the committed fp32.onnx, see _torch_model), ONNX Runtime fp32, ONNX Runtime int8;
 median of the timed runs.

