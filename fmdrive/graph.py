@@ -29,6 +29,8 @@ class GraphNode:
     module: str          # python module with main() (what `fmdrive run` runs)
     inputs: tuple = ()   # keys of config.TOPICS it subscribes to (a test checks the node's code)
     outputs: tuple = ()  # keys of config.TOPICS it publishes, besides /diagnostics (checked likewise)
+    nice: int = 0        # OS niceness; > 0 for what the car drives without (drawing for a human), so
+                         # that on a saturated computer it yields the CPU to the driving path
 
 
 GRAPH = (
@@ -43,7 +45,8 @@ GRAPH = (
     GraphNode('planner', 'planner', 'fmdrive.nodes.planner_node', ('instruction', 'scene'),
               ('plan', 'trajectory')),
     GraphNode('visualizer', 'visualizer', 'fmdrive.nodes.visualizer_node',
-              ('camera_info', 'odometry', 'points', 'objects', 'plan', 'image'), ('markers', 'overlay')),
+              ('camera_info', 'odometry', 'points', 'objects', 'plan', 'image'), ('markers', 'overlay'),
+              nice=10),
 )
 
 
@@ -161,8 +164,12 @@ class GraphProcesses:
     def _spawn(self, node: GraphNode, mode: str = 'w'):
         log = open(self.log_dir / f'{node.name}.log', mode)
         cmd = node_command(node, self.params_file, self.use_sim_time, self.overrides.get(node.name), self.remaps)
+        def child_setup(nice=node.nice):
+            die_with_parent()
+            if nice:
+                os.nice(nice)
         self.procs[node.name] = subprocess.Popen(cmd, env=self._child_env(), stdout=log, stderr=subprocess.STDOUT,
-                                                 start_new_session=True, preexec_fn=die_with_parent)
+                                                 start_new_session=True, preexec_fn=child_setup)
         log.close()  # the child holds its own descriptor
 
     def start(self):

@@ -36,9 +36,10 @@ def generate_launch_description():
     params_file = LaunchConfiguration('params_file')
     use_sim_time = LaunchConfiguration('use_sim_time')
     sensor_qos = LaunchConfiguration('sensor_qos')
-    # a node that dies is started again, as `fmdrive run` does (policy in fmdrive/graph.py)
+    # a node that dies is started again, and drawing runs niced, as `fmdrive run` does (fmdrive/graph.py)
     nodes = [Node(package='fmdrive', executable=n.executable, name=n.name, output='screen',
                   respawn=True, respawn_delay=RESPAWN_DELAY_S,
+                  prefix=f'nice -n {n.nice}' if n.nice else None,
                   parameters=[params_file, {'use_sim_time': use_sim_time, 'sensor_qos': sensor_qos}])
              for n in GRAPH]
     return LaunchDescription([

@@ -21,9 +21,10 @@ from fmdrive.graph import GRAPH, RESPAWN_DELAY_S
 def generate_launch_description():
     share = get_package_share_directory('fmdrive')
     params_file = LaunchConfiguration('params_file')
-    # a node that dies is started again, as `fmdrive run` does (policy in fmdrive/graph.py)
+    # a node that dies is started again, and drawing runs niced, as `fmdrive run` does (fmdrive/graph.py)
     nodes = [Node(package='fmdrive', executable=n.executable, name=n.name, output='screen',
                   respawn=True, respawn_delay=RESPAWN_DELAY_S,
+                  prefix=f'nice -n {n.nice}' if n.nice else None,
                   parameters=[params_file, {'use_sim_time': True, 'sensor_qos': 'reliable'}])
              for n in GRAPH]
     return LaunchDescription([

@@ -52,6 +52,14 @@ def test_launch_files_respawn_with_the_policy_of_graph_py():
         assert 'respawn=True' in text and 'respawn_delay=RESPAWN_DELAY_S' in text, name
 
 
+def test_drawing_runs_niced_and_the_driving_path_does_not():
+    nice = {n.name: n.nice for n in GRAPH}
+    assert nice['visualizer'] > 0
+    assert all(nice[n] == 0 for n in ('lidar_encoder', 'fusion', 'planner'))
+    for name in ('fmdrive.launch.py', 'replay.launch.py'):
+        assert "prefix=f'nice -n {n.nice}' if n.nice else None" in (ROOT / 'launch' / name).read_text(), name
+
+
 def test_rviz_config_shows_the_output_topics():
     rviz = (ROOT / 'config' / 'fmdrive.rviz').read_text()
     for key in ('markers', 'overlay', 'trajectory', 'points'):

@@ -107,6 +107,9 @@ def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_gra
     assert probe.spin_until(lambda: len(trajectories) >= 3, 90), \
         f'no trajectories from the replay: {looping_replay}'
 
+    import psutil
+    niceness = {name: psutil.Process(pid).nice() for name, pid in node_pids(proc.pid).items()}
+    assert niceness == {n.name: min(19, psutil.Process().nice() + n.nice) for n in GRAPH}, niceness
     for node in GRAPH:
         before = node_pids(proc.pid)
         assert set(before) == {n.name for n in GRAPH}, before
