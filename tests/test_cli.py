@@ -85,9 +85,10 @@ def test_fmdrive_run_starts_the_graph_and_a_kill_leaves_no_node_behind(ros_domai
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = LineReader(proc.stdout).until(lambda ln: ln.startswith('graph up:'))
-        assert line.startswith('graph up: lidar_encoder, fusion, planner, visualizer'), line
+        from fmdrive.graph import GRAPH
+        assert line.startswith('graph up: ' + ', '.join(n.name for n in GRAPH)), line
         children = subprocess.run(['pgrep', '-P', str(proc.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 4
+        assert len(children) == len(GRAPH)
         os.kill(proc.pid, signal.SIGKILL)  # the worst case: no chance to clean up
         proc.wait(10)
         deadline = time.monotonic() + 15
