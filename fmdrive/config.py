@@ -213,9 +213,12 @@ NODE_PARAM_SPECS = {
         'watchdog_period_s': Param(0.1, 'how often the planner checks that scenes still arrive; while they '
                                    'do not it publishes a safe stopping trajectory at this period',
                                    range=(0.02, 1.0), read_only=True),
-        'primary': Param('llm', 'planner published when its plan is safe and on time: llm (the language-model '
-                         'planner of lm_model; when it is absent or cannot load the classical planner runs alone, '
-                         'said on /diagnostics) or classical (the classical planner alone)',
+        # classical until the committed student earns it: its open-loop L2@3s is 7.5 m (classical 3.9)
+        # and the safety filter rejects all its plans on sim test scenes (bench planner llm_share 0)
+        'primary': Param('classical', 'planner published when its plan is safe and on time: llm (the language-'
+                         'model planner of lm_model, the classical one its fallback; when it is absent or cannot '
+                         'load the classical planner runs alone, said on /diagnostics) or classical (the classical '
+                         'planner alone)',
                          choices=('llm', 'classical'), read_only=True),
         'lm_model': Param('engines/planner_student', 'model directory (card.yaml, ONNX, tokenizer.json) of the LM '
                           'planner, relative to the package or absolute', read_only=True),

@@ -149,7 +149,7 @@ def test_refusal_is_reported_on_fallback_and_classical_plans_too():
 
 def test_node_params_choose_the_lm_planner_only_when_it_loads(standing_model, tmp_path):
     from fmdrive import config
-    params = {**config.node_params('planner'), 'lm_backend': 'onnxruntime'}
+    params = {**config.node_params('planner'), 'primary': 'llm', 'lm_backend': 'onnxruntime'}
     planner, why = load_primary({**params, 'lm_model': str(standing_model)})
     assert isinstance(planner, LMPlanner) and why.startswith('llm')
     planner, why = load_primary({**params, 'lm_model': str(tmp_path / 'absent')})
