@@ -199,6 +199,9 @@ NODE_PARAM_SPECS = {
                                    range=(0, 200)),
     },
     'planner': {
+        'queue_size': Param(1, 'scenes waiting to be planned: only the newest (a plan for an older scene is '
+                            'stale when a newer one is there); one replaced unplanned is counted as dropped',
+                            range=(1, 100)),
         'horizon_s': Param(3.0, 'length of the published trajectory', range=(0.5, 20.0)),
         'dt_s': Param(0.5, 'waypoint spacing of the published trajectory', range=(0.05, 2.0)),
         'speed_limit_mps': Param(SPEED_LIMIT_MPS, "the road's limit when the scene carries none (0 or not finite)",
