@@ -754,6 +754,11 @@ class Tap:
         self.messages.append(msg)
         self.publisher.publish(msg)
 
+    def get_subscription_count(self):
+        # the tap reads everything published: a node that publishes only to subscribers (the
+        # visualizer's lazy overlay) must see it as one
+        return self.publisher.get_subscription_count() + 1
+
     def __getattr__(self, name):
         return getattr(self.publisher, name)
 
