@@ -477,6 +477,10 @@ def _sigterm_as_interrupt(signum, frame):
 def main(argv=None) -> int:
     import signal
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # `kill` stops as cleanly as Ctrl-C
+    # started in the background of a non-interactive shell (CI, nohup, cron), a process inherits
+    # SIGINT ignored and Python keeps it so: Ctrl-C / kill -INT would then be lost and a demo run on
+    # to the end; our commands' contract is to stop cleanly (exit 130) on it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     user_errors = _user_error_types()

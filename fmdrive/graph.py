@@ -125,6 +125,12 @@ def graph_nodes_on_domain(names=None, window_s: float = DISCOVERY_WINDOW_S) -> l
 def die_with_parent():
     """In the child before exec (Linux): SIGINT when the starting process dies, however it dies,
     so a killed `fmdrive run` never leaves nodes behind."""
+    # a child of a process started in the background of a non-interactive shell inherits SIGINT
+    # ignored: then neither this death signal nor a graph's stop (SIGINT) would reach it
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    except ValueError:      # not the main thread (cannot happen in a forked child; be safe)
+        pass
     try:
         import ctypes
         ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
