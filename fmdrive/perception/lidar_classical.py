@@ -252,13 +252,14 @@ class ClassicalLidarDetector:
             if n_bad:
                 warnings.append(f'dropped {n_bad} of {len(arr)} non-finite points')
             dx, dy = x - t[0], y - t[1]
+            range2 = dx * dx + dy * dy                  # horizontal, from the sensor
             x0, x1, y0, y1 = p.ego_box_m
-            keep = finite & (dx * dx + dy * dy <= np.float32(p.range_m ** 2)) \
+            keep = finite & (range2 <= np.float32(p.range_m ** 2)) \
                 & (z >= p.z_min_m) & (z <= p.z_max_m + p.context_above_m) \
                 & ~((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))
         index = np.flatnonzero(keep)
         if len(index) > p.max_points:
-            index = index[_thin_near_field(dx[index], dy[index], p.max_points)]
+            index = index[_thin_near_field(range2[index], p.max_points)]
         cloud = np.empty((len(index), 4), np.float32)
         for c, column in enumerate((x, y, z, intensity)):
             cloud[:, c] = column[index]
@@ -476,9 +477,9 @@ def _ransac_level_plane(xyz, distance_m: float, iterations: int, min_cos: float,
     return np.r_[normal[best], d[best]]
 
 
-def _thin_near_field(dx, dy, max_points: int, bin_m2: float = 4.0) -> np.ndarray:
-    """Indices of about max_points of the points at horizontal offsets (dx, dy) from the sensor,
-    thinned where a rotating LiDAR is densest.
+def _thin_near_field(r2, max_points: int, bin_m2: float = 4.0) -> np.ndarray:
+    """Indices of about max_points of the points at squared horizontal ranges r2 (m^2) from the
+    sensor, thinned where a rotating LiDAR is densest.
 
     A spinning sensor's returns per square metre of ground fall as 1/r^2, so the near field holds
     most of a dense sweep while every object in it already has hundreds of returns. A point at
@@ -487,7 +488,6 @@ def _thin_near_field(dx, dy, max_points: int, bin_m2: float = 4.0) -> np.ndarray
     returns, lose none. R is the smallest radius that leaves at most max_points (found on a
     histogram of r^2, one pass), and the draw is a fixed hash of the point's index: one sweep
     always gives one answer and no random state is shared."""
-    r2 = dx * dx + dy * dy
     n = len(r2)
     n_bins = int(np.ceil(float(r2.max()) / bin_m2)) + 1
     counts = np.bincount((r2 * np.float32(1.0 / bin_m2)).astype(np.int64), minlength=n_bins)
