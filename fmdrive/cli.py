@@ -222,6 +222,8 @@ def cmd_demo(args):
     print(f'[2/4] replaying the bag through the graph at {args.rate:g}x (separate processes over DDS), '
           'recording outputs', flush=True)
     latency = replay_through_graph(out / 'bag', out, rate=args.rate, remaps=remaps, overrides=overrides)
+    from fmdrive import interrupts
+    interrupts.check()
     metrics = None
     if (out / 'ground_truth.json').is_file():
         print('[3/4] evaluating against ground truth', flush=True)
@@ -470,17 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
-    import signal
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # `kill` stops as cleanly as Ctrl-C
-    # started in the background of a non-interactive shell (CI, nohup, cron), a process inherits
-    # SIGINT ignored and Python keeps it so: Ctrl-C / kill -INT would then be lost and a demo run on
-    # to the end; our commands' contract is to stop cleanly (exit 130) on it
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    from fmdrive import interrupts
+    # Ctrl-C and `kill` stop every command cleanly (exit 130), also when SIGINT was inherited
+    # ignored (started in the background of a non-interactive shell: CI, nohup, cron)
+    interrupts.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     user_errors = _user_error_types()

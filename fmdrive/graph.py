@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from fmdrive import config
+from fmdrive import config, interrupts
 
 
 class GraphError(RuntimeError):
@@ -255,6 +255,7 @@ class GraphProcesses:
         try:
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
+                interrupts.check()
                 for name, code in self.dead().items():
                     raise GraphError(f'node {name} exited with code {code}:\n{self.log_tail(name)}')
                 if not self.not_ready(probe, reports):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmdrive import config
+from fmdrive import config, interrupts
 from fmdrive.graph import GRAPH, GraphError, GraphProcesses, die_with_parent, subscribes
 from fmdrive.rosenv import close_node, open_node, random_domain_id, ros_env
 
@@ -123,6 +123,7 @@ def _wait(condition, what: str, timeout_s: float, proc: subprocess.Popen | None 
     or when proc exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        interrupts.check()   # a Ctrl-C swallowed inside a finaliser still stops the run
         if condition():
             return
         if proc is not None and proc.poll() is not None:
@@ -247,7 +248,7 @@ def replay_through_graph(bag: str | os.PathLike, out_dir: str | os.PathLike, rat
                            loop=loop_s is not None, stop=stop)
         finally:
             timer.cancel()
-        if stats['interrupted'] and not time_up.is_set():
+        if (stats['interrupted'] or interrupts.interrupted()) and not time_up.is_set():
             raise KeyboardInterrupt  # Ctrl-C / SIGTERM: no drain, no summary
         _wait_until_drained(status, recorder, n_nodes, [t for t in DRAIN_WATCH_TOPICS if t in record_topics])
         dead = graph.dead()

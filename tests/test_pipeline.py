@@ -185,9 +185,38 @@ def test_a_users_bag_with_other_topic_names_and_no_ground_truth_runs_end_to_end(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=False, reason='KNOWN BUG, open (issue 12 note 2026-12-02): in fresh-clone runs '
-                   'started from a background shell the SIGINT is sometimes lost and the demo runs to the end '
-                   '(exit 0); 1 of the last 2 such runs; root cause not found yet')
+def test_a_ctrl_c_swallowed_inside_a_finaliser_still_stops_the_run():
+    """CPython runs a signal's handler at the next bytecode of the main thread, also inside a
+    __del__ or GC callback, where the KeyboardInterrupt is printed as 'Exception ignored' and
+    lost: the demo then ran on to its end (seen in CI). The flag the handler sets stops the next
+    wait step."""
+    import os
+    import signal
+    import time
+
+    from fmdrive import interrupts
+    from fmdrive.pipeline_run import _wait
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    class RunsWhenCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs in here; its KeyboardInterrupt is ignored
+
+    try:
+        interrupts.reset()
+        interrupts.install()
+        obj = RunsWhenCollected()
+        del obj                # no exception reaches us: it was swallowed
+        assert interrupts.interrupted()
+        with pytest.raises(KeyboardInterrupt):
+            _wait(lambda: False, 'something', timeout_s=5.0)
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+        interrupts.reset()
+
+
 def test_ctrl_c_during_the_demo_replay_exits_130_without_eval(ros_domain, tmp_path):
     import os
     import signal
@@ -210,6 +239,6 @@ def test_ctrl_c_during_the_demo_replay_exits_130_without_eval(ros_domain, tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, stderr[-3000:]
+    assert proc.returncode == 130, stderr[:3000] + '\n...\n' + stderr[-1500:]
     assert '[3/4]' not in stdout and not (out / 'metrics.json').exists()
     assert 'Traceback' not in stderr and stderr.strip().splitlines()[-1] == 'fmdrive demo: interrupted'

@@ -27,6 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from fmdrive import interrupts
 from fmdrive.bags.reader import BagReader
 from fmdrive.bags.typestore import BagError, message_class
 from fmdrive.config import QOS, TOPICS
@@ -132,8 +133,11 @@ class _Stopper:
     def _on_signal(self, *_):
         self.signals += 1
         self.event.set()
+        interrupts.note()
 
     def __enter__(self):
+        if interrupts.interrupted():   # one that arrived just before (and was swallowed)
+            self.event.set()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._on_signal)

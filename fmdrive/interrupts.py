@@ -1,0 +1,48 @@
+"""Ctrl-C / SIGTERM for the CLI's long commands, so that one never gets lost.
+
+Python raises KeyboardInterrupt from its signal handler at the next bytecode boundary of the main
+thread, wherever that is: inside a finaliser (`__del__`, a weakref or GC callback, e.g. while an
+rclpy node is being torn down) the exception is printed as "Exception ignored in ..." and
+dropped, and the command runs on to its end. So the handler also sets a flag that outlives the
+exception, and the orchestration code calls `check()` at its steps (every wait loop, after the
+replay), which raises KeyboardInterrupt again when the first one was swallowed.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+
+_interrupted = threading.Event()
+
+
+def _handler(signum, frame):
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def install() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt and set the flag (main thread only). Also
+    re-enables SIGINT when it was inherited ignored (a process started in the background of a
+    non-interactive shell: CI, nohup, cron)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _handler)
+
+
+def note() -> None:
+    """Record an interrupt that was handled elsewhere (e.g. the replay's own handler)."""
+    _interrupted.set()
+
+
+def interrupted() -> bool:
+    return _interrupted.is_set()
+
+
+def check() -> None:
+    """KeyboardInterrupt if a Ctrl-C / SIGTERM arrived since install()."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+
+
+def reset() -> None:
+    """Forget an earlier interrupt (tests; a command that handled it and goes on)."""
+    _interrupted.clear()
