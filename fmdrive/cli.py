@@ -241,7 +241,8 @@ def cmd_demo(args):
         report = f'not drawn ({e})'
     line = (f"\ne2e latency p50/p99 {latency['e2e_p50_ms']}/{latency['e2e_p99_ms']} ms  dropped sensor frames "
             f"{latency['dropped_sensor_frames']}/{latency['sensor_frames']}  inputs lost in DDS "
-            f"{latency['dds_lost_inputs']}, dropped by queues {latency['queue_dropped_inputs']}")
+            f"{latency['dds_lost_inputs']}, dropped by queues {latency['queue_dropped_inputs']}, throttled "
+            f"{latency['throttled_inputs']}")
     if metrics is not None:
         det, plan = metrics.get('detection', {}), metrics.get('planning', {})
         line = (f"\ncar BEV AP@0.5 {det.get('car_bev_ap50')}  L2@3s {plan.get('l2_3s')} m  collision rate "

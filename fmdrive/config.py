@@ -166,6 +166,10 @@ NODE_PARAM_SPECS = {
                            read_only=True),
         'inference_threads': Param(1, 'ONNX Runtime intra-op threads (the graph shares the cores)',
                                    range=(1, 16), read_only=True),
+        'max_rate_hz': Param(12.0, 'highest rate clouds are processed at, in wall time (a 10 Hz LiDAR with 20% '
+                             'margin; delivery jitter is absorbed); faster input (a 20 Hz sensor, a bag replayed at 5x) is thinned '
+                             'at the door, counted as throttled, instead of building latency. Set it to your '
+                             'sensor rate if the computer keeps up; 0: no limit', range=(0.0, 1000.0)),
         'range_m': Param(60.0, 'points farther than this (horizontal) are ignored', range=(5.0, 300.0)),
         'max_points': Param(60000, 'a sweep with more points (after the crop) is thinned near the sensor, '
                             'where it is densest, to about this many: a 64/128-beam sensor costs what a '

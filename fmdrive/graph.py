@@ -31,6 +31,12 @@ class GraphNode:
     outputs: tuple = ()  # keys of config.TOPICS it publishes, besides /diagnostics (checked likewise)
     nice: int = 0        # OS niceness; > 0 for what the car drives without (drawing for a human), so
                          # that on a saturated computer it yields the CPU to the driving path
+    lazy_inputs: tuple = ()  # of inputs: taken only while someone watches what they are for (the
+                             # overlay), like image_transport's lazy subscribers; never waited for
+
+    @property
+    def eager_inputs(self) -> tuple:
+        return tuple(k for k in self.inputs if k not in self.lazy_inputs)
 
 
 GRAPH = (
@@ -46,7 +52,7 @@ GRAPH = (
               ('plan', 'trajectory')),
     GraphNode('visualizer', 'visualizer', 'fmdrive.nodes.visualizer_node',
               ('camera_info', 'odometry', 'points', 'objects', 'plan', 'image'), ('markers', 'overlay'),
-              nice=10),
+              nice=10, lazy_inputs=('camera_info', 'odometry', 'points', 'image')),
 )
 
 
@@ -273,13 +279,13 @@ class GraphProcesses:
         for node in self.nodes:
             if node.name not in names:
                 waiting.append(f'{node.name} not on the graph')
-            elif not subscribes(probe, node.name, [self.topic(k) for k in node.inputs]):
+            elif not subscribes(probe, node.name, [self.topic(k) for k in node.eager_inputs]):
                 waiting.append(f'{node.name} not subscribed to all its inputs')
             elif f'fmdrive/{node.name}' not in reports:
                 waiting.append(f'{node.name} has not reported on /diagnostics')
         if waiting:
             return waiting
-        readers = collections.Counter(k for n in self.nodes for k in n.inputs)
+        readers = collections.Counter(k for n in self.nodes for k in n.eager_inputs)
         for node in self.nodes:
             kv = reports[f'fmdrive/{node.name}']
             for key in node.outputs:

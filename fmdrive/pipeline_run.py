@@ -104,9 +104,9 @@ def graph_processes(env, log_dir, remaps: dict | None = None, **kwargs) -> Graph
 # ---------------------------------------------------------------- the run
 def expected_subscribers(nodes, keys, remaps: dict | None = None) -> dict:
     """{topic: how many graph nodes subscribe to it} for the given config.TOPICS keys (named as
-    the nodes see them after remaps)."""
+    the nodes see them after remaps); lazy inputs (taken only while watched) are not counted."""
     remaps = remaps or {}
-    return {remaps.get(config.TOPICS[k], config.TOPICS[k]): sum(k in n.inputs for n in nodes)
+    return {remaps.get(config.TOPICS[k], config.TOPICS[k]): sum(k in n.eager_inputs for n in nodes)
             for k in keys}
 
 
@@ -278,7 +278,8 @@ def latency_from_output(output: str | os.PathLike, replay_stats: dict,
     dropped sensor frames = LiDAR frames published by replay without a trajectory for their stamp.
     Only outputs stamped with a replayed stamp count (the planner's watchdog stop plans carry the
     time they were made).
-    Input loss, two kinds side by side: queue drops (a node's bounded queue dropped the oldest,
+    Input loss, three kinds side by side: throttled (a node's rate gate skipped the frame at the
+    door, 'throttled_inputs'), queue drops (a node's bounded queue dropped the oldest,
     '<topic>/dropped' on /diagnostics) and DDS loss (replay published n on a topic, the node's
     callback received fewer: '<topic>/received' in its last /diagnostics)."""
     from fmdrive.bags.reader import BagReader
@@ -306,10 +307,14 @@ def latency_from_output(output: str | os.PathLike, replay_stats: dict,
     e2e = [(recv - stamp) / 1e6 for stamp, recv in arrivals[config.TOPICS['trajectory']].items()]
     queue_dropped = {node: int(kv['dropped_inputs']) for node, kv in last_values.items()
                      if 'dropped_inputs' in kv}
+    throttled = {node: int(kv['throttled_inputs']) for node, kv in last_values.items()
+                 if int(kv.get('throttled_inputs', '0'))}
     dds_lost: dict[str, dict[str, int]] = {}
     for node, kv in last_values.items():
         for topic, sent in published.items():
             received = kv.get(f'{topic}/received')
+            if kv.get(f'{topic}/qos') == 'paused':   # the node stopped taking it (e.g. /tf, all static)
+                continue
             if received is not None and received.isdigit():
                 dds_lost.setdefault(node, {})[topic] = max(0, sent - int(received))
     return {
@@ -319,6 +324,8 @@ def latency_from_output(output: str | os.PathLike, replay_stats: dict,
         'dropped_sensor_frames': max(0, lidar_sent - len(arrivals[config.TOPICS['trajectory']])),
         'queue_dropped_inputs': sum(queue_dropped.values()),
         'dropped_inputs_by_node': queue_dropped,
+        'throttled_inputs': sum(throttled.values()),     # skipped by a node's rate gate (max_rate_hz)
+        'throttled_inputs_by_node': throttled,
         'dds_lost_inputs': sum(n for per in dds_lost.values() for n in per.values()),
         'dds_lost_inputs_by_node': dds_lost,
         'published_by_replay': published,

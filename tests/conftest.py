@@ -83,8 +83,9 @@ class Probe:
             self.pubs[topic] = self.node.create_publisher(msg_type, topic, qos or make_qos('reliable'))
         return self.pubs[topic]
 
-    def wait_for_subscribers(self, topics, nodes=None, timeout_s=60.0):
-        """Until, for each topic, every graph node that declares it as an input (GRAPH[].inputs) has
+    def wait_for_subscribers(self, topics, nodes=None, timeout_s=60.0, lazy=False):
+        """Until, for each topic, every graph node that declares it as an input (GRAPH[].inputs; its
+        lazy inputs only with lazy=True, when something watches what they are for) has
         subscribed to it and our publisher has matched that many subscriptions (plus our own, if we
         listen to the topic too). A discovered subscription is not yet a matched one, and a count of
         'at least one' is met by whichever node matches first."""
@@ -92,7 +93,7 @@ class Probe:
         from fmdrive.graph import GRAPH
         key_of = {t: k for k, t in config.TOPICS.items()}
         nodes = GRAPH if nodes is None else nodes
-        want = {t: {n.name for n in nodes if key_of[t] in n.inputs} for t in topics}
+        want = {t: {n.name for n in nodes if key_of[t] in (n.inputs if lazy else n.eager_inputs)} for t in topics}
 
         def missing():
             out = []
@@ -180,9 +181,11 @@ def probe(ros_domain):
 
 @pytest.fixture(scope='module')
 def running_graph(ros_domain, tmp_path_factory):
-    """The whole graph (one process per node), as `fmdrive run` starts it."""
+    """The whole graph (one process per node), as `fmdrive run` starts it; but the LiDAR node
+    examines every cloud (no max_rate_hz), because these tests send them back to back."""
     from fmdrive.graph import GraphProcesses
-    graph = GraphProcesses(ros_env(ros_domain), tmp_path_factory.mktemp('graph_logs'))
+    graph = GraphProcesses(ros_env(ros_domain), tmp_path_factory.mktemp('graph_logs'),
+                           overrides={'lidar_encoder': {'max_rate_hz': 0.0}})
     graph.start()
     try:
         graph.wait_ready(timeout_s=60)

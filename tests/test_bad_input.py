@@ -131,7 +131,8 @@ def test_no_bad_input_crashes_a_node_and_each_is_reported(running_graph, probe):
         'lidar_objects': probe.publisher(T['lidar_objects'], ObjectArray),
         'scene': probe.publisher(T['scene'], SceneDescription),
     }
-    probe.wait_for_subscribers([T[k] for k in pubs])
+    probe.listen(T['overlay'], Image)   # watched, the visualizer takes (and examines) what the overlay needs
+    probe.wait_for_subscribers([T[k] for k in pubs], lazy=True)
     for node in GRAPH:  # every node reports, so the counters below start from what it says
         probe.wait_for_diagnostics(node.name, lambda kv: True, what='a first report')
 

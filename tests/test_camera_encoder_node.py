@@ -86,7 +86,8 @@ def test_the_node_publishes_the_cards_objects_and_reports_a_broken_card_unavaila
 
 
 def admits(max_rate_hz, arrivals_s):
-    node = types.SimpleNamespace(p={'max_rate_hz': max_rate_hz}, due=0.0)
+    from fmdrive.rate_gate import RateGate
+    node = types.SimpleNamespace(p={'max_rate_hz': max_rate_hz}, gate=RateGate(max_rate_hz))
     return [CameraEncoderNode.admit(node, t) for t in arrivals_s]
 
 

@@ -190,3 +190,32 @@ def test_the_roads_speed_limit_from_a_latched_publisher_reaches_every_scene(grap
     pub.publish(objects_to_msg([], time.time_ns(), 'base_link', 'test'))
     assert probe.spin_until(lambda: probe.received[T['scene']], 30), 'no scene'
     assert probe.received[T['scene']][-1].speed_limit_mps == pytest.approx(8.3)
+
+
+@pytest.mark.timeout(180)
+def test_the_lidar_node_stops_taking_tf_when_its_mount_is_static_and_takes_it_again_when_not(graph_nodes, probe):
+    """/tf carries the vehicle's motion at 50 Hz and more; a node whose lookups all come from
+    /tf_static unsubscribes (it costs CPU in every node at every message), and subscribes again the
+    moment a cloud comes in a frame /tf_static does not give."""
+    from tf2_msgs.msg import TFMessage
+
+    from fmdrive.geometry import make_T
+    from fmdrive.msgs import transforms_to_tf
+    graph_nodes('lidar_encoder', overrides={'lidar_encoder': {'max_rate_hz': 0.0}})
+    probe.watch_diagnostics()
+    static = probe.node.create_publisher(TFMessage, T['tf_static'], LATCHED)
+    static.publish(transforms_to_tf([('base_link', 'my_lidar', make_T(t=[1.0, 0.0, 1.8]))], time.time_ns()))
+    state = lambda: probe.diagnostics.get('fmdrive/lidar_encoder', {}).get('tf_subscription')  # noqa: E731
+
+    def cloud(frame):
+        return lambda: xyzi_to_pointcloud2(np.zeros((10, 4), np.float32), time.time_ns(), frame)
+    pub = probe.node.create_publisher(type(cloud('x')()), T['points'], qos_profile_sensor_data)
+    assert publish_until_received(probe, pub, cloud('my_lidar'), 'lidar_encoder', T['points'])
+    kv = probe.wait_for_diagnostics('lidar_encoder', lambda kv: kv.get('tf_subscription', '').startswith('paused'),
+                                    what='/tf paused once the mount came from /tf_static')
+    assert kv['calibration_source/my_lidar'] == 'tf_static' and kv[f'{T["tf"]}/qos'] == 'paused'
+    # a frame that only /tf could give: it is taken again
+    assert publish_until_received(probe, pub, cloud('gimbal_lidar'), 'lidar_encoder', T['points'])
+    probe.wait_for_diagnostics('lidar_encoder', lambda kv: kv.get('tf_subscription') == 'active',
+                               what='/tf taken again for a frame not on /tf_static')
+    assert state() == 'active'

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import signal
+import struct
 import sys
 import threading
 import time
@@ -82,10 +83,11 @@ def first_stamp_ns(msg) -> int | None:
 
 
 class Restamper:
-    """Per-message restamp to publish time, remembering (original, published) stamp pairs.
+    """Per-message restamp to wall time, remembering (original, published) stamp pairs.
 
     A stamp seen before in this pass maps to what it got then, so messages of one instant stay
-    aligned; a new one gets the current wall time (strictly increasing, so the map inverts).
+    aligned; a new one gets the wall time it is given (the replay gives the time the message was
+    due, never after its publish time) or the current one, strictly increasing so the map inverts.
     Stamp 0 means "unset" and stays 0."""
 
     def __init__(self):
@@ -96,17 +98,60 @@ class Restamper:
     def new_pass(self) -> None:
         self._current = {}
 
-    def restamp(self, msg) -> None:
-        original = first_stamp_ns(msg)
-        if not original:
-            return
+    def published_stamp(self, original: int, wall_ns: int | None = None) -> int:
         published = self._current.get(original)
         if published is None:
-            published = max(time.time_ns(), self._last_ns + 1)
+            published = max(time.time_ns() if wall_ns is None else wall_ns, self._last_ns + 1)
             self._last_ns = published
             self._current[original] = published
             self.pairs.append((original, published))
-        shift_stamps(msg, published - original)
+        return published
+
+    def restamp(self, msg, wall_ns: int | None = None) -> None:
+        original = first_stamp_ns(msg)
+        if original:
+            shift_stamps(msg, self.published_stamp(original, wall_ns) - original)
+
+    def restamp_serialized(self, data, wall_ns: int | None = None) -> bytes | None:
+        """Restamped copy of the CDR bytes of a header_only() message, without deserialising it
+        (a 4 MB cloud costs a memcpy instead of a round trip through Python); None when the bytes
+        are not plain CDR (then restamp() the message)."""
+        original = cdr_header_stamp_ns(data)
+        if original is None:
+            return None
+        out = bytearray(data)
+        if original:
+            set_cdr_header_stamp(out, self.published_stamp(original, wall_ns))
+        return bytes(out)
+
+
+@lru_cache(maxsize=None)
+def header_only(cls) -> bool:
+    """Whether cls's only stamp is a leading std_msgs/Header `header` (Image, PointCloud2,
+    CameraInfo, Odometry...): its stamp then sits at a fixed place of the CDR bytes."""
+    fields = list(cls.get_fields_and_field_types().items())
+    return bool(fields) and fields[0] == ('header', 'std_msgs/Header') and \
+        _stamped_fields(cls) == (('header', True, False),)
+
+
+_CDR_LE, _CDR_BE = b'\x00\x01', b'\x00\x00'
+
+
+def cdr_header_stamp_ns(data) -> int | None:
+    """The header stamp of serialized (CDR) bytes of a header_only() message: the 4-byte
+    encapsulation, then int32 sec and uint32 nanosec. None when the encapsulation is not plain CDR."""
+    kind = bytes(data[:2])
+    if kind not in (_CDR_LE, _CDR_BE) or len(data) < 12:
+        return None
+    order = '<' if kind == _CDR_LE else '>'
+    sec, nanosec = struct.unpack_from(order + 'iI', data, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+def set_cdr_header_stamp(data: bytearray, ns: int) -> None:
+    """Write stamp ns into serialized bytes whose cdr_header_stamp_ns() is not None (in place)."""
+    order = '<' if bytes(data[:2]) == _CDR_LE else '>'
+    struct.pack_into(order + 'iI', data, 4, *divmod(ns, 1_000_000_000))
 
 
 def shift_stamps(msg, offset_ns: int) -> None:
@@ -253,8 +298,13 @@ def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_pause
                 if stop_event.is_set():
                     break
                 if restamper is not None:
-                    msg = deserialize_message(bytes(data), classes[topic])
-                    restamper.restamp(msg)
+                    # the wall time the message was due, as a live sensor stamps at capture: a replay
+                    # that falls behind (a busy computer) shows as latency, not as uneven stamps
+                    due_ns = time.time_ns() - int(max(0.0, time.monotonic() - target) * 1e9)
+                    msg = restamper.restamp_serialized(data, due_ns) if header_only(classes[topic]) else None
+                    if msg is None:
+                        msg = deserialize_message(bytes(data), classes[topic])
+                        restamper.restamp(msg, due_ns)
                     publish_clock(time.time_ns())
                     publishers[topic].publish(msg)
                 else:
@@ -361,8 +411,8 @@ def add_replay_arguments(parser) -> None:
     parser.add_argument('--rate', type=float, default=1.0, help='playback speed factor')
     parser.add_argument('--loop', action='store_true', help='repeat until Ctrl-C')
     parser.add_argument('--restamp', action='store_true',
-                        help='stamp each message with its publish time (end-to-end latency = '
-                             'receive time - stamp, at any rate)')
+                        help='stamp each message with the wall time it is due, as a live sensor '
+                             'stamps at capture (end-to-end latency = receive time - stamp, at any rate)')
     parser.add_argument('--remap', action='append', default=[], metavar='FROM:=TO',
                         type=parse_remap, help='publish bag topic FROM on TO (repeatable)')
     parser.add_argument('--stats', default=None, metavar='replay.json',

@@ -36,6 +36,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from fmdrive import config
 from fmdrive.msgs import MessageError, stamp_to_ns
+from fmdrive.tf import TransformError
 
 try:                                    # Iron and later
     from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
@@ -118,7 +119,8 @@ class InputStats:
         self.aged = aged                  # 'always', 'after_first' or None (latched/event topics)
         self.gaps = gaps                  # count gaps in the stamp sequence (periodic topics)
         self.received = 0
-        self.dropped = 0
+        self.dropped = 0                  # by the node's queue (oldest out when full)
+        self.throttled = 0                # by its rate gate, before the queue
         self.bad = 0
         self.missing = 0                  # frames the stamp sequence says never arrived
         self.arrivals = collections.deque(maxlen=512)
@@ -127,6 +129,8 @@ class InputStats:
         self.stamps_backwards = 0
         self.incompatible_qos = 0
         self.qos = ''
+        self.paused = False               # unsubscribed for now (not needed): never stale, nothing lost
+        self.resumed_at = 0.0             # monotonic time it was last subscribed again
 
     def rate_hz(self, now: float) -> float:
         """Messages per second over the RATE_WINDOW_S ending now: silence brings it to 0."""
@@ -134,7 +138,7 @@ class InputStats:
         return recent / RATE_WINDOW_S
 
     def silent_s(self, now: float, since: float) -> float:
-        return now - (self.arrivals[-1] if self.arrivals else since)
+        return now - max(self.arrivals[-1] if self.arrivals else since, self.resumed_at)
 
     def note_stamp(self, stamp_ns: int) -> int | None:
         """Record a stamp; returns how far it went backwards (ns) if it did."""
@@ -187,7 +191,7 @@ class FmdriveNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, config.TOPICS['diagnostics'], make_qos('reliable', 10),
                                                event_callbacks=_only(PublisherEventCallbacks))
         self.create_timer(float(self.p['diagnostics_period_s']), self.publish_diagnostics)
-        self.create_timer(QOS_CHECK_PERIOD_S, self._adapt_qos)
+        self.create_timer(QOS_CHECK_PERIOD_S, self._housekeeping)
         self._stale_now: list[str] = []
         self.create_timer(STALE_CHECK_PERIOD_S, self._check_stale)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -247,7 +251,7 @@ class FmdriveNode(Node):
 
     def subscribe(self, key: str, msg_type, handler, qos: str = 'reliable', queued: bool = False,
                   aged: str | None = 'after_first', gaps: bool = True, depth: int | None = None,
-                  locked: bool = True):
+                  locked: bool = True, gate=None):
         """Subscribe to config.TOPICS[key].
 
         qos: 'sensor' (follows the sensor_qos parameter), 'reliable', 'latched', or 'any' (matches
@@ -258,7 +262,10 @@ class FmdriveNode(Node):
         once a flowing topic goes silent) or None (latched or event topics). gaps: count holes in
         the stamp sequence (periodic topics). locked=False: the handler does not touch the core and
         must not wait for the node lock the worker holds through a whole frame (the TF buffer has
-        its own), or the executor stalls behind the heavy work and DDS drops what arrives meanwhile."""
+        its own), or the executor stalls behind the heavy work and DDS drops what arrives meanwhile.
+        gate: a fmdrive.rate_gate.RateGate deciding, before the queue, whether a frame is processed
+        at all (the rest counted as throttled).
+        Stamps are noted on arrival, so stamp gaps ('missing') count only what never arrived."""
         topic = config.TOPICS[key]
         stats = self._inputs[topic] = InputStats(aged, gaps)
         if queued:
@@ -269,7 +276,12 @@ class FmdriveNode(Node):
 
         def callback(msg, topic=topic):
             stats.received += 1
-            stats.arrivals.append(time.monotonic())
+            now = time.monotonic()
+            stats.arrivals.append(now)
+            self._note_stamp(topic, stats, msg)
+            if gate is not None and not gate.admit(now):
+                stats.throttled += 1
+                return
             if queued:
                 with self._cv:
                     q = self._queues[topic]
@@ -320,10 +332,14 @@ class FmdriveNode(Node):
         if stats is not None:
             stats.qos = (f'{profile.reliability.name.lower()}/{profile.durability.name.lower()}')
 
+    def _housekeeping(self):
+        self._adapt_qos()
+        self._prune_tf()
+
     def _adapt_qos(self, only: str | None = None):
         """`auto` QoS: re-create a subscription whose profile no longer matches every publisher."""
         for topic, entry in self._subs.items():
-            if not entry['adaptive'] or (only and topic != only):
+            if not entry['adaptive'] or (only and topic != only) or entry.get('paused'):
                 continue
             try:
                 pubs = [p for p in self.get_publishers_info_by_topic(topic) if p.node_name != self.get_name()]
@@ -355,15 +371,21 @@ class FmdriveNode(Node):
                 _, msg = self._queues[topic].popleft()
             self._handle(topic, self._handlers[topic], msg)
 
+    def _note_stamp(self, topic, stats, msg):
+        header = getattr(msg, 'header', None)
+        if header is None:
+            return
+        try:
+            back_ns = stats.note_stamp(stamp_to_ns(header.stamp))
+        except (AttributeError, TypeError, ValueError):
+            return                         # a malformed header is the handler's to report
+        if back_ns:
+            self.warn(f'stamps went backwards on {topic} by {back_ns / 1e6:.1f} ms (bag loop or clock jump)',
+                      key=f'backwards{topic}')
+
     def _handle(self, topic, handler, msg):
         stats = self._inputs[topic]
         try:
-            header = getattr(msg, 'header', None)
-            if header is not None:
-                back_ns = stats.note_stamp(stamp_to_ns(header.stamp))
-                if back_ns:
-                    self.warn(f'stamps went backwards on {topic} by {back_ns / 1e6:.1f} ms (bag loop or clock jump)',
-                              key=f'backwards{topic}')
             if topic in self._unlocked:
                 handler(msg)
             else:
@@ -385,6 +407,8 @@ class FmdriveNode(Node):
         now, limit = time.monotonic(), float(self.p['stale_after_s'])
         out = []
         for topic, s in self._inputs.items():
+            if s.paused:
+                continue
             if s.aged == 'always' or (s.aged == 'after_first' and s.received):
                 silent = s.silent_s(now, self._started)
                 if silent > limit:
@@ -425,13 +449,77 @@ class FmdriveNode(Node):
                        locked=False)
         self.subscribe('tf', TFMessage, lambda m: on_tf(m, False), 'any', aged=None, gaps=False, depth=100,
                        locked=False)
+        self._tf_needs: set = set()       # (target, source) pairs this node looks up
+        self._tf_dynamic_needed = False   # a lookup used something not on /tf_static
         return self.tf
+
+    def pause_input(self, key: str, why: str) -> None:
+        """Unsubscribe from config.TOPICS[key] for now: nothing is taken, it is never stale, what it
+        misses is not counted as lost (its qos reads 'paused' on /diagnostics)."""
+        topic = config.TOPICS[key]
+        entry = self._subs.get(topic)
+        if entry is None or entry.get('paused'):
+            return
+        self.destroy_subscription(entry['sub'])
+        entry['sub'], entry['paused'] = None, True
+        self._inputs[topic].paused, self._inputs[topic].qos = True, 'paused'
+        self.get_logger().info(f'{topic} unsubscribed: {why}')
+
+    def resume_input(self, key: str, why: str) -> None:
+        topic = config.TOPICS[key]
+        entry = self._subs.get(topic)
+        if entry is None or not entry.get('paused'):
+            return
+        entry['paused'] = False
+        self._inputs[topic].paused = False
+        self._inputs[topic].resumed_at = time.monotonic()   # silent while paused: staleness starts now
+        self._create_subscription(topic, entry, entry['profile'])
+        if entry['adaptive']:
+            self._adapt_qos(only=topic)
+        self.get_logger().info(f'{topic} subscribed again: {why}')
+
+    def tf_wanted(self) -> bool:
+        """Whether the node needs transforms at all right now (the visualizer: only while drawing)."""
+        return True
+
+    def _prune_tf(self):
+        """/tf carries the vehicle's motion at 50 Hz or more; a node whose every lookup is answered
+        by /tf_static alone (sensor mounts), or that needs no transform now, stops taking it, and
+        takes it again as soon as a lookup is not (a mount published on /tf, a frame that moved)."""
+        entry = self._subs.get(config.TOPICS['tf'])
+        if self.tf is None or entry is None:
+            return
+        needs = set(self._tf_needs)
+        static_only = bool(needs) and not self._tf_dynamic_needed and all(
+            self.tf.can_transform(t, s) and self.tf.source_of(t, s) == 'tf_static' for t, s in needs)
+        wanted = self.tf_wanted()
+        if static_only or not wanted:
+            self.pause_input('tf', 'every transform this node uses is on /tf_static' if wanted
+                             else 'no transform needed now')
+        else:
+            self.resume_input('tf', 'a transform this node uses is not on /tf_static')
+        self._tf_dynamic_needed = False
+        self.diag_values['tf_subscription'] = 'active' if not entry.get('paused') else \
+            ('paused (all used transforms static)' if wanted else 'paused (no transform needed now)')
+
+    def _tf_used(self, target: str, source: str) -> str:
+        """Note a lookup (for _prune_tf); returns where its chain comes from."""
+        where = self.tf.source_of(target, source)
+        self._tf_needs.add((target, source))
+        if where != 'tf_static':
+            self._tf_dynamic_needed = True
+        return where
 
     def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:
         """T_<target>_<source> from the node's TF buffer; the source (tf, tf_static or the YAML file)
         is reported on /diagnostics. Raises TransformError (counted as bad input) when unknown."""
-        T = self.tf.lookup(target, source, stamp_ns)
-        self.diag_values[f'calibration_source/{source}'] = self.tf.source_of(target, source)
+        try:
+            T = self.tf.lookup(target, source, stamp_ns)
+        except TransformError:
+            self._tf_needs.add((target, source))   # /tf may be what would answer it: keep taking it
+            self._tf_dynamic_needed = True
+            raise
+        self.diag_values[f'calibration_source/{source}'] = self._tf_used(target, source)
         return T
 
     def load_camera_model(self):
@@ -487,6 +575,7 @@ class FmdriveNode(Node):
             'pipeline_latency_ms_p50': pct(lat, 50), 'pipeline_latency_ms_p99': pct(lat, 99),
             'outputs': str(len(proc)),
             'dropped_inputs': str(sum(s.dropped for s in self._inputs.values())),
+            'throttled_inputs': str(sum(s.throttled for s in self._inputs.values())),
             'missing_inputs': str(sum(s.missing for s in self._inputs.values())),
             'bad_inputs': str(sum(s.bad for s in self._inputs.values())),
             'incompatible_qos': str(sum(s.incompatible_qos for s in self._inputs.values())),
@@ -499,6 +588,7 @@ class FmdriveNode(Node):
             values[f'{topic}/rate_hz'] = f'{s.rate_hz(now):.2f}'
             values[f'{topic}/received'] = str(s.received)
             values[f'{topic}/dropped'] = str(s.dropped)
+            values[f'{topic}/throttled'] = str(s.throttled)
             values[f'{topic}/missing'] = str(s.missing)
             values[f'{topic}/bad'] = str(s.bad)
             values[f'{topic}/stamps_backwards'] = str(s.stamps_backwards)

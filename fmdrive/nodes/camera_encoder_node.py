@@ -22,6 +22,7 @@ from fmdrive.msgs import (MessageError, camera_info_to_fields, image_to_rgb, ns_
                           stamp_to_ns)
 from fmdrive.nodes.base import FmdriveNode, make_qos, run_node
 from fmdrive.perception.camera_learned import ImageError
+from fmdrive.rate_gate import RateGate
 
 
 class CameraEncoderNode(FmdriveNode):
@@ -29,7 +30,7 @@ class CameraEncoderNode(FmdriveNode):
         super().__init__('camera_encoder')
         self.camera = self.load_camera_model()
         self.core = self.load_core()
-        self.due = 0.0                                     # monotonic time the next frame may be encoded
+        self.gate = RateGate(float(self.p['max_rate_hz']))   # at most max_rate_hz (jitter absorbed)
         self.skipped = self.unencoded = 0
         self.pub_objects = self.advertise('camera_objects', ObjectArray)
         self.pub_features = self.advertise('camera_features', FeatureMap, make_qos('reliable', 2))
@@ -60,12 +61,9 @@ class CameraEncoderNode(FmdriveNode):
         self.camera = CameraModel.from_camera_info_fields(**camera_info_to_fields(msg))
 
     def admit(self, now: float) -> bool:
-        """At most max_rate_hz on average: a frame is taken from a quarter period before it is due."""
-        period = 1.0 / float(self.p['max_rate_hz'])
-        if now < self.due - 0.25 * period:
-            return False
-        self.due = max(self.due, now) + period
-        return True
+        """At most max_rate_hz on average (a runtime change of it applies at once)."""
+        self.gate.max_hz = float(self.p['max_rate_hz'])
+        return self.gate.admit(now)
 
     def on_image(self, msg: Image):
         t0 = time.perf_counter()

@@ -14,6 +14,7 @@ from visualization_msgs.msg import MarkerArray
 from fmdrive import config
 from fmdrive.calibration.camera_model import CameraInfoCache
 from fmdrive.fusion.odometry import OdometryBuffer
+from fmdrive.graph import GRAPH
 from fmdrive.geometry import inv_T, transform_points
 from fmdrive.msgs import (MessageError, camera_info_to_fields, image_to_rgb, markers_to_msg, msg_to_objects, msg_to_plan,
                           odometry_to_ego, pointcloud2_to_xyzi, rgb_to_image, stamp_to_ns)
@@ -22,6 +23,7 @@ from fmdrive.tf import TransformError
 from fmdrive.visualization import draw_overlay, markers_data
 
 MATCH_NS = 300_000_000  # objects/points/plan within this of the image stamp are drawn on it
+WATCH_PERIOD_S = 0.5    # how often the overlay's subscribers are counted
 
 
 class VisualizerNode(FmdriveNode):
@@ -45,6 +47,25 @@ class VisualizerNode(FmdriveNode):
         self.subscribe('objects', ObjectArray, self.on_objects)
         self.subscribe('plan', PlanMsg, self.on_plan, gaps=False)
         self.subscribe('image', Image, self.on_image, 'sensor', queued=True)
+        # what only the overlay needs is taken only while someone watches it (RViz, a recorder)
+        self.lazy = next(n.lazy_inputs for n in GRAPH if n.name == 'visualizer')
+        self.watched = None
+        self.create_timer(WATCH_PERIOD_S, self.check_watched)
+        self.check_watched()
+
+    def check_watched(self):
+        watched = self.pub_overlay.get_subscription_count() > 0
+        if watched != self.watched:
+            self.watched = watched
+            for key in self.lazy:
+                if watched:
+                    self.resume_input(key, 'the overlay is watched')
+                else:
+                    self.pause_input(key, 'nobody watches the overlay')
+            self.diag_values['overlay'] = 'drawn (watched)' if watched else 'not drawn (nobody watches it)'
+
+    def tf_wanted(self) -> bool:
+        return bool(self.watched)
 
     def on_camera_info(self, msg):
         self.camera = self.camera_info.update(camera_info_to_fields(msg))
@@ -82,9 +103,10 @@ class VisualizerNode(FmdriveNode):
         base = self.p['base_frame']
         try:
             T = self.tf.optical_T(base, frame or config.FRAMES['camera'], stamp_ns)
-            self.diag_values['calibration_source/camera'] = self.tf.source_of(base, frame or config.FRAMES['camera'])
+            self.diag_values['calibration_source/camera'] = self._tf_used(base, frame or config.FRAMES['camera'])
             return T
         except TransformError as e:
+            self._tf_needs.add((base, frame or config.FRAMES['camera']))  # keep taking /tf for it
             self.warn(f'{e}; drawing with the fallback calibration\'s {config.FRAMES["camera"]!r}',
                       key='camera_frame', period_s=30.0)
             return self.tf.optical_T(base, config.FRAMES['camera'], stamp_ns)
