@@ -5,8 +5,9 @@ was sized for (a bag replayed at 5x, a sensor set to 20 Hz on a 2-core computer)
 excess builds latency; dropping it from a full queue still pays for every frame and lets all nodes
 fight for the cores. A gate in front of the queue sheds the excess for the price of a comparison,
 so the frames that are processed see about the latency they would at the rate the node was sized
-for. A token bucket with a little burst absorbs delivery jitter: frames arriving unevenly at an
-average below the cap all pass.
+for. A token bucket absorbs delivery jitter: frames arriving unevenly at an average below the cap
+all pass (with the default burst of one frame, a frame up to a whole period late followed by one on
+time, at a cap 20% above the sensor rate).
 
 The cap is wall-time: a replay restamps every message to its publish time, exactly as a live
 sensor stamps it, so a node cannot tell a 5x replay of a 10 Hz LiDAR from a 50 Hz LiDAR and the cap
@@ -20,11 +21,11 @@ import math
 class RateGate:
     """admit(now_s) -> bool: at most max_hz on average (max_hz <= 0: every frame passes)."""
 
-    def __init__(self, max_hz: float = 0.0, burst: float = 0.5):
+    def __init__(self, max_hz: float = 0.0, burst: float = 1.0):
         if burst < 0:
             raise ValueError(f'RateGate: burst must be >= 0, got {burst}')
         self.max_hz, self.burst = float(max_hz), float(burst)
-        self._tokens = 1.0                  # the burst builds up over quiet time only
+        self._tokens = 1.0 + self.burst
         self._last: float | None = None
 
     def admit(self, now_s: float) -> bool:

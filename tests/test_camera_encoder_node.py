@@ -92,9 +92,9 @@ def admits(max_rate_hz, arrivals_s):
 
 
 def test_frames_above_max_rate_are_skipped_and_the_average_rate_is_kept():
-    assert admits(5.0, [100.0, 100.1, 100.2, 100.3, 100.4]) == [True, False, True, False, True]
     at_30hz = admits(5.0, list(100.0 + np.arange(300) / 30.0))           # 10 s of a 30 Hz camera
-    assert sum(at_30hz) in (50, 51)
+    assert 50 <= sum(at_30hz) <= 52                                        # (+ the bucket's burst)
+    assert max(np.diff(np.flatnonzero(at_30hz))) <= 7                     # spread, no long holes
     at_3hz = admits(5.0, list(100.0 + np.arange(30) / 3.0))              # slower than the cap: all of them
     assert all(at_3hz)
 

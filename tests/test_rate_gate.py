@@ -19,11 +19,14 @@ def test_a_5x_replay_of_a_10hz_lidar_is_thinned_to_the_cap():
 
 def test_live_data_below_the_cap_always_passes_even_with_jitter():
     rng = np.random.default_rng(0)
-    arrivals = 0.1 * np.arange(600) + rng.uniform(0.0, 0.045, 600)   # 10 Hz, up to 45 ms late
+    arrivals = 0.1 * np.arange(600) + rng.uniform(0.0, 0.09, 600)    # 10 Hz, up to 90 ms late
     assert all(admitted(RateGate(12.0), arrivals))
     # exactly at the cap, a little burst absorbs jitter too
     arrivals = np.cumsum(np.tile([0.05, 0.15], 300))             # average 10 Hz, pairs 50 ms apart
     assert all(admitted(RateGate(10.0), arrivals))
+    late = 0.1 * np.arange(100)
+    late[50] += 0.095                                            # one frame 95 ms late, the next on time
+    assert all(admitted(RateGate(12.0), late))
 
 
 def test_no_cap_passes_everything_and_a_changed_cap_applies_at_once():
