@@ -63,13 +63,15 @@ def run_cores(frames, detector_params=None, fusion_params=None, planner_params=N
 
     planner_params: the planner node's parameters (dict, default config.node_params('planner'));
     speed_limit_mps: the road's limit (e.g. spec.road.speed_limit_mps) written into every scene;
-    None = the fusion parameters' configured fallback. primary: a primary planner for the arbiter."""
+    None = the fusion parameters' configured fallback. primary: a primary planner for the arbiter;
+    None = the one the planner parameters ask for (`primary: llm` loads the LM planner, exactly as
+    the planner node does: arbiter.load_primary), so offline runs plan as the node would."""
     import dataclasses
 
     from fmdrive.calibration.extrinsics import load_extrinsics
     from fmdrive.fusion.core import FusionCore, FusionParams
     from fmdrive.perception.lidar_classical import ClassicalLidarDetector, ClassicalLidarParams
-    from fmdrive.planning.arbiter import Arbiter
+    from fmdrive.planning.arbiter import Arbiter, load_primary
 
     T_base_lidar = load_extrinsics(config.EXTRINSICS_FILE)[config.FRAMES['lidar']]
     detector = ClassicalLidarDetector(
@@ -78,7 +80,10 @@ def run_cores(frames, detector_params=None, fusion_params=None, planner_params=N
     if speed_limit_mps is not None:
         fusion_params = dataclasses.replace(fusion_params, speed_limit_mps=float(speed_limit_mps))
     fusion = FusionCore(fusion_params)
-    arbiter = Arbiter.from_node_params({**config.node_params('planner'), **(planner_params or {})}, primary)
+    planner_params = {**config.node_params('planner'), **(planner_params or {})}
+    if primary is None:
+        primary, _ = load_primary(planner_params)
+    arbiter = Arbiter.from_node_params(planner_params, primary)
     for frame in frames:
         for stamp_ns, ego in frame.odometry:
             fusion.add_odometry(stamp_ns, ego)

@@ -208,6 +208,25 @@ def test_offline_cores_carry_the_scenarios_limit_into_the_scene_and_plan_through
         assert r.planning.planner_result.debug.get('speed_limit_mps', 11.1) == 11.1
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not (config.package_file('engines/planner_student') / 'card.yaml').is_file(),
+                    reason='no committed LM planner')
+def test_offline_cores_run_the_lm_primary_when_the_planner_parameters_ask_for_it():
+    """The same arbiter as the node: `primary: llm` loads the committed student; each plan says
+    whether it came from it or from the fallback, and why."""
+    from fmdrive.offline import run_cores, simulate_frames
+    from fmdrive.sim import generate_scenario
+    spec = generate_scenario('car_following', seed=7, duration_s=1.0)
+    results = [r for r in run_cores(simulate_frames(spec, camera_scale=0.1),
+                                    planner_params={'primary': 'llm', 'deadline_ms': 5000.0})
+               if r.scene is not None]
+    assert results
+    assert all(r.plan.source in ('llm', 'fallback') for r in results)
+    assert all(r.planning.status for r in results)
+    # and the default (primary: classical) stays classical
+    assert config.node_params('planner')['primary'] == 'classical'
+
+
 # ---------------------------------------------------------------- broken scenes (found by fuzzing)
 
 @pytest.mark.parametrize('x_m', [1e308, 1e12, 1e7])
