@@ -150,8 +150,9 @@ NODE_PARAM_SPECS = {
                            read_only=True),
         'inference_threads': Param(1, 'ONNX Runtime intra-op threads (the graph shares the cores)',
                                    range=(1, 16), read_only=True),
-        'max_rate_hz': Param(5.0, 'highest rate images are encoded at; frames in between are skipped and '
-                             'counted (a 2-core machine: 5; a Jetson: 10 or more)', range=(0.1, 100.0)),
+        'max_rate_hz': Param(5.0, 'highest rate images are encoded at; frames in between are skipped at the '
+                             'door and counted as throttled (a 2-core machine: 5; a Jetson: 10 or more; 0: no '
+                             'limit)', range=(0.0, 1000.0)),
         'publish_features': Param(False, 'also publish the dense embedding map on /perception/camera/features '
                                   '(fp16, about 0.5 MB a frame)'),
     },

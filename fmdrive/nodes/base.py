@@ -20,6 +20,7 @@ Only rclpy API that exists in Humble, Jazzy and Kilted is used.
 from __future__ import annotations
 
 import collections
+import gc
 import sys
 import threading
 import time
@@ -449,7 +450,8 @@ class FmdriveNode(Node):
                        locked=False)
         self.subscribe('tf', TFMessage, lambda m: on_tf(m, False), 'any', aged=None, gaps=False, depth=100,
                        locked=False)
-        self._tf_needs: set = set()       # (target, source) pairs this node looks up
+        self._tf_needs: set = set()       # (target, source) pairs looked up since the last check
+        self.diag_values['tf_subscription'] = 'active'
         self._tf_dynamic_needed = False   # a lookup used something not on /tf_static
         return self.tf
 
@@ -489,10 +491,14 @@ class FmdriveNode(Node):
         entry = self._subs.get(config.TOPICS['tf'])
         if self.tf is None or entry is None:
             return
-        needs = set(self._tf_needs)
+        # the lookups since the last check decide (a fallback used once, before /tf_static
+        # arrived, must not keep /tf forever); none since: nothing changes
+        needs, self._tf_needs = set(self._tf_needs), set()
+        wanted = self.tf_wanted()
+        if wanted and not needs:
+            return
         static_only = bool(needs) and not self._tf_dynamic_needed and all(
             self.tf.can_transform(t, s) and self.tf.source_of(t, s) == 'tf_static' for t, s in needs)
-        wanted = self.tf_wanted()
         if static_only or not wanted:
             self.pause_input('tf', 'every transform this node uses is on /tf_static' if wanted
                              else 'no transform needed now')
@@ -616,6 +622,10 @@ def run_node(node_cls, args=None):
     node = None
     try:
         node = node_cls()
+        # what the node built at start (models, tables, rclpy objects) lives as long as it does:
+        # moved out of the collector's sight, a full collection no longer walks it mid-frame
+        gc.collect()
+        gc.freeze()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
