@@ -62,10 +62,6 @@ class CameraEncoderNode(FmdriveNode):
     def on_camera_info(self, msg: CameraInfo):
         self.camera = CameraModel.from_camera_info_fields(**camera_info_to_fields(msg))
 
-    def admit(self, now: float) -> bool:
-        """At most max_rate_hz on average (what the gate at the door decides)."""
-        return self.gate.admit(now)
-
     def reconfigure(self, params: dict, changed: dict) -> None:
         self.gate.max_hz = float(params['max_rate_hz'])
 
