@@ -37,6 +37,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from fmdrive import config
 from fmdrive.msgs import MessageError, stamp_to_ns
+from fmdrive.rate_gate import RateGate
 from fmdrive.tf import TransformError
 
 try:                                    # Iron and later
@@ -252,7 +253,7 @@ class FmdriveNode(Node):
 
     def subscribe(self, key: str, msg_type, handler, qos: str = 'reliable', queued: bool = False,
                   aged: str | None = 'after_first', gaps: bool = True, depth: int | None = None,
-                  locked: bool = True, gate=None):
+                  locked: bool = True, max_rate_param: str | None = None):
         """Subscribe to config.TOPICS[key].
 
         qos: 'sensor' (follows the sensor_qos parameter), 'reliable', 'latched', or 'any' (matches
@@ -264,8 +265,9 @@ class FmdriveNode(Node):
         the stamp sequence (periodic topics). locked=False: the handler does not touch the core and
         must not wait for the node lock the worker holds through a whole frame (the TF buffer has
         its own), or the executor stalls behind the heavy work and DDS drops what arrives meanwhile.
-        gate: a fmdrive.rate_gate.RateGate deciding, before the queue, whether a frame is processed
-        at all (the rest counted as throttled).
+        max_rate_param: the node parameter (Hz, 0 = no limit) of a RateGate deciding, before the
+        queue, whether a frame is processed at all (the rest counted as throttled); a runtime change
+        of the parameter applies from the next frame.
         Stamps are noted on arrival, so stamp gaps ('missing') count only what never arrived."""
         topic = config.TOPICS[key]
         stats = self._inputs[topic] = InputStats(aged, gaps)
@@ -274,12 +276,15 @@ class FmdriveNode(Node):
             self._handlers[topic] = handler
         if not locked:
             self._unlocked.add(topic)
+        gate = RateGate() if max_rate_param else None
 
         def callback(msg, topic=topic):
             stats.received += 1
             now = time.monotonic()
             stats.arrivals.append(now)
             self._note_stamp(topic, stats, msg)
+            if gate is not None:
+                gate.max_hz = float(self.p[max_rate_param])
             if gate is not None and not gate.admit(now):
                 stats.throttled += 1
                 return
@@ -452,7 +457,6 @@ class FmdriveNode(Node):
                        locked=False)
         self._tf_needs: set = set()       # (target, source) pairs looked up since the last check
         self.diag_values['tf_subscription'] = 'active'
-        self._tf_dynamic_needed = False   # a lookup used something not on /tf_static
         return self.tf
 
     def pause_input(self, key: str, why: str) -> None:
@@ -497,24 +501,20 @@ class FmdriveNode(Node):
         wanted = self.tf_wanted()
         if wanted and not needs:
             return
-        static_only = bool(needs) and not self._tf_dynamic_needed and all(
+        static_only = bool(needs) and all(
             self.tf.can_transform(t, s) and self.tf.source_of(t, s) == 'tf_static' for t, s in needs)
         if static_only or not wanted:
             self.pause_input('tf', 'every transform this node uses is on /tf_static' if wanted
                              else 'no transform needed now')
         else:
             self.resume_input('tf', 'a transform this node uses is not on /tf_static')
-        self._tf_dynamic_needed = False
         self.diag_values['tf_subscription'] = 'active' if not entry.get('paused') else \
             ('paused (all used transforms static)' if wanted else 'paused (no transform needed now)')
 
     def _tf_used(self, target: str, source: str) -> str:
         """Note a lookup (for _prune_tf); returns where its chain comes from."""
-        where = self.tf.source_of(target, source)
         self._tf_needs.add((target, source))
-        if where != 'tf_static':
-            self._tf_dynamic_needed = True
-        return where
+        return self.tf.source_of(target, source)
 
     def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:
         """T_<target>_<source> from the node's TF buffer; the source (tf, tf_static or the YAML file)
@@ -523,7 +523,6 @@ class FmdriveNode(Node):
             T = self.tf.lookup(target, source, stamp_ns)
         except TransformError:
             self._tf_needs.add((target, source))   # /tf may be what would answer it: keep taking it
-            self._tf_dynamic_needed = True
             raise
         self.diag_values[f'calibration_source/{source}'] = self._tf_used(target, source)
         return T

@@ -22,7 +22,6 @@ from fmdrive.msgs import (MessageError, camera_info_to_fields, image_to_rgb, ns_
                           stamp_to_ns)
 from fmdrive.nodes.base import FmdriveNode, make_qos, run_node
 from fmdrive.perception.camera_learned import ImageError
-from fmdrive.rate_gate import RateGate
 
 
 class CameraEncoderNode(FmdriveNode):
@@ -30,14 +29,14 @@ class CameraEncoderNode(FmdriveNode):
         super().__init__('camera_encoder')
         self.camera = self.load_camera_model()
         self.core = self.load_core()
-        # at most max_rate_hz, decided at the door: a skipped frame costs no queue, no wake-up of
-        # the worker and no decode (counted as throttled on /diagnostics)
-        self.gate = RateGate(float(self.p['max_rate_hz']))
         self.unencoded = 0
         self.pub_objects = self.advertise('camera_objects', ObjectArray)
         self.pub_features = self.advertise('camera_features', FeatureMap, make_qos('reliable', 2))
         self.subscribe('camera_info', CameraInfo, self.on_camera_info, 'any', aged=None, gaps=False)
-        self.subscribe('image', Image, self.on_image, 'sensor', queued=True, aged='always', gate=self.gate)
+        # at most max_rate_hz, decided at the door: a skipped frame costs no queue, no wake-up of
+        # the worker and no decode (counted as throttled on /diagnostics)
+        self.subscribe('image', Image, self.on_image, 'sensor', queued=True, aged='always',
+                       max_rate_param='max_rate_hz')
 
     def load_core(self):
         """The encoder of the card `model`, or None (said on /diagnostics) when it cannot run here."""
@@ -61,9 +60,6 @@ class CameraEncoderNode(FmdriveNode):
 
     def on_camera_info(self, msg: CameraInfo):
         self.camera = CameraModel.from_camera_info_fields(**camera_info_to_fields(msg))
-
-    def reconfigure(self, params: dict, changed: dict) -> None:
-        self.gate.max_hz = float(params['max_rate_hz'])
 
     def on_image(self, msg: Image):
         t0 = time.perf_counter()

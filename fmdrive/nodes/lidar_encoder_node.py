@@ -19,7 +19,6 @@ from fmdrive import config
 from fmdrive.msgs import lanes_to_msg, objects_to_msg, pointcloud2_to_xyzi, stamp_to_ns
 from fmdrive.nodes.base import FmdriveNode, run_node
 from fmdrive.perception.lidar_classical import ClassicalLidarDetector, ClassicalLidarParams
-from fmdrive.rate_gate import RateGate
 from fmdrive.tf import TransformError
 
 
@@ -31,9 +30,8 @@ class LidarEncoderNode(FmdriveNode):
         self.detector = self.make_detector(self.p)
         self.pub_objects = self.advertise('lidar_objects', ObjectArray)
         self.pub_lanes = self.advertise('lanes', LaneArray)
-        self.gate = RateGate(float(self.p['max_rate_hz']))
-        self.subscribe('points', PointCloud2, self.on_points, 'sensor', queued=True, aged='always', gate=self.gate)
-
+        self.subscribe('points', PointCloud2, self.on_points, 'sensor', queued=True, aged='always',
+                       max_rate_param='max_rate_hz')
 
     def make_detector(self, params: dict) -> ClassicalLidarDetector:
         # the mounting given here is only a default: each sweep passes its own from TF
@@ -61,7 +59,6 @@ class LidarEncoderNode(FmdriveNode):
         return LearnedLidarDetector(det, bool(self.p['detect_lanes']), float(self.p['lane_width_m']))
 
     def reconfigure(self, params: dict, changed: dict) -> None:
-        self.gate.max_hz = float(params['max_rate_hz'])
         self.detector = self.make_detector(params)
 
     def T_base_cloud(self, frame: str, stamp_ns: int):
