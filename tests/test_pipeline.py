@@ -201,7 +201,9 @@ def test_a_ctrl_c_swallowed_inside_a_finaliser_still_stops_the_run():
     class RunsWhenCollected:
         def __del__(self):
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the handler runs in here; its KeyboardInterrupt is ignored
+            deadline = time.monotonic() + 5.0   # spins until the handler runs in here (its
+            while time.monotonic() < deadline:  # KeyboardInterrupt ends the loop and is ignored)
+                pass
 
     try:
         interrupts.reset()
