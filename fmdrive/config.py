@@ -60,7 +60,7 @@ TOPIC_TYPES = {
 }
 
 SENSOR_TOPICS = (TOPICS['image'], TOPICS['camera_info'], TOPICS['points'], TOPICS['odometry'], TOPICS['speed_limit'])
-OUTPUT_TOPICS = (TOPICS['lidar_objects'], TOPICS['lanes'], TOPICS['objects'], TOPICS['scene'], TOPICS['plan'],
+OUTPUT_TOPICS = (TOPICS['lidar_objects'], TOPICS['camera_objects'], TOPICS['lanes'], TOPICS['objects'], TOPICS['scene'], TOPICS['plan'],
                  TOPICS['trajectory'], TOPICS['markers'], TOPICS['overlay'], TOPICS['diagnostics'])
 
 # ---------------------------------------------------------------- frames (REP-103/105)

@@ -51,8 +51,9 @@ GRAPH = (
     GraphNode('planner', 'planner', 'fmdrive.nodes.planner_node', ('instruction', 'scene'),
               ('plan', 'trajectory')),
     GraphNode('visualizer', 'visualizer', 'fmdrive.nodes.visualizer_node',
-              ('camera_info', 'odometry', 'points', 'objects', 'plan', 'image'), ('markers', 'overlay'),
-              nice=10, lazy_inputs=('camera_info', 'odometry', 'points', 'image')),
+              ('camera_info', 'odometry', 'points', 'objects', 'plan', 'image', 'camera_objects'),
+              ('markers', 'overlay'), nice=10,
+              lazy_inputs=('camera_info', 'odometry', 'points', 'image', 'camera_objects')),
 )
 
 

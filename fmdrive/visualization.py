@@ -141,15 +141,18 @@ def _ribbon_quads(traj_xy: np.ndarray, width_m: float, step_m: float = 0.5) -> n
 
 
 def draw_overlay(image_rgb, camera_K, T_camera_base, points_base=None, objects_base=(),
-                 trajectory_base=None, *, max_depth_m: float = 60.0, near_m: float = 0.5,
+                 trajectory_base=None, *, boxes2d=(), max_depth_m: float = 60.0, near_m: float = 0.5,
                  point_size_px: int = 2, ribbon_width_m: float = 1.8,
                  labels: bool = True) -> np.ndarray:
-    """Camera image with LiDAR points (coloured by depth), 3D boxes and the planned trajectory.
+    """Camera image with LiDAR points (coloured by depth), 3D boxes, the camera encoder's 2D boxes
+    and the planned trajectory.
 
     image_rgb (H, W, 3) uint8; camera_K (3, 3) or a CameraModel (then points are projected with its
     lens distortion); T_camera_base (4, 4) maps base_link into the
     camera optical frame; points_base (N, 3|4) or None; objects_base list[Object3D] in base_link;
-    trajectory_base (K, 2|3) x, y[, ...] in base_link or None (drawn on the ground, z = 0).
+    trajectory_base (K, 2|3) x, y[, ...] in base_link or None (drawn on the ground, z = 0);
+    boxes2d: camera detections (objects with .box2d u_min, v_min, u_max, v_max in this image's
+    pixels, .label, .score), drawn as dashed rectangles so they read apart from the 3D wireframes.
     Anything behind the camera (z < near_m) is clipped, never wrapped into the image.
     """
     img = np.asarray(image_rgb)
@@ -231,7 +234,30 @@ def draw_overlay(image_rgb, camera_K, T_camera_base, points_base=None, objects_b
                 bbox = draw.textbbox((x0, y0), text, font=f)
                 draw.rectangle(bbox, fill=(0, 0, 0))
                 draw.text((x0, y0), text, fill=class_color(o.label), font=f)
+    _draw_boxes2d(draw, boxes2d, W, H, labels)
     return np.asarray(pil, dtype=np.uint8)
+
+
+def _draw_boxes2d(draw, boxes2d, W: int, H: int, labels: bool, dash_px: int = 5) -> None:
+    """Dashed rectangles of camera detections (a box off the image or not finite is skipped)."""
+    f = font(10)
+    for o in boxes2d or ():
+        if o.box2d is None:
+            continue
+        u0, v0, u1, v1 = np.asarray(o.box2d, np.float64).reshape(4)
+        if not np.isfinite([u0, v0, u1, v1]).all() or u1 <= u0 or v1 <= v0 or u1 < 0 or v1 < 0 \
+                or u0 >= W or v0 >= H:
+            continue
+        u0, u1 = np.clip([u0, u1], 0, W - 1)
+        v0, v1 = np.clip([v0, v1], 0, H - 1)
+        color = class_color(o.label)
+        _dashed(draw, np.array([(u0, v0), (u1, v0), (u1, v1), (u0, v1), (u0, v0)]), color, dash_px=dash_px, width=1)
+        if labels:
+            text = f'{o.label} {o.score:.2f}'
+            y0 = v1 + 1 if v1 + 12 < H else max(v0 - 12, 0)
+            bbox = draw.textbbox((u0, y0), text, font=f)
+            draw.rectangle(bbox, fill=(0, 0, 0))
+            draw.text((u0, y0), text, fill=color, font=f)
 
 
 # ================================================================ RViz markers

@@ -89,4 +89,5 @@ def test_graph_lists_exactly_the_outputs_each_node_publishes():
 
 def test_internal_topics_are_the_ones_a_node_publishes_and_another_reads():
     from fmdrive.graph import INTERNAL_TOPICS
-    assert set(INTERNAL_TOPICS) == {config.TOPICS[k] for k in ('lidar_objects', 'lanes', 'objects', 'scene', 'plan')}
+    assert set(INTERNAL_TOPICS) == {config.TOPICS[k] for k in ('camera_objects', 'lidar_objects', 'lanes', 'objects',
+                                                                          'scene', 'plan')}

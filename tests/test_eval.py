@@ -322,6 +322,9 @@ def _write_run_dir(run_dir: Path, n_frames=30, drop_plan_at=(7,), with_diagnosti
             track = car(15.0, 0.0, 0.0, score=0.9, id=3 if k < 15 else 4)   # one id switch
             bag.write(TOPICS['objects'], objects_to_msg([track], stamp, 'base_link', 'fusion'),
                       recv)
+            if k % 2 == 0:   # the camera encoder at half the image rate, 2D boxes in pixels
+                box = Object3D(np.zeros(3), np.zeros(3), 0.0, 'car', 0.8, box2d=np.array([200, 100, 300, 200.0]))
+                bag.write(TOPICS['camera_objects'], objects_to_msg([box], stamp, 'camera_optical', 'camera'), recv)
             if k in drop_plan_at:
                 continue
             t = np.arange(0.5, 3.01, 0.5)
@@ -472,6 +475,26 @@ def test_make_report_writes_a_png_with_one_row_per_frame(run_dir, tmp_path):
     assert img.width > 1000 and img.height > 2 * 480
     arr = np.asarray(img.convert('RGB'))
     assert len(np.unique(arr.reshape(-1, 3), axis=0)) > 50          # not a blank page
+
+
+def test_the_report_draws_the_camera_encoders_2d_boxes_on_the_overlay(run_dir):
+    from fmdrive.eval.metrics import read_outputs
+    from fmdrive.eval.report import ROW_HEIGHT_PX, ReportFrame, render_frame
+    outputs = read_outputs(run_dir / 'output')
+    assert len(outputs.camera_objects) == 15
+    stamp, boxes = sorted(outputs.camera_objects.items())[0]
+    assert boxes[0].box2d.tolist() == [200, 100, 300, 200]
+    gt = GroundTruthFrame(stamp_ns=stamp, ego=EgoState(), objects=[])
+    image = np.full((360, 640, 3), 90, np.uint8)
+    K = np.array([[400.0, 0, 319.5], [0, 400.0, 179.5], [0, 0, 1]])
+    T = np.eye(4)
+    plain = np.asarray(render_frame(ReportFrame(stamp, 0.0, gt, image_rgb=image), K, T))
+    drawn = np.asarray(render_frame(ReportFrame(stamp, 0.0, gt, image_rgb=image, camera_detections=boxes), K, T))
+    rows, cols = np.nonzero(np.any(plain[22:] != drawn[22:], axis=2))     # below the caption
+    scale = ROW_HEIGHT_PX / 360
+    assert len(rows)
+    assert 200 * scale - 2 <= cols.min() and cols.max() <= 300 * scale + 90     # + its label
+    assert 100 * scale - 2 <= rows.min() and rows.max() <= 200 * scale + 20
 
 
 def test_make_report_rejects_a_stamp_that_is_not_in_the_run(run_dir, tmp_path):

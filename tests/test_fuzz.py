@@ -724,7 +724,8 @@ FUZZED_INPUTS = {
     'lidar_encoder': ['points', 'tf', 'tf_static'],
     'fusion': ['lidar_objects', 'odometry', 'lanes', 'camera_info', 'speed_limit'],
     'planner': ['scene', 'instruction'],
-    'visualizer': ['image', 'points', 'objects', 'plan', 'odometry', 'camera_info', 'tf', 'tf_static'],
+    'visualizer': ['image', 'points', 'objects', 'plan', 'odometry', 'camera_info', 'tf', 'tf_static',
+                   'camera_objects'],
 }
 CASES = [(node, T[key]) for node, keys in FUZZED_INPUTS.items() for key in keys]
 

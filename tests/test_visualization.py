@@ -39,6 +39,32 @@ def test_box_in_front_of_the_camera_is_drawn_where_it_projects():
     assert np.all(out[rows, cols] == CLASS_COLORS['car'])
 
 
+def cam_box(u0, v0, u1, v1, label='pedestrian'):
+    return Object3D([0, 0, 0], [0, 0, 0], 0.0, label, 0.8, box2d=np.array([u0, v0, u1, v1], float))
+
+
+def test_camera_2d_boxes_are_drawn_dashed_on_their_pixels():
+    img = blank()
+    out = draw_overlay(img, K, T_CAMERA_BASE, None, [], None, boxes2d=[cam_box(100, 50, 160, 200)], labels=False)
+    rows, cols = np.nonzero(changed(img, out))
+    assert rows.min() >= 49 and rows.max() <= 201 and cols.min() >= 99 and cols.max() <= 161
+    assert np.all(out[rows, cols] == CLASS_COLORS['pedestrian'])
+    top = changed(img, out)[50, 100:161]
+    assert 0.3 < top.mean() < 0.8          # dashed, not solid
+    assert not changed(img, out)[60:190, 110:150].any()   # an outline, not a filled box
+
+
+def test_camera_2d_boxes_off_the_image_or_not_finite_are_skipped_and_others_clipped():
+    img = blank()
+    skipped = [cam_box(700, 10, 800, 50), cam_box(np.nan, 0, 10, 10), cam_box(50, 50, 40, 60),
+               Object3D([0, 0, 0], [0, 0, 0], 0.0, 'car', 0.5)]
+    assert np.array_equal(draw_overlay(img, K, T_CAMERA_BASE, None, [], None, boxes2d=skipped), img)
+    out = draw_overlay(img, K, T_CAMERA_BASE, None, [], None, boxes2d=[cam_box(-50, -20, 30, 40, 'car')],
+                       labels=False)
+    rows, cols = np.nonzero(changed(img, out))
+    assert len(rows) and rows.max() <= 40 and cols.max() <= 30
+
+
 def test_box_behind_the_camera_is_ignored():
     img = blank()
     out = draw_overlay(img, K, T_CAMERA_BASE, None, [car(-15.0, 0.0, id=4)], None)

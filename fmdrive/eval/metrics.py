@@ -365,6 +365,7 @@ def nearest_frame_index(stamps_ns: np.ndarray, stamp_ns: int,
 class RunOutputs:
     """What eval needs from a run's output bag, already converted to core types."""
     lidar_objects: dict = field(default_factory=dict)   # stamp_ns -> list[Object3D] base_link
+    camera_objects: dict = field(default_factory=dict)  # image stamp_ns -> list[Object3D] with box2d (pixels)
     tracks: dict = field(default_factory=dict)          # stamp_ns -> list[Object3D] base_link
     plans: list = field(default_factory=list)           # list[Plan] (odom)
     planner_latency_ms: list = field(default_factory=list)
@@ -373,6 +374,7 @@ class RunOutputs:
         """Give every output the stamp its input had in the bag (undoing a restamped replay), so
         it compares with the ground truth; to_bag_stamp maps a published stamp to the bag's."""
         self.lidar_objects = {to_bag_stamp(s): v for s, v in self.lidar_objects.items()}
+        self.camera_objects = {to_bag_stamp(s): v for s, v in self.camera_objects.items()}
         self.tracks = {to_bag_stamp(s): v for s, v in self.tracks.items()}
         for plan in self.plans:
             plan.stamp_ns = to_bag_stamp(plan.stamp_ns)
@@ -417,7 +419,8 @@ def read_outputs(output_bag, progress: bool = False) -> RunOutputs:
     from tqdm import tqdm
 
     out = RunOutputs()
-    topics = [TOPICS['lidar_objects'], TOPICS['objects'], TOPICS['plan'], TOPICS['diagnostics']]
+    topics = [TOPICS['lidar_objects'], TOPICS['camera_objects'], TOPICS['objects'], TOPICS['plan'],
+              TOPICS['diagnostics']]
     with BagReader(output_bag) as reader:
         for topic, msg in tqdm(present_messages(reader, topics), desc='output bag', unit='msg',
                                total=sum(reader.topics.get(t, ('', 0))[1] for t in topics),
@@ -439,6 +442,8 @@ def _collect_output(out: RunOutputs, topic: str, msg, msg_to_objects, msg_to_pla
                     stamp_to_ns) -> None:
     if topic == TOPICS['lidar_objects']:
         out.lidar_objects[stamp_to_ns(msg.header.stamp)] = msg_to_objects(msg)
+    elif topic == TOPICS['camera_objects']:
+        out.camera_objects[stamp_to_ns(msg.header.stamp)] = msg_to_objects(msg)
     elif topic == TOPICS['objects']:
         out.tracks[stamp_to_ns(msg.header.stamp)] = msg_to_objects(msg)
     elif topic == TOPICS['plan']:

@@ -20,13 +20,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fmdrive.config import EXTRINSICS_FILE, FRAMES, TOPICS
-from fmdrive.eval.metrics import (MIN_LIDAR_POINTS, EvalError, GroundTruthFrame, load_ground_truth,
+from fmdrive.eval.metrics import (MIN_LIDAR_POINTS, STAMP_TOLERANCE_NS, EvalError, GroundTruthFrame, load_ground_truth,
                                   nearest_frame_index, read_outputs)
 from fmdrive.geometry import inv_T
 from fmdrive.objects import EgoState, Plan
 from fmdrive.visualization import draw_bev, draw_overlay, font
 
 ROW_HEIGHT_PX = 480
+CAMERA_MATCH_NS = 60_000_000   # camera boxes belong to the image drawn (the image is matched within this too)
 BEV_EXTENT_M = (-20.0, 60.0, -30.0, 30.0)
 BACKGROUND = (18, 19, 22)
 TEXT = (235, 235, 235)
@@ -42,6 +43,7 @@ class ReportFrame:
     image_rgb: np.ndarray | None = None          # (H, W, 3) uint8
     points_base: np.ndarray | None = None        # (N, 3|4)
     detections_base: list = field(default_factory=list)
+    camera_detections: list = field(default_factory=list)  # the camera encoder's 2D boxes (image pixels)
     tracks_base: list = field(default_factory=list)
     plan: Plan | None = None
     expert_xy_odom: np.ndarray | None = None     # (K, 2) expert ego positions over the horizon
@@ -167,7 +169,7 @@ def render_frame(frame: ReportFrame, camera_K, T_camera_base, image_size=(640, 3
         overlay = image
     else:
         overlay = draw_overlay(image, camera_K, T_cam, frame.points_base, objects,
-                               _plan_in_base(frame.plan, frame.gt))
+                               _plan_in_base(frame.plan, frame.gt), boxes2d=frame.camera_detections)
     left = _fit_height(overlay, row_height_px)
     bev_px_per_m = row_height_px / (BEV_EXTENT_M[1] - BEV_EXTENT_M[0])
     T_odom_base = frame.gt.ego.T_odom_base()
@@ -188,7 +190,7 @@ def render_frame(frame: ReportFrame, camera_K, T_camera_base, image_size=(640, 3
         plan_txt += '   (no camera image at this stamp)'
     gt_txt = f'GT objects {len(frame.gt.objects)} ({n_cam} in camera)' if frame.gt.objects else 'no GT'
     caption = (f't = {frame.t_s:.1f} s (stamp {frame.stamp_ns})   {gt_txt}   detections {len(frame.detections_base)}   '
-               f'tracks {len(frame.tracks_base)}   ego {frame.gt.ego.speed_mps:.1f} m/s   {plan_txt}')
+               f'camera boxes {len(frame.camera_detections)}   tracks {len(frame.tracks_base)}   ego {frame.gt.ego.speed_mps:.1f} m/s   {plan_txt}')
     ImageDraw.Draw(row).text((4, 4), caption, fill=TEXT, font=font(13))
     return row
 
@@ -278,12 +280,12 @@ def _lidar_stamps(bag_dir) -> list[int]:
         return sorted(stamp_to_ns(m.header.stamp) for _, m in present_messages(reader, [TOPICS['points']]))
 
 
-def _at(stamped: dict, stamp_ns: int, default=None):
-    """The value whose stamp is nearest to stamp_ns (within 1 ms), else default."""
+def _at(stamped: dict, stamp_ns: int, default=None, tolerance_ns: int = STAMP_TOLERANCE_NS):
+    """The value whose stamp is nearest to stamp_ns (within tolerance_ns), else default."""
     if not stamped:
         return default
     keys = np.array(sorted(stamped), dtype=np.int64)
-    k = nearest_frame_index(keys, stamp_ns)
+    k = nearest_frame_index(keys, stamp_ns, tolerance_ns)
     return default if k is None else stamped[int(keys[k])]
 
 
@@ -318,7 +320,7 @@ def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3,
     gt_path = run_dir / 'ground_truth.json'
     scenario, gt_frames = load_ground_truth(gt_path) if gt_path.is_file() else ({}, [])
     outputs = read_outputs(run_dir / 'output') if (run_dir / 'output').exists() else RunOutputs()
-    dets, tracks = outputs.lidar_objects, outputs.tracks
+    dets, tracks, camera_dets = outputs.lidar_objects, outputs.tracks, outputs.camera_objects
     plans = {p.stamp_ns: p for p in outputs.plans}
     geometry = bag_geometry(run_dir / 'bag', base_frame)
 
@@ -334,6 +336,9 @@ def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3,
         if gt_frames:   # choose among the frames the graph answered (plan or detections), if any
             answered = [f for f in gt_frames
                         if _at(plans, f.stamp_ns) is not None or _at(dets, f.stamp_ns) is not None]
+            # the camera encoder runs on some images only (max_rate_hz): show frames it answered
+            answered = [f for f in answered if _at(camera_dets, f.stamp_ns, tolerance_ns=CAMERA_MATCH_NS)
+                        is not None] or answered
             frame_stamps = choose_frames(answered or gt_frames, n_frames)
         else:
             answered = [int(s) for s in stamps_all
@@ -354,7 +359,8 @@ def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3,
         gt = gt_frames[k] if gt_frames else GroundTruthFrame(stamp_ns=s, ego=geometry.ego(s), objects=[])
         frames.append(ReportFrame(stamp_ns=s, t_s=(s - int(stamps_all[0])) / 1e9, gt=gt,
                                   image_rgb=images.get(s), points_base=points.get(s),
-                                  detections_base=_at(dets, s, []), tracks_base=_at(tracks, s, []),
+                                  detections_base=_at(dets, s, []),
+                                  camera_detections=_at(camera_dets, s, [], CAMERA_MATCH_NS), tracks_base=_at(tracks, s, []),
                                   plan=_at(plans, s),
                                   expert_xy_odom=_expert_xy(gt_frames, s) if gt_frames else None,
                                   T_camera_base=geometry.T_camera_base(s)))

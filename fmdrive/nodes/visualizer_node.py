@@ -35,6 +35,7 @@ class VisualizerNode(FmdriveNode):
         self.odometry = OdometryBuffer()
         self.points_msg = None
         self.objects = (0, [])
+        self.camera_objects = (0, [])
         self.plan = None
         self.last_overlay = 0.0
         self.pub_markers = self.advertise('markers', MarkerArray, make_qos('reliable', 5))
@@ -47,6 +48,8 @@ class VisualizerNode(FmdriveNode):
         self.subscribe('objects', ObjectArray, self.on_objects)
         self.subscribe('plan', PlanMsg, self.on_plan, gaps=False)
         self.subscribe('image', Image, self.on_image, 'sensor', queued=True)
+        # the camera encoder's 2D boxes (at its own max_rate_hz, so not every image has them)
+        self.subscribe('camera_objects', ObjectArray, self.on_camera_objects, gaps=False)
         # what only the overlay needs is taken only while someone watches it (RViz, a recorder)
         self.lazy = next(n.lazy_inputs for n in GRAPH if n.name == 'visualizer')
         self.watched = None
@@ -83,6 +86,12 @@ class VisualizerNode(FmdriveNode):
             raise MessageError('objects with NaN/inf centre, size or yaw: not drawn')
         self.objects = (stamp_to_ns(msg.header.stamp), objects)
         self.publish_markers()
+
+    def on_camera_objects(self, msg):
+        objects = msg_to_objects(msg)
+        if not all(o.box2d is not None and np.isfinite(o.box2d).all() for o in objects):
+            raise MessageError('camera objects without a finite 2D box: not drawn')
+        self.camera_objects = (stamp_to_ns(msg.header.stamp), objects)
 
     def on_plan(self, msg):
         plan = msg_to_plan(msg)
@@ -137,7 +146,10 @@ class VisualizerNode(FmdriveNode):
         if self.plan is not None and ego is not None and abs(self.plan.stamp_ns - stamp_ns) <= MATCH_NS:
             xy = np.c_[self.plan.poses[:, :2], np.zeros(len(self.plan.poses))]
             trajectory = transform_points(inv_T(ego.T_odom_base()), xy)
-        overlay = draw_overlay(rgb, camera, T_camera_base, points, objects, trajectory)
+        # the newest camera boxes within MATCH_NS: those of this very image arrive after it (the
+        # encoder runs on it meanwhile, at most max_rate_hz), as the 3D objects do
+        boxes2d = self.camera_objects[1] if abs(self.camera_objects[0] - stamp_ns) <= MATCH_NS else []
+        overlay = draw_overlay(rgb, camera, T_camera_base, points, objects, trajectory, boxes2d=boxes2d)
         self.pub_overlay.publish(rgb_to_image(overlay, stamp_ns, msg.header.frame_id or config.FRAMES['camera']))
         self.last_overlay = now
         self.record((time.perf_counter() - t0) * 1e3, stamp_ns)
