@@ -281,7 +281,7 @@ def test_latency_percentiles_ignore_nan_samples():
 
 # ------------------------------------------------------------------ run dirs (bags on disk)
 def _write_run_dir(run_dir: Path, n_frames=30, drop_plan_at=(7,), with_diagnostics=True,
-                   latency_json=None):
+                   latency_json=None, lidar_source='lidar_classical'):
     """A small run: ego at 10 m/s along yaw 0.2, one car ahead at the same speed; outputs are
     perfect LiDAR detections (base_link), one track, expert plans, planner diagnostics."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -318,7 +318,7 @@ def _write_run_dir(run_dir: Path, n_frames=30, drop_plan_at=(7,), with_diagnosti
             stamp, recv = f['stamp_ns'], f['stamp_ns'] + 40_000_000
             lead_base = car(15.0, 0.0, 0.0, score=0.9)
             bag.write(TOPICS['lidar_objects'],
-                      objects_to_msg([lead_base], stamp, 'base_link', 'lidar_classical'), recv)
+                      objects_to_msg([lead_base], stamp, 'base_link', lidar_source), recv)
             track = car(15.0, 0.0, 0.0, score=0.9, id=3 if k < 15 else 4)   # one id switch
             bag.write(TOPICS['objects'], objects_to_msg([track], stamp, 'base_link', 'fusion'),
                       recv)
@@ -364,6 +364,17 @@ def test_eval_run_scores_a_run_dir_from_its_bags(run_dir):
     assert m['latency']['e2e_p50_ms'] == pytest.approx(np.percentile(
         [40.0 + k for k in range(30) if k != 7], 50))
     json.dumps(m, allow_nan=False)                                  # valid JSON, no NaN
+
+
+def test_a_learned_lidar_run_is_scored_next_to_the_classical_path_on_the_same_frames(run_dir, tmp_path):
+    from fmdrive.eval.metrics import eval_run
+    assert 'lidar_classical' not in eval_run(run_dir, progress=False)['detection']   # it ran classical
+    run = _write_run_dir(tmp_path / 'learned', n_frames=12, lidar_source='lidar_learned')
+    det = eval_run(run, progress=False)['detection']
+    assert det['lidar_encoder'] == 'lidar_learned' and det['car_bev_ap50'] == pytest.approx(1.0)
+    # the bag's clouds are bare ground: the classical detector, run on the same frames, finds no car
+    assert det['lidar_classical']['car_bev_ap50'] == pytest.approx(0.0)
+    assert det['lidar_classical']['recall']['car'] == pytest.approx(0.0)
 
 
 def test_latency_json_wins_over_diagnostics(tmp_path):

@@ -366,6 +366,7 @@ class RunOutputs:
     """What eval needs from a run's output bag, already converted to core types."""
     lidar_objects: dict = field(default_factory=dict)   # stamp_ns -> list[Object3D] base_link
     camera_objects: dict = field(default_factory=dict)  # image stamp_ns -> list[Object3D] with box2d (pixels)
+    lidar_sources: set = field(default_factory=set)     # ObjectArray.source of the LiDAR objects seen
     tracks: dict = field(default_factory=dict)          # stamp_ns -> list[Object3D] base_link
     plans: list = field(default_factory=list)           # list[Plan] (odom)
     planner_latency_ms: list = field(default_factory=list)
@@ -442,6 +443,7 @@ def _collect_output(out: RunOutputs, topic: str, msg, msg_to_objects, msg_to_pla
                     stamp_to_ns) -> None:
     if topic == TOPICS['lidar_objects']:
         out.lidar_objects[stamp_to_ns(msg.header.stamp)] = msg_to_objects(msg)
+        out.lidar_sources.add(msg.source)
     elif topic == TOPICS['camera_objects']:
         out.camera_objects[stamp_to_ns(msg.header.stamp)] = msg_to_objects(msg)
     elif topic == TOPICS['objects']:
@@ -561,6 +563,16 @@ def eval_run(run_dir, progress: bool = True) -> dict:
         trk_frames.append(_to_odom(tracks_at.get(k, []), ego))
 
     det = detection_metrics(det_frames, frames)
+    detection = {'car_bev_ap50': det['ap']['car'], 'ap50': det['ap'], 'recall': det['recall'],
+                 'num_gt': det['num_gt'], 'frames': len(det_frames), 'source': 'lidar',
+                 'lidar_encoder': '+'.join(sorted(outputs.lidar_sources)) or None}
+    if any('learned' in s for s in outputs.lidar_sources):
+        # the learned path's figures next to the classical path's, on the very frames scored
+        from fmdrive.eval.baseline import BASELINE, BASELINE_PARAMS, classical_detections
+        base_at = classical_detections(run_dir / 'bag', answered, gt_stamps, progress=progress)
+        base = detection_metrics([_to_odom(base_at.get(k, []), gt_frames[k].ego) for k in eval_k], frames)
+        detection[BASELINE] = {'car_bev_ap50': base['ap']['car'], 'ap50': base['ap'], 'recall': base['recall'],
+                               'params': BASELINE_PARAMS}
     trk = id_switches(trk_frames, frames)
     scored_stamps = {gt_frames[k].stamp_ns for k in eval_k}
     plan = planning_metrics([p for p in outputs.plans
@@ -578,9 +590,7 @@ def eval_run(run_dir, progress: bool = True) -> dict:
         'run_dir': str(run_dir),
         'scenario': scenario.get('kind', scenario.get('name', '')) if isinstance(scenario, dict)
         else str(scenario),
-        'detection': {'car_bev_ap50': det['ap']['car'], 'ap50': det['ap'],
-                      'recall': det['recall'], 'num_gt': det['num_gt'],
-                      'frames': len(det_frames), 'source': 'lidar'},
+        'detection': detection,
         'tracking': {'id_switches': trk['id_switches'], 'tracks': trk['tracks'],
                      'matches': trk['matches'], 'frames': len(trk_frames)},
         'planning': plan,
