@@ -10,6 +10,7 @@
     fmdrive calib-check ...                                   LiDAR-camera alignment score + overlay
     fmdrive bench NAME [--quick] [--json]                     benchmarks: sim, transport, pipeline, lidar-classical,
                                                               tracking, planner-classical (one JSON object with --json)
+    fmdrive profile MODEL [--json] [--runs N]                 parameters, MACs, memory, latency here, Orin roofline estimate
     fmdrive params                                            print config/params.yaml as generated from config.py
 
 Errors a user can cause end in one line on stderr and exit code 2, never a traceback.
@@ -447,6 +448,14 @@ def add_build_engines(sub):
     p.set_defaults(func=run)
 
 
+def add_profile(sub):
+    from fmdrive.profile import add_arguments, run
+    p = sub.add_parser('profile', help='a model\'s parameters, MACs per layer, memory per precision, latency measured '
+                                       'here (ONNX Runtime CPU) and a roofline estimate for Jetson Orin')
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def cmd_params(args):
     from fmdrive.graph import params_yaml_text
     print(params_yaml_text(), end='')
@@ -466,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for add in (add_sim, add_run, add_replay, add_record, add_bag, add_demo, add_eval, add_report,
-                add_calib_check, add_import, add_bench, add_build_engines, add_train, add_export, add_quantize):
+                add_calib_check, add_import, add_bench, add_build_engines, add_train, add_export, add_quantize,
+                add_profile):
         add(sub)
     sub.add_parser('params', help='print the default node parameters as ROS params YAML').set_defaults(
         func=cmd_params)
