@@ -77,7 +77,8 @@ def export_camera(checkpoint, out_dir, data_dir, log=print) -> dict:
     tc = ck.get('train_config', {})
     training = {'command': f"fmdrive train camera --data {tc.get('data')} --out {tc.get('out')} --epochs "
                            f"{tc.get('epochs')} --batch-pairs {tc.get('batch_pairs')} --seed {tc.get('seed')} "
-                           f"--max-minutes {tc.get('max_minutes')} (crop_width {tc.get('crop_width', 0)})",
+                           f"--patience {tc.get('patience')} --max-minutes {tc.get('max_minutes')} "
+                           f"(crop_width {tc.get('crop_width', 0)})",
                 'data_seed': SPLIT_SEEDS['train'],
                 'data': 'fmdrive train dataset --out runs/dataset --scenes 72 (letterboxed 640x360 camera images)',
                 'notes': f'export: fmdrive export camera --checkpoint {checkpoint} --out {out_dir}; INT8: fmdrive '
