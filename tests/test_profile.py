@@ -214,8 +214,7 @@ def test_a_broken_card_or_a_missing_fp32_file_is_the_card_loaders_one_line(tiny_
                     reason='no committed camera model')
 def test_the_committed_camera_model():
     result = profile_model(config.package_file('engines/camera_centernet'), runs=3, warmup=1)
-    card = yaml.safe_load((config.package_file('engines/camera_centernet') / 'card.yaml').read_text())
-    assert round(result['parameters'] / 1e6, 2) == card['metrics']['test_quick']['params_m'] == 0.98
+    assert round(result['parameters'] / 1e6, 2) == 0.98          # CameraConfig(): 979,977 weights
     assert result['macs'] > 0
     assert {'fp32', 'int8_cpu', 'int8_trt'} <= {v for v, r in result['latency_here']['variants'].items()
                                                  if 'p50_ms' in r}

@@ -76,9 +76,6 @@ def test_scene_frame():
 
 
 @pytest.mark.skipif(not (ENGINE / 'card.yaml').is_file(), reason='no committed camera model')
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason='the committed camera model is undertrained (45 min on shared cores, test car AP 0.22): it '
-                          'finds the car but its box reaches IoU 0.27, not 0.5; a longer training flips this')
 @pytest.mark.parametrize('precision', ['fp32', 'int8'])
 def test_committed_camera_model_finds_the_car_on_a_test_frame(precision, test_scene_frame):
     from fmdrive.inference.detectors import load_detector
