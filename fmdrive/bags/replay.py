@@ -4,7 +4,8 @@
 
 One publisher per topic (reliable by default; /tf_static and camera_info latched), messages in
 bag-time order on a schedule computed from the start time (sleep errors never accumulate), and
-/clock from the bag time at >= 100 Hz of sim time, so nodes can run with use_sim_time.
+/clock from the bag time at 100 Hz of wall time (as `ros2 bag play --clock 100`: at rate R each tick
+advances the sim clock R x 10 ms), so nodes can run with use_sim_time.
 Without restamp the stored CDR bytes are published as they are (no deserialisation).
 restamp=True stamps each message with the wall time at which it is published, as a live sensor
 would: its first std_msgs/Header stamp becomes the publish time and every other stamp in it
@@ -34,7 +35,8 @@ from fmdrive.bags.typestore import BagError, message_class
 from fmdrive.config import QOS, TOPICS
 from fmdrive.bags.writer import default_qos_name
 
-CLOCK_PERIOD_SIM_S = 0.01          # /clock every 10 ms of sim time (100 Hz at rate 1)
+CLOCK_PERIOD_S = 0.01              # /clock every 10 ms of wall time at any rate: one tick per 2 ms
+                                   # of wall at 5x woke the replay 500 times a second for nothing
 SUBSCRIBER_SETTLE_S = 0.5          # best effort only: after subscribers match, let their side finish matching
 
 
@@ -274,7 +276,7 @@ def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_pause
                                    f'{node.get_fully_qualified_name()}/resume or press Enter')
             while not (resumed.is_set() or stop_event.is_set() or _enter_pressed()):
                 executor.spin_once(timeout_sec=0.05)
-        clock_period_s = CLOCK_PERIOD_SIM_S / max(rate, 1.0)
+        clock_period_s = CLOCK_PERIOD_S
         def sim_now_ns(t0: float, now: float) -> int:
             # restamped stamps are wall times, so /clock is too; else the bag's time
             return time.time_ns() if restamp else reader.start_ns + int((now - t0) * 1e9 * rate)

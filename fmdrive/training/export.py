@@ -264,7 +264,8 @@ def tune_decoder(onnx_path, cfg, frames, canvases, log=print) -> tuple[dict, dic
 def _training_section(tc: dict) -> dict:
     from fmdrive.training.dataset import SPLIT_SEEDS
     cmd = (f"fmdrive train lidar --data {tc.get('data', 'runs/dataset')} --out {tc.get('out', 'runs/lidar')} "
-           f"--epochs {tc.get('epochs')} --seed {tc.get('seed')} --max-minutes {tc.get('max_minutes')}")
+           f"--epochs {tc.get('epochs')} --seed {tc.get('seed')} --patience {tc.get('patience')} "
+           f"--max-minutes {tc.get('max_minutes')}")
     return {'command': cmd, 'data_seed': SPLIT_SEEDS['train'],
             'data': 'fmdrive train dataset --out runs/dataset --scenes 72 (train split seeds 101, val 202, '
                     'test 303; domain-randomised, see fmdrive/training/dataset.py)',
