@@ -35,8 +35,9 @@ from fmdrive import config, interrupts
 from fmdrive.graph import GRAPH, GraphError, GraphProcesses, die_with_parent, subscribes
 from fmdrive.rosenv import close_node, open_node, random_domain_id, ros_env
 
-# hops measured from the LiDAR stamp, in pipeline order
-HOP_TOPICS = (config.TOPICS['lidar_objects'], config.TOPICS['objects'], config.TOPICS['scene'],
+# hops measured from the sensor stamp (the camera's objects from their image's, the rest from the
+# LiDAR sweep's), in pipeline order
+HOP_TOPICS = (config.TOPICS['camera_objects'], config.TOPICS['lidar_objects'], config.TOPICS['objects'], config.TOPICS['scene'],
               config.TOPICS['plan'], config.TOPICS['trajectory'])
 RECORD_TOPICS = config.OUTPUT_TOPICS
 SENSOR_KEYS = ('points', 'odometry', 'image')
