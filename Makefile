@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	@$(RUN) fmdrive demo --out runs/demo -p planner.primary:=llm
+	@$(RUN) fmdrive demo --out runs/demo -p planner.primary:=llm -p lidar_encoder.backend:=onnxruntime
 
 # The suite fuzzes every input topic with 200 derandomised messages (about 2 minutes); `make fuzz`
 # runs the issue's 1000 per topic (about 7 minutes); scripts/fuzz_nodes.sh runs more from a seed.
