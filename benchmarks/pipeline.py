@@ -1,4 +1,4 @@
-"""bench pipeline [--beams N] [--rate R]: a simulated cut-in (N-beam LiDAR @ 10 Hz, 640x360 camera
+"""bench pipeline [--beams N] [--rate R] [--lidar-backend onnxruntime]: a simulated cut-in (N-beam LiDAR @ 10 Hz, 640x360 camera
 @ 10 Hz; 20 s, 8 s with --quick) replayed through the graph, one process per node over real DDS.
 End-to-end = LiDAR stamp -> trajectory received, every message stamped at its publish time (as a
 live sensor would stamp it), so latency is true at any rate.
@@ -10,7 +10,10 @@ the 1x run's wall time, so both percentiles rest on as many trajectories. Frames
 skips (lidar_encoder max_rate_hz) are `throttled_inputs`, and count as dropped sensor frames.
 
 Everything the graph publishes is recorded except the overlay image: nobody watches it here (as on
-a car without a screen), so the visualizer does not draw it; its markers are recorded."""
+a car without a screen), so the visualizer does not draw it; its markers are recorded. The camera
+encoder runs (at most its max_rate_hz); --lidar-backend onnxruntime runs the learned LiDAR encoder
+(engines/lidar_centerpoint) instead of the classical default, so both learned encoders are timed.
+Hops include the camera encoder's (image stamp -> /perception/camera/objects)."""
 import tempfile
 from pathlib import Path
 
@@ -21,7 +24,7 @@ def _figures(summary: dict) -> dict:
                                     'dds_lost_inputs')}
 
 
-def measure(quick: bool = False, beams: int = 32, rate: float = 1.0) -> dict:
+def measure(quick: bool = False, beams: int = 32, rate: float = 1.0, lidar_backend: str | None = None) -> dict:
     from fmdrive import config
     from fmdrive.bags.sim_writer import write_scenario
     from fmdrive.calibration.camera_model import CameraModel
@@ -39,18 +42,19 @@ def measure(quick: bool = False, beams: int = 32, rate: float = 1.0) -> dict:
         bag = Path(tmp) / 'bag'
         # faster than 1x the bag is looped for as long (wall time) as the 1x run, so both
         # percentiles rest on as many trajectories
+        overrides = {'lidar_encoder': {'backend': lidar_backend}} if lidar_backend else None
         summary = replay_through_graph(bag, Path(tmp) / 'at_rate', rate=rate, progress=False,
-                                       record_topics=record,
+                                       record_topics=record, overrides=overrides,
                                        loop_s=spec.duration_s if rate > 1.0 else None)
         baseline = None
         if rate != 1.0:
             baseline = replay_through_graph(bag, Path(tmp) / 'at_1x', rate=1.0, progress=False,
-                                            record_topics=record)
+                                            record_topics=record, overrides=overrides)
     out = {
         **_figures(summary),
         'hops': summary['hops'], 'dropped_inputs_by_node': summary['dropped_inputs_by_node'],
         'dds_lost_inputs_by_node': summary['dds_lost_inputs_by_node'],
-        'rate': rate, 'beams': spec.lidar.beams,
+        'rate': rate, 'beams': spec.lidar.beams, 'lidar_backend': lidar_backend or 'graph default',
         'scenario': f'{spec.kind} seed {spec.seed}, {spec.duration_s:.0f} s, {camera.width}x{camera.height} '
                     f'camera, {spec.lidar.beams}-beam LiDAR, rate {rate:g}x, overlay not drawn (no subscriber)',
     }

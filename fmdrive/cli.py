@@ -368,7 +368,7 @@ def add_import(sub):
 # ---------------------------------------------------------------------------------------------- bench
 BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical', 'tracking', 'planner-classical', 'soak', 'lidar',
               'camera')
-BENCH_OPTIONS = ('beams', 'rate', 'minutes')   # passed to a benchmark's measure() when it takes them
+BENCH_OPTIONS = ('beams', 'rate', 'minutes', 'lidar_backend')   # passed to measure() when it takes them
 BENCHMARKS += ('planner',)
 
 
@@ -392,9 +392,9 @@ def cmd_bench(args):
     options = {k: getattr(args, k) for k in BENCH_OPTIONS if getattr(args, k) is not None}
     refused = [k for k in options if k not in takes]
     if refused:
-        raise UsageError(f'bench {args.name} takes no ' + ', '.join(f'--{k}' for k in refused))
+        raise UsageError(f'bench {args.name} takes no ' + ', '.join(f'--{k.replace("_", "-")}' for k in refused))
     for key, value in options.items():
-        if not value > 0:
+        if isinstance(value, (int, float)) and not value > 0:
             raise UsageError(f'--{key} must be > 0, got {value:g}')
     result = module.measure(quick=args.quick, **options)
     if args.json:
@@ -413,6 +413,8 @@ def add_bench(sub):
     p.add_argument('--beams', type=int, choices=(16, 32, 64, 128), default=None,
                    help='LiDAR beams of the simulated bag (pipeline, lidar-classical)')
     p.add_argument('--rate', type=float, default=None, help='replay speed factor (pipeline)')
+    p.add_argument('--lidar-backend', default=None, choices=('classical', 'onnxruntime'),
+                   help='pipeline: the lidar_encoder backend (default: the graph default, classical)')
     p.add_argument('--minutes', type=float, default=None, help='how long to run (soak)')
     p.set_defaults(func=cmd_bench)
 

@@ -23,6 +23,8 @@ def fmdrive(*args, timeout=120):
       '--extrinsics', 'e.yaml'], 'nonexistent'),
     (['calib-check'], 'give a BAG'),
     (['run', '--remap', '/velodyne_points'], 'FROM:=TO'),
+    (['bench', 'lidar', '--lidar-backend', 'onnxruntime'], 'bench lidar takes no --lidar-backend'),
+    (['bench', 'pipeline', '--rate', '0'], '--rate must be > 0'),
 ])
 def test_bad_argument_gives_one_line_error_and_exit_2(args, words, tmp_path):
     r = fmdrive(*(a.replace('{tmp}', str(tmp_path)) for a in args))
