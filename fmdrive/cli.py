@@ -246,7 +246,10 @@ def cmd_demo(args):
             f"{latency['throttled_inputs']}")
     if metrics is not None:
         det, plan = metrics.get('detection', {}), metrics.get('planning', {})
-        line = (f"\ncar BEV AP@0.5 {det.get('car_bev_ap50')}  L2@3s {plan.get('l2_3s')} m  collision rate "
+        baseline = det.get('lidar_classical')    # the learned LiDAR ran: the classical path beside it
+        versus = (f" ({det.get('lidar_encoder')}; classical path on the same frames "
+                  f"{baseline.get('car_bev_ap50')})" if baseline else '')
+        line = (f"\ncar BEV AP@0.5 {det.get('car_bev_ap50')}{versus}  L2@3s {plan.get('l2_3s')} m  collision rate "
                 f"{plan.get('collision_rate')}  ({metrics.get('frames_scored')} frames scored)" + line)
     print(line)
     print(f'input bag:     {out / "bag"}\noutput bag:    {out / "output"}\nground truth:  '
