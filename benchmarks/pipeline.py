@@ -1,4 +1,5 @@
-"""bench pipeline [--beams N] [--rate R] [--lidar-backend onnxruntime]: a simulated cut-in (N-beam LiDAR @ 10 Hz, 640x360 camera
+"""bench pipeline [--beams N] [--rate R] [--lidar-backend onnxruntime]: a simulated cut-in (N-beam
+LiDAR @ 10 Hz, 640x360 camera
 @ 10 Hz; 20 s, 8 s with --quick) replayed through the graph, one process per node over real DDS.
 End-to-end = LiDAR stamp -> trajectory received, every message stamped at its publish time (as a
 live sensor would stamp it), so latency is true at any rate.
@@ -24,7 +25,8 @@ def _figures(summary: dict) -> dict:
                                     'dds_lost_inputs')}
 
 
-def measure(quick: bool = False, beams: int = 32, rate: float = 1.0, lidar_backend: str | None = None) -> dict:
+def measure(quick: bool = False, beams: int = 32, rate: float = 1.0,
+            lidar_backend: str | None = None) -> dict:
     from fmdrive import config
     from fmdrive.bags.sim_writer import write_scenario
     from fmdrive.calibration.camera_model import CameraModel
@@ -54,7 +56,8 @@ def measure(quick: bool = False, beams: int = 32, rate: float = 1.0, lidar_backe
         **_figures(summary),
         'hops': summary['hops'], 'dropped_inputs_by_node': summary['dropped_inputs_by_node'],
         'dds_lost_inputs_by_node': summary['dds_lost_inputs_by_node'],
-        'rate': rate, 'beams': spec.lidar.beams, 'lidar_backend': lidar_backend or 'graph default',
+        'rate': rate, 'beams': spec.lidar.beams,
+        'lidar_backend': lidar_backend or 'graph default',
         'scenario': f'{spec.kind} seed {spec.seed}, {spec.duration_s:.0f} s, {camera.width}x{camera.height} '
                     f'camera, {spec.lidar.beams}-beam LiDAR, rate {rate:g}x, overlay not drawn (no subscriber)',
     }

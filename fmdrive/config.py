@@ -60,8 +60,9 @@ TOPIC_TYPES = {
 }
 
 SENSOR_TOPICS = (TOPICS['image'], TOPICS['camera_info'], TOPICS['points'], TOPICS['odometry'], TOPICS['speed_limit'])
-OUTPUT_TOPICS = (TOPICS['lidar_objects'], TOPICS['camera_objects'], TOPICS['lanes'], TOPICS['objects'], TOPICS['scene'], TOPICS['plan'],
-                 TOPICS['trajectory'], TOPICS['markers'], TOPICS['overlay'], TOPICS['diagnostics'])
+OUTPUT_TOPICS = (TOPICS['lidar_objects'], TOPICS['camera_objects'], TOPICS['lanes'], TOPICS['objects'],
+                 TOPICS['scene'], TOPICS['plan'], TOPICS['trajectory'], TOPICS['markers'], TOPICS['overlay'],
+                 TOPICS['diagnostics'])
 
 # ---------------------------------------------------------------- frames (REP-103/105)
 FRAMES = {

@@ -37,8 +37,8 @@ from fmdrive.rosenv import close_node, open_node, random_domain_id, ros_env
 
 # hops measured from the sensor stamp (the camera's objects from their image's, the rest from the
 # LiDAR sweep's), in pipeline order
-HOP_TOPICS = (config.TOPICS['camera_objects'], config.TOPICS['lidar_objects'], config.TOPICS['objects'], config.TOPICS['scene'],
-              config.TOPICS['plan'], config.TOPICS['trajectory'])
+HOP_TOPICS = (config.TOPICS['camera_objects'], config.TOPICS['lidar_objects'], config.TOPICS['objects'],
+              config.TOPICS['scene'], config.TOPICS['plan'], config.TOPICS['trajectory'])
 RECORD_TOPICS = config.OUTPUT_TOPICS
 SENSOR_KEYS = ('points', 'odometry', 'image')
 # the graph is done with the replay once no sensor-driven output has come for this long (more than

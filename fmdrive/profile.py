@@ -343,17 +343,12 @@ def profile_graph(path: Path, feed: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------ latency
 def ort_session(path: Path, threads: int):
-    """An ONNX Runtime CPU session with the options OnnxRuntimeBackend.load uses (sequential, full
-    graph optimisation, no spinning workers) so the times are the ones the nodes would see."""
+    """An ONNX Runtime CPU session with the options the nodes' backend uses, so the times are the
+    ones the nodes would see."""
     import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    so.add_session_config_entry('session.inter_op.allow_spinning', '0')
-    return ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
+
+    from fmdrive.inference.onnxruntime_backend import session_options
+    return ort.InferenceSession(str(path), session_options(threads), providers=['CPUExecutionProvider'])
 
 
 def measure_latency(card: ModelCard, variant: str, feeds: dict, runs: int, warmup: int, threads: int,

@@ -35,8 +35,9 @@ from fmdrive.bags.typestore import BagError, message_class
 from fmdrive.config import QOS, TOPICS
 from fmdrive.bags.writer import default_qos_name
 
-CLOCK_PERIOD_S = 0.01              # /clock every 10 ms of wall time at any rate: one tick per 2 ms
-                                   # of wall at 5x woke the replay 500 times a second for nothing
+# /clock every 10 ms of wall time at any rate: one tick per 10 ms of sim time (2 ms of wall at 5x)
+# woke the replay 500 times a second for nothing
+CLOCK_PERIOD_S = 0.01
 SUBSCRIBER_SETTLE_S = 0.5          # best effort only: after subscribers match, let their side finish matching
 
 

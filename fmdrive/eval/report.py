@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fmdrive.config import EXTRINSICS_FILE, FRAMES, TOPICS
-from fmdrive.eval.metrics import (MIN_LIDAR_POINTS, STAMP_TOLERANCE_NS, EvalError, GroundTruthFrame, load_ground_truth,
-                                  nearest_frame_index, read_outputs)
+from fmdrive.eval.metrics import (MIN_LIDAR_POINTS, STAMP_TOLERANCE_NS, EvalError, GroundTruthFrame,
+                                  load_ground_truth, nearest_frame_index, read_outputs)
 from fmdrive.geometry import inv_T
 from fmdrive.objects import EgoState, Plan
 from fmdrive.visualization import draw_bev, draw_overlay, font
@@ -190,7 +190,8 @@ def render_frame(frame: ReportFrame, camera_K, T_camera_base, image_size=(640, 3
         plan_txt += '   (no camera image at this stamp)'
     gt_txt = f'GT objects {len(frame.gt.objects)} ({n_cam} in camera)' if frame.gt.objects else 'no GT'
     caption = (f't = {frame.t_s:.1f} s (stamp {frame.stamp_ns})   {gt_txt}   detections {len(frame.detections_base)}   '
-               f'camera boxes {len(frame.camera_detections)}   tracks {len(frame.tracks_base)}   ego {frame.gt.ego.speed_mps:.1f} m/s   {plan_txt}')
+               f'camera boxes {len(frame.camera_detections)}   tracks {len(frame.tracks_base)}   '
+               f'ego {frame.gt.ego.speed_mps:.1f} m/s   {plan_txt}')
     ImageDraw.Draw(row).text((4, 4), caption, fill=TEXT, font=font(13))
     return row
 
@@ -360,7 +361,8 @@ def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3,
         frames.append(ReportFrame(stamp_ns=s, t_s=(s - int(stamps_all[0])) / 1e9, gt=gt,
                                   image_rgb=images.get(s), points_base=points.get(s),
                                   detections_base=_at(dets, s, []),
-                                  camera_detections=_at(camera_dets, s, [], CAMERA_MATCH_NS), tracks_base=_at(tracks, s, []),
+                                  camera_detections=_at(camera_dets, s, [], CAMERA_MATCH_NS),
+                                  tracks_base=_at(tracks, s, []),
                                   plan=_at(plans, s),
                                   expert_xy_odom=_expert_xy(gt_frames, s) if gt_frames else None,
                                   T_camera_base=geometry.T_camera_base(s)))

@@ -35,6 +35,21 @@ def ort_variant(card: ModelCard, precision: str, gpu: bool, tensorrt_ep: bool = 
     raise BackendError(f'{card.name}: precision int8 needs files.int8_cpu or files.int8_trt in the card')
 
 
+def session_options(threads: int, inter_op_threads: int = 1):
+    """The SessionOptions every ONNX Runtime session of ours uses (the nodes' backend, `fmdrive
+    profile`): sequential, full graph optimisation, and idle workers that sleep instead of spinning,
+    since the cores are shared with the rest of the graph."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    so.add_session_config_entry('session.inter_op.allow_spinning', '0')
+    return so
+
+
 class OnnxRuntimeBackend:
     OPTIONS = ('threads', 'inter_op_threads', 'providers', 'io_binding', 'device_id', 'engines_dir')
 
@@ -84,14 +99,7 @@ class OnnxRuntimeBackend:
         variant = ort_variant(card, precision, gpu, 'TensorrtExecutionProvider' in available and
                               'TensorrtExecutionProvider' in wanted)
         spec = check_file(card, variant, network)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = self.inter_op_threads
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # idle workers sleep instead of spinning: the cores are shared with the rest of the graph
-        so.add_session_config_entry('session.intra_op.allow_spinning', '0')
-        so.add_session_config_entry('session.inter_op.allow_spinning', '0')
+        so = session_options(self.threads, self.inter_op_threads)
         providers = self._providers(card, precision)
         try:
             self.session = ort.InferenceSession(str(spec.path), so, providers=providers)
