@@ -6,10 +6,17 @@ rclpy node is being torn down) the exception is printed as "Exception ignored in
 dropped, and the command runs on to its end. So the handler also sets a flag that outlives the
 exception, and the orchestration code calls `check()` at its steps (every wait loop, after the
 replay), which raises KeyboardInterrupt again when the first one was swallowed.
+
+The same interrupt can land inside a library's constructor (e.g. rclpy's Executor.__init__): the
+half-built object's finaliser then fails ("Exception ignored in ... AttributeError") and prints a
+traceback of library internals after the command has said it was interrupted. Once the flag is
+set, such unraisable exceptions are dropped (the flag already carries the interrupt); before it,
+they go to the previous hook as always.
 """
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 _interrupted = threading.Event()
@@ -20,12 +27,22 @@ def _handler(signum, frame):
     raise KeyboardInterrupt
 
 
+def _unraisable_hook_after(previous):
+    def hook(unraisable):
+        if not _interrupted.is_set():
+            previous(unraisable)
+    hook.fmdrive_interrupts = True
+    return hook
+
+
 def install() -> None:
     """SIGINT and SIGTERM raise KeyboardInterrupt and set the flag (main thread only). Also
     re-enables SIGINT when it was inherited ignored (a process started in the background of a
-    non-interactive shell: CI, nohup, cron)."""
+    non-interactive shell: CI, nohup, cron), and silences finalisers that fail after an interrupt."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _handler)
+    if not getattr(sys.unraisablehook, 'fmdrive_interrupts', False):
+        sys.unraisablehook = _unraisable_hook_after(sys.unraisablehook)
 
 
 def note() -> None:
