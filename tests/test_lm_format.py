@@ -71,6 +71,46 @@ def test_greedy_decoding_under_the_grammar_always_parses():
         assert np.allclose(g.waypoints(ids), fmt.decode_waypoints([inv[i] for i in ids]))
 
 
+def test_anchored_waypoints_round_trip_and_keeping_speed_is_one_token_at_every_speed():
+    rng = np.random.default_rng(3)
+    zero = None
+    for _ in range(100):
+        v, w = rng.uniform(0, 35), rng.uniform(-0.3, 0.3)
+        anchor = fmt.anchor_waypoints(v, w)
+        xy = anchor + np.c_[rng.uniform(-40, 20, 6), rng.uniform(-8, 8, 6)]
+        toks = fmt.encode_waypoints(xy, anchor)
+        back = fmt.decode_waypoints(toks, anchor)
+        assert np.all(np.abs(back - xy) <= [fmt.X_BIN_M / 2 + 1e-9, fmt.Y_BIN_M / 2 + 1e-9])
+        keep = fmt.encode_waypoints(anchor, anchor)     # keeping speed and yaw rate: the same tokens
+        assert zero is None or keep == zero
+        zero = keep
+
+
+def test_anchor_is_the_constant_velocity_rollout_and_survives_broken_ego_values():
+    a = fmt.anchor_waypoints(10.0, 0.0)
+    assert np.allclose(a, np.c_[np.arange(1, 7) * 5.0, np.zeros(6)])
+    turn = fmt.anchor_waypoints(10.0, 0.2)
+    assert np.allclose(np.hypot(*np.diff(np.vstack([[0, 0], turn]), axis=0).T), 5.0, atol=0.05)
+    assert turn[-1, 1] > 0                                   # left turn: y grows
+    for v, w in ((np.nan, 0.0), (1e308, np.inf), (-5.0, -9.0)):
+        b = fmt.anchor_waypoints(v, w)
+        assert np.all(np.isfinite(b)) and np.abs(b).max() <= fmt.ANCHOR_MAX_SPEED_MPS * 3 + 1e-9
+
+
+def test_grammar_reads_ids_relative_to_an_anchor():
+    vocab = _fake_vocab()
+    g = fmt.TrajectoryGrammar(vocab)
+    anchor = fmt.anchor_waypoints(12.0, 0.05)
+    xy = anchor + np.c_[-np.arange(6) * 0.5, np.linspace(0, 3.5, 6)]
+    ids = [vocab[t] for t in fmt.encode_waypoints(xy, anchor)] + [vocab[fmt.EOT]]
+    assert np.allclose(g.waypoints(ids, anchor), xy, atol=0.13)
+    assert not np.allclose(g.waypoints(ids), xy, atol=1.0)          # read as absolute: elsewhere
+    with pytest.raises(fmt.FormatError):
+        g.waypoints(ids, np.full((6, 2), np.nan))
+    with pytest.raises(fmt.FormatError):
+        fmt.check_anchor_mode('lane_centre')
+
+
 def test_grammar_refuses_a_vocabulary_without_plan_tokens():
     with pytest.raises(fmt.FormatError):
         fmt.TrajectoryGrammar({'<eot>': 0, 'car': 1})

@@ -93,6 +93,47 @@ def test_waypoints_become_speeds_and_headings_a_safety_check_accepts():
     assert np.all(np.diff(turn.poses[:, 2]) > 0)
 
 
+@pytest.fixture(scope='module')
+def keep_going_model(tmp_path_factory):
+    """A model dir whose card says plan_anchor constant_velocity and whose LM always answers 'no
+    change' (x and y residual 0 m)."""
+    d = tmp_path_factory.mktemp('planner_anchored')
+    vocab = make_tokenizer(d / 'tokenizer.json')
+    bias = np.zeros(len(vocab), np.float32)
+    zero_x = int(round(-fmt.X_RESIDUAL_RANGE_M[0] / fmt.X_BIN_M))
+    bias[vocab[fmt.X_TOKENS[zero_x]]] = bias[vocab[fmt.Y_TOKENS[120]]] = 30.0
+    tiny_causal_lm_onnx(d / 'fp32.onnx', vocab=len(vocab), head_scale=0.01, head_bias=bias, max_pos=512)
+    write_lm_card(d, {'fp32': 'fp32.onnx'}, vocab=len(vocab), decoder_extra={'plan_anchor': 'constant_velocity'})
+    return d
+
+
+def test_anchored_card_reads_the_plan_relative_to_the_ego_rollout(keep_going_model):
+    p = LMPlanner.load(keep_going_model, 'fp32', 'onnxruntime')
+    assert p.describe()['plan_anchor'] == 'constant_velocity'
+    t = 0.5 * np.arange(1, 7)
+    for speed in (0.0, 7.3, 12.0):
+        r = p.plan(scene(speed=speed, yaw=0.0, x=0.0, y=0.0))
+        np.testing.assert_allclose(r.debug['waypoints_base'], np.c_[speed * t, np.zeros(6)], atol=1e-6)
+        np.testing.assert_allclose(r.plan.speeds_mps, speed, atol=0.05)
+        assert check_trajectory(r.plan.poses, r.plan.t_s, r.plan.speeds_mps, scene(speed=speed, yaw=0.0, x=0.0,
+                                                                                    y=0.0)).ok
+
+
+def test_a_card_with_an_unknown_plan_anchor_is_refused_by_name(tmp_path, keep_going_model):
+    import shutil
+
+    import yaml
+
+    from fmdrive.planning.lm.lm_planner import LMPlannerError
+    d = tmp_path / 'bad_anchor'
+    shutil.copytree(keep_going_model, d)
+    card = yaml.safe_load((d / 'card.yaml').read_text())
+    card['decoder']['plan_anchor'] = 'lane_centre'
+    (d / 'card.yaml').write_text(yaml.safe_dump(card))
+    with pytest.raises(LMPlannerError, match='plan_anchor'):
+        LMPlanner.load(d, 'fp32', 'onnxruntime')
+
+
 def test_arbiter_publishes_the_lm_plan_when_it_is_safe(planner):
     arbiter = Arbiter(ClassicalPlanner(), planner, deadline_ms=2000)
     out = arbiter.plan(scene(speed=0.0))

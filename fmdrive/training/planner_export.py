@@ -181,9 +181,11 @@ class OrtPlanDecoder:
         return out
 
 
-def measure_onnx(onnx_path, tok, test_d, true_xy, repeats_ms=30) -> dict:
+def measure_onnx(onnx_path, tok, test_d, true_xy, repeats_ms=30, anchors=None) -> dict:
     """Open-loop L2 of the ORT decoder on test prompts against true_xy (N, 6, 2), and ms per plan
-    (p50 over the first repeats_ms plans, KV + prefix cache, 2 threads)."""
+    (p50 over the first repeats_ms plans, KV + prefix cache, 2 threads); anchors: one (6, 2) per
+    prompt when the plans are anchored."""
+    anchors = [None] * len(test_d) if anchors is None else anchors
     from fmdrive.training.planner_lm import open_loop_l2
     dec = OrtPlanDecoder(onnx_path, tok)
     pred, times = [], []
@@ -192,7 +194,7 @@ def measure_onnx(onnx_path, tok, test_d, true_xy, repeats_ms=30) -> dict:
         ids = dec.plan_ids(prompt)
         if k < repeats_ms:
             times.append((time.perf_counter() - t0) * 1e3)
-        pred.append(dec.grammar.waypoints(ids))
+        pred.append(dec.grammar.waypoints(ids, anchors[k]))
     return dict(open_loop_l2(np.array(pred), np.asarray(true_xy)),
                 ms_per_plan_p50=round(float(np.median(times)), 2))
 
@@ -286,19 +288,24 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
 
     from fmdrive.inference.card import sha256_of
     from fmdrive.sim.planning_dataset import load_planning_dataset
-    from fmdrive.training.planner_lm import encode, load_tokenizer
+    from fmdrive.training.planner_lm import encode, load_tokenizer, plan_anchor_of, sample_anchor
     run, out = Path(run), Path(out)
     src = run / model
     if not (src / 'config.json').exists():
         raise FileNotFoundError(f'no trained model in {src}: run `fmdrive train planner-student` first')
     hf = LlamaForCausalLM.from_pretrained(src).eval()
     tok = load_tokenizer(run / 'tokenizer')
+    plan_anchor = plan_anchor_of(src)
+    if plan_anchor != plan_anchor_of(run / 'tokenizer'):
+        raise RuntimeError(f'{src} was trained with plan anchor {plan_anchor!r} but the run\'s tokenizer '
+                           f'says {plan_anchor_of(run / "tokenizer")!r}: retrain the student')
     out.mkdir(parents=True, exist_ok=True)
     work = run / 'export'
     work.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(hf, out / 'fp32.onnx')
     test_s = load_planning_dataset(data, 'test')[:max_test]
-    test_d = encode(tok, test_s)
+    test_d = encode(tok, test_s, plan_anchor)
+    anchors = [sample_anchor(s, plan_anchor) for s in test_s]
     header = tok(fmt.HEADER, add_special_tokens=False)['input_ids']
     parity = check_parity(hf, fp32, tok, header + test_d[0][0])
     train_s = load_planning_dataset(data, 'train')
@@ -306,9 +313,9 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
     calib_prompts = [header + p for p, _ in encode(tok, [train_s[i] for i in calib_rows])]
     variants = quantize_variants(fp32, work, calib_prompts)
     true_xy = np.array([s['waypoints'] for s in test_s])
-    measured = {'fp32': measure_onnx(fp32, tok, test_d, true_xy)}
+    measured = {'fp32': measure_onnx(fp32, tok, test_d, true_xy, anchors=anchors)}
     for name, path in variants.items():
-        measured[f'int8_{name}'] = measure_onnx(path, tok, test_d, true_xy)
+        measured[f'int8_{name}'] = measure_onnx(path, tok, test_d, true_xy, anchors=anchors)
     best = choose_int8(measured)
     shutil.copy(variants[best], out / 'int8_cpu.onnx')
     for name in ('config.json', 'model.safetensors', 'generation_config.json'):
@@ -321,7 +328,7 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
     metrics_path = run / 'metrics.json'
     test_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     card = _card(hf.config, out, tok, best, parity, measured, test_metrics, data, sha256_of,
-                 _commands(run, data, out))
+                 _commands(run, data, out, plan_anchor), plan_anchor)
     for f in out.iterdir():
         if f.stat().st_size > MAX_FILE_BYTES:
             raise RuntimeError(f'{f} is {f.stat().st_size / 1e6:.1f} MB, over the 8 MB limit')
@@ -329,11 +336,11 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
             'card': str(card)}
 
 
-def _commands(run, data, out) -> list[str]:
+def _commands(run, data, out, plan_anchor='none') -> list[str]:
     """The commands that made this engine, with the settings each training run recorded."""
     meta = json.loads((Path(data) / 'meta.json').read_text())
     cmds = [meta.get('command', f'fmdrive sim planning-dataset --out {data}'),
-            f'fmdrive train planner-tokenizer --data {data} --out {run}']
+            f'fmdrive train planner-tokenizer --data {data} --out {run} --plan-anchor {plan_anchor}']
     for name, args in (('teacher', 'planner-teacher'), ('student_nokd', 'planner-student --no-kd'),
                        ('student_kd', 'planner-student')):
         path = Path(run) / f'{name}.result.json'
@@ -350,7 +357,8 @@ def _commands(run, data, out) -> list[str]:
                    f'fmdrive export planner --run {run} --data {data} --out {out}']
 
 
-def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha256_of, commands) -> Path:
+def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha256_of, commands,
+          plan_anchor='none') -> Path:
     import yaml
     n, h = cfg.num_hidden_layers, cfg.num_key_value_heads
     d = getattr(cfg, 'head_dim', None) or cfg.hidden_size // cfg.num_attention_heads
@@ -384,7 +392,7 @@ def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha2
             'tokenizer': 'tokenizer.json', 'hf_config': 'config.json', 'hf_weights': 'model.safetensors',
             'prompt_format': 'fmdrive.planning.lm.format (HEADER + frame_text; plan = 12 coordinate '
                              'tokens + <eot>)',
-            'trajectory_steps': fmt.TRAJECTORY_STEPS, 'dt_s': fmt.DT_S,
+            'trajectory_steps': fmt.TRAJECTORY_STEPS, 'dt_s': fmt.DT_S, 'plan_anchor': plan_anchor,
             'int8_method': int8_method,
             'other_files': {name: sha256_of(out / name) for name in
                             ('tokenizer.json', 'config.json', 'model.safetensors')

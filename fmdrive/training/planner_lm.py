@@ -7,7 +7,12 @@
 Everything lives in one run directory: tokenizer/ (tokenizer.json), teacher/, student_kd/,
 student_nokd/ (save_pretrained: config.json + model.safetensors), *.log, metrics.json.
 
-Prompt and plan are planning/lm/format.py's. Sequences are LEFT-padded, so every sample's 13 plan
+Prompt and plan are planning/lm/format.py's. The plan anchor (format.py: tokens relative to the
+constant-velocity rollout, or absolute) is chosen once per run by planner-tokenizer
+(--plan-anchor, default constant_velocity), written to tokenizer/plan_format.json beside the
+tokenizer, copied into every saved model directory and into the exported card.
+
+Sequences are LEFT-padded, so every sample's 13 plan
 tokens are the last 13 positions of the batch: logits[:, -14:-1] predict them. The loss is taken
 only there (the scene text is input, not something to learn to write).
 
@@ -112,6 +117,30 @@ def _chain(*its):
         yield from it
 
 
+PLAN_FORMAT_FILE = 'plan_format.json'
+
+
+def write_plan_format(directory, plan_anchor: str):
+    fmt.check_anchor_mode(plan_anchor)
+    Path(directory, PLAN_FORMAT_FILE).write_text(json.dumps({'plan_anchor': plan_anchor}) + '\n')
+
+
+def plan_anchor_of(directory) -> str:
+    """The plan anchor a tokenizer or model directory was made with ('none' when it has no
+    plan_format.json: the runs before anchors existed)."""
+    path = Path(directory, PLAN_FORMAT_FILE)
+    if not path.is_file():
+        return 'none'
+    return fmt.check_anchor_mode(json.loads(path.read_text()).get('plan_anchor', 'none'))
+
+
+def sample_anchor(sample: dict, plan_anchor: str):
+    """The (6, 2) anchor of a dataset sample under plan_anchor, or None (absolute plans)."""
+    if plan_anchor == 'none':
+        return None
+    return fmt.anchor_waypoints(sample['ego_speed_mps'], sample.get('ego_yaw_rate_rps', 0.0))
+
+
 def load_tokenizer(path):
     from transformers import PreTrainedTokenizerFast
     tok = PreTrainedTokenizerFast.from_pretrained(str(path))
@@ -123,16 +152,17 @@ def header_ids(tok) -> list[int]:
     return tok(fmt.HEADER, add_special_tokens=False)['input_ids']
 
 
-def encode(tok, samples: list[dict]) -> list[tuple[list[int], list[int]]]:
-    """(frame prompt ids, 13 plan ids) per sample; the prompt is header_ids(tok) + frame ids."""
+def encode(tok, samples: list[dict], plan_anchor: str = 'none') -> list[tuple[list[int], list[int]]]:
+    """(frame prompt ids, 13 plan ids) per sample; the prompt is header_ids(tok) + frame ids; the
+    plan tokens relative to each sample's anchor under plan_anchor."""
     header = header_ids(tok)
     prompts = tok([fmt.prompt_text(s['scene_text'], s['intent']) for s in samples],
                   add_special_tokens=False)['input_ids']
     if any(p[:len(header)] != header for p in prompts):
         raise ValueError('the tokenizer does not split HEADER off the prompt at the same place')
     vocab = tok.get_vocab()
-    plans = [[vocab[t] for t in fmt.encode_waypoints(np.array(s['waypoints']))] + [vocab[fmt.EOT]]
-             for s in samples]
+    plans = [[vocab[t] for t in fmt.encode_waypoints(np.array(s['waypoints']), sample_anchor(s, plan_anchor))]
+             + [vocab[fmt.EOT]] for s in samples]
     return [(p[len(header):], plan) for p, plan in zip(prompts, plans)]
 
 
@@ -253,12 +283,14 @@ def open_loop_l2(pred_xy: np.ndarray, true_xy: np.ndarray) -> dict:
     return {f'l2_{t}s': round(float(err[:, int(t / fmt.DT_S) - 1].mean()), 4) for t in (1, 2, 3)}
 
 
-def evaluate(model, data, tok, gi, batch_size=64, true_xy=None) -> dict:
+def evaluate(model, data, tok, gi, batch_size=64, true_xy=None, anchors=None) -> dict:
     """Open-loop L2 of constrained greedy plans against true_xy (N, 6, 2) (default: the quantised
-    expert plans of `data`)."""
+    expert plans of `data`); anchors: one (6, 2) per sample (or None) when plans are anchored."""
+    anchors = [None] * len(data) if anchors is None else anchors
     ids = greedy_plans(model, header_ids(tok), [p for p, _ in data], tok, gi, batch_size)
-    pred = np.stack([gi.grammar.waypoints(r.tolist()) for r in ids])
-    true = np.stack([gi.grammar.waypoints(t) for _, t in data]) if true_xy is None else true_xy
+    pred = np.stack([gi.grammar.waypoints(r.tolist(), a) for r, a in zip(ids, anchors)])
+    true = np.stack([gi.grammar.waypoints(t, a) for (_, t), a in zip(data, anchors)]) \
+        if true_xy is None else true_xy
     return open_loop_l2(pred, true)
 
 
@@ -305,9 +337,10 @@ def _log(path, record):
 def prepare(cfg: TrainConfig):
     out = Path(cfg.out)
     tok = load_tokenizer(out / 'tokenizer')
+    anchor = plan_anchor_of(out / 'tokenizer')
     train_s = load_planning_dataset(cfg.data, 'train')[:cfg.max_train]
     val_s = load_planning_dataset(cfg.data, 'val')[:cfg.max_eval]
-    return tok, train_s, val_s, encode(tok, train_s), encode(tok, val_s)
+    return tok, train_s, val_s, encode(tok, train_s, anchor), encode(tok, val_s, anchor)
 
 
 def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
@@ -320,6 +353,8 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
     ckpt = out / f'{name}.ckpt.pt'
     log = out / f'{name}.log'
     tok, train_s, val_s, train_d, val_d = prepare(cfg)
+    plan_anchor = plan_anchor_of(out / 'tokenizer')
+    val_anchors = [sample_anchor(s, plan_anchor) for s in val_s]
     gi = GrammarIndex(tok)
     header = header_ids(tok)
     model = build_model(cfg.size, len(tok), tok)
@@ -396,7 +431,7 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
                        'kd': round(kd.item(), 4), 'lr': opt.param_groups[0]['lr']})
         done = elapsed >= cfg.max_minutes * 60 or step >= cfg.max_steps
         if elapsed - last_eval >= cfg.eval_every_s or done:
-            metrics = evaluate(model, val_d, tok, gi)
+            metrics = evaluate(model, val_d, tok, gi, anchors=val_anchors)
             model.train()
             last_eval = elapsed
             _log(log, {'step': step, 'elapsed_s': round(elapsed, 1), 'val': metrics})
@@ -404,6 +439,7 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
                 best = dict(metrics, step=step)
                 model.save_pretrained(run)
                 tok.save_pretrained(run)
+                write_plan_format(run, plan_anchor)
             torch.save({'model': model.state_dict(), 'opt': opt.state_dict(), 'step': step,
                         'elapsed': elapsed, 'best': best, 'rng': rng.bit_generator.state}, ckpt)
         if done:
@@ -471,27 +507,32 @@ def test_metrics(out, data, batch_size=64, max_test=600, threads=1) -> dict:
     out = Path(out)
     tok = load_tokenizer(out / 'tokenizer')
     gi = GrammarIndex(tok)
+    plan_anchor = plan_anchor_of(out / 'tokenizer')
     test_s = load_planning_dataset(data, 'test')[:max_test]
-    test_d = encode(tok, test_s)
+    test_d = encode(tok, test_s, plan_anchor)
+    anchors = [sample_anchor(s, plan_anchor) for s in test_s]
     true_xy = np.array([s['waypoints'] for s in test_s])      # every model against the raw expert
-    res = {'test_samples': len(test_s), 'constant_velocity': constant_velocity_l2(test_s)}
+    res = {'test_samples': len(test_s), 'plan_anchor': plan_anchor,
+           'constant_velocity': constant_velocity_l2(test_s)}
     for name in ('teacher', 'student_kd', 'student_nokd'):
         if (out / name / 'config.json').exists():
             m = LlamaForCausalLM.from_pretrained(out / name).eval()
             t0 = time.perf_counter()
-            res[name] = dict(evaluate(m, test_d, tok, gi, batch_size, true_xy), params=n_params(m),
+            res[name] = dict(evaluate(m, test_d, tok, gi, batch_size, true_xy, anchors), params=n_params(m),
                              eval_s=round(time.perf_counter() - t0, 1))
     (out / 'metrics.json').write_text(json.dumps(res, indent=1))
     return res
 
 
-def tokenizer_command(data, out) -> dict:
+def tokenizer_command(data, out, plan_anchor: str = 'constant_velocity') -> dict:
+    fmt.check_anchor_mode(plan_anchor)
     samples = load_planning_dataset(data, 'train')
     tok = train_tokenizer(samples, Path(out) / 'tokenizer')
-    enc = encode(tok, samples[:2000])
+    write_plan_format(Path(out) / 'tokenizer', plan_anchor)
+    enc = encode(tok, samples[:2000], plan_anchor)
     unk = sum(p.count(tok.unk_token_id) for p, _ in enc) / max(1, sum(len(p) for p, _ in enc))
     header = tok(fmt.HEADER, add_special_tokens=False)['input_ids']
-    return {'vocab': len(tok), 'dir': str(Path(out) / 'tokenizer'), 'header_tokens': len(header),
+    return {'vocab': len(tok), 'dir': str(Path(out) / 'tokenizer'), 'plan_anchor': plan_anchor,
+            'header_tokens': len(header),
             'frame_tokens_mean': round(float(np.mean([len(p) for p, _ in enc])), 1),
             'frame_tokens_max': int(max(len(p) for p, _ in enc)), 'unk_rate': round(unk, 5)}
-

@@ -8,7 +8,9 @@ exported student (runtime.py) -> 6 waypoints in base_link -> a Plan in odom, sou
 through the text encoder (intents.py) and refuses the rest. Free text that is not an intent name is
 classified here when an IntentClassifier was given, else planned as 'none' (and said in the notes).
 
-The model only gives positions. Speeds and headings come from the positions: headings from the
+The card's `decoder.plan_anchor` says how the plan tokens read: `constant_velocity` = relative to
+the rollout of the ego's current speed and yaw rate (format.anchor_waypoints), `none` = absolute
+base_link waypoints (a card without the key). The model only gives positions. Speeds and headings come from the positions: headings from the
 direction of travel (kept while standing), speeds from a least-squares fit of the distance
 travelled s(t) = v0 t + a t^2 + b t^3 (+ c t^4) through the current speed, so the bin quantisation
 of the waypoints (0.25 m in x) does not become +-1 m/s speed noise. Whether the result is
@@ -80,6 +82,10 @@ class LMPlanner:
         top = int(max(self.grammar.x_ids.max(), self.grammar.y_ids.max(), self.grammar.eot_id))
         if vocab is not None and top >= vocab:
             raise LMPlannerError(f'{lm.card.name}: tokenizer id {top} is outside the model vocabulary ({vocab})')
+        try:
+            self.plan_anchor = fmt.check_anchor_mode(str((lm.card.decoder or {}).get('plan_anchor', 'none')))
+        except fmt.FormatError as exc:
+            raise LMPlannerError(f'{lm.card.name}: card decoder.plan_anchor: {exc}') from None
         self.precision, self.mode, self.prefix_cache = precision, mode, prefix_cache
         self.classifier = classifier
         self.header_ids = self.encode(fmt.HEADER)
@@ -141,7 +147,7 @@ class LMPlanner:
         gen = self.decoder.generate(header, frame, self.grammar.allowed_ids, fmt.PLAN_TOKENS, self.grammar.eot_id,
                                     self.mode, self.prefix_cache, deadline)
         self.last_generation = gen
-        xy = self.grammar.waypoints(gen.tokens)
+        xy = self.grammar.waypoints(gen.tokens, self.anchor(scene))
         status = 'ok' + ''.join(f'; {n}' for n in notes)
         plan = waypoints_to_plan(scene, xy, status=status)
         plan.planning_time_ms = (time.perf_counter() - t0) * 1e3
@@ -150,6 +156,13 @@ class LMPlanner:
                  'prefill_ms': gen.prefill_ms, 'decode_ms': gen.decode_ms}
         return PlanResult(plan, 1, {}, status, None, notes, debug)
 
+    def anchor(self, scene: Scene):
+        """The (6, 2) anchor the plan tokens are relative to, or None (absolute plans)."""
+        if self.plan_anchor == 'none':
+            return None
+        return fmt.anchor_waypoints(scene.ego.speed_mps, scene.ego.yaw_rate_rps)
+
     def describe(self) -> dict:
         return {**self.lm.describe(), 'precision_run': self.precision, 'mode': self.mode,
-                'prefix_cache': self.prefix_cache, 'header_tokens': len(self.header_ids)}
+                'prefix_cache': self.prefix_cache, 'header_tokens': len(self.header_ids),
+                'plan_anchor': self.plan_anchor}
