@@ -92,12 +92,18 @@ def engines_dir() -> Path:
     return config.package_file('engines')
 
 
+MODEL_ALIASES = {'planner': 'planner_student', 'camera': 'camera_centernet', 'lidar': 'lidar_centerpoint'}
+
+
 def resolve_model(model: str, engines=None) -> Path:
-    """MODEL is a directory (or card.yaml) path, else a model name under engines/."""
+    """MODEL is a directory (or card.yaml) path, else a model name under engines/ (or one of
+    MODEL_ALIASES: planner, camera, lidar)."""
     path = Path(model)
     if path.is_dir() or len(path.parts) > 1 or path.suffix in ('.yaml', '.yml'):
         return path     # a path: load_card says what is wrong with it
     engines = Path(engines) if engines else engines_dir()
+    if not (engines / model).is_dir() and (engines / MODEL_ALIASES.get(model, model)).is_dir():
+        model = MODEL_ALIASES[model]
     if (engines / model).is_dir():
         return engines / model
     available = sorted(d.name for d in engines.iterdir() if (d / 'card.yaml').is_file()) \
@@ -342,6 +348,21 @@ def profile_graph(path: Path, feed: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ latency
+class _SessionBackend:
+    """One ONNX Runtime session of a chosen file behind the Backend's infer() (the runtime's
+    CausalLM picks no file itself, so every variant of the card can be timed on this CPU)."""
+
+    def __init__(self, session):
+        self.session = session
+        self.names = [o.name for o in session.get_outputs()]
+
+    def infer(self, feeds: dict) -> dict:
+        return dict(zip(self.names, self.session.run(None, feeds)))
+
+    def describe(self) -> dict:
+        return {'backend': 'onnxruntime', 'providers': self.session.get_providers()}
+
+
 def ort_session(path: Path, threads: int):
     """An ONNX Runtime CPU session with the options the nodes' backend uses, so the times are the
     ones the nodes would see."""
@@ -441,6 +462,8 @@ def profile_model(model_dir, runs: int = 50, warmup: int = 5, progress: bool = F
         elif variant in card.files:
             latency[variant] = measure_latency(card, variant, feeds, runs, warmup, threads, progress)
     latency['fp16'] = {'skipped': 'not measured here (no GPU)'}
+    lm = lm_profile(card, macs, prompt_tokens, runs, warmup, threads, skipped, progress) \
+        if card.task == 'causal_lm' else None
     if card.task == 'causal_lm':
         setup = (f'one forward pass over a {prompt_tokens}-token prompt with an empty past (batch 1, '
                  f'past_sequence 0, total_sequence {prompt_tokens}); a decode step with a long past costs '
@@ -458,7 +481,57 @@ def profile_model(model_dir, runs: int = 50, warmup: int = 5, progress: bool = F
         'roofline': roofline(macs, weights, activations),
         'rules': RULES,
         'networks': networks,
+        **({'causal_lm': lm} if lm is not None else {}),
     }
+
+
+def lm_profile(card: ModelCard, prompt_macs: int, prompt_tokens: int, runs: int, warmup: int, threads: int,
+               skipped: dict, progress: bool = False) -> dict:
+    """What one plan of a causal LM costs: FLOPs per token (the profiled prompt pass / its tokens),
+    KV-cache bytes per token and per plan at fp32/fp16/int8, and measured ms per plan per variant:
+    the runtime's ConstrainedDecoder (planning/lm/runtime.py) over a prompt of prompt_tokens, the
+    first half a cached prefix (as the planner's fixed header), then PLAN_TOKENS tokens greedily
+    with the KV cache; token ids drawn at random (the model's vocabulary, no tokenizer needed)."""
+    from fmdrive.planning.lm.format import PLAN_TOKENS
+    from fmdrive.planning.lm.runtime import CausalLM, ConstrainedDecoder, lm_shape
+    shape = lm_shape(card)
+    plan_len = prompt_tokens + PLAN_TOKENS
+    kv = {p: shape.kv_bytes_per_token(b) for p, b in PRECISION_BYTES.items()}
+    out = {'layers': shape.num_layers, 'kv_heads': shape.num_heads, 'head_dim': shape.head_dim,
+           'prompt_tokens': prompt_tokens, 'plan_tokens': PLAN_TOKENS,
+           'flops_per_token': int(round(2 * prompt_macs / prompt_tokens)),
+           'kv_cache_bytes_per_token': kv,
+           'kv_cache_bytes_per_plan': {p: b * plan_len for p, b in kv.items()},
+           'ms_per_plan': {}}
+    vocab = card.networks['model'].output('logits').shape[-1]
+    vocab = vocab if isinstance(vocab, int) else 64
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, vocab, prompt_tokens).tolist() for _ in range(max(1, min(runs, 20)))]
+    header_len = prompt_tokens // 2
+    header = prompts[0][:header_len]
+    everything = np.arange(vocab, dtype=np.int64)
+    for variant in LATENCY_VARIANTS:
+        if variant not in card.files:
+            continue
+        if variant in skipped:
+            out['ms_per_plan'][variant] = {'skipped': skipped[variant]}
+            continue
+        lm = CausalLM(card, _SessionBackend(ort_session(card.files[variant]['model'].path, threads)))
+        dec = ConstrainedDecoder(lm)
+        times = []
+        for k in range(warmup + len(prompts)):
+            suffix = prompts[k % len(prompts)][header_len:]
+            gen = dec.generate(header, suffix, lambda step: everything, PLAN_TOKENS)
+            if k >= warmup:
+                times.append(gen.total_ms)
+        out['ms_per_plan'][variant] = {'p50': round(float(np.median(times)), 3),
+                                       'p90': round(float(np.percentile(times, 90)), 3), 'plans': len(times)}
+    out['ms_per_plan']['fp16'] = {'skipped': 'not measured here (no GPU)'}
+    out['note'] = (f'ms per plan: {len(prompts)} random prompts of {prompt_tokens} tokens, the first '
+                   f'{header_len} a cached prefix, {PLAN_TOKENS} tokens decoded with the KV cache, '
+                   f'{threads} thread(s), ONNX Runtime CPU; FLOPs per token at this prompt length (attention '
+                   'grows with it)')
+    return out
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -497,6 +570,19 @@ def render_text(result: dict, top: int = TOP_LAYERS) -> str:
             lines.append(f'  … and {len(ranked) - top} more (--json lists every layer)')
         other = ', '.join(f'{op} x{k}' for op, k in n['other_ops_0_macs'].items())
         lines.append(_wrap(f'other ops count 0 MACs: {other or "none"}'))
+    lm = result.get('causal_lm')
+    if lm:
+        per_token = ', '.join(f'{p} {_bytes(b)}' for p, b in lm['kv_cache_bytes_per_token'].items())
+        per_plan = ', '.join(f'{p} {_bytes(b)}' for p, b in lm['kv_cache_bytes_per_plan'].items())
+        lines += ['', f"causal LM: {lm['layers']} layers x {lm['kv_heads']} KV heads x {lm['head_dim']}; "
+                      f"{_si(lm['flops_per_token'], 'FLOP')} per token; plan = {lm['prompt_tokens']} "
+                      f"prompt + {lm['plan_tokens']} plan tokens",
+                  '  KV cache per token ' + per_token,
+                  '  KV cache per plan  ' + per_plan,
+                  '  ms per plan        ' + ', '.join(
+                      f"{v} p50 {m['p50']} p90 {m['p90']}" if 'p50' in m else f"{v} skipped ({m['skipped']})"
+                      for v, m in lm['ms_per_plan'].items()),
+                  _wrap(lm['note'])]
     mem = result['memory']
     lines += ['', f"memory{'':22s}{'fp32':>12s}{'fp16':>12s}{'int8':>12s}"]
     rows = [('weights', mem['weight_bytes'])]

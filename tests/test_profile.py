@@ -218,3 +218,39 @@ def test_the_committed_camera_model():
     assert result['macs'] > 0
     assert {'fp32', 'int8_cpu', 'int8_trt'} <= {v for v, r in result['latency_here']['variants'].items()
                                                  if 'p50_ms' in r}
+
+
+def test_a_causal_lm_reports_flops_per_token_kv_cache_bytes_and_ms_per_plan(tmp_path):
+    from test_lm_runtime import HEAD_DIM, HEADS, LAYERS, tiny_causal_lm_onnx, write_lm_card
+
+    from fmdrive.planning.lm.format import PLAN_TOKENS
+    d = tmp_path / 'tiny_lm'
+    d.mkdir()
+    tiny_causal_lm_onnx(d / 'fp32.onnx')
+    write_lm_card(d, {'fp32': 'fp32.onnx'})
+    result = profile_model(d, runs=3, warmup=1, prompt_tokens=20)
+    lm = result['causal_lm']
+    per_token = 2 * LAYERS * HEADS * HEAD_DIM                  # a key and a value per layer and head
+    assert lm['kv_cache_bytes_per_token'] == {'fp32': 4 * per_token, 'fp16': 2 * per_token, 'int8': per_token}
+    assert lm['kv_cache_bytes_per_plan']['fp32'] == 4 * per_token * (20 + PLAN_TOKENS)
+    assert lm['flops_per_token'] == round(result['flops'] / 20)
+    assert lm['ms_per_plan']['fp32']['plans'] == 3 and lm['ms_per_plan']['fp32']['p50'] > 0
+    assert 'skipped' in lm['ms_per_plan']['fp16']
+    text = cli_text(d)
+    assert 'KV cache per plan' in text and 'ms per plan' in text
+
+
+def cli_text(model_dir):
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli.main(['profile', str(model_dir), '--runs', '2', '--warmup', '0', '--prompt-tokens', '12']) == 0
+    return buf.getvalue()
+
+
+@pytest.mark.skipif(not (config.package_file('engines/planner_student') / 'card.yaml').is_file(),
+                    reason='no committed planner model')
+def test_profile_planner_is_the_committed_planner_student():
+    from fmdrive.profile import resolve_model
+    assert resolve_model('planner').name == 'planner_student'
