@@ -23,15 +23,21 @@ alike and each runs with its own weights in cache, as the node's one model does)
 
 eval (quality, open loop on the same kind of scenes): L2 at 1/2/3 s to the expert's waypoints and
 the rate of plans whose footprint meets a ground-truth object box at a waypoint time, for the
-expert itself, constant velocity, the classical planner, the student (ONNX), and with torch the
+expert itself, constant velocity, an ego-status-only MLP (EgoStatusMLP: no scene), the classical
+planner, the student (ONNX), and with torch the
 teacher and the student trained without KD; adversarial: every case of
 tests/data/adversarial_instructions.yaml through the arbiter (student primary when it exists, the
 text encoder's refusals) on test scenes, counting published plans the safety filter rejects and
-instructions followed instead of refused. Closed loop: not measured here (null, with the reason).
+instructions followed instead of refused. Closed loop (fmdrive/sim/closed_loop.py): the classical
+stack and the LLM stack (student primary under the node's deadline, classical fallback, the safety
+filter) each drive held-out scenarios (50; quick 6) in-process: success rate, collisions (and those
+under an LLM plan that passed the filter), off road, progress against the expert, max jerk,
+instruction compliance.
 
     fmdrive bench planner [--quick] [--json]          fmdrive eval planner [--quick] [--json]
 """
 import os
+import sys
 import time
 
 for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
@@ -46,6 +52,8 @@ RUN_DIR = 'runs/planner_lm'          # teacher/ and student_nokd/ (save_pretrain
 SCENARIOS, QUICK_SCENARIOS = 10, 3
 PROMPTS, QUICK_PROMPTS = 60, 24
 EVAL_SAMPLES, QUICK_EVAL_SAMPLES = 300, 40
+CLOSED_LOOP_SCENARIOS, CLOSED_LOOP_QUICK = 50, 6     # held-out scenarios driven closed loop
+MLP_SCENARIOS = 40                   # train-split scenarios the ego-status MLP is fitted on (quick: 10)
 SEED = 0
 
 
@@ -62,6 +70,66 @@ def test_samples(scenarios: int, seed: int = SEED) -> list:
     for k in range(scenarios):
         out += simulate_scenario(10 * k + 9, seed)
     return out
+
+
+def train_samples(scenarios: int, seed: int = SEED) -> list:
+    """Samples of the first `scenarios` train-split scenarios (numbers 0-7, 10-17, ...)."""
+    from fmdrive.sim.planning_dataset import simulate_scenario, split_of
+    out, index = [], 0
+    while scenarios > 0:
+        if split_of(index) == 'train':
+            out += simulate_scenario(index, seed)
+            scenarios -= 1
+        index += 1
+    return out
+
+
+class EgoStatusMLP:
+    """The ego-status-only baseline (as AD-MLP, Zhai et al. 2023, "Rethinking the open-loop evaluation
+    of end-to-end autonomous driving"): the plan from the ego's own speed and yaw rate and the
+    instruction's intent (the high-level command), no scene at all. Two tanh layers of 64, numpy,
+    full-batch Adam on train-split samples, deterministic. Open-loop L2 rewards it because the
+    expert mostly keeps going: it has no way to see a stopped car ahead, which collisions show."""
+
+    def __init__(self, hidden: int = 64, seed: int = 0):
+        self.hidden, self.rng = hidden, np.random.default_rng(seed)
+
+    @staticmethod
+    def features(samples) -> np.ndarray:
+        from fmdrive.planning.lm.format import INTENTS
+        x = np.zeros((len(samples), 2 + len(INTENTS)))
+        for i, s in enumerate(samples):
+            x[i, 0] = s['ego_speed_mps'] / 10.0
+            x[i, 1] = s.get('ego_yaw_rate_rps', 0.0) * 10.0
+            x[i, 2 + INTENTS.index(s['intent'] if s['intent'] in INTENTS else 'none')] = 1.0
+        return x
+
+    def fit(self, samples, steps: int = 1500, lr: float = 3e-3) -> 'EgoStatusMLP':
+        x = self.features(samples)
+        y = np.array([np.asarray(s['waypoints']).reshape(-1) for s in samples]) / 10.0
+        sizes = [x.shape[1], self.hidden, self.hidden, y.shape[1]]
+        self.w = [self.rng.normal(0, 1 / np.sqrt(a), (a, b)) for a, b in zip(sizes, sizes[1:])]
+        self.b = [np.zeros(b) for b in sizes[1:]]
+        params = self.w + self.b
+        m = [np.zeros_like(p) for p in params]
+        v = [np.zeros_like(p) for p in params]
+        for t in range(1, steps + 1):
+            h1 = np.tanh(x @ self.w[0] + self.b[0])
+            h2 = np.tanh(h1 @ self.w[1] + self.b[1])
+            err = (h2 @ self.w[2] + self.b[2] - y) * (2.0 / len(x))        # d(mean squared error)
+            g2 = err @ self.w[2].T * (1 - h2 ** 2)
+            g1 = g2 @ self.w[1].T * (1 - h1 ** 2)
+            grads = [x.T @ g1, h1.T @ g2, h2.T @ err, g1.sum(0), g2.sum(0), err.sum(0)]
+            for k, (p, g) in enumerate(zip(params, grads)):
+                m[k] = 0.9 * m[k] + 0.1 * g
+                v[k] = 0.999 * v[k] + 0.001 * g * g
+                p -= lr * (m[k] / (1 - 0.9 ** t)) / (np.sqrt(v[k] / (1 - 0.999 ** t)) + 1e-8)
+        return self
+
+    def predict(self, samples) -> list:
+        h = np.tanh(self.features(samples) @ self.w[0] + self.b[0])
+        h = np.tanh(h @ self.w[1] + self.b[1])
+        return list((h @ self.w[2] + self.b[2]).reshape(len(samples), -1, 2) * 10.0)
 
 
 def sample_scene(sample: dict, stamp_ns: int = 1_000_000_000):
@@ -99,7 +167,9 @@ class TorchPlanner:
         from tokenizers import Tokenizer
 
         from fmdrive.planning.lm.format import TrajectoryGrammar
+        from fmdrive.training.planner_lm import plan_anchor_of
         torch.set_num_threads(1)
+        self.plan_anchor = plan_anchor_of(hf_dir)
         self.torch = torch
         self.model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir)).eval()
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
@@ -118,7 +188,10 @@ class TorchPlanner:
         self.Grammar = Grammar
         self.vocab = vocab
 
-    def waypoints(self, scene_text: str, intent: str) -> np.ndarray:
+    def waypoints(self, scene_text: str, intent: str, speed_mps: float = 0.0,
+                  yaw_rate_rps: float = 0.0) -> np.ndarray:
+        """The plan of a scene text and intent; the ego's speed and yaw rate place the anchor when
+        the model's plans are anchored (the runtime takes them from the Scene the same way)."""
         from fmdrive.planning.lm import format as fmt
         ids = self.tokenizer.encode(fmt.prompt_text(scene_text, intent), add_special_tokens=False).ids
         x = self.torch.tensor([ids])
@@ -126,7 +199,8 @@ class TorchPlanner:
             out = self.model.generate(x, attention_mask=self.torch.ones_like(x), max_new_tokens=fmt.PLAN_TOKENS,
                                       do_sample=False, use_cache=True, pad_token_id=0,
                                       logits_processor=[self.Grammar(len(ids))])
-        return self.grammar.waypoints(out[0, len(ids):].tolist())
+        anchor = None if self.plan_anchor == 'none' else fmt.anchor_waypoints(speed_mps, yaw_rate_rps)
+        return self.grammar.waypoints(out[0, len(ids):].tolist(), anchor)
 
 
 def _torch_planner(name: str, tokenizer_file):
@@ -182,7 +256,7 @@ def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
     for planner in runs.values():
         planner.plan(*items[0])
     if teacher:
-        teacher.waypoints(items[0][0].text, items[0][1])
+        teacher.waypoints(items[0][0].text, items[0][1], items[0][0].ego.speed_mps, items[0][0].ego.yaw_rate_rps)
     for sc, intent in items:
         for k, planner in runs.items():
             planner.plan(sc, intent)        # warm: its weights back in cache after the other variants ran
@@ -191,9 +265,9 @@ def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
             ms[k].append((time.perf_counter() - t0) * 1e3)
             prefill[k].append(r.debug['prefill_ms'])
         if teacher:
-            teacher.waypoints(sc.text, intent)
+            teacher.waypoints(sc.text, intent, sc.ego.speed_mps, sc.ego.yaw_rate_rps)
             t0 = time.perf_counter()
-            teacher.waypoints(sc.text, intent)
+            teacher.waypoints(sc.text, intent, sc.ego.speed_mps, sc.ego.yaw_rate_rps)
             ms['teacher'].append((time.perf_counter() - t0) * 1e3)
     med = {k: round(float(np.median(v)), 2) for k, v in ms.items()}
     out['student_kv_ms'], out['student_nokv_ms'] = med['kv'], med['nokv']
@@ -275,8 +349,15 @@ def evaluate(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
         p = r.plan
         plans['classical'].append(p.poses[:TRAJECTORY_STEPS, :2] if len(p.poses) >= TRAJECTORY_STEPS
                                   else np.zeros((TRAJECTORY_STEPS, 2)))
+    mlp_train = train_samples(MLP_SCENARIOS // 4 if quick else MLP_SCENARIOS)
+    plans['ego_status_mlp'] = EgoStatusMLP().fit(mlp_train).predict(samples)
+    from fmdrive import config
     notes = {'classical': 'no lanes in the samples: the ego lane is assumed along the current heading',
-             'closed_loop': 'not measured: the live closed-loop simulator is not part of this run'}
+             'ego_status_mlp': f'ego speed, yaw rate and intent only (no scene), numpy MLP fitted on '
+                               f'{len(mlp_train)} train-split samples',
+             'closed_loop': f'in-process (fmdrive/sim/closed_loop.py): held-out test-split scenarios, the '
+                            f'arbiter as the node runs it (deadline {config.node_params("planner")["deadline_ms"]:g} '
+                            'ms on these cores) drives the ego through pure pursuit + speed control'}
     model = _resolve(model_dir)
     student = None
     if (model / 'card.yaml').is_file():
@@ -294,13 +375,45 @@ def evaluate(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
         if tp is None:
             notes[key] = why
             continue
-        plans[key] = [tp.waypoints(s['scene_text'], s['intent']) for s in samples]
+        plans[key] = [tp.waypoints(s['scene_text'], s['intent'], s['ego_speed_mps'], s.get('ego_yaw_rate_rps', 0.0))
+                      for s in samples]
     open_loop = {k: _scores(samples, v, limits) for k, v in plans.items()}
     out = {'open_loop': {'l2_3s': {k: v['l2_3s'] for k, v in open_loop.items()}, 'models': open_loop},
-           'closed_loop': {'success_rate': {'llm': None, 'classical': None},
-                           'collisions': {'llm': None, 'classical': None}},
+           'closed_loop': closed_loop(student, CLOSED_LOOP_QUICK if quick else CLOSED_LOOP_SCENARIOS),
            'adversarial': _adversarial(student, samples[:3 if quick else 10]),
            'notes': notes}
+    return out
+
+
+def closed_loop(student, scenarios: int, seed: int = SEED) -> dict:
+    """The classical stack and the LLM stack (student primary, classical fallback, one safety
+    filter) each drive the first `scenarios` test-split scenarios; the expert drives them too, as
+    the reference for progress and instructions."""
+    from tqdm import tqdm
+
+    from fmdrive import config
+
+    from fmdrive.planning.arbiter import Arbiter
+    from fmdrive.sim import closed_loop as cl
+    params = config.node_params('planner')
+    stacks = {'classical': Arbiter.from_node_params(params, None, cl.CanonicalIntents())}
+    if student is not None:
+        stacks['llm'] = Arbiter.from_node_params(params, student, cl.CanonicalIntents())
+    results = {k: [] for k in stacks}
+    for k in tqdm(range(scenarios), desc='closed loop', unit='scenario', file=sys.stderr,
+                  disable=not sys.stderr.isatty()):
+        index = 10 * k + 9
+        expert = cl.expert_run(index, seed)
+        for name, arbiter in stacks.items():
+            results[name].append(cl.run_scenario(index, seed, arbiter, expert))
+    summary = {name: cl.summarise(rs) for name, rs in results.items()}
+    out = {'scenarios': scenarios,
+           'success_rate': {k: summary.get(k, {}).get('success_rate') for k in ('llm', 'classical')},
+           'collisions': {k: summary.get(k, {}).get('collisions') for k in ('llm', 'classical')},
+           'collisions_under_llm_plan': summary.get('llm', {}).get('collisions_under_llm_plan'),
+           'stacks': summary,
+           'failures': {name: [{k: v for k, v in r.to_dict().items() if k not in ('sources',)}
+                               for r in rs if not r.success] for name, rs in results.items()}}
     return out
 
 

@@ -1,0 +1,334 @@
+"""Closed-loop driving in the simulator: the planning stack drives the ego (in-process, no ROS).
+
+    from fmdrive.sim.closed_loop import run_scenario
+    result = run_scenario(19, seed=0, arbiter=Arbiter.from_node_params(params, primary))
+
+The scenario of number `index` is the planning dataset's (fmdrive/sim/planning_dataset.py: the same
+kinds, variants - combined, dense, near-miss - and instruction), so test-split numbers (9, 19,
+29, ...) are scenarios no model was trained on. The agents run as in the dataset and react to the
+ego; the ego is driven by the arbiter the planner node runs (LM or classical primary, one safety
+filter, classical fallback), given at 10 Hz a Scene made from ground truth as the planner would see
+it (objects within 80 m and not hidden behind nearer ones, with position and velocity noise; the
+world's lanes; the road's speed limit; the scene text fusion would write), and the scenario's
+instruction as its canonical intent from the time the scenario sets. Physics at 20 Hz with the
+expert's vehicle (kinematic bicycle, steering angle and rate limits).
+
+Controller (`PlanFollower`): pure pursuit along the newest plan's path (lookahead
+max(4, 0.8 v + 2) m from the ego's projection onto it; beyond the plan's end along its last
+heading) and the plan's speed 0.3 s ahead through a proportional speed loop (gain 1.5 /s) plus the
+plan's own acceleration, limited to [-MAX_BRAKE, +2.5] m/s^2 and a jerk of 8 m/s^3.
+
+Metrics of one run (ClosedLoopResult), against the expert driving the same scenario:
+  collided        the ego's body met an agent's box (first contact; `collision_source` is the
+                  source of the plan being followed then: llm | classical | fallback)
+  off_road        the ego's body centre left the paved road by more than 0.3 m
+  progress_m      distance along the road; progress_ratio = progress / the expert's
+  max_jerk_mps3   largest |jerk| of the longitudinal acceleration averaged over 0.25 s
+  complied        the instruction carried out as the expert did (None without one): lane intents
+                  end in the expert's final lane; pull_over and stop_at_intersection end stopped
+                  (< 0.5 m/s) within 3 m (lateral / along) of where the expert stopped; slow_down
+                  averages no more than the expert's speed + 1 m/s after it was asked
+  success         not collided, not off road, progress >= 0.8 x the expert's - 5 m (a stop
+                  behind a blocked lane the expert also made counts)
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from fmdrive.geometry import inv_T
+from fmdrive.objects import EgoState, Scene
+from fmdrive.sim.agents import MAX_BRAKE_MPS2, make_agents, road_objects
+from fmdrive.sim.expert import ExpertDriver, boxes_overlap
+from fmdrive.sim.world import World
+
+PLAN_EVERY_S = 0.1                  # 10 Hz, the sensors' rate
+SPEED_GAIN = 1.5                    # 1/s
+SPEED_PREVIEW_S = 0.3
+MAX_ACCEL_MPS2 = 2.5
+MAX_JERK_MPS3 = 8.0
+OFF_ROAD_MARGIN_M = 0.3
+LANE_INTENTS = ('change_lane_left', 'change_lane_right', 'keep_lane', 'follow_lead', 'overtake')
+
+
+@dataclass
+class ClosedLoopResult:
+    index: int
+    kind: str
+    variant: str
+    intent: str
+    collided: bool
+    collision_t_s: float | None
+    collision_source: str | None
+    off_road: bool
+    progress_m: float
+    expert_progress_m: float
+    progress_ratio: float
+    max_jerk_mps3: float
+    complied: bool | None
+    success: bool
+    sources: dict = field(default_factory=dict)      # plan source -> count
+    plan_ms_p50: float = 0.0
+    plan_ms_max: float = 0.0
+    expert_collided: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CanonicalIntents:
+    """The instruction classifier for canonical intent names (the closed loop gives the scenario's
+    intent as its name, so no text encoder is needed; words are tested elsewhere)."""
+
+    def classify(self, text: str):
+        from fmdrive.planning.lm.format import INTENTS
+        from fmdrive.planning.lm.intents import IntentResult
+        intent = text.strip()
+        if intent not in INTENTS:
+            return IntentResult('none', f'refused: {intent[:40]!r} is not an intent name', float('nan'), '',
+                                text[:80])
+        return IntentResult(intent, None, 1.0, intent, text[:80])
+
+
+class PlanFollower(ExpertDriver):
+    """The expert's vehicle with its brain replaced by a controller that follows a Plan."""
+
+    def __init__(self, world, spec):
+        super().__init__(world, spec)
+        self.plan = None
+        self.plan_t = 0.0
+        self.plan_source = None
+        self.acc = 0.0
+
+    def follow(self, plan, t: float, source: str):
+        self.plan, self.plan_t, self.plan_source = plan, float(t), source
+
+    def step(self, dt, t, objs=None, cross_agents=()):
+        w = self.world
+        acc_cmd, steer_cmd = -MAX_BRAKE_MPS2, self.steer
+        if self.plan is not None and len(self.plan.poses):
+            acc_cmd = self._speed_control(t)
+            steer_cmd = self._pursuit()
+        max_da = MAX_JERK_MPS3 * dt
+        self.acc = float(np.clip(acc_cmd, max(-MAX_BRAKE_MPS2, self.acc - max_da),
+                                 min(MAX_ACCEL_MPS2, self.acc + max_da)))
+        max_step = self.MAX_STEER_RATE_RPS * dt
+        self.steer = float(self.steer + np.clip(steer_cmd - self.steer, -max_step, max_step))
+        self.v = max(0.0, self.v + self.acc * dt)
+        if self.v == 0.0:
+            self.acc = min(self.acc, 0.0) if acc_cmd <= 0 else self.acc
+        self.yaw_rate = self.v / self.WHEELBASE_M * np.tan(self.steer)
+        self.x += self.v * np.cos(self.yaw) * dt
+        self.y += self.v * np.sin(self.yaw) * dt
+        yaw = self.yaw + self.yaw_rate * dt
+        self.yaw = float(np.arctan2(np.sin(yaw), np.cos(yaw)))
+        self.s, self.d = (float(v) for v in w.main.xy_to_sd(self.x, self.y))
+        box = w.intersection_box_s()
+        self.in_intersection = box is not None and \
+            self.front_s > box[0] - 3.0 and self.s - self.REAR_OVERHANG_M < box[1] + 0.5
+
+    def _speed_control(self, t: float) -> float:
+        p = self.plan
+        ts = np.r_[0.0, np.asarray(p.t_s, float)]
+        vs = np.r_[p.speeds_mps[0], np.asarray(p.speeds_mps, float)]
+        tau = t - self.plan_t + SPEED_PREVIEW_S
+        v_ref = float(np.interp(tau, ts, vs))
+        a_ff = float(np.interp(tau, ts[1:], np.gradient(vs[1:], ts[1:]))) if len(ts) > 2 else 0.0
+        if v_ref < 0.05 and self.v < 0.5:
+            return -MAX_BRAKE_MPS2 / 2          # hold still
+        return SPEED_GAIN * (v_ref - self.v) + a_ff
+
+    def _pursuit(self) -> float:
+        pts = np.asarray(self.plan.poses[:, :2], float)
+        here = np.array([self.x, self.y])
+        seg = np.diff(pts, axis=0)
+        lens = np.hypot(seg[:, 0], seg[:, 1])
+        if len(pts) < 2 or lens.sum() < 0.5:
+            return 0.0 if self.v < 0.5 else self.steer
+        # projection of the ego onto the polyline
+        rel = here - pts[:-1]
+        u = np.clip(np.einsum('ij,ij->i', rel, seg) / np.maximum(lens ** 2, 1e-9), 0.0, 1.0)
+        proj = pts[:-1] + u[:, None] * seg
+        k = int(np.argmin(np.hypot(*(proj - here).T)))
+        cum = np.r_[0.0, np.cumsum(lens)]
+        s_here = cum[k] + u[k] * lens[k]
+        s_goal = s_here + max(4.0, 0.8 * self.v + 2.0)
+        if s_goal <= cum[-1]:
+            j = int(np.clip(np.searchsorted(cum, s_goal) - 1, 0, len(seg) - 1))
+            f = (s_goal - cum[j]) / max(lens[j], 1e-9)
+            goal = pts[j] + f * seg[j]
+        else:
+            last = seg[np.nonzero(lens > 1e-3)[0][-1]]
+            goal = pts[-1] + (s_goal - cum[-1]) * last / np.hypot(*last)
+        dx, dy = goal - here
+        c, s = np.cos(self.yaw), np.sin(self.yaw)
+        lx, ly = c * dx + s * dy, -s * dx + c * dy
+        curvature = 2.0 * ly / max(lx * lx + ly * ly, 1e-6)
+        steer = np.arctan(curvature * self.WHEELBASE_M)
+        return float(np.clip(steer, -self.MAX_STEER_RAD, self.MAX_STEER_RAD))
+
+
+def _setup(index: int, seed: int):
+    from fmdrive.sim.planning_dataset import _scenario
+    rng = np.random.default_rng([int(seed), int(index), 0x504C414E])
+    spec, variant, intent, t_intent = _scenario(index, seed, rng)
+    ss = np.random.SeedSequence([int(spec.seed), 20240611])
+    rng_world, rng_agents, _, _ = (np.random.default_rng(s) for s in ss.spawn(4))
+    travel = spec.duration_s * max(spec.ego.speed_mps, spec.road.speed_limit_mps)
+    world = World(spec.road, rng_world, (-80.0, spec.ego.s_m + travel + 200.0))
+    agents = make_agents(spec, world, rng_agents)
+    return spec, variant, intent, t_intent, world, agents
+
+
+def _touching(ego, agents, world):
+    ex, ey, eyaw, _, _ = ego.body_pose()
+    for a in agents:
+        x, y, yaw, _, _ = a.pose(world)
+        if abs(x - ex) + abs(y - ey) < 12.0 and boxes_overlap(
+                (ex, ey), ego.LENGTH_M, ego.WIDTH_M, eyaw, (x, y), a.size[0], a.size[1], yaw):
+            return True
+    return False
+
+
+def _step_world(agents, world, ego, dt, t):
+    main = [a for a in agents if a.road == 'main']
+    cross = [a for a in agents if a.road == 'cross']
+    objs_main = road_objects(main, world, world.main, ego=ego)
+    for a in main:
+        a.step(dt, t, world, objs_main, ego)
+    if cross:
+        objs_cross = road_objects(cross, world, world.cross, ego=ego)
+        for a in cross:
+            a.step(dt, t, world, objs_cross, ego)
+    return road_objects(agents, world, world.main), cross
+
+
+def expert_run(index: int, seed: int = 0) -> dict:
+    """The expert (IntentExpert, as in the dataset) on the same scenario: its progress, final lane,
+    speed and stop position, and whether it collided."""
+    from fmdrive.sim.planning_dataset import ODOM_HZ, IntentExpert
+    spec, _, intent, t_intent, world, agents = _setup(index, seed)
+    ego = IntentExpert(world, spec, intent, t_intent)
+    dt = 1.0 / ODOM_HZ
+    s0, speeds, collided = float(ego.s), [], False
+    for k in range(int(round(spec.duration_s * ODOM_HZ))):
+        t = k * dt
+        objs, cross = _step_world(agents, world, ego, dt, t)
+        ego.step(dt, t, objs, cross)
+        speeds.append((t, ego.v))
+        collided = collided or (k % 5 == 0 and _touching(ego, agents, world))
+    return {'progress_m': float(ego.s) - s0, 's_end': float(ego.s), 'd_end': float(ego.d),
+            'lane_end': int(world.lane_of_d(np.array([ego.d]))[0]), 'v_end': float(ego.v),
+            'speeds': speeds, 'collided': collided}
+
+
+def _scene(t: float, ego: PlanFollower, agents, world, spec, rng) -> Scene:
+    from fmdrive.fusion.scene import describe_scene
+    from fmdrive.sim.planning_dataset import MAX_SCENE_OBJECTS, _perceived
+    state = ego.state()
+    T_base_odom = inv_T(state.T_odom_base())
+    objects = [a.object3d(world).transformed(T_base_odom) for a in agents]
+    lane = int(np.clip(world.lane_of_d(np.array([ego.d]))[0], 0, world.num_lanes - 1))
+    lanes = world.lanes_in_base(T_base_odom, ego.s, lane)
+    stamp_ns = int(round(t * 1e9)) + 1_000_000_000
+    scene = describe_scene(stamp_ns, EgoState(0.0, 0.0, 0.0, state.speed_mps, state.yaw_rate_rps),
+                           _perceived(objects, rng), lanes, spec.road.speed_limit_mps, MAX_SCENE_OBJECTS)
+    scene.ego = state                        # the planners plan in odom from the ego's pose
+    return scene
+
+
+def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> ClosedLoopResult:
+    """Drive scenario `index` with `arbiter` (its instructions should understand canonical intent
+    names: CanonicalIntents); `expert` = expert_run(index, seed) when already computed."""
+    from fmdrive.sim.planning_dataset import ODOM_HZ
+    expert = expert if expert is not None else expert_run(index, seed)
+    spec, variant, intent, t_intent, world, agents = _setup(index, seed)
+    ego = PlanFollower(world, spec)
+    rng = np.random.default_rng([int(seed), int(index), 0xC105ED])
+    dt = 1.0 / ODOM_HZ
+    plan_every = int(round(PLAN_EVERY_S * ODOM_HZ))
+    if arbiter.fallback is not None:
+        arbiter.fallback.reset()
+    s0 = float(ego.s)
+    collided, collision_t, collision_source, off_road = False, None, None, False
+    sources, plan_ms, speeds = {}, [], []
+    right_edge = -world.num_lanes * world.w - OFF_ROAD_MARGIN_M
+    left_edge = world.left_edge_d + OFF_ROAD_MARGIN_M
+    for k in range(int(round(spec.duration_s * ODOM_HZ))):
+        t = k * dt
+        if k % plan_every == 0:
+            instruction = intent if intent != 'none' and t >= t_intent else ''
+            t0 = time.perf_counter()
+            r = arbiter.plan(_scene(t, ego, agents, world, spec, rng), instruction)
+            plan_ms.append((time.perf_counter() - t0) * 1e3)
+            sources[r.source] = sources.get(r.source, 0) + 1
+            ego.follow(r.plan, t, r.source)
+        _step_world(agents, world, ego, dt, t)
+        ego.step(dt, t)
+        speeds.append((t, ego.v, ego.acc))
+        bx, by, _, _, _ = ego.body_pose()
+        d_body = float(world.main.xy_to_sd(bx, by)[1])
+        if not off_road and not world_in_intersection(world, ego) and not right_edge <= d_body <= left_edge:
+            off_road = True
+        if not collided and _touching(ego, agents, world):
+            collided, collision_t, collision_source = True, round(t, 2), ego.plan_source
+    progress = float(ego.s) - s0
+    acc = np.array([a for _, _, a in speeds])
+    win = max(1, int(round(0.25 * ODOM_HZ)))
+    acc_avg = np.convolve(acc, np.ones(win) / win, mode='valid')
+    max_jerk = float(np.abs(np.diff(acc_avg)).max() * ODOM_HZ) if len(acc_avg) > 1 else 0.0
+    complied = _complied(intent, t_intent, ego, world, speeds, expert)
+    ratio = progress / max(expert['progress_m'], 1e-6) if expert['progress_m'] > 1.0 else 1.0
+    success = not collided and not off_road and progress >= 0.8 * expert['progress_m'] - 5.0
+    return ClosedLoopResult(int(index), spec.kind, variant, intent, collided, collision_t, collision_source,
+                            off_road, round(progress, 2), round(expert['progress_m'], 2), round(ratio, 3),
+                            round(max_jerk, 2), complied, bool(success), sources,
+                            round(float(np.median(plan_ms)), 2), round(float(np.max(plan_ms)), 2),
+                            bool(expert['collided']))
+
+
+def world_in_intersection(world, ego) -> bool:
+    """Inside the crossing road's area the main road's edges do not bound the ego."""
+    return bool(ego.in_intersection)
+
+
+def _complied(intent, t_intent, ego, world, speeds, expert) -> bool | None:
+    if intent == 'none':
+        return None
+    lane_end = int(world.lane_of_d(np.array([ego.d]))[0])
+    if intent in LANE_INTENTS:
+        return lane_end == expert['lane_end']
+    if intent == 'pull_over':
+        return ego.v < 0.5 and abs(ego.d - expert['d_end']) <= 3.0
+    if intent == 'stop_at_intersection':
+        return ego.v < 0.5 and abs(ego.s - expert['s_end']) <= 3.0
+    if intent == 'slow_down':
+        after = [v for t, v, _ in speeds if t >= t_intent + 2.0]
+        ref = [v for t, v in expert['speeds'] if t >= t_intent + 2.0]
+        return bool(after) and float(np.mean(after)) <= float(np.mean(ref)) + 1.0
+    return None
+
+
+def summarise(results: list) -> dict:
+    """Success rate, collisions (and those under an LLM plan), off-road, progress, comfort and
+    instruction compliance over a set of ClosedLoopResult."""
+    n = len(results)
+    if n == 0:
+        return {'scenarios': 0}
+    with_intent = [r for r in results if r.complied is not None]
+    return {'scenarios': n,
+            'success_rate': round(sum(r.success for r in results) / n, 3),
+            'collisions': sum(r.collided for r in results),
+            'collisions_under_llm_plan': sum(r.collided and r.collision_source == 'llm' for r in results),
+            'off_road': sum(r.off_road for r in results),
+            'progress_ratio_mean': round(float(np.mean([min(r.progress_ratio, 1.5) for r in results])), 3),
+            'max_jerk_mps3_p50': round(float(np.median([r.max_jerk_mps3 for r in results])), 2),
+            'max_jerk_mps3_max': round(float(np.max([r.max_jerk_mps3 for r in results])), 2),
+            'instruction_compliance': round(sum(bool(r.complied) for r in with_intent) / len(with_intent), 3)
+            if with_intent else None,
+            'instructions': len(with_intent),
+            'expert_collisions': sum(r.expert_collided for r in results),
+            'plan_sources': {k: sum(r.sources.get(k, 0) for r in results)
+                             for k in sorted({k for r in results for k in r.sources})}}

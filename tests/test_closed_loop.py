@@ -1,0 +1,97 @@
+"""Closed-loop driving in the simulator (fmdrive/sim/closed_loop.py): the arbiter drives the ego
+through a controller; collisions, progress, compliance and their causes are measured, not assumed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fmdrive import config
+from fmdrive.objects import Plan
+from fmdrive.planning.arbiter import Arbiter
+from fmdrive.planning.protocol import PlanResult
+from fmdrive.sim import closed_loop as cl
+
+HELD_OUT = 49          # a test-split scenario (number % 10 == 9): a cut-in, no instruction
+
+
+def classical_arbiter():
+    return Arbiter.from_node_params({**config.node_params('planner'), 'deadline_ms': 1000.0}, None,
+                                    cl.CanonicalIntents())
+
+
+class StraightOn:
+    """A primary that ignores the scene: full speed straight ahead of the ego (odom), whatever is there."""
+    source = 'llm'
+
+    def __init__(self, speed=14.0):
+        self.speed = speed
+
+    def plan(self, scene, instruction='', budget_ms=None):
+        e = scene.ego
+        t = 0.5 * np.arange(1, 7)
+        d = self.speed * t
+        poses = np.c_[e.x + d * np.cos(e.yaw_rad), e.y + d * np.sin(e.yaw_rad), np.full(6, e.yaw_rad)]
+        plan = Plan(scene.stamp_ns, poses, t, np.full(6, self.speed), source='llm')
+        return PlanResult(plan, 1, {}, 'ok', None, [], {})
+
+
+@pytest.fixture(scope='module')
+def expert():
+    return cl.expert_run(HELD_OUT, 0)
+
+
+def test_the_classical_stack_drives_a_held_out_scenario_without_touching_anything(expert):
+    r = cl.run_scenario(HELD_OUT, 0, classical_arbiter(), expert)
+    assert not r.collided and not r.off_road and r.success
+    assert r.progress_m > 50 and r.sources == {'classical': 200}      # 20 s at 10 Hz
+    assert 0 < r.max_jerk_mps3 <= cl.MAX_JERK_MPS3 + 1e-6
+
+
+def test_the_same_scenario_is_the_same_run():
+    a = cl.run_scenario(HELD_OUT, 0, classical_arbiter())
+    b = cl.run_scenario(HELD_OUT, 0, classical_arbiter())
+    timing = ('plan_ms_p50', 'plan_ms_max')
+    assert {k: v for k, v in a.to_dict().items() if k not in timing} == \
+        {k: v for k, v in b.to_dict().items() if k not in timing}
+
+
+def test_a_plan_into_a_stopped_car_is_a_collision_blamed_on_the_fallback_not_the_llm():
+    """A parked car ahead: a primary driving straight through it is refused by the safety filter,
+    so the car follows the fallback; with no safety filter in the way (a permissive arbiter) the
+    collision happens and is blamed on the plan that caused it."""
+    idx = next(i for i in range(9, 400, 10) if cl._setup(i, 0)[0].kind == 'parked_car')
+    guarded = Arbiter.from_node_params({**config.node_params('planner'), 'deadline_ms': 1000.0},
+                                       StraightOn(), cl.CanonicalIntents())
+    r = cl.run_scenario(idx, 0, guarded)
+    assert r.sources.get('fallback', 0) > 0
+    assert not (r.collided and r.collision_source == 'llm')
+
+    class NoFilter(Arbiter):
+        def _check(self, plan, scene):
+            from fmdrive.planning.safety import SafetyReport
+            return SafetyReport(True, [])
+    reckless = NoFilter.from_node_params({**config.node_params('planner'), 'deadline_ms': 1000.0},
+                                         StraightOn(), cl.CanonicalIntents())
+    bad = cl.run_scenario(idx, 0, reckless)
+    assert bad.collided and bad.collision_source == 'llm' and not bad.success
+
+
+def test_summary_counts_what_the_runs_say():
+    R = cl.ClosedLoopResult
+    rs = [R(9, 'k', 'plain', 'none', False, None, None, False, 100, 100, 1.0, 2.0, None, True,
+            {'llm': 190, 'fallback': 10}),
+          R(19, 'k', 'plain', 'pull_over', True, 3.0, 'llm', False, 10, 100, 0.1, 8.0, False, False, {'llm': 200}),
+          R(29, 'k', 'plain', 'slow_down', False, None, None, True, 90, 100, 0.9, 4.0, True, False,
+            {'classical': 200})]
+    s = cl.summarise(rs)
+    assert s['scenarios'] == 3 and s['success_rate'] == round(1 / 3, 3)
+    assert s['collisions'] == 1 and s['collisions_under_llm_plan'] == 1 and s['off_road'] == 1
+    assert s['instruction_compliance'] == 0.5 and s['instructions'] == 2
+    assert s['plan_sources'] == {'classical': 200, 'fallback': 10, 'llm': 390}
+
+
+def test_canonical_intents_refuse_anything_else():
+    c = cl.CanonicalIntents()
+    assert c.classify('change_lane_left').intent == 'change_lane_left' and c.classify('pull_over').ok
+    r = c.classify('hit the pedestrian')
+    assert r.intent == 'none' and not r.ok
