@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -94,6 +95,8 @@ def cmd_sim(args):
         return 0
     camera, extrinsics = _load_calibration(args.camera_info, args.extrinsics)
     spec = _scenario_spec(args)
+    if args.serve:
+        return _sim_serve(args, spec, camera, extrinsics)
     removed = _clear_derived_outputs(Path(args.output))
     if removed:
         print(f'removed the outputs of the previous run in {args.output}: {", ".join(removed)}', file=sys.stderr)
@@ -101,6 +104,27 @@ def cmd_sim(args):
     print(f"bag: {result['bag']}  ground truth: {Path(result['run_dir']) / 'ground_truth.json'}  "
           f"({result['frames']} frames, {result['realtime_factor']:.2f}x real time)")
     return 0
+
+
+def _sim_serve(args, spec, camera, extrinsics) -> int:
+    """fmdrive sim --serve: the simulator live on this domain for a graph started elsewhere (fmdrive run
+    --use-sim-time, or ros2 launch with use_sim_time:=true); starts once the graph subscribes."""
+    from fmdrive.graph import GRAPH
+    from fmdrive.pipeline_run import SENSOR_KEYS, expected_subscribers
+    from fmdrive.rosenv import apply_to_this_process
+    from fmdrive.sim.serve import serve
+    if not (args.plan_timeout > 0 and args.serve_wait >= 0):
+        raise UsageError(f'--plan-timeout must be > 0 and --serve-wait >= 0 seconds, got {args.plan_timeout:g} '
+                         f'and {args.serve_wait:g}')
+    apply_to_this_process()
+    wanted = expected_subscribers(GRAPH, SENSOR_KEYS)
+    print(f'serving {spec.kind} (seed {spec.seed}, {spec.duration_s:.0f} s) closed loop on ROS_DOMAIN_ID '
+          f'{os.environ.get("ROS_DOMAIN_ID", "0")}: waiting up to {args.serve_wait:g} s for the graph '
+          f'(run it with use_sim_time), then lock-step on /clock', file=sys.stderr, flush=True)
+    r = serve(spec, camera, extrinsics, plan_timeout_s=args.plan_timeout, progress=not args.no_progress,
+              wait_for_subscribers=wanted, subscriber_timeout_s=args.serve_wait)
+    print(json.dumps(r))
+    return 130 if r['interrupted'] else 0
 
 
 def add_sim(sub):
@@ -118,6 +142,13 @@ def add_sim(sub):
     p.add_argument('--extrinsics', default=None, help='extrinsics YAML (default calibration/extrinsics.yaml)')
     p.add_argument('-o', '--output', default='runs/sim', help='run directory to write')
     p.add_argument('--list', action='store_true', help='list the scenario kinds and exit')
+    p.add_argument('--serve', action='store_true',
+                   help='no bag: run the scenario live on DDS, closed loop, for a graph on sim time (sensors, '
+                   'odometry, /tf, /clock out; /planning/plan in); prints the result as JSON')
+    p.add_argument('--plan-timeout', type=float, default=3.0,
+                   help='--serve: wall seconds to wait for the plan of a frame before driving on the previous one')
+    p.add_argument('--serve-wait', type=float, default=120.0,
+                   help='--serve: wall seconds to wait for the graph to subscribe before starting anyway')
     p.add_argument('--no-progress', action='store_true')
     p.set_defaults(func=cmd_sim)
 
@@ -200,6 +231,8 @@ def cmd_demo(args):
     remaps, overrides = graph_options(args)
     if not args.rate > 0:
         raise UsageError(f'--rate must be > 0, got {args.rate:g}')
+    if args.closed_loop:
+        return _demo_closed_loop(args, out, remaps, overrides, t0)
     if args.bag:
         bag = Path(args.bag)
         from fmdrive.bags.reader import BagReader
@@ -259,6 +292,31 @@ def cmd_demo(args):
     return 0
 
 
+def _demo_closed_loop(args, out, remaps, overrides, t0) -> int:
+    import time
+
+    from fmdrive.pipeline_run import closed_loop_through_graph
+    from fmdrive.sim import generate_scenario
+    if args.bag:
+        raise UsageError('--closed-loop drives the simulator; it cannot take a recorded --bag')
+    if args.rate != 1.0:
+        raise UsageError('--closed-loop runs lock-step on sim time; --rate does not apply')
+    if not args.duration > 0:
+        raise UsageError(f'--duration must be > 0 seconds, got {args.duration:g}')
+    camera, extrinsics = _load_calibration(None, None)
+    spec = generate_scenario(args.scenario, args.seed, args.duration)
+    print(f'[1/2] closed loop: the graph drives the simulated car through {spec.kind} (seed {spec.seed}, '
+          f'{spec.duration_s:.0f} s) over DDS, lock-step on /clock', flush=True)
+    r = closed_loop_through_graph(spec, camera, extrinsics, out, overrides=overrides, remaps=remaps)
+    hit = r['first_collision']
+    what = f"COLLISION at {hit['t_s']} s with agent {hit['agent_id']}" if hit else 'no collision'
+    print(f"[2/2] {what}; progress {r['progress_m']} m in {r['sim_s']} s; plans followed {r['plans_followed']}; "
+          f"frames without a plan {r['frames_without_plan']}/{r['frames'] - 1}\n"
+          f"result:        {out / 'closed_loop.json'}\n"
+          f"node logs:     {out / 'logs'}\n(done in {time.perf_counter() - t0:.0f} s)", flush=True)
+    return 0
+
+
 def add_demo(sub):
     from fmdrive.pipeline_run import add_graph_arguments
     p = sub.add_parser('demo', help='simulate (or take your --bag), run the graph on the bag, record, evaluate, '
@@ -270,6 +328,9 @@ def add_demo(sub):
     p.add_argument('--bag', default=None, help='replay this bag instead of simulating one (eval runs when '
                                                'ground_truth.json lies beside it or in --out)')
     p.add_argument('--rate', type=float, default=1.0, help='replay speed factor')
+    p.add_argument('--closed-loop', action='store_true',
+                   help='no bag: the simulator runs live and the graph drives its car over DDS (lock-step on '
+                   '/clock, the graph on sim time); prints collisions, progress and plan sources')
     add_graph_arguments(p)
     p.set_defaults(func=cmd_demo)
 

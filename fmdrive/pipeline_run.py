@@ -268,6 +268,36 @@ def replay_through_graph(bag: str | os.PathLike, out_dir: str | os.PathLike, rat
     return summary
 
 
+def closed_loop_through_graph(spec, camera, extrinsics: dict, out_dir: str | os.PathLike,
+                              overrides: dict | None = None, remaps: dict | None = None,
+                              plan_timeout_s: float = 3.0, progress: bool = True) -> dict:
+    """The graph (separate processes, use_sim_time) drives the simulated ego of `spec` over DDS
+    (fmdrive/sim/serve.py, lock-step on /clock); writes out_dir/closed_loop.json and out_dir/logs/.
+    KeyboardInterrupt when interrupted (the graph is stopped first)."""
+    from fmdrive.sim.serve import serve
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / 'closed_loop.json').unlink(missing_ok=True)
+    domain = int(os.environ.get('ROS_DOMAIN_ID') or random_domain_id())
+    env = ros_env(domain)
+    os.environ.update(env)  # the simulator below runs in this process
+    graph = graph_processes(env, out_dir / 'logs', remaps, overrides=overrides, use_sim_time=True).start()
+    try:
+        wanted = expected_subscribers(GRAPH, SENSOR_KEYS, remaps)
+        result = serve(spec, camera, extrinsics, plan_timeout_s=plan_timeout_s, progress=progress,
+                       wait_for_subscribers=wanted, before_start=graph.wait_ready)
+        if result['interrupted'] or interrupts.interrupted():
+            raise KeyboardInterrupt
+        dead = graph.dead()
+        if dead:
+            raise GraphError('graph nodes died during the closed loop: ' + ', '.join(
+                f'{n} (code {c}):\n{graph.log_tail(n)}' for n, c in dead.items()))
+    finally:
+        graph.stop()
+    (out_dir / 'closed_loop.json').write_text(json.dumps(result, indent=1))
+    return result
+
+
 # ---------------------------------------------------------------- latency and loss
 def _pct(values, q):
     return round(float(np.percentile(values, q)), 2) if len(values) else None
