@@ -167,13 +167,13 @@ class TorchPlanner:
         from tokenizers import Tokenizer
 
         from fmdrive.planning.lm.format import TrajectoryGrammar
-        from fmdrive.training.planner_lm import plan_anchor_of
+        from fmdrive.training.planner_lm import plan_anchor_of, plan_order_of
         torch.set_num_threads(1)
         self.plan_anchor = plan_anchor_of(hf_dir)
         self.torch = torch
         self.model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir)).eval()
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.grammar = TrajectoryGrammar(self.tokenizer.get_vocab())
+        self.grammar = TrajectoryGrammar(self.tokenizer.get_vocab(), plan_order_of(hf_dir))
         grammar, vocab = self.grammar, self.model.config.vocab_size
 
         class Grammar(transformers.LogitsProcessor):

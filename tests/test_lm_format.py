@@ -111,6 +111,22 @@ def test_grammar_reads_ids_relative_to_an_anchor():
         fmt.check_anchor_mode('lane_centre')
 
 
+def test_goal_first_order_puts_the_3_s_point_first_and_reads_back_in_time_order():
+    vocab = _fake_vocab()
+    xy = np.c_[np.arange(1, 7) * 4.0, np.arange(6) * 0.5]
+    toks = fmt.encode_waypoints(xy, order='goal_first')
+    assert toks[:2] == fmt.encode_waypoints(xy)[-2:]              # x6 y6 lead
+    assert toks[2:] == fmt.encode_waypoints(xy)[:-2]              # then x1 y1 ... x5 y5
+    assert np.allclose(fmt.decode_waypoints(toks, order='goal_first'), xy, atol=0.13)
+    g = fmt.TrajectoryGrammar(vocab, 'goal_first')
+    assert np.allclose(g.waypoints([vocab[t] for t in toks]), xy, atol=0.13)
+    anchor = fmt.anchor_waypoints(8.0, 0.1)
+    toks = fmt.encode_waypoints(xy + anchor, anchor, 'goal_first')
+    assert np.allclose(g.waypoints([vocab[t] for t in toks], anchor), xy + anchor, atol=0.13)
+    with pytest.raises(fmt.FormatError):
+        fmt.TrajectoryGrammar(vocab, 'backwards')
+
+
 def test_grammar_refuses_a_vocabulary_without_plan_tokens():
     with pytest.raises(fmt.FormatError):
         fmt.TrajectoryGrammar({'<eot>': 0, 'car': 1})

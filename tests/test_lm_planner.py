@@ -103,13 +103,14 @@ def keep_going_model(tmp_path_factory):
     zero_x = int(round(-fmt.X_RESIDUAL_RANGE_M[0] / fmt.X_BIN_M))
     bias[vocab[fmt.X_TOKENS[zero_x]]] = bias[vocab[fmt.Y_TOKENS[120]]] = 30.0
     tiny_causal_lm_onnx(d / 'fp32.onnx', vocab=len(vocab), head_scale=0.01, head_bias=bias, max_pos=512)
-    write_lm_card(d, {'fp32': 'fp32.onnx'}, vocab=len(vocab), decoder_extra={'plan_anchor': 'constant_velocity'})
+    write_lm_card(d, {'fp32': 'fp32.onnx'}, vocab=len(vocab),
+                  decoder_extra={'plan_anchor': 'constant_velocity', 'plan_order': 'goal_first'})
     return d
 
 
 def test_anchored_card_reads_the_plan_relative_to_the_ego_rollout(keep_going_model):
     p = LMPlanner.load(keep_going_model, 'fp32', 'onnxruntime')
-    assert p.describe()['plan_anchor'] == 'constant_velocity'
+    assert p.describe()['plan_anchor'] == 'constant_velocity' and p.describe()['plan_order'] == 'goal_first'
     t = 0.5 * np.arange(1, 7)
     for speed in (0.0, 7.3, 12.0):
         r = p.plan(scene(speed=speed, yaw=0.0, x=0.0, y=0.0))
@@ -119,7 +120,7 @@ def test_anchored_card_reads_the_plan_relative_to_the_ego_rollout(keep_going_mod
                                                                                     y=0.0)).ok
 
 
-def test_a_card_with_an_unknown_plan_anchor_is_refused_by_name(tmp_path, keep_going_model):
+def test_a_card_with_an_unknown_plan_anchor_or_order_is_refused_by_name(tmp_path, keep_going_model):
     import shutil
 
     import yaml
@@ -131,6 +132,11 @@ def test_a_card_with_an_unknown_plan_anchor_is_refused_by_name(tmp_path, keep_go
     card['decoder']['plan_anchor'] = 'lane_centre'
     (d / 'card.yaml').write_text(yaml.safe_dump(card))
     with pytest.raises(LMPlannerError, match='plan_anchor'):
+        LMPlanner.load(d, 'fp32', 'onnxruntime')
+    card['decoder']['plan_anchor'] = 'constant_velocity'
+    card['decoder']['plan_order'] = 'sideways'
+    (d / 'card.yaml').write_text(yaml.safe_dump(card))
+    with pytest.raises(LMPlannerError, match='plan_order'):
         LMPlanner.load(d, 'fp32', 'onnxruntime')
 
 

@@ -126,7 +126,8 @@ def test_exported_student_directory_has_a_card_that_loads(run, tmp_path):
     card = load_card(tmp_path / 'engine' / 'card.yaml')             # hashes, signatures, int8 kind
     assert card.io_convention == 'hf_causal_lm_with_past' and set(card.files) == {'fp32', 'int8_cpu'}
     assert card.decoder['num_layers'] == lm.TINY.layers and card.decoder['head_dim'] == 16
-    assert card.decoder['plan_anchor'] == 'constant_velocity'          # planner-tokenizer's default
+    assert card.decoder['plan_anchor'] == 'constant_velocity'          # planner-tokenizer's defaults
+    assert card.decoder['plan_order'] == 'goal_first'
     assert result['int8_method'] in ('dynamic', 'static_qdq')
     for name in ('tokenizer.json', 'config.json', 'model.safetensors'):
         assert (tmp_path / 'engine' / name).exists()

@@ -30,7 +30,7 @@ def _train_planner(args):
     from fmdrive.training import planner_lm as lm
     data, out = args.data if args.data != 'runs/dataset' else 'runs/planning_dataset', args.out or 'runs/planner_lm'
     if args.model == 'planner-tokenizer':
-        return lm.tokenizer_command(data, out, args.plan_anchor)
+        return lm.tokenizer_command(data, out, args.plan_anchor, args.plan_order)
     if args.model == 'planner-eval':
         return lm.test_metrics(out, data)
     role = args.model.split('-')[1]
@@ -76,6 +76,8 @@ def add_train_arguments(p):
     p.add_argument('--plan-anchor', default='constant_velocity', choices=('constant_velocity', 'none'),
                    help='planner-tokenizer: plan tokens relative to the constant-velocity rollout (default) '
                    'or absolute waypoints (planning/lm/format.py); every model of the run follows it')
+    p.add_argument('--plan-order', default='goal_first', choices=('goal_first', 'forward'),
+                   help='planner-tokenizer: the 3 s waypoint first, then 0.5 .. 2.5 s (default), or in time order')
     p.add_argument('--no-kd', action='store_true', help='planner-student: no distillation (the baseline)')
     p.add_argument('--batch-size', type=int, default=None, help='planner: samples per batch (teacher 8, students 32)')
     p.add_argument('--kd-samples', type=int, default=None, help='planner-student: train samples the teacher labels')

@@ -135,7 +135,7 @@ class OrtPlanDecoder:
     key/values are computed once and reused (prefix cache). For measuring exports here; the
     vehicle's decoder is planning/lm/runtime.py."""
 
-    def __init__(self, onnx_path, tok, threads=2):
+    def __init__(self, onnx_path, tok, threads=2, order='forward'):
         import onnxruntime as ort
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
@@ -144,7 +144,7 @@ class OrtPlanDecoder:
         self.past_names = [i.name for i in self.sess.get_inputs()][3:]
         shape = self.sess.get_inputs()[3].shape
         self.heads, self.head_dim = shape[1], shape[3]
-        self.grammar = fmt.TrajectoryGrammar(tok.get_vocab())
+        self.grammar = fmt.TrajectoryGrammar(tok.get_vocab(), order)
         self.tok = tok
         self.header = np.array(tok(fmt.HEADER, add_special_tokens=False)['input_ids'], np.int64)
         self.header_past = None
@@ -181,13 +181,13 @@ class OrtPlanDecoder:
         return out
 
 
-def measure_onnx(onnx_path, tok, test_d, true_xy, repeats_ms=30, anchors=None) -> dict:
+def measure_onnx(onnx_path, tok, test_d, true_xy, repeats_ms=30, anchors=None, order='forward') -> dict:
     """Open-loop L2 of the ORT decoder on test prompts against true_xy (N, 6, 2), and ms per plan
     (p50 over the first repeats_ms plans, KV + prefix cache, 2 threads); anchors: one (6, 2) per
     prompt when the plans are anchored."""
     anchors = [None] * len(test_d) if anchors is None else anchors
     from fmdrive.training.planner_lm import open_loop_l2
-    dec = OrtPlanDecoder(onnx_path, tok)
+    dec = OrtPlanDecoder(onnx_path, tok, order=order)
     pred, times = [], []
     for k, (prompt, _) in enumerate(test_d):
         t0 = time.perf_counter()
@@ -288,23 +288,24 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
 
     from fmdrive.inference.card import sha256_of
     from fmdrive.sim.planning_dataset import load_planning_dataset
-    from fmdrive.training.planner_lm import encode, load_tokenizer, plan_anchor_of, sample_anchor
+    from fmdrive.training.planner_lm import encode, load_tokenizer, plan_anchor_of, plan_order_of, sample_anchor
     run, out = Path(run), Path(out)
     src = run / model
     if not (src / 'config.json').exists():
         raise FileNotFoundError(f'no trained model in {src}: run `fmdrive train planner-student` first')
     hf = LlamaForCausalLM.from_pretrained(src).eval()
     tok = load_tokenizer(run / 'tokenizer')
-    plan_anchor = plan_anchor_of(src)
-    if plan_anchor != plan_anchor_of(run / 'tokenizer'):
-        raise RuntimeError(f'{src} was trained with plan anchor {plan_anchor!r} but the run\'s tokenizer '
-                           f'says {plan_anchor_of(run / "tokenizer")!r}: retrain the student')
+    plan_anchor, plan_order = plan_anchor_of(src), plan_order_of(src)
+    if (plan_anchor, plan_order) != (plan_anchor_of(run / 'tokenizer'), plan_order_of(run / 'tokenizer')):
+        raise RuntimeError(f'{src} was trained with plan anchor {plan_anchor!r}, order {plan_order!r} but the '
+                           f'run\'s tokenizer says {plan_anchor_of(run / "tokenizer")!r}, '
+                           f'{plan_order_of(run / "tokenizer")!r}: retrain the student')
     out.mkdir(parents=True, exist_ok=True)
     work = run / 'export'
     work.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(hf, out / 'fp32.onnx')
     test_s = load_planning_dataset(data, 'test')[:max_test]
-    test_d = encode(tok, test_s, plan_anchor)
+    test_d = encode(tok, test_s, plan_anchor, plan_order)
     anchors = [sample_anchor(s, plan_anchor) for s in test_s]
     header = tok(fmt.HEADER, add_special_tokens=False)['input_ids']
     parity = check_parity(hf, fp32, tok, header + test_d[0][0])
@@ -313,9 +314,9 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
     calib_prompts = [header + p for p, _ in encode(tok, [train_s[i] for i in calib_rows])]
     variants = quantize_variants(fp32, work, calib_prompts)
     true_xy = np.array([s['waypoints'] for s in test_s])
-    measured = {'fp32': measure_onnx(fp32, tok, test_d, true_xy, anchors=anchors)}
+    measured = {'fp32': measure_onnx(fp32, tok, test_d, true_xy, anchors=anchors, order=plan_order)}
     for name, path in variants.items():
-        measured[f'int8_{name}'] = measure_onnx(path, tok, test_d, true_xy, anchors=anchors)
+        measured[f'int8_{name}'] = measure_onnx(path, tok, test_d, true_xy, anchors=anchors, order=plan_order)
     best = choose_int8(measured)
     shutil.copy(variants[best], out / 'int8_cpu.onnx')
     for name in ('config.json', 'model.safetensors', 'generation_config.json'):
@@ -328,7 +329,7 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
     metrics_path = run / 'metrics.json'
     test_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     card = _card(hf.config, out, tok, best, parity, measured, test_metrics, data, sha256_of,
-                 _commands(run, data, out, plan_anchor), plan_anchor)
+                 _commands(run, data, out, plan_anchor, plan_order), plan_anchor, plan_order)
     for f in out.iterdir():
         if f.stat().st_size > MAX_FILE_BYTES:
             raise RuntimeError(f'{f} is {f.stat().st_size / 1e6:.1f} MB, over the 8 MB limit')
@@ -336,11 +337,12 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
             'card': str(card)}
 
 
-def _commands(run, data, out, plan_anchor='none') -> list[str]:
+def _commands(run, data, out, plan_anchor='none', plan_order='forward') -> list[str]:
     """The commands that made this engine, with the settings each training run recorded."""
     meta = json.loads((Path(data) / 'meta.json').read_text())
     cmds = [meta.get('command', f'fmdrive sim planning-dataset --out {data}'),
-            f'fmdrive train planner-tokenizer --data {data} --out {run} --plan-anchor {plan_anchor}']
+            f'fmdrive train planner-tokenizer --data {data} --out {run} --plan-anchor {plan_anchor} '
+            f'--plan-order {plan_order}']
     for name, args in (('teacher', 'planner-teacher'), ('student_nokd', 'planner-student --no-kd'),
                        ('student_kd', 'planner-student')):
         path = Path(run) / f'{name}.result.json'
@@ -358,7 +360,7 @@ def _commands(run, data, out, plan_anchor='none') -> list[str]:
 
 
 def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha256_of, commands,
-          plan_anchor='none') -> Path:
+          plan_anchor='none', plan_order='forward') -> Path:
     import yaml
     n, h = cfg.num_hidden_layers, cfg.num_key_value_heads
     d = getattr(cfg, 'head_dim', None) or cfg.hidden_size // cfg.num_attention_heads
@@ -393,6 +395,7 @@ def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha2
             'prompt_format': 'fmdrive.planning.lm.format (HEADER + frame_text; plan = 12 coordinate '
                              'tokens + <eot>)',
             'trajectory_steps': fmt.TRAJECTORY_STEPS, 'dt_s': fmt.DT_S, 'plan_anchor': plan_anchor,
+            'plan_order': plan_order,
             'int8_method': int8_method,
             'other_files': {name: sha256_of(out / name) for name in
                             ('tokenizer.json', 'config.json', 'model.safetensors')

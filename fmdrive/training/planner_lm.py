@@ -8,9 +8,10 @@ Everything lives in one run directory: tokenizer/ (tokenizer.json), teacher/, st
 student_nokd/ (save_pretrained: config.json + model.safetensors), *.log, metrics.json.
 
 Prompt and plan are planning/lm/format.py's. The plan anchor (format.py: tokens relative to the
-constant-velocity rollout, or absolute) is chosen once per run by planner-tokenizer
-(--plan-anchor, default constant_velocity), written to tokenizer/plan_format.json beside the
-tokenizer, copied into every saved model directory and into the exported card.
+constant-velocity rollout, or absolute) and the plan order (goal_first or forward) are chosen once
+per run by planner-tokenizer (--plan-anchor, default constant_velocity; --plan-order, default
+goal_first), written to tokenizer/plan_format.json beside the tokenizer, copied into every saved
+model directory and into the exported card.
 
 Sequences are LEFT-padded, so every sample's 13 plan
 tokens are the last 13 positions of the batch: logits[:, -14:-1] predict them. The loss is taken
@@ -120,9 +121,11 @@ def _chain(*its):
 PLAN_FORMAT_FILE = 'plan_format.json'
 
 
-def write_plan_format(directory, plan_anchor: str):
+def write_plan_format(directory, plan_anchor: str, plan_order: str = 'forward'):
     fmt.check_anchor_mode(plan_anchor)
-    Path(directory, PLAN_FORMAT_FILE).write_text(json.dumps({'plan_anchor': plan_anchor}) + '\n')
+    fmt.check_order(plan_order)
+    Path(directory, PLAN_FORMAT_FILE).write_text(json.dumps({'plan_anchor': plan_anchor,
+                                                             'plan_order': plan_order}) + '\n')
 
 
 def plan_anchor_of(directory) -> str:
@@ -132,6 +135,14 @@ def plan_anchor_of(directory) -> str:
     if not path.is_file():
         return 'none'
     return fmt.check_anchor_mode(json.loads(path.read_text()).get('plan_anchor', 'none'))
+
+
+def plan_order_of(directory) -> str:
+    """The plan order of a tokenizer or model directory ('forward' without plan_format.json)."""
+    path = Path(directory, PLAN_FORMAT_FILE)
+    if not path.is_file():
+        return 'forward'
+    return fmt.check_order(json.loads(path.read_text()).get('plan_order', 'forward'))
 
 
 def sample_anchor(sample: dict, plan_anchor: str):
@@ -152,7 +163,8 @@ def header_ids(tok) -> list[int]:
     return tok(fmt.HEADER, add_special_tokens=False)['input_ids']
 
 
-def encode(tok, samples: list[dict], plan_anchor: str = 'none') -> list[tuple[list[int], list[int]]]:
+def encode(tok, samples: list[dict], plan_anchor: str = 'none',
+           plan_order: str = 'forward') -> list[tuple[list[int], list[int]]]:
     """(frame prompt ids, 13 plan ids) per sample; the prompt is header_ids(tok) + frame ids; the
     plan tokens relative to each sample's anchor under plan_anchor."""
     header = header_ids(tok)
@@ -161,7 +173,8 @@ def encode(tok, samples: list[dict], plan_anchor: str = 'none') -> list[tuple[li
     if any(p[:len(header)] != header for p in prompts):
         raise ValueError('the tokenizer does not split HEADER off the prompt at the same place')
     vocab = tok.get_vocab()
-    plans = [[vocab[t] for t in fmt.encode_waypoints(np.array(s['waypoints']), sample_anchor(s, plan_anchor))]
+    plans = [[vocab[t] for t in fmt.encode_waypoints(np.array(s['waypoints']), sample_anchor(s, plan_anchor),
+                                                     plan_order)]
              + [vocab[fmt.EOT]] for s in samples]
     return [(p[len(header):], plan) for p, plan in zip(prompts, plans)]
 
@@ -224,8 +237,8 @@ class GrammarIndex:
     """Allowed ids per plan position as one (13, A) index tensor (A = the most allowed), padded
     with -1; lets KD and decoding work on the grammar-restricted distributions."""
 
-    def __init__(self, tok):
-        g = fmt.TrajectoryGrammar(tok.get_vocab())
+    def __init__(self, tok, order: str = 'forward'):
+        g = fmt.TrajectoryGrammar(tok.get_vocab(), order)
         allowed = [g.allowed_ids(k) for k in range(fmt.PLAN_TOKENS)]
         width = max(len(a) for a in allowed)
         self.index = torch.full((fmt.PLAN_TOKENS, width), 0, dtype=torch.long)
@@ -337,10 +350,10 @@ def _log(path, record):
 def prepare(cfg: TrainConfig):
     out = Path(cfg.out)
     tok = load_tokenizer(out / 'tokenizer')
-    anchor = plan_anchor_of(out / 'tokenizer')
+    anchor, order = plan_anchor_of(out / 'tokenizer'), plan_order_of(out / 'tokenizer')
     train_s = load_planning_dataset(cfg.data, 'train')[:cfg.max_train]
     val_s = load_planning_dataset(cfg.data, 'val')[:cfg.max_eval]
-    return tok, train_s, val_s, encode(tok, train_s, anchor), encode(tok, val_s, anchor)
+    return tok, train_s, val_s, encode(tok, train_s, anchor, order), encode(tok, val_s, anchor, order)
 
 
 def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
@@ -353,9 +366,9 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
     ckpt = out / f'{name}.ckpt.pt'
     log = out / f'{name}.log'
     tok, train_s, val_s, train_d, val_d = prepare(cfg)
-    plan_anchor = plan_anchor_of(out / 'tokenizer')
+    plan_anchor, plan_order = plan_anchor_of(out / 'tokenizer'), plan_order_of(out / 'tokenizer')
     val_anchors = [sample_anchor(s, plan_anchor) for s in val_s]
-    gi = GrammarIndex(tok)
+    gi = GrammarIndex(tok, plan_order)
     header = header_ids(tok)
     model = build_model(cfg.size, len(tok), tok)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -439,7 +452,7 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
                 best = dict(metrics, step=step)
                 model.save_pretrained(run)
                 tok.save_pretrained(run)
-                write_plan_format(run, plan_anchor)
+                write_plan_format(run, plan_anchor, plan_order)
             torch.save({'model': model.state_dict(), 'opt': opt.state_dict(), 'step': step,
                         'elapsed': elapsed, 'best': best, 'rng': rng.bit_generator.state}, ckpt)
         if done:
@@ -506,13 +519,13 @@ def test_metrics(out, data, batch_size=64, max_test=600, threads=1) -> dict:
     torch.set_num_threads(threads)
     out = Path(out)
     tok = load_tokenizer(out / 'tokenizer')
-    gi = GrammarIndex(tok)
-    plan_anchor = plan_anchor_of(out / 'tokenizer')
+    plan_anchor, plan_order = plan_anchor_of(out / 'tokenizer'), plan_order_of(out / 'tokenizer')
+    gi = GrammarIndex(tok, plan_order)
     test_s = load_planning_dataset(data, 'test')[:max_test]
-    test_d = encode(tok, test_s, plan_anchor)
+    test_d = encode(tok, test_s, plan_anchor, plan_order)
     anchors = [sample_anchor(s, plan_anchor) for s in test_s]
     true_xy = np.array([s['waypoints'] for s in test_s])      # every model against the raw expert
-    res = {'test_samples': len(test_s), 'plan_anchor': plan_anchor,
+    res = {'test_samples': len(test_s), 'plan_anchor': plan_anchor, 'plan_order': plan_order,
            'constant_velocity': constant_velocity_l2(test_s)}
     for name in ('teacher', 'student_kd', 'student_nokd'):
         if (out / name / 'config.json').exists():
@@ -524,15 +537,17 @@ def test_metrics(out, data, batch_size=64, max_test=600, threads=1) -> dict:
     return res
 
 
-def tokenizer_command(data, out, plan_anchor: str = 'constant_velocity') -> dict:
+def tokenizer_command(data, out, plan_anchor: str = 'constant_velocity', plan_order: str = 'goal_first') -> dict:
     fmt.check_anchor_mode(plan_anchor)
+    fmt.check_order(plan_order)
     samples = load_planning_dataset(data, 'train')
     tok = train_tokenizer(samples, Path(out) / 'tokenizer')
-    write_plan_format(Path(out) / 'tokenizer', plan_anchor)
-    enc = encode(tok, samples[:2000], plan_anchor)
+    write_plan_format(Path(out) / 'tokenizer', plan_anchor, plan_order)
+    enc = encode(tok, samples[:2000], plan_anchor, plan_order)
     unk = sum(p.count(tok.unk_token_id) for p, _ in enc) / max(1, sum(len(p) for p, _ in enc))
     header = tok(fmt.HEADER, add_special_tokens=False)['input_ids']
     return {'vocab': len(tok), 'dir': str(Path(out) / 'tokenizer'), 'plan_anchor': plan_anchor,
+            'plan_order': plan_order,
             'header_tokens': len(header),
             'frame_tokens_mean': round(float(np.mean([len(p) for p, _ in enc])), 1),
             'frame_tokens_max': int(max(len(p) for p, _ in enc)), 'unk_rate': round(unk, 5)}

@@ -10,7 +10,8 @@ classified here when an IntentClassifier was given, else planned as 'none' (and 
 
 The card's `decoder.plan_anchor` says how the plan tokens read: `constant_velocity` = relative to
 the rollout of the ego's current speed and yaw rate (format.anchor_waypoints), `none` = absolute
-base_link waypoints (a card without the key). The model only gives positions. Speeds and headings come from the positions: headings from the
+base_link waypoints (a card without the key); `decoder.plan_order` the order of the waypoints
+tokens (format.PLAN_ORDERS; forward without the key). The model only gives positions. Speeds and headings come from the positions: headings from the
 direction of travel (kept while standing), speeds from a least-squares fit of the distance
 travelled s(t) = v0 t + a t^2 + b t^3 (+ c t^4) through the current speed, so the bin quantisation
 of the waypoints (0.25 m in x) does not become +-1 m/s speed noise. Whether the result is
@@ -77,7 +78,11 @@ class LMPlanner:
                  prefix_cache: bool = True, classifier=None):
         self.lm, self.tokenizer = lm, tokenizer
         self.decoder = ConstrainedDecoder(lm)
-        self.grammar = fmt.TrajectoryGrammar(tokenizer.get_vocab())
+        decoder = lm.card.decoder or {}
+        try:
+            self.grammar = fmt.TrajectoryGrammar(tokenizer.get_vocab(), str(decoder.get('plan_order', 'forward')))
+        except fmt.FormatError as exc:
+            raise LMPlannerError(f'{lm.card.name}: card decoder.plan_order / tokenizer: {exc}') from None
         vocab = lm.vocab_size
         top = int(max(self.grammar.x_ids.max(), self.grammar.y_ids.max(), self.grammar.eot_id))
         if vocab is not None and top >= vocab:
@@ -165,4 +170,4 @@ class LMPlanner:
     def describe(self) -> dict:
         return {**self.lm.describe(), 'precision_run': self.precision, 'mode': self.mode,
                 'prefix_cache': self.prefix_cache, 'header_tokens': len(self.header_ids),
-                'plan_anchor': self.plan_anchor}
+                'plan_anchor': self.plan_anchor, 'plan_order': self.grammar.order}
