@@ -329,7 +329,7 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
     metrics_path = run / 'metrics.json'
     test_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     card = _card(hf.config, out, tok, best, parity, measured, test_metrics, data, sha256_of,
-                 _commands(run, data, out, plan_anchor, plan_order), plan_anchor, plan_order)
+                 _commands(run, data, out, plan_anchor, plan_order), plan_anchor, plan_order, _stopped_notes(run))
     for f in out.iterdir():
         if f.stat().st_size > MAX_FILE_BYTES:
             raise RuntimeError(f'{f} is {f.stat().st_size / 1e6:.1f} MB, over the 8 MB limit')
@@ -359,8 +359,20 @@ def _commands(run, data, out, plan_anchor='none', plan_order='forward') -> list[
                    f'fmdrive export planner --run {run} --data {data} --out {out}']
 
 
+def _stopped_notes(run) -> str:
+    """What the runs' result files say about runs stopped before their --max-minutes."""
+    notes = []
+    for name in ('teacher', 'student_nokd', 'student_kd'):
+        path = Path(run) / f'{name}.result.json'
+        if path.exists():
+            stopped = json.loads(path.read_text()).get('stopped')
+            if stopped:
+                notes.append(f'{name} stopped {stopped}')
+    return ('; ' + '; '.join(notes)) if notes else ''
+
+
 def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha256_of, commands,
-          plan_anchor='none', plan_order='forward') -> Path:
+          plan_anchor='none', plan_order='forward', extra_notes='') -> Path:
     import yaml
     n, h = cfg.num_hidden_layers, cfg.num_key_value_heads
     d = getattr(cfg, 'head_dim', None) or cfg.hidden_size // cfg.num_attention_heads
@@ -405,7 +417,7 @@ def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha2
             'data_seed': int(dataset_meta.get('seed', 0)), 'data': str(data),
             'notes': 'LlamaForCausalLM student distilled from a LlamaForCausalLM teacher '
                      '(fmdrive/training/planner_lm.py); the teacher is not committed (> 8 MB): '
-                     'rebuild it with the teacher command above'},
+                     'rebuild it with the teacher command above' + extra_notes},
         'metrics': {'open_loop_test': test_metrics, 'onnx_parity': parity, 'onnx_measured': measured},
     }
     path = out / 'card.yaml'
