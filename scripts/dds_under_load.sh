@@ -14,7 +14,8 @@ runs="${1:-20}"
 hogs="${2:-$(nproc)}"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM       # stop the runs too (the EXIT trap stops the busy loops)
 for _ in $(seq "$hogs"); do
     python -c 'while True: pass' &
     pids+=($!)
