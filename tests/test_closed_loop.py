@@ -10,6 +10,7 @@ from fmdrive.objects import Plan
 from fmdrive.planning.arbiter import Arbiter
 from fmdrive.planning.protocol import PlanResult
 from fmdrive.sim import closed_loop as cl
+from fmdrive.sim.planning_dataset import scenario_world
 
 HELD_OUT = 49          # a test-split scenario (number % 10 == 9): a cut-in, no instruction
 
@@ -59,7 +60,7 @@ def test_a_plan_into_a_stopped_car_is_a_collision_blamed_on_the_fallback_not_the
     """A parked car ahead: a primary driving straight through it is refused by the safety filter,
     so the car follows the fallback; with no safety filter in the way (a permissive arbiter) the
     collision happens and is blamed on the plan that caused it."""
-    idx = next(i for i in range(9, 400, 10) if cl._setup(i, 0)[0].kind == 'parked_car')
+    idx = next(i for i in range(9, 400, 10) if scenario_world(i, 0)[1].kind == 'parked_car')
     guarded = Arbiter.from_node_params({**config.node_params('planner'), 'deadline_ms': 1000.0},
                                        StraightOn(), cl.CanonicalIntents())
     r = cl.run_scenario(idx, 0, guarded)

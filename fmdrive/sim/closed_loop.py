@@ -40,9 +40,10 @@ import numpy as np
 
 from fmdrive.geometry import inv_T
 from fmdrive.objects import EgoState, Scene
-from fmdrive.sim.agents import MAX_BRAKE_MPS2, make_agents, road_objects
-from fmdrive.sim.expert import ExpertDriver, boxes_overlap
-from fmdrive.sim.world import World
+from fmdrive.sim.agents import MAX_BRAKE_MPS2
+from fmdrive.sim.expert import ExpertDriver
+from fmdrive.sim.planning_dataset import (MAX_SCENE_OBJECTS, ODOM_HZ, IntentExpert, _perceived, ego_touches,
+                                          scenario_world, step_agents)
 
 PLAN_EVERY_S = 0.1                  # 10 Hz, the sensors' rate
 SPEED_GAIN = 1.5                    # 1/s
@@ -170,55 +171,19 @@ class PlanFollower(ExpertDriver):
         return float(np.clip(steer, -self.MAX_STEER_RAD, self.MAX_STEER_RAD))
 
 
-def _setup(index: int, seed: int):
-    from fmdrive.sim.planning_dataset import _scenario
-    rng = np.random.default_rng([int(seed), int(index), 0x504C414E])
-    spec, variant, intent, t_intent = _scenario(index, seed, rng)
-    ss = np.random.SeedSequence([int(spec.seed), 20240611])
-    rng_world, rng_agents, _, _ = (np.random.default_rng(s) for s in ss.spawn(4))
-    travel = spec.duration_s * max(spec.ego.speed_mps, spec.road.speed_limit_mps)
-    world = World(spec.road, rng_world, (-80.0, spec.ego.s_m + travel + 200.0))
-    agents = make_agents(spec, world, rng_agents)
-    return spec, variant, intent, t_intent, world, agents
-
-
-def _touching(ego, agents, world):
-    ex, ey, eyaw, _, _ = ego.body_pose()
-    for a in agents:
-        x, y, yaw, _, _ = a.pose(world)
-        if abs(x - ex) + abs(y - ey) < 12.0 and boxes_overlap(
-                (ex, ey), ego.LENGTH_M, ego.WIDTH_M, eyaw, (x, y), a.size[0], a.size[1], yaw):
-            return True
-    return False
-
-
-def _step_world(agents, world, ego, dt, t):
-    main = [a for a in agents if a.road == 'main']
-    cross = [a for a in agents if a.road == 'cross']
-    objs_main = road_objects(main, world, world.main, ego=ego)
-    for a in main:
-        a.step(dt, t, world, objs_main, ego)
-    if cross:
-        objs_cross = road_objects(cross, world, world.cross, ego=ego)
-        for a in cross:
-            a.step(dt, t, world, objs_cross, ego)
-    return road_objects(agents, world, world.main), cross
-
-
 def expert_run(index: int, seed: int = 0) -> dict:
     """The expert (IntentExpert, as in the dataset) on the same scenario: its progress, final lane,
     speed and stop position, and whether it collided."""
-    from fmdrive.sim.planning_dataset import ODOM_HZ, IntentExpert
-    spec, _, intent, t_intent, world, agents = _setup(index, seed)
+    _, spec, _, intent, t_intent, world, agents = scenario_world(index, seed)
     ego = IntentExpert(world, spec, intent, t_intent)
     dt = 1.0 / ODOM_HZ
     s0, speeds, collided = float(ego.s), [], False
     for k in range(int(round(spec.duration_s * ODOM_HZ))):
         t = k * dt
-        objs, cross = _step_world(agents, world, ego, dt, t)
+        objs, cross = step_agents(agents, world, ego, dt, t)
         ego.step(dt, t, objs, cross)
         speeds.append((t, ego.v))
-        collided = collided or (k % 5 == 0 and _touching(ego, agents, world))
+        collided = collided or (k % 5 == 0 and ego_touches(ego, agents, world))
     return {'progress_m': float(ego.s) - s0, 's_end': float(ego.s), 'd_end': float(ego.d),
             'lane_end': int(world.lane_of_d(np.array([ego.d]))[0]), 'v_end': float(ego.v),
             'speeds': speeds, 'collided': collided}
@@ -226,7 +191,6 @@ def expert_run(index: int, seed: int = 0) -> dict:
 
 def _scene(t: float, ego: PlanFollower, agents, world, spec, rng) -> Scene:
     from fmdrive.fusion.scene import describe_scene
-    from fmdrive.sim.planning_dataset import MAX_SCENE_OBJECTS, _perceived
     state = ego.state()
     T_base_odom = inv_T(state.T_odom_base())
     objects = [a.object3d(world).transformed(T_base_odom) for a in agents]
@@ -242,9 +206,8 @@ def _scene(t: float, ego: PlanFollower, agents, world, spec, rng) -> Scene:
 def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> ClosedLoopResult:
     """Drive scenario `index` with `arbiter` (its instructions should understand canonical intent
     names: CanonicalIntents); `expert` = expert_run(index, seed) when already computed."""
-    from fmdrive.sim.planning_dataset import ODOM_HZ
     expert = expert if expert is not None else expert_run(index, seed)
-    spec, variant, intent, t_intent, world, agents = _setup(index, seed)
+    _, spec, variant, intent, t_intent, world, agents = scenario_world(index, seed)
     ego = PlanFollower(world, spec)
     rng = np.random.default_rng([int(seed), int(index), 0xC105ED])
     dt = 1.0 / ODOM_HZ
@@ -265,14 +228,15 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
             plan_ms.append((time.perf_counter() - t0) * 1e3)
             sources[r.source] = sources.get(r.source, 0) + 1
             ego.follow(r.plan, t, r.source)
-        _step_world(agents, world, ego, dt, t)
+        step_agents(agents, world, ego, dt, t)
         ego.step(dt, t)
         speeds.append((t, ego.v, ego.acc))
         bx, by, _, _, _ = ego.body_pose()
         d_body = float(world.main.xy_to_sd(bx, by)[1])
-        if not off_road and not world_in_intersection(world, ego) and not right_edge <= d_body <= left_edge:
+        # inside the crossing road's area the main road's edges do not bound the ego
+        if not off_road and not ego.in_intersection and not right_edge <= d_body <= left_edge:
             off_road = True
-        if not collided and _touching(ego, agents, world):
+        if not collided and ego_touches(ego, agents, world):
             collided, collision_t, collision_source = True, round(t, 2), ego.plan_source
     progress = float(ego.s) - s0
     acc = np.array([a for _, _, a in speeds])
@@ -287,11 +251,6 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
                             round(max_jerk, 2), complied, bool(success), sources,
                             round(float(np.median(plan_ms)), 2), round(float(np.max(plan_ms)), 2),
                             bool(expert['collided']))
-
-
-def world_in_intersection(world, ego) -> bool:
-    """Inside the crossing road's area the main road's edges do not bound the ego."""
-    return bool(ego.in_intersection)
 
 
 def _complied(intent, t_intent, ego, world, speeds, expert) -> bool | None:

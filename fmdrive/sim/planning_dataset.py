@@ -244,15 +244,48 @@ def _perceived(objects_base, rng):
 
 
 # ---------------------------------------------------------------- one scenario
-def simulate_scenario(index: int, seed: int) -> list[dict]:
-    """All samples of scenario number `index` (deterministic for (index, seed))."""
+def scenario_world(index: int, seed: int):
+    """(rng, spec, variant, intent, t_intent, world, agents) of scenario number `index`; rng is the
+    scenario's generator after the spec was drawn (the dataset draws its sample phase and
+    perception noise from it next). Shared with the closed loop (sim/closed_loop.py)."""
     rng = np.random.default_rng([int(seed), int(index), 0x504C414E])
     spec, variant, intent, t_intent = _scenario(index, seed, rng)
     ss = np.random.SeedSequence([int(spec.seed), 20240611])
     rng_world, rng_agents, _, _ = (np.random.default_rng(s) for s in ss.spawn(4))
     travel = spec.duration_s * max(spec.ego.speed_mps, spec.road.speed_limit_mps)
     world = World(spec.road, rng_world, (-80.0, spec.ego.s_m + travel + 200.0))
-    agents = make_agents(spec, world, rng_agents)
+    return rng, spec, variant, intent, t_intent, world, make_agents(spec, world, rng_agents)
+
+
+def step_agents(agents, world, ego, dt: float, t: float):
+    """One physics step of every agent (main road, then crossing road), each seeing the ego;
+    returns (the agents as the ego's road_objects after they moved, the crossing agents)."""
+    main = [a for a in agents if a.road == 'main']
+    cross = [a for a in agents if a.road == 'cross']
+    objs_main = road_objects(main, world, world.main, ego=ego)
+    for a in main:
+        a.step(dt, t, world, objs_main, ego)
+    if cross:
+        objs_cross = road_objects(cross, world, world.cross, ego=ego)
+        for a in cross:
+            a.step(dt, t, world, objs_cross, ego)
+    return road_objects(agents, world, world.main), cross
+
+
+def ego_touches(ego, agents, world) -> bool:
+    """The ego's body overlaps an agent's box."""
+    ex, ey, eyaw, _, _ = ego.body_pose()
+    for a in agents:
+        x, y, yaw, _, _ = a.pose(world)
+        if abs(x - ex) + abs(y - ey) < 12.0 and boxes_overlap(
+                (ex, ey), ego.LENGTH_M, ego.WIDTH_M, eyaw, (x, y), a.size[0], a.size[1], yaw):
+            return True
+    return False
+
+
+def simulate_scenario(index: int, seed: int) -> list[dict]:
+    """All samples of scenario number `index` (deterministic for (index, seed))."""
+    rng, spec, variant, intent, t_intent, world, agents = scenario_world(index, seed)
     expert = IntentExpert(world, spec, intent, t_intent)
     dt = 1.0 / ODOM_HZ
     steps = int(round(spec.duration_s * ODOM_HZ))
@@ -273,23 +306,10 @@ def simulate_scenario(index: int, seed: int) -> list[dict]:
             frames.append((k, t, expert.active, expert.done_s, lane, float(expert.s)))
         if k == steps:
             break
-        main = [a for a in agents if a.road == 'main']
-        cross = [a for a in agents if a.road == 'cross']
-        objs_main = road_objects(main, world, world.main, ego=expert)
-        for a in main:
-            a.step(dt, t, world, objs_main, expert)
-        if cross:
-            objs_cross = road_objects(cross, world, world.cross, ego=expert)
-            for a in cross:
-                a.step(dt, t, world, objs_cross, expert)
-        expert.step(dt, t, road_objects(agents, world, world.main), cross)
+        objs, cross = step_agents(agents, world, expert, dt, t)
+        expert.step(dt, t, objs, cross)
         if not collided and k % 5 == 0:
-            ex, ey, eyaw, _, _ = expert.body_pose()
-            for a in agents:
-                x, y, yaw, _, _ = a.pose(world)
-                if abs(x - ex) + abs(y - ey) < 12.0 and boxes_overlap(
-                        (ex, ey), expert.LENGTH_M, expert.WIDTH_M, eyaw, (x, y), a.size[0], a.size[1], yaw):
-                    collided = True
+            collided = ego_touches(expert, agents, world)
 
     samples = []
     for k, t, active, done_s, lane, s_ego in frames:
