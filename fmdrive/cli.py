@@ -297,6 +297,7 @@ def _demo_closed_loop(args, out, remaps, overrides, t0) -> int:
 
     from fmdrive.pipeline_run import closed_loop_through_graph
     from fmdrive.sim import generate_scenario
+    from fmdrive.sim.live import agreement, drive_in_process
     if args.bag:
         raise UsageError('--closed-loop drives the simulator; it cannot take a recorded --bag')
     if args.rate != 1.0:
@@ -305,14 +306,29 @@ def _demo_closed_loop(args, out, remaps, overrides, t0) -> int:
         raise UsageError(f'--duration must be > 0 seconds, got {args.duration:g}')
     camera, extrinsics = _load_calibration(None, None)
     spec = generate_scenario(args.scenario, args.seed, args.duration)
-    print(f'[1/2] closed loop: the graph drives the simulated car through {spec.kind} (seed {spec.seed}, '
+    print(f'[1/3] closed loop: the graph drives the simulated car through {spec.kind} (seed {spec.seed}, '
           f'{spec.duration_s:.0f} s) over DDS, lock-step on /clock', flush=True)
     r = closed_loop_through_graph(spec, camera, extrinsics, out, overrides=overrides, remaps=remaps)
     hit = r['first_collision']
     what = f"COLLISION at {hit['t_s']} s with agent {hit['agent_id']}" if hit else 'no collision'
-    print(f"[2/2] {what}; progress {r['progress_m']} m in {r['sim_s']} s; plans followed {r['plans_followed']}; "
-          f"frames without a plan {r['frames_without_plan']}/{r['frames'] - 1}\n"
-          f"result:        {out / 'closed_loop.json'}\n"
+    print(f"      {what}; progress {r['progress_m']} m in {r['sim_s']} s; plans followed {r['plans_followed']}; "
+          f"frames without a plan {r['frames_without_plan']}/{r['frames'] - 1}", flush=True)
+    print('[2/3] the same scenario in-process (the cores the batch evaluation runs, no DDS)', flush=True)
+    try:
+        twin = drive_in_process(generate_scenario(args.scenario, args.seed, args.duration), camera, extrinsics,
+                                overrides=overrides)
+    except ValueError as e:
+        twin = None
+        print(f'      not run: {e}', flush=True)
+    if twin is not None:
+        r['in_process'] = {k: v for k, v in twin.items() if k != 'ego_track'}
+        r['agreement_with_in_process'] = agreement(r, twin)
+        (out / 'closed_loop.json').write_text(json.dumps(r, indent=1))
+        a = r['agreement_with_in_process']
+        print(f"[3/3] DDS vs in-process: same collision outcome {a['same_collision_outcome']}, progress differs by "
+              f"{a['progress_diff_m']} m, the two cars at most {a['max_position_diff_m']} m apart "
+              f"(mean {a['mean_position_diff_m']} m over {a['frames_compared']} frames)", flush=True)
+    print(f"result:        {out / 'closed_loop.json'}\n"
           f"node logs:     {out / 'logs'}\n(done in {time.perf_counter() - t0:.0f} s)", flush=True)
     return 0
 
@@ -339,6 +355,8 @@ def add_demo(sub):
 def cmd_eval(args):
     if args.run_dirs == ['planner'] and not Path('planner').is_dir():
         return cmd_eval_planner(args)
+    if args.run_dirs == ['closed-loop'] and not Path('closed-loop').is_dir():
+        return cmd_eval_closed_loop(args)
     from fmdrive.eval.run_eval import run
     return run(args)
 
@@ -355,12 +373,29 @@ def cmd_eval_planner(args):
     return 0
 
 
+def cmd_eval_closed_loop(args):
+    """`fmdrive eval closed-loop [--quick] [--json]`: held-out scenarios of the batch closed loop
+    driven by the planner in-process and by the planner node over DDS; do they agree?"""
+    from fmdrive.sim.planner_dds import closed_loop_agreement
+    indices = [9, 19, 29] if args.quick else [9, 19, 29, 39, 49, 59, 69, 79, 89, 99]
+    result = closed_loop_agreement(indices)
+    text = json.dumps(result, indent=None if args.json else 1)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + '\n')
+    print(text)
+    return 0
+
+
 def add_eval(sub):
     from fmdrive.eval.run_eval import add_arguments
     p = sub.add_parser('eval', help='metrics of a run directory against its ground truth; '
-                                    '`eval planner [--quick]`: the planners on held-out sim scenes')
+                                    '`eval planner [--quick]`: the planners on held-out sim scenes; '
+                                    '`eval closed-loop [--quick]`: the batch closed loop in-process vs the '
+                                    'planner node over DDS')
     add_arguments(p)
-    p.add_argument('--quick', action='store_true', help='eval planner: finish in under two minutes')
+    p.add_argument('--quick', action='store_true', help='eval planner: finish in under two minutes; '
+                   'eval closed-loop: 3 scenarios instead of 10')
     p.set_defaults(func=cmd_eval)
 
 

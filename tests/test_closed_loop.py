@@ -109,12 +109,73 @@ def test_the_graph_drives_the_simulated_car_over_dds(ros_domain, tmp_path):
     from fmdrive.calibration.extrinsics import load_extrinsics
     from fmdrive.pipeline_run import closed_loop_through_graph
     from fmdrive.sim import generate_scenario
+    from fmdrive.sim.live import agreement, drive_in_process
     spec = generate_scenario('car_following', seed=3, duration_s=3.0)
-    r = closed_loop_through_graph(spec, CameraModel.from_yaml(config.CAMERA_INFO_FILE),
-                                  load_extrinsics(config.EXTRINSICS_FILE), tmp_path, progress=False,
-                                  plan_timeout_s=20.0)
+    camera, extrinsics = CameraModel.from_yaml(config.CAMERA_INFO_FILE), load_extrinsics(config.EXTRINSICS_FILE)
+    r = closed_loop_through_graph(spec, camera, extrinsics, tmp_path, progress=False, plan_timeout_s=20.0)
     assert r['frames'] == 30 and not r['interrupted']
     assert r['frames_without_plan'] == 0 and r['stale_plans'] == 0
     assert r['plans_followed'] == {'classical': 29}              # the default primary; the last frame ends it
     assert not r['collided'] and r['progress_m'] > 10.0
     assert json.loads((tmp_path / 'closed_loop.json').read_text())['frames'] == 30
+    # the same cores in one process, lock-step on the same simulation: the same drive
+    twin = drive_in_process(generate_scenario('car_following', seed=3, duration_s=3.0), camera, extrinsics)
+    assert twin['frames'] == 30 and twin['plans_followed'] == {'classical': 29}
+    a = agreement(r, twin)
+    assert a['frames_compared'] == 30 and a['same_collision_outcome'], a
+    assert a['max_position_diff_m'] < 0.5 and a['progress_diff_m'] < 0.5, a
+
+
+def test_agreement_measures_how_far_apart_two_drives_are():
+    from fmdrive.sim.live import agreement
+    a = {'collided': False, 'progress_m': 10.0, 'final_speed_mps': 5.0,
+         'ego_track': [[0.0, 0.0, 0.0, 5.0], [0.1, 0.5, 0.0, 5.0], [0.2, 1.0, 0.0, 5.0]]}
+    b = {'collided': True, 'progress_m': 9.0, 'final_speed_mps': 4.0,
+         'ego_track': [[0.0, 0.0, 0.0, 5.0], [0.1, 0.5, 0.3, 5.0], [0.2, 1.0, 0.4, 5.0], [0.3, 1.5, 0.0, 5.0]]}
+    r = agreement(a, b)
+    assert r['frames_compared'] == 3 and not r['same_collision_outcome']
+    assert r['progress_diff_m'] == 1.0 and r['final_speed_diff_mps'] == 1.0
+    assert r['max_position_diff_m'] == 0.4 and abs(r['mean_position_diff_m'] - 0.7 / 3) < 1e-3
+
+
+def test_the_in_process_twin_refuses_a_lidar_path_it_does_not_run():
+    from fmdrive.calibration.camera_model import CameraModel
+    from fmdrive.calibration.extrinsics import load_extrinsics
+    from fmdrive.sim import generate_scenario
+    from fmdrive.sim.live import drive_in_process
+    with pytest.raises(ValueError, match='classical LiDAR path'):
+        drive_in_process(generate_scenario('car_following', seed=3, duration_s=1.0),
+                         CameraModel.from_yaml(config.CAMERA_INFO_FILE), load_extrinsics(config.EXTRINSICS_FILE),
+                         overrides={'lidar_encoder': {'backend': 'onnxruntime'}})
+
+
+@pytest.mark.timeout(300)
+def test_the_batch_closed_loop_agrees_with_the_planner_node_over_dds(ros_domain, tmp_path):
+    """eval planner's closed loop runs the arbiter in-process; the planner node over DDS (its own
+    process, parameters, text-encoder instruction classifier, message conversion) drives a held-out
+    scenario with an instruction to the same outcome and the same place."""
+    from fmdrive.sim.planner_dds import closed_loop_agreement
+    r = closed_loop_agreement([29], log_dir=tmp_path / 'logs', timeout_s=20.0, progress=False)
+    row = r['per_scenario'][0]
+    assert row['intent'] == 'slow_down'                  # the instruction goes over DDS as words
+    assert r['same_outcome'] == 1, r
+    assert row['progress_diff_m'] < 0.5, r
+    assert row['sources'][1] == row['sources'][0], r     # every scene answered by the node, same sources
+
+
+def test_comfort_metrics_measure_jerk_lateral_acceleration_and_time_outside_nuplan_bounds():
+    hz = cl.ODOM_HZ
+    t = np.arange(100) / hz
+    smooth = np.c_[t, np.full(100, 10.0), np.full(100, 1.0), np.zeros(100)]
+    m = cl.comfort_metrics(smooth)
+    assert m['max_jerk_mps3'] == 0.0 and m['uncomfortable_frac'] == 0.0 and m['max_lat_acc_mps2'] == 0.0
+    step = smooth.copy()
+    step[50:, 2] = 3.0          # +2 m/s^2 at once: 8 m/s^3 over the 0.25 s average, and above 2.40
+    m = cl.comfort_metrics(step)
+    assert abs(m['max_jerk_mps3'] - 2.0 / 0.25) < 1e-6
+    assert abs(m['uncomfortable_frac'] - 0.5) < 1e-9        # the acceleration bound from sample 50 on
+    turn = smooth.copy()
+    turn[:, 3] = 0.6            # 10 m/s at 0.6 rad/s: 6 m/s^2 lateral
+    m = cl.comfort_metrics(turn)
+    assert m['max_lat_acc_mps2'] == 6.0 and m['uncomfortable_frac'] == 1.0
+    assert cl.comfort_metrics([])['max_jerk_mps3'] == 0.0

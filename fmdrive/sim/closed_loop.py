@@ -23,7 +23,15 @@ Metrics of one run (ClosedLoopResult), against the expert driving the same scena
                   source of the plan being followed then: llm | classical | fallback)
   off_road        the ego's body centre left the paved road by more than 0.3 m
   progress_m      distance along the road; progress_ratio = progress / the expert's
-  max_jerk_mps3   largest |jerk| of the longitudinal acceleration averaged over 0.25 s
+  max_jerk_mps3   largest |jerk| of the longitudinal acceleration averaged over 0.25 s (the
+                  controller limits it to MAX_JERK_MPS3, so a stack that ever asks for a sharp
+                  change reaches that limit: see the next three for how often and how hard)
+  jerk_p95_mps3   95th percentile of that |jerk| over the run
+  max_lat_acc_mps2  largest |v * yaw rate|
+  uncomfortable_frac  share of the run's time outside nuPlan's comfort bounds (its
+                  ego_is_comfortable thresholds: |longitudinal jerk| <= 4.13 m/s^3, longitudinal
+                  acceleration in [-4.05, 2.40] m/s^2, |lateral acceleration| <= 4.89 m/s^2,
+                  |yaw rate| <= 0.95 rad/s)
   complied        the instruction carried out as the expert did (None without one): lane intents
                   end in the expert's final lane; pull_over and stop_at_intersection end stopped
                   (< 0.5 m/s) within 3 m (lateral / along) of where the expert stopped; slow_down
@@ -51,6 +59,11 @@ SPEED_PREVIEW_S = 0.3
 MAX_ACCEL_MPS2 = 2.5
 MAX_JERK_MPS3 = 8.0
 OFF_ROAD_MARGIN_M = 0.3
+# nuPlan's ego_is_comfortable bounds (nuplan-devkit, planning metrics)
+COMFORT_MAX_LON_JERK_MPS3 = 4.13
+COMFORT_LON_ACC_MPS2 = (-4.05, 2.40)
+COMFORT_MAX_LAT_ACC_MPS2 = 4.89
+COMFORT_MAX_YAW_RATE_RPS = 0.95
 LANE_INTENTS = ('change_lane_left', 'change_lane_right', 'keep_lane', 'follow_lead', 'overtake')
 
 
@@ -74,6 +87,9 @@ class ClosedLoopResult:
     plan_ms_p50: float = 0.0
     plan_ms_max: float = 0.0
     expert_collided: bool = False
+    jerk_p95_mps3: float = 0.0
+    max_lat_acc_mps2: float = 0.0
+    uncomfortable_frac: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -230,7 +246,7 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
             ego.follow(r.plan, t, r.source)
         step_agents(agents, world, ego, dt, t)
         ego.step(dt, t)
-        speeds.append((t, ego.v, ego.acc))
+        speeds.append((t, ego.v, ego.acc, ego.yaw_rate))
         bx, by, _, _, _ = ego.body_pose()
         d_body = float(world.main.xy_to_sd(bx, by)[1])
         # inside the crossing road's area the main road's edges do not bound the ego
@@ -239,18 +255,37 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
         if not collided and ego_touches(ego, agents, world):
             collided, collision_t, collision_source = True, round(t, 2), ego.plan_source
     progress = float(ego.s) - s0
-    acc = np.array([a for _, _, a in speeds])
-    win = max(1, int(round(0.25 * ODOM_HZ)))
-    acc_avg = np.convolve(acc, np.ones(win) / win, mode='valid')
-    max_jerk = float(np.abs(np.diff(acc_avg)).max() * ODOM_HZ) if len(acc_avg) > 1 else 0.0
-    complied = _complied(intent, t_intent, ego, world, speeds, expert)
+    comfort = comfort_metrics(speeds)
+    complied = _complied(intent, t_intent, ego, world, [row[:3] for row in speeds], expert)
     ratio = progress / max(expert['progress_m'], 1e-6) if expert['progress_m'] > 1.0 else 1.0
     success = not collided and not off_road and progress >= 0.8 * expert['progress_m'] - 5.0
     return ClosedLoopResult(int(index), spec.kind, variant, intent, collided, collision_t, collision_source,
                             off_road, round(progress, 2), round(expert['progress_m'], 2), round(ratio, 3),
-                            round(max_jerk, 2), complied, bool(success), sources,
+                            comfort['max_jerk_mps3'], complied, bool(success), sources,
                             round(float(np.median(plan_ms)), 2), round(float(np.max(plan_ms)), 2),
-                            bool(expert['collided']))
+                            bool(expert['collided']), comfort['jerk_p95_mps3'], comfort['max_lat_acc_mps2'],
+                            comfort['uncomfortable_frac'])
+
+
+def comfort_metrics(samples) -> dict:
+    """Comfort of a drive from (t, speed, longitudinal acceleration, yaw rate) at ODOM_HZ: jerk of the
+    acceleration averaged over 0.25 s (max and p95), the largest lateral acceleration, and the share
+    of samples outside nuPlan's comfort bounds (COMFORT_*)."""
+    rows = np.asarray(samples, float).reshape(-1, 4)
+    if not len(rows):
+        return {'max_jerk_mps3': 0.0, 'jerk_p95_mps3': 0.0, 'max_lat_acc_mps2': 0.0, 'uncomfortable_frac': 0.0}
+    v, acc, yaw_rate = rows[:, 1], rows[:, 2], rows[:, 3]
+    win = max(1, int(round(0.25 * ODOM_HZ)))
+    acc_avg = np.convolve(acc, np.ones(win) / win, mode='valid')       # sample i: samples i..i+win-1
+    jerk = np.abs(np.diff(acc_avg)) * ODOM_HZ if len(acc_avg) > 1 else np.zeros(1)
+    jerk_at = np.zeros(len(rows))                                      # at each window's last sample
+    jerk_at[win:win + len(jerk)] = jerk[:max(0, len(rows) - win)]
+    lat = np.abs(v * yaw_rate)
+    lo, hi = COMFORT_LON_ACC_MPS2
+    bad = ((jerk_at > COMFORT_MAX_LON_JERK_MPS3) | (acc < lo) | (acc > hi) |
+           (lat > COMFORT_MAX_LAT_ACC_MPS2) | (np.abs(yaw_rate) > COMFORT_MAX_YAW_RATE_RPS))
+    return {'max_jerk_mps3': round(float(jerk.max()), 2), 'jerk_p95_mps3': round(float(np.percentile(jerk, 95)), 2),
+            'max_lat_acc_mps2': round(float(lat.max()), 2), 'uncomfortable_frac': round(float(bad.mean()), 4)}
 
 
 def _complied(intent, t_intent, ego, world, speeds, expert) -> bool | None:
@@ -285,6 +320,10 @@ def summarise(results: list) -> dict:
             'progress_ratio_mean': round(float(np.mean([min(r.progress_ratio, 1.5) for r in results])), 3),
             'max_jerk_mps3_p50': round(float(np.median([r.max_jerk_mps3 for r in results])), 2),
             'max_jerk_mps3_max': round(float(np.max([r.max_jerk_mps3 for r in results])), 2),
+            'jerk_p95_mps3_mean': round(float(np.mean([r.jerk_p95_mps3 for r in results])), 2),
+            'max_lat_acc_mps2_max': round(float(np.max([r.max_lat_acc_mps2 for r in results])), 2),
+            'uncomfortable_frac_mean': round(float(np.mean([r.uncomfortable_frac for r in results])), 4),
+            'comfortable_runs': round(sum(r.uncomfortable_frac == 0.0 for r in results) / n, 3),
             'instruction_compliance': round(sum(bool(r.complied) for r in with_intent) / len(with_intent), 3)
             if with_intent else None,
             'instructions': len(with_intent),
