@@ -16,7 +16,14 @@ alike and each runs with its own weights in cache, as the node's one model does)
   student_nokv_ms         fp32, every token recomputes the whole sequence
   speedup_student_vs_teacher = teacher_torch_ms / student_int8_kv_ms (fp32 when no int8)
   speedup_kv              = student_nokv_ms / student_kv_ms
-  prefix_cache_saving_pct = 1 - student_kv_ms / (fp32 KV cache, header prefilled every plan)
+  prefix_cache_saving_pct = 1 - student_kv_ms / (fp32 KV cache, header prefilled every plan), on
+                          the independent test prompts: what caching the fixed header alone saves
+  stream_*                the same student (fp32) planning the 10 Hz frames of held-out scenarios in
+                          order, as the node does (scenes of the batch closed loop driven by the
+                          classical stack), each frame once per variant: no prefix cache, the
+                          header's cache, the header's + the last frame's (frame reuse: prefill from
+                          the first token where the prompt differs from the last one, the node's
+                          default); stream_prefix_cache_saving_pct = 1 - frames / no prefix cache
   plan_p99_ms             the arbiter's whole call as the node runs it (LM primary int8 under the
                           deadline, the classical planner beside it, the safety filter)
   deadline_ms             the planner node's deadline
@@ -238,10 +245,11 @@ def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
     scenes = [sample_scene(s) for s in picked]
     items = [(sc, s['intent']) for sc, s in zip(scenes, picked)]
 
-    kv = LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', True)
+    # independent prompts, each timed on its second run: the last frame's KV must not be reused
+    kv = LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', True, frame_reuse=False)
     runs = {'kv': kv, 'kv_no_prefix': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', False),
             'nokv': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'nokv')}
-    int8 = LMPlanner.load(model, 'int8', 'onnxruntime', 1, 'kv', True)
+    int8 = LMPlanner.load(model, 'int8', 'onnxruntime', 1, 'kv', True, frame_reuse=False)
     if int8.precision == 'int8':
         runs['int8_kv'] = int8
     else:
@@ -281,6 +289,7 @@ def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
         out['speedup_student_vs_teacher'] = round(out['teacher_torch_ms'] / fastest, 2)
     out['speedup_kv'] = round(out['student_nokv_ms'] / out['student_kv_ms'], 2)
     out['prefix_cache_saving_pct'] = round(100.0 * (1.0 - out['student_kv_ms'] / no_prefix_ms), 1)
+    out.update(_stream(model, 1 if quick else 2))
     # the node's whole planning call, LM primary at the node's precision, classical beside it
     primary = int8 if int8.precision == 'int8' else LMPlanner.load(model, 'fp32', 'onnxruntime', 1)
     arbiter = Arbiter.from_node_params(params, primary)
@@ -299,6 +308,48 @@ def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
     out['prompts'] = len(items)
     out['model'] = kv.lm.card.name
     return out
+
+
+def _stream(model, scenarios: int, seed: int = SEED) -> dict:
+    """Per-plan ms of the student on the 10 Hz frames of `scenarios` held-out closed-loop scenarios,
+    in order, without / with the header's cache / with frame reuse too (see the module docstring)."""
+    from fmdrive import config
+    from fmdrive.planning.arbiter import Arbiter
+    from fmdrive.planning.lm.lm_planner import LMPlanner
+    from fmdrive.sim import closed_loop as cl
+
+    frames = []
+
+    class Recording(Arbiter):
+        def plan(self, scene, instruction=''):
+            frames.append((scene, instruction))
+            return super().plan(scene, instruction)
+
+    params = config.node_params('planner')
+    for i in range(scenarios):
+        arbiter = Recording.from_node_params({**params, 'deadline_ms': 1000.0}, None, cl.CanonicalIntents())
+        cl.run_scenario(10 * i + 9, seed, arbiter)
+    variants = {'no_prefix': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', False),
+                'header': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', True, frame_reuse=False),
+                'frames': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', True, frame_reuse=True)}
+    ms = {k: [] for k in variants}
+    reused, prompt = [], []
+    for scene, instruction in frames:
+        for k, planner in variants.items():
+            t0 = time.perf_counter()
+            r = planner.plan(scene, instruction)
+            ms[k].append((time.perf_counter() - t0) * 1e3)
+            if k == 'frames':
+                reused.append(r.debug['reused_frame_tokens'])
+                prompt.append(r.debug['prompt_tokens'])
+    med = {k: float(np.median(v)) for k, v in ms.items()}
+    mean = {k: float(np.mean(v)) for k, v in ms.items()}
+    return {'stream_frames': len(frames), 'stream_ms_p50': {k: round(v, 2) for k, v in med.items()},
+            'stream_ms_mean': {k: round(v, 2) for k, v in mean.items()},
+            'stream_header_saving_pct': round(100.0 * (1.0 - mean['header'] / mean['no_prefix']), 1),
+            'stream_prefix_cache_saving_pct': round(100.0 * (1.0 - mean['frames'] / mean['no_prefix']), 1),
+            'stream_reused_frame_tokens_mean': round(float(np.mean(reused)), 1),
+            'stream_prompt_tokens_mean': round(float(np.mean(prompt)), 1)}
 
 
 # ------------------------------------------------------------------------------------------ eval

@@ -517,7 +517,7 @@ def lm_profile(card: ModelCard, prompt_macs: int, prompt_tokens: int, runs: int,
             out['ms_per_plan'][variant] = {'skipped': skipped[variant]}
             continue
         lm = CausalLM(card, _SessionBackend(ort_session(card.files[variant]['model'].path, threads)))
-        dec = ConstrainedDecoder(lm)
+        dec = ConstrainedDecoder(lm, frame_reuse=False)      # the header's cache only, as noted below
         times = []
         for k in range(warmup + len(prompts)):
             suffix = prompts[k % len(prompts)][header_len:]

@@ -167,7 +167,7 @@ def test_the_model_is_causal_a_later_token_does_not_change_earlier_logits(tiny_l
 
 
 def test_kv_prefix_cache_and_nokv_decode_the_same_tokens(tiny_lm):
-    dec = ConstrainedDecoder(tiny_lm)
+    dec = ConstrainedDecoder(tiny_lm, frame_reuse=False)
     header, suffix = [1, 2, 3, 4, 5, 6, 7, 8], [20, 21, 22]
     runs = [dec.generate(header, suffix, every_token, 10, mode='kv', prefix_cache=True),
             dec.generate(header, suffix, every_token, 10, mode='kv', prefix_cache=True),
@@ -214,6 +214,25 @@ def test_a_passed_deadline_stops_decoding(tiny_lm):
     dec = ConstrainedDecoder(tiny_lm)
     with pytest.raises(TimeoutError):
         dec.generate([1, 2], [3], every_token, 10, deadline=time.perf_counter() - 1)
+
+
+def test_frame_reuse_prefills_from_where_the_prompt_differs_from_the_last_and_decodes_the_same(tiny_lm):
+    header = [1, 2, 3, 4, 5, 6, 7, 8]
+    frame1, frame2 = [20, 21, 22, 23, 24], [20, 21, 22, 30, 31, 32]     # alike for 3 tokens
+    dec = ConstrainedDecoder(tiny_lm)
+    first = dec.generate(header, frame1, every_token, 6)
+    second = dec.generate(header, frame2, every_token, 6)
+    assert first.reused_frame_tokens == 0
+    assert second.prefix_hit and second.reused_frame_tokens == 3 and second.prefilled_tokens == 3
+    fresh = ConstrainedDecoder(tiny_lm, frame_reuse=False).generate(header, frame2, every_token, 6)
+    assert fresh.prefilled_tokens == len(header) + len(frame2) and fresh.reused_frame_tokens == 0
+    assert second.tokens == fresh.tokens
+    again = dec.generate(header, frame2, every_token, 6)                 # the same prompt: one token runs
+    assert again.prefilled_tokens == 1 and again.tokens == fresh.tokens
+    other = dec.generate([9, 9, 9], frame2, every_token, 6)              # another header: nothing reused
+    assert other.reused_frame_tokens == 0 and not other.prefix_hit
+    dec.clear_prefix_cache()
+    assert dec.generate(header, frame2, every_token, 6).prefilled_tokens == len(header) + len(frame2)
 
 
 def test_prefix_cache_keeps_only_the_newest_headers(tiny_lm):

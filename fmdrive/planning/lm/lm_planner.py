@@ -75,9 +75,9 @@ class LMPlanner:
     source = 'llm'
 
     def __init__(self, lm: CausalLM, tokenizer, precision: str = 'fp32', mode: str = 'kv',
-                 prefix_cache: bool = True, classifier=None):
+                 prefix_cache: bool = True, classifier=None, frame_reuse: bool = True):
         self.lm, self.tokenizer = lm, tokenizer
-        self.decoder = ConstrainedDecoder(lm)
+        self.decoder = ConstrainedDecoder(lm, frame_reuse=frame_reuse)
         decoder = lm.card.decoder or {}
         try:
             self.grammar = fmt.TrajectoryGrammar(tokenizer.get_vocab(), str(decoder.get('plan_order', 'forward')))
@@ -102,7 +102,8 @@ class LMPlanner:
 
     @classmethod
     def load(cls, model_dir, precision: str = 'int8', backend: str = 'auto', threads: int = 1,
-             mode: str = 'kv', prefix_cache: bool = True, classifier=None) -> 'LMPlanner':
+             mode: str = 'kv', prefix_cache: bool = True, classifier=None,
+             frame_reuse: bool = True) -> 'LMPlanner':
         """The planner of a model directory (card.yaml, its ONNX files, tokenizer.json). precision
         int8 runs the card's int8 variant when it has one, else fp32; on TensorRT without an
         int8_trt file, fp16 (describe() says what runs)."""
@@ -123,7 +124,7 @@ class LMPlanner:
             precision = 'fp32'
         lm = CausalLM(card, make_backend(card, precision, backend, 'model', threads=threads))
         return cls(lm, Tokenizer.from_file(str(model_dir / TOKENIZER_FILE)), precision, mode, prefix_cache,
-                   classifier)
+                   classifier, frame_reuse)
 
     def encode(self, text: str) -> list:
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
@@ -158,6 +159,7 @@ class LMPlanner:
         plan.planning_time_ms = (time.perf_counter() - t0) * 1e3
         debug = {'intent': intent, 'waypoints_base': xy, 'tokens': gen.tokens, 'prompt_tokens': gen.prompt_tokens,
                  'prefilled_tokens': gen.prefilled_tokens, 'prefix_hit': gen.prefix_hit,
+                 'reused_frame_tokens': gen.reused_frame_tokens,
                  'prefill_ms': gen.prefill_ms, 'decode_ms': gen.decode_ms}
         return PlanResult(plan, 1, {}, status, None, notes, debug)
 
@@ -169,5 +171,6 @@ class LMPlanner:
 
     def describe(self) -> dict:
         return {**self.lm.describe(), 'precision_run': self.precision, 'mode': self.mode,
-                'prefix_cache': self.prefix_cache, 'header_tokens': len(self.header_ids),
+                'prefix_cache': self.prefix_cache, 'frame_reuse': self.decoder.frame_reuse,
+                'header_tokens': len(self.header_ids),
                 'plan_anchor': self.plan_anchor, 'plan_order': self.grammar.order}

@@ -14,7 +14,12 @@ One plan = prompt HEADER (fixed text) + per-frame suffix (scene, instruction) ->
 tokens. Three ways to run it, all giving the same tokens:
 
     kv + prefix cache   the HEADER's present KV is computed once and reused for every frame: a plan
-                        prefills only the suffix, then decodes one token per step against the cache
+                        prefills only the suffix, then decodes one token per step against the cache;
+                        with frame reuse (the node's default) the previous frame's prompt KV is kept
+                        too and a new prompt prefills only from the first token where it differs
+                        from it (consecutive frames at 10 Hz often start alike: the same speed
+                        reads the same, the same lead car...): automatic prefix caching, as LLM
+                        servers do it across requests, for one stream of frames
     kv                  prefill HEADER + suffix each plan, then one token per step
     nokv                every step runs the whole sequence again (what the KV cache saves)
 
@@ -95,6 +100,14 @@ class KVCache:
     def nbytes(self) -> int:
         return sum(k.nbytes + v.nbytes for k, v in self.layers)
 
+    def truncated(self, length: int) -> 'KVCache':
+        """The cache of the first `length` positions (a causal LM's KV of a position depends only on
+        the tokens up to it)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f'cannot truncate a KV cache of {self.length} positions to {length}')
+        return KVCache([(np.ascontiguousarray(k[:, :, :length]), np.ascontiguousarray(v[:, :, :length]))
+                        for k, v in self.layers], length)
+
 
 @dataclass
 class Generation:
@@ -106,6 +119,7 @@ class Generation:
     prefill_ms: float
     decode_ms: float
     timings_ms: list = field(default_factory=list)   # one per forward call
+    reused_frame_tokens: int = 0    # prompt tokens after the header whose KV came from the last frame
 
     @property
     def total_ms(self) -> float:
@@ -184,15 +198,33 @@ class ConstrainedDecoder:
 
     `allowed_ids(step)` -> the ids allowed at generation step `step` (0 = the first new token).
     The prefix cache keeps the KV of the last `prefix_slots` distinct headers (a header is the fixed
-    part of the prompt, so one slot is what a running planner uses)."""
+    part of the prompt, so one slot is what a running planner uses). frame_reuse: also keep the last
+    prompt's KV and start the next prefill where the two prompts first differ (beyond the header)."""
 
-    def __init__(self, lm: CausalLM, prefix_slots: int = 2):
+    def __init__(self, lm: CausalLM, prefix_slots: int = 2, frame_reuse: bool = True):
         self.lm = lm
         self.prefix_slots = max(1, int(prefix_slots))
+        self.frame_reuse = bool(frame_reuse)
         self._prefixes: collections.OrderedDict = collections.OrderedDict()   # ids tuple -> (cache, last logits)
+        self._last_prompt: tuple | None = None       # (prompt ids, KV cache after prefilling them)
 
     def clear_prefix_cache(self):
         self._prefixes.clear()
+        self._last_prompt = None
+
+    def _reusable(self, header: list, prompt: list) -> int:
+        """How many leading tokens of `prompt` the last prompt's KV covers (0: less than the header, or
+        no last prompt); at least one token is always left to run, for the logits."""
+        if not self.frame_reuse or self._last_prompt is None:
+            return 0
+        last = self._last_prompt[0]
+        n = 0
+        for a, b in zip(last, prompt):
+            if a != b:
+                break
+            n += 1
+        n = min(n, len(prompt) - 1)
+        return n if n > len(header) else 0
 
     def prefix(self, header_ids) -> tuple[KVCache, np.ndarray, bool]:
         """(KV cache of the header, logits of its last token, whether it came from the cache)."""
@@ -229,20 +261,29 @@ class ConstrainedDecoder:
             return out
 
         t0 = time.perf_counter()
-        hit = False
+        hit, reused = False, 0
         if mode == 'nokv':
             sequence = header + suffix
             logits, _ = run(sequence, None)
             last, cache, prefilled = logits[-1], None, len(sequence)
         elif prefix_cache and header:
-            cache, last, hit = self.prefix(header)
-            if not hit:
-                timings.append(float('nan'))      # the header forward ran inside prefix(); not timed apart
-            prefilled = 0 if hit else len(header)
-            if suffix:
-                logits, cache = run(suffix, cache)
-                last = logits[-1]
-                prefilled += len(suffix)
+            prompt = header + suffix
+            reuse = self._reusable(header, prompt)
+            if reuse:
+                hit, reused = True, reuse - len(header)
+                logits, cache = run(prompt[reuse:], self._last_prompt[1].truncated(reuse))
+                last, prefilled = logits[-1], len(prompt) - reuse
+            else:
+                cache, last, hit = self.prefix(header)
+                if not hit:
+                    timings.append(float('nan'))      # the header forward ran inside prefix(); not timed apart
+                prefilled = 0 if hit else len(header)
+                if suffix:
+                    logits, cache = run(suffix, cache)
+                    last = logits[-1]
+                    prefilled += len(suffix)
+            if self.frame_reuse:
+                self._last_prompt = (prompt, cache)
         else:
             logits, cache = run(header + suffix, None)
             last, prefilled = logits[-1], len(header + suffix)
@@ -266,4 +307,4 @@ class ConstrainedDecoder:
             last = logits[-1]
         t2 = time.perf_counter()
         return Generation(tokens, len(header) + len(suffix), prefilled, hit,
-                          sum(1 for _ in timings), (t1 - t0) * 1e3, (t2 - t1) * 1e3, timings)
+                          sum(1 for _ in timings), (t1 - t0) * 1e3, (t2 - t1) * 1e3, timings, reused)
