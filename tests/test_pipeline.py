@@ -275,3 +275,24 @@ def test_ctrl_c_during_the_demo_replay_exits_130_without_eval(ros_domain, tmp_pa
     assert proc.returncode == 130, stderr[:3000] + '\n...\n' + stderr[-1500:]
     assert '[3/4]' not in stdout and not (out / 'metrics.json').exists()
     assert 'Traceback' not in stderr and stderr.strip().splitlines()[-1] == 'fmdrive demo: interrupted'
+
+
+def test_latency_reports_the_first_second_apart_from_the_steady_state(tmp_path):
+    from nav_msgs.msg import Path as PathMsg
+
+    from fmdrive import config
+    from fmdrive.bags.writer import BagWriter
+    from fmdrive.msgs import ns_to_stamp
+    from fmdrive.pipeline_run import WARMUP_S, latency_from_output
+    t0, period = 1_700_000_000 * 10**9, 100_000_000
+    stamps = [t0 + k * period for k in range(50)]                 # 5 s of LiDAR frames at 10 Hz
+    with BagWriter(tmp_path / 'output') as bag:
+        for s in stamps:
+            late_ms = 400 if s < t0 + int(WARMUP_S * 1e9) else 50   # slow first second, then steady
+            msg = PathMsg()
+            msg.header.stamp, msg.header.frame_id = ns_to_stamp(s), 'odom'
+            bag.write(config.TOPICS['trajectory'], msg, s + late_ms * 1_000_000)
+    replay = {'published': {config.TOPICS['points']: len(stamps)}, 'stamp_map_ns': [[s - 5, s] for s in stamps]}
+    lat = latency_from_output(tmp_path / 'output', replay)
+    assert lat['e2e_p99_ms'] == 400.0 and lat['e2e_p99_ms_after_warmup'] == 50.0
+    assert lat['warmup_s'] == WARMUP_S and lat['dropped_sensor_frames'] == 0

@@ -131,3 +131,15 @@ def test_exported_student_directory_has_a_card_that_loads(run, tmp_path):
     assert result['int8_method'] in ('dynamic', 'static_qdq')
     for name in ('tokenizer.json', 'config.json', 'model.safetensors'):
         assert (tmp_path / 'engine' / name).exists()
+
+
+def test_goal_weight_puts_the_3s_points_tokens_first_in_the_loss():
+    from fmdrive.training.planner_lm import token_weights
+    w = token_weights(1.0, 'goal_first')
+    assert torch.allclose(w, torch.ones(13))                  # the default: every token alike
+    w = token_weights(5.0, 'goal_first')
+    assert abs(float(w.mean()) - 1.0) < 1e-6 and w[0] == w[1] and w[0] == 5.0 * w[2]
+    w = token_weights(5.0, 'forward')                          # the 3 s point is the last x, y there
+    assert w[10] == w[11] == 5.0 * w[0] and w[12] == w[0]
+    with pytest.raises(ValueError, match='goal_weight'):
+        token_weights(0.0, 'goal_first')

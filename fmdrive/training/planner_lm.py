@@ -85,6 +85,7 @@ class TrainConfig:
     threads: int = 2
     kd_temperature: float = 2.0
     kd_weight: float = 1.0
+    goal_weight: float = 1.0              # CE weight of the 3 s point's two tokens vs the other 11
     kd_samples: int = 6000                # train samples the teacher labels
     max_train: int | None = None          # first N train samples only (tests)
     max_eval: int = 96                    # val samples scored during training
@@ -223,6 +224,19 @@ def build_model(size: ModelSize, vocab_size: int, tok=None):
 
 def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def token_weights(goal_weight: float, plan_order: str) -> torch.Tensor:
+    """(13,) CE weights of the plan positions, mean 1: the 3 s point's x and y get goal_weight
+    times the others' (1.0: every token alike). Why: in a goal-first plan those two tokens carry the
+    decision (brake, follow, change lane) and the other eleven mostly follow from them, so with equal
+    weights 11/13 of the gradient goes to tokens that are easy once the goal is known."""
+    if not goal_weight > 0:
+        raise ValueError(f'goal_weight must be > 0, got {goal_weight}')
+    w = torch.ones(fmt.PLAN_TOKENS)
+    slot = list(fmt.PLAN_ORDERS[fmt.check_order(plan_order)]).index(fmt.TRAJECTORY_STEPS - 1)
+    w[2 * slot:2 * slot + 2] = float(goal_weight)
+    return w / w.mean()
 
 
 def plan_logits(model, header, batch_seqs, pad_id):
@@ -369,6 +383,7 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
     plan_anchor, plan_order = plan_anchor_of(out / 'tokenizer'), plan_order_of(out / 'tokenizer')
     val_anchors = [sample_anchor(s, plan_anchor) for s in val_s]
     gi = GrammarIndex(tok, plan_order)
+    weights = token_weights(cfg.goal_weight, plan_order)
     header = header_ids(tok)
     model = build_model(cfg.size, len(tok), tok)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -417,7 +432,8 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
                  for i, u in zip(idx, use_teacher)]
         logits, target = plan_logits(model, header, [train_d[i][0] + p for i, p in zip(idx, plans)],
                                      tok.pad_token_id)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction='none')
+        loss = (ce.view(target.shape) * weights).mean()
         kd = torch.zeros(())
         if labelled.any():
             rows = [labels['row_of'][int(i)] for i in idx[labelled]]
