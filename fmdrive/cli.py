@@ -313,7 +313,7 @@ def _demo_closed_loop(args, out, remaps, overrides, t0) -> int:
     what = f"COLLISION at {hit['t_s']} s with agent {hit['agent_id']}" if hit else 'no collision'
     print(f"      {what}; progress {r['progress_m']} m in {r['sim_s']} s; plans followed {r['plans_followed']}; "
           f"frames without a plan {r['frames_without_plan']}/{r['frames'] - 1}", flush=True)
-    print('[2/3] the same scenario in-process (the cores the batch evaluation runs, no DDS)', flush=True)
+    print("[2/3] the same scenario in-process (the graph's cores in one process, no DDS)", flush=True)
     try:
         twin = drive_in_process(generate_scenario(args.scenario, args.seed, args.duration), camera, extrinsics,
                                 overrides=overrides)

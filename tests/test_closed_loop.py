@@ -179,3 +179,18 @@ def test_comfort_metrics_measure_jerk_lateral_acceleration_and_time_outside_nupl
     m = cl.comfort_metrics(turn)
     assert m['max_lat_acc_mps2'] == 6.0 and m['uncomfortable_frac'] == 1.0
     assert cl.comfort_metrics([])['max_jerk_mps3'] == 0.0
+
+
+@pytest.mark.timeout(300)
+def test_demo_closed_loop_prints_how_far_the_dds_and_in_process_cars_were_apart(ros_domain, tmp_path, capsys):
+    import json
+
+    from fmdrive.cli import main
+    assert main(['demo', '--closed-loop', '--scenario', 'car_following', '--seed', '3', '--duration', '2',
+                 '--out', str(tmp_path / 'run')]) == 0
+    out = capsys.readouterr().out
+    assert '[3/3] DDS vs in-process: same collision outcome' in out and 'apart' in out
+    r = json.loads((tmp_path / 'run' / 'closed_loop.json').read_text())
+    # how close they are is the DDS tests' business (those wait 20 s per plan; the demo 3 s)
+    assert r['agreement_with_in_process']['frames_compared'] == 20
+    assert r['in_process']['plans_followed'] == {'classical': 19}

@@ -70,12 +70,19 @@ def test_plan_is_six_waypoints_in_odom_every_half_second(planner):
     assert len(result.debug['tokens']) == fmt.PLAN_TOKENS
 
 
-def test_prompt_is_header_plus_frame_and_the_header_is_cached(planner):
+def test_prompt_is_header_plus_frame_and_the_header_is_cached(planner, standing_model):
     planner.plan(scene(), 'none')
     result = planner.plan(scene(), 'pull_over')
     header, frame = planner.prompt_ids(scene(), 'pull_over')
     assert planner.prefix_cache and result.debug['prefix_hit']
-    assert result.debug['prefilled_tokens'] == len(frame) and len(header) > len(frame) / 2
+    # the same scene text, another intent: only from the intent token on is prefilled (frame reuse)
+    reused = result.debug['reused_frame_tokens']
+    assert reused == len(frame) - 2 and result.debug['prefilled_tokens'] == 2     # <intent_...> <plan>
+    header_only = LMPlanner.load(standing_model, 'int8', 'onnxruntime', frame_reuse=False)
+    header_only.plan(scene(), 'none')
+    r = header_only.plan(scene(), 'pull_over')
+    assert r.debug['prefix_hit'] and r.debug['prefilled_tokens'] == len(frame) and len(header) > len(frame) / 2
+    assert r.debug['tokens'] == result.debug['tokens']
     ids = planner.encode(fmt.prompt_text(SCENE_TEXT, 'pull_over'))
     assert header + frame == ids
 
