@@ -361,16 +361,21 @@ def cmd_eval(args):
     return run(args)
 
 
-def cmd_eval_planner(args):
-    """`fmdrive eval planner [--quick] [--json]`: benchmarks/planner.py evaluate() (open loop L2 and
-    collisions per planner on held-out sim scenes, adversarial instructions)."""
-    result = _benchmark_module('planner').evaluate(quick=args.quick)
+def _print_result(result: dict, args) -> int:
+    """Print an eval's JSON (one line with --json) and write it to --output when given."""
     text = json.dumps(result, indent=None if args.json else 1)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text + '\n')
     print(text)
     return 0
+
+
+def cmd_eval_planner(args):
+    """`fmdrive eval planner [--quick] [--json]`: benchmarks/planner.py evaluate() (open loop L2 and
+    collisions per planner on held-out sim scenes, adversarial instructions)."""
+    result = _benchmark_module('planner').evaluate(quick=args.quick)
+    return _print_result(result, args)
 
 
 def cmd_eval_closed_loop(args):
@@ -379,12 +384,7 @@ def cmd_eval_closed_loop(args):
     from fmdrive.sim.planner_dds import closed_loop_agreement
     indices = [9, 19, 29] if args.quick else [9, 19, 29, 39, 49, 59, 69, 79, 89, 99]
     result = closed_loop_agreement(indices)
-    text = json.dumps(result, indent=None if args.json else 1)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + '\n')
-    print(text)
-    return 0
+    return _print_result(result, args)
 
 
 def add_eval(sub):
