@@ -135,3 +135,54 @@ def test_committed_lidar_model_finds_the_car_on_a_test_frame(precision):
     found = [d for d in detector.detect(frame.points) if d.label == 'car']
     assert found and iou_matrix(found, cars).max(0).min() >= 0.5
     assert found[0].embedding.shape == (64,)
+
+
+# ------------------------------------------------------------------------ ground-truth sampling
+def _frames(split, index, duration_s=0.8):
+    from fmdrive.training.dataset import frames_of_scene
+    return frames_of_scene(_short_scene(split, index, duration_s, camera=False), f'{split}/scene_{index:04d}')
+
+
+def test_gt_paste_moves_a_cyclist_track_with_its_points_into_another_scene():
+    import dataclasses
+
+    from fmdrive.sim import SCENARIO_KINDS
+    from fmdrive.training.lidar_augment import PASTED_ID_BASE, CLEARANCE_M, GtDatabase, box_mask, paste_pair
+    cyclist = config.CLASSES.index('cyclist')
+    source = _frames('train', SCENARIO_KINDS.index('cyclist'))
+    db = GtDatabase(source, ('cyclist',))
+    assert db.counts()['cyclist'] >= 2 and db.next_of, 'the cyclist scene has a cyclist track in consecutive frames'
+    a, b = (dataclasses.replace(f, beams=source[0].beams) for f in _frames('train', SCENARIO_KINDS.index('cut_in'))[:2])
+    rng = np.random.default_rng(0)
+    pa, pb = next((p for p in (paste_pair(a, b, db, rng, {'cyclist': 2}) for _ in range(20)) if p[0] is not a))
+    new = pa.ids >= PASTED_ID_BASE
+    assert new.any() and (pa.labels[new] == cyclist).all()
+    np.testing.assert_array_equal(pa.ids[new], pb.ids[pb.ids >= PASTED_ID_BASE])    # one track in both frames
+    for f in (pa, pb):
+        for j in np.flatnonzero(f.ids >= PASTED_ID_BASE):
+            inside = box_mask(f.points, f.centers[j], f.sizes[j], float(f.yaws[j]))
+            assert 5 <= inside.sum() <= f.lidar_points[j], 'the pasted returns are in the box, nothing else is'
+            others = np.delete(np.arange(len(f.ids)), j)
+            gap = np.hypot(*(f.centers[others, :2] - f.centers[j, :2]).T) \
+                - 0.5 * np.hypot(f.sizes[others, 0], f.sizes[others, 1]) - 0.5 * np.hypot(*f.sizes[j, :2])
+            assert (gap >= CLEARANCE_M - 1e-4).all(), 'a pasted box keeps its distance from every other box'
+    k = int(np.flatnonzero(pa.ids >= PASTED_ID_BASE)[0])
+    assert not np.allclose(pa.centers[k], pb.centers[k]), 'the second frame gets the track\'s next position'
+    assert len(a.points) == len(_frames('train', SCENARIO_KINDS.index('cut_in'))[0].points), 'the source is not changed'
+
+
+def test_gt_paste_refuses_other_sensors_and_occupied_places():
+    import dataclasses
+
+    from fmdrive.sim import SCENARIO_KINDS
+    from fmdrive.training.lidar_augment import GtDatabase, plan_pastes
+    source = _frames('train', SCENARIO_KINDS.index('cyclist'))
+    db = GtDatabase(source, ('cyclist',))
+    rng = np.random.default_rng(1)
+    far = dataclasses.replace(source[0], beams=source[0].beams * 4)
+    assert plan_pastes(far, db, rng, {'cyclist': 3}) == [], 'no cyclist from a sensor 4x as dense'
+    # the source frame itself: its own cyclist occupies every place the database can put one
+    own = [k for k, o in enumerate(db.objects) if o.key[2] == 0]
+    assert own
+    for _ in range(20):
+        assert not {k for k, _ in plan_pastes(source[0], db, rng, {'cyclist': 3}, max_angle=0.0)} & set(own)

@@ -64,6 +64,11 @@ def cmd_train(args):
                      threads=args.threads, max_scenes=args.max_scenes, tiny=args.tiny)
     if args.batch_pairs:
         tc.batch_pairs = args.batch_pairs
+    if args.gt_paste is not None:
+        if args.model != 'lidar' or not 0.0 <= args.gt_paste <= 1.0:
+            from fmdrive.cli import UsageError
+            raise UsageError('--gt-paste is a share in [0, 1] of the LiDAR training pairs (train lidar only)')
+        tc.gt_paste = args.gt_paste
     print(json.dumps(train(tc, resume=args.resume, progress=not args.no_progress)))
     return 0
 
@@ -95,6 +100,9 @@ def add_train_arguments(p):
     p.add_argument('--batch-pairs', type=int, default=None, help='pairs of consecutive frames per batch '
                    '(default lidar 4, camera 8)')
     p.add_argument('--lr', type=float, default=2e-3)
+    p.add_argument('--gt-paste', type=float, default=None,
+                   help='lidar: share of training pairs with cyclists/pedestrians pasted from other frames '
+                        '(ground-truth sampling; default 0.5, 0 = off)')
     p.add_argument('--patience', type=int, default=3, help='early stop after this many epochs without progress')
     p.add_argument('--max-minutes', type=float, default=45.0, help='stop after the epoch that passes this')
     p.add_argument('--threads', type=int, default=2)

@@ -25,6 +25,7 @@ import torch
 
 from fmdrive import config
 
+from fmdrive.training.lidar_augment import PASTED_ID_BASE, GtDatabase, paste_pair
 from fmdrive.training.lidar_model import LidarCenterPoint, LidarConfig, centerpoint_loss, make_targets
 
 
@@ -47,6 +48,9 @@ class TrainConfig:
                                       # class-balanced sampling, simplified): 1 % of the objects otherwise
     crop_rows: int = 128              # train on this band of grid rows (y) around the road, 0 = all:
                                       # half the compute; objects lie mostly within +-25 m of the road
+    gt_paste: float = 0.5             # share of pairs that get rare-class objects pasted (lidar_augment.py)
+    paste_cyclists: int = 2           # at most this many per pasted pair
+    paste_pedestrians: int = 2
 
 
 def seed_everything(seed: int):
@@ -95,6 +99,22 @@ def make_batch(indices, frames, canvases, cfg: LidarConfig, flips, row_starts=No
     batch = {k: torch.from_numpy(np.concatenate(v)) for k, v in rows.items()}
     batch['heatmap'] = torch.from_numpy(np.stack(heat))
     return torch.from_numpy(np.ascontiguousarray(np.stack(bev))), batch
+
+
+def pasted_pairs(pair_rows, frames, canvases, db, rng, share: float, per_class: dict, grid) -> tuple[list, list]:
+    """Frames and canvases of the batch's pairs (flat: a0, b0, a1, b1, ...), `share` of the pairs
+    with rare-class objects pasted (GtDatabase, both frames alike); a pasted frame's canvas is made
+    again by the vehicle's bev_canvas, the others come from the cache."""
+    from fmdrive.inference.pillars import bev_canvas
+    out_f, out_c = [], []
+    for slot, (i, j) in enumerate(pair_rows):
+        a, b = frames[i], frames[j]
+        if db is not None and rng.random() < share:
+            a, b = paste_pair(a, b, db, rng, per_class, PASTED_ID_BASE + 1000 * slot)
+        for k, f in ((i, a), (j, b)):
+            out_f.append(f)
+            out_c.append(canvases[k] if f is frames[k] else bev_canvas(f.points, grid)[0])
+    return out_f, out_c
 
 
 def learning_rate(peak: float, step: int, total: int, warmup: float = 0.05) -> float:
@@ -149,6 +169,8 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
     val_frames, val_canvases = split_canvases(tc.data, 'val', grid, tc.max_scenes, progress)
     val_frames, val_canvases = val_frames[::tc.val_every], val_canvases[::tc.val_every]
     pairs = frame_pairs(frames)
+    paste = {'cyclist': tc.paste_cyclists, 'pedestrian': tc.paste_pedestrians}
+    db = GtDatabase(frames, tuple(k for k, v in paste.items() if v > 0)) if tc.gt_paste > 0 else None
     model = LidarCenterPoint(cfg).to(memory_format=torch.channels_last)   # faster convs on the CPU
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = math.ceil(len(pairs) / tc.batch_pairs)
@@ -169,13 +191,15 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
         log(f'resumed from {last} after epoch {ck["epoch"] + 1} (best val mAP {best:.4f})')
     card = card_for(cfg, out / 'card.yaml')
     log(f'LiDAR encoder: {model.num_params() / 1e6:.2f} M parameters, {len(frames)} train frames '
-        f'({len(pairs)} pairs), {len(val_frames)} val frames, {tc.threads} threads')
+        f'({len(pairs)} pairs), {len(val_frames)} val frames, {tc.threads} threads'
+        + (f', GT-paste database {db.counts()} into {tc.gt_paste:.0%} of the pairs' if db else ''))
     stale = next((k for k, h in enumerate(history[::-1]) if h.get('improved')), len(history))
     for epoch in range(start_epoch, tc.epochs):
         t_epoch = time.perf_counter()
         rng = np.random.default_rng([tc.seed, epoch])          # the epoch's order, also after a resume
         order = rng.choice(len(pairs), len(pairs), replace=tc.rare_class_weight != 1.0, p=pair_weights)
         flips = rng.random(len(pairs)) < 0.5
+        paste_rng = np.random.default_rng([tc.seed, epoch, 1])
         # crops start on multiples of the network's total stride (8), centred on the road +- 8 rows x 8
         ny = cfg.grid_hw[0]
         crop_rows = tc.crop_rows if 0 < tc.crop_rows < ny else 0
@@ -187,8 +211,8 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
         bar = tqdm(range(steps_per_epoch), desc=f'epoch {epoch + 1}/{tc.epochs}', unit='batch', disable=not progress)
         for step in bar:
             sel = order[step * tc.batch_pairs:(step + 1) * tc.batch_pairs]
-            idx = pairs[sel].reshape(-1)
-            x, batch = make_batch(idx, frames, canvases, cfg, np.repeat(flips[sel], 2),
+            b_frames, b_canvases = pasted_pairs(pairs[sel], frames, canvases, db, paste_rng, tc.gt_paste, paste, grid)
+            x, batch = make_batch(range(len(b_frames)), b_frames, b_canvases, cfg, np.repeat(flips[sel], 2),
                                   np.repeat(row_starts[sel], 2), crop_rows)
             x = x.contiguous(memory_format=torch.channels_last)
             for group in opt.param_groups:
