@@ -186,3 +186,13 @@ def test_gt_paste_refuses_other_sensors_and_occupied_places():
     assert own
     for _ in range(20):
         assert not {k for k, _ in plan_pastes(source[0], db, rng, {'cyclist': 3}, max_angle=0.0)} & set(own)
+
+
+def test_the_card_names_the_dataset_command_that_made_the_data(tmp_path):
+    import json
+
+    from fmdrive.training.export import dataset_command
+    (tmp_path / 'dataset.json').write_text(json.dumps({'splits': {'train': 144, 'val': 18, 'test': 9}, 'camera': False}))
+    assert dataset_command(tmp_path) == (f'fmdrive train dataset --out {tmp_path} --scenes 144 --val-scenes 18 '
+                                         '--test-scenes 9 --no-camera')
+    assert 'sizes unknown' in dataset_command(tmp_path / 'missing')

@@ -261,16 +261,29 @@ def tune_decoder(onnx_path, cfg, frames, canvases, log=print) -> tuple[dict, dic
     return best[1], results
 
 
+def dataset_command(data_dir) -> str:
+    """The `fmdrive train dataset` command that wrote data_dir (from its dataset.json)."""
+    meta_path = Path(data_dir) / 'dataset.json'
+    if not meta_path.is_file():
+        return f'fmdrive train dataset --out {data_dir} (no dataset.json found: sizes unknown)'
+    meta = json.loads(meta_path.read_text())
+    splits = meta.get('splits', {})
+    return (f"fmdrive train dataset --out {data_dir} --scenes {splits.get('train')} --val-scenes {splits.get('val')} "
+            f"--test-scenes {splits.get('test')}" + ('' if meta.get('camera', True) else ' --no-camera'))
+
+
 def _training_section(tc: dict) -> dict:
     from fmdrive.training.dataset import SPLIT_SEEDS
-    cmd = (f"fmdrive train lidar --data {tc.get('data', 'runs/dataset')} --out {tc.get('out', 'runs/lidar')} "
+    data, out = tc.get('data', 'runs/dataset'), tc.get('out', 'runs/lidar')
+    cmd = (f"fmdrive train lidar --data {data} --out {out} "
            f"--epochs {tc.get('epochs')} --seed {tc.get('seed')} --patience {tc.get('patience')} "
-           f"--max-minutes {tc.get('max_minutes')}")
+           f"--max-minutes {tc.get('max_minutes')} --gt-paste {tc.get('gt_paste', 0.0)}")
     return {'command': cmd, 'data_seed': SPLIT_SEEDS['train'],
-            'data': 'fmdrive train dataset --out runs/dataset --scenes 72 (train split seeds 101, val 202, '
-                    'test 303; domain-randomised, see fmdrive/training/dataset.py)',
-            'notes': 'export: fmdrive export lidar --checkpoint runs/lidar/best.pt --out engines/lidar_centerpoint; '
-                     'INT8: fmdrive quantize lidar --model-dir engines/lidar_centerpoint --data runs/dataset'}
+            'data': dataset_command(data) + f" (train split seeds {SPLIT_SEEDS['train']}, val {SPLIT_SEEDS['val']}, "
+                    f"test {SPLIT_SEEDS['test']}; domain-randomised, see fmdrive/training/dataset.py)",
+            'notes': f'export: fmdrive export lidar --checkpoint {out}/best.pt --data {data} --out '
+                     f'engines/lidar_centerpoint; INT8: fmdrive quantize lidar --model-dir engines/lidar_centerpoint '
+                     f'--data {data}'}
 
 
 def quantize_lidar(model_dir, data_dir, calib_frames: int = 256, methods=CALIBRATION_METHODS, val_every: int = 2,
