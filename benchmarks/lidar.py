@@ -61,6 +61,7 @@ def _torch_model(card):
                       head_channels=weights['heads.shared.0.weight'].shape[0],
                       embed_dim=weights['heads.heads.embedding.weight'].shape[0])
     model = fold_batchnorm(LidarCenterPoint(cfg).eval())
+    model.heads.normalize_embedding = False      # the exported graph's outputs: the same work in both
     state = model.state_dict()
     missing = [k for k in state if k not in weights]
     if missing:

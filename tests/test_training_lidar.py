@@ -196,3 +196,15 @@ def test_the_card_names_the_dataset_command_that_made_the_data(tmp_path):
     assert dataset_command(tmp_path) == (f'fmdrive train dataset --out {tmp_path} --scenes 144 --val-scenes 18 '
                                          '--test-scenes 9 --no-camera')
     assert 'sizes unknown' in dataset_command(tmp_path / 'missing')
+
+
+def test_calibration_reads_in_chunks_that_divide_the_frames():
+    from fmdrive.training.export import CanvasReader, calibration_chunk
+    assert [calibration_chunk(n) for n in (256, 200, 7, 1)] == [32, 25, 7, 1]
+    reader = CanvasReader(np.arange(10, dtype=np.float32).reshape(10, 1), 'x')
+    seen = []
+    for start in range(0, len(reader), 5):           # what onnxruntime does with CalibStridedMinMax
+        reader.set_range(start_index=start, end_index=start + 5)
+        while (item := reader.get_next()) is not None:
+            seen.append(float(item['x'][0, 0]))
+    assert seen == list(range(10)) and len(reader) == 10

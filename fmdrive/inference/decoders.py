@@ -2,13 +2,13 @@
 
 - fmdrive_centernet (2D): heatmap [1,C,h,w] after sigmoid, size [1,2,h,w] (box width, height in
   input pixels), offset [1,2,h,w] (sub-cell dx, dy of the centre), optional depth [1,1,h,w] (m) and
-  embedding [1,E,h,w]; peaks by 3x3 max-pool NMS, top-K, letterbox undone to source pixels.
+  embedding [1,E,h,w] (raw or unit: the vector read at a peak is L2-normalised); peaks by 3x3 max-pool NMS, top-K, letterbox undone to source pixels.
 - yolox (2D): output [1, N, 5+C] = (dx, dy, log w, log h, objectness, class scores) per anchor of
   the stride-8/16/32 grids; centre = (cell + d) * stride, size = exp(log) * stride, score =
   objectness * class score, then NMS (as YOLOX's demo_postprocess + multiclass_nms).
 - fmdrive_centerpoint (3D): heatmap [1,C,H,W] after sigmoid, offset [1,2,H,W], z [1,1,H,W] (box
   centre, m), size [1,3,H,W] (log length, width, height), rot [1,2,H,W] (sin, cos of yaw),
-  optional embedding [1,E,H,W]; x = x_min + (ix + dx) * voxel_x * stride, likewise y.
+  optional embedding [1,E,H,W] (normalised at the peaks, as above); x = x_min + (ix + dx) * voxel_x * stride, likewise y.
 - autoware_centerpoint (3D): head outputs heatmap (logits), reg (dx, dy), height (z), dim (log w, l,
   h), rot (sin, cos), vel (vx, vy), decoded as Autoware lidar_centerpoint does (per-cell best class,
   score threshold, per-class yaw-norm threshold, circle NMS) and mmdet3d's yaw turned into ours.
@@ -45,6 +45,13 @@ class Detection2D:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float32)))
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """v / |v| as float32 (a zero vector stays zero): embeddings are compared by cosine, and a
+    network may leave the normalisation of its embedding map to the decoder."""
+    v = np.asarray(v, np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
 def heatmap_peaks(heatmap: np.ndarray, top_k: int, threshold: float):
@@ -120,7 +127,7 @@ def decode_fmdrive_centernet(outputs: dict, card: ModelCard, transform: ImageTra
     emb = outputs.get('embedding')
     depth = outputs.get('depth')
     return [Detection2D(boxes[j], float(scores[j]), card.label(int(cls[j])), int(cls[j]),
-                        np.zeros(0, np.float32) if emb is None else emb[0][:, iy[j], ix[j]].astype(np.float32),
+                        np.zeros(0, np.float32) if emb is None else unit(emb[0][:, iy[j], ix[j]]),
                         None if depth is None else float(depth[0, 0, iy[j], ix[j]]))
             for j in range(len(scores))]
 
@@ -179,7 +186,7 @@ def decode_fmdrive_centerpoint(outputs: dict, card: ModelCard) -> list[Object3D]
         keep = circle_nms(np.stack([x, y], 1), scores, float(p['circle_nms_dist_m']))
     return [Object3D(center=(x[j], y[j], z[j]), size=lwh[j], yaw_rad=float(yaw[j]), label=card.label(int(cls[j])),
                      score=float(scores[j]),
-                     embedding=np.zeros(0, np.float32) if emb is None else emb[0][:, iy[j], ix[j]].astype(np.float32),
+                     embedding=np.zeros(0, np.float32) if emb is None else unit(emb[0][:, iy[j], ix[j]]),
                      embedding_space='' if emb is None else card.name)
             for j in keep]
 

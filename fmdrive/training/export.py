@@ -127,10 +127,11 @@ class CanvasReader:
     """onnxruntime CalibrationDataReader over input tensors (BEV canvases, images), one per call."""
 
     def __init__(self, canvases, input_name: str = 'bev'):
-        self.canvases, self.i, self.input_name = canvases, 0, input_name
+        self.canvases, self.input_name = canvases, input_name
+        self.start, self.end, self.i = 0, len(canvases), 0
 
     def get_next(self):
-        if self.i >= len(self.canvases):
+        if self.i >= self.end:
             return None
         self.i += 1
         return {self.input_name: np.asarray(self.canvases[self.i - 1:self.i], np.float32)}
@@ -139,10 +140,21 @@ class CanvasReader:
         return len(self.canvases)
 
     def set_range(self, start_index: int, end_index: int):
-        self.canvases, self.i = self.canvases[start_index:end_index], 0
+        """Read only canvases[start_index:end_index] (onnxruntime calibrates chunk by chunk)."""
+        self.start, self.end = max(0, start_index), min(len(self.canvases), end_index)
+        self.i = self.start
 
     def rewind(self):
-        self.i = 0
+        self.i = self.start
+
+
+CALIBRATION_CHUNK = 32   # frames per calibration pass: the histogram calibrators keep every activation
+                         # of every frame of a pass (256 BEV frames: > 20 GB), chunks merge histograms
+
+
+def calibration_chunk(n: int, most: int = CALIBRATION_CHUNK) -> int:
+    """The largest chunk <= most that divides n (onnxruntime requires it)."""
+    return next(k for k in range(min(most, n), 0, -1) if n % k == 0)
 
 
 def _method(name: str):
@@ -166,6 +178,8 @@ def quantize_variant(fp32_path, out_path, variant: str, method: str, canvases, c
         raise ValueError(f'unknown INT8 variant {variant!r}')
     if method == 'percentile':
         kwargs['extra_options'].update({'CalibPercentile': 99.99})
+    # onnxruntime's option is named for min-max but makes every calibrator collect chunk by chunk
+    kwargs['extra_options']['CalibStridedMinMax'] = calibration_chunk(len(canvases))
     quantize_static(str(_preprocessed(fp32_path)), str(out_path), CanvasReader(canvases, input_name), quant_format=QuantFormat.QDQ,
                     per_channel=True, calibrate_method=_method(method),
                     calibration_cache_path=None if cache_path is None else str(cache_path), **kwargs)
@@ -228,6 +242,7 @@ def export_lidar(checkpoint, out_dir, data_dir, log=print) -> dict:
     from fmdrive.training.train_lidar import load_model
     ck = torch.load(checkpoint, weights_only=False, map_location='cpu')
     model = load_model(checkpoint)
+    model.heads.normalize_embedding = False      # the decoder normalises at the peaks (lidar_model.py)
     cfg = model.cfg
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

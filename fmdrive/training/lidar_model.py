@@ -3,7 +3,7 @@
     bev [1, F, ny, nx]  (per-pillar statistics, numpy: fmdrive.inference.pillars.bev_canvas)
       -> stem (stride 2) -> stage 2 (stride 4) -> stage 3 (stride 8)       backbone
       -> each stage brought back to stride 2 and concatenated               neck (as PointPillars)
-      -> heatmap (sigmoid), offset, z, size (log l, w, h), rot (sin, cos), embedding (L2-normalised)
+      -> heatmap (sigmoid), offset, z, size (log l, w, h), rot (sin, cos), embedding (L2-normalised in training; raw in the ONNX export, unit vectors after the decoder)
 
 Pillarisation and scatter stay outside the network (as TensorRT deployments do), so the ONNX graph
 is plain convolutions with static shapes. The outputs are the `fmdrive_centerpoint` convention
@@ -98,12 +98,17 @@ class CenterPointHeads(nn.Module):
         channels = {'heatmap': len(cfg.classes), 'offset': 2, 'z': 1, 'size': 3, 'rot': 2, 'embedding': cfg.embed_dim}
         self.heads = nn.ModuleDict({name: nn.Conv2d(cfg.head_channels, c, 1) for name, c in channels.items()})
         nn.init.constant_(self.heads['heatmap'].bias, -2.19)    # prior 0.1: focal loss starts stable (CenterNet)
+        # training normalises the whole map (the loss reads it at object cells); the export does not:
+        # an L2 norm over every cell of [1, E, H, W] cost a quarter of the INT8 network's time, and the
+        # decoder normalises the few vectors it reads at the peaks (fmdrive/inference/decoders.py)
+        self.normalize_embedding = True
 
     def forward(self, x):
         x = self.shared(x)
         out = {name: head(x) for name, head in self.heads.items()}
         out['heatmap'] = torch.sigmoid(out['heatmap'])
-        out['embedding'] = F.normalize(out['embedding'], dim=1)
+        if self.normalize_embedding:
+            out['embedding'] = F.normalize(out['embedding'], dim=1)
         return out
 
 
