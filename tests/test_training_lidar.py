@@ -208,3 +208,17 @@ def test_calibration_reads_in_chunks_that_divide_the_frames():
         while (item := reader.get_next()) is not None:
             seen.append(float(item['x'][0, 0]))
     assert seen == list(range(10)) and len(reader) == 10
+
+
+def test_global_rotation_turns_points_boxes_and_headings_together():
+    from fmdrive.sim import SCENARIO_KINDS
+    from fmdrive.training.lidar_augment import box_mask, rotate_frame
+    f = next(x for x in _frames('train', SCENARIO_KINDS.index('intersection')) if (x.lidar_points >= 20).any())
+    turned = rotate_frame(f, np.pi / 2)
+    j = int(np.argmax(f.lidar_points))
+    before = box_mask(f.points, f.centers[j], f.sizes[j], float(f.yaws[j])).sum()
+    after = box_mask(turned.points, turned.centers[j], turned.sizes[j], float(turned.yaws[j])).sum()
+    assert before >= 20 and after == before, 'the same returns fall in the turned box'
+    np.testing.assert_allclose(turned.centers[j, :2], [-f.centers[j, 1], f.centers[j, 0]], atol=1e-4)
+    assert np.all(np.abs(turned.yaws) <= np.pi + 1e-6) and turned.centers[j, 2] == f.centers[j, 2]
+    assert rotate_frame(f, 0.0) is f

@@ -69,6 +69,11 @@ def cmd_train(args):
             from fmdrive.cli import UsageError
             raise UsageError('--gt-paste is a share in [0, 1] of the LiDAR training pairs (train lidar only)')
         tc.gt_paste = args.gt_paste
+    if args.rotate_deg is not None:
+        if args.model != 'lidar' or not 0.0 <= args.rotate_deg <= 180.0:
+            from fmdrive.cli import UsageError
+            raise UsageError('--rotate-deg is an angle in [0, 180] degrees (train lidar only)')
+        tc.rotate_deg = args.rotate_deg
     print(json.dumps(train(tc, resume=args.resume, progress=not args.no_progress)))
     return 0
 
@@ -103,6 +108,8 @@ def add_train_arguments(p):
     p.add_argument('--gt-paste', type=float, default=None,
                    help='lidar: share of training pairs with cyclists/pedestrians pasted from other frames '
                         '(ground-truth sampling; default 0.5, 0 = off)')
+    p.add_argument('--rotate-deg', type=float, default=None,
+                   help='lidar: turn each training pair about the sensor by a random angle within +-this (default 0)')
     p.add_argument('--patience', type=int, default=3, help='early stop after this many epochs without progress')
     p.add_argument('--max-minutes', type=float, default=45.0, help='stop after the epoch that passes this')
     p.add_argument('--threads', type=int, default=2)

@@ -180,3 +180,17 @@ def paste_pair(first, second, db: GtDatabase, rng: np.random.Generator, per_clas
     pairs = [(p, q) for p, q in zip(plan, second_plan) if id(p) in keep]
     return (apply_pastes(first, db, [p for p, _ in pairs], first_id),
             apply_pastes(second, db, [q for _, q in pairs], first_id))
+
+
+def rotate_frame(frame, angle: float):
+    """The frame turned about the sensor's z axis by angle (points, box centres, yaws): global
+    rotation, as PointPillars / CenterPoint train (+-pi/4), so the yaw head sees every heading
+    and not mostly the road's (crossing traffic at an intersection was the largest source of
+    missed cars: right centre and size, yaw off by 90 degrees, BEV IoU 0.25)."""
+    if angle == 0.0:
+        return frame
+    points = frame.points.astype(np.float32, copy=True)
+    points[:, :3] = rotate_z(points[:, :3], angle)
+    yaws = np.arctan2(np.sin(frame.yaws + angle), np.cos(frame.yaws + angle)).astype(frame.yaws.dtype)
+    return dataclasses.replace(frame, points=points, centers=rotate_z(frame.centers, angle).astype(frame.centers.dtype),
+                               yaws=yaws)

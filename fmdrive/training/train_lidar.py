@@ -25,7 +25,7 @@ import torch
 
 from fmdrive import config
 
-from fmdrive.training.lidar_augment import PASTED_ID_BASE, GtDatabase, paste_pair
+from fmdrive.training.lidar_augment import PASTED_ID_BASE, GtDatabase, paste_pair, rotate_frame
 from fmdrive.training.lidar_model import LidarCenterPoint, LidarConfig, centerpoint_loss, make_targets
 
 
@@ -51,6 +51,7 @@ class TrainConfig:
     gt_paste: float = 0.5             # share of pairs that get rare-class objects pasted (lidar_augment.py)
     paste_cyclists: int = 2           # at most this many per pasted pair
     paste_pedestrians: int = 2
+    rotate_deg: float = 0.0           # global rotation of both frames of a pair, uniform in +-this (0 = off)
 
 
 def seed_everything(seed: int):
@@ -101,16 +102,21 @@ def make_batch(indices, frames, canvases, cfg: LidarConfig, flips, row_starts=No
     return torch.from_numpy(np.ascontiguousarray(np.stack(bev))), batch
 
 
-def pasted_pairs(pair_rows, frames, canvases, db, rng, share: float, per_class: dict, grid) -> tuple[list, list]:
+def pasted_pairs(pair_rows, frames, canvases, db, rng, share: float, per_class: dict, grid,
+                 rotate_deg: float = 0.0) -> tuple[list, list]:
     """Frames and canvases of the batch's pairs (flat: a0, b0, a1, b1, ...), `share` of the pairs
-    with rare-class objects pasted (GtDatabase, both frames alike); a pasted frame's canvas is made
-    again by the vehicle's bev_canvas, the others come from the cache."""
+    with rare-class objects pasted (GtDatabase, both frames alike), then with rotate_deg every pair
+    turned about the sensor by one random angle; a changed frame's canvas is made again by the
+    vehicle's bev_canvas, the others come from the cache."""
     from fmdrive.inference.pillars import bev_canvas
     out_f, out_c = [], []
     for slot, (i, j) in enumerate(pair_rows):
         a, b = frames[i], frames[j]
         if db is not None and rng.random() < share:
             a, b = paste_pair(a, b, db, rng, per_class, PASTED_ID_BASE + 1000 * slot)
+        if rotate_deg > 0:
+            angle = float(np.deg2rad(rng.uniform(-rotate_deg, rotate_deg)))
+            a, b = rotate_frame(a, angle), rotate_frame(b, angle)
         for k, f in ((i, a), (j, b)):
             out_f.append(f)
             out_c.append(canvases[k] if f is frames[k] else bev_canvas(f.points, grid)[0])
@@ -211,7 +217,8 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
         bar = tqdm(range(steps_per_epoch), desc=f'epoch {epoch + 1}/{tc.epochs}', unit='batch', disable=not progress)
         for step in bar:
             sel = order[step * tc.batch_pairs:(step + 1) * tc.batch_pairs]
-            b_frames, b_canvases = pasted_pairs(pairs[sel], frames, canvases, db, paste_rng, tc.gt_paste, paste, grid)
+            b_frames, b_canvases = pasted_pairs(pairs[sel], frames, canvases, db, paste_rng, tc.gt_paste, paste, grid,
+                                               tc.rotate_deg)
             x, batch = make_batch(range(len(b_frames)), b_frames, b_canvases, cfg, np.repeat(flips[sel], 2),
                                   np.repeat(row_starts[sel], 2), crop_rows)
             x = x.contiguous(memory_format=torch.channels_last)
