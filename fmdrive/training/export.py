@@ -148,8 +148,9 @@ class CanvasReader:
         self.i = self.start
 
 
-CALIBRATION_CHUNK = 32   # frames per calibration pass: the histogram calibrators keep every activation
-                         # of every frame of a pass (256 BEV frames: > 20 GB), chunks merge histograms
+# frames per calibration pass: the histogram calibrators keep every activation of every frame of a
+# pass (256 BEV frames: > 20 GB); chunks merge their histograms
+CALIBRATION_CHUNK = 32
 
 
 def calibration_chunk(n: int, most: int = CALIBRATION_CHUNK) -> int:
@@ -283,8 +284,9 @@ def dataset_command(data_dir) -> str:
         return f'fmdrive train dataset --out {data_dir} (no dataset.json found: sizes unknown)'
     meta = json.loads(meta_path.read_text())
     splits = meta.get('splits', {})
-    return (f"fmdrive train dataset --out {data_dir} --scenes {splits.get('train')} --val-scenes {splits.get('val')} "
-            f"--test-scenes {splits.get('test')}" + ('' if meta.get('camera', True) else ' --no-camera'))
+    return (f"fmdrive train dataset --out {data_dir} --scenes {splits.get('train')} "
+            f"--val-scenes {splits.get('val')} --test-scenes {splits.get('test')}"
+            + ('' if meta.get('camera', True) else ' --no-camera'))
 
 
 def _training_section(tc: dict) -> dict:
@@ -292,7 +294,8 @@ def _training_section(tc: dict) -> dict:
     data, out = tc.get('data', 'runs/dataset'), tc.get('out', 'runs/lidar')
     cmd = (f"fmdrive train lidar --data {data} --out {out} "
            f"--epochs {tc.get('epochs')} --seed {tc.get('seed')} --patience {tc.get('patience')} "
-           f"--max-minutes {tc.get('max_minutes')} --gt-paste {tc.get('gt_paste', 0.0)} --rotate-deg {tc.get('rotate_deg', 0.0)}")
+           f"--max-minutes {tc.get('max_minutes')} --gt-paste {tc.get('gt_paste', 0.0)} "
+           f"--rotate-deg {tc.get('rotate_deg', 0.0)}")
     return {'command': cmd, 'data_seed': SPLIT_SEEDS['train'],
             'data': dataset_command(data) + f" (train split seeds {SPLIT_SEEDS['train']}, val {SPLIT_SEEDS['val']}, "
                     f"test {SPLIT_SEEDS['test']}; domain-randomised, see fmdrive/training/dataset.py)",

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmdrive import config
+from fmdrive.geometry import rot_z, wrap_angle
 
 PASTED_ID_BASE = 50_000             # track ids of pasted objects: above the simulator's, below the
                                     # scene band of train_lidar's instance keys (x 100000)
@@ -58,11 +59,8 @@ def box_mask(points: np.ndarray, center, size, yaw: float, margin: float = 0.0, 
 
 
 def rotate_z(xyz: np.ndarray, angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    out = np.array(xyz, np.float32, copy=True)
-    out[..., 0] = c * xyz[..., 0] - s * xyz[..., 1]
-    out[..., 1] = s * xyz[..., 0] + c * xyz[..., 1]
-    return out
+    """(3,) or (N, 3) points turned about z, as float32."""
+    return (np.asarray(xyz, np.float32) @ rot_z(angle).T.astype(np.float32)).astype(np.float32)
 
 
 class GtDatabase:
@@ -148,7 +146,7 @@ def apply_pastes(frame, db: GtDatabase, pastes: list, first_id: int = PASTED_ID_
         pasted.append(pts)
         add['centers'].append(centre)
         add['sizes'].append(o.size)
-        add['yaws'].append(math.atan2(math.sin(yaw), math.cos(yaw)))
+        add['yaws'].append(float(wrap_angle(yaw)))
         add['labels'].append(o.label)
         add['ids'].append(first_id + n)
         add['lidar_points'].append(len(pts))
@@ -174,10 +172,9 @@ def paste_pair(first, second, db: GtDatabase, rng: np.random.Generator, per_clas
         return first, second
     second_plan = [(db.next_of.get(k, k), angle) for k, angle in plan]
     # the next frame's object can collide in the second frame: keep only what fits in both
-    fits = [p for p, q in zip(plan, second_plan) if _free(rotate_z(db.objects[q[0]].center, q[1]),
-                                                          db.objects[q[0]].size, list(zip(second.centers, second.sizes)))]
-    keep = {id(p) for p in fits}
-    pairs = [(p, q) for p, q in zip(plan, second_plan) if id(p) in keep]
+    boxes = list(zip(second.centers, second.sizes))
+    pairs = [(p, (k, angle)) for p, (k, angle) in zip(plan, second_plan)
+             if _free(rotate_z(db.objects[k].center, angle), db.objects[k].size, boxes)]
     return (apply_pastes(first, db, [p for p, _ in pairs], first_id),
             apply_pastes(second, db, [q for _, q in pairs], first_id))
 
@@ -191,6 +188,6 @@ def rotate_frame(frame, angle: float):
         return frame
     points = frame.points.astype(np.float32, copy=True)
     points[:, :3] = rotate_z(points[:, :3], angle)
-    yaws = np.arctan2(np.sin(frame.yaws + angle), np.cos(frame.yaws + angle)).astype(frame.yaws.dtype)
+    yaws = wrap_angle(frame.yaws + angle).astype(frame.yaws.dtype)
     return dataclasses.replace(frame, points=points, centers=rotate_z(frame.centers, angle).astype(frame.centers.dtype),
                                yaws=yaws)
