@@ -222,3 +222,35 @@ def test_global_rotation_turns_points_boxes_and_headings_together():
     np.testing.assert_allclose(turned.centers[j, :2], [-f.centers[j, 1], f.centers[j, 0]], atol=1e-4)
     assert np.all(np.abs(turned.yaws) <= np.pi + 1e-6) and turned.centers[j, 2] == f.centers[j, 2]
     assert rotate_frame(f, 0.0) is f
+
+
+def test_a_quarter_turn_of_the_cached_canvas_is_the_canvas_of_the_turned_points():
+    import dataclasses
+
+    from fmdrive.inference.pillars import bev_canvas
+    from fmdrive.sim import SCENARIO_KINDS
+    from fmdrive.training.lidar_augment import rotate_frame
+    from fmdrive.training.lidar_model import LidarConfig
+    from fmdrive.training.train_lidar import pasted_pairs, turn_canvas
+    grid = LidarConfig().bev_grid()
+    frames = _frames('train', SCENARIO_KINDS.index('intersection'))[:2]
+    canvases = [bev_canvas(f.points, grid)[0] for f in frames]
+    # a point right on a cell edge goes to the cell above it ([min, max)), so after a turn to the
+    # mirrored one: away from the edges the two canvases must agree exactly
+    offset = (frames[0].points[:, :2] - grid.x_range_m[0]) / grid.voxel_size_m[0]
+    inner = dataclasses.replace(frames[0], points=frames[0].points[(np.abs(offset - np.round(offset)) > 1e-3).all(1)])
+    for turn in (1, -1):
+        made = bev_canvas(rotate_frame(inner, turn * np.pi / 2).points, grid)[0]
+        turned = turn_canvas(bev_canvas(inner.points, grid)[0], turn, grid)
+        np.testing.assert_allclose(turned, made, atol=1e-5)
+        assert not np.allclose(turned, canvases[0]), 'the canvas did turn'
+    out_f, out_c = pasted_pairs([(0, 1)], frames, canvases, None, np.random.default_rng(0), 0.0, {}, grid,
+                                quarter_turns=1.0)
+    from fmdrive.geometry import wrap_angle
+    turns = [wrap_angle(f.yaws - src.yaws) for f, src in zip(out_f, frames)]
+    assert np.allclose(np.abs(turns[0]), np.pi / 2, atol=1e-5), 'every heading turned by 90 degrees'
+    assert np.allclose(turns[1], turns[0][0], atol=1e-5), 'both frames of the pair by the same turn'
+    for f, c in zip(out_f, out_c):
+        assert (np.abs(bev_canvas(f.points, grid)[0] - c).max(0) > 1e-5).mean() < 0.01, 'canvas matches the frame'
+    same_f, same_c = pasted_pairs([(0, 1)], frames, canvases, None, np.random.default_rng(0), 0.0, {}, grid)
+    assert same_f[0] is frames[0] and same_c[0] is canvases[0], 'off by default: the cache is used as is'

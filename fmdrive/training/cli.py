@@ -74,6 +74,11 @@ def cmd_train(args):
             from fmdrive.cli import UsageError
             raise UsageError('--rotate-deg is an angle in [0, 180] degrees (train lidar only)')
         tc.rotate_deg = args.rotate_deg
+    if args.quarter_turns is not None:
+        if args.model != 'lidar' or not 0.0 <= args.quarter_turns <= 1.0:
+            from fmdrive.cli import UsageError
+            raise UsageError('--quarter-turns is a share in [0, 1] of the LiDAR training pairs (train lidar only)')
+        tc.quarter_turns = args.quarter_turns
     print(json.dumps(train(tc, resume=args.resume, progress=not args.no_progress)))
     return 0
 
@@ -110,6 +115,9 @@ def add_train_arguments(p):
                         '(ground-truth sampling; default 0.5, 0 = off)')
     p.add_argument('--rotate-deg', type=float, default=None,
                    help='lidar: turn each training pair about the sensor by a random angle within +-this (default 0)')
+    p.add_argument('--quarter-turns', type=float, default=None,
+                   help='lidar: share of training pairs turned about the sensor by +-90 degrees, so crossing '
+                        'traffic is common (free: the cached canvas is turned; default 0)')
     p.add_argument('--patience', type=int, default=3, help='early stop after this many epochs without progress')
     p.add_argument('--max-minutes', type=float, default=45.0, help='stop after the epoch that passes this')
     p.add_argument('--threads', type=int, default=2)

@@ -52,6 +52,9 @@ class TrainConfig:
     paste_cyclists: int = 2           # at most this many per pasted pair
     paste_pedestrians: int = 2
     rotate_deg: float = 0.0           # global rotation of both frames of a pair, uniform in +-this (0 = off)
+    quarter_turns: float = 0.0        # share of pairs turned about the sensor by +-90 degrees (sign at random):
+                                      # crossing traffic for the yaw head at no cost, since a quarter turn of
+                                      # the square grid centred on the sensor is a transpose of the cached canvas
 
 
 def seed_everything(seed: int):
@@ -103,11 +106,12 @@ def make_batch(indices, frames, canvases, cfg: LidarConfig, flips, row_starts=No
 
 
 def pasted_pairs(pair_rows, frames, canvases, db, rng, share: float, per_class: dict, grid,
-                 rotate_deg: float = 0.0) -> tuple[list, list]:
+                 rotate_deg: float = 0.0, quarter_turns: float = 0.0) -> tuple[list, list]:
     """Frames and canvases of the batch's pairs (flat: a0, b0, a1, b1, ...), `share` of the pairs
     with rare-class objects pasted (GtDatabase, both frames alike), then with rotate_deg every pair
-    turned about the sensor by one random angle; a changed frame's canvas is made again by the
-    vehicle's bev_canvas, the others come from the cache."""
+    turned about the sensor by one random angle, then `quarter_turns` of the pairs by +-90 degrees.
+    A frame changed by pasting or rotate_deg gets its canvas made again by the vehicle's bev_canvas;
+    a quarter turn of a cached canvas is exact and free (turn_canvas); the others come from the cache."""
     from fmdrive.inference.pillars import bev_canvas
     out_f, out_c = [], []
     for slot, (i, j) in enumerate(pair_rows):
@@ -117,10 +121,31 @@ def pasted_pairs(pair_rows, frames, canvases, db, rng, share: float, per_class: 
         if rotate_deg > 0:
             angle = float(np.deg2rad(rng.uniform(-rotate_deg, rotate_deg)))
             a, b = rotate_frame(a, angle), rotate_frame(b, angle)
+        turn = 0
+        if quarter_turns > 0 and rng.random() < quarter_turns:
+            turn = 1 if rng.random() < 0.5 else -1
         for k, f in ((i, a), (j, b)):
+            canvas = canvases[k] if f is frames[k] else None
+            f = rotate_frame(f, turn * np.pi / 2) if turn else f
             out_f.append(f)
-            out_c.append(canvases[k] if f is frames[k] else bev_canvas(f.points, grid)[0])
+            if canvas is None:
+                canvas = bev_canvas(f.points, grid)[0]
+            elif turn:
+                canvas = turn_canvas(canvas, turn, grid)
+            out_c.append(canvas)
     return out_f, out_c
+
+
+def turn_canvas(canvas: np.ndarray, turn: int, grid) -> np.ndarray:
+    """A (F, ny, nx) BEV canvas as bev_canvas makes it for the points turned by turn * 90 degrees
+    about the sensor (turn = +1 or -1): exact on a square grid centred on the sensor, whose cells
+    map onto cells, for channels that do not depend on direction (counts and z statistics).
+    +90 degrees takes (x, y) to (-y, x): cell (iy, ix) goes to (ix, n - 1 - iy)."""
+    (x0, x1), (y0, y1) = grid.x_range_m, grid.y_range_m
+    if not (np.isclose(x0, -x1) and np.isclose(y0, -y1) and np.isclose(x0, y0) and grid.nx == grid.ny
+            and np.isclose(grid.voxel_size_m[0], grid.voxel_size_m[1])):
+        raise ValueError('a quarter turn of the canvas needs a square grid centred on the sensor')
+    return np.rot90(canvas, -turn, axes=(1, 2))
 
 
 def learning_rate(peak: float, step: int, total: int, warmup: float = 0.05) -> float:
@@ -218,7 +243,7 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
         for step in bar:
             sel = order[step * tc.batch_pairs:(step + 1) * tc.batch_pairs]
             b_frames, b_canvases = pasted_pairs(pairs[sel], frames, canvases, db, paste_rng, tc.gt_paste, paste, grid,
-                                               tc.rotate_deg)
+                                               tc.rotate_deg, tc.quarter_turns)
             x, batch = make_batch(range(len(b_frames)), b_frames, b_canvases, cfg, np.repeat(flips[sel], 2),
                                   np.repeat(row_starts[sel], 2), crop_rows)
             x = x.contiguous(memory_format=torch.channels_last)
