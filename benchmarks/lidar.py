@@ -97,12 +97,13 @@ def _quality(frames, fp32, int8, classical: bool) -> dict:
     s32, s8 = score_detections(d32, frames), score_detections(d8, frames)
     out = {'frames': len(frames), 'ap_fp32': s32['car_bev_ap50'], 'ap_int8': s8['car_bev_ap50'],
            'ap_per_class_fp32': s32['ap'], 'ap_per_class_int8': s8['ap'], 'recall_fp32': s32['recall'],
-           'recall_int8': s8['recall'], 'num_gt': s32['num_gt'], 'cosine_int8_vs_fp32': round(output_cosine(o8, o32), 5)}
+           'recall_int8': s8['recall'], 'precision_fp32': s32['precision'], 'num_gt': s32['num_gt'], 'cosine_int8_vs_fp32': round(output_cosine(o8, o32), 5)}
     if classical:
         dc, ms = classical_detections(frames)
         sc = score_detections(dc, frames)
         out.update({'ap_classical': sc['car_bev_ap50'], 'ap_per_class_classical': sc['ap'],
-                    'recall_classical': sc['recall'], 'classical_detect_ms_p50': round(float(np.median(ms)), 2)})
+                    'recall_classical': sc['recall'], 'precision_classical': sc['precision'],
+                    'classical_detect_ms_p50': round(float(np.median(ms)), 2)})
     return out
 
 
@@ -149,12 +150,12 @@ def measure(quick: bool = False, model_dir: str | None = None, scenes: int | Non
         q = _quality(test_frames(beams, m, scenes), fp32, int8, classical=True)
         out[f'beams{beams}'] = {k: q[k] for k in ('frames', 'ap_fp32', 'ap_int8', 'ap_classical', 'ap_per_class_fp32',
                                                   'ap_per_class_classical', 'recall_fp32', 'recall_classical',
-                                                  'cosine_int8_vs_fp32')}
+                                                  'precision_fp32', 'precision_classical', 'cosine_int8_vs_fp32')}
     out.update({
         'model': card.name, 'int8_variant': int8.describe()['networks']['model']['variant'],
         'setup': f'{scenes} test scenes (seeds 3030000+i, scenario kind i mod 9), first {n} frames at 5 Hz, '
                  f'32 beams (16/128: first {m}); BEV IoU 0.5, must-detect >= 5 points within 50 m; '
-                 'ap_* = car BEV AP@0.5; timing: network only, 1 thread, median',
+                 'ap_* = car BEV AP@0.5; recall/precision at the decoder threshold; timing: network only, 1 thread, median',
         'bench_seconds': round(time.perf_counter() - t_start, 1),
     })
     return out

@@ -123,6 +123,15 @@ def test_duplicate_detection_of_one_object_is_a_false_positive():
     assert m['ap']['car'] < 1.0
 
 
+def test_precision_at_the_operating_point_counts_false_positives_and_not_dont_cares():
+    gt = [frame(0, [car(10, 0), car(30, 5)], points=[100, 2])]              # the second: don't care
+    dets = [[car(10, 0), car(30, 5), car(40, -10), car(10, 0, label='pedestrian')]]
+    m = detection_metrics(dets, gt, classes=('car', 'pedestrian', 'cyclist'))
+    assert m['precision']['car'] == 0.5, 'one TP, one FP; the don\'t-care match is not scored'
+    assert m['precision']['pedestrian'] == 0.0, 'a car called a pedestrian is a pedestrian FP'
+    assert np.isnan(m['precision']['cyclist']), 'no cyclist detection: undefined'
+
+
 def test_box_below_iou_threshold_is_not_a_match():
     gt = [frame(0, [car(10, 0)])]
     assert average_precision([[car(12.5, 0)]], gt, 'car', iou_threshold=0.5) == 0.0

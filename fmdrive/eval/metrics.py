@@ -179,13 +179,17 @@ def average_precision(detections_per_frame, gt_frames, label: str, iou_threshold
 def detection_metrics(detections_per_frame, gt_frames, classes=CLASSES, iou_threshold: float = 0.5,
                       min_lidar_points: int = MIN_LIDAR_POINTS,
                       range_m: float = EVAL_RANGE_M) -> dict:
-    """{"ap": {class: AP or NaN}, "recall": {class: recall or NaN}, "num_gt": {class: int}}."""
-    out = {'ap': {}, 'recall': {}, 'num_gt': {}}
+    """{"ap": {class: AP or NaN}, "recall": {class: recall or NaN}, "precision": {class: precision
+    or NaN}, "num_gt": {class: int}}. Recall and precision are at the detector's operating point:
+    every detection given counts (a detector's own score threshold sets that point); precision is
+    NaN for a class with no scored detection (don't-care ones are not scored)."""
+    out = {'ap': {}, 'recall': {}, 'precision': {}, 'num_gt': {}}
     for label in classes:
         m = match_detections(detections_per_frame, gt_frames, label, iou_threshold,
                              min_lidar_points, range_m)
         out['ap'][label] = ap_from_match(m)
         out['recall'][label] = m.num_matched_gt / m.num_gt if m.num_gt else float('nan')
+        out['precision'][label] = float(m.tp.mean()) if len(m.tp) else float('nan')
         out['num_gt'][label] = m.num_gt
     return out
 
@@ -564,7 +568,7 @@ def eval_run(run_dir, progress: bool = True) -> dict:
 
     det = detection_metrics(det_frames, frames)
     detection = {'car_bev_ap50': det['ap']['car'], 'ap50': det['ap'], 'recall': det['recall'],
-                 'num_gt': det['num_gt'], 'frames': len(det_frames), 'source': 'lidar',
+                 'precision': det['precision'], 'num_gt': det['num_gt'], 'frames': len(det_frames), 'source': 'lidar',
                  'lidar_encoder': '+'.join(sorted(outputs.lidar_sources)) or None}
     if any('learned' in s for s in outputs.lidar_sources):
         # the learned path's figures next to the classical path's, on the very frames scored
@@ -572,7 +576,7 @@ def eval_run(run_dir, progress: bool = True) -> dict:
         base_at = classical_detections(run_dir / 'bag', answered, gt_stamps, progress=progress)
         base = detection_metrics([_to_odom(base_at.get(k, []), gt_frames[k].ego) for k in eval_k], frames)
         detection[BASELINE] = {'car_bev_ap50': base['ap']['car'], 'ap50': base['ap'], 'recall': base['recall'],
-                               'params': BASELINE_PARAMS}
+                               'precision': base['precision'], 'params': BASELINE_PARAMS}
     trk = id_switches(trk_frames, frames)
     scored_stamps = {gt_frames[k].stamp_ns for k in eval_k}
     plan = planning_metrics([p for p in outputs.plans

@@ -56,7 +56,8 @@ def score_detections(detections_base, frames) -> dict:
     det = detection_metrics(detections_base, [f.gt_frame() for f in frames])
     r4 = lambda d: {k: None if v != v else round(float(v), 4) for k, v in d.items()}  # noqa: E731
     return json_safe({'car_bev_ap50': None if det['ap']['car'] != det['ap']['car'] else round(det['ap']['car'], 4),
-                      'ap': r4(det['ap']), 'recall': r4(det['recall']), 'num_gt': det['num_gt'],
+                      'ap': r4(det['ap']), 'recall': r4(det['recall']), 'precision': r4(det['precision']),
+                      'num_gt': det['num_gt'],
                       'frames': len(frames)})
 
 
