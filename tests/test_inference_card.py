@@ -111,6 +111,14 @@ def test_an_int8_variant_without_calibration_is_refused(card_dir):
     refused(edit_card(card_dir, change), 'calibration')
 
 
+def test_float_nodes_of_the_calibration_must_be_node_names(card_dir):
+    def change(nodes):
+        return lambda d: d.update(calibration={'count': 2, 'source': 'test', 'method': 'minmax', 'float_nodes': nodes})
+    refused(edit_card(card_dir, change([1, 2])), 'calibration.float_nodes', 'node names')
+    assert load_card(edit_card(card_dir, change(['/heads/heatmap/Conv']))).calibration['float_nodes'] == \
+        ['/heads/heatmap/Conv']
+
+
 def test_a_convention_and_task_that_do_not_go_together_are_refused(card_dir):
     refused(edit_card(card_dir, lambda d: d.update(task='lidar_detector')), 'task', 'camera_detector')
 

@@ -109,9 +109,20 @@ def test_export_matches_torch_and_int8_variants_pass_the_card_checks(tiny_data, 
                 'train_config': {'epochs': 1, 'seed': 0}}, ckpt)
     out = export_lidar(ckpt, tmp_path / 'engine', tiny_data, log=lambda *_: None)
     assert max(out['max_abs_diff'].values()) < 1e-4
-    quantize_lidar(tmp_path / 'engine', tiny_data, calib_frames=4, methods=('minmax',), log=lambda *_: None)
+    res = quantize_lidar(tmp_path / 'engine', tiny_data, calib_frames=4, methods=('minmax',), log=lambda *_: None)
     card = load_card(tmp_path / 'engine')          # hashes, shapes, QDQ, symmetric int8_trt
     assert set(card.files) == {'fp32', 'int8_trt', 'int8_cpu'} and card.opset >= 17
+    # mixed precision tried too: the five small output heads and the sigmoid in float, not the embedding
+    import onnx
+    heads = res['comparison']['minmax+float_heads']['float_nodes']
+    assert len(heads) == 6 and not any('embedding' in h for h in heads)
+    assert card.calibration['float_nodes'] == res['float_nodes'] and res['float_nodes'] in ([], heads)
+    mixed = onnx.load(str(tiny_data / 'cache' / 'quantize' / 'int8_cpu_minmax_float_heads.onnx')).graph
+    weights = {i.name for i in mixed.initializer}
+    for node in mixed.node:
+        if node.name in heads and node.op_type == 'Conv':
+            assert node.input[1] in weights, f'{node.name} reads float weights, not a DequantizeLinear'
+    assert any(n.op_type == 'DequantizeLinear' for n in mixed.node), 'the rest is still INT8'
 
 
 def test_committed_lidar_model_has_a_valid_card():

@@ -339,11 +339,14 @@ def parse_card(data, card_path: Path) -> ModelCard:
     calibration = None
     cal = r.child('calibration', required=False)
     if cal is not None:
-        cal.check_keys(('frames', 'count', 'source', 'method', 'cache'))
+        cal.check_keys(('frames', 'count', 'source', 'method', 'cache', 'float_nodes'))
         calibration = {'frames': _file(cal.child('frames'), card_path.parent) if 'frames' in cal.data else None,
                        'count': cal.get('count', int), 'source': cal.get('source', str),
                        'method': cal.get('method', str, choices=CALIBRATION_METHODS + (DYNAMIC_QUANTIZATION,)),
-                       'cache': card_path.parent / cal.get('cache', str, 'calibration.cache')}
+                       'cache': card_path.parent / cal.get('cache', str, 'calibration.cache'),
+                       'float_nodes': cal.get('float_nodes', list, [])}
+        if not all(isinstance(n, str) for n in calibration['float_nodes']):
+            cal.fail(f'must be node names (strings), got {calibration["float_nodes"]!r}', 'float_nodes')
         dynamic = calibration['method'] == DYNAMIC_QUANTIZATION
         if calibration['count'] < (0 if dynamic else 1):
             cal.fail('must be >= 1', 'count')

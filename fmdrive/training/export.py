@@ -11,6 +11,9 @@ INT8 (onnxruntime.quantization.quantize_static, QuantFormat.QDQ, per-channel wei
   into QLinearConv).
 Each calibration method (minmax, entropy, percentile) is run on the same train frames and scored by
 BEV AP on val frames; the best one is kept and the comparison printed (and written to the card).
+The best method is then tried with the small output heads left in float (mixed precision: scores and
+box regressions, not the embedding); that is kept only if val AP says it is better
+(card: calibration.float_nodes).
 """
 from __future__ import annotations
 
@@ -164,10 +167,29 @@ def _method(name: str):
             'percentile': CalibrationMethod.Percentile}[name]
 
 
+def output_head_nodes(fp32_path, skip=('embedding',)) -> list[str]:
+    """Names of the nodes that make the graph's outputs (a final Sigmoid and the conv before it),
+    but not those of `skip`: the small 1x1 output layers, which mixed-precision deployments keep in
+    float (their outputs are scores and box regressions read at a few peaks)."""
+    import onnx
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    names = []
+    for out in graph.output:
+        node = producer.get(out.name)
+        if out.name in skip or node is None:
+            continue
+        names.append(node.name)
+        if node.op_type == 'Sigmoid' and node.input[0] in producer:
+            names.append(producer[node.input[0]].name)
+    return names
+
+
 def quantize_variant(fp32_path, out_path, variant: str, method: str, canvases, cache_path=None,
-                     input_name: str = 'bev'):
-    """One QDQ variant (int8_trt or int8_cpu) calibrated with `method` on canvases. The ranges are
-    cached in cache_path (JSON), shared by the two variants of one method."""
+                     input_name: str = 'bev', float_nodes=()):
+    """One QDQ variant (int8_trt or int8_cpu) calibrated with `method` on canvases; float_nodes are
+    left unquantised. The ranges are cached in cache_path (JSON), shared by the two variants of one
+    method."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     if variant == 'int8_trt':
         kwargs = dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -182,7 +204,7 @@ def quantize_variant(fp32_path, out_path, variant: str, method: str, canvases, c
     # onnxruntime's option is named for min-max but makes every calibrator collect chunk by chunk
     kwargs['extra_options']['CalibStridedMinMax'] = calibration_chunk(len(canvases))
     quantize_static(str(_preprocessed(fp32_path)), str(out_path), CanvasReader(canvases, input_name), quant_format=QuantFormat.QDQ,
-                    per_channel=True, calibrate_method=_method(method),
+                    per_channel=True, calibrate_method=_method(method), nodes_to_exclude=list(float_nodes),
                     calibration_cache_path=None if cache_path is None else str(cache_path), **kwargs)
 
 
@@ -333,36 +355,52 @@ def quantize_lidar(model_dir, data_dir, calib_frames: int = 256, methods=CALIBRA
     work = Path(data_dir) / 'cache' / 'quantize'
     work.mkdir(parents=True, exist_ok=True)
     comparison = {}
-    for method in methods:
+    heads = output_head_nodes(model_dir / 'fp32.onnx')
+
+    def run(method: str, float_nodes=(), tag: str = '') -> dict:
         t0 = time.perf_counter()
         cache = work / f'ranges_{method}_{sha256(model_dir / "fp32.onnx")[:10]}_{len(calib)}.json'
         row = {}
         for variant in ('int8_cpu', 'int8_trt'):
-            path = work / f'{variant}_{method}.onnx'
-            quantize_variant(model_dir / 'fp32.onnx', path, variant, method, calib, cache)
+            path = work / f'{variant}_{method}{tag}.onnx'
+            quantize_variant(model_dir / 'fp32.onnx', path, variant, method, calib, cache, float_nodes=float_nodes)
             outs = ort_outputs(ort_session(path), val_canvases)
             ap = ap_of_outputs(outs, val_frames, card)
             row[variant] = {'car_ap50': ap['car_bev_ap50'], 'map': _map(ap), 'cosine': round(output_cosine(outs, fp32), 5)}
         row['seconds'] = round(time.perf_counter() - t0, 1)
-        comparison[method] = row
-        log(f'calibration {method:10s}: ' + '  '.join(f'{v} car AP {row[v]["car_ap50"]} mAP {row[v]["map"]} cosine '
-                                                      f'{row[v]["cosine"]}' for v in ('int8_cpu', 'int8_trt'))
-            + f'  ({row["seconds"]} s)')
-    best = max(comparison, key=lambda m: (comparison[m]['int8_cpu']['map'], comparison[m]['int8_trt']['map']))
-    log(f'val fp32: car AP {ap_fp32["car_bev_ap50"]} mAP {_map(ap_fp32)}; kept calibration method: {best}')
+        log(f'calibration {method + tag:18s}: ' + '  '.join(
+            f'{v} car AP {row[v]["car_ap50"]} mAP {row[v]["map"]} cosine {row[v]["cosine"]}'
+            for v in ('int8_cpu', 'int8_trt')) + f'  ({row["seconds"]} s)')
+        return row
+
+    rank = lambda row: (row['int8_cpu']['map'], row['int8_trt']['map'])  # noqa: E731
+    for method in methods:
+        comparison[method] = run(method)
+    best = max(comparison, key=lambda m: rank(comparison[m]))
+    # then the best method with the output heads in float (mixed precision), kept if val says so
+    float_nodes, tag = [], ''
+    if heads:
+        key = f'{best}+float_heads'
+        comparison[key] = {**run(best, heads, '_float_heads'), 'float_nodes': heads}
+        if rank(comparison[key]) > rank(comparison[best]):
+            float_nodes, tag = heads, '_float_heads'
+    log(f'val fp32: car AP {ap_fp32["car_bev_ap50"]} mAP {_map(ap_fp32)}; kept calibration method: {best}'
+        + (f' with {len(float_nodes)} output-head nodes in float' if float_nodes else ''))
     for variant in ('int8_cpu', 'int8_trt'):
-        shutil.copyfile(work / f'{variant}_{best}.onnx', model_dir / f'{variant}.onnx')
+        shutil.copyfile(work / f'{variant}_{best}{tag}.onnx', model_dir / f'{variant}.onnx')
     card_yaml['files'] = {v: {'model': {'path': f'{v}.onnx', 'sha256': sha256(model_dir / f'{v}.onnx')}}
                           for v in ('fp32', 'int8_trt', 'int8_cpu')}
     card_yaml['calibration'] = {
         'source': f'{len(calib)} evenly spaced frames of the train split of {Path(data_dir).name} '
                   f'(fmdrive train dataset, train seed 101; BEV canvases from pillars.bev_canvas)',
         'count': int(len(calib)), 'method': best}
+    if float_nodes:
+        card_yaml['calibration']['float_nodes'] = list(float_nodes)
     metrics = dict(card_yaml.get('metrics', {}))
     metrics.update({'val_ap_fp32': ap_fp32['ap'], 'val_map_fp32': _map(ap_fp32), 'calibration_comparison': comparison})
     card_yaml['metrics'] = metrics
     write_card(card_yaml, model_dir)
-    return {'best_method': best, 'comparison': comparison, 'val_fp32': ap_fp32}
+    return {'best_method': best, 'float_nodes': list(float_nodes), 'comparison': comparison, 'val_fp32': ap_fp32}
 
 
 def _map(ap: dict) -> float:
