@@ -265,3 +265,24 @@ def test_a_quarter_turn_of_the_cached_canvas_is_the_canvas_of_the_turned_points(
         assert (np.abs(bev_canvas(f.points, grid)[0] - c).max(0) > 1e-5).mean() < 0.01, 'canvas matches the frame'
     same_f, same_c = pasted_pairs([(0, 1)], frames, canvases, None, np.random.default_rng(0), 0.0, {}, grid)
     assert same_f[0] is frames[0] and same_c[0] is canvases[0], 'off by default: the cache is used as is'
+
+
+def test_axis_rotation_loss_learns_the_axis_where_front_and_back_look_alike():
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.training.lidar_model import rotation_loss
+    # a crossing car, +90 or -90 degrees with equal odds: targets (sin, cos) = (1, 0) and (-1, 0)
+    targets = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    on_axis = torch.tensor([[1.0, 0.0], [1.0, 0.0]])       # a box along the car (direction a guess)
+    average = torch.zeros(2, 2)                            # (0, 0): no heading at all
+    along_road = torch.tensor([[0.0, 1.0], [0.0, 1.0]])    # the road's heading: BEV IoU 0.25
+    plain = [float(rotation_loss(p, targets, 'l1')) for p in (on_axis, average, along_road)]
+    assert plain[0] == pytest.approx(plain[1]), \
+        'plain L1 is flat from the axis to (0, 0), whose heading any small bias (the road) then decides'
+    axis = [float(rotation_loss(p, targets, 'axis')) for p in (on_axis, average, along_road)]
+    assert axis[0] < 0.25 * min(axis[1], axis[2]), 'axis: the car\'s axis is far the cheapest'
+    one = torch.tensor([[0.6, 0.8]])
+    assert float(rotation_loss(one, one, 'axis')) == pytest.approx(0.0)
+    assert float(rotation_loss(one, one, 'l1')) == pytest.approx(0.0)
+    assert float(rotation_loss(-one, one, 'axis')) < float(rotation_loss(-one, one, 'l1')), 'a reversed box costs little'
+    with pytest.raises(ValueError, match='unknown rotation loss'):
+        rotation_loss(one, one, 'l2')

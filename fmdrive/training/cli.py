@@ -74,6 +74,11 @@ def cmd_train(args):
             from fmdrive.cli import UsageError
             raise UsageError('--rotate-deg is an angle in [0, 180] degrees (train lidar only)')
         tc.rotate_deg = args.rotate_deg
+    if args.rot_loss is not None:
+        if args.model != 'lidar':
+            from fmdrive.cli import UsageError
+            raise UsageError('--rot-loss is for train lidar only')
+        tc.rot_loss = args.rot_loss
     if args.quarter_turns is not None:
         if args.model != 'lidar' or not 0.0 <= args.quarter_turns <= 1.0:
             from fmdrive.cli import UsageError
@@ -115,6 +120,9 @@ def add_train_arguments(p):
                         '(ground-truth sampling; default 0.5, 0 = off)')
     p.add_argument('--rotate-deg', type=float, default=None,
                    help='lidar: turn each training pair about the sensor by a random angle within +-this (default 0)')
+    p.add_argument('--rot-loss', choices=('l1', 'axis'), default=None,
+                   help="lidar: L1 on the heading's sin/cos as labelled (l1, default) or up to its reverse "
+                        "first (axis: a crossing car's front and back look alike)")
     p.add_argument('--quarter-turns', type=float, default=None,
                    help='lidar: share of training pairs turned about the sensor by +-90 degrees, so crossing '
                         'traffic is common (free: the cached canvas is turned; default 0)')

@@ -52,6 +52,7 @@ class TrainConfig:
     paste_cyclists: int = 2           # at most this many per pasted pair
     paste_pedestrians: int = 2
     rotate_deg: float = 0.0           # global rotation of both frames of a pair, uniform in +-this (0 = off)
+    rot_loss: str = 'l1'              # 'axis': heading up to its reverse first (lidar_model.rotation_loss)
     quarter_turns: float = 0.0        # share of pairs turned about the sensor by +-90 degrees (sign at random):
                                       # crossing traffic for the yaw head at no cost, since a quarter turn of
                                       # the square grid centred on the sensor is a transpose of the cached canvas
@@ -249,7 +250,7 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
             x = x.contiguous(memory_format=torch.channels_last)
             for group in opt.param_groups:
                 group['lr'] = learning_rate(tc.lr, epoch * steps_per_epoch + step, total_steps)
-            loss, parts = centerpoint_loss(model(x), batch)
+            loss, parts = centerpoint_loss(model(x), batch, rot_loss=tc.rot_loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
