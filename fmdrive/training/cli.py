@@ -122,7 +122,7 @@ def add_train_arguments(p):
                    help='lidar: turn each training pair about the sensor by a random angle within +-this (default 0)')
     p.add_argument('--rot-loss', choices=('l1', 'axis'), default=None,
                    help="lidar: L1 on the heading's sin/cos as labelled (l1, default) or up to its reverse "
-                        "first (axis: a crossing car's front and back look alike)")
+                        "first (axis: front and back of a far car look alike; see lidar_model.rotation_loss)")
     p.add_argument('--quarter-turns', type=float, default=None,
                    help='lidar: share of training pairs turned about the sensor by +-90 degrees, so crossing '
                         'traffic is common (free: the cached canvas is turned; default 0)')

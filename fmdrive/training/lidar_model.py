@@ -244,10 +244,12 @@ def rotation_loss(pred: torch.Tensor, target: torch.Tensor, mode: str = 'l1') ->
     """L1 on (sin, cos) of the yaw. 'l1': against the heading as labelled. 'axis': against the
     labelled heading or its reverse, whichever is nearer, plus DIRECTION_WEIGHT x the plain term.
     Where the shape cannot tell front from back (a car crossing at 40 m: +90 or -90 degrees are
-    equally likely), plain L1 is minimised by the average of the two, (0, 0) -- a box turned
-    anywhere, in practice the road's heading (the crossing cars were missed at BEV IoU 0.25);
-    with 'axis' the box's axis is learned first and the direction where the context tells it
-    (BEV IoU does not depend on the direction; SECOND's sine-error loss has the same aim)."""
+    equally likely), plain L1 is as low at the average of the two, (0, 0), as at either; with
+    'axis' the box's axis is cheapest and the direction is learned where the context tells it
+    (BEV IoU does not depend on the direction; SECOND's sine-error loss has the same aim).
+    Measured (2026-12-03, runs/lidar5): this did NOT cure the crossing cars the models miss (0 of
+    107 found on the full test; the rotation head still gives the road's heading at their cells,
+    on training frames too), so the cause lies elsewhere; 'l1' stays the default."""
     plain = (pred - target).abs().sum(1)
     if mode == 'l1':
         return plain.mean() / 2
