@@ -238,12 +238,12 @@ def test_global_rotation_turns_points_boxes_and_headings_together():
 def test_a_quarter_turn_of_the_cached_canvas_is_the_canvas_of_the_turned_points():
     import dataclasses
 
+    from fmdrive.inference.card import BevGrid
     from fmdrive.inference.pillars import bev_canvas
     from fmdrive.sim import SCENARIO_KINDS
-    from fmdrive.training.lidar_augment import rotate_frame
-    from fmdrive.training.lidar_model import LidarConfig
-    from fmdrive.training.train_lidar import pasted_pairs, turn_canvas
-    grid = LidarConfig().bev_grid()
+    from fmdrive.training.lidar_augment import rotate_frame, turn_canvas
+    grid = BevGrid((-51.2, 51.2), (-51.2, 51.2), (-3.0, 5.0), (0.4, 0.4, 8.0), 2,
+                   bev_features=('log_count', 'z_max', 'z_min', 'z_mean'))     # the LiDAR encoder's grid
     frames = _frames('train', SCENARIO_KINDS.index('intersection'))[:2]
     canvases = [bev_canvas(f.points, grid)[0] for f in frames]
     # a point right on a cell edge goes to the cell above it ([min, max)), so after a turn to the
@@ -255,6 +255,17 @@ def test_a_quarter_turn_of_the_cached_canvas_is_the_canvas_of_the_turned_points(
         turned = turn_canvas(bev_canvas(inner.points, grid)[0], turn, grid)
         np.testing.assert_allclose(turned, made, atol=1e-5)
         assert not np.allclose(turned, canvases[0]), 'the canvas did turn'
+
+
+def test_quarter_turned_pairs_turn_frames_and_cached_canvases_alike():
+    pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.inference.pillars import bev_canvas
+    from fmdrive.sim import SCENARIO_KINDS
+    from fmdrive.training.lidar_model import LidarConfig
+    from fmdrive.training.train_lidar import pasted_pairs
+    grid = LidarConfig().bev_grid()
+    frames = _frames('train', SCENARIO_KINDS.index('intersection'))[:2]
+    canvases = [bev_canvas(f.points, grid)[0] for f in frames]
     out_f, out_c = pasted_pairs([(0, 1)], frames, canvases, None, np.random.default_rng(0), 0.0, {}, grid,
                                 quarter_turns=1.0)
     from fmdrive.geometry import wrap_angle
