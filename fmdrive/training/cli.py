@@ -64,28 +64,25 @@ def cmd_train(args):
                      threads=args.threads, max_scenes=args.max_scenes, tiny=args.tiny)
     if args.batch_pairs:
         tc.batch_pairs = args.batch_pairs
-    if args.gt_paste is not None:
-        if args.model != 'lidar' or not 0.0 <= args.gt_paste <= 1.0:
+    for name, bounds, message in LIDAR_OPTIONS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if args.model != 'lidar' or (bounds is not None and not bounds[0] <= value <= bounds[1]):
             from fmdrive.cli import UsageError
-            raise UsageError('--gt-paste is a share in [0, 1] of the LiDAR training pairs (train lidar only)')
-        tc.gt_paste = args.gt_paste
-    if args.rotate_deg is not None:
-        if args.model != 'lidar' or not 0.0 <= args.rotate_deg <= 180.0:
-            from fmdrive.cli import UsageError
-            raise UsageError('--rotate-deg is an angle in [0, 180] degrees (train lidar only)')
-        tc.rotate_deg = args.rotate_deg
-    if args.rot_loss is not None:
-        if args.model != 'lidar':
-            from fmdrive.cli import UsageError
-            raise UsageError('--rot-loss is for train lidar only')
-        tc.rot_loss = args.rot_loss
-    if args.quarter_turns is not None:
-        if args.model != 'lidar' or not 0.0 <= args.quarter_turns <= 1.0:
-            from fmdrive.cli import UsageError
-            raise UsageError('--quarter-turns is a share in [0, 1] of the LiDAR training pairs (train lidar only)')
-        tc.quarter_turns = args.quarter_turns
+            raise UsageError(message)
+        setattr(tc, name, value)
     print(json.dumps(train(tc, resume=args.resume, progress=not args.no_progress)))
     return 0
+
+
+# train lidar's own options: (attribute of args and TrainConfig, allowed range or None, the refusal)
+LIDAR_OPTIONS = (
+    ('gt_paste', (0.0, 1.0), '--gt-paste is a share in [0, 1] of the LiDAR training pairs (train lidar only)'),
+    ('rotate_deg', (0.0, 180.0), '--rotate-deg is an angle in [0, 180] degrees (train lidar only)'),
+    ('rot_loss', None, '--rot-loss is for train lidar only'),
+    ('quarter_turns', (0.0, 1.0), '--quarter-turns is a share in [0, 1] of the LiDAR training pairs (train lidar only)'),
+)
 
 
 def add_train_arguments(p):
