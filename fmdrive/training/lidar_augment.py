@@ -195,11 +195,11 @@ def rotate_frame(frame, angle: float):
 
 def turn_canvas(canvas: np.ndarray, turn: int, grid) -> np.ndarray:
     """A (F, ny, nx) BEV canvas as bev_canvas makes it for the points turned by turn * 90 degrees
-    about the sensor (turn = +1 or -1): exact on a square grid centred on the sensor, whose cells
+    about the grid's centre, base_link (turn = +1 or -1): exact on a square grid centred there, whose cells
     map onto cells, for channels that do not depend on direction (counts and z statistics).
     +90 degrees takes (x, y) to (-y, x): cell (iy, ix) goes to (ix, n - 1 - iy)."""
     (x0, x1), (y0, y1) = grid.x_range_m, grid.y_range_m
     if not (np.isclose(x0, -x1) and np.isclose(y0, -y1) and np.isclose(x0, y0) and grid.nx == grid.ny
             and np.isclose(grid.voxel_size_m[0], grid.voxel_size_m[1])):
-        raise ValueError('a quarter turn of the canvas needs a square grid centred on the sensor')
+        raise ValueError('a quarter turn of the canvas needs a square grid centred on base_link')
     return np.rot90(canvas, -turn, axes=(1, 2))

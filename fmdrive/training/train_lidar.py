@@ -53,9 +53,9 @@ class TrainConfig:
     paste_pedestrians: int = 2
     rotate_deg: float = 0.0           # global rotation of both frames of a pair, uniform in +-this (0 = off)
     rot_loss: str = 'l1'              # 'axis': heading up to its reverse first (lidar_model.rotation_loss)
-    quarter_turns: float = 0.0        # share of pairs turned about the sensor by +-90 degrees (sign at random):
-                                      # crossing traffic for the yaw head at no cost, since a quarter turn of
-                                      # the square grid centred on the sensor is a transpose of the cached canvas
+    quarter_turns: float = 0.0        # share of pairs turned about base_link by +-90 degrees (sign at random):
+                                      # crossing traffic at no cost, since on the square grid centred on
+                                      # base_link a quarter turn is an np.rot90 of the cached canvas
 
 
 def seed_everything(seed: int):
