@@ -377,10 +377,9 @@ def quantize_lidar(model_dir, data_dir, calib_frames: int = 256, methods=CALIBRA
             for v in ('int8_cpu', 'int8_trt')) + f'  ({row["seconds"]} s)')
         return row
 
-    rank = lambda row: (row['int8_cpu']['map'], row['int8_trt']['map'])  # noqa: E731
     for method in methods:
         comparison[method] = run(method)
-    best = max(comparison, key=lambda m: rank(comparison[m]))
+    best = max(comparison, key=lambda m: (comparison[m]['int8_cpu']['map'], comparison[m]['int8_trt']['map']))
     # then the best method with the output heads in float (mixed precision), kept if val says it pays
     float_nodes, tag = [], ''
     if heads:
