@@ -297,3 +297,48 @@ def test_axis_rotation_loss_learns_the_axis_where_front_and_back_look_alike():
     assert float(rotation_loss(-one, one, 'axis')) < float(rotation_loss(-one, one, 'l1')), 'a reversed box costs little'
     with pytest.raises(ValueError, match='unknown rotation loss'):
         rotation_loss(one, one, 'l2')
+
+
+def _boxes_frame(scene, labels, yaws, centers, lidar_points):
+    from fmdrive.training.dataset import Frame
+    n = len(labels)
+    return Frame(points=np.zeros((0, 4), np.float32), image=None, centers=np.asarray(centers, np.float32),
+                 sizes=np.tile(np.float32([4.5, 1.8, 1.5]), (n, 1)), yaws=np.asarray(yaws, np.float32),
+                 labels=np.asarray(labels, np.int64), ids=np.arange(n), lidar_points=np.asarray(lidar_points),
+                 boxes2d=np.full((n, 4), np.nan, np.float32), camera_pixels=np.zeros(n), scene=scene)
+
+
+def test_pairs_with_crossing_cars_or_cyclists_are_drawn_by_their_weights():
+    pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.training.lidar_model import LidarConfig
+    from fmdrive.training.train_lidar import frame_pairs, pair_weights
+    car, cyclist = config.CLASSES.index('car'), config.CLASSES.index('cyclist')
+    along = _boxes_frame('a', [car], [0.1], [[20, 3, 0.8]], [50])
+    crossing = _boxes_frame('b', [car], [np.pi / 2], [[30, 0, 0.8]], [50])
+    unseen = _boxes_frame('c', [car], [-np.pi / 2], [[30, 0, 0.8]], [3])        # < 5 returns: not a target
+    off_grid = _boxes_frame('d', [car], [np.pi / 2], [[60, 0, 0.8]], [50])      # beyond the 51.2 m grid
+    rider = _boxes_frame('e', [cyclist], [0.0], [[10, 2, 0.8]], [50])
+    frames = [f for f in (along, crossing, unseen, off_grid, rider) for _ in range(2)]
+    pairs = frame_pairs(frames)
+    grid = LidarConfig().bev_grid()
+    assert np.allclose(pair_weights(pairs, frames, grid), 0.2)
+    w = pair_weights(pairs, frames, grid, rare_class_weight=3.0, crossing_weight=4.0)
+    assert np.allclose(w * 10, [1, 4, 1, 1, 3])
+
+
+@pytest.mark.parametrize('option, value', [('--crossing-weight', '0.5'), ('--quarter-turns', '1.5'),
+                                           ('--gt-paste', '-0.1'), ('--rotate-deg', '270')])
+def test_train_lidar_refuses_out_of_range_options_with_one_line(option, value, capsys, tmp_path):
+    pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.cli import main
+    assert main(['train', 'lidar', '--data', str(tmp_path), '--out', str(tmp_path / 'run'), option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('fmdrive train: error: ' + option) and '\n' not in err
+    assert not (tmp_path / 'run').exists()
+
+
+def test_lidar_only_training_options_are_refused_for_the_camera(capsys, tmp_path):
+    pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.cli import main
+    assert main(['train', 'camera', '--data', str(tmp_path), '--crossing-weight', '4']) == 2
+    assert 'train lidar only' in capsys.readouterr().err

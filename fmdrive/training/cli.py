@@ -82,6 +82,7 @@ LIDAR_OPTIONS = (
     ('rotate_deg', (0.0, 180.0), '--rotate-deg is an angle in [0, 180] degrees (train lidar only)'),
     ('rot_loss', None, '--rot-loss is for train lidar only'),
     ('quarter_turns', (0.0, 1.0), '--quarter-turns is a share in [0, 1] of the LiDAR training pairs (train lidar only)'),
+    ('crossing_weight', (1.0, 100.0), '--crossing-weight is a sampling weight in [1, 100] (train lidar only)'),
 )
 
 
@@ -123,6 +124,9 @@ def add_train_arguments(p):
     p.add_argument('--quarter-turns', type=float, default=None,
                    help='lidar: share of training pairs turned about the sensor by +-90 degrees, so crossing '
                         'traffic is common (free: the cached canvas is turned; default 0)')
+    p.add_argument('--crossing-weight', type=float, default=None,
+                   help='lidar: pairs showing a car turned > 45 degrees from the vehicle (crossing traffic) '
+                        'are drawn this much more often (default 1)')
     p.add_argument('--patience', type=int, default=3, help='early stop after this many epochs without progress')
     p.add_argument('--max-minutes', type=float, default=45.0, help='stop after the epoch that passes this')
     p.add_argument('--threads', type=int, default=2)

@@ -321,7 +321,7 @@ def _training_section(tc: dict) -> dict:
            f"--epochs {tc.get('epochs')} --seed {tc.get('seed')} --patience {tc.get('patience')} "
            f"--max-minutes {tc.get('max_minutes')} --gt-paste {tc.get('gt_paste', 0.0)} "
            f"--rotate-deg {tc.get('rotate_deg', 0.0)} --quarter-turns {tc.get('quarter_turns', 0.0)} "
-           f"--rot-loss {tc.get('rot_loss', 'l1')}")
+           f"--rot-loss {tc.get('rot_loss', 'l1')} --crossing-weight {tc.get('crossing_weight', 1.0)}")
     return {'command': cmd, 'data_seed': SPLIT_SEEDS['train'],
             'data': dataset_command(data) + f" (train split seeds {SPLIT_SEEDS['train']}, val {SPLIT_SEEDS['val']}, "
                     f"test {SPLIT_SEEDS['test']}; domain-randomised, see fmdrive/training/dataset.py)",

@@ -56,6 +56,9 @@ class TrainConfig:
     quarter_turns: float = 0.0        # share of pairs turned about base_link by +-90 degrees (sign at random):
                                       # crossing traffic at no cost, since on the square grid centred on
                                       # base_link a quarter turn is an np.rot90 of the cached canvas
+    crossing_weight: float = 1.0      # pairs showing a car turned > 45 degrees from the vehicle's heading
+                                      # (crossing traffic: 6 % of the training cars) are drawn this much
+                                      # more often; the rotation head learns them only with more exposure
 
 
 def seed_everything(seed: int):
@@ -71,6 +74,33 @@ def frame_pairs(frames) -> np.ndarray:
         if frames[i].scene == frames[i + 1].scene and (not pairs or pairs[-1][1] < i):
             pairs.append((i, i + 1))
     return np.asarray(pairs, np.int64).reshape(-1, 2)
+
+
+CROSSING_SIN = math.sin(math.radians(45))
+
+
+def pair_weights(pairs, frames, grid, rare_class_weight: float = 1.0, crossing_weight: float = 1.0) -> np.ndarray:
+    """Sampling probability of each pair (sums to 1): rare_class_weight if a frame of it shows a cyclist,
+    times crossing_weight if one shows a car turned more than 45 degrees from the vehicle's heading
+    (both: >= 5 LiDAR returns; crossing cars also on the grid, where they are targets)."""
+    rare, car = config.CLASSES.index('cyclist'), config.CLASSES.index('car')
+    (x0, x1), (y0, y1) = grid.x_range_m, grid.y_range_m
+
+    def shows(f, crossing: bool) -> bool:
+        seen = f.lidar_points >= 5
+        if not crossing:
+            return bool((seen & (f.labels == rare)).any())
+        c = f.centers
+        inside = (c[:, 0] >= x0) & (c[:, 0] < x1) & (c[:, 1] >= y0) & (c[:, 1] < y1)
+        return bool((seen & inside & (f.labels == car) & (np.abs(np.sin(f.yaws)) > CROSSING_SIN)).any())
+
+    w = np.ones(len(pairs))
+    for k, p in enumerate(pairs):
+        if rare_class_weight != 1.0 and any(shows(frames[i], False) for i in p):
+            w[k] *= rare_class_weight
+        if crossing_weight != 1.0 and any(shows(frames[i], True) for i in p):
+            w[k] *= crossing_weight
+    return w / w.sum()
 
 
 def make_batch(indices, frames, canvases, cfg: LidarConfig, flips, row_starts=None,
@@ -194,11 +224,7 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
     model = LidarCenterPoint(cfg).to(memory_format=torch.channels_last)   # faster convs on the CPU
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = math.ceil(len(pairs) / tc.batch_pairs)
-    rare = config.CLASSES.index('cyclist')
-    shows_rare = np.array([any(((frames[i].labels == rare) & (frames[i].lidar_points >= 5)).any() for i in p)
-                           for p in pairs])
-    pair_weights = np.where(shows_rare, tc.rare_class_weight, 1.0)
-    pair_weights /= pair_weights.sum()
+    weights = pair_weights(pairs, frames, grid, tc.rare_class_weight, tc.crossing_weight)
     total_steps = max(1, tc.epochs * steps_per_epoch)
     start_epoch, best, history, spent_s = 0, -1.0, [], 0.0
     last = out / 'last.pt'
@@ -217,7 +243,8 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
     for epoch in range(start_epoch, tc.epochs):
         t_epoch = time.perf_counter()
         rng = np.random.default_rng([tc.seed, epoch])          # the epoch's order, also after a resume
-        order = rng.choice(len(pairs), len(pairs), replace=tc.rare_class_weight != 1.0, p=pair_weights)
+        order = rng.choice(len(pairs), len(pairs), p=weights,
+                           replace=tc.rare_class_weight != 1.0 or tc.crossing_weight != 1.0)
         flips = rng.random(len(pairs)) < 0.5
         paste_rng = np.random.default_rng([tc.seed, epoch, 1])
         # crops start on multiples of the network's total stride (8), centred on the road +- 8 rows x 8
