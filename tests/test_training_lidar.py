@@ -342,3 +342,32 @@ def test_lidar_only_training_options_are_refused_for_the_camera(capsys, tmp_path
     from fmdrive.cli import main
     assert main(['train', 'camera', '--data', str(tmp_path), '--crossing-weight', '4']) == 2
     assert 'train lidar only' in capsys.readouterr().err
+
+
+def test_the_export_turns_the_necks_transposed_convs_into_1x1_convs_and_a_pixel_shuffle_exactly():
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    import copy
+
+    import torch.nn as nn
+
+    from fmdrive.training.export import fold_batchnorm, transposed_to_pixel_shuffle
+    from fmdrive.training.lidar_model import LidarCenterPoint
+    from fmdrive.training.train_lidar import tiny_config
+    torch.manual_seed(0)
+    model = LidarCenterPoint(tiny_config())
+    for m in model.modules():                       # BN statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.rand(1, 4, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        folded = fold_batchnorm(copy.deepcopy(model))
+        rewritten = transposed_to_pixel_shuffle(fold_batchnorm(copy.deepcopy(model)))
+        got = rewritten(x)
+    assert any(isinstance(m, nn.ConvTranspose2d) for m in folded.modules())
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in rewritten.modules())
+    assert sum(isinstance(m, nn.PixelShuffle) for m in rewritten.modules()) == 2      # strides 4 and 8
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
