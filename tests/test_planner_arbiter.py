@@ -142,6 +142,37 @@ def test_a_primary_that_raises_falls_back_and_says_why():
     assert out.status == 'fallback: primary failed: RuntimeError: model file missing'
 
 
+class StaysStopped:
+    """Creeps on at the ego's speed: a language model that continues what the ego does."""
+    source = 'llm'
+
+    def plan(self, scene, instruction='', budget_ms=None):
+        from fmdrive.objects import Plan
+        t = np.arange(1, 7) * 0.5
+        v = scene.ego.speed_mps
+        return PlanResult(Plan(scene.stamp_ns, np.c_[v * t, np.zeros(6), np.zeros(6)], t, np.full(6, v),
+                               source='llm'), 1, {}, 'ok')
+
+
+def test_a_primary_that_stays_stopped_on_a_clear_road_gives_way_to_the_classical_plan():
+    clear = scene(speed=0.5)
+    arbiter = Arbiter(ClassicalPlanner(), StaysStopped(), deadline_ms=AMPLE_MS, stall_margin_m=5.0)
+    out = arbiter.plan(clear)
+    assert out.source == 'fallback' and out.status.startswith('fallback: primary stalls: 1.2 m in 2.5 s where')
+    assert out.safety.ok and out.plan.speeds_mps[-1] > 3.0          # the classical plan pulls away
+    # off (0), the same stalled plan goes out: the margin alone decides
+    off = Arbiter(ClassicalPlanner(), StaysStopped(), deadline_ms=AMPLE_MS).plan(clear)
+    assert off.source == 'llm' and off.status == 'primary'
+
+
+def test_a_primary_that_stops_where_the_classical_planner_also_stops_is_kept():
+    blocked = scene([stopped_car(8.0)], speed=0.5)       # a stopped car just ahead: nobody drives on
+    out = Arbiter(ClassicalPlanner(), StaysStopped(), deadline_ms=AMPLE_MS, stall_margin_m=5.0).plan(blocked)
+    assert out.source == 'llm' and out.status == 'primary'
+    with pytest.raises(ValueError, match='stall_margin_m'):
+        Arbiter(ClassicalPlanner(), StaysStopped(), stall_margin_m=float('nan'))
+
+
 def test_the_fallback_instance_cannot_also_be_the_primary_and_a_non_planner_is_refused():
     planner = ClassicalPlanner()
     with pytest.raises(ValueError, match='must not be the fallback'):
@@ -161,6 +192,7 @@ def test_the_node_parameters_build_the_arbiter_the_node_runs():
     arbiter = Arbiter.from_node_params(config.node_params('planner'))
     assert arbiter.deadline_ms == config.node_params('planner')['deadline_ms']
     assert arbiter.primary is None and arbiter.fallback_budget_ms == FALLBACK_BUDGET_MS
+    assert arbiter.stall_margin_m == config.node_params('planner')['stall_margin_m'] > 0
     assert arbiter.limits is arbiter.fallback.params
 
 

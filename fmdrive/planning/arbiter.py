@@ -12,6 +12,12 @@ fallback. The planner node, fmdrive.offline and the benchmarks all plan through 
       the primary's plan when it is on time, well formed and safe (source = primary.source,
       'llm'); else the classical plan, source 'fallback', status 'fallback: <why>; <its status>'
 
+Progress (stall_margin_m, a planner parameter): a primary plan that is safe but covers more than
+stall_margin_m less path than the classical plan, when that one is safe too, goes out as the
+classical plan (status 'fallback: primary stalls: ...'). Measured: the committed student continues
+the ego's speed, so after a stop behind a car it creeps on at 0.6 m/s on a clear road (closed-loop
+scenario 349); a car stalled in an intersection is a hazard too.
+
 Without a primary (today: the classical planner is the only implementation) the classical plan is
 published as it is (source 'classical'); when even it fails the safety filter it is still the best
 plan there is (e.g. an emergency stop among predicted collisions), so it goes out with
@@ -36,6 +42,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from fmdrive.config import FALLBACK_BUDGET_MS  # planner.fallback_budget_ms: a hard bound, not the 10 Hz target
 from fmdrive.objects import Plan, Scene
@@ -68,10 +76,14 @@ class ArbiterResult:
 class Arbiter:
     def __init__(self, fallback: ClassicalPlanner, primary: Planner | None = None,
                  deadline_ms: float = 100.0, fallback_budget_ms: float = FALLBACK_BUDGET_MS,
-                 instructions=None):
+                 instructions=None, stall_margin_m: float = 0.0):
         """deadline_ms: the primary's budget, after which it is abandoned (and what deadline_met
         says of the whole call); fallback_budget_ms: the classical planner's own budget;
-        instructions: an IntentClassifier (classify(text) -> IntentResult) or None."""
+        instructions: an IntentClassifier (classify(text) -> IntentResult) or None;
+        stall_margin_m: a safe primary plan that covers this much less ground over its horizon than
+        the classical plan, itself safe, is replaced by it (status 'fallback: primary stalls ...'):
+        a language model that has learned to continue the ego's speed stays stopped after a stop
+        with the road clear (0: off)."""
         if primary is not None and not isinstance(primary, Planner):
             raise TypeError(f'primary planner {type(primary).__name__} lacks source / plan(scene, '
                             'instruction, budget_ms)')
@@ -81,6 +93,9 @@ class Arbiter:
         if not (deadline_ms > 0 and fallback_budget_ms > 0):
             raise ValueError(f'deadline_ms ({deadline_ms}) and fallback_budget_ms '
                              f'({fallback_budget_ms}) must be positive')
+        if not stall_margin_m >= 0:
+            raise ValueError(f'stall_margin_m ({stall_margin_m}) must be >= 0 (0: off)')
+        self.stall_margin_m = float(stall_margin_m)
         self.fallback = fallback
         self.primary = primary
         self.deadline_ms = float(deadline_ms)
@@ -96,7 +111,8 @@ class Arbiter:
         known = PlannerParams.__dataclass_fields__
         planner = ClassicalPlanner(PlannerParams(**{k: v for k, v in params.items() if k in known}))
         return cls(planner, primary, float(params['deadline_ms']),
-                   float(params.get('fallback_budget_ms', FALLBACK_BUDGET_MS)), instructions)
+                   float(params.get('fallback_budget_ms', FALLBACK_BUDGET_MS)), instructions,
+                   float(params.get('stall_margin_m', 0.0)))
 
     @property
     def params(self) -> PlannerParams:
@@ -119,11 +135,14 @@ class Arbiter:
             done, box = started
             done.wait(timeout=max(0.0, self.deadline_ms / 1e3 - (time.perf_counter() - t0)))
             why_not, primary_ms = self._judge_primary(t0, done, box, scene)
+        classical_safety = None
+        if why_not is None and self.stall_margin_m > 0:
+            why_not, classical_safety = self._stalls(box['result'].plan, classical.plan, scene)
         if why_not is None:
             return self._finish(t0, box['result'], scene, self.primary.source, 'primary', primary_ms,
                                 box['safety'], understood)
         return self._finish(t0, classical, scene, 'fallback', f'fallback: {why_not}', primary_ms,
-                            understood=understood)
+                            classical_safety, understood=understood)
 
     def classify(self, instruction: str):
         """The IntentResult of an instruction (None without a classifier or without words);
@@ -182,6 +201,20 @@ class Arbiter:
         box['safety'] = report
         return None, ms
 
+    def _stalls(self, primary: Plan, classical: Plan, scene: Scene):
+        """(why, the classical plan's SafetyReport) when the primary's safe plan falls short of the
+        classical one by more than stall_margin_m of path and the classical plan is safe too;
+        (None, None) otherwise."""
+        short = path_length_m(classical) - path_length_m(primary)
+        if not short > self.stall_margin_m:
+            return None, None
+        report = self._check(classical, scene)
+        if not report.ok:
+            return None, None
+        span = float(primary.t_s[-1] - primary.t_s[0]) if len(primary.t_s) > 1 else 0.0
+        return (f'primary stalls: {path_length_m(primary):.1f} m in {span:.1f} s where the classical plan '
+                f'makes {path_length_m(classical):.1f} m (stall_margin_m {self.stall_margin_m:g})'), report
+
     def _check(self, plan: Plan, scene: Scene) -> SafetyReport:
         """The safety filter's verdict; a scene it cannot read is a failed check, not a crash."""
         try:
@@ -215,6 +248,14 @@ class Arbiter:
         else:
             mode = planner_status
         return ArbiterResult(plan, source, status, result, safety, mode, primary_ms, planner_ms, instruction=understood)
+
+
+def path_length_m(plan: Plan) -> float:
+    """Length of a plan's path from its first waypoint to its last (0 for fewer than two finite poses);
+    plans of one arbiter share their times, so their lengths compare."""
+    xy = np.asarray(plan.poses, float)[:, :2]
+    xy = xy[np.isfinite(xy).all(1)]
+    return float(np.hypot(*np.diff(xy, axis=0).T).sum()) if len(xy) > 1 else 0.0
 
 
 def load_primary(params: dict, log=None):

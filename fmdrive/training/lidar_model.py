@@ -77,7 +77,8 @@ class Stage(nn.Module):
 
 
 class Up(nn.Module):
-    """Back to stride 2 with a transposed conv (kernel = stride: no overlap, TensorRT-friendly)."""
+    """Back to stride 2 with a transposed conv (kernel = stride: no overlap); the export writes it as
+    the same 1x1 conv + pixel shuffle (export.transposed_to_pixel_shuffle), which quantizes to INT8."""
 
     def __init__(self, c_in: int, c_out: int, factor: int):
         super().__init__()
