@@ -63,6 +63,13 @@ def _torch_model(card):
     model = fold_batchnorm(LidarCenterPoint(cfg).eval())
     model.heads.normalize_embedding = False      # the exported graph's outputs: the same work in both
     state = model.state_dict()
+    for k, v in state.items():          # a neck exported as 1x1 conv + pixel shuffle: back to the transposed
+        if k not in weights and v.dim() == 4 and k.endswith('.weight'):      # conv the model trains with
+            shuffled = k[:-len('weight')] + '0.weight'
+            if shuffled in weights:
+                c_in, c_out, s, _ = v.shape
+                weights[k] = weights[shuffled].reshape(c_out, s, s, c_in).transpose(3, 0, 1, 2)
+                weights[k[:-len('weight')] + 'bias'] = weights[shuffled[:-len('weight')] + 'bias'][::s * s]
     missing = [k for k in state if k not in weights]
     if missing:
         raise RuntimeError(f'{card.file("fp32").path} lacks weights {missing[:3]} (export naming changed?)')
