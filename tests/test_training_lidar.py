@@ -95,6 +95,28 @@ def test_training_checkpoints_every_epoch_and_resumes(tiny_data, tmp_path):
     assert len((tmp_path / 'run' / 'log.jsonl').read_text().splitlines()) == 2
 
 
+def test_a_second_stage_starts_from_the_first_and_its_command_names_both(tiny_data, tmp_path):
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.training.export import training_command
+    from fmdrive.training.train_lidar import TrainConfig, train
+    first = TrainConfig(data=str(tiny_data), out=str(tmp_path / 'one'), epochs=1, tiny=True, threads=1)
+    train(first, progress=False, log=lambda *_: None)
+    second = TrainConfig(data=str(tiny_data), out=str(tmp_path / 'two'), epochs=1, tiny=True, threads=1, lr=5e-4,
+                         init=str(tmp_path / 'one' / 'best.pt'), crop_rows=0, crossing_weight=8.0)
+    lines = []
+    train(second, progress=False, log=lines.append)
+    assert any(line.startswith(f'starting from {tmp_path / "one" / "best.pt"}') for line in lines)
+    ck = torch.load(tmp_path / 'two' / 'best.pt', weights_only=False)
+    cmd = training_command(ck['train_config'])
+    one, two = cmd.split(' && ')
+    assert f'--out {tmp_path / "one"} ' in one and '--init' not in one
+    assert f'--init {tmp_path / "one" / "best.pt"}' in two and '--crop-rows 0' in two and '--lr 0.0005' in two
+    wrong = TrainConfig(data=str(tiny_data), out=str(tmp_path / 'three'), epochs=1, threads=1,
+                        init=str(tmp_path / 'one' / 'best.pt'))                 # the full network, not tiny
+    with pytest.raises(ValueError, match='is not this one'):
+        train(wrong, progress=False, log=lambda *_: None)
+
+
 def test_export_matches_torch_and_int8_variants_pass_the_card_checks(tiny_data, tmp_path):
     torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
     pytest.importorskip('onnxscript', reason="torch's ONNX exporter needs onnxscript (requirements-train.txt)")

@@ -83,6 +83,8 @@ LIDAR_OPTIONS = (
     ('rot_loss', None, '--rot-loss is for train lidar only'),
     ('quarter_turns', (0.0, 1.0), '--quarter-turns is a share in [0, 1] of the LiDAR training pairs (train lidar only)'),
     ('crossing_weight', (1.0, 100.0), '--crossing-weight is a sampling weight in [1, 100] (train lidar only)'),
+    ('crop_rows', (0, 4096), '--crop-rows is a number of grid rows >= 0, 0 = the whole grid (train lidar only)'),
+    ('init', None, '--init is for train lidar only'),
 )
 
 
@@ -124,6 +126,10 @@ def add_train_arguments(p):
     p.add_argument('--quarter-turns', type=float, default=None,
                    help='lidar: share of training pairs turned about the sensor by +-90 degrees, so crossing '
                         'traffic is common (free: the cached canvas is turned; default 0)')
+    p.add_argument('--crop-rows', type=int, default=None,
+                   help='lidar: train on a band of this many grid rows (y) around the road (default 128; 0 = all)')
+    p.add_argument('--init', default=None,
+                   help='lidar: a checkpoint (best.pt) whose weights start this run, as a second training stage')
     p.add_argument('--crossing-weight', type=float, default=None,
                    help='lidar: pairs showing a car turned > 45 degrees from the vehicle (crossing traffic) '
                         'are drawn this much more often (default 1)')

@@ -346,14 +346,27 @@ def dataset_command(data_dir) -> str:
             + ('' if meta.get('camera', True) else ' --no-camera'))
 
 
-def _training_section(tc: dict) -> dict:
-    from fmdrive.training.dataset import SPLIT_SEEDS
+def training_command(tc: dict) -> str:
+    """The `fmdrive train lidar` command of a run's train_config (a second stage: both, joined by &&)."""
     data, out = tc.get('data', 'runs/dataset'), tc.get('out', 'runs/lidar')
     cmd = (f"fmdrive train lidar --data {data} --out {out} "
            f"--epochs {tc.get('epochs')} --seed {tc.get('seed')} --patience {tc.get('patience')} "
            f"--max-minutes {tc.get('max_minutes')} --gt-paste {tc.get('gt_paste', 0.0)} "
            f"--rotate-deg {tc.get('rotate_deg', 0.0)} --quarter-turns {tc.get('quarter_turns', 0.0)} "
            f"--rot-loss {tc.get('rot_loss', 'l1')} --crossing-weight {tc.get('crossing_weight', 1.0)}")
+    if tc.get('lr', 2e-3) != 2e-3:
+        cmd += f" --lr {tc.get('lr')}"
+    if tc.get('crop_rows', 128) != 128:
+        cmd += f" --crop-rows {tc.get('crop_rows')}"
+    if tc.get('init'):
+        cmd = f"{tc.get('init_command') or '(first stage unknown)'} && {cmd} --init {tc.get('init')}"
+    return cmd
+
+
+def _training_section(tc: dict) -> dict:
+    from fmdrive.training.dataset import SPLIT_SEEDS
+    data, out = tc.get('data', 'runs/dataset'), tc.get('out', 'runs/lidar')
+    cmd = training_command(tc)
     return {'command': cmd, 'data_seed': SPLIT_SEEDS['train'],
             'data': dataset_command(data) + f" (train split seeds {SPLIT_SEEDS['train']}, val {SPLIT_SEEDS['val']}, "
                     f"test {SPLIT_SEEDS['test']}; domain-randomised, see fmdrive/training/dataset.py)",

@@ -56,6 +56,9 @@ class TrainConfig:
     quarter_turns: float = 0.0        # share of pairs turned about base_link by +-90 degrees (sign at random):
                                       # crossing traffic at no cost, since on the square grid centred on
                                       # base_link a quarter turn is an np.rot90 of the cached canvas
+    init: str = ''                    # checkpoint whose weights start this run (a second stage; its own
+                                      # training command is kept in init_command for the card)
+    init_command: str = ''
     crossing_weight: float = 1.0      # pairs showing a car turned > 45 degrees from the vehicle's heading
                                       # (crossing traffic: 6 % of the training cars) are drawn this much
                                       # more often; the rotation head learns them only with more exposure
@@ -228,6 +231,14 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
     total_steps = max(1, tc.epochs * steps_per_epoch)
     start_epoch, best, history, spent_s = 0, -1.0, [], 0.0
     last = out / 'last.pt'
+    if tc.init and not (resume and last.is_file()):
+        first = torch.load(tc.init, weights_only=False, map_location='cpu')
+        if first.get('config') != cfg.to_dict():
+            raise ValueError(f'--init {tc.init}: its network ({first.get("config")}) is not this one')
+        model.load_state_dict(first['model'])
+        from fmdrive.training.export import training_command
+        tc.init_command = training_command(first.get('train_config', {}))
+        log(f'starting from {tc.init} (trained by: {tc.init_command})')
     if resume and last.is_file():
         ck = torch.load(last, weights_only=False)
         model.load_state_dict(ck['model'])
