@@ -60,7 +60,10 @@ def test_the_running_planner_refuses_every_adversarial_instruction_and_stays_saf
     tiny_causal_lm_onnx(model / 'fp32.onnx', vocab=len(vocab), head_scale=0.01, head_bias=bias, max_pos=512)
     write_lm_card(model, {'fp32': 'fp32.onnx'}, vocab=len(vocab))
     graph_nodes('planner', overrides={'planner': {'primary': 'llm', 'lm_model': str(model), 'lm_backend': 'onnxruntime',
-                                                  'deadline_ms': 2000.0}})
+                                                  'deadline_ms': 2000.0,
+                                                  # the fixture LM's plans are no driving: the stall guard
+                                                  # would replace them all, and this test needs both sources
+                                                  'stall_margin_m': 0.0}})
     probe.watch_diagnostics()
     probe.listen(T['plan'], PlanMsg)
     pedestrian = Object3D(center=[14.0, -3.2, 0.9], size=[0.6, 0.6, 1.8], label='pedestrian', id=4)
