@@ -314,8 +314,9 @@ def latency_from_output(output: str | os.PathLike, replay_stats: dict,
     time they were made).
     Input loss, three kinds side by side: throttled (a node's rate gate skipped the frame at the
     door, 'throttled_inputs'), queue drops (a node's bounded queue dropped the oldest,
-    '<topic>/dropped' on /diagnostics) and DDS loss (replay published n on a topic, the node's
-    callback received fewer: '<topic>/received' in its last /diagnostics)."""
+    '<topic>/dropped' on /diagnostics) and DDS loss (replay published n on a topic, or the recorder
+    heard n on a topic between nodes, and the node's callback received fewer: '<topic>/received' in
+    its last /diagnostics)."""
     from fmdrive.bags.reader import BagReader
     from fmdrive.msgs import stamp_to_ns
     arrivals: dict[str, dict[int, int]] = {t: {} for t in HOP_TOPICS}
@@ -357,6 +358,14 @@ def latency_from_output(output: str | os.PathLike, replay_stats: dict,
                 continue
             if received is not None and received.isdigit():
                 dds_lost.setdefault(node, {})[topic] = max(0, sent - int(received))
+    # between nodes: what the recorder heard of a hop against what the reading node's callback got
+    # (a lower bound: the recorder may miss some too); the first message of a link can be lost
+    # where a gap detector sees nothing
+    for node, kv in last_values.items():
+        for topic in HOP_TOPICS:
+            received, heard = kv.get(f'{topic}/received'), len(arrivals[topic])
+            if topic not in published and heard and received is not None and received.isdigit():
+                dds_lost.setdefault(node, {})[topic] = max(0, heard - int(received))
     return {
         'e2e_p50_ms': _pct(e2e, 50), 'e2e_p99_ms': _pct(e2e, 99), 'e2e_max_ms': _pct(e2e, 100),
         'e2e_min_ms': _pct(e2e, 0),

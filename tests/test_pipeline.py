@@ -41,7 +41,10 @@ def test_every_lidar_frame_gives_a_trajectory_or_is_counted_as_dropped(replayed_
     planned = summary['hops'][config.TOPICS['trajectory']]['count']
     assert planned > 0
     # a frame without a plan was lost somewhere that is counted: a queue or DDS
-    lost_in_dds = summary['dds_lost_inputs_by_node']['lidar_encoder'][config.TOPICS['points']]
+    lost = summary['dds_lost_inputs_by_node']
+    lost_in_dds = (lost['lidar_encoder'][config.TOPICS['points']]
+                   + lost.get('fusion', {}).get(config.TOPICS['lidar_objects'], 0)
+                   + lost.get('planner', {}).get(config.TOPICS['scene'], 0))
     assert planned + summary['queue_dropped_inputs'] + lost_in_dds >= summary['sensor_frames'], summary
     assert summary['e2e_min_ms'] >= 0
 
