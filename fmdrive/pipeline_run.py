@@ -350,22 +350,18 @@ def latency_from_output(output: str | os.PathLike, replay_stats: dict,
                      if 'dropped_inputs' in kv}
     throttled = {node: int(kv['throttled_inputs']) for node, kv in last_values.items()
                  if int(kv.get('throttled_inputs', '0'))}
+    # what each input was sent: replay's count on the replayed topics; between nodes, what the
+    # recorder heard of a hop (a lower bound: the recorder may miss some too; the first message
+    # of a link can be lost where a gap detector sees nothing)
+    sent_counts = {**{t: len(arrivals[t]) for t in HOP_TOPICS if arrivals[t]}, **published}
     dds_lost: dict[str, dict[str, int]] = {}
     for node, kv in last_values.items():
-        for topic, sent in published.items():
+        for topic, sent in sent_counts.items():
             received = kv.get(f'{topic}/received')
             if kv.get(f'{topic}/qos') == 'paused':   # the node stopped taking it (e.g. /tf, all static)
                 continue
             if received is not None and received.isdigit():
                 dds_lost.setdefault(node, {})[topic] = max(0, sent - int(received))
-    # between nodes: what the recorder heard of a hop against what the reading node's callback got
-    # (a lower bound: the recorder may miss some too); the first message of a link can be lost
-    # where a gap detector sees nothing
-    for node, kv in last_values.items():
-        for topic in HOP_TOPICS:
-            received, heard = kv.get(f'{topic}/received'), len(arrivals[topic])
-            if topic not in published and heard and received is not None and received.isdigit():
-                dds_lost.setdefault(node, {})[topic] = max(0, heard - int(received))
     return {
         'e2e_p50_ms': _pct(e2e, 50), 'e2e_p99_ms': _pct(e2e, 99), 'e2e_max_ms': _pct(e2e, 100),
         'e2e_min_ms': _pct(e2e, 0),
