@@ -205,15 +205,15 @@ class Arbiter:
         """(why, the classical plan's SafetyReport) when the primary's safe plan falls short of the
         classical one by more than stall_margin_m of path and the classical plan is safe too;
         (None, None) otherwise."""
-        short = path_length_m(classical) - path_length_m(primary)
-        if not short > self.stall_margin_m:
+        made, could = path_length_m(primary), path_length_m(classical)
+        if not could - made > self.stall_margin_m:
             return None, None
         report = self._check(classical, scene)
         if not report.ok:
             return None, None
         span = float(primary.t_s[-1] - primary.t_s[0]) if len(primary.t_s) > 1 else 0.0
-        return (f'primary stalls: {path_length_m(primary):.1f} m in {span:.1f} s where the classical plan '
-                f'makes {path_length_m(classical):.1f} m (stall_margin_m {self.stall_margin_m:g})'), report
+        return (f'primary stalls: {made:.1f} m in {span:.1f} s where the classical plan makes {could:.1f} m '
+                f'(stall_margin_m {self.stall_margin_m:g})'), report
 
     def _check(self, plan: Plan, scene: Scene) -> SafetyReport:
         """The safety filter's verdict; a scene it cannot read is a failed check, not a crash."""
