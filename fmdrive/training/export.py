@@ -353,11 +353,8 @@ def training_command(tc: dict) -> str:
            f"--epochs {tc.get('epochs')} --seed {tc.get('seed')} --patience {tc.get('patience')} "
            f"--max-minutes {tc.get('max_minutes')} --gt-paste {tc.get('gt_paste', 0.0)} "
            f"--rotate-deg {tc.get('rotate_deg', 0.0)} --quarter-turns {tc.get('quarter_turns', 0.0)} "
-           f"--rot-loss {tc.get('rot_loss', 'l1')} --crossing-weight {tc.get('crossing_weight', 1.0)}")
-    if tc.get('lr', 2e-3) != 2e-3:
-        cmd += f" --lr {tc.get('lr')}"
-    if tc.get('crop_rows', 128) != 128:
-        cmd += f" --crop-rows {tc.get('crop_rows')}"
+           f"--rot-loss {tc.get('rot_loss', 'l1')} --crossing-weight {tc.get('crossing_weight', 1.0)} "
+           f"--lr {tc.get('lr')} --crop-rows {tc.get('crop_rows')}")
     if tc.get('init'):
         cmd = f"{tc.get('init_command') or '(first stage unknown)'} && {cmd} --init {tc.get('init')}"
     return cmd
