@@ -89,20 +89,19 @@ def pair_weights(pairs, frames, grid, rare_class_weight: float = 1.0, crossing_w
     rare, car = config.CLASSES.index('cyclist'), config.CLASSES.index('car')
     (x0, x1), (y0, y1) = grid.x_range_m, grid.y_range_m
 
-    def shows(f, crossing: bool) -> bool:
-        seen = f.lidar_points >= 5
-        if not crossing:
-            return bool((seen & (f.labels == rare)).any())
+    def shows_cyclist(f) -> bool:
+        return bool(((f.lidar_points >= 5) & (f.labels == rare)).any())
+
+    def shows_crossing_car(f) -> bool:
         c = f.centers
         inside = (c[:, 0] >= x0) & (c[:, 0] < x1) & (c[:, 1] >= y0) & (c[:, 1] < y1)
-        return bool((seen & inside & (f.labels == car) & (np.abs(np.sin(f.yaws)) > CROSSING_SIN)).any())
+        turned = np.abs(np.sin(f.yaws)) > CROSSING_SIN
+        return bool(((f.lidar_points >= 5) & inside & (f.labels == car) & turned).any())
 
     w = np.ones(len(pairs))
-    for k, p in enumerate(pairs):
-        if rare_class_weight != 1.0 and any(shows(frames[i], False) for i in p):
-            w[k] *= rare_class_weight
-        if crossing_weight != 1.0 and any(shows(frames[i], True) for i in p):
-            w[k] *= crossing_weight
+    for weight, shows in ((rare_class_weight, shows_cyclist), (crossing_weight, shows_crossing_car)):
+        if weight != 1.0:
+            w *= np.array([weight if any(shows(frames[i]) for i in p) else 1.0 for p in pairs])
     return w / w.sum()
 
 
