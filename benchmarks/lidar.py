@@ -48,7 +48,7 @@ def _torch_model(card):
     import torch
     from onnx import numpy_helper
 
-    from fmdrive.training.export import fold_batchnorm
+    from fmdrive.training.export import fold_batchnorm, pixel_shuffle_to_transposed
     from fmdrive.training.lidar_model import LidarCenterPoint, LidarConfig
     weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(card.file('fp32').path)).graph.initializer}
     widths = tuple(weights[f'stages.{i}.layers.0.0.weight'].shape[0] for i in range(3))
@@ -67,9 +67,8 @@ def _torch_model(card):
         if k not in weights and v.dim() == 4 and k.endswith('.weight'):      # conv the model trains with
             shuffled = k[:-len('weight')] + '0.weight'
             if shuffled in weights:
-                c_in, c_out, s, _ = v.shape
-                weights[k] = weights[shuffled].reshape(c_out, s, s, c_in).transpose(3, 0, 1, 2)
-                weights[k[:-len('weight')] + 'bias'] = weights[shuffled[:-len('weight')] + 'bias'][::s * s]
+                weights[k], weights[k[:-len('weight')] + 'bias'] = pixel_shuffle_to_transposed(
+                    weights[shuffled], weights[shuffled[:-len('weight')] + 'bias'], v.shape[2])
     missing = [k for k in state if k not in weights]
     if missing:
         raise RuntimeError(f'{card.file("fp32").path} lacks weights {missing[:3]} (export naming changed?)')

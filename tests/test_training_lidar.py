@@ -393,3 +393,9 @@ def test_the_export_turns_the_necks_transposed_convs_into_1x1_convs_and_a_pixel_
     assert sum(isinstance(m, nn.PixelShuffle) for m in rewritten.modules()) == 2      # strides 4 and 8
     for a, b in zip(ref, got):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # and back (what bench lidar does to run an exported graph's weights as trained)
+    from fmdrive.training.export import pixel_shuffle_to_transposed
+    up, shuffled = folded.ups[2].layers[0], rewritten.ups[2].layers[0][0]
+    w, b = pixel_shuffle_to_transposed(shuffled.weight.detach().numpy(), shuffled.bias.detach().numpy(), up.stride[0])
+    np.testing.assert_allclose(w, up.weight.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(b, up.bias.detach().numpy(), atol=1e-6)

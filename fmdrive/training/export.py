@@ -132,6 +132,14 @@ def transposed_to_pixel_shuffle(model):
     return model
 
 
+def pixel_shuffle_to_transposed(weight: np.ndarray, bias: np.ndarray, stride: int) -> tuple:
+    """The inverse of transposed_to_pixel_shuffle on weights (numpy): a 1x1 conv's (C_out * s^2,
+    C_in, 1, 1) weight and bias back to the transposed conv's (C_in, C_out, s, s) weight and (C_out,)
+    bias (e.g. to run an exported graph's weights in the model as trained)."""
+    c_in, c_out = weight.shape[1], weight.shape[0] // (stride * stride)
+    return weight.reshape(c_out, stride, stride, c_in).transpose(3, 0, 1, 2), bias[::stride * stride]
+
+
 def export_onnx(model, path, input_shape, opset: int = OPSET, sample: np.ndarray | None = None, log=print,
                 input_name: str = 'bev', output_names=None) -> dict:
     """Static-shape ONNX of the model; returns the max |ORT - torch| per output on `sample`."""
