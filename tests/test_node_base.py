@@ -50,6 +50,27 @@ def test_a_silent_input_ages_to_zero_rate_and_gaps_in_its_stamps_are_counted():
     assert s.missing == 3
 
 
+def test_frames_lost_before_the_period_is_learnt_are_counted_too():
+    """A CI run lost the second scene on a reliable link and the gap counter said 0: it judged
+    nothing until 5 periods were known. The first steps are now judged once they are."""
+    from fmdrive.nodes.base import InputStats
+    s = InputStats('always', gaps=True)
+    for k in [0, 2, 3, 4, 5, 6, 7, 8, 9]:       # frame 1 never arrived
+        s.note_stamp(k * 100_000_000)
+    assert s.missing == 1
+    for k in [10, 12, 13]:                        # and frame 11 later
+        s.note_stamp(k * 100_000_000)
+    assert s.missing == 2
+    s.note_stamp(0)                               # a loop: learn again, and again from the start
+    for k in [3, 4, 5, 6, 7, 8]:
+        s.note_stamp(k * 100_000_000)
+    assert s.missing == 4
+    late = InputStats('always', gaps=True)        # a loss of the very first frame: no stamp shows it
+    for k in range(1, 10):
+        late.note_stamp(k * 100_000_000)
+    assert late.missing == 0
+
+
 def _endpoint(reliability, durability):
     from rclpy.qos import QoSProfile
     return SimpleNamespace(qos_profile=QoSProfile(depth=1, reliability=reliability, durability=durability))

@@ -62,6 +62,7 @@ RATE_WINDOW_S = 2.0        # input rates are counted over the last this-many sec
 STALE_CHECK_PERIOD_S = 0.1  # an input going stale (or coming back) is published at once, not at the next period
 QOS_CHECK_PERIOD_S = 1.0   # how often `auto` QoS looks at the publishers of each input
 GAP_FACTOR = 1.6           # a stamp step this many typical periods long means frames went missing
+GAP_LEARN_STEPS = 5        # stamp steps seen before gaps are judged (the first ones then too)
 PARAM_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
                str: Parameter.Type.STRING}
 
@@ -128,6 +129,7 @@ class InputStats:
         self.arrivals = collections.deque(maxlen=512)
         self.last_stamp_ns = None
         self.periods_ns = collections.deque(maxlen=31)
+        self.first_steps: list[int] | None = []   # steps kept until the period is learnt
         self.stamps_backwards = 0
         self.incompatible_qos = 0
         self.qos = ''
@@ -151,16 +153,28 @@ class InputStats:
         if step < 0:
             self.stamps_backwards += 1
             self.periods_ns.clear()       # a bag loop or clock jump: learn the period again
+            self.first_steps = []
             return -step
         if step == 0 or not self.gaps:
             return None
-        if len(self.periods_ns) >= 5:
-            typical = float(np.median(self.periods_ns))
-            if step > GAP_FACTOR * typical:
-                self.missing += int(round(step / typical)) - 1
-                return None               # a gap is not a period sample
-        self.periods_ns.append(step)
+        if self.first_steps is not None:
+            # The period is not known yet: keep the first steps and judge them together once there are
+            # enough, against their shortest (a periodic sensor's stamps step by one period unless
+            # frames went missing), so a loss among the first frames is counted too.
+            self.first_steps.append(step)
+            if len(self.first_steps) == GAP_LEARN_STEPS:
+                first, self.first_steps = self.first_steps, None
+                for s in first:
+                    self._judge(s, float(min(first)))
+            return None
+        self._judge(step, float(np.median(self.periods_ns)))
         return None
+
+    def _judge(self, step: int, typical: float):
+        if step > GAP_FACTOR * typical:
+            self.missing += int(round(step / typical)) - 1   # a gap is not a period sample
+        else:
+            self.periods_ns.append(step)
 
 
 class FmdriveNode(Node):
