@@ -57,6 +57,20 @@ def test_samples_are_deterministic_and_waypoints_follow_the_ego_speed():
         fmt.prompt_text(s['scene_text'], s['intent'])                  # a valid prompt
 
 
+def test_some_scenarios_start_from_standstill_and_the_expert_drives_off():
+    """A student trained without standing starts crept after a stop in closed loop."""
+    standing = [i for i in range(40) if pd.standing_start(i, 0)]
+    assert 3 <= len(standing) <= 16                      # STANDING_START_P of the scenarios
+    rows = pd.simulate_scenario(standing[0], 0)
+    assert all(r['standing_start'] for r in rows)
+    first = min(rows, key=lambda r: r['t_s'])
+    assert first['t_s'] <= pd.SAMPLE_EVERY_S and first['ego_speed_mps'] < 0.5
+    assert np.hypot(*first['waypoints'][-1]) > 3.0      # moving off within 3 s
+    # the closed loop's scenarios are drawn as before: the standing start is the dataset's alone
+    from fmdrive.sim.closed_loop import expert_run
+    assert expert_run(standing[0], 0)['speeds'][0][1] > 1.0
+
+
 def test_splits_are_by_scenario():
     assert [pd.split_of(i) for i in range(10)].count('train') == 8
     assert pd.split_of(8) == 'val' and pd.split_of(19) == 'test'

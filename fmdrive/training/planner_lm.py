@@ -88,7 +88,7 @@ class TrainConfig:
     goal_weight: float = 1.0              # CE weight of the 3 s point's two tokens vs the other 11
     kd_samples: int = 6000                # train samples the teacher labels
     max_train: int | None = None          # first N train samples only (tests)
-    max_eval: int = 96                    # val samples scored during training
+    max_eval: int = 600                   # val samples scored during training (evenly over the split)
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -366,7 +366,9 @@ def prepare(cfg: TrainConfig):
     tok = load_tokenizer(out / 'tokenizer')
     anchor, order = plan_anchor_of(out / 'tokenizer'), plan_order_of(out / 'tokenizer')
     train_s = load_planning_dataset(cfg.data, 'train')[:cfg.max_train]
-    val_s = load_planning_dataset(cfg.data, 'val')[:cfg.max_eval]
+    val_s = load_planning_dataset(cfg.data, 'val')
+    if len(val_s) > cfg.max_eval:          # evenly over every val scenario, not the first one or two
+        val_s = [val_s[i] for i in np.linspace(0, len(val_s) - 1, cfg.max_eval).round().astype(int)]
     return tok, train_s, val_s, encode(tok, train_s, anchor, order), encode(tok, val_s, anchor, order)
 
 
