@@ -92,9 +92,19 @@ def test_shared_header_forward_equals_the_whole_prompt(run):
     data = lm.encode(tok, _samples(4))
     seqs = [p + t for p, t in data]
     with torch.no_grad():
-        shared, _ = lm.plan_logits(model, lm.header_ids(tok), seqs, tok.pad_token_id)
-        whole, _ = lm.plan_logits(model, [], [lm.header_ids(tok) + s for s in seqs], tok.pad_token_id)
-    assert torch.allclose(shared, whole, atol=1e-5)
+        shared, _, _ = lm.plan_logits(model, lm.header_ids(tok), seqs, tok.pad_token_id)
+        whole, _, _ = lm.plan_logits(model, [], [lm.header_ids(tok) + s for s in seqs], tok.pad_token_id)
+        with_aux, _, aux = lm.plan_logits(model, lm.header_ids(tok), seqs, tok.pad_token_id, prompt_lm=True)
+    assert torch.allclose(shared, whole, atol=1e-5) and torch.allclose(shared, with_aux, atol=1e-5)
+    # the auxiliary loss is the model's own next-token loss over each frame prompt, padding left out
+    with torch.no_grad():
+        per_token = []
+        for p, _ in data:
+            ids = torch.tensor([lm.header_ids(tok) + p])
+            logits = model(input_ids=ids).logits[0]
+            h = len(lm.header_ids(tok))
+            per_token.append(torch.nn.functional.cross_entropy(logits[h:-1], ids[0, h + 1:], reduction='none'))
+    assert torch.isclose(aux, torch.cat(per_token).mean(), atol=1e-4)
 
 
 def test_onnx_export_matches_torch_with_and_without_past(run, tmp_path):

@@ -36,7 +36,8 @@ def _train_planner(args):
     role = args.model.split('-')[1]
     cfg = lm.TrainConfig(data=data, out=out, role=role, kd=not args.no_kd, seed=args.seed, threads=args.threads,
                          size=lm.TINY if args.tiny else (lm.TEACHER if role == 'teacher' else lm.STUDENT),
-                         max_minutes=args.max_minutes, lr=args.lr, goal_weight=args.goal_weight)
+                         max_minutes=args.max_minutes, lr=args.lr, goal_weight=args.goal_weight,
+                         prompt_lm_weight=args.prompt_lm_weight)
     if args.kd_samples:
         cfg.kd_samples = args.kd_samples
     cfg.batch_size = args.batch_size or args.batch_pairs or (8 if role == 'teacher' else 32)
@@ -103,6 +104,8 @@ def add_train_arguments(p):
     p.add_argument('--kd-samples', type=int, default=None, help='planner-student: train samples the teacher labels')
     p.add_argument('--goal-weight', type=float, default=1.0,
                    help='planner: cross-entropy weight of the 3 s point\'s two tokens against the other eleven')
+    p.add_argument('--prompt-lm-weight', type=float, default=0.0,
+                   help='planner: weight of an auxiliary next-token loss on the scene text (default 0 = off)')
     p.add_argument('--out', default=None, help='dataset: directory to write (default runs/dataset); '
                    'lidar/camera: run directory for checkpoints and logs (default runs/<model>)')
     p.add_argument('--scenes', type=int, default=72, help='dataset: training scenes (val/test: scenes // 8, >= 4)')

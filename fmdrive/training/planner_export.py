@@ -356,6 +356,8 @@ def _commands(run, data, out, plan_anchor='none', plan_order='forward') -> list[
             cmd += f' --kd-samples {c["kd_samples"]}'
         if float(c.get('goal_weight', 1.0)) != 1.0:
             cmd += f' --goal-weight {c["goal_weight"]:g}'
+        if float(c.get('prompt_lm_weight', 0.0)) != 0.0:
+            cmd += f' --prompt-lm-weight {c["prompt_lm_weight"]:g}'
         cmds.append(cmd)
     return cmds + [f'fmdrive train planner-eval --data {data} --out {run}',
                    f'fmdrive export planner --run {run} --data {data} --out {out}']

@@ -86,6 +86,7 @@ class TrainConfig:
     kd_temperature: float = 2.0
     kd_weight: float = 1.0
     goal_weight: float = 1.0              # CE weight of the 3 s point's two tokens vs the other 11
+    prompt_lm_weight: float = 0.0         # weight of the auxiliary next-token loss on the scene text
     kd_samples: int = 6000                # train samples the teacher labels
     max_train: int | None = None          # first N train samples only (tests)
     max_eval: int = 600                   # val samples scored during training (evenly over the split)
@@ -239,12 +240,32 @@ def token_weights(goal_weight: float, plan_order: str) -> torch.Tensor:
     return w / w.mean()
 
 
-def plan_logits(model, header, batch_seqs, pad_id):
+def plan_logits(model, header, batch_seqs, pad_id, prompt_lm: bool = False):
     """Logits (B, 13, V) that predict the 13 plan tokens of frame-prompt + plan sequences, and
-    those plan tokens (B, 13)."""
-    out, _, _ = run_with_header(model, header, [s[:-1] for s in batch_seqs], pad_id,
-                                fmt.PLAN_TOKENS)
-    return out.logits, torch.tensor([s[-fmt.PLAN_TOKENS:] for s in batch_seqs])
+    those plan tokens (B, 13); with prompt_lm also the mean next-token cross-entropy over the frame
+    prompts (prompt_lm_loss), else None."""
+    seqs = [s[:-1] for s in batch_seqs]
+    out, _, _ = run_with_header(model, header, seqs, pad_id, 0 if prompt_lm else fmt.PLAN_TOKENS)
+    target = torch.tensor([s[-fmt.PLAN_TOKENS:] for s in batch_seqs])
+    if not prompt_lm:
+        return out.logits, target, None
+    ids, mask, _ = left_pad(seqs, pad_id)
+    return out.logits[:, -fmt.PLAN_TOKENS:], target, prompt_lm_loss(out.logits, ids, mask)
+
+
+def prompt_lm_loss(logits, ids, mask):
+    """Next-token cross-entropy over the frame prompt of left-padded (frame prompt + plan[:-1])
+    sequences: position j predicts ids[j + 1] where both are tokens (not padding) and j + 1 is
+    still the prompt (the last 13 positions predict the plan, scored apart). An auxiliary loss:
+    the forward pass is paid for anyway, and reading the scene text ("car ahead in ego lane,
+    18.4 m") is what the plan needs, while the plan gives 13 targets a sample against ~140 here."""
+    n = ids.shape[1] - fmt.PLAN_TOKENS                  # positions 0 .. n-1 predict prompt tokens 1 .. n
+    if n < 1:
+        return logits.new_zeros(())
+    pred, tgt = logits[:, :n], ids[:, 1:n + 1]
+    valid = (mask[:, :n] > 0) & (mask[:, 1:n + 1] > 0)
+    ce = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), tgt.reshape(-1), reduction='none')
+    return (ce * valid.reshape(-1)).sum() / valid.sum().clamp(min=1)
 
 
 class GrammarIndex:
@@ -432,10 +453,12 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
             use_teacher = labelled & (coin.random(len(idx)) < 0.5)
         plans = [labels['greedy'][labels['row_of'][int(i)]].tolist() if u else train_d[i][1]
                  for i, u in zip(idx, use_teacher)]
-        logits, target = plan_logits(model, header, [train_d[i][0] + p for i, p in zip(idx, plans)],
-                                     tok.pad_token_id)
+        logits, target, aux = plan_logits(model, header, [train_d[i][0] + p for i, p in zip(idx, plans)],
+                                          tok.pad_token_id, cfg.prompt_lm_weight > 0)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction='none')
         loss = (ce.view(target.shape) * weights).mean()
+        if aux is not None:
+            loss = loss + cfg.prompt_lm_weight * aux
         kd = torch.zeros(())
         if labelled.any():
             rows = [labels['row_of'][int(i)] for i in idx[labelled]]
