@@ -86,7 +86,8 @@ def cmd_sim(args):
         from fmdrive.sim.planning_dataset import write_planning_dataset
         import json
         print(json.dumps(write_planning_dataset(args.out, args.samples, args.seed or 0,
-                                                progress=not args.no_progress)))
+                                                progress=not args.no_progress,
+                                                standing_start=args.standing_start)))
         return 0
     from fmdrive.bags.sim_writer import write_scenario
     if args.list:
@@ -134,6 +135,8 @@ def add_sim(sub):
                    help='planning-dataset: scene text [+ intent] -> expert waypoints, --out DIR --samples N')
     p.add_argument('--out', default='runs/planning_dataset', help='planning-dataset: directory (resumable)')
     p.add_argument('--samples', type=int, default=20000, help='planning-dataset: at least this many samples')
+    p.add_argument('--standing-start', type=float, default=0.0,
+                   help='planning-dataset: share of scenarios whose expert starts from standstill (default 0)')
     p.add_argument('--scenario', default='car_following', help='scenario kind or a scenario YAML file')
     p.add_argument('--seed', type=int, default=None)
     p.add_argument('--duration', type=float, default=None, help='seconds (default 20)')

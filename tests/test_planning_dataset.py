@@ -59,9 +59,9 @@ def test_samples_are_deterministic_and_waypoints_follow_the_ego_speed():
 
 def test_some_scenarios_start_from_standstill_and_the_expert_drives_off():
     """A student trained without standing starts crept after a stop in closed loop."""
-    standing = [i for i in range(40) if pd.standing_start(i, 0)]
-    assert 3 <= len(standing) <= 16                      # STANDING_START_P of the scenarios
-    rows = pd.simulate_scenario(standing[0], 0)
+    standing = [i for i in range(40) if pd.standing_start(i, 0, 0.2)]
+    assert 3 <= len(standing) <= 16 and not any(pd.standing_start(i, 0, 0.0) for i in range(40))
+    rows = pd.simulate_scenario(standing[0], 0, 0.2)
     assert all(r['standing_start'] for r in rows)
     first = min(rows, key=lambda r: r['t_s'])
     assert first['t_s'] <= pd.SAMPLE_EVERY_S and first['ego_speed_mps'] < 0.5
@@ -69,6 +69,7 @@ def test_some_scenarios_start_from_standstill_and_the_expert_drives_off():
     # the closed loop's scenarios are drawn as before: the standing start is the dataset's alone
     from fmdrive.sim.closed_loop import expert_run
     assert expert_run(standing[0], 0)['speeds'][0][1] > 1.0
+    assert not any(r['standing_start'] for r in pd.simulate_scenario(standing[0], 0))   # the default: none
 
 
 def test_splits_are_by_scenario():
@@ -78,13 +79,17 @@ def test_splits_are_by_scenario():
 
 def test_dataset_resumes_from_its_shards_and_refuses_another_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(pd, 'SHARD_SCENARIOS', 1)
-    monkeypatch.setattr(pd, 'simulate_scenario', lambda i, seed: [{'split': pd.split_of(i), 'i': i}] * 3)
+    monkeypatch.setattr(pd, 'simulate_scenario', lambda i, seed, share: [{'split': pd.split_of(i), 'i': i}] * 3)
     r = pd.write_planning_dataset(tmp_path, samples=5, seed=4, progress=False)
     assert r['samples'] == 6 and r['shards'] == 2
     first = (tmp_path / 'shard_00000.jsonl').stat().st_mtime_ns
-    monkeypatch.setattr(pd, 'simulate_scenario', lambda i, seed: pytest.fail('shard recomputed'))
+    monkeypatch.setattr(pd, 'simulate_scenario', lambda i, seed, share: pytest.fail('shard recomputed'))
     assert pd.write_planning_dataset(tmp_path, samples=5, seed=4, progress=False)['samples'] == 6
     assert (tmp_path / 'shard_00000.jsonl').stat().st_mtime_ns == first
     assert json.loads((tmp_path / 'meta.json').read_text())['seed'] == 4
     with pytest.raises(pd.DatasetError, match='seed 4'):
         pd.write_planning_dataset(tmp_path, samples=5, seed=5, progress=False)
+    with pytest.raises(pd.DatasetError, match='standing-start 0'):
+        pd.write_planning_dataset(tmp_path, samples=5, seed=4, progress=False, standing_start=0.2)
+    with pytest.raises(pd.DatasetError, match=r'\[0, 1\]'):
+        pd.write_planning_dataset(tmp_path / 'x', samples=5, seed=4, progress=False, standing_start=1.5)

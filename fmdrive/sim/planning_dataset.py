@@ -23,9 +23,10 @@ of simulated time one sample is taken from ground truth:
   objects     ground truth in base_link now and at the six future times (for collision checks).
 
 Scenarios: the built-in kinds, combinations of two kinds on one road, dense traffic (extra cars
-in every lane), and near-miss variants (hard braking leads, late cut-ins, late pedestrians). In
-STANDING_START_P of the scenarios the expert starts from standstill (the scenario as drawn otherwise,
-its own random stream, so the closed loop's scenarios do not change): without them a stopped ego
+in every lane), and near-miss variants (hard braking leads, late cut-ins, late pedestrians). With
+--standing-start P, a share P of the scenarios has the expert start from standstill (the scenario as
+drawn otherwise, from a random stream of its own, so the other scenarios and the closed loop's do
+not change; default 0, so older cards' commands make the same data): without them a stopped ego
 that may go again is rare (233 of 16327 training samples stopped and moving off within 3 s), and a
 student trained so stayed at a creep after a stop in closed loop.
 Deterministic for --seed; the split (train/val/test) is by scenario number, so no scenario
@@ -59,7 +60,6 @@ MAX_SCENE_OBJECTS = 8                 # fusion's max_scene_objects default (conf
 SPLITS = ('train', 'val', 'test')
 VARIANTS = ('plain', 'plain', 'combined', 'dense', 'near_miss')
 LANE_CHANGE_INTENTS = ('change_lane_left', 'change_lane_right')
-STANDING_START_P = 0.2
 
 
 class DatasetError(ValueError):
@@ -288,16 +288,16 @@ def ego_touches(ego, agents, world) -> bool:
     return False
 
 
-def standing_start(index: int, seed: int) -> bool:
+def standing_start(index: int, seed: int, share: float) -> bool:
     """Whether the expert of scenario `index` starts from standstill (a stream of its own)."""
-    return bool(np.random.default_rng([int(seed), int(index), 0x5374]).random() < STANDING_START_P)
+    return share > 0 and bool(np.random.default_rng([int(seed), int(index), 0x5374]).random() < share)
 
 
-def simulate_scenario(index: int, seed: int) -> list[dict]:
-    """All samples of scenario number `index` (deterministic for (index, seed))."""
+def simulate_scenario(index: int, seed: int, standing_start_share: float = 0.0) -> list[dict]:
+    """All samples of scenario number `index` (deterministic for (index, seed, share))."""
     rng, spec, variant, intent, t_intent, world, agents = scenario_world(index, seed)
     expert = IntentExpert(world, spec, intent, t_intent)
-    standing = standing_start(index, seed)
+    standing = standing_start(index, seed, standing_start_share)
     if standing:
         expert.v = 0.0                       # keeps its desired speed: it drives off
     dt = 1.0 / ODOM_HZ
@@ -372,21 +372,28 @@ def simulate_scenario(index: int, seed: int) -> list[dict]:
 
 # ---------------------------------------------------------------- the dataset
 def write_planning_dataset(out: str | os.PathLike, samples: int = 20000, seed: int = 0,
-                           progress: bool = True) -> dict:
+                           progress: bool = True, standing_start: float = 0.0) -> dict:
     """Shards of JSON lines under `out` until at least `samples` samples exist (resumable)."""
     if samples < 1:
         raise DatasetError(f'--samples must be >= 1, got {samples}')
+    if not 0.0 <= standing_start <= 1.0:
+        raise DatasetError(f'--standing-start must be a share in [0, 1], got {standing_start}')
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / 'meta.json'
     meta = {'seed': int(seed), 'shard_scenarios': SHARD_SCENARIOS, 'duration_s': DURATION_S,
             'sample_every_s': SAMPLE_EVERY_S, 'format': 'fmdrive.planning.lm.format',
-            'command': f'fmdrive sim planning-dataset --out {out} --samples {samples} --seed {seed}'}
+            'standing_start': float(standing_start),
+            'command': f'fmdrive sim planning-dataset --out {out} --samples {samples} --seed {seed}'
+                       + (f' --standing-start {standing_start:g}' if standing_start else '')}
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
         if old.get('seed') != seed or old.get('shard_scenarios') != SHARD_SCENARIOS:
             raise DatasetError(f'{out} holds a dataset of seed {old.get("seed")}; use another --out '
                                f'or the same --seed')
+        if float(old.get('standing_start', 0.0)) != float(standing_start):
+            raise DatasetError(f'{out} holds a dataset of --standing-start {old.get("standing_start", 0.0):g}; '
+                               f'use another --out or the same share')
     meta_path.write_text(json.dumps(meta, indent=1))
     from tqdm import tqdm
     bar = tqdm(total=samples, unit='sample', disable=not progress, desc='planning-dataset')
@@ -397,7 +404,7 @@ def write_planning_dataset(out: str | os.PathLike, samples: int = 20000, seed: i
         if not path.exists():
             rows = []
             for i in range(shard * SHARD_SCENARIOS, (shard + 1) * SHARD_SCENARIOS):
-                rows += simulate_scenario(i, seed)
+                rows += simulate_scenario(i, seed, standing_start)
             tmp = path.with_suffix('.tmp')
             tmp.write_text(''.join(json.dumps(r, separators=(',', ':')) + '\n' for r in rows))
             tmp.replace(path)                      # a shard exists only when complete
