@@ -5,7 +5,8 @@ Frames: the first 18 scenes (--quick: 9) of the dataset's `test` split (fmdrive/
 seeds 303xxxx, scenario kind = index mod 9, domain-randomised), re-simulated here (deterministic) with 32 beams, and the same
 scenes with 16 and 128 beams. Quality: BEV AP@0.5 per class with fmdrive.eval.metrics, points ->
 load_detector(...).detect() (numpy pillars, ONNX Runtime, decoder: the vehicle's path), fp32 and
-int8 (int8_cpu, the variant ONNX Runtime picks on a CPU); the classical detector
+int8 (int8_cpu, the variant ONNX Runtime picks on a CPU) and, on the 32-beam frames, int8_trt (the
+QDQ graph TensorRT builds on the Jetson, executed here by ONNX Runtime: ap_int8_trt); the classical detector
 (numpy + scipy, node parameters) on the very same points. Speed: the network alone on the same input
 canvas, one thread each (the nodes share 2 cores): torch fp32 eager (LidarCenterPoint rebuilt with
 the weights of the committed fp32.onnx, see _torch_model), ONNX Runtime fp32, ONNX Runtime int8;
@@ -95,7 +96,16 @@ def _detect_all(detector, frames):
     return dets, outs
 
 
-def _quality(frames, fp32, int8, classical: bool) -> dict:
+def trt_variant_card(card):
+    """The card with its int8_cpu file left out, so ONNX Runtime on the CPU runs int8_trt: the QDQ
+    graph TensorRT builds on the Jetson (symmetric S8 activations), executed here; None without one."""
+    import dataclasses
+    if 'int8_trt' not in card.files:
+        return None
+    return dataclasses.replace(card, files={k: v for k, v in card.files.items() if k != 'int8_cpu'})
+
+
+def _quality(frames, fp32, int8, classical: bool, int8_trt=None) -> dict:
     from fmdrive.training.export import output_cosine
     from fmdrive.training.lidar_data import classical_detections, score_detections
     d32, o32 = _detect_all(fp32, frames)
@@ -104,6 +114,11 @@ def _quality(frames, fp32, int8, classical: bool) -> dict:
     out = {'frames': len(frames), 'ap_fp32': s32['car_bev_ap50'], 'ap_int8': s8['car_bev_ap50'],
            'ap_per_class_fp32': s32['ap'], 'ap_per_class_int8': s8['ap'], 'recall_fp32': s32['recall'],
            'recall_int8': s8['recall'], 'precision_fp32': s32['precision'], 'num_gt': s32['num_gt'], 'cosine_int8_vs_fp32': round(output_cosine(o8, o32), 5)}
+    if int8_trt is not None:
+        dt, ot = _detect_all(int8_trt, frames)
+        st = score_detections(dt, frames)
+        out.update({'ap_int8_trt': st['car_bev_ap50'], 'ap_per_class_int8_trt': st['ap'],
+                    'cosine_int8_trt_vs_fp32': round(output_cosine(ot, o32), 5)})
     if classical:
         dc, ms = classical_detections(frames)
         sc = score_detections(dc, frames)
@@ -128,7 +143,9 @@ def measure(quick: bool = False, model_dir: str | None = None, scenes: int | Non
     scenes = scenes or (TEST_SCENES if quick else FULL_TEST_SCENES)
     n = QUICK_FRAMES if quick else FULL_FRAMES
     frames32 = test_frames(32, n, scenes)
-    out = _quality(frames32, fp32, int8, classical=True)
+    trt_card = trt_variant_card(card)
+    int8_trt = load_detector(trt_card, 'int8', 'onnxruntime', threads=1) if trt_card is not None else None
+    out = _quality(frames32, fp32, int8, classical=True, int8_trt=int8_trt)
 
     # speed: the network on one and the same canvas (a busy test frame)
     busiest = int(np.argmax([len(f.centers) for f in frames32]))

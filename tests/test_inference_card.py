@@ -119,6 +119,16 @@ def test_float_nodes_of_the_calibration_must_be_node_names(card_dir):
         ['/heads/heatmap/Conv']
 
 
+def test_per_variant_calibration_methods_name_a_variant_and_a_method(card_dir):
+    def change(methods):
+        return lambda d: d.update(calibration={'count': 2, 'source': 'test', 'method': 'minmax',
+                                               'variant_methods': methods})
+    refused(edit_card(card_dir, change({'int8_trt': 'guess'})), 'calibration.variant_methods', 'entropy')
+    refused(edit_card(card_dir, change({'fp16': 'entropy'})), 'calibration.variant_methods', 'int8_trt')
+    kept = {'int8_trt': 'entropy', 'int8_cpu': 'minmax'}
+    assert load_card(edit_card(card_dir, change(kept))).calibration['variant_methods'] == kept
+
+
 def test_a_convention_and_task_that_do_not_go_together_are_refused(card_dir):
     refused(edit_card(card_dir, lambda d: d.update(task='lidar_detector')), 'task', 'camera_detector')
 

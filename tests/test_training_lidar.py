@@ -131,15 +131,21 @@ def test_export_matches_torch_and_int8_variants_pass_the_card_checks(tiny_data, 
                 'train_config': {'epochs': 1, 'seed': 0}}, ckpt)
     out = export_lidar(ckpt, tmp_path / 'engine', tiny_data, log=lambda *_: None)
     assert max(out['max_abs_diff'].values()) < 1e-4
-    res = quantize_lidar(tmp_path / 'engine', tiny_data, calib_frames=4, methods=('minmax',), log=lambda *_: None)
+    res = quantize_lidar(tmp_path / 'engine', tiny_data, calib_frames=4, methods=('minmax', 'entropy'),
+                         log=lambda *_: None)
     card = load_card(tmp_path / 'engine')          # hashes, shapes, QDQ, symmetric int8_trt
     assert set(card.files) == {'fp32', 'int8_trt', 'int8_cpu'} and card.opset >= 17
+    # each variant keeps the method its own val mAP prefers, and the card says which
+    comparison = res['comparison']
+    for variant, method in card.calibration['variant_methods'].items():
+        assert comparison[method][variant]['map'] == max(comparison[m][variant]['map'] for m in ('minmax', 'entropy'))
+    assert card.calibration['variant_methods'] == res['variant_methods']
     # mixed precision tried too: the five small output heads and the sigmoid in float, not the embedding
     import onnx
-    heads = res['comparison']['minmax+float_heads']['float_nodes']
+    heads = res['comparison'][res['best_method'] + '+float_heads']['float_nodes']
     assert len(heads) == 6 and not any('embedding' in h for h in heads)
     assert card.calibration['float_nodes'] == res['float_nodes'] and res['float_nodes'] in ([], heads)
-    mixed = onnx.load(str(tiny_data / 'cache' / 'quantize' / 'int8_cpu_minmax_float_heads.onnx')).graph
+    mixed = onnx.load(str(tiny_data / 'cache' / 'quantize' / f'int8_cpu_{res["best_method"]}_float_heads.onnx')).graph
     weights = {i.name for i in mixed.initializer}
     for node in mixed.node:
         if node.name in heads and node.op_type == 'Conv':
@@ -154,12 +160,19 @@ def test_committed_lidar_model_has_a_valid_card():
     assert all(p.path.stat().st_size <= 8 * 2**20 for v in card.files.values() for p in v.values())
 
 
-@pytest.mark.parametrize('precision', ['fp32', 'int8'])
+@pytest.mark.parametrize('precision', ['fp32', 'int8', 'int8_trt'])
 def test_committed_lidar_model_finds_the_car_on_a_test_frame(precision):
     from fmdrive.bev import iou_matrix
+    from fmdrive.inference.card import load_card
     from fmdrive.inference.detectors import load_detector
     from fmdrive.training.dataset import frames_of_scene
-    detector = load_detector(ENGINE, precision, 'onnxruntime', threads=1)
+    if precision == 'int8_trt':      # the Jetson's QDQ graph, run here as bench lidar runs it
+        import importlib
+        card = importlib.import_module('benchmarks.lidar').trt_variant_card(load_card(ENGINE))
+        detector = load_detector(card, 'int8', 'onnxruntime', threads=1)
+        assert detector.describe()['networks']['model']['variant'] == 'int8_trt'
+    else:
+        detector = load_detector(ENGINE, precision, 'onnxruntime', threads=1)
     frames = frames_of_scene(_short_scene('test', 0, duration_s=0.4, camera=False))   # car_following
     frame = frames[-1]
     cars = [o for o, n in zip(frame.gt_objects(), frame.lidar_points)

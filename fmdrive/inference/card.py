@@ -339,12 +339,17 @@ def parse_card(data, card_path: Path) -> ModelCard:
     calibration = None
     cal = r.child('calibration', required=False)
     if cal is not None:
-        cal.check_keys(('frames', 'count', 'source', 'method', 'cache', 'float_nodes'))
+        cal.check_keys(('frames', 'count', 'source', 'method', 'cache', 'float_nodes', 'variant_methods'))
         calibration = {'frames': _file(cal.child('frames'), card_path.parent) if 'frames' in cal.data else None,
                        'count': cal.get('count', int), 'source': cal.get('source', str),
                        'method': cal.get('method', str, choices=CALIBRATION_METHODS + (DYNAMIC_QUANTIZATION,)),
                        'cache': card_path.parent / cal.get('cache', str, 'calibration.cache'),
-                       'float_nodes': cal.get('float_nodes', list, [])}
+                       'float_nodes': cal.get('float_nodes', list, []),
+                       'variant_methods': cal.get('variant_methods', dict, {})}
+        for variant, method in calibration['variant_methods'].items():
+            if variant not in ('int8_trt', 'int8_cpu') or method not in CALIBRATION_METHODS:
+                cal.fail(f'maps int8_trt / int8_cpu to one of {", ".join(CALIBRATION_METHODS)} (the method that '
+                         f'calibrated that file), got {variant}: {method}', 'variant_methods')
         if not all(isinstance(n, str) for n in calibration['float_nodes']):
             cal.fail(f'must be node names (strings), got {calibration["float_nodes"]!r}', 'float_nodes')
         dynamic = calibration['method'] == DYNAMIC_QUANTIZATION

@@ -430,6 +430,9 @@ def quantize_lidar(model_dir, data_dir, calib_frames: int = 256, methods=CALIBRA
     for method in methods:
         comparison[method] = run(method)
     best = max(comparison, key=lambda m: (comparison[m]['int8_cpu']['map'], comparison[m]['int8_trt']['map']))
+    # each variant keeps the method its own val mAP prefers: the symmetric S8 activations of int8_trt
+    # (TensorRT's) and the U8 ones of int8_cpu lose precision in different places
+    kept = {v: max(methods, key=lambda m: comparison[m][v]['map']) for v in ('int8_cpu', 'int8_trt')}
     # then the best method with the output heads in float (mixed precision), kept if val says it pays
     float_nodes, tag = [], ''
     if heads:
@@ -437,23 +440,26 @@ def quantize_lidar(model_dir, data_dir, calib_frames: int = 256, methods=CALIBRA
         comparison[key] = {**run(best, heads, '_float_heads'), 'float_nodes': heads}
         if comparison[key]['int8_cpu']['map'] >= comparison[best]['int8_cpu']['map'] + FLOAT_HEADS_MIN_GAIN:
             float_nodes, tag = heads, '_float_heads'
-    log(f'val fp32: car AP {ap_fp32["car_bev_ap50"]} mAP {_map(ap_fp32)}; kept calibration method: {best}'
+            kept = {v: best for v in kept}          # the float-head files exist for this method only
+    log(f'val fp32: car AP {ap_fp32["car_bev_ap50"]} mAP {_map(ap_fp32)}; kept calibration method: '
+        + ', '.join(f'{v} {m}' for v, m in kept.items())
         + (f' with {len(float_nodes)} output-head nodes in float' if float_nodes else ''))
     for variant in ('int8_cpu', 'int8_trt'):
-        shutil.copyfile(work / f'{variant}_{best}{tag}.onnx', model_dir / f'{variant}.onnx')
+        shutil.copyfile(work / f'{variant}_{kept[variant]}{tag}.onnx', model_dir / f'{variant}.onnx')
     card_yaml['files'] = {v: {'model': {'path': f'{v}.onnx', 'sha256': sha256(model_dir / f'{v}.onnx')}}
                           for v in ('fp32', 'int8_trt', 'int8_cpu')}
     card_yaml['calibration'] = {
         'source': f'{len(calib)} evenly spaced frames of the train split of {Path(data_dir).name} '
                   f'(fmdrive train dataset, train seed 101; BEV canvases from pillars.bev_canvas)',
-        'count': int(len(calib)), 'method': best}
+        'count': int(len(calib)), 'method': best, 'variant_methods': dict(kept)}
     if float_nodes:
         card_yaml['calibration']['float_nodes'] = list(float_nodes)
     metrics = dict(card_yaml.get('metrics', {}))
     metrics.update({'val_ap_fp32': ap_fp32['ap'], 'val_map_fp32': _map(ap_fp32), 'calibration_comparison': comparison})
     card_yaml['metrics'] = metrics
     write_card(card_yaml, model_dir)
-    return {'best_method': best, 'float_nodes': list(float_nodes), 'comparison': comparison, 'val_fp32': ap_fp32}
+    return {'best_method': best, 'variant_methods': kept, 'float_nodes': list(float_nodes), 'comparison': comparison,
+            'val_fp32': ap_fp32}
 
 
 def _map(ap: dict) -> float:
