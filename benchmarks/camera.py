@@ -94,6 +94,7 @@ def measure(quick: bool = False, model_dir: str | None = None, scenes: int = TES
     from fmdrive import config
     from fmdrive.inference.detectors import load_detector
     from fmdrive.inference.preprocess import image_to_input
+    from fmdrive.profile import host_cpu
     from fmdrive.training.camera_model import OUTPUT_NAMES, ap_2d
     from fmdrive.training.export import output_cosine
     torch.set_num_threads(1)
@@ -127,6 +128,7 @@ def measure(quick: bool = False, model_dir: str | None = None, scenes: int = TES
         'torch_vs_onnx_max_abs_diff': float(max(np.abs(r - got[k]).max() for k, r in zip(OUTPUT_NAMES, ref))),
         'params_m': round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
         'model': fp32.card.name, 'int8_variant': int8.backend.describe()['variant'],
+        'host_cpu': host_cpu(),
         'setup': f'{scenes} test scenes (seeds 3030000+i, one per scenario kind), first {n} frames at 5 Hz, 640x360 '
                  'camera letterboxed to the card input; ap_* = 2D mAP@0.5 over the classes with ground truth; '
                  'timing: network only, 1 thread, median',

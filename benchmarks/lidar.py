@@ -134,6 +134,7 @@ def measure(quick: bool = False, model_dir: str | None = None, scenes: int | Non
     from fmdrive import config
     from fmdrive.inference.detectors import load_detector
     from fmdrive.inference.pillars import bev_canvas
+    from fmdrive.profile import host_cpu
     torch.set_num_threads(1)
     t_start = time.perf_counter()
     model_dir = model_dir or config.package_file(MODEL_DIR)
@@ -176,6 +177,7 @@ def measure(quick: bool = False, model_dir: str | None = None, scenes: int | Non
                                                   'precision_fp32', 'precision_classical', 'cosine_int8_vs_fp32')}
     out.update({
         'model': card.name, 'int8_variant': int8.describe()['networks']['model']['variant'],
+        'host_cpu': host_cpu(),
         'setup': f'{scenes} test scenes (seeds 3030000+i, scenario kind i mod 9), first {n} frames at 5 Hz, '
                  f'32 beams (16/128: first {m}); BEV IoU 0.5, must-detect >= 5 points within 50 m; '
                  'ap_* = car BEV AP@0.5; recall/precision at the decoder threshold; timing: network only, 1 thread, median',

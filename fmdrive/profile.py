@@ -401,12 +401,36 @@ def measure_latency(card: ModelCard, variant: str, feeds: dict, runs: int, warmu
     return result
 
 
+INT8_DOT_FLAGS = ('avx512_vnni', 'avx_vnni', 'amx_int8', 'asimddp', 'i8mm')   # x86 and Arm int8 dot products
+
+
+def host_cpu(cpuinfo: str | None = None) -> str:
+    """'<model name>, <n> CPUs, int8 dot product: <flags or none>': INT8 speed-ups on the CPU depend on
+    these instructions (with AVX2 alone ONNX Runtime's U8S8 kernels gain far less over fp32), so every
+    INT8 timing is printed with them."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path('/proc/cpuinfo').read_text()
+        except OSError:
+            cpuinfo = ''
+    model, flags = platform.processor() or platform.machine(), set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(':')
+        key = key.strip().lower()
+        if key in ('model name', 'cpu model') and value.strip():
+            model = value.strip()
+        elif key in ('flags', 'features'):
+            flags |= set(value.split())
+    dot = [f for f in INT8_DOT_FLAGS if f in flags]
+    return f'{model}, {os.cpu_count()} CPUs, int8 dot product: {", ".join(dot) if dot else "none (no VNNI/AMX/dotprod)"}'
+
+
 def latency_note(card: ModelCard, runs: int, warmup: int, threads: int) -> str:
     import onnxruntime as ort
     lm = ', attention_mask ones, position_ids 0..n-1' if card.task == 'causal_lm' else ''
     return (f'measured here: ONNX Runtime {ort.__version__} CPUExecutionProvider, {threads} intra-op '
             f'thread(s), {runs} runs after {warmup} warm-up, seeded inputs (standard normal floats, integer '
-            f'zeros{lm}), on {platform.machine()} with {os.cpu_count()} CPUs')
+            f'zeros{lm}), on {platform.machine()}: {host_cpu()}')
 
 
 # ------------------------------------------------------------------------------------------ roofline

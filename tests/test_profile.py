@@ -254,3 +254,13 @@ def cli_text(model_dir):
 def test_profile_planner_is_the_committed_planner_student():
     from fmdrive.profile import resolve_model
     assert resolve_model('planner').name == 'planner_student'
+
+
+def test_host_cpu_names_the_int8_dot_product_instructions_int8_timings_depend_on():
+    from fmdrive.profile import host_cpu
+    epyc = 'processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma\n'
+    xeon = 'model name\t: Intel Xeon\nflags\t\t: avx2 avx512f avx512_vnni\n'
+    arm = 'CPU part\t: 0xd42\nFeatures\t: fp asimd asimddp i8mm\n'
+    assert host_cpu(epyc).startswith('AMD EPYC, ') and host_cpu(epyc).endswith('none (no VNNI/AMX/dotprod)')
+    assert host_cpu(xeon).endswith('int8 dot product: avx512_vnni')
+    assert host_cpu(arm).endswith('int8 dot product: asimddp, i8mm')
