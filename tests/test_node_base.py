@@ -118,3 +118,31 @@ def test_the_watchdog_stops_the_car_comfortably_from_where_it_is():
     # nothing known at all: hold still at the origin
     held = stopping_plan(planner, None, None, now_ns=5, reason='no scene received yet')
     assert np.all(held.speeds_mps == 0.0) and np.allclose(held.poses[:, :2], 0.0)
+
+
+def test_a_frame_not_yet_on_tf_is_waited_for_once_then_no_more():
+    """A foreign bag's /tf_static was matched a moment after its first cloud, which went out with the
+    fallback calibration's mounting (a CI failure). The first message needing an unknown frame waits
+    for it (up to TF_WAIT_S); a frame nobody publishes costs that wait once."""
+    import threading
+    import time
+
+    from fmdrive.nodes import base
+    from fmdrive.tf import TransformBuffer, TransformError
+    node = SimpleNamespace(tf=TransformBuffer(), _tf_first_need={}, _running=True)
+    node.lookup = lambda target, source, stamp_ns=None: node.tf.lookup(target, source, stamp_ns)
+    T = np.eye(4)
+    T[:3, 3] = [1.2, 0.0, 1.8]
+    later = threading.Timer(0.2, lambda: node.tf.set_transform('base_link', 'velodyne_top', T))
+    later.start()
+    t0 = time.monotonic()
+    got = base.FmdriveNode.lookup_waiting(node, 'base_link', 'velodyne_top')
+    assert np.allclose(got, T) and 0.1 < time.monotonic() - t0 < base.TF_WAIT_S
+    t0 = time.monotonic()
+    with pytest.raises(TransformError):
+        base.FmdriveNode.lookup_waiting(node, 'base_link', 'nobody_publishes_this')
+    assert time.monotonic() - t0 >= base.TF_WAIT_S
+    t0 = time.monotonic()
+    with pytest.raises(TransformError):
+        base.FmdriveNode.lookup_waiting(node, 'base_link', 'nobody_publishes_this')
+    assert time.monotonic() - t0 < 0.1                # waited once, not for every message

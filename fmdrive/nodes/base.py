@@ -63,6 +63,7 @@ STALE_CHECK_PERIOD_S = 0.1  # an input going stale (or coming back) is published
 QOS_CHECK_PERIOD_S = 1.0   # how often `auto` QoS looks at the publishers of each input
 GAP_FACTOR = 1.6           # a stamp step this many typical periods long means frames went missing
 GAP_LEARN_STEPS = 5        # stamp steps seen before gaps are judged (the first ones then too)
+TF_WAIT_S = 1.0            # a frame no one has published yet is waited for this long from its first need
 PARAM_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
                str: Parameter.Type.STRING}
 
@@ -203,6 +204,7 @@ class FmdriveNode(Node):
         self._mode = 'ok'
         self._started = time.monotonic()
         self.tf = None                              # fmdrive.tf.TransformBuffer once use_tf() is called
+        self._tf_first_need: dict[str, float] = {}  # frame -> when a message first needed it (lookup_waiting)
         self.diag_values: dict[str, str] = {}       # node-specific entries for /diagnostics
         self._diag_pub = self.create_publisher(DiagnosticArray, config.TOPICS['diagnostics'], make_qos('reliable', 10),
                                                event_callbacks=_only(PublisherEventCallbacks))
@@ -540,6 +542,21 @@ class FmdriveNode(Node):
             raise
         self.diag_values[f'calibration_source/{source}'] = self._tf_used(target, source)
         return T
+
+    def lookup_waiting(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:
+        """lookup, but while `source` is a frame the buffer has never held, a message needing it waits
+        for it, up to TF_WAIT_S from the first such message: a bag's /tf_static (transient local) is
+        matched by DDS a moment after its first cloud, and tf2's MessageFilter holds a message for
+        its transform the same way. Called from the worker thread: TF arrives through unlocked
+        callbacks on the executor meanwhile. Past the wait (a frame nobody publishes), no more
+        waiting: TransformError at once, as lookup."""
+        try:
+            return self.lookup(target, source, stamp_ns)
+        except TransformError:
+            first = self._tf_first_need.setdefault(source, time.monotonic())
+            while source not in self.tf.frames() and time.monotonic() - first < TF_WAIT_S and self._running:
+                time.sleep(0.01)
+            return self.lookup(target, source, stamp_ns)
 
     def load_camera_model(self):
         """The camera model from camera_info_file; a valid camera_info on the topic replaces it."""

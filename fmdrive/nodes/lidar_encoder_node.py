@@ -64,7 +64,7 @@ class LidarEncoderNode(FmdriveNode):
     def T_base_cloud(self, frame: str, stamp_ns: int):
         base = self.p['base_frame']
         try:
-            return self.lookup(base, frame or config.FRAMES['lidar'], stamp_ns)
+            return self.lookup_waiting(base, frame or config.FRAMES['lidar'], stamp_ns)
         except TransformError as e:
             self.warn(f'{e}; using the fallback calibration\'s {config.FRAMES["lidar"]!r} frame for the cloud',
                       key='cloud_frame', period_s=30.0)
