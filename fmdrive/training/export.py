@@ -432,7 +432,7 @@ def quantize_lidar(model_dir, data_dir, calib_frames: int = 256, methods=CALIBRA
     best = max(comparison, key=lambda m: (comparison[m]['int8_cpu']['map'], comparison[m]['int8_trt']['map']))
     # each variant keeps the method its own val mAP prefers: the symmetric S8 activations of int8_trt
     # (TensorRT's) and the U8 ones of int8_cpu lose precision in different places
-    kept = {v: max(methods, key=lambda m: comparison[m][v]['map']) for v in ('int8_cpu', 'int8_trt')}
+    kept = {'int8_cpu': best, 'int8_trt': max(methods, key=lambda m: comparison[m]['int8_trt']['map'])}
     # then the best method with the output heads in float (mixed precision), kept if val says it pays
     float_nodes, tag = [], ''
     if heads:
