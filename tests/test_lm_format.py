@@ -156,3 +156,32 @@ def test_unknown_intent_is_refused():
 def test_special_tokens_are_unique_and_cover_every_intent():
     assert len(set(fmt.SPECIAL_TOKENS)) == len(fmt.SPECIAL_TOKENS)
     assert all(fmt.intent_token(i) in fmt.SPECIAL_TOKENS for i in fmt.INTENTS)
+
+
+def test_compact_prompt_keeps_every_number_and_word_that_decides_and_drops_the_filler():
+    text = ('t=4.2s. Ego: 5.9 m/s, turning left at 1.9 deg/s, speed limit 11.1 m/s (over the limit), in lane 0 '
+            'of 3 from the right (left lane occupied, no right lane). Objects: car #8 ahead in ego lane, '
+            '15.3 m, moving same direction at 6.4 m/s, closing at 3.0 m/s (time to collision 5.1 s); car #16 '
+            'rear-left 9.3 m, in left lane, moving opposite direction at 7.8 m/s; pedestrian #7 front-left '
+            '13.5 m, 11.0 m left of ego lane centre, moving right at 1.2 m/s (crossing); cyclist #2 behind in '
+            'ego lane, 20.0 m, moving same direction at 4.0 m/s, gap opening at 1.0 m/s; car #3 ahead 40.0 m, '
+            '2 lanes left, stationary; +5 more not listed.')
+    compact = fmt.frame_text(text, 'slow_down', 'compact')
+    assert compact == (' Ego: 5.9 turning-left 1.9 limit 11.1 over-limit lane 0 of 3 (left-occupied no-right). '
+                       'Objects: car ego-ahead 15.3 same 6.4 closing 3.0 ttc 5.1; car rear-left 9.3 left-lane '
+                       'oncoming 7.8; pedestrian front-left 13.5 11.0 left-of-centre to-right 1.2 (crossing); '
+                       'cyclist ego-behind 20.0 same 4.0 opening 1.0; car ahead 40.0 2 lanes-left stationary; '
+                       '+5 more. Instruction: <intent_slow_down> <plan>')
+    numbers = lambda s: [w for w in s.replace(';', ' ').replace('(', ' ').split() if w[0].isdigit()]  # noqa: E731
+    assert numbers(compact) == [n.rstrip('.,') for n in numbers(fmt.frame_text(text, 'slow_down'))]
+    assert len(compact.split()) < 0.6 * len(fmt.frame_text(text, 'slow_down').split())
+    assert fmt.prompt_text(text, None, 'compact').startswith(fmt.HEADER)     # the header is shared
+    assert fmt.frame_text('Ego: 3.0 m/s. Objects: none.', None) == ' Ego: 3.0 m/s. Objects: none. ' \
+        'Instruction: <intent_none> <plan>'                                    # full stays as it was
+    with pytest.raises(fmt.FormatError, match='prompt style'):
+        fmt.frame_text(text, None, 'terse')
+
+
+def test_compact_prompt_passes_text_it_does_not_know_through():
+    assert fmt.compact_scene('Ego: 2.0 m/s. Objects: a fallen tree across the road.') == \
+        'Ego: 2.0. Objects: a fallen tree across the road.'

@@ -147,6 +147,30 @@ def test_a_card_with_an_unknown_plan_anchor_or_order_is_refused_by_name(tmp_path
         LMPlanner.load(d, 'fp32', 'onnxruntime')
 
 
+def test_a_card_with_the_compact_prompt_style_is_prompted_in_it_and_an_unknown_style_refused(
+        tmp_path, keep_going_model):
+    import shutil
+
+    import yaml
+
+    from fmdrive.planning.lm.lm_planner import LMPlannerError
+    d = tmp_path / 'compact'
+    shutil.copytree(keep_going_model, d)
+    card = yaml.safe_load((d / 'card.yaml').read_text())
+    card['decoder']['prompt_style'] = 'compact'
+    (d / 'card.yaml').write_text(yaml.safe_dump(card))
+    p = LMPlanner.load(d, 'fp32', 'onnxruntime')
+    assert p.describe()['prompt_style'] == 'compact'
+    assert LMPlanner.load(keep_going_model, 'fp32', 'onnxruntime').describe()['prompt_style'] == 'full'
+    _, frame = p.prompt_ids(scene(), 'none')
+    assert frame == p.encode(fmt.frame_text(SCENE_TEXT, 'none', 'compact')) != \
+        p.encode(fmt.frame_text(SCENE_TEXT, 'none'))
+    card['decoder']['prompt_style'] = 'haiku'
+    (d / 'card.yaml').write_text(yaml.safe_dump(card))
+    with pytest.raises(LMPlannerError, match='prompt_style'):
+        LMPlanner.load(d, 'fp32', 'onnxruntime')
+
+
 def test_arbiter_publishes_the_lm_plan_when_it_is_safe(planner):
     arbiter = Arbiter(ClassicalPlanner(), planner, deadline_ms=2000)
     out = arbiter.plan(scene(speed=0.0))

@@ -91,10 +91,14 @@ class LMPlanner:
             self.plan_anchor = fmt.check_anchor_mode(str((lm.card.decoder or {}).get('plan_anchor', 'none')))
         except fmt.FormatError as exc:
             raise LMPlannerError(f'{lm.card.name}: card decoder.plan_anchor: {exc}') from None
+        try:
+            self.prompt_style = fmt.check_prompt_style(str(decoder.get('prompt_style', 'full')))
+        except fmt.FormatError as exc:
+            raise LMPlannerError(f'{lm.card.name}: card decoder.prompt_style: {exc}') from None
         self.precision, self.mode, self.prefix_cache = precision, mode, prefix_cache
         self.classifier = classifier
         self.header_ids = self.encode(fmt.HEADER)
-        sample = fmt.frame_text('Ego: 5.0 m/s. Objects: none.', 'none')
+        sample = fmt.frame_text('Ego: 5.0 m/s. Objects: none.', 'none', self.prompt_style)
         if self.header_ids + self.encode(sample) != self.encode(fmt.HEADER + sample):
             # the tokenizer merges across the header boundary: the header KV cannot be reused
             self.prefix_cache = False
@@ -131,7 +135,7 @@ class LMPlanner:
 
     def prompt_ids(self, scene: Scene, intent: str) -> tuple[list, list]:
         """(header ids, frame ids) of the prompt for `scene` and a canonical intent."""
-        return self.header_ids, self.encode(fmt.frame_text(scene.text, intent))
+        return self.header_ids, self.encode(fmt.frame_text(scene.text, intent, self.prompt_style))
 
     def intent_of(self, instruction: str) -> tuple[str, list]:
         """(canonical intent, notes) for what the arbiter passed."""
@@ -173,4 +177,5 @@ class LMPlanner:
         return {**self.lm.describe(), 'precision_run': self.precision, 'mode': self.mode,
                 'prefix_cache': self.prefix_cache, 'frame_reuse': self.decoder.frame_reuse,
                 'header_tokens': len(self.header_ids),
-                'plan_anchor': self.plan_anchor, 'plan_order': self.grammar.order}
+                'plan_anchor': self.plan_anchor, 'plan_order': self.grammar.order,
+                'prompt_style': self.prompt_style}
