@@ -174,9 +174,10 @@ class TorchPlanner:
         from tokenizers import Tokenizer
 
         from fmdrive.planning.lm.format import TrajectoryGrammar
-        from fmdrive.training.planner_lm import plan_anchor_of, plan_order_of
+        from fmdrive.training.planner_lm import plan_anchor_of, plan_order_of, prompt_style_of
         torch.set_num_threads(1)
         self.plan_anchor = plan_anchor_of(hf_dir)
+        self.prompt_style = prompt_style_of(hf_dir)
         self.torch = torch
         self.model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir)).eval()
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
@@ -200,7 +201,8 @@ class TorchPlanner:
         """The plan of a scene text and intent; the ego's speed and yaw rate place the anchor when
         the model's plans are anchored (the runtime takes them from the Scene the same way)."""
         from fmdrive.planning.lm import format as fmt
-        ids = self.tokenizer.encode(fmt.prompt_text(scene_text, intent), add_special_tokens=False).ids
+        ids = self.tokenizer.encode(fmt.prompt_text(scene_text, intent, self.prompt_style),
+                                    add_special_tokens=False).ids
         x = self.torch.tensor([ids])
         with self.torch.no_grad():
             out = self.model.generate(x, attention_mask=self.torch.ones_like(x), max_new_tokens=fmt.PLAN_TOKENS,

@@ -153,3 +153,65 @@ def test_goal_weight_puts_the_3s_points_tokens_first_in_the_loss():
     assert w[10] == w[11] == 5.0 * w[0] and w[12] == w[0]
     with pytest.raises(ValueError, match='goal_weight'):
         token_weights(0.0, 'goal_first')
+
+
+def test_soft_plan_targets_are_gaussians_over_the_bins_and_one_hot_at_sigma_zero(run):
+    _, out = run
+    tok = lm.load_tokenizer(out / 'tokenizer')
+    gi = lm.GrammarIndex(tok, 'goal_first')
+    vocab = tok.get_vocab()
+    xy = np.array([[1.0, 0.0], [2.0, 0.5], [3.0, 1.0], [4.0, 1.5], [5.0, 2.0], [6.0, 2.5]])
+    ids = [vocab[t] for t in fmt.encode_waypoints(xy, order='goal_first')] + [vocab[fmt.EOT]]
+    target = torch.tensor([ids])
+    hard = lm.soft_plan_targets(target, gi, 0.0)
+    assert torch.equal(gi.index[torch.arange(13), hard[0].argmax(-1)], target[0])
+    assert torch.allclose(hard.sum(-1), torch.ones(1, 13))
+    soft = lm.soft_plan_targets(target, gi, 1.0)
+    assert torch.allclose(soft.sum(-1), torch.ones(1, 13))
+    assert torch.equal(soft[0].argmax(-1), hard[0].argmax(-1))           # centred on the expert's bin
+    assert torch.equal(soft[0, 12], hard[0, 12])                          # <eot> stays one-hot
+    k = int(hard[0, 0].argmax())                                          # the 3 s point's x bin
+    q = soft[0, 0]
+    # sigma 1 m over 0.25 m bins: the bin 1 m (4 bins) away has exp(-1/2) of the peak, both sides
+    assert abs(float(q[k + 4] / q[k]) - np.exp(-0.5)) < 1e-4 and abs(float(q[k - 4] / q[k]) - np.exp(-0.5)) < 1e-4
+    ky = int(hard[0, 1].argmax())                                         # y: sigma / 4 = 0.25 m, 2.5 bins
+    assert abs(float(soft[0, 1, ky + 5] / soft[0, 1, ky]) - np.exp(-2.0)) < 1e-4
+    assert float(q[~gi.valid[0]].sum()) == 0.0
+
+
+def test_numeric_init_makes_near_numbers_and_near_bins_start_near(run):
+    _, out = run
+    tok = lm.load_tokenizer(out / 'tokenizer')
+    model = lm.build_model(lm.TINY, len(tok), tok)
+    counts = lm.numeric_init_(model, tok, seed=0)
+    assert counts['integers'] == 200 and counts['decimals'] == 10
+    assert counts['x_bins'] == fmt.NUM_X_BINS and counts['y_bins'] == fmt.NUM_Y_BINS
+    vocab = tok.get_vocab()
+    emb, head = model.get_input_embeddings().weight.detach(), model.get_output_embeddings().weight.detach()
+    cos = lambda a, b: float(torch.nn.functional.cosine_similarity(a, b, dim=0))  # noqa: E731
+    assert cos(emb[vocab['18']], emb[vocab['19']]) > 0.7 > 0.4 > cos(emb[vocab['18']], emb[vocab['150']])
+    x = [vocab[t] for t in fmt.X_TOKENS]
+    assert cos(head[x[100]], head[x[101]]) > 0.7 > 0.4 > cos(head[x[100]], head[x[300]])
+    assert abs(float(emb[vocab['18']].std()) - 0.02) < 0.01          # the scale of a fresh row
+    base = dict(data=str(run[0]), out=str(out), size=lm.TINY, max_steps=1, batch_size=8, max_eval=4,
+                eval_every_s=1e9, warmup_steps=1)
+    r = lm.train(lm.TrainConfig(role='teacher', numeric_init=True, label_sigma_m=1.0, **base), progress=False)
+    assert r['steps'] == 1 and np.isfinite(r['best_val']['l2_3s'])
+
+
+def test_compact_prompt_style_is_recorded_with_the_tokenizer_and_used_to_encode(tmp_path, run):
+    data, _ = run
+    out = tmp_path / 'compact'
+    info = lm.tokenizer_command(str(data), str(out), prompt_style='compact')
+    assert info['prompt_style'] == 'compact' and lm.prompt_style_of(out / 'tokenizer') == 'compact'
+    tok = lm.load_tokenizer(out / 'tokenizer')
+    s = _samples(1)
+    (p, _), = lm.encode(tok, s, prompt_style='compact')
+    assert tok.convert_ids_to_tokens(p)[:8] == ['Ego', ':', '0', '.9', 'limit', '13', '.9', 'lane'] or \
+        'm/s' not in tok.convert_ids_to_tokens(p)
+    assert tok.unk_token_id not in p
+    (full, _), = lm.encode(tok, s)
+    assert len(p) < len(full)
+    assert lm.prompt_style_of(run[1] / 'tokenizer') == 'full'
+    with pytest.raises(fmt.FormatError, match='prompt style'):
+        lm.tokenizer_command(str(data), str(tmp_path / 'x'), prompt_style='terse')

@@ -30,14 +30,15 @@ def _train_planner(args):
     from fmdrive.training import planner_lm as lm
     data, out = args.data if args.data != 'runs/dataset' else 'runs/planning_dataset', args.out or 'runs/planner_lm'
     if args.model == 'planner-tokenizer':
-        return lm.tokenizer_command(data, out, args.plan_anchor, args.plan_order)
+        return lm.tokenizer_command(data, out, args.plan_anchor, args.plan_order, args.prompt_style)
     if args.model == 'planner-eval':
         return lm.test_metrics(out, data)
     role = args.model.split('-')[1]
     cfg = lm.TrainConfig(data=data, out=out, role=role, kd=not args.no_kd, seed=args.seed, threads=args.threads,
                          size=lm.TINY if args.tiny else (lm.TEACHER if role == 'teacher' else lm.STUDENT),
                          max_minutes=args.max_minutes, lr=args.lr, goal_weight=args.goal_weight,
-                         prompt_lm_weight=args.prompt_lm_weight)
+                         prompt_lm_weight=args.prompt_lm_weight, label_sigma_m=args.label_sigma_m,
+                         numeric_init=args.numeric_init)
     if args.kd_samples:
         cfg.kd_samples = args.kd_samples
     cfg.batch_size = args.batch_size or args.batch_pairs or (8 if role == 'teacher' else 32)
@@ -99,6 +100,15 @@ def add_train_arguments(p):
                    'or absolute waypoints (planning/lm/format.py); every model of the run follows it')
     p.add_argument('--plan-order', default='goal_first', choices=('goal_first', 'forward'),
                    help='planner-tokenizer: the 3 s waypoint first, then 0.5 .. 2.5 s (default), or in time order')
+    p.add_argument('--prompt-style', default='full', choices=('full', 'compact'),
+                   help='planner-tokenizer: the scene text as fusion writes it (default) or its compact form '
+                   '(planning/lm/format.py: units, ids and filler words out, ~2.5x fewer tokens)')
+    p.add_argument('--label-sigma-m', type=float, default=0.0,
+                   help='planner: soft plan targets, a Gaussian of this many metres over the coordinate bins '
+                   'around the expert\'s (default 0 = one-hot)')
+    p.add_argument('--numeric-init', action='store_true',
+                   help='planner: start the embeddings of number tokens and the output rows of coordinate bins '
+                   'from smooth functions of their value, so that near values start near each other')
     p.add_argument('--no-kd', action='store_true', help='planner-student: no distillation (the baseline)')
     p.add_argument('--batch-size', type=int, default=None, help='planner: samples per batch (teacher 8, students 32)')
     p.add_argument('--kd-samples', type=int, default=None, help='planner-student: train samples the teacher labels')

@@ -288,30 +288,32 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
 
     from fmdrive.inference.card import sha256_of
     from fmdrive.sim.planning_dataset import load_planning_dataset
-    from fmdrive.training.planner_lm import encode, load_tokenizer, plan_anchor_of, plan_order_of, sample_anchor
+    from fmdrive.training.planner_lm import (encode, load_tokenizer, plan_anchor_of, plan_order_of,
+                                             prompt_style_of, sample_anchor)
     run, out = Path(run), Path(out)
     src = run / model
     if not (src / 'config.json').exists():
         raise FileNotFoundError(f'no trained model in {src}: run `fmdrive train planner-student` first')
     hf = LlamaForCausalLM.from_pretrained(src).eval()
     tok = load_tokenizer(run / 'tokenizer')
-    plan_anchor, plan_order = plan_anchor_of(src), plan_order_of(src)
-    if (plan_anchor, plan_order) != (plan_anchor_of(run / 'tokenizer'), plan_order_of(run / 'tokenizer')):
-        raise RuntimeError(f'{src} was trained with plan anchor {plan_anchor!r}, order {plan_order!r} but the '
-                           f'run\'s tokenizer says {plan_anchor_of(run / "tokenizer")!r}, '
-                           f'{plan_order_of(run / "tokenizer")!r}: retrain the student')
+    plan_anchor, plan_order, style = plan_anchor_of(src), plan_order_of(src), prompt_style_of(src)
+    tok_format = plan_anchor_of(run / 'tokenizer'), plan_order_of(run / 'tokenizer'), prompt_style_of(run / 'tokenizer')
+    if (plan_anchor, plan_order, style) != tok_format:
+        raise RuntimeError(f'{src} was trained with plan anchor {plan_anchor!r}, order {plan_order!r}, prompt '
+                           f'style {style!r} but the run\'s tokenizer says {tok_format[0]!r}, {tok_format[1]!r}, '
+                           f'{tok_format[2]!r}: retrain the student')
     out.mkdir(parents=True, exist_ok=True)
     work = run / 'export'
     work.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(hf, out / 'fp32.onnx')
     test_s = load_planning_dataset(data, 'test')[:max_test]
-    test_d = encode(tok, test_s, plan_anchor, plan_order)
+    test_d = encode(tok, test_s, plan_anchor, plan_order, style)
     anchors = [sample_anchor(s, plan_anchor) for s in test_s]
     header = tok(fmt.HEADER, add_special_tokens=False)['input_ids']
     parity = check_parity(hf, fp32, tok, header + test_d[0][0])
     train_s = load_planning_dataset(data, 'train')
     calib_rows = np.random.default_rng(0).permutation(len(train_s))[:calib]
-    calib_prompts = [header + p for p, _ in encode(tok, [train_s[i] for i in calib_rows])]
+    calib_prompts = [header + p for p, _ in encode(tok, [train_s[i] for i in calib_rows], prompt_style=style)]
     variants = quantize_variants(fp32, work, calib_prompts)
     true_xy = np.array([s['waypoints'] for s in test_s])
     measured = {'fp32': measure_onnx(fp32, tok, test_d, true_xy, anchors=anchors, order=plan_order)}
@@ -329,7 +331,8 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
     metrics_path = run / 'metrics.json'
     test_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     card = _card(hf.config, out, tok, best, parity, measured, test_metrics, data, sha256_of,
-                 _commands(run, data, out, plan_anchor, plan_order), plan_anchor, plan_order, _stopped_notes(run))
+                 _commands(run, data, out, plan_anchor, plan_order, style), plan_anchor, plan_order,
+                 _stopped_notes(run), style)
     for f in out.iterdir():
         if f.stat().st_size > MAX_FILE_BYTES:
             raise RuntimeError(f'{f} is {f.stat().st_size / 1e6:.1f} MB, over the 8 MB limit')
@@ -337,12 +340,12 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
             'card': str(card)}
 
 
-def _commands(run, data, out, plan_anchor='none', plan_order='forward') -> list[str]:
+def _commands(run, data, out, plan_anchor='none', plan_order='forward', prompt_style='full') -> list[str]:
     """The commands that made this engine, with the settings each training run recorded."""
     meta = json.loads((Path(data) / 'meta.json').read_text())
     cmds = [meta.get('command', f'fmdrive sim planning-dataset --out {data}'),
             f'fmdrive train planner-tokenizer --data {data} --out {run} --plan-anchor {plan_anchor} '
-            f'--plan-order {plan_order}']
+            f'--plan-order {plan_order}' + (f' --prompt-style {prompt_style}' if prompt_style != 'full' else '')]
     for name, args in (('teacher', 'planner-teacher'), ('student_nokd', 'planner-student --no-kd'),
                        ('student_kd', 'planner-student')):
         path = Path(run) / f'{name}.result.json'
@@ -358,6 +361,10 @@ def _commands(run, data, out, plan_anchor='none', plan_order='forward') -> list[
             cmd += f' --goal-weight {c["goal_weight"]:g}'
         if float(c.get('prompt_lm_weight', 0.0)) != 0.0:
             cmd += f' --prompt-lm-weight {c["prompt_lm_weight"]:g}'
+        if float(c.get('label_sigma_m', 0.0)) != 0.0:
+            cmd += f' --label-sigma-m {c["label_sigma_m"]:g}'
+        if c.get('numeric_init'):
+            cmd += ' --numeric-init'
         cmds.append(cmd)
     return cmds + [f'fmdrive train planner-eval --data {data} --out {run}',
                    f'fmdrive export planner --run {run} --data {data} --out {out}']
@@ -376,7 +383,7 @@ def _stopped_notes(run) -> str:
 
 
 def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha256_of, commands,
-          plan_anchor='none', plan_order='forward', extra_notes='') -> Path:
+          plan_anchor='none', plan_order='forward', extra_notes='', prompt_style='full') -> Path:
     import yaml
     n, h = cfg.num_hidden_layers, cfg.num_key_value_heads
     d = getattr(cfg, 'head_dim', None) or cfg.hidden_size // cfg.num_attention_heads
@@ -411,7 +418,7 @@ def _card(cfg, out, tok, int8_method, parity, measured, test_metrics, data, sha2
             'prompt_format': 'fmdrive.planning.lm.format (HEADER + frame_text; plan = 12 coordinate '
                              'tokens + <eot>)',
             'trajectory_steps': fmt.TRAJECTORY_STEPS, 'dt_s': fmt.DT_S, 'plan_anchor': plan_anchor,
-            'plan_order': plan_order,
+            'plan_order': plan_order, 'prompt_style': prompt_style,
             'int8_method': int8_method,
             'other_files': {name: sha256_of(out / name) for name in
                             ('tokenizer.json', 'config.json', 'model.safetensors')

@@ -22,6 +22,13 @@ first decimal ("18.4" -> "18" ".4"), so ~100 integer tokens and 10 decimal token
 distance and speed the scene says, each seen thousands of times, at two tokens per number
 (digit-by-digit would be four, and the prompt length is what a CPU pays for at every frame).
 
+Numbers and bins start smooth (--numeric-init, `numeric_init_`): the embeddings of the number
+tokens and the input/output rows of the coordinate bins are initialised as smooth functions of the
+value they stand for, so "18" starts next to "19" and the 10 m bin next to the 10.25 m one.
+Soft targets (--label-sigma-m S, `soft_plan_targets`): the plan loss is the cross-entropy against a
+Gaussian of S metres over the bins around the expert's (S / 4 in y), so a plan 0.25 m off is cheaper
+than one 20 m off. Both leave the model, its ONNX graph and the decoder unchanged.
+
 Distillation (planner-student): the teacher labels kd_samples rows of the train split once
 (`teacher_labels`; teacher forward passes are what a CPU cannot afford for all rows): its logits
 over the tokens the grammar allows at each of the 13 plan positions, teacher-forced on the expert
@@ -87,14 +94,17 @@ class TrainConfig:
     kd_weight: float = 1.0
     goal_weight: float = 1.0              # CE weight of the 3 s point's two tokens vs the other 11
     prompt_lm_weight: float = 0.0         # weight of the auxiliary next-token loss on the scene text
+    label_sigma_m: float = 0.0            # soft plan targets: Gaussian over bins (x; y a quarter of it)
+    numeric_init: bool = False            # number / coordinate-bin rows start smooth in their value
     kd_samples: int = 6000                # train samples the teacher labels
     max_train: int | None = None          # first N train samples only (tests)
     max_eval: int = 600                   # val samples scored during training (evenly over the split)
 
 
 # ---------------------------------------------------------------- tokenizer
-def train_tokenizer(samples: list[dict], out_dir):
-    """WordLevel over the scene text (numbers split as WORD_SPLIT) + format.SPECIAL_TOKENS."""
+def train_tokenizer(samples: list[dict], out_dir, prompt_style: str = 'full'):
+    """WordLevel over the scene text in prompt_style (numbers split as WORD_SPLIT) +
+    format.SPECIAL_TOKENS."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     tok = Tokenizer(models.WordLevel(unk_token=fmt.UNK))
@@ -104,8 +114,10 @@ def train_tokenizer(samples: list[dict], out_dir):
     # all integers 0..199 and decimals .0-.9 exist even if this dataset never said them
     numbers = [str(i) for i in range(200)] + [f'.{d}' for d in range(10)]
     trainer = trainers.WordLevelTrainer(special_tokens=list(fmt.SPECIAL_TOKENS), min_frequency=2)
-    texts = (fmt.prompt_text(s['scene_text'], s['intent']) for s in samples)
-    tok.train_from_iterator(_chain([' '.join(numbers)], texts), trainer)
+    texts = (fmt.prompt_text(s['scene_text'], s['intent'], prompt_style) for s in samples)
+    # twice: min_frequency 2 would otherwise drop the numbers this dataset never says (an <unk> on
+    # the vehicle the first time a distance of 116 m comes up)
+    tok.train_from_iterator(_chain([' '.join(numbers)] * 2, texts), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=fmt.BOS, eos_token=fmt.EOT,
                                    unk_token=fmt.UNK, pad_token=fmt.PAD)
     fast.padding_side = 'left'
@@ -123,11 +135,23 @@ def _chain(*its):
 PLAN_FORMAT_FILE = 'plan_format.json'
 
 
-def write_plan_format(directory, plan_anchor: str, plan_order: str = 'forward'):
+def write_plan_format(directory, plan_anchor: str, plan_order: str = 'forward',
+                      prompt_style: str = 'full'):
     fmt.check_anchor_mode(plan_anchor)
     fmt.check_order(plan_order)
+    fmt.check_prompt_style(prompt_style)
     Path(directory, PLAN_FORMAT_FILE).write_text(json.dumps({'plan_anchor': plan_anchor,
-                                                             'plan_order': plan_order}) + '\n')
+                                                             'plan_order': plan_order,
+                                                             'prompt_style': prompt_style}) + '\n')
+
+
+def prompt_style_of(directory) -> str:
+    """The prompt style of a tokenizer or model directory ('full' when plan_format.json does not
+    say: the runs before the compact style existed)."""
+    path = Path(directory, PLAN_FORMAT_FILE)
+    if not path.is_file():
+        return 'full'
+    return fmt.check_prompt_style(json.loads(path.read_text()).get('prompt_style', 'full'))
 
 
 def plan_anchor_of(directory) -> str:
@@ -165,12 +189,12 @@ def header_ids(tok) -> list[int]:
     return tok(fmt.HEADER, add_special_tokens=False)['input_ids']
 
 
-def encode(tok, samples: list[dict], plan_anchor: str = 'none',
-           plan_order: str = 'forward') -> list[tuple[list[int], list[int]]]:
-    """(frame prompt ids, 13 plan ids) per sample; the prompt is header_ids(tok) + frame ids; the
-    plan tokens relative to each sample's anchor under plan_anchor."""
+def encode(tok, samples: list[dict], plan_anchor: str = 'none', plan_order: str = 'forward',
+           prompt_style: str = 'full') -> list[tuple[list[int], list[int]]]:
+    """(frame prompt ids, 13 plan ids) per sample; the prompt is header_ids(tok) + frame ids in
+    prompt_style; the plan tokens relative to each sample's anchor under plan_anchor."""
     header = header_ids(tok)
-    prompts = tok([fmt.prompt_text(s['scene_text'], s['intent']) for s in samples],
+    prompts = tok([fmt.prompt_text(s['scene_text'], s['intent'], prompt_style) for s in samples],
                   add_special_tokens=False)['input_ids']
     if any(p[:len(header)] != header for p in prompts):
         raise ValueError('the tokenizer does not split HEADER off the prompt at the same place')
@@ -221,6 +245,72 @@ def build_model(size: ModelSize, vocab_size: int, tok=None):
                       eos_token_id=None if tok is None else tok.eos_token_id)
     cfg._attn_implementation = 'sdpa'
     return LlamaForCausalLM(cfg)
+
+
+def _smooth_rows(values: np.ndarray, span: float, width: int, rng) -> torch.Tensor:
+    """(N, width) rows that are a smooth function of `values` (N,): sines and cosines of the value
+    at periods from span/64 to 4 * span through one random projection, scaled to the std of a
+    fresh Llama row (0.02). Values that differ by a small part of `span` get nearly the same row."""
+    periods = span * np.geomspace(1 / 64, 4, 12)
+    ph = 2 * np.pi * values[:, None] / periods[None, :]
+    feats = np.concatenate([np.sin(ph), np.cos(ph)], 1)
+    rows = feats @ rng.standard_normal((feats.shape[1], width))
+    rows *= 0.02 / rows.std()
+    return torch.from_numpy(rows.astype(np.float32))
+
+
+@torch.no_grad()
+def numeric_init_(model, tok, seed: int = 0) -> dict:
+    """Start the input embeddings of the number tokens ("0".."199", ".0"..".9") and both the input
+    and output rows of the coordinate-bin tokens from smooth functions of the value they stand for
+    (_smooth_rows), instead of independent random rows. Why: a word-level number token is otherwise
+    a symbol whose magnitude the model must learn from co-occurrence alone, and "18" and "19" start
+    as unrelated as "18" and "car"; with a few epochs of CPU training that is most of what there is
+    to learn. The architecture and the ONNX graph are unchanged: this is an initialisation.
+    Returns how many rows of each kind were set."""
+    rng = np.random.default_rng(seed)
+    vocab = tok.get_vocab()
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    width = emb.shape[1]
+    ints = sorted((int(t), i) for t, i in vocab.items() if t.isdigit())
+    decs = sorted((int(t[1]), i) for t, i in vocab.items() if len(t) == 2 and t[0] == '.' and t[1].isdigit())
+    counts = {}
+    for name, pairs, span in (('integers', ints, 200.0), ('decimals', decs, 10.0)):
+        if pairs:
+            v, ids = np.array([p[0] for p in pairs], float), [p[1] for p in pairs]
+            emb[ids] = _smooth_rows(v, span, width, rng)
+            counts[name] = len(ids)
+    for name, tokens, step, span in (('x_bins', fmt.X_TOKENS, fmt.X_BIN_M, fmt.X_RANGE_M[1] - fmt.X_RANGE_M[0]),
+                                     ('y_bins', fmt.Y_TOKENS, fmt.Y_BIN_M, fmt.Y_RANGE_M[1] - fmt.Y_RANGE_M[0])):
+        ids = [vocab[t] for t in tokens]
+        v = np.arange(len(ids)) * step
+        emb[ids] = _smooth_rows(v, span, width, rng)
+        head[ids] = _smooth_rows(v, span, head.shape[1], rng)
+        counts[name] = len(ids)
+    return counts
+
+
+def soft_plan_targets(target: torch.Tensor, gi: 'GrammarIndex', sigma_m: float) -> torch.Tensor:
+    """(B, 13, A) target distributions over the grammar-allowed ids (gi) of the plan tokens
+    `target` (B, 13): a Gaussian of sigma_m metres over the x bins around the expert's bin, of
+    sigma_m / 4 over the y bins (their range is 4x narrower, and a lane is 3.5 m), one-hot on
+    <eot>. sigma_m 0 gives one-hot targets throughout. Why: with one-hot targets over 0.25 m bins,
+    a plan 0.25 m off costs as much as one 20 m off, so the model learns no order among the bins and
+    its probability spreads over many; a Gaussian target teaches "near the expert's value"."""
+    B = target.shape[0]
+    index = gi.index.expand(B, -1, -1)                         # (B, 13, A)
+    hit = (index == target[:, :, None]) & gi.valid             # the target's slot per position
+    if not sigma_m > 0:
+        return hit.float()
+    slot = hit.float().argmax(-1, keepdim=True).float()         # bin number of the target
+    pos = torch.arange(index.shape[-1], dtype=torch.float32)
+    is_x = torch.tensor([k % 2 == 0 and k < fmt.PLAN_TOKENS - 1 for k in range(fmt.PLAN_TOKENS)])
+    is_y = torch.tensor([k % 2 == 1 for k in range(fmt.PLAN_TOKENS)])
+    sigma_bins = torch.where(is_x, sigma_m / fmt.X_BIN_M, sigma_m / 4 / fmt.Y_BIN_M)[None, :, None]
+    q = torch.exp(-0.5 * ((pos - slot) / sigma_bins) ** 2) * gi.valid
+    q = torch.where((is_x | is_y)[None, :, None], q, hit.float())
+    return q / q.sum(-1, keepdim=True)
 
 
 def n_params(model) -> int:
@@ -390,7 +480,9 @@ def prepare(cfg: TrainConfig):
     val_s = load_planning_dataset(cfg.data, 'val')
     if len(val_s) > cfg.max_eval:          # evenly over every val scenario, not the first one or two
         val_s = [val_s[i] for i in np.linspace(0, len(val_s) - 1, cfg.max_eval).round().astype(int)]
-    return tok, train_s, val_s, encode(tok, train_s, anchor, order), encode(tok, val_s, anchor, order)
+    style = prompt_style_of(out / 'tokenizer')
+    return (tok, train_s, val_s, encode(tok, train_s, anchor, order, style),
+            encode(tok, val_s, anchor, order, style))
 
 
 def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
@@ -409,6 +501,8 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
     weights = token_weights(cfg.goal_weight, plan_order)
     header = header_ids(tok)
     model = build_model(cfg.size, len(tok), tok)
+    if cfg.numeric_init:
+        numeric_init_(model, tok, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.95))
     labels = teacher_labels(cfg, tok, gi, train_d, progress) if cfg.role == 'student' and cfg.kd \
@@ -455,8 +549,13 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
                  for i, u in zip(idx, use_teacher)]
         logits, target, aux = plan_logits(model, header, [train_d[i][0] + p for i, p in zip(idx, plans)],
                                           tok.pad_token_id, cfg.prompt_lm_weight > 0)
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction='none')
-        loss = (ce.view(target.shape) * weights).mean()
+        if cfg.label_sigma_m > 0:
+            logp = F.log_softmax(gi.restrict(logits), -1).masked_fill(~gi.valid, 0.0)
+            ce = -(soft_plan_targets(target, gi, cfg.label_sigma_m) * logp).sum(-1)
+        else:
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                 reduction='none').view(target.shape)
+        loss = (ce * weights).mean()
         if aux is not None:
             loss = loss + cfg.prompt_lm_weight * aux
         kd = torch.zeros(())
@@ -493,7 +592,7 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
                 best = dict(metrics, step=step)
                 model.save_pretrained(run)
                 tok.save_pretrained(run)
-                write_plan_format(run, plan_anchor, plan_order)
+                write_plan_format(run, plan_anchor, plan_order, prompt_style_of(out / 'tokenizer'))
             torch.save({'model': model.state_dict(), 'opt': opt.state_dict(), 'step': step,
                         'elapsed': elapsed, 'best': best, 'rng': rng.bit_generator.state}, ckpt)
         if done:
@@ -563,7 +662,7 @@ def test_metrics(out, data, batch_size=64, max_test=600, threads=1) -> dict:
     plan_anchor, plan_order = plan_anchor_of(out / 'tokenizer'), plan_order_of(out / 'tokenizer')
     gi = GrammarIndex(tok, plan_order)
     test_s = load_planning_dataset(data, 'test')[:max_test]
-    test_d = encode(tok, test_s, plan_anchor, plan_order)
+    test_d = encode(tok, test_s, plan_anchor, plan_order, prompt_style_of(out / 'tokenizer'))
     anchors = [sample_anchor(s, plan_anchor) for s in test_s]
     true_xy = np.array([s['waypoints'] for s in test_s])      # every model against the raw expert
     res = {'test_samples': len(test_s), 'plan_anchor': plan_anchor, 'plan_order': plan_order,
@@ -578,17 +677,19 @@ def test_metrics(out, data, batch_size=64, max_test=600, threads=1) -> dict:
     return res
 
 
-def tokenizer_command(data, out, plan_anchor: str = 'constant_velocity', plan_order: str = 'goal_first') -> dict:
+def tokenizer_command(data, out, plan_anchor: str = 'constant_velocity', plan_order: str = 'goal_first',
+                      prompt_style: str = 'full') -> dict:
     fmt.check_anchor_mode(plan_anchor)
     fmt.check_order(plan_order)
+    fmt.check_prompt_style(prompt_style)
     samples = load_planning_dataset(data, 'train')
-    tok = train_tokenizer(samples, Path(out) / 'tokenizer')
-    write_plan_format(Path(out) / 'tokenizer', plan_anchor, plan_order)
-    enc = encode(tok, samples[:2000], plan_anchor, plan_order)
+    tok = train_tokenizer(samples, Path(out) / 'tokenizer', prompt_style)
+    write_plan_format(Path(out) / 'tokenizer', plan_anchor, plan_order, prompt_style)
+    enc = encode(tok, samples[:2000], plan_anchor, plan_order, prompt_style)
     unk = sum(p.count(tok.unk_token_id) for p, _ in enc) / max(1, sum(len(p) for p, _ in enc))
     header = tok(fmt.HEADER, add_special_tokens=False)['input_ids']
     return {'vocab': len(tok), 'dir': str(Path(out) / 'tokenizer'), 'plan_anchor': plan_anchor,
-            'plan_order': plan_order,
+            'plan_order': plan_order, 'prompt_style': prompt_style,
             'header_tokens': len(header),
             'frame_tokens_mean': round(float(np.mean([len(p) for p, _ in enc])), 1),
             'frame_tokens_max': int(max(len(p) for p, _ in enc)), 'unk_rate': round(unk, 5)}
