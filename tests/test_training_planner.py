@@ -215,3 +215,11 @@ def test_compact_prompt_style_is_recorded_with_the_tokenizer_and_used_to_encode(
     assert lm.prompt_style_of(run[1] / 'tokenizer') == 'full'
     with pytest.raises(fmt.FormatError, match='prompt style'):
         lm.tokenizer_command(str(data), str(tmp_path / 'x'), prompt_style='terse')
+
+
+def test_spread_takes_samples_from_the_whole_split_not_its_first_scenarios():
+    from fmdrive.training.planner_lm import spread
+    rows = list(range(100))
+    assert spread(rows, None) == rows and spread(rows, 200) == rows
+    picked = spread(rows, 5)
+    assert picked == [0, 25, 50, 74, 99]

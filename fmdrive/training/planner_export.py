@@ -289,7 +289,7 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
     from fmdrive.inference.card import sha256_of
     from fmdrive.sim.planning_dataset import load_planning_dataset
     from fmdrive.training.planner_lm import (encode, load_tokenizer, plan_anchor_of, plan_order_of,
-                                             prompt_style_of, sample_anchor)
+                                             prompt_style_of, sample_anchor, spread)
     run, out = Path(run), Path(out)
     src = run / model
     if not (src / 'config.json').exists():
@@ -306,7 +306,7 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
     work = run / 'export'
     work.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(hf, out / 'fp32.onnx')
-    test_s = load_planning_dataset(data, 'test')[:max_test]
+    test_s = spread(load_planning_dataset(data, 'test'), max_test)
     test_d = encode(tok, test_s, plan_anchor, plan_order, style)
     anchors = [sample_anchor(s, plan_anchor) for s in test_s]
     header = tok(fmt.HEADER, add_special_tokens=False)['input_ids']
