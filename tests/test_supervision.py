@@ -136,7 +136,8 @@ def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_gra
         own = probe.received[T[node.outputs[0]]]
         n_own, n_traj = len(own), len(trajectories)
         assert probe.spin_until(lambda: len(own) >= n_own + 2 and len(trajectories) >= n_traj + 2, 60), \
-            f'outputs did not resume after {node.name} was restarted'
+            (f'outputs did not resume after {node.name} was restarted: {node.outputs[0]} '
+             f'{len(own) - n_own} new, trajectories {len(trajectories) - n_traj} new in 60 s')
 
         after = node_pids(proc.pid)
         for other in before:
