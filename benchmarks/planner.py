@@ -174,14 +174,13 @@ class TorchPlanner:
         from tokenizers import Tokenizer
 
         from fmdrive.planning.lm.format import TrajectoryGrammar
-        from fmdrive.training.planner_lm import plan_anchor_of, plan_order_of, prompt_style_of
+        from fmdrive.training.planner_lm import plan_format_of
         torch.set_num_threads(1)
-        self.plan_anchor = plan_anchor_of(hf_dir)
-        self.prompt_style = prompt_style_of(hf_dir)
+        self.plan_anchor, plan_order, self.prompt_style = plan_format_of(hf_dir)
         self.torch = torch
         self.model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir)).eval()
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.grammar = TrajectoryGrammar(self.tokenizer.get_vocab(), plan_order_of(hf_dir))
+        self.grammar = TrajectoryGrammar(self.tokenizer.get_vocab(), plan_order)
         grammar, vocab = self.grammar, self.model.config.vocab_size
 
         class Grammar(transformers.LogitsProcessor):

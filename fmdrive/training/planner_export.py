@@ -288,16 +288,15 @@ def export_planner(run='runs/planner_lm', data='runs/planning_dataset', out='eng
 
     from fmdrive.inference.card import sha256_of
     from fmdrive.sim.planning_dataset import load_planning_dataset
-    from fmdrive.training.planner_lm import (encode, load_tokenizer, plan_anchor_of, plan_order_of,
-                                             prompt_style_of, sample_anchor, spread)
+    from fmdrive.training.planner_lm import encode, load_tokenizer, plan_format_of, sample_anchor, spread
     run, out = Path(run), Path(out)
     src = run / model
     if not (src / 'config.json').exists():
         raise FileNotFoundError(f'no trained model in {src}: run `fmdrive train planner-student` first')
     hf = LlamaForCausalLM.from_pretrained(src).eval()
     tok = load_tokenizer(run / 'tokenizer')
-    plan_anchor, plan_order, style = plan_anchor_of(src), plan_order_of(src), prompt_style_of(src)
-    tok_format = plan_anchor_of(run / 'tokenizer'), plan_order_of(run / 'tokenizer'), prompt_style_of(run / 'tokenizer')
+    plan_anchor, plan_order, style = plan_format_of(src)
+    tok_format = plan_format_of(run / 'tokenizer')
     if (plan_anchor, plan_order, style) != tok_format:
         raise RuntimeError(f'{src} was trained with plan anchor {plan_anchor!r}, order {plan_order!r}, prompt '
                            f'style {style!r} but the run\'s tokenizer says {tok_format[0]!r}, {tok_format[1]!r}, '

@@ -145,30 +145,27 @@ def write_plan_format(directory, plan_anchor: str, plan_order: str = 'forward',
                                                              'prompt_style': prompt_style}) + '\n')
 
 
-def prompt_style_of(directory) -> str:
-    """The prompt style of a tokenizer or model directory ('full' when plan_format.json does not
-    say: the runs before the compact style existed)."""
+def plan_format_of(directory) -> tuple[str, str, str]:
+    """(plan anchor, plan order, prompt style) a tokenizer or model directory was made with, each
+    checked; what plan_format.json does not say has the value of the runs before it existed
+    ('none', 'forward', 'full')."""
     path = Path(directory, PLAN_FORMAT_FILE)
-    if not path.is_file():
-        return 'full'
-    return fmt.check_prompt_style(json.loads(path.read_text()).get('prompt_style', 'full'))
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    return (fmt.check_anchor_mode(saved.get('plan_anchor', 'none')),
+            fmt.check_order(saved.get('plan_order', 'forward')),
+            fmt.check_prompt_style(saved.get('prompt_style', 'full')))
 
 
 def plan_anchor_of(directory) -> str:
-    """The plan anchor a tokenizer or model directory was made with ('none' when it has no
-    plan_format.json: the runs before anchors existed)."""
-    path = Path(directory, PLAN_FORMAT_FILE)
-    if not path.is_file():
-        return 'none'
-    return fmt.check_anchor_mode(json.loads(path.read_text()).get('plan_anchor', 'none'))
+    return plan_format_of(directory)[0]
 
 
 def plan_order_of(directory) -> str:
-    """The plan order of a tokenizer or model directory ('forward' without plan_format.json)."""
-    path = Path(directory, PLAN_FORMAT_FILE)
-    if not path.is_file():
-        return 'forward'
-    return fmt.check_order(json.loads(path.read_text()).get('plan_order', 'forward'))
+    return plan_format_of(directory)[1]
+
+
+def prompt_style_of(directory) -> str:
+    return plan_format_of(directory)[2]
 
 
 def sample_anchor(sample: dict, plan_anchor: str):
@@ -475,11 +472,10 @@ def _log(path, record):
 def prepare(cfg: TrainConfig):
     out = Path(cfg.out)
     tok = load_tokenizer(out / 'tokenizer')
-    anchor, order = plan_anchor_of(out / 'tokenizer'), plan_order_of(out / 'tokenizer')
+    anchor, order, style = plan_format_of(out / 'tokenizer')
     train_s = load_planning_dataset(cfg.data, 'train')[:cfg.max_train]
     val_s = load_planning_dataset(cfg.data, 'val')
     val_s = spread(val_s, cfg.max_eval)   # evenly over every val scenario, not the first one or two
-    style = prompt_style_of(out / 'tokenizer')
     return (tok, train_s, val_s, encode(tok, train_s, anchor, order, style),
             encode(tok, val_s, anchor, order, style))
 
@@ -494,7 +490,7 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
     ckpt = out / f'{name}.ckpt.pt'
     log = out / f'{name}.log'
     tok, train_s, val_s, train_d, val_d = prepare(cfg)
-    plan_anchor, plan_order = plan_anchor_of(out / 'tokenizer'), plan_order_of(out / 'tokenizer')
+    plan_anchor, plan_order, prompt_style = plan_format_of(out / 'tokenizer')
     val_anchors = [sample_anchor(s, plan_anchor) for s in val_s]
     gi = GrammarIndex(tok, plan_order)
     weights = token_weights(cfg.goal_weight, plan_order)
@@ -591,7 +587,7 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
                 best = dict(metrics, step=step)
                 model.save_pretrained(run)
                 tok.save_pretrained(run)
-                write_plan_format(run, plan_anchor, plan_order, prompt_style_of(out / 'tokenizer'))
+                write_plan_format(run, plan_anchor, plan_order, prompt_style)
             torch.save({'model': model.state_dict(), 'opt': opt.state_dict(), 'step': step,
                         'elapsed': elapsed, 'best': best, 'rng': rng.bit_generator.state}, ckpt)
         if done:
@@ -667,10 +663,10 @@ def test_metrics(out, data, batch_size=64, max_test=None, threads=1) -> dict:
     torch.set_num_threads(threads)
     out = Path(out)
     tok = load_tokenizer(out / 'tokenizer')
-    plan_anchor, plan_order = plan_anchor_of(out / 'tokenizer'), plan_order_of(out / 'tokenizer')
+    plan_anchor, plan_order, prompt_style = plan_format_of(out / 'tokenizer')
     gi = GrammarIndex(tok, plan_order)
     test_s = spread(load_planning_dataset(data, 'test'), max_test)
-    test_d = encode(tok, test_s, plan_anchor, plan_order, prompt_style_of(out / 'tokenizer'))
+    test_d = encode(tok, test_s, plan_anchor, plan_order, prompt_style)
     anchors = [sample_anchor(s, plan_anchor) for s in test_s]
     true_xy = np.array([s['waypoints'] for s in test_s])      # every model against the raw expert
     res = {'test_samples': len(test_s), 'plan_anchor': plan_anchor, 'plan_order': plan_order,
