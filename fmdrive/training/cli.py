@@ -91,16 +91,17 @@ LIDAR_OPTIONS = (
 
 
 def add_train_arguments(p):
+    from fmdrive.planning.lm.format import PLAN_ANCHORS, PLAN_ORDERS, PROMPT_STYLES
     p.add_argument('model', choices=('dataset', 'lidar', 'camera', 'planner-tokenizer', 'planner-teacher',
                                      'planner-student', 'planner-eval'),
                    help='dataset: write training frames; lidar / camera: train that encoder; planner-*: the planner '
                    'LM (tokenizer, teacher, student with/without KD, test-split evaluation)')
-    p.add_argument('--plan-anchor', default='constant_velocity', choices=('constant_velocity', 'none'),
+    p.add_argument('--plan-anchor', default='constant_velocity', choices=PLAN_ANCHORS,
                    help='planner-tokenizer: plan tokens relative to the constant-velocity rollout (default) '
                    'or absolute waypoints (planning/lm/format.py); every model of the run follows it')
-    p.add_argument('--plan-order', default='goal_first', choices=('goal_first', 'forward'),
+    p.add_argument('--plan-order', default='goal_first', choices=tuple(PLAN_ORDERS),
                    help='planner-tokenizer: the 3 s waypoint first, then 0.5 .. 2.5 s (default), or in time order')
-    p.add_argument('--prompt-style', default='full', choices=('full', 'compact'),
+    p.add_argument('--prompt-style', default='full', choices=PROMPT_STYLES,
                    help='planner-tokenizer: the scene text as fusion writes it (default) or its compact form '
                    '(planning/lm/format.py: units, ids and filler words out, ~2.5x fewer tokens)')
     p.add_argument('--label-sigma-m', type=float, default=0.0,
