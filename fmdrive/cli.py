@@ -178,7 +178,7 @@ def cmd_run(args):
     def report(text):
         print(text, file=sys.stderr, flush=True)
     try:
-        graph.wait_ready()
+        graph.wait_ready(report=report)
         print(f'graph up: {", ".join(graph.procs)} (logs in {args.log_dir}); Ctrl-C stops it', flush=True)
         while graph.alive():  # a node that dies is reported and restarted; one that keeps dying is given up
             graph.supervise(report)

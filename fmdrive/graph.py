@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from fmdrive import config, interrupts
+from fmdrive.shm_ports import EXIT_TRANSPORT_LOST
 
 
 class GraphError(RuntimeError):
@@ -225,6 +226,8 @@ class GraphProcesses:
                 recent.popleft()
             tail = '\n'.join(f'    | {line}' for line in self.log_tail(name, 8).splitlines())
             log_path = self.log_dir / f'{name}.log'
+            why = (' (cut off from Fast DDS shared memory: a new process gets a fresh port)'
+                   if code == EXIT_TRANSPORT_LOST else '')
             if len(recent) >= MAX_RESTARTS:
                 self.given_up.add(name)
                 report(f'node {name} exited with code {code} after {len(recent)} restarts within '
@@ -233,14 +236,14 @@ class GraphProcesses:
                 continue
             recent.append(now)
             self._restart_at[name] = now + RESPAWN_DELAY_S
-            report(f'node {name} exited with code {code}; restarting it in {RESPAWN_DELAY_S:g} s (log {log_path})'
+            report(f'node {name} exited with code {code}{why}; restarting it in {RESPAWN_DELAY_S:g} s (log {log_path})'
                    + (f'\n{tail}' if tail else ''))
 
     def alive(self) -> list[str]:
         """Nodes running or about to be restarted (not given up)."""
         return [name for name in self.procs if name not in self.given_up]
 
-    def wait_ready(self, timeout_s: float = 30.0):
+    def wait_ready(self, timeout_s: float = 30.0, report=print):
         """Until every node has subscribed to all its inputs and, for every topic between nodes, the
         publishing node reports on /diagnostics (matched_subscribers/<topic>) that it has matched as
         many subscriptions as the graph declares: a node is visible before it has subscribed, and a
@@ -264,8 +267,10 @@ class GraphProcesses:
             while time.monotonic() < deadline:
                 interrupts.check()
                 for name, code in self.dead().items():
-                    raise GraphError(f'node {name} exited with code {code}:\n{self.log_tail(name)}')
-                if not self.not_ready(probe, reports):
+                    if code != EXIT_TRANSPORT_LOST or name in self.given_up:
+                        raise GraphError(f'node {name} exited with code {code}:\n{self.log_tail(name)}')
+                self.supervise(report)
+                if not self.dead() and not self.not_ready(probe, reports):
                     return
                 executor.spin_once(timeout_sec=0.1)
             raise GraphError(f'graph not ready after {timeout_s:.0f} s: {"; ".join(self.not_ready(probe, reports))}')

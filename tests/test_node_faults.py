@@ -219,3 +219,37 @@ def test_the_lidar_node_stops_taking_tf_when_its_mount_is_static_and_takes_it_ag
     probe.wait_for_diagnostics('lidar_encoder', lambda kv: kv.get('tf_subscription') == 'active',
                                what='/tf taken again for a frame not on /tf_static')
     assert state() == 'active'
+
+
+@pytest.mark.timeout(120)
+def test_a_node_cut_off_from_its_shared_memory_port_says_so_and_exits_to_be_restarted(graph_nodes, probe):
+    """What a peer's regeneration of a restarted node's port leaves (fmdrive/shm_ports.py): the node's
+    listening segment is no longer the file writers open. Removing the file is that fault."""
+    import os
+
+    from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, SHM_DIR, listening_ports
+    graph = graph_nodes('planner')
+    proc = graph.procs['planner']
+    deadline = time.monotonic() + 60
+    ports = set()
+    while not ports and time.monotonic() < deadline:  # the participant opens its ports as the node starts
+        links = []
+        for fd in os.listdir(f'/proc/{proc.pid}/fd'):
+            try:
+                links.append(os.readlink(f'/proc/{proc.pid}/fd/{fd}'))
+            except OSError:
+                pass
+        ports = listening_ports(links)
+        probe.spin_until(lambda: False, 0.2)
+    assert ports, 'the planner holds no Fast DDS shared-memory port (is the large-message profile in use?)'
+    probe.watch_diagnostics()
+    assert probe.spin_until(lambda: diagnostics_name('planner') in probe.diagnostics, 60)
+    for port in ports:
+        os.remove(os.path.join(SHM_DIR, port))
+    assert proc.wait(30) == EXIT_TRANSPORT_LOST, graph.log_tail('planner')
+    log = graph.log_tail('planner', 30)
+    assert 'can no longer receive over Fast DDS shared memory' in log and 'was removed' in log, log
+    assert 'Traceback' not in log, log
+    # its last word on /diagnostics said why
+    assert probe.spin_until(lambda: probe.diagnostics.get(diagnostics_name('planner'), {}).get('transport', 'ok')
+                            != 'ok', 10), probe.diagnostics.get(diagnostics_name('planner'))

@@ -147,6 +147,44 @@ def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_gra
     assert not looping_replay, looping_replay
 
 
+def listening_ports_of(pid: int) -> set:
+    from fmdrive.shm_ports import listening_ports
+    links = []
+    for fd in os.listdir(f'/proc/{pid}/fd'):
+        try:
+            links.append(os.readlink(f'/proc/{pid}/fd/{fd}'))
+        except OSError:
+            pass
+    return listening_ports(links)
+
+
+@pytest.mark.timeout(180)
+def test_a_node_cut_off_from_shared_memory_is_restarted_and_outputs_resume(supervised_graph, probe, looping_replay):
+    """The fault behind the kill test's rare failure (fmdrive/shm_ports.py): a peer replaces the port
+    segment a node listens on; the node sees it, exits, and `fmdrive run` starts it again."""
+    from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, SHM_DIR
+    proc, lines = supervised_graph
+    from fmdrive.bags.typestore import message_class
+    fusion = next(n for n in GRAPH if n.name == 'fusion')
+    own_topic = T[fusion.outputs[0]]
+    probe.listen(own_topic, message_class(config.TOPIC_TYPES[own_topic]))
+    own = probe.received[own_topic]
+    assert probe.spin_until(lambda: len(own) >= 3, 90), f'nothing from fusion on {own_topic}: {looping_replay}'
+    pid = node_pids(proc.pid)['fusion']
+    ports = listening_ports_of(pid)
+    assert ports, 'fusion holds no Fast DDS shared-memory port (is the large-message profile in use?)'
+    for port in ports:
+        os.remove(os.path.join(SHM_DIR, port))
+    lines.until(lambda ln: ln.startswith(f'node fusion exited with code {EXIT_TRANSPORT_LOST} (cut off from Fast DDS '
+                                         f'shared memory'), 30)
+    lines.until(lambda ln: ln.startswith('node fusion restarted'), 30)
+    n_own = len(own)
+    assert probe.spin_until(lambda: len(own) >= n_own + 3, 60), \
+        f'{own_topic} did not resume after fusion was restarted: {len(own) - n_own} new in 60 s'
+    assert node_pids(proc.pid)['fusion'] != pid
+    assert not looping_replay, looping_replay
+
+
 def test_a_second_graph_on_the_same_domain_is_refused(supervised_graph, ros_domain, tmp_path):
     proc, _ = supervised_graph
     r = subprocess.run([sys.executable, '-m', 'fmdrive.cli', 'run', '--log-dir', str(tmp_path / 'second')],

@@ -13,7 +13,10 @@
   sequence of periodic inputs are counted as frames that never arrived (loss upstream or in DDS);
 - one TF buffer per node fed by /tf_static and /tf, with the calibration YAML as the fallback;
 - /diagnostics with processing_time_ms, pipeline_latency_ms, rates, drops, the calibration source and
-  how many subscribers each output has matched (what `fmdrive run` waits on at start).
+  how many subscribers each output has matched (what `fmdrive run` waits on at start);
+- a node that Fast DDS has cut off from shared memory (its listening port replaced by a peer, see
+  fmdrive/shm_ports.py) says so and exits with EXIT_TRANSPORT_LOST, so that its supervisor starts
+  it again with a fresh port instead of leaving it on the graph, deaf.
 
 Only rclpy API that exists in Humble, Jazzy and Kilted is used.
 """
@@ -38,6 +41,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from fmdrive import config
 from fmdrive.msgs import MessageError, stamp_to_ns
 from fmdrive.rate_gate import RateGate
+from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, stranded_ports
 from fmdrive.tf import TransformError
 
 try:                                    # Iron and later
@@ -61,11 +65,17 @@ RECENT_WARNING_S = 5.0     # a warning keeps the node's status at WARN this long
 RATE_WINDOW_S = 2.0        # input rates are counted over the last this-many seconds
 STALE_CHECK_PERIOD_S = 0.1  # an input going stale (or coming back) is published at once, not at the next period
 QOS_CHECK_PERIOD_S = 1.0   # how often `auto` QoS looks at the publishers of each input
+TRANSPORT_CHECK_PERIOD_S = 1.0  # how often a node checks it can still receive over shared memory
+TRANSPORT_LOST_CHECKS = 2       # consecutive checks that must agree before the node gives up its process
 GAP_FACTOR = 1.6           # a stamp step this many typical periods long means frames went missing
 GAP_LEARN_STEPS = 5        # stamp steps seen before gaps are judged (the first ones then too)
 TF_WAIT_S = 1.0            # a frame no one has published yet is waited for this long from its first need
 PARAM_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
                str: Parameter.Type.STRING}
+
+
+class TransportLost(Exception):
+    """The node's DDS transport can no longer deliver to it; only a new process recovers."""
 
 
 class ParameterError(Exception):
@@ -210,6 +220,9 @@ class FmdriveNode(Node):
                                                event_callbacks=_only(PublisherEventCallbacks))
         self.create_timer(float(self.p['diagnostics_period_s']), self.publish_diagnostics)
         self.create_timer(QOS_CHECK_PERIOD_S, self._housekeeping)
+        self._transport_problems: list[str] = []
+        self._transport_lost_checks = 0
+        self.create_timer(TRANSPORT_CHECK_PERIOD_S, self._check_transport)
         self._stale_now: list[str] = []
         self.create_timer(STALE_CHECK_PERIOD_S, self._check_stale)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -357,6 +370,17 @@ class FmdriveNode(Node):
     def _housekeeping(self):
         self._adapt_qos()
         self._prune_tf()
+
+    def _check_transport(self):
+        """Exit (TransportLost) once this process has been cut off from its shared-memory port in
+        TRANSPORT_LOST_CHECKS checks in a row: it would stay on the graph and never receive again."""
+        problems = stranded_ports()
+        self._transport_lost_checks = self._transport_lost_checks + 1 if problems else 0
+        self._transport_problems = problems
+        if self._transport_lost_checks >= TRANSPORT_LOST_CHECKS:
+            self.publish_diagnostics()  # the last word on /diagnostics (sending still works) says why
+            raise TransportLost(f'{self.get_name()} can no longer receive over Fast DDS shared memory: '
+                                f'{"; ".join(problems)}; exiting (code {EXIT_TRANSPORT_LOST}) to be started again')
 
     def _adapt_qos(self, only: str | None = None):
         """`auto` QoS: re-create a subscription whose profile no longer matches every publisher."""
@@ -596,7 +620,10 @@ class FmdriveNode(Node):
         stale = self.stale_inputs()
         degraded = self._mode != 'ok'
         recent = now - self._last_warning_time < RECENT_WARNING_S
-        if stale:
+        if self._transport_problems:
+            st.level = DiagnosticStatus.ERROR
+            st.message = 'cannot receive over shared memory: ' + '; '.join(self._transport_problems)
+        elif stale:
             st.level = DiagnosticStatus.STALE
             st.message = 'stale: ' + ', '.join(stale)
         else:
@@ -617,6 +644,7 @@ class FmdriveNode(Node):
             'incompatible_qos': str(sum(s.incompatible_qos for s in self._inputs.values())),
             'stale_inputs': ', '.join(stale),
             'internal_errors': str(self._internal_errors),
+            'transport': '; '.join(self._transport_problems) or 'ok',
             'last_warning': self._last_warning,
             **self.diag_values,
         }
@@ -647,7 +675,8 @@ class FmdriveNode(Node):
 
 def run_node(node_cls, args=None):
     """init -> spin -> destroy -> shutdown; Ctrl-C and external shutdown end the node quietly; an
-    invalid parameter ends it with one line and exit code 2 (a supervisor must not restart it)."""
+    invalid parameter ends it with one line and exit code 2 (a supervisor must not restart it); a
+    node cut off from its transport ends with one line and EXIT_TRANSPORT_LOST (restart it)."""
     rclpy.init(args=args)
     node = None
     try:
@@ -663,6 +692,13 @@ def run_node(node_cls, args=None):
         print(f'error: {e}', file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         sys.exit(2)
+    except TransportLost as e:
+        print(f'error: {e}', file=sys.stderr, flush=True)
+        if node is not None:
+            node.destroy_node()
+            node = None
+        rclpy.try_shutdown()
+        sys.exit(EXIT_TRANSPORT_LOST)
     finally:
         if node is not None:
             node.destroy_node()

@@ -1,0 +1,91 @@
+"""Is this process still reachable over Fast DDS shared memory? (Linux, /proc; ROS-free.)
+
+A Fast DDS participant receives shared-memory traffic on a *port*: a segment /dev/shm/fastdds_port<N>
+(`fastrtps_port<N>` before Fast DDS 2.8, Humble) that the listener maps, plus a lock file
+`<segment>_el` it holds while alive. Writers open the segment by name. When a participant dies
+(kill -9), its peers find the port dead and regenerate it: they probe the lock (open, lock, unlock,
+*remove* the lock file) and remove and re-create the segment. A node restarted at once takes the same
+participant id, so the same port, while those probes still run (until the dead participant's lease
+ends, ~20 s): measured here, about one restart in four of a process beside four peers loses the race
+(Fast DDS logs "Failed init_port fastdds_port<N>: open_and_lock_file failed", or nothing) and ends up
+listening on a segment that is no longer the file at /dev/shm/fastdds_port<N>. Writers write into the
+file, the listener reads its unlinked segment: the node is on the graph, publishes, matches every
+subscription, and never receives a message again. Fast DDS does not notice.
+
+`stranded_ports()` tells from /proc/self/fd (which port locks this process holds) and /proc/self/maps
+(which segment inodes it maps) whether a port it listens on is no longer the one writers reach. A
+node that finds itself so cut off exits (`EXIT_TRANSPORT_LOST`) so that its supervisor (`fmdrive run`
+or `ros2 launch` with respawn) starts it again, which gives it a fresh port. Another RMW, or Fast DDS
+without shared memory, holds no such files: nothing to check, nothing reported.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+# sysexits.h EX_TEMPFAIL: a node that exits with it asks to be started again (not a bad parameter)
+EXIT_TRANSPORT_LOST = 75
+
+SHM_DIR = '/dev/shm'
+_PORT = r'(?:fastdds|fastrtps)_port\d+'
+_PORT_LOCK_LINK = re.compile(rf'^{re.escape(SHM_DIR)}/({_PORT})_el(?: \(deleted\))?$')
+_SEGMENT_LOCK_LINK = re.compile(rf'^{re.escape(SHM_DIR)}/(?:fastdds|fastrtps)_[0-9a-f]{{16}}_el(?: \(deleted\))?$')
+_MAPS_PORT = re.compile(rf'^\S+\s+\S+\s+\S+\s+\S+\s+(\d+)\s+{re.escape(SHM_DIR)}/({_PORT})(?: \(deleted\))?$')
+
+
+def _fd_links(fd_dir: str) -> list[str]:
+    links = []
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return links
+    for name in names:
+        try:
+            links.append(os.readlink(os.path.join(fd_dir, name)))
+        except OSError:          # closed between listdir and readlink
+            continue
+    return links
+
+
+def listening_ports(links: list[str]) -> set[str]:
+    """Port segment names whose listener lock (`<segment>_el`) this process holds, from its fd links."""
+    return {m.group(1) for m in map(_PORT_LOCK_LINK.match, links) if m}
+
+
+def mapped_port_inodes(maps_lines) -> dict[str, set[int]]:
+    """{port segment name: inodes of its mappings} from /proc/<pid>/maps lines (unlinked ones included)."""
+    inodes: dict[str, set[int]] = {}
+    for line in maps_lines:
+        m = _MAPS_PORT.match(line.rstrip('\n'))
+        if m:
+            inodes.setdefault(m.group(2), set()).add(int(m.group(1)))
+    return inodes
+
+
+def stranded_ports(fd_dir: str = '/proc/self/fd', maps_path: str = '/proc/self/maps',
+                   shm_dir: str = SHM_DIR) -> list[str]:
+    """Why this process cannot receive over Fast DDS shared memory, one entry per cause; empty when
+    it can, or when it uses no Fast DDS shared memory at all (or there is no /proc to read)."""
+    links = _fd_links(fd_dir)
+    uses_shm = any(_SEGMENT_LOCK_LINK.match(link) for link in links)
+    ports = listening_ports(links)
+    if not ports:
+        return ['shared-memory transport in use but no listening port held'] if uses_shm else []
+    try:
+        with open(maps_path) as f:
+            mapped = mapped_port_inodes(f)
+    except OSError:
+        return []
+    problems = []
+    for port in sorted(ports):
+        path = os.path.join(shm_dir, port)
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            problems.append(f'{path} was removed')
+            continue
+        except OSError:
+            continue
+        if current not in mapped.get(port, set()):
+            problems.append(f'{path} was replaced by another process (this one reads the old, unlinked segment)')
+    return problems

@@ -1,0 +1,80 @@
+"""shm_ports: a process that Fast DDS cut off from its shared-memory listening port is recognised
+from its /proc entries (fd links and maps), and one that uses no Fast DDS shared memory is left alone."""
+import os
+
+from fmdrive.shm_ports import listening_ports, mapped_port_inodes, stranded_ports
+
+
+def fake_proc(tmp_path, links, maps_lines):
+    """A /proc/<pid>/fd directory of symlinks to `links` and a maps file of `maps_lines`."""
+    fd_dir = tmp_path / 'fd'
+    fd_dir.mkdir()
+    for i, target in enumerate(links):
+        os.symlink(target, fd_dir / str(i + 3))
+    maps = tmp_path / 'maps'
+    maps.write_text(''.join(line + '\n' for line in maps_lines))
+    return str(fd_dir), str(maps)
+
+
+def maps_line(inode, name, deleted=False):
+    return (f'7f3c2a000000-7f3c2a00d000 rw-s 00000000 00:1a {inode}                    /dev/shm/{name}'
+            + (' (deleted)' if deleted else ''))
+
+
+def shm_file(shm, name) -> int:
+    (shm / name).write_bytes(b'\0' * 16)
+    return os.stat(shm / name).st_ino
+
+
+def test_no_fast_dds_shared_memory_is_nothing_to_report(tmp_path):
+    fd_dir, maps = fake_proc(tmp_path, ['/dev/null', '/tmp/x.log', 'socket:[1234]'], [])
+    assert stranded_ports(fd_dir, maps, str(tmp_path)) == []
+
+
+def test_a_listener_mapping_the_current_port_segment_is_healthy(tmp_path):
+    shm = tmp_path / 'shm'
+    shm.mkdir()
+    ino = shm_file(shm, 'fastdds_port7411')
+    peer = shm_file(shm, 'fastdds_port7413')
+    links = ['/dev/shm/fastdds_0123456789abcdef_el', '/dev/shm/fastdds_port7411_el']
+    fd_dir, maps = fake_proc(tmp_path, links, [maps_line(ino, 'fastdds_port7411'), maps_line(peer, 'fastdds_port7413'),
+                                               maps_line(peer + 1000, 'fastdds_port7415', deleted=True)])
+    assert listening_ports(links) == {'fastdds_port7411'}
+    # a peer's port this process writes to may be unlinked (the peer died): not this process's problem
+    assert stranded_ports(fd_dir, maps, str(shm)) == []
+
+
+def test_a_port_segment_replaced_by_another_process_is_reported(tmp_path):
+    shm = tmp_path / 'shm'
+    shm.mkdir()
+    current = shm_file(shm, 'fastdds_port7411')
+    links = ['/dev/shm/fastdds_0123456789abcdef_el', '/dev/shm/fastdds_port7411_el (deleted)']
+    fd_dir, maps = fake_proc(tmp_path, links, [maps_line(current + 1, 'fastdds_port7411', deleted=True)])
+    (problem,) = stranded_ports(fd_dir, maps, str(shm))
+    assert 'fastdds_port7411 was replaced by another process' in problem
+
+
+def test_a_removed_port_segment_is_reported(tmp_path):
+    shm = tmp_path / 'shm'
+    shm.mkdir()
+    links = ['/dev/shm/fastdds_port7411_el']
+    fd_dir, maps = fake_proc(tmp_path, links, [maps_line(77, 'fastdds_port7411', deleted=True)])
+    assert stranded_ports(fd_dir, maps, str(shm)) == [f'{shm}/fastdds_port7411 was removed']
+
+
+def test_shared_memory_in_use_without_any_listening_port_is_reported(tmp_path):
+    fd_dir, maps = fake_proc(tmp_path, ['/dev/shm/fastdds_0123456789abcdef_el'], [])
+    assert stranded_ports(fd_dir, maps, str(tmp_path)) == ['shared-memory transport in use but no listening port held']
+
+
+def test_humble_fast_dds_names_are_read_too(tmp_path):
+    shm = tmp_path / 'shm'
+    shm.mkdir()
+    ino = shm_file(shm, 'fastrtps_port7411')
+    links = ['/dev/shm/fastrtps_0123456789abcdef_el', '/dev/shm/fastrtps_port7411_el']
+    fd_dir, maps = fake_proc(tmp_path, links, [maps_line(ino, 'fastrtps_port7411')])
+    assert mapped_port_inodes([maps_line(ino, 'fastrtps_port7411')]) == {'fastrtps_port7411': {ino}}
+    assert stranded_ports(fd_dir, maps, str(shm)) == []
+    os.remove(shm / 'fastrtps_port7411')
+    assert stranded_ports(fd_dir, maps, str(shm)) == [f'{shm}/fastrtps_port7411 was removed']
+
