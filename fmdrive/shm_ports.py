@@ -62,20 +62,18 @@ def mapped_port_inodes(maps_lines) -> dict[str, set[int]]:
     return inodes
 
 
-def stranded_ports(fd_dir: str = '/proc/self/fd', maps_path: str = '/proc/self/maps',
-                   shm_dir: str = SHM_DIR) -> list[str]:
-    """Why this process cannot receive over Fast DDS shared memory, one entry per cause; empty when
-    it can, or when it uses no Fast DDS shared memory at all (or there is no /proc to read)."""
+def _look(fd_dir: str, maps_path: str, shm_dir: str) -> tuple[list[str], dict[str, set[int]]]:
+    """(problems, {listening port: the inodes of it this process maps}) from a full look at /proc."""
     links = _fd_links(fd_dir)
     uses_shm = any(_SEGMENT_LOCK_LINK.match(link) for link in links)
     ports = listening_ports(links)
     if not ports:
-        return ['shared-memory transport in use but no listening port held'] if uses_shm else []
+        return (['shared-memory transport in use but no listening port held'] if uses_shm else []), {}
     try:
         with open(maps_path) as f:
             mapped = mapped_port_inodes(f)
     except OSError:
-        return []
+        return [], {}
     problems = []
     for port in sorted(ports):
         path = os.path.join(shm_dir, port)
@@ -88,4 +86,44 @@ def stranded_ports(fd_dir: str = '/proc/self/fd', maps_path: str = '/proc/self/m
             continue
         if current not in mapped.get(port, set()):
             problems.append(f'{path} was replaced by another process (this one reads the old, unlinked segment)')
-    return problems
+    return problems, {port: mapped.get(port, set()) for port in ports}
+
+
+def stranded_ports(fd_dir: str = '/proc/self/fd', maps_path: str = '/proc/self/maps',
+                   shm_dir: str = SHM_DIR) -> list[str]:
+    """Why this process cannot receive over Fast DDS shared memory, one entry per cause; empty when
+    it can, or when it uses no Fast DDS shared memory at all (or there is no /proc to read)."""
+    return _look(fd_dir, maps_path, shm_dir)[0]
+
+
+class PortWatch:
+    """stranded_ports() for a check every second at the cost of a stat per port: the full look at
+    /proc (a few ms: the maps of a process with numpy and ONNX Runtime run to ~1000 lines) is taken
+    at the first check, again when a port's file is no longer the inode this process mapped, and
+    every `relook_every` checks (a participant created later, or none at all so far)."""
+
+    def __init__(self, fd_dir: str = '/proc/self/fd', maps_path: str = '/proc/self/maps',
+                 shm_dir: str = SHM_DIR, relook_every: int = 30):
+        self.fd_dir, self.maps_path, self.shm_dir, self.relook_every = fd_dir, maps_path, shm_dir, relook_every
+        self._ports: dict[str, set[int]] = {}
+        self._problems: list[str] = []
+        self._checks = 0
+        self.full_looks = 0
+
+    def _unchanged(self) -> bool:
+        for port, inodes in self._ports.items():
+            try:
+                if os.stat(os.path.join(self.shm_dir, port)).st_ino not in inodes:
+                    return False
+            except OSError:
+                return False
+        return True
+
+    def check(self) -> list[str]:
+        due = self._checks % self.relook_every == 0
+        self._checks += 1
+        if not due and not self._problems and (not self._ports or self._unchanged()):
+            return []
+        self.full_looks += 1
+        self._problems, self._ports = _look(self.fd_dir, self.maps_path, self.shm_dir)
+        return self._problems

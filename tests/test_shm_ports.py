@@ -78,3 +78,26 @@ def test_humble_fast_dds_names_are_read_too(tmp_path):
     os.remove(shm / 'fastrtps_port7411')
     assert stranded_ports(fd_dir, maps, str(shm)) == [f'{shm}/fastrtps_port7411 was removed']
 
+
+
+def test_the_watch_stats_the_ports_between_full_looks_and_looks_again_when_one_changes(tmp_path):
+    from fmdrive.shm_ports import PortWatch
+    shm = tmp_path / 'shm'
+    shm.mkdir()
+    ino = shm_file(shm, 'fastdds_port7411')
+    links = ['/dev/shm/fastdds_0123456789abcdef_el', '/dev/shm/fastdds_port7411_el']
+    fd_dir, maps = fake_proc(tmp_path, links, [maps_line(ino, 'fastdds_port7411')])
+    watch = PortWatch(fd_dir, maps, str(shm), relook_every=30)
+    assert [watch.check() for _ in range(5)] == [[]] * 5 and watch.full_looks == 1
+    shm_file(shm, 'new_segment')                               # a peer re-creates the segment (made while
+    os.replace(shm / 'new_segment', shm / 'fastdds_port7411')  # the old one exists: another inode)
+    (problem,) = watch.check()
+    assert 'replaced by another process' in problem and watch.full_looks == 2
+    assert watch.check() == [problem] and watch.full_looks == 3  # a problem is looked at again each time
+
+
+def test_the_watch_of_a_process_without_shared_memory_looks_rarely(tmp_path):
+    from fmdrive.shm_ports import PortWatch
+    fd_dir, maps = fake_proc(tmp_path, ['/dev/null'], [])
+    watch = PortWatch(fd_dir, maps, str(tmp_path), relook_every=10)
+    assert all(watch.check() == [] for _ in range(25)) and watch.full_looks == 3

@@ -41,7 +41,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from fmdrive import config
 from fmdrive.msgs import MessageError, stamp_to_ns
 from fmdrive.rate_gate import RateGate
-from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, stranded_ports
+from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, PortWatch
 from fmdrive.tf import TransformError
 
 try:                                    # Iron and later
@@ -222,6 +222,7 @@ class FmdriveNode(Node):
         self.create_timer(QOS_CHECK_PERIOD_S, self._housekeeping)
         self._transport_problems: list[str] = []
         self._transport_lost_checks = 0
+        self._port_watch = PortWatch()
         self.create_timer(TRANSPORT_CHECK_PERIOD_S, self._check_transport)
         self._stale_now: list[str] = []
         self.create_timer(STALE_CHECK_PERIOD_S, self._check_stale)
@@ -374,7 +375,7 @@ class FmdriveNode(Node):
     def _check_transport(self):
         """Exit (TransportLost) once this process has been cut off from its shared-memory port in
         TRANSPORT_LOST_CHECKS checks in a row: it would stay on the graph and never receive again."""
-        problems = stranded_ports()
+        problems = self._port_watch.check()
         self._transport_lost_checks = self._transport_lost_checks + 1 if problems else 0
         self._transport_problems = problems
         if self._transport_lost_checks >= TRANSPORT_LOST_CHECKS:
