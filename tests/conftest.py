@@ -155,6 +155,18 @@ class LineReader:
             self.lines.put(line)
         self.lines.put(None)  # end of stream: the process closed it (exited)
 
+    def drain(self) -> list:
+        """Every line read so far (those already waited past included), without waiting."""
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return self.seen
+            if line is None:
+                self.lines.put(None)
+                return self.seen
+            self.seen.append(line)
+
     def until(self, predicate, timeout_s=120.0):
         """The first line (from here on) for which predicate(line) holds; AssertionError with what
         was read when the stream ends or the deadline passes first."""

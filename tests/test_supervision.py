@@ -13,6 +13,7 @@ import pytest
 from conftest import LineReader
 from fmdrive import config
 from fmdrive.graph import GRAPH, MAX_RESTARTS, RESPAWN_DELAY_S, GraphNode, GraphProcesses
+from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, SHM_DIR
 
 T = config.TOPICS
 RESTART_DEADLINE_S = 5.0   # what the supervisor promises: a dead node is started again within this
@@ -111,8 +112,9 @@ def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_gra
     niceness = {name: psutil.Process(pid).nice() for name, pid in node_pids(proc.pid).items()}
     assert niceness == {n.name: min(19, psutil.Process().nice() + n.nice) for n in GRAPH}, niceness
     for node in GRAPH:
+        # every node up (one restarting itself after a lost transport is back within seconds)
+        assert probe.spin_until(lambda: set(node_pids(proc.pid)) == {n.name for n in GRAPH}, 30), node_pids(proc.pid)
         before = node_pids(proc.pid)
-        assert set(before) == {n.name for n in GRAPH}, before
         old_writers = diagnostics_writers(probe, node.name)
         t_kill = time.monotonic()
         os.kill(before[node.name], signal.SIGKILL)
@@ -141,8 +143,11 @@ def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_gra
 
         after = node_pids(proc.pid)
         for other in before:
-            if other != node.name:
-                assert after.get(other) == before[other], f'{other} was disturbed when {node.name} died'
+            if other != node.name and after.get(other) != before[other]:
+                # a peer may itself lose Fast DDS's race over the dead node's port and restart itself
+                # (exit EXIT_TRANSPORT_LOST, fmdrive/shm_ports.py); anything else is a disturbance
+                assert any(ln.startswith(f'node {other} exited with code {EXIT_TRANSPORT_LOST} ')
+                           for ln in lines.drain()), f'{other} was disturbed when {node.name} died'
         assert proc.poll() is None, 'fmdrive run exited when one node died'
     assert not looping_replay, looping_replay
 
@@ -162,7 +167,6 @@ def listening_ports_of(pid: int) -> set:
 def test_a_node_cut_off_from_shared_memory_is_restarted_and_outputs_resume(supervised_graph, probe, looping_replay):
     """The fault behind the kill test's rare failure (fmdrive/shm_ports.py): a peer replaces the port
     segment a node listens on; the node sees it, exits, and `fmdrive run` starts it again."""
-    from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, SHM_DIR
     proc, lines = supervised_graph
     from fmdrive.bags.typestore import message_class
     fusion = next(n for n in GRAPH if n.name == 'fusion')
