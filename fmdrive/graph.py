@@ -226,7 +226,7 @@ class GraphProcesses:
                 recent.popleft()
             tail = '\n'.join(f'    | {line}' for line in self.log_tail(name, 8).splitlines())
             log_path = self.log_dir / f'{name}.log'
-            why = (' (cut off from Fast DDS shared memory: a new process gets a fresh port)'
+            why = (' (cut off from Fast DDS shared memory: a new process opens its port anew)'
                    if code == EXIT_TRANSPORT_LOST else '')
             if len(recent) >= MAX_RESTARTS:
                 self.given_up.add(name)
@@ -236,7 +236,8 @@ class GraphProcesses:
                 continue
             recent.append(now)
             self._restart_at[name] = now + RESPAWN_DELAY_S
-            report(f'node {name} exited with code {code}{why}; restarting it in {RESPAWN_DELAY_S:g} s (log {log_path})'
+            report(f'node {name} exited with code {code}{why}; restarting it in {RESPAWN_DELAY_S:g} s '
+                   f'(log {log_path})'
                    + (f'\n{tail}' if tail else ''))
 
     def alive(self) -> list[str]:

@@ -15,8 +15,8 @@ subscription, and never receives a message again. Fast DDS does not notice.
 `stranded_ports()` tells from /proc/self/fd (which port locks this process holds) and /proc/self/maps
 (which segment inodes it maps) whether a port it listens on is no longer the one writers reach. A
 node that finds itself so cut off exits (`EXIT_TRANSPORT_LOST`) so that its supervisor (`fmdrive run`
-or `ros2 launch` with respawn) starts it again, which gives it a fresh port. Another RMW, or Fast DDS
-without shared memory, holds no such files: nothing to check, nothing reported.
+or `ros2 launch` with respawn) starts it again; the new process opens the port anew. Another RMW,
+or Fast DDS without shared memory, holds no such files: nothing to check, nothing reported.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ EXIT_TRANSPORT_LOST = 75
 SHM_DIR = '/dev/shm'
 _PORT = r'(?:fastdds|fastrtps)_port\d+'
 _PORT_LOCK_LINK = re.compile(rf'^{re.escape(SHM_DIR)}/({_PORT})_el(?: \(deleted\))?$')
-_SEGMENT_LOCK_LINK = re.compile(rf'^{re.escape(SHM_DIR)}/(?:fastdds|fastrtps)_[0-9a-f]{{16}}_el(?: \(deleted\))?$')
+_SEGMENT_LOCK_LINK = re.compile(
+    rf'^{re.escape(SHM_DIR)}/(?:fastdds|fastrtps)_[0-9a-f]{{16}}_el(?: \(deleted\))?$')
 _MAPS_PORT = re.compile(rf'^\S+\s+\S+\s+\S+\s+\S+\s+(\d+)\s+{re.escape(SHM_DIR)}/({_PORT})(?: \(deleted\))?$')
 
 
@@ -85,7 +86,8 @@ def _look(fd_dir: str, maps_path: str, shm_dir: str) -> tuple[list[str], dict[st
         except OSError:
             continue
         if current not in mapped.get(port, set()):
-            problems.append(f'{path} was replaced by another process (this one reads the old, unlinked segment)')
+            problems.append(f'{path} was replaced by another process '
+                            f'(this one reads the old, unlinked segment)')
     return problems, {port: mapped.get(port, set()) for port in ports}
 
 
@@ -104,7 +106,8 @@ class PortWatch:
 
     def __init__(self, fd_dir: str = '/proc/self/fd', maps_path: str = '/proc/self/maps',
                  shm_dir: str = SHM_DIR, relook_every: int = 30):
-        self.fd_dir, self.maps_path, self.shm_dir, self.relook_every = fd_dir, maps_path, shm_dir, relook_every
+        self.fd_dir, self.maps_path, self.shm_dir = fd_dir, maps_path, shm_dir
+        self.relook_every = relook_every
         self._ports: dict[str, set[int]] = {}
         self._problems: list[str] = []
         self._checks = 0

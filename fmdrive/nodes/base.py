@@ -16,7 +16,7 @@
   how many subscribers each output has matched (what `fmdrive run` waits on at start);
 - a node that Fast DDS has cut off from shared memory (its listening port replaced by a peer, see
   fmdrive/shm_ports.py) says so and exits with EXIT_TRANSPORT_LOST, so that its supervisor starts
-  it again with a fresh port instead of leaving it on the graph, deaf.
+  it again (a new process opens its port anew) instead of leaving it on the graph, deaf.
 
 Only rclpy API that exists in Humble, Jazzy and Kilted is used.
 """
@@ -381,7 +381,8 @@ class FmdriveNode(Node):
         if self._transport_lost_checks >= TRANSPORT_LOST_CHECKS:
             self.publish_diagnostics()  # the last word on /diagnostics (sending still works) says why
             raise TransportLost(f'{self.get_name()} can no longer receive over Fast DDS shared memory: '
-                                f'{"; ".join(problems)}; exiting (code {EXIT_TRANSPORT_LOST}) to be started again')
+                                f'{"; ".join(problems)}; exiting (code {EXIT_TRANSPORT_LOST}) '
+                                f'to be started again')
 
     def _adapt_qos(self, only: str | None = None):
         """`auto` QoS: re-create a subscription whose profile no longer matches every publisher."""
