@@ -592,7 +592,11 @@ def main(argv=None) -> int:
     # Ctrl-C and `kill` stop every command cleanly (exit 130), also when SIGINT was inherited
     # ignored (started in the background of a non-interactive shell: CI, nohup, cron)
     interrupts.install()
-    parser = build_parser()
+    try:
+        parser = build_parser()     # imports numpy and friends: slow on a loaded machine
+    except KeyboardInterrupt:
+        print('fmdrive: interrupted', file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     user_errors = _user_error_types()
     try:

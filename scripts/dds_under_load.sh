@@ -4,8 +4,10 @@
 #
 #   scripts/dds_under_load.sh [RUNS [HOGS]]      # default 20 runs, one busy loop per core
 #
-# Prints one line per run (passed/failed counts, seconds) and a final "N/N runs passed"; stops the
-# busy loops on exit (Ctrl-C included). Extra arguments after HOGS go to pytest (e.g. -k pipeline).
+# Prints one line per run (passed/failed counts, seconds, the failed tests' names) and a final
+# "N/N runs passed"; each run's whole pytest output is kept in $FMDRIVE_UNDER_LOAD_LOGS (default
+# runs/dds_under_load/run<i>.txt). Stops the busy loops on exit (Ctrl-C included). Extra arguments
+# after HOGS go to pytest (e.g. -k pipeline).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -21,12 +23,15 @@ for _ in $(seq "$hogs"); do
     pids+=($!)
 done
 echo "DDS tests under load: $runs runs, $hogs busy loop(s) on $(nproc) core(s)"
+logs="${FMDRIVE_UNDER_LOAD_LOGS:-runs/dds_under_load}"
+mkdir -p "$logs"
 ok=0
 for i in $(seq "$runs"); do
     start=$(date +%s)
-    out=$(python -m pytest -q -m ros -p no:cacheprovider "${@:3}" tests 2>&1 | tail -1)
-    rc=${PIPESTATUS[0]}
-    echo "run $i: $out ($(( $(date +%s) - start )) s)"
+    python -m pytest -q -m ros -p no:cacheprovider -rf "${@:3}" tests > "$logs/run$i.txt" 2>&1
+    rc=$?
+    failed=$(grep '^FAILED ' "$logs/run$i.txt" | cut -d' ' -f2 | tr '\n' ' ')
+    echo "run $i: $(tail -1 "$logs/run$i.txt") ($(( $(date +%s) - start )) s)${failed:+ failed: $failed}"
     if [ "$rc" -eq 0 ]; then ok=$((ok + 1)); fi
 done
 echo "$ok/$runs runs passed"

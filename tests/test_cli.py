@@ -108,3 +108,13 @@ def test_fmdrive_run_starts_the_graph_and_a_kill_leaves_no_node_behind(ros_domai
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ctrl_c_while_the_cli_still_imports_is_one_line_and_exit_130(monkeypatch, capsys):
+    from fmdrive import cli
+
+    def interrupted():
+        raise KeyboardInterrupt    # what the handler raises when Ctrl-C lands inside an import
+    monkeypatch.setattr(cli, 'build_parser', interrupted)
+    assert cli.main(['params']) == 130
+    assert capsys.readouterr().err == 'fmdrive: interrupted\n'

@@ -253,3 +253,29 @@ def test_a_node_cut_off_from_its_shared_memory_port_says_so_and_exits_to_be_rest
     # its last word on /diagnostics said why
     assert probe.spin_until(lambda: probe.diagnostics.get(diagnostics_name('planner'), {}).get('transport', 'ok')
                             != 'ok', 10), probe.diagnostics.get(diagnostics_name('planner'))
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_pressed_again_and_again_while_a_node_ends_leaves_no_traceback(tmp_path, probe):
+    """One SIGINT ends the node; the ones after it (an impatient user, a supervisor's SIGINT behind
+    the terminal's) land in its teardown and must not break it with a KeyboardInterrupt from rclpy."""
+    import os
+    import signal
+    from fmdrive.rosenv import ros_env as env_of
+    log = tmp_path / 'planner.log'
+    with open(log, 'w') as out:
+        proc = subprocess.Popen([sys.executable, '-m', NODE['planner'].module, '--ros-args', '-r', '__node:=planner'],
+                                env=env_of(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        probe.watch_diagnostics()
+        assert probe.spin_until(lambda: diagnostics_name('planner') in probe.diagnostics, 60), log.read_text()
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            os.kill(proc.pid, signal.SIGINT)
+            time.sleep(0.005)   # a burst of Ctrl-C, not a wait for a condition
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert proc.wait(10) == 0, text
+    assert 'Traceback' not in text and 'KeyboardInterrupt' not in text, text

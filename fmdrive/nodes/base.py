@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import gc
+import signal
 import sys
 import threading
 import time
@@ -444,6 +445,8 @@ class FmdriveNode(Node):
             self.warn(f'bad message on {topic}: {e}', key=f'bad{topic}')
             self.publish_diagnostics()
         except Exception as e:  # noqa: BLE001 - a node must keep serving whatever one message does
+            if not self._running or not self.context.ok():
+                return      # shutting down (Ctrl-C): the context is gone, publishing fails, no one to tell
             self._internal_errors += 1
             self.warn(f'error while handling {topic}: {type(e).__name__}: {e}', key=f'err{topic}')
             if self._internal_errors <= 3:
@@ -696,12 +699,24 @@ def run_node(node_cls, args=None):
         sys.exit(2)
     except TransportLost as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
+        _ignore_interrupts()
         if node is not None:
             node.destroy_node()
             node = None
         rclpy.try_shutdown()
         sys.exit(EXIT_TRANSPORT_LOST)
     finally:
+        _ignore_interrupts()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        _ignore_interrupts()    # rclpy's shutdown puts back the handler it found at init
+
+
+def _ignore_interrupts():
+    """The node is ending: a second Ctrl-C (or the supervisor's SIGINT arriving after the terminal's)
+    must not break its teardown with a KeyboardInterrupt from inside rclpy."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:      # not the main thread
+        pass
