@@ -34,7 +34,7 @@ _SEGMENT_LOCK_LINK = re.compile(
 _MAPS_PORT = re.compile(rf'^\S+\s+\S+\s+\S+\s+\S+\s+(\d+)\s+{re.escape(SHM_DIR)}/({_PORT})(?: \(deleted\))?$')
 
 
-def _fd_links(fd_dir: str) -> list[str]:
+def fd_links(fd_dir: str) -> list[str]:
     links = []
     try:
         names = os.listdir(fd_dir)
@@ -65,7 +65,7 @@ def mapped_port_inodes(maps_lines) -> dict[str, set[int]]:
 
 def _look(fd_dir: str, maps_path: str, shm_dir: str) -> tuple[list[str], dict[str, set[int]]]:
     """(problems, {listening port: the inodes of it this process maps}) from a full look at /proc."""
-    links = _fd_links(fd_dir)
+    links = fd_links(fd_dir)
     uses_shm = any(_SEGMENT_LOCK_LINK.match(link) for link in links)
     ports = listening_ports(links)
     if not ports:

@@ -227,19 +227,13 @@ def test_a_node_cut_off_from_its_shared_memory_port_says_so_and_exits_to_be_rest
     listening segment is no longer the file writers open. Removing the file is that fault."""
     import os
 
-    from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, SHM_DIR, listening_ports
+    from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, SHM_DIR, fd_links, listening_ports
     graph = graph_nodes('planner')
     proc = graph.procs['planner']
     deadline = time.monotonic() + 60
     ports = set()
     while not ports and time.monotonic() < deadline:  # the participant opens its ports as the node starts
-        links = []
-        for fd in os.listdir(f'/proc/{proc.pid}/fd'):
-            try:
-                links.append(os.readlink(f'/proc/{proc.pid}/fd/{fd}'))
-            except OSError:
-                pass
-        ports = listening_ports(links)
+        ports = listening_ports(fd_links(f'/proc/{proc.pid}/fd'))
         probe.spin_until(lambda: False, 0.2)
     assert ports, 'the planner holds no Fast DDS shared-memory port (is the large-message profile in use?)'
     probe.watch_diagnostics()

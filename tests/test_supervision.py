@@ -153,14 +153,8 @@ def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_gra
 
 
 def listening_ports_of(pid: int) -> set:
-    from fmdrive.shm_ports import listening_ports
-    links = []
-    for fd in os.listdir(f'/proc/{pid}/fd'):
-        try:
-            links.append(os.readlink(f'/proc/{pid}/fd/{fd}'))
-        except OSError:
-            pass
-    return listening_ports(links)
+    from fmdrive.shm_ports import fd_links, listening_ports
+    return listening_ports(fd_links(f'/proc/{pid}/fd'))
 
 
 @pytest.mark.timeout(180)
