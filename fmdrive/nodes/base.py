@@ -39,7 +39,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from fmdrive import config
+from fmdrive import config, interrupts
 from fmdrive.msgs import MessageError, stamp_to_ns
 from fmdrive.rate_gate import RateGate
 from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, PortWatch
@@ -681,10 +681,17 @@ class FmdriveNode(Node):
 def run_node(node_cls, args=None):
     """init -> spin -> destroy -> shutdown; Ctrl-C and external shutdown end the node quietly; an
     invalid parameter ends it with one line and exit code 2 (a supervisor must not restart it); a
-    node cut off from its transport ends with one line and EXIT_TRANSPORT_LOST (restart it)."""
-    rclpy.init(args=args)
+    node cut off from its transport ends with one line and EXIT_TRANSPORT_LOST (restart it).
+
+    A Ctrl-C can land while rclpy converts a taken message to Python (the message class's Python
+    __init__ runs there): the KeyboardInterrupt is then swallowed by pybind11 and comes out of
+    spin as "RuntimeError: Unable to convert call argument '0' to Python object". The interrupt
+    flag (set by the handler installed before rclpy's, which chains to it) tells that error from
+    a real one."""
+    interrupts.install()
     node = None
     try:
+        rclpy.init(args=args)
         node = node_cls()
         # what the node built at start (models, tables, rclpy objects) lives as long as it does:
         # moved out of the collector's sight, a full collection no longer walks it mid-frame
@@ -693,6 +700,9 @@ def run_node(node_cls, args=None):
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        if not interrupts.interrupted():
+            raise
     except ParameterError as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
         rclpy.try_shutdown()
