@@ -31,11 +31,11 @@ setup(
     entry_points={
         'console_scripts': [
             'fmdrive = fmdrive.cli:main',
-            'camera_encoder = fmdrive.nodes.camera_encoder_node:main',
-            'lidar_encoder = fmdrive.nodes.lidar_encoder_node:main',
-            'fusion = fmdrive.nodes.fusion_node:main',
-            'planner = fmdrive.nodes.planner_node:main',
-            'visualizer = fmdrive.nodes.visualizer_node:main',
+            'camera_encoder = fmdrive.nodes.start:camera_encoder',
+            'lidar_encoder = fmdrive.nodes.start:lidar_encoder',
+            'fusion = fmdrive.nodes.start:fusion',
+            'planner = fmdrive.nodes.start:planner',
+            'visualizer = fmdrive.nodes.start:visualizer',
         ],
     },
 )

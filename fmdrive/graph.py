@@ -27,7 +27,7 @@ class GraphError(RuntimeError):
 class GraphNode:
     name: str            # node name; key of config.NODE_PARAMS
     executable: str      # console script from setup.py (what launch_ros runs)
-    module: str          # python module with main() (what `fmdrive run` runs)
+    module: str          # python module with main() (fmdrive.nodes.start imports it)
     inputs: tuple = ()   # keys of config.TOPICS it subscribes to (a test checks the node's code)
     outputs: tuple = ()  # keys of config.TOPICS it publishes, besides /diagnostics (checked likewise)
     nice: int = 0        # OS niceness; > 0 for what the car drives without (drawing for a human), so
@@ -92,7 +92,7 @@ def node_command(node: GraphNode, params_file: str | os.PathLike | None = None,
                  remaps: dict | None = None) -> list[str]:
     """The command line of one node. overrides: {param: value}; remaps: {'/from': '/to'} topic
     remappings (e.g. a bag's /velodyne_points onto /sensors/lidar/points), applied to every node."""
-    cmd = [sys.executable, '-m', node.module, '--ros-args', '-r', f'__node:={node.name}']
+    cmd = [sys.executable, '-m', 'fmdrive.nodes', node.name, '--ros-args', '-r', f'__node:={node.name}']
     for source, target in (remaps or {}).items():
         cmd += ['-r', f'{source}:={target}']
     if params_file:

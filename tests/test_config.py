@@ -20,7 +20,7 @@ def test_every_topic_has_a_message_type():
 def test_every_graph_node_has_an_entry_point_and_parameters():
     setup_py = (ROOT / 'setup.py').read_text()
     for node in GRAPH:
-        assert re.search(rf"'{node.executable} = {re.escape(node.module)}:main'", setup_py), node
+        assert f"'{node.executable} = fmdrive.nodes.start:{node.name}'" in setup_py, node
         assert node.name in config.NODE_PARAMS
 
 

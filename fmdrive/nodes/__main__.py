@@ -1,0 +1,9 @@
+"""`python -m fmdrive.nodes NAME [--ros-args ...]`: run one node of the graph (what `fmdrive run` does)."""
+import sys
+
+from fmdrive.nodes.start import start
+
+if len(sys.argv) < 2 or sys.argv[1].startswith('-'):
+    print('usage: python -m fmdrive.nodes NAME [--ros-args ...]', file=sys.stderr)
+    sys.exit(2)
+start(sys.argv.pop(1))

@@ -1,0 +1,39 @@
+"""Where a node's process begins: the console scripts (`ros2 run fmdrive planner`, the launch
+files) and `fmdrive run` (`python -m fmdrive.nodes planner`) both come through `start`.
+
+A node spends its first second or two importing (rclpy, numpy, ONNX Runtime, open3d). A Ctrl-C
+then (ros2 launch and `fmdrive run` pass one to every node at once, often right after starting
+them) printed a KeyboardInterrupt traceback from inside whatever was being imported. Here the
+handler is in place before those imports, and an interrupt that comes before the node exists
+ends the process quietly with exit code 0, as a Ctrl-C does later (run_node).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+
+from fmdrive import interrupts
+
+
+def start(name: str, args=None) -> None:
+    """Import node `name` (a GRAPH name) and run its main(args)."""
+    interrupts.install()
+    try:
+        from fmdrive.graph import GRAPH
+        modules = {n.name: n.module for n in GRAPH}
+        if name not in modules:
+            print(f'error: no node named {name!r}; the nodes are {", ".join(modules)}', file=sys.stderr)
+            sys.exit(2)
+        main = importlib.import_module(modules[name]).main
+        interrupts.check()      # one swallowed inside an import (a finaliser) still stops the start
+    except KeyboardInterrupt:
+        sys.exit(0)
+    main(args)
+
+
+def __getattr__(attr: str):
+    """`fmdrive.nodes.start:<node name>` is each node's console-script entry point."""
+    if attr.startswith('_'):
+        raise AttributeError(attr)
+    return functools.partial(start, attr)
