@@ -604,6 +604,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f'fmdrive {args.command}: interrupted', file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        if not interrupts.disguised(e):
+            raise
+        print(f'fmdrive {args.command}: interrupted', file=sys.stderr)
+        return 130
     except user_errors as e:
         print(f'fmdrive {args.command}: error: {e}', file=sys.stderr)
         return 2

@@ -54,6 +54,14 @@ def interrupted() -> bool:
     return _interrupted.is_set()
 
 
+def disguised(exc: BaseException) -> bool:
+    """Whether `exc` is an interrupt in disguise. rclpy turns a taken message into Python by running
+    the message class's __init__; a KeyboardInterrupt raised there is swallowed by pybind11 and
+    comes out of spin as "RuntimeError: Unable to convert call argument '0' to Python object".
+    After a Ctrl-C / SIGTERM, such a RuntimeError is the interrupt."""
+    return isinstance(exc, RuntimeError) and _interrupted.is_set()
+
+
 def check() -> None:
     """KeyboardInterrupt if a Ctrl-C / SIGTERM arrived since install()."""
     if _interrupted.is_set():

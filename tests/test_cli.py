@@ -118,3 +118,35 @@ def test_ctrl_c_while_the_cli_still_imports_is_one_line_and_exit_130(monkeypatch
     monkeypatch.setattr(cli, 'build_parser', interrupted)
     assert cli.main(['params']) == 130
     assert capsys.readouterr().err == 'fmdrive: interrupted\n'
+
+
+@pytest.mark.parametrize('interrupted', [True, False])
+def test_a_ctrl_c_disguised_as_rclpys_conversion_error_is_an_interruption_only_after_one(monkeypatch, capsys,
+                                                                                          interrupted):
+    """A Ctrl-C landing while rclpy takes a message comes out as pybind11's RuntimeError: after an
+    interrupt the command ends with 'interrupted' and 130; without one, the error is not hidden."""
+    import argparse
+    import signal
+
+    from fmdrive import cli, interrupts
+
+    def command(args):
+        if interrupted:
+            interrupts.note()
+        raise RuntimeError("Unable to convert call argument '0' to Python object")
+
+    parser = argparse.ArgumentParser(prog='fmdrive')
+    parser.add_subparsers(dest='command').add_parser('serve').set_defaults(func=command)
+    monkeypatch.setattr(cli, 'build_parser', lambda: parser)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if interrupted:
+            assert cli.main(['serve']) == 130
+            assert capsys.readouterr().err.strip() == 'fmdrive serve: interrupted'
+        else:
+            with pytest.raises(RuntimeError, match='Unable to convert'):
+                cli.main(['serve'])
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+        interrupts.reset()

@@ -685,9 +685,8 @@ def run_node(node_cls, args=None):
 
     A Ctrl-C can land while rclpy converts a taken message to Python (the message class's Python
     __init__ runs there): the KeyboardInterrupt is then swallowed by pybind11 and comes out of
-    spin as "RuntimeError: Unable to convert call argument '0' to Python object". The interrupt
-    flag (set by the handler installed before rclpy's, which chains to it) tells that error from
-    a real one."""
+    spin as a RuntimeError (interrupts.disguised): the interrupt flag, set by the handler installed
+    before rclpy's (which chains to it), tells that error from a real one."""
     interrupts.install()
     node = None
     try:
@@ -700,8 +699,8 @@ def run_node(node_cls, args=None):
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except RuntimeError:
-        if not interrupts.interrupted():
+    except RuntimeError as e:
+        if not interrupts.disguised(e):
             raise
     except ParameterError as e:
         print(f'error: {e}', file=sys.stderr, flush=True)

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from fmdrive import config
+from fmdrive import config, interrupts
 
 
 PRE_ROLL_S = 60.0          # /clock runs from first stamp - this, at wall pace, until the graph is ready
@@ -117,6 +117,10 @@ def serve(spec, camera, extrinsics: dict, plan_timeout_s: float = 3.0, progress:
             for old in [s for s in plans if s < stamp]:
                 plans.pop(old)
     except (KeyboardInterrupt, ExternalShutdownException):
+        stop.set()
+    except RuntimeError as e:
+        if not interrupts.disguised(e):     # a Ctrl-C that landed while a plan was being taken
+            raise
         stop.set()
     finally:
         bar.close()
