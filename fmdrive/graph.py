@@ -92,7 +92,7 @@ def node_command(node: GraphNode, params_file: str | os.PathLike | None = None,
                  remaps: dict | None = None) -> list[str]:
     """The command line of one node. overrides: {param: value}; remaps: {'/from': '/to'} topic
     remappings (e.g. a bag's /velodyne_points onto /sensors/lidar/points), applied to every node."""
-    cmd = [sys.executable, '-m', 'fmdrive.nodes', node.name, '--ros-args', '-r', f'__node:={node.name}']
+    cmd = [sys.executable, '-m', 'fmdrive.nodes', node.module, '--ros-args', '-r', f'__node:={node.name}']
     for source, target in (remaps or {}).items():
         cmd += ['-r', f'{source}:={target}']
     if params_file:

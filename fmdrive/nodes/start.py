@@ -1,5 +1,5 @@
 """Where a node's process begins: the console scripts (`ros2 run fmdrive planner`, the launch
-files) and `fmdrive run` (`python -m fmdrive.nodes planner`) both come through `start`.
+files) and `fmdrive run` (`python -m fmdrive.nodes fmdrive.nodes.planner_node`) both come through `start`.
 
 A node spends its first second or two importing (rclpy, numpy, ONNX Runtime, open3d). A Ctrl-C
 then (ros2 launch and `fmdrive run` pass one to every node at once, often right after starting
@@ -16,16 +16,20 @@ import sys
 from fmdrive import interrupts
 
 
-def start(name: str, args=None) -> None:
-    """Import node `name` (a GRAPH name) and run its main(args)."""
+def start(node: str, args=None) -> None:
+    """Import `node` (a GRAPH name, or the module of any node: what `fmdrive run` passes) and run
+    its main(args)."""
     interrupts.install()
     try:
-        from fmdrive.graph import GRAPH
-        modules = {n.name: n.module for n in GRAPH}
-        if name not in modules:
-            print(f'error: no node named {name!r}; the nodes are {", ".join(modules)}', file=sys.stderr)
-            sys.exit(2)
-        main = importlib.import_module(modules[name]).main
+        module = node
+        if '.' not in node:
+            from fmdrive.graph import GRAPH
+            modules = {n.name: n.module for n in GRAPH}
+            if node not in modules:
+                print(f'error: no node named {node!r}; the nodes are {", ".join(modules)}', file=sys.stderr)
+                sys.exit(2)
+            module = modules[node]
+        main = importlib.import_module(module).main
         interrupts.check()      # one swallowed inside an import (a finaliser) still stops the start
     except KeyboardInterrupt:
         sys.exit(0)
