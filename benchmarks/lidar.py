@@ -7,7 +7,9 @@ scenes with 16 and 128 beams. Quality: BEV AP@0.5 per class with fmdrive.eval.me
 load_detector(...).detect() (numpy pillars, ONNX Runtime, decoder: the vehicle's path), fp32 and
 int8 (int8_cpu, the variant ONNX Runtime picks on a CPU) and, on the 32-beam frames, int8_trt (the
 QDQ graph TensorRT builds on the Jetson, executed here by ONNX Runtime: ap_int8_trt); the classical detector
-(numpy + scipy, node parameters) on the very same points. Speed: the network alone on the same input
+(numpy + scipy, node parameters) on the very same points. On the 32-beam frames car AP is also
+split by scenario kind (car_ap_per_kind_fp32 / _classical): the figure that showed crossing
+traffic at intersections to be where the learned path loses cars (right centre, heading 90 deg off). Speed: the network alone on the same input
 canvas, one thread each (the nodes share 2 cores): torch fp32 eager (LidarCenterPoint rebuilt with
 the weights of the committed fp32.onnx, see _torch_model), ONNX Runtime fp32, ONNX Runtime int8;
 median of the timed runs.
@@ -105,7 +107,24 @@ def trt_variant_card(card):
     return dataclasses.replace(card, files={k: v for k, v in card.files.items() if k != 'int8_cpu'})
 
 
-def _quality(frames, fp32, int8, classical: bool, int8_trt=None) -> dict:
+def scenario_kind(frame) -> str:
+    """The scenario kind of a test frame (scene index mod the kinds, as dataset.scene_spec picks it)."""
+    from fmdrive.sim import SCENARIO_KINDS
+    return SCENARIO_KINDS[int(frame.scene.rsplit('_', 1)[1]) % len(SCENARIO_KINDS)]
+
+
+def car_ap_per_kind(detections, frames) -> dict:
+    """Car BEV AP@0.5 per scenario kind (None where a kind has no car to detect): where the
+    overall figure comes from (crossing traffic at intersections is the hard case)."""
+    from fmdrive.training.lidar_data import score_detections
+    out = {}
+    for kind in dict.fromkeys(scenario_kind(f) for f in frames):
+        idx = [i for i, f in enumerate(frames) if scenario_kind(f) == kind]
+        out[kind] = score_detections([detections[i] for i in idx], [frames[i] for i in idx])['car_bev_ap50']
+    return out
+
+
+def _quality(frames, fp32, int8, classical: bool, int8_trt=None, per_kind: bool = False) -> dict:
     from fmdrive.training.export import output_cosine
     from fmdrive.training.lidar_data import classical_detections, score_detections
     d32, o32 = _detect_all(fp32, frames)
@@ -114,6 +133,8 @@ def _quality(frames, fp32, int8, classical: bool, int8_trt=None) -> dict:
     out = {'frames': len(frames), 'ap_fp32': s32['car_bev_ap50'], 'ap_int8': s8['car_bev_ap50'],
            'ap_per_class_fp32': s32['ap'], 'ap_per_class_int8': s8['ap'], 'recall_fp32': s32['recall'],
            'recall_int8': s8['recall'], 'precision_fp32': s32['precision'], 'num_gt': s32['num_gt'], 'cosine_int8_vs_fp32': round(output_cosine(o8, o32), 5)}
+    if per_kind:
+        out['car_ap_per_kind_fp32'] = car_ap_per_kind(d32, frames)
     if int8_trt is not None:
         dt, ot = _detect_all(int8_trt, frames)
         st = score_detections(dt, frames)
@@ -122,6 +143,8 @@ def _quality(frames, fp32, int8, classical: bool, int8_trt=None) -> dict:
     if classical:
         dc, ms = classical_detections(frames)
         sc = score_detections(dc, frames)
+        if per_kind:
+            out['car_ap_per_kind_classical'] = car_ap_per_kind(dc, frames)
         out.update({'ap_classical': sc['car_bev_ap50'], 'ap_per_class_classical': sc['ap'],
                     'recall_classical': sc['recall'], 'precision_classical': sc['precision'],
                     'classical_detect_ms_p50': round(float(np.median(ms)), 2)})
@@ -146,7 +169,7 @@ def measure(quick: bool = False, model_dir: str | None = None, scenes: int | Non
     frames32 = test_frames(32, n, scenes)
     trt_card = trt_variant_card(card)
     int8_trt = load_detector(trt_card, 'int8', 'onnxruntime', threads=1) if trt_card is not None else None
-    out = _quality(frames32, fp32, int8, classical=True, int8_trt=int8_trt)
+    out = _quality(frames32, fp32, int8, classical=True, int8_trt=int8_trt, per_kind=True)
 
     # speed: the network on one and the same canvas (a busy test frame)
     busiest = int(np.argmax([len(f.centers) for f in frames32]))

@@ -412,3 +412,28 @@ def test_the_export_turns_the_necks_transposed_convs_into_1x1_convs_and_a_pixel_
     w, b = pixel_shuffle_to_transposed(shuffled.weight.detach().numpy(), shuffled.bias.detach().numpy(), up.stride[0])
     np.testing.assert_allclose(w, up.weight.detach().numpy(), atol=1e-6)
     np.testing.assert_allclose(b, up.bias.detach().numpy(), atol=1e-6)
+
+
+def test_bench_lidar_splits_car_ap_by_scenario_kind():
+    """bench lidar's per-kind car AP: each frame goes to its scene's kind; a kind's figure is of its
+    frames alone (a perfect kind stays 1.0 next to one where every car is missed)."""
+    import importlib
+
+    from fmdrive.objects import Object3D
+    from fmdrive.sim import SCENARIO_KINDS
+    from fmdrive.training.dataset import Frame
+    bench = importlib.import_module('benchmarks.lidar')
+
+    def frame(scene_index):
+        car = np.array([[10.0, 0.0, 0.8]])
+        return Frame(np.zeros((0, 4), np.float32), None, car, np.array([[4.5, 1.8, 1.6]]), np.zeros(1),
+                     np.array([config.CLASSES.index('car')]), np.array([1]), np.array([40]), np.full((1, 4), np.nan),
+                     np.zeros(1, np.int64), f'test/scene_{scene_index:04d}', 32)
+
+    frames = [frame(0), frame(0), frame(4), frame(13)]
+    hit = [Object3D((10.0, 0.0, 0.8), (4.5, 1.8, 1.6), 0.0, 'car', 0.9)]
+    turned = [Object3D((10.0, 0.0, 0.8), (4.5, 1.8, 1.6), np.pi / 2, 'car', 0.9)]   # right place, 90 deg off
+    assert [bench.scenario_kind(f) for f in frames] == [SCENARIO_KINDS[0], SCENARIO_KINDS[0], SCENARIO_KINDS[4],
+                                                        SCENARIO_KINDS[4]]
+    per_kind = bench.car_ap_per_kind([hit, hit, turned, turned], frames)
+    assert per_kind == {SCENARIO_KINDS[0]: 1.0, SCENARIO_KINDS[4]: 0.0}
