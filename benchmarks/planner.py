@@ -23,7 +23,13 @@ alike and each runs with its own weights in cache, as the node's one model does)
                           classical stack), each frame once per variant: no prefix cache, the
                           header's cache, the header's + the last frame's (frame reuse: prefill from
                           the first token where the prompt differs from the last one, the node's
-                          default); stream_prefix_cache_saving_pct = 1 - frames / no prefix cache
+                          default); stream_prefix_cache_saving_pct = 1 - frames / no prefix cache;
+                          stream_draft_*: the same with the last plan verified as a draft in the
+                          prefill call (runtime.py; the node's default, lm_draft): the saving of the
+                          prefix caches with both arms drafting, the speedup the draft gives,
+                          draft tokens accepted (of 12), forward calls per plan, and the share of
+                          plans identical with and without the draft (lossless: 1.0 but for float
+                          rounding on near-ties)
   plan_p99_ms             the arbiter's whole call as the node runs it (LM primary int8 under the
                           deadline, the classical planner beside it, the safety filter)
   deadline_ms             the planner node's deadline
@@ -43,6 +49,7 @@ instruction compliance.
 
     fmdrive bench planner [--quick] [--json]          fmdrive eval planner [--quick] [--json]
 """
+import functools
 import os
 import sys
 import time
@@ -246,11 +253,12 @@ def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
     scenes = [sample_scene(s) for s in picked]
     items = [(sc, s['intent']) for sc, s in zip(scenes, picked)]
 
-    # independent prompts, each timed on its second run: the last frame's KV must not be reused
-    kv = LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', True, frame_reuse=False)
-    runs = {'kv': kv, 'kv_no_prefix': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', False),
-            'nokv': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'nokv')}
-    int8 = LMPlanner.load(model, 'int8', 'onnxruntime', 1, 'kv', True, frame_reuse=False)
+    # independent prompts, each timed on its second run: neither the last frame's KV nor its plan
+    # (as a draft) may be reused
+    kv = LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', True, frame_reuse=False, draft=False)
+    runs = {'kv': kv, 'kv_no_prefix': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', False, draft=False),
+            'nokv': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'nokv', draft=False)}
+    int8 = LMPlanner.load(model, 'int8', 'onnxruntime', 1, 'kv', True, frame_reuse=False, draft=False)
     if int8.precision == 'int8':
         runs['int8_kv'] = int8
     else:
@@ -292,7 +300,7 @@ def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
     out['prefix_cache_saving_pct'] = round(100.0 * (1.0 - out['student_kv_ms'] / no_prefix_ms), 1)
     out.update(_stream(model, 1 if quick else 2))
     # the node's whole planning call, LM primary at the node's precision, classical beside it
-    primary = int8 if int8.precision == 'int8' else LMPlanner.load(model, 'fp32', 'onnxruntime', 1)
+    primary = LMPlanner.load(model, 'int8', 'onnxruntime', 1)     # as the node runs it (frame reuse, draft)
     arbiter = Arbiter.from_node_params(params, primary)
     arbiter.plan(scenes[0])
     times, sources = [], []
@@ -330,19 +338,29 @@ def _stream(model, scenarios: int, seed: int = SEED) -> dict:
     for i in range(scenarios):
         arbiter = Recording.from_node_params({**params, 'deadline_ms': 1000.0}, None, cl.CanonicalIntents())
         cl.run_scenario(10 * i + 9, seed, arbiter)
-    variants = {'no_prefix': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', False),
-                'header': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', True, frame_reuse=False),
-                'frames': LMPlanner.load(model, 'fp32', 'onnxruntime', 1, 'kv', True, frame_reuse=True)}
+    load = functools.partial(LMPlanner.load, model, 'fp32', 'onnxruntime', 1, 'kv')
+    variants = {'no_prefix': load(False, draft=False),
+                'header': load(True, frame_reuse=False, draft=False),
+                'frames': load(True, frame_reuse=True, draft=False),
+                'no_prefix_draft': load(False, draft=True),
+                'frames_draft': load(True, frame_reuse=True, draft=True)}
     ms = {k: [] for k in variants}
-    reused, prompt = [], []
+    reused, prompt, accepted, calls, same = [], [], [], {'frames': [], 'frames_draft': []}, []
     for scene, instruction in frames:
+        tokens = {}
         for k, planner in variants.items():
             t0 = time.perf_counter()
             r = planner.plan(scene, instruction)
             ms[k].append((time.perf_counter() - t0) * 1e3)
+            tokens[k] = r.debug['tokens']
             if k == 'frames':
                 reused.append(r.debug['reused_frame_tokens'])
                 prompt.append(r.debug['prompt_tokens'])
+            if k == 'frames_draft':
+                accepted.append(r.debug['draft_accepted'])
+            if k in calls:
+                calls[k].append(r.debug['forward_calls'])
+        same.append(tokens['frames_draft'] == tokens['frames'] and tokens['no_prefix_draft'] == tokens['no_prefix'])
     med = {k: float(np.median(v)) for k, v in ms.items()}
     mean = {k: float(np.mean(v)) for k, v in ms.items()}
     return {'stream_frames': len(frames), 'stream_ms_p50': {k: round(v, 2) for k, v in med.items()},
@@ -350,7 +368,13 @@ def _stream(model, scenarios: int, seed: int = SEED) -> dict:
             'stream_header_saving_pct': round(100.0 * (1.0 - mean['header'] / mean['no_prefix']), 1),
             'stream_prefix_cache_saving_pct': round(100.0 * (1.0 - mean['frames'] / mean['no_prefix']), 1),
             'stream_reused_frame_tokens_mean': round(float(np.mean(reused)), 1),
-            'stream_prompt_tokens_mean': round(float(np.mean(prompt)), 1)}
+            'stream_prompt_tokens_mean': round(float(np.mean(prompt)), 1),
+            # the last plan as a draft (speculative decoding, lossless): both arms draft alike
+            'stream_draft_prefix_cache_saving_pct': round(100.0 * (1.0 - mean['frames_draft'] / mean['no_prefix_draft']), 1),
+            'stream_draft_speedup': round(mean['frames'] / mean['frames_draft'], 2),
+            'stream_draft_accepted_mean': round(float(np.mean(accepted)), 2),
+            'stream_forward_calls_mean': {k: round(float(np.mean(v)), 2) for k, v in calls.items()},
+            'stream_draft_same_plans': round(float(np.mean(same)), 4)}
 
 
 # ------------------------------------------------------------------------------------------ eval

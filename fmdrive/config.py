@@ -239,6 +239,9 @@ NODE_PARAM_SPECS = {
         'lm_backend': Param('auto', 'runtime of the LM planner: auto (TensorRT when present, else ONNX Runtime), '
                             'tensorrt or onnxruntime', choices=('auto', 'tensorrt', 'onnxruntime'), read_only=True),
         'lm_threads': Param(1, 'ONNX Runtime intra-op threads of the LM planner', range=(1, 16), read_only=True),
+        'lm_draft': Param(True, "verify the last plan's tokens as a draft in the prefill call (speculative "
+                          'decoding: the same plan, fewer forward calls when consecutive plans agree)',
+                          read_only=True),
     },
     'visualizer': {
         'overlay_max_rate_hz': Param(5.0, 'highest rate of the overlay image', range=(0.1, 60.0)),

@@ -235,6 +235,42 @@ def test_frame_reuse_prefills_from_where_the_prompt_differs_from_the_last_and_de
     assert dec.generate(header, frame2, every_token, 6).prefilled_tokens == len(header) + len(frame2)
 
 
+def test_a_draft_changes_the_forward_calls_never_the_tokens(tiny_lm):
+    """Speculative decoding with a free draft (the last frame's plan): a right draft is verified in
+    the prefill call (one call for the whole plan), a partly right one saves the steps it got right,
+    a wrong one costs nothing but its own positions in that call; the tokens are plain greedy's."""
+    header, frame = [1, 2, 3, 4, 5, 6, 7, 8], [20, 21, 22]
+    plain = ConstrainedDecoder(tiny_lm, frame_reuse=False)
+    plain.generate(header, frame, every_token, 8)                        # header cached for all below
+    want = plain.generate(header, frame, every_token, 8)
+    assert want.forward_calls == 1 + 7 and want.draft_tokens == 0
+    wrong = [(t + 1) % VOCAB for t in want.tokens]
+    half = want.tokens[:4] + wrong[4:]
+    for draft, accepted, calls in ((want.tokens, 8, 1), (half, 4, 1 + 3), (wrong, 0, 1 + 7)):
+        gen = plain.generate(header, frame, every_token, 8, draft=draft)
+        assert gen.tokens == want.tokens, draft
+        assert (gen.draft_tokens, gen.draft_accepted, gen.forward_calls) == (8, accepted, calls), draft
+    # without the prefix cache, and with the grammar's forced end: the same tokens
+    assert plain.generate(header, frame, every_token, 8, prefix_cache=False, draft=half).tokens == want.tokens
+    allowed = {0: [10, 11], 1: [12], 2: [40, 41, 42, 43], 3: [7]}
+    ref = plain.generate(header, frame, lambda s: allowed[s], 4, eos_id=7)
+    got = plain.generate(header, frame, lambda s: allowed[s], 4, eos_id=7, draft=ref.tokens)
+    assert got.tokens == ref.tokens and got.forward_calls == 1
+    # a draft the model cannot read (out of vocabulary), or in nokv mode, is not used
+    assert plain.generate(header, frame, every_token, 8, draft=[VOCAB + 3] * 8).draft_tokens == 0
+    assert plain.generate(header, frame, every_token, 8, mode='nokv', draft=want.tokens).tokens == want.tokens
+
+
+def test_frame_reuse_after_a_draft_keeps_the_prompts_kv_only(tiny_lm):
+    header, frame1, frame2 = [1, 2, 3, 4, 5, 6, 7, 8], [20, 21, 22, 23], [20, 21, 22, 30]
+    dec = ConstrainedDecoder(tiny_lm)
+    first = dec.generate(header, frame1, every_token, 6)
+    dec.generate(header, frame1, every_token, 6, draft=[(t + 1) % VOCAB for t in first.tokens])
+    second = dec.generate(header, frame2, every_token, 6, draft=first.tokens)
+    fresh = ConstrainedDecoder(tiny_lm, frame_reuse=False).generate(header, frame2, every_token, 6)
+    assert second.reused_frame_tokens == 3 and second.tokens == fresh.tokens
+
+
 def test_prefix_cache_keeps_only_the_newest_headers(tiny_lm):
     dec = ConstrainedDecoder(tiny_lm, prefix_slots=1)
     assert not dec.generate([1, 2], [3], every_token, 2).prefix_hit

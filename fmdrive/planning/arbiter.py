@@ -274,7 +274,7 @@ def load_primary(params: dict, log=None):
     try:
         from fmdrive.planning.lm.lm_planner import LMPlanner
         planner = LMPlanner.load(path, str(params.get('lm_precision', 'int8')), str(params.get('lm_backend', 'auto')),
-                                 int(params.get('lm_threads', 1)))
+                                 int(params.get('lm_threads', 1)), draft=bool(params.get('lm_draft', True)))
     except Exception as err:  # noqa: BLE001 - CardError, BackendError, a runtime's own: all mean "not here"
         return None, f'classical (LM planner at {path} cannot run: {" ".join(str(err).split())[:200]})'
     d = planner.describe()

@@ -75,8 +75,12 @@ class LMPlanner:
     source = 'llm'
 
     def __init__(self, lm: CausalLM, tokenizer, precision: str = 'fp32', mode: str = 'kv',
-                 prefix_cache: bool = True, classifier=None, frame_reuse: bool = True):
+                 prefix_cache: bool = True, classifier=None, frame_reuse: bool = True, draft: bool = True):
+        """draft: pass the last plan's tokens to the decoder as a draft (runtime.py: verified in the
+        prefill call; the plan is the same, the forward calls fewer when consecutive plans agree)."""
         self.lm, self.tokenizer = lm, tokenizer
+        self.draft = bool(draft)
+        self._last_plan_tokens: list = []
         self.decoder = ConstrainedDecoder(lm, frame_reuse=frame_reuse)
         decoder = lm.card.decoder or {}
         try:
@@ -107,7 +111,7 @@ class LMPlanner:
     @classmethod
     def load(cls, model_dir, precision: str = 'int8', backend: str = 'auto', threads: int = 1,
              mode: str = 'kv', prefix_cache: bool = True, classifier=None,
-             frame_reuse: bool = True) -> 'LMPlanner':
+             frame_reuse: bool = True, draft: bool = True) -> 'LMPlanner':
         """The planner of a model directory (card.yaml, its ONNX files, tokenizer.json). precision
         int8 runs the card's int8 variant when it has one, else fp32; on TensorRT without an
         int8_trt file, fp16 (describe() says what runs)."""
@@ -128,7 +132,7 @@ class LMPlanner:
             precision = 'fp32'
         lm = CausalLM(card, make_backend(card, precision, backend, 'model', threads=threads))
         return cls(lm, Tokenizer.from_file(str(model_dir / TOKENIZER_FILE)), precision, mode, prefix_cache,
-                   classifier, frame_reuse)
+                   classifier, frame_reuse, draft)
 
     def encode(self, text: str) -> list:
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
@@ -155,8 +159,10 @@ class LMPlanner:
         header, frame = self.prompt_ids(scene, intent)
         deadline = None if budget_ms is None else t0 + budget_ms / 1e3
         gen = self.decoder.generate(header, frame, self.grammar.allowed_ids, fmt.PLAN_TOKENS, self.grammar.eot_id,
-                                    self.mode, self.prefix_cache, deadline)
+                                    self.mode, self.prefix_cache, deadline,
+                                    draft=self._last_plan_tokens if self.draft else None)
         self.last_generation = gen
+        self._last_plan_tokens = [t for t in gen.tokens if t != self.grammar.eot_id]
         xy = self.grammar.waypoints(gen.tokens, self.anchor(scene))
         status = 'ok' + ''.join(f'; {n}' for n in notes)
         plan = waypoints_to_plan(scene, xy, status=status)
@@ -164,6 +170,8 @@ class LMPlanner:
         debug = {'intent': intent, 'waypoints_base': xy, 'tokens': gen.tokens, 'prompt_tokens': gen.prompt_tokens,
                  'prefilled_tokens': gen.prefilled_tokens, 'prefix_hit': gen.prefix_hit,
                  'reused_frame_tokens': gen.reused_frame_tokens,
+                 'draft_tokens': gen.draft_tokens, 'draft_accepted': gen.draft_accepted,
+                 'forward_calls': gen.forward_calls,
                  'prefill_ms': gen.prefill_ms, 'decode_ms': gen.decode_ms}
         return PlanResult(plan, 1, {}, status, None, notes, debug)
 
@@ -175,7 +183,7 @@ class LMPlanner:
 
     def describe(self) -> dict:
         return {**self.lm.describe(), 'precision_run': self.precision, 'mode': self.mode,
-                'prefix_cache': self.prefix_cache, 'frame_reuse': self.decoder.frame_reuse,
+                'prefix_cache': self.prefix_cache, 'frame_reuse': self.decoder.frame_reuse, 'draft': self.draft,
                 'header_tokens': len(self.header_ids),
                 'plan_anchor': self.plan_anchor, 'plan_order': self.grammar.order,
                 'prompt_style': self.prompt_style}

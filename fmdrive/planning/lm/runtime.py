@@ -21,6 +21,15 @@ tokens. Three ways to run it, all giving the same tokens:
                         reads the same, the same lead car...): automatic prefix caching, as LLM
                         servers do it across requests, for one stream of frames
     kv                  prefill HEADER + suffix each plan, then one token per step
+    + draft             (kv modes) a guess of the plan's tokens (the node passes its last frame's
+                        plan: at 10 Hz the next plan, read relative to the constant-velocity
+                        anchor, is often the same) rides along in the prefill call; each token the
+                        greedy decoder would pick anyway is accepted from that call's logits, and
+                        decoding goes on one token per step from the first that differs (its KV
+                        beyond that point dropped). Lossless: the tokens are those of plain greedy
+                        decoding (speculative decoding with a free draft, as prompt-lookup
+                        decoding does; the logits of a token computed in one call with those
+                        before it or step by step differ by float rounding only)
     nokv                every step runs the whole sequence again (what the KV cache saves)
 
 Decoding is greedy and CONSTRAINED: at each step the logits of every token the grammar does not
@@ -120,6 +129,8 @@ class Generation:
     decode_ms: float
     timings_ms: list = field(default_factory=list)   # one per forward call
     reused_frame_tokens: int = 0    # prompt tokens after the header whose KV came from the last frame
+    draft_tokens: int = 0           # length of the draft verified in the prefill call
+    draft_accepted: int = 0         # of those, how many were the decoder's own choice
 
     @property
     def total_ms(self) -> float:
@@ -241,9 +252,11 @@ class ConstrainedDecoder:
 
     def generate(self, header_ids, suffix_ids, allowed_ids: Callable[[int], np.ndarray], max_new_tokens: int,
                  eos_id: int | None = None, mode: str = 'kv', prefix_cache: bool = True,
-                 deadline: float | None = None) -> Generation:
+                 deadline: float | None = None, draft=None) -> Generation:
         """Generate up to max_new_tokens after header + suffix. deadline: time.perf_counter() value
-        past which a TimeoutError is raised between forward calls (the arbiter falls back anyway)."""
+        past which a TimeoutError is raised between forward calls (the arbiter falls back anyway).
+        draft: tokens guessed for the output, verified in the prefill call (kv mode; see the module
+        docstring); the tokens generated do not depend on it, only the number of forward calls."""
         if mode not in MODES:
             raise ValueError(f'mode {mode!r} is not one of {", ".join(MODES)}')
         header = [int(i) for i in header_ids]
@@ -260,8 +273,21 @@ class ConstrainedDecoder:
             timings.append((time.perf_counter() - t) * 1e3)
             return out
 
+        draft = [] if mode == 'nokv' or not draft else [int(i) for i in draft][:max_new_tokens]
+        if draft:
+            vocab = self.lm.vocab_size
+            if min(draft) < 0 or (vocab is not None and max(draft) >= vocab):
+                draft = []                      # a guess from elsewhere that this model cannot read
+
+        def prefill(ids, past):
+            """Run the prompt tokens `ids` after `past` with the draft behind them: (logits of the
+            last prompt token, logits after each draft token, cache)."""
+            logits, cache = run(list(ids) + draft, past)
+            return logits[len(ids) - 1], logits[len(ids):], cache
+
         t0 = time.perf_counter()
         hit, reused = False, 0
+        draft_logits = None
         if mode == 'nokv':
             sequence = header + suffix
             logits, _ = run(sequence, None)
@@ -271,22 +297,24 @@ class ConstrainedDecoder:
             reuse = self._reusable(header, prompt)
             if reuse:
                 hit, reused = True, reuse - len(header)
-                logits, cache = run(prompt[reuse:], self._last_prompt[1].truncated(reuse))
-                last, prefilled = logits[-1], len(prompt) - reuse
+                last, draft_logits, cache = prefill(prompt[reuse:], self._last_prompt[1].truncated(reuse))
+                prefilled = len(prompt) - reuse
             else:
                 cache, last, hit = self.prefix(header)
                 if not hit:
                     timings.append(float('nan'))      # the header forward ran inside prefix(); not timed apart
                 prefilled = 0 if hit else len(header)
                 if suffix:
-                    logits, cache = run(suffix, cache)
-                    last = logits[-1]
+                    last, draft_logits, cache = prefill(suffix, cache)
                     prefilled += len(suffix)
+                elif draft:
+                    draft_logits, cache = run(draft, cache)
             if self.frame_reuse:
-                self._last_prompt = (prompt, cache)
+                self._last_prompt = (prompt, cache.truncated(len(prompt)) if draft else cache)
         else:
-            logits, cache = run(header + suffix, None)
-            last, prefilled = logits[-1], len(header + suffix)
+            last, draft_logits, cache = prefill(header + suffix, None)
+            prefilled = len(header + suffix)
+        prompt_length = len(header) + len(suffix)
         t1 = time.perf_counter()
 
         tokens = []
@@ -300,11 +328,18 @@ class ConstrainedDecoder:
             if allowed.size == 1 and eos_id is not None and int(allowed[0]) == eos_id:
                 tokens.append(eos_id)         # the grammar ends here: no forward pass needed for it
                 break
+            if draft_logits is not None and step < len(draft) and token == draft[step]:
+                last = draft_logits[step]     # the prefill call already ran this token: its logits are known
+                continue
+            draft_logits = None
             if mode == 'nokv':
                 logits, _ = run(header + suffix + tokens, None)
             else:
+                if cache.length != prompt_length + step:      # the draft's KV past the accepted tokens
+                    cache = cache.truncated(prompt_length + step)
                 logits, cache = run([token], cache)
             last = logits[-1]
         t2 = time.perf_counter()
-        return Generation(tokens, len(header) + len(suffix), prefilled, hit,
-                          sum(1 for _ in timings), (t1 - t0) * 1e3, (t2 - t1) * 1e3, timings, reused)
+        accepted = next((i for i, (a, b) in enumerate(zip(tokens, draft)) if a != b), min(len(tokens), len(draft)))
+        return Generation(tokens, prompt_length, prefilled, hit, sum(1 for _ in timings), (t1 - t0) * 1e3,
+                          (t2 - t1) * 1e3, timings, reused, len(draft), accepted)
