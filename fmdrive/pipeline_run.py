@@ -104,10 +104,11 @@ def graph_processes(env, log_dir, remaps: dict | None = None, **kwargs) -> Graph
 
 # ---------------------------------------------------------------- the run
 def expected_subscribers(nodes, keys, remaps: dict | None = None) -> dict:
-    """{topic: how many graph nodes subscribe to it} for the given config.TOPICS keys (named as
-    the nodes see them after remaps); lazy inputs (taken only while watched) are not counted."""
+    """{topic: the names of the graph nodes that always subscribe to it} for the given config.TOPICS
+    keys (named as the nodes see them after remaps); lazy inputs (taken only while watched) are
+    not listed, and are waited for only when they are there (replay.missing_subscribers)."""
     remaps = remaps or {}
-    return {remaps.get(config.TOPICS[k], config.TOPICS[k]): sum(k in n.eager_inputs for n in nodes)
+    return {remaps.get(config.TOPICS[k], config.TOPICS[k]): [n.name for n in nodes if k in n.eager_inputs]
             for k in keys}
 
 

@@ -41,3 +41,27 @@ def test_a_one_message_bag_reaches_every_node_every_time(running_graph, probe, t
                                        timeout_s=30, what=f'round {k}: the cloud received')
     assert {n: received(n) - start[n] for n in READERS} == {n: ROUNDS for n in READERS}
     assert running_graph.dead() == {}
+
+
+def test_a_watched_visualizer_matched_first_does_not_start_the_replay_before_the_lidar_node():
+    """Seen in a fresh-clone CI: a replay at 4x started once one subscriber of the clouds had matched,
+    the visualizer (it reads them while a recorder takes its overlay); the LiDAR node's reader
+    matched after the 2.5 s replay was over and it got none of 40 clouds. The wait is by name now,
+    and for every subscription discovered."""
+    from types import SimpleNamespace
+
+    from fmdrive.bags.replay import missing_subscribers
+    topic = config.TOPICS['points']
+
+    def graph(found, matched):
+        node = SimpleNamespace(get_subscriptions_info_by_topic=lambda t: [SimpleNamespace(node_name=n) for n in found])
+        return node, {topic: SimpleNamespace(get_subscription_count=lambda: matched)}
+
+    wanted = expected_subscribers(GRAPH, ('points',))
+    assert wanted == {topic: READERS}
+    assert missing_subscribers(*graph(['visualizer'], 1), wanted) == [topic]            # the race seen
+    assert missing_subscribers(*graph(['visualizer', *READERS], 1), wanted) == [topic]  # discovered, not matched
+    assert missing_subscribers(*graph(['visualizer', *READERS], 1 + len(READERS)), wanted) == []
+    assert missing_subscribers(*graph(READERS, len(READERS)), wanted) == []             # overlay unwatched
+    assert missing_subscribers(*graph([], 0), {topic: 1}) == [topic]                    # a count still works
+    assert missing_subscribers(*graph(['rviz'], 1), {topic: 1}) == []

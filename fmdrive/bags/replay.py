@@ -207,8 +207,8 @@ def replay(bag, rate: float = 1.0, loop: bool = False, topics=None, restamp: boo
     qos: 'reliable' or 'sensor' (fmdrive.config.QOS) for all but latched topics.
     clock: publish /clock (the bag's own /clock topic is then skipped).
     start_paused: publish /clock at the start time, then wait for a message on ~/resume
-    (std_msgs/Empty) or Enter on a terminal. wait_for_subscribers: topics (or {topic: number of
-    subscribers}) whose subscribers must be matched before the first message (then 0.5 s), named
+    (std_msgs/Empty) or Enter on a terminal. wait_for_subscribers: topics (or {topic: the names of the
+    nodes that read it, or a number of subscribers}) whose subscribers must be matched before the first message (then 0.5 s), named
     as published (after remap). stop: an Event that ends the replay (Ctrl-C does too).
     remap: {bag topic: topic to publish it on}. Returns {'published': {published topic: n},
     'late_ms_p50', 'late_ms_p99', 'late_ms_max', 'loops', 'wall_s', 'interrupted',
@@ -338,24 +338,40 @@ def _run(reader, selected, classes, rate, loop, restamp, qos, clock, start_pause
     return stats
 
 
-def _wait_for_subscribers(node, executor, publishers, topics, stop_event) -> None:
-    """Until our publisher of each topic has matched its subscribers: at least the given number
-    when `topics` is {topic: count} (a new process discovers the others one by one, so "every
-    subscriber seen so far" can be too few), else at least one and every one discovered so far.
+def missing_subscribers(node, publishers: dict, expected: dict) -> list:
+    """The topics of `expected` ({topic: the names of the nodes that must read it, or a count})
+    whose subscribers are not all matched yet: every named node (at least `count` subscriptions)
+    discovered as a subscriber, and our publisher of the topic matched to at least one and to every
+    subscription discovered so far. Names, not a count: a node reading a topic only while watched
+    (the visualizer, when a recorder takes its overlay) can be the one discovered and matched first,
+    and a count of one is then met while the node that needs the data is not matched yet.
     A discovered subscription is not yet a matched one: messages sent in between are lost."""
+    missing = []
+    for topic, want in expected.items():
+        try:
+            found = [info.node_name for info in node.get_subscriptions_info_by_topic(topic)]
+        except Exception:  # noqa: BLE001 - graph query while shutting down
+            found = []
+        named = () if isinstance(want, int) else tuple(want)
+        need = want if isinstance(want, int) else len(named)
+        matched = publishers[topic].get_subscription_count() if topic in publishers else len(found)
+        if not set(named) <= set(found) or matched < max(need, len(found), 1):
+            missing.append(topic)
+    return missing
+
+
+def _wait_for_subscribers(node, executor, publishers, topics, stop_event) -> None:
+    """Until missing_subscribers() is empty for `topics` ({topic: node names or count}, or a list
+    of topics: at least one subscriber each)."""
     if not topics:
         return
     expected = dict(topics) if isinstance(topics, dict) else {t: 1 for t in topics}
     last_log = time.monotonic()
 
-    def matched(t):
-        return publishers[t].get_subscription_count() if t in publishers else node.count_subscribers(t)
-
     from rclpy.qos import ReliabilityPolicy
     reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers.values())
     while not stop_event.is_set():
-        missing = [t for t, n in expected.items()
-                   if matched(t) < max(n, node.count_subscribers(t), 1)]
+        missing = missing_subscribers(node, publishers, expected)
         if not missing:
             # Reliable: a reader our writer has matched gets every sample from now on (resent until
             # acknowledged), so matching is the condition. Best effort has no acknowledgement: the

@@ -29,8 +29,8 @@ def serve(spec, camera, extrinsics: dict, plan_timeout_s: float = 3.0, progress:
           stop: threading.Event | None = None, wait_for_subscribers: dict | None = None,
           subscriber_timeout_s: float = 60.0, before_start=None) -> dict:
     """Run `spec` closed loop on the current ROS domain; returns LiveSimulation.summary() plus
-    what the server saw (plans received, sources, wall time). wait_for_subscribers {topic: n}:
-    start once every topic has that many matched subscriptions (the graph is up).
+    what the server saw (plans received, sources, wall time). wait_for_subscribers {topic: node names
+    or a count}: start once every topic's subscribers are matched (replay.missing_subscribers).
     before_start(): called first (e.g. the graph's wait_ready). During both waits a pre-roll
     /clock runs up to the first stamp at wall pace: nodes on sim time need a moving clock for
     their timers (/diagnostics, which readiness waits on) before any sensor data exists."""
@@ -137,11 +137,13 @@ def _planned(plan) -> bool:
 
 
 def _wait_for(node, executor, publishers: dict, wanted: dict, stop, timeout_s: float) -> None:
-    """Until each wanted topic has its number of matched subscriptions (or the timeout: go anyway,
-    the lock-step waits per frame)."""
+    """Until each wanted topic ({topic: node names or count}) has its subscribers matched
+    (replay.missing_subscribers), or the timeout: go anyway, the lock-step waits per frame."""
+    from fmdrive.bags.replay import missing_subscribers
     end = time.monotonic() + timeout_s
+    wanted = {t: w for t, w in wanted.items() if t in publishers}
     while wanted and not stop.is_set() and time.monotonic() < end:
-        if all(publishers[t].get_subscription_count() >= n for t, n in wanted.items() if t in publishers):
+        if not missing_subscribers(node, publishers, wanted):
             return
         executor.spin_once(timeout_sec=0.05)
 
