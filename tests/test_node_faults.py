@@ -299,6 +299,30 @@ def test_ctrl_c_while_a_node_still_imports_ends_it_quietly(tmp_path):
     assert proc.returncode == 0 and 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
 
 
+def test_sigusr1_prints_where_a_running_node_is_and_it_goes_on(tmp_path, probe):
+    """kill -USR1: every thread's stack in the node's log (where a silent node is stuck), no harm done."""
+    import os
+    import signal
+    from fmdrive.rosenv import ros_env as env_of
+    log = tmp_path / 'planner.log'
+    with open(log, 'w') as out:
+        proc = subprocess.Popen([sys.executable, '-m', 'fmdrive.nodes', 'planner', '--ros-args', '-r',
+                                 '__node:=planner'], env=env_of(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        probe.watch_diagnostics()
+        assert probe.spin_until(lambda: diagnostics_name('planner') in probe.diagnostics, 60), log.read_text()
+        os.kill(proc.pid, signal.SIGUSR1)
+        assert probe.spin_until(lambda: 'most recent call first' in log.read_text(), 10), log.read_text()
+        assert 'rclpy' in log.read_text()             # the executor's frames, in the main thread
+        probe.diagnostics.clear()
+        assert probe.spin_until(lambda: diagnostics_name('planner') in probe.diagnostics, 10)   # still serving
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 FAKE_SPIN = """
 import os, signal, sys
 from rclpy.node import Node

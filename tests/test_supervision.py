@@ -38,6 +38,22 @@ def node_pids(parent_pid: int) -> dict:
     return pids
 
 
+def where_stuck(proc, node_name: str, probe) -> str:
+    """For a failure message: which nodes the probe still hears on /diagnostics (the probe deaf, or
+    the node silent?), and the node's thread stacks (SIGUSR1: faulthandler, fmdrive/nodes/start.py)
+    with the end of its log."""
+    heard = sorted({st.name for arr in probe.received[T['diagnostics']][-40:] for st in arr.status})
+    pid = node_pids(proc.pid).get(node_name)
+    log = proc.log_dir / f'{node_name}.log'
+    if pid is not None:
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and 'most recent call first' not in log.read_text(errors='replace'):
+            time.sleep(0.1)   # faulthandler writes from the signal handler: a file to poll, no event
+    tail = '\n'.join(log.read_text(errors='replace').splitlines()[-60:]) if log.exists() else '(no log)'
+    return f'the probe hears {heard}; {node_name} pid {pid}; its log:\n{tail}'
+
+
 def diagnostics_writers(probe, node_name: str) -> set:
     """GIDs of the /diagnostics publishers of node_name on the ROS graph (a new process, a new GID)."""
     return {bytes(info.endpoint_gid) for info in probe.node.get_publishers_info_by_topic(T['diagnostics'])
@@ -50,6 +66,7 @@ def supervised_graph(ros_domain, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp('supervised_logs')
     proc = subprocess.Popen([sys.executable, '-m', 'fmdrive.cli', 'run', '--log-dir', str(log_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc.log_dir = log_dir
     lines = LineReader(proc.stdout)
     try:
         lines.until(lambda ln: ln.startswith('graph up:'), 120)
@@ -130,7 +147,8 @@ def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_gra
         reports = len(probe.received[T['diagnostics']])
         assert probe.spin_until(lambda: any(st.name == f'fmdrive/{node.name}'
                                             for arr in probe.received[T['diagnostics']][reports:]
-                                            for st in arr.status), 30), f'{node.name} does not report'
+                                            for st in arr.status), 30), \
+            f'{node.name} does not report:\n{where_stuck(proc, node.name, probe)}'
         back_s = time.monotonic() - t_kill
         print(f'{node.name}: restarted after {restart_s:.1f} s, reporting again after {back_s:.1f} s')
 

@@ -9,8 +9,10 @@ ends the process quietly with exit code 0, as a Ctrl-C does later (run_node).
 """
 from __future__ import annotations
 
+import faulthandler
 import functools
 import importlib
+import signal
 import sys
 
 from fmdrive import interrupts
@@ -18,7 +20,9 @@ from fmdrive import interrupts
 
 def start(node: str, args=None) -> None:
     """Import `node` (a GRAPH name, or the module of any node: what `fmdrive run` passes) and run
-    its main(args)."""
+    its main(args). `kill -USR1 PID` prints every thread's stack to the node's stderr (its log):
+    where a node that stopped reporting is stuck, without a debugger on the vehicle."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     interrupts.install()
     try:
         module = node
