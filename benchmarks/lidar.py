@@ -62,7 +62,8 @@ def _torch_model(card):
                       output_stride=g.output_stride, bev_features=g.bev_features, classes=card.classes,
                       widths=widths, depths=depths, neck_channels=weights['ups.0.layers.0.weight'].shape[0],
                       head_channels=weights['heads.shared.0.weight'].shape[0],
-                      embed_dim=weights['heads.heads.embedding.weight'].shape[0])
+                      embed_dim=weights['heads.heads.embedding.weight'].shape[0],
+                      axis_head='heads.heads.rot_axis.weight' in weights)
     model = fold_batchnorm(LidarCenterPoint(cfg).eval())
     model.heads.normalize_embedding = False      # the exported graph's outputs: the same work in both
     state = model.state_dict()
@@ -185,12 +186,12 @@ def measure(quick: bool = False, model_dir: str | None = None, scenes: int | Non
     ort8_ms = _median_ms(lambda: b8.infer({'bev': canvas}), runs)
     got = b32.infer({'bev': canvas})
     bev_ms = _median_ms(lambda: bev_canvas(frames32[busiest].points, card.bev_grid), runs)
-    from fmdrive.training.lidar_model import OUTPUT_NAMES
+    from fmdrive.training.lidar_model import output_names
     out.update({
         'torch_fp32_ms': torch_ms, 'ort_fp32_ms': ort32_ms, 'ort_int8_ms': ort8_ms,
         'speedup_int8_vs_torch': round(torch_ms / ort8_ms, 2), 'speedup_int8_vs_ort_fp32': round(ort32_ms / ort8_ms, 2),
         'bev_canvas_ms': bev_ms,
-        'torch_vs_onnx_max_abs_diff': float(max(np.abs(r - got[k]).max() for k, r in zip(OUTPUT_NAMES, ref))),
+        'torch_vs_onnx_max_abs_diff': float(max(np.abs(r - got[k]).max() for k, r in zip(output_names(model.cfg), ref))),
     })
     m = QUICK_OTHER_BEAMS_FRAMES if quick else FULL_FRAMES
     for beams in (16, 128):

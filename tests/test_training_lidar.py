@@ -143,7 +143,7 @@ def test_export_matches_torch_and_int8_variants_pass_the_card_checks(tiny_data, 
     # mixed precision tried too: the five small output heads and the sigmoid in float, not the embedding
     import onnx
     heads = res['comparison'][res['best_method'] + '+float_heads']['float_nodes']
-    assert len(heads) == 6 and not any('embedding' in h for h in heads)
+    assert len(heads) == 7 and not any('embedding' in h for h in heads), 'six heads (the axis head too) + sigmoid'
     assert card.calibration['float_nodes'] == res['float_nodes'] and res['float_nodes'] in ([], heads)
     mixed = onnx.load(str(tiny_data / 'cache' / 'quantize' / f'int8_cpu_{res["best_method"]}_float_heads.onnx')).graph
     weights = {i.name for i in mixed.initializer}
@@ -332,6 +332,55 @@ def test_axis_rotation_loss_learns_the_axis_where_front_and_back_look_alike():
     assert float(rotation_loss(-one, one, 'axis')) < float(rotation_loss(-one, one, 'l1')), 'a reversed box costs little'
     with pytest.raises(ValueError, match='unknown rotation loss'):
         rotation_loss(one, one, 'l2')
+
+
+def test_the_axis_head_gives_a_crossing_cars_axis_where_l1_on_the_heading_averages_it_away():
+    """The committed L1 model at crossing cars: sin ~0, cos ~0.1 -> atan2 says the road's heading. With
+    +90 and -90 degrees equally likely for one shape (the y-flip makes it so), that is the L1 optimum;
+    the axis head's target (sin 2 yaw, cos 2 yaw) is the same for both, so it is learned, and the
+    decoder turns it into a heading along the car."""
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.inference.decoders import axis_with_direction
+    from fmdrive.training.lidar_model import axis_target, rotation_loss
+    torch.manual_seed(0)
+    targets = torch.tensor([[1.0, 0.0], [-1.0, 0.0]] * 8)       # one crossing car's shape, both directions
+    rot = torch.tensor([0.0, 0.1], requires_grad=True)          # one prediction for the one shape
+    axis = torch.tensor([0.0, 1.0], requires_grad=True)         # starts at the road's axis
+    opt = torch.optim.Adam([rot, axis], lr=0.02)
+    for _ in range(400):
+        loss = rotation_loss(rot.expand(len(targets), 2), targets, 'l1') \
+            + (axis.expand(len(targets), 2) - axis_target(targets)).abs().sum(1).mean() / 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    s, c = rot.detach().numpy()
+    heading_only = np.degrees(np.arctan2(s, c))
+    assert abs(s) < 0.05, 'L1 on the heading settles between +90 and -90 degrees'
+    yaw = np.degrees(axis_with_direction(axis.detach().numpy()[:, None], np.array([np.arctan2(s, c)])))[0]
+    assert abs(abs(yaw) - 90) < 3, f'decoded with the axis head: {yaw:.1f} deg (heading head alone: {heading_only:.1f})'
+
+
+def test_the_decoder_takes_the_axis_from_the_axis_head_and_the_direction_from_the_heading_head():
+    from fmdrive.inference.decoders import axis_with_direction
+    yaw = np.radians([100.0, 100.0, -170.0, 5.0])
+    axis = np.stack([np.sin(2 * yaw), np.cos(2 * yaw)])
+    direction = np.radians([170.0, -10.0, 150.0, 5.0])          # a rough heading, within 90 degrees of one end
+    got = np.degrees(axis_with_direction(axis, direction))
+    np.testing.assert_allclose(got, [100.0, -80.0, -170.0, 5.0], atol=1e-4)
+
+
+def test_a_card_with_an_axis_head_of_the_wrong_size_is_refused(tmp_path):
+    from fmdrive.inference.card import CardError, parse_card
+    from fmdrive.inference.conventions import check_convention
+    from fmdrive.training.export import card_dict
+    from fmdrive.training.lidar_model import LidarConfig
+    card = card_dict(LidarConfig(axis_head=True))
+    good = parse_card(card, tmp_path / 'card.yaml')
+    check_convention(good)
+    assert good.networks['model'].outputs[-1].name == 'rot_axis'
+    card['networks']['model']['outputs'][-1]['shape'][1] = 3
+    with pytest.raises(CardError, match='rot_axis'):
+        check_convention(parse_card(card, tmp_path / 'card.yaml'))
 
 
 def _boxes_frame(scene, labels, yaws, centers, lidar_points):

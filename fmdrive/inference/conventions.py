@@ -98,6 +98,9 @@ def check_fmdrive_centerpoint(card: ModelCard):
     h, w = grid.ny // grid.output_stride, grid.nx // grid.output_stride
     _heads(card, 'model', {'heatmap': len(card.classes), 'offset': 2, 'z': 1, 'size': 3, 'rot': 2}, h, w,
            optional=('embedding',))
+    axis = _tensor(card, 'model', 'outputs', 'rot_axis', required=False)
+    if axis is not None:
+        _shape(card, 'model', 'outputs', axis, (1, 2, h, w))
 
 
 def check_autoware_centerpoint(card: ModelCard):

@@ -8,7 +8,9 @@
   objectness * class score, then NMS (as YOLOX's demo_postprocess + multiclass_nms).
 - fmdrive_centerpoint (3D): heatmap [1,C,H,W] after sigmoid, offset [1,2,H,W], z [1,1,H,W] (box
   centre, m), size [1,3,H,W] (log length, width, height), rot [1,2,H,W] (sin, cos of yaw),
-  optional embedding [1,E,H,W] (normalised at the peaks, as above); x = x_min + (ix + dx) * voxel_x * stride, likewise y.
+  optional embedding [1,E,H,W] (normalised at the peaks, as above), optional rot_axis [1,2,H,W]
+  (sin, cos of 2 x yaw: the box's axis, the same for a heading and its reverse; when present the
+  yaw is the one of its two headings nearer to rot's); x = x_min + (ix + dx) * voxel_x * stride, likewise y.
 - autoware_centerpoint (3D): head outputs heatmap (logits), reg (dx, dy), height (z), dim (log w, l,
   h), rot (sin, cos), vel (vx, vy), decoded as Autoware lidar_centerpoint does (per-cell best class,
   score threshold, per-class yaw-norm threshold, circle NMS) and mmdet3d's yaw turned into ours.
@@ -171,6 +173,15 @@ def _cell_centres(card: ModelCard, iy, ix, dx, dy):
     return x, y
 
 
+def axis_with_direction(axis: np.ndarray, direction_yaw: np.ndarray) -> np.ndarray:
+    """Yaw (rad, in (-pi, pi]) from an axis head's (2, N) (sin 2 yaw, cos 2 yaw) and a direction: of
+    the axis's two headings, the one nearer to direction_yaw (N,)."""
+    a = 0.5 * np.arctan2(axis[0], axis[1])
+    near = np.abs(np.angle(np.exp(1j * (direction_yaw - a)))) <= np.pi / 2
+    yaw = np.where(near, a, a + np.pi)
+    return (yaw + np.pi) % (2 * np.pi) - np.pi
+
+
 def decode_fmdrive_centerpoint(outputs: dict, card: ModelCard) -> list[Object3D]:
     p = card.decoder
     scores, cls, iy, ix = heatmap_peaks(outputs['heatmap'][0], int(p.get('top_k', 100)),
@@ -180,6 +191,8 @@ def decode_fmdrive_centerpoint(outputs: dict, card: ModelCard) -> list[Object3D]
     z = outputs['z'][0][0, iy, ix]
     lwh = np.exp(np.minimum(size[:, iy, ix], 10.0)).T
     yaw = np.arctan2(rot[0, iy, ix], rot[1, iy, ix])
+    if 'rot_axis' in outputs:
+        yaw = axis_with_direction(outputs['rot_axis'][0][:, iy, ix], yaw)
     emb = outputs.get('embedding')
     keep = np.arange(len(scores))
     if float(p.get('circle_nms_dist_m', 0.0)) > 0:

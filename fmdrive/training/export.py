@@ -40,6 +40,8 @@ def card_dict(cfg, files: dict | None = None, calibration: dict | None = None, t
     H, W = ny // cfg.output_stride, nx // cfg.output_stride
     C = len(cfg.classes)
     outputs = [('heatmap', C), ('offset', 2), ('z', 1), ('size', 3), ('rot', 2), ('embedding', cfg.embed_dim)]
+    if getattr(cfg, 'axis_head', False):
+        outputs.append(('rot_axis', 2))
     card = {
         'name': name, 'version': '1.0.0', 'task': 'lidar_detector', 'io_convention': 'fmdrive_centerpoint',
         'opset': OPSET, 'classes': list(cfg.classes),
@@ -147,8 +149,8 @@ def export_onnx(model, path, input_shape, opset: int = OPSET, sample: np.ndarray
     import onnxruntime as ort
     import torch
 
-    from fmdrive.training.lidar_model import OUTPUT_NAMES
-    output_names = tuple(output_names or OUTPUT_NAMES)
+    from fmdrive.training.lidar_model import output_names as lidar_outputs
+    output_names = tuple(output_names or lidar_outputs(model.cfg))
     model = transposed_to_pixel_shuffle(fold_batchnorm(model.eval()))
     x = torch.from_numpy(sample.astype(np.float32)) if sample is not None else torch.randn(*input_shape)
     path = Path(path)
@@ -288,8 +290,9 @@ def output_cosine(a: list[dict], b: list[dict], names=('heatmap', 'offset', 'z',
     """Cosine similarity of all outputs (concatenated, per frame), averaged over frames."""
     cos = []
     for x, y in zip(a, b):
-        u = np.concatenate([x[n].ravel() for n in names]).astype(np.float64)
-        v = np.concatenate([y[n].ravel() for n in names]).astype(np.float64)
+        present = [n for n in (*names, 'rot_axis') if n in x and n in y]
+        u = np.concatenate([x[n].ravel() for n in present]).astype(np.float64)
+        v = np.concatenate([y[n].ravel() for n in present]).astype(np.float64)
         cos.append(float(u @ v / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12)))
     return float(np.mean(cos))
 
@@ -362,7 +365,7 @@ def training_command(tc: dict) -> str:
            f"--max-minutes {tc.get('max_minutes')} --gt-paste {tc.get('gt_paste', 0.0)} "
            f"--rotate-deg {tc.get('rotate_deg', 0.0)} --quarter-turns {tc.get('quarter_turns', 0.0)} "
            f"--rot-loss {tc.get('rot_loss', 'l1')} --crossing-weight {tc.get('crossing_weight', 1.0)} "
-           f"--lr {tc.get('lr')} --crop-rows {tc.get('crop_rows')}")
+           f"--lr {tc.get('lr')} --crop-rows {tc.get('crop_rows')} --axis-head {int(bool(tc.get('axis_head', False)))}")
     if tc.get('init'):
         cmd = f"{tc.get('init_command') or '(first stage unknown)'} && {cmd} --init {tc.get('init')}"
     return cmd

@@ -22,6 +22,12 @@ import torch.nn.functional as F
 from fmdrive import config
 
 OUTPUT_NAMES = ('heatmap', 'offset', 'z', 'size', 'rot', 'embedding')
+AXIS_OUTPUT = 'rot_axis'
+
+
+def output_names(cfg) -> tuple:
+    """The network's outputs in ONNX order: OUTPUT_NAMES, then rot_axis when the config has that head."""
+    return OUTPUT_NAMES + ((AXIS_OUTPUT,) if getattr(cfg, 'axis_head', False) else ())
 
 
 @dataclass
@@ -41,6 +47,8 @@ class LidarConfig:
     neck_channels: int = 16             # per stage, after upsampling to stride 2
     head_channels: int = 32
     embed_dim: int = 64
+    axis_head: bool = False             # a 'rot_axis' head: (sin 2 yaw, cos 2 yaw), the box's axis free of its
+                                        # direction (see rotation_loss); older models have none
 
     @property
     def grid_hw(self) -> tuple:
@@ -97,6 +105,8 @@ class CenterPointHeads(nn.Module):
         super().__init__()
         self.shared = conv_bn_relu(c_in, cfg.head_channels)
         channels = {'heatmap': len(cfg.classes), 'offset': 2, 'z': 1, 'size': 3, 'rot': 2, 'embedding': cfg.embed_dim}
+        if cfg.axis_head:
+            channels[AXIS_OUTPUT] = 2
         self.heads = nn.ModuleDict({name: nn.Conv2d(cfg.head_channels, c, 1) for name, c in channels.items()})
         nn.init.constant_(self.heads['heatmap'].bias, -2.19)    # prior 0.1: focal loss starts stable (CenterNet)
         # training normalises the whole map (the loss reads it at object cells); the export does not:
@@ -131,7 +141,7 @@ class LidarCenterPoint(nn.Module):
             feats.append(x)
         x = torch.cat([up(f) for up, f in zip(self.ups, feats)], dim=1)
         out = self.heads(x)
-        return tuple(out[name] for name in OUTPUT_NAMES)     # ONNX outputs in OUTPUT_NAMES order
+        return tuple(out[name] for name in output_names(self.cfg))     # the ONNX outputs, in this order
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -250,7 +260,13 @@ def rotation_loss(pred: torch.Tensor, target: torch.Tensor, mode: str = 'l1') ->
     (BEV IoU does not depend on the direction; SECOND's sine-error loss has the same aim).
     Measured (2026-12-03, runs/lidar5): this did NOT cure the crossing cars the models miss (0 of
     107 found on the full test; the rotation head still gives the road's heading at their cells,
-    on training frames too), so the cause lies elsewhere; 'l1' stays the default."""
+    on training frames too), so the cause lies elsewhere; 'l1' stays the default.
+    What the L1 model gives at crossing cars (2026-12-05, the committed model on test scene 4): sin
+    ~0.0 and cos between -0.2 and +0.4, against (0, +-1) at cars along the road - exactly the L1
+    optimum when the y-flip makes +90 and -90 degrees equally likely for one shape; atan2 of that
+    is the road's heading. The axis head (LidarConfig.axis_head) regresses (sin 2 yaw, cos 2 yaw),
+    which has one value for a heading and its reverse, so the ambiguity has nothing to average;
+    the decoder takes the axis from it and the direction from this head."""
     plain = (pred - target).abs().sum(1)
     if mode == 'l1':
         return plain.mean() / 2
@@ -260,12 +276,22 @@ def rotation_loss(pred: torch.Tensor, target: torch.Tensor, mode: str = 'l1') ->
     return (torch.minimum(plain, flipped).mean() + DIRECTION_WEIGHT * plain.mean()) / 2
 
 
+def axis_target(rot: torch.Tensor) -> torch.Tensor:
+    """(K, 2) (sin, cos) of the yaw -> (sin 2 yaw, cos 2 yaw): the same for a heading and its reverse."""
+    s, c = rot[:, 0], rot[:, 1]
+    return torch.stack([2 * s * c, c * c - s * s], dim=1)
+
+
 def centerpoint_loss(outputs: tuple, batch: dict, weights: dict | None = None,
                      rot_loss: str = 'l1') -> tuple[torch.Tensor, dict]:
-    """Total loss and its parts. batch: heatmap (B, C, H, W), batch_index / cell_index (K,),
-    offset (K, 2), z (K,), log_size (K, 3), rot (K, 2), instance (K,). rot_loss: rotation_loss mode."""
-    w = {'heatmap': 1.0, 'offset': 1.0, 'z': 1.0, 'size': 1.0, 'rot': 1.0, 'embedding': 0.1, **(weights or {})}
-    heatmap, offset, z, size, rot, embedding = outputs
+    """Total loss and its parts. outputs: the network's, in output_names order (rot_axis last, when
+    present: L1 against (sin 2 yaw, cos 2 yaw)). batch: heatmap (B, C, H, W), batch_index /
+    cell_index (K,), offset (K, 2), z (K,), log_size (K, 3), rot (K, 2), instance (K,). rot_loss:
+    rotation_loss mode."""
+    w = {'heatmap': 1.0, 'offset': 1.0, 'z': 1.0, 'size': 1.0, 'rot': 1.0, 'embedding': 0.1, 'rot_axis': 1.0,
+         **(weights or {})}
+    heatmap, offset, z, size, rot, embedding = outputs[:6]
+    rot_axis = outputs[6] if len(outputs) > 6 else None
     parts = {'heatmap': focal_loss(heatmap, batch['heatmap'])}
     b, k = batch['batch_index'], batch['cell_index']
     if len(k):
@@ -273,6 +299,8 @@ def centerpoint_loss(outputs: tuple, batch: dict, weights: dict | None = None,
         parts['z'] = F.l1_loss(gather(z, b, k)[:, 0], batch['z'])
         parts['size'] = F.l1_loss(gather(size, b, k), batch['log_size'])
         parts['rot'] = rotation_loss(gather(rot, b, k), batch['rot'], rot_loss)
+        if rot_axis is not None:
+            parts['rot_axis'] = (gather(rot_axis, b, k) - axis_target(batch['rot'])).abs().sum(1).mean() / 2
         parts['embedding'] = embedding_loss(gather(embedding, b, k), batch['instance'])
     total = sum(w[name] * value for name, value in parts.items())
     return total, {name: float(v.detach()) for name, v in parts.items()}

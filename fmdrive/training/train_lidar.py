@@ -56,6 +56,7 @@ class TrainConfig:
     quarter_turns: float = 0.0        # share of pairs turned about base_link by +-90 degrees (sign at random):
                                       # crossing traffic at no cost, since on the square grid centred on
                                       # base_link a quarter turn is an np.rot90 of the cached canvas
+    axis_head: bool = True            # the (sin 2 yaw, cos 2 yaw) head (lidar_model.rotation_loss says why)
     init: str = ''                    # checkpoint whose weights start this run (a second stage; its own
                                       # training command is kept in init_command for the card)
     init_command: str = ''
@@ -183,15 +184,16 @@ def learning_rate(peak: float, step: int, total: int, warmup: float = 0.05) -> f
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def tiny_config() -> LidarConfig:
-    return LidarConfig(widths=(8, 16, 16), depths=(0, 1, 1), neck_channels=8, head_channels=8)
+def tiny_config(axis_head: bool = True) -> LidarConfig:
+    return LidarConfig(widths=(8, 16, 16), depths=(0, 1, 1), neck_channels=8, head_channels=8, axis_head=axis_head)
 
 
 def evaluate(model: LidarCenterPoint, frames, canvases, card, batch: int = 4) -> dict:
     """BEV AP / recall on frames with the torch model and the card's decoder (same as ONNX)."""
     from fmdrive.inference.decoders import decode_fmdrive_centerpoint
     from fmdrive.training.lidar_data import score_detections
-    from fmdrive.training.lidar_model import OUTPUT_NAMES
+    from fmdrive.training.lidar_model import output_names
+    names = output_names(model.cfg)
     model.eval()
     dets = []
     with torch.no_grad():
@@ -199,7 +201,7 @@ def evaluate(model: LidarCenterPoint, frames, canvases, card, batch: int = 4) ->
             x = torch.from_numpy(np.asarray(canvases[s:s + batch], np.float32))
             outs = [o.numpy() for o in model(x)]
             for j in range(x.shape[0]):
-                dets.append(decode_fmdrive_centerpoint({n: o[j:j + 1] for n, o in zip(OUTPUT_NAMES, outs)}, card))
+                dets.append(decode_fmdrive_centerpoint({n: o[j:j + 1] for n, o in zip(names, outs)}, card))
     model.train()
     return score_detections(dets, frames)
 
@@ -219,7 +221,7 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
     seed_everything(tc.seed)
     out = Path(tc.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = tiny_config() if tc.tiny else LidarConfig()
+    cfg = tiny_config(bool(tc.axis_head)) if tc.tiny else LidarConfig(axis_head=bool(tc.axis_head))
     grid = cfg.bev_grid()
     frames, canvases = split_canvases(tc.data, 'train', grid, tc.max_scenes, progress)
     val_frames, val_canvases = split_canvases(tc.data, 'val', grid, tc.max_scenes, progress)
