@@ -174,6 +174,18 @@ def test_slow_down_instruction_lowers_the_speed(planner):
     assert slow < 9.0 < fast
 
 
+def test_a_held_slow_down_settles_at_a_share_of_the_desired_speed_instead_of_compounding(planner):
+    """The instruction stays in force frame after frame (the node keeps the last one; the closed loop
+    holds the scenario's): a factor of the *current* speed halved it again every frame, and the
+    car crawled (closed-loop progress a third of the expert's, who drives 0.6 x desired)."""
+    desired = planner.plan(scene(speed=10.0)).debug['desired_speed_mps']
+    target = 0.6 * desired
+    for v in (target, 0.8 * target, 1.2 * target):
+        planner.reset()
+        end = planner.plan(scene(speed=v), 'slow down').plan.speeds_mps[-1]
+        assert abs(end - target) < 0.15 * target, (v, end, target)
+
+
 def test_change_lane_left_instruction_ends_in_the_left_lane(planner):
     sc = scene(speed=10.0)
     r = planner.plan(sc, 'change lane left')

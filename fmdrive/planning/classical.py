@@ -31,7 +31,10 @@ budget_ms=)`), a step that would start after it is not started: the car brakes (
 Instructions understood (case-insensitive, anywhere in the text; a negation like "don't" makes
 the instruction not understood):
   "stop", "halt", "brake", "pull over"         -> target speed 0
-  "slow down", "slower", "reduce speed"         -> target speed = slow_down_factor * current speed
+  "slow down", "slower", "reduce speed"         -> target speed = slow_down_factor * desired speed
+                                                   (not the current speed: an instruction stays in force
+                                                   frame after frame, and a factor of the current speed
+                                                   compounds towards a stop)
   "change lane(s) (to the) left", "lane change left", "move left", "overtake" -> prefer the lane left
   "change lane(s) (to the) right", "lane change right", "move right"          -> prefer the lane right
   "keep lane", "stay in (your/the) lane", "keep your lane"                   -> penalise lane changes
@@ -100,7 +103,8 @@ class PlannerParams(VehicleLimits):
     pass_max_speed_mps: float = 8.0
     pass_clear_time_s: float = 2.0           # extra time an oncoming lane must stay clear
     # instructions
-    slow_down_factor: float = 0.5
+    slow_down_factor: float = 0.6            # of the desired speed, as the expert that defines compliance
+    slow_down_min_mps: float = 2.0           # (planning_dataset.IntentExpert: max(2, 0.6 x desired))
     # cost weights
     w_speed: float = 1.0
     w_lane_speed: float = 0.5                # a lane whose traffic allows less than the target
@@ -551,7 +555,7 @@ class ClassicalPlanner:
         if f.instruction.kind == 'stop':
             f.v_target = 0.0
         elif f.instruction.kind == 'slow_down':
-            f.v_target = min(f.v_des, p.slow_down_factor * f.v0)
+            f.v_target = min(f.v_des, max(p.slow_down_min_mps, p.slow_down_factor * f.v_des))
         else:
             f.v_target = f.v_des
 
