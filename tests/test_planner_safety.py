@@ -146,3 +146,43 @@ def test_object_straight_behind_is_marked_behind():
     gap, behind = footprint_gaps(np.array([[0.0, 0.0], [0.0, 0.0]]), np.zeros(2), 2.25, 0.95,
                                  pred, exact_within_m=np.inf)
     assert behind[0, 0] and gap[0, 0] > 0 and gap[1, 0] < 0
+
+
+def _pull_away(y_end=0.0, a=1.0):
+    """From standstill, accelerating at a along the ego heading, drifting laterally to y_end."""
+    x = 0.5 * a * T ** 2
+    y = y_end * (T / T[-1]) ** 2
+    yaw = np.arctan2(np.gradient(y, x), 1.0)
+    return np.c_[x, y, yaw], T.copy(), a * T
+
+
+def _beside(label, gap_m):
+    """An object standing to the ego's right, alongside its footprint, gap_m from it."""
+    from fmdrive.planning.limits import VehicleLimits
+    lim = VehicleLimits()
+    size = {'car': (4.5, 1.9), 'pedestrian': (0.6, 0.6)}[label]
+    y = -(lim.vehicle_width_m / 2 + size[1] / 2 + gap_m)
+    return Object3D([lim.base_to_center_m, y, 0.8], [*size, 1.5], 0.0, label, id=9)
+
+
+def test_a_stopped_car_already_within_the_margin_of_a_parked_car_may_drive_away_but_not_closer():
+    """Closed-loop scenario 419: stopped 0.18 m from a parked car, every trajectory (standing still
+    too: the predicted box grows) was 'within 0.20 m': emergency stops for 20 s. Near a standing car
+    the margin counts only where the trajectory also comes closer than now."""
+    stopped = EgoState(0.0, 0.0, 0.0, 0.0)
+    sc = scene([_beside('car', 0.15)], ego=stopped)
+    away = check_trajectory(*_pull_away(), sc)
+    assert away.ok, away.reasons
+    closer = check_trajectory(*_pull_away(y_end=-0.4), sc)
+    assert not closer.ok and any('collision' in r and 'id=9' in r for r in closer.reasons)
+    # a pedestrian there keeps the full margin: it may step towards the car
+    assert not check_trajectory(*_pull_away(), scene([_beside('pedestrian', 0.15)], ego=stopped)).ok
+
+
+def test_the_classical_planner_drives_away_from_a_parked_car_it_stopped_too_close_to():
+    planner = ClassicalPlanner()
+    sc = scene([_beside('car', 0.3)], ego=EgoState(0.0, 0.0, 0.0, 0.0))
+    r = planner.plan(sc)
+    moved = float(np.hypot(*(r.plan.poses[-1, :2] - r.plan.poses[0, :2])))
+    assert moved > 2.0 and 'emergency' not in r.plan.status, (moved, r.plan.status)
+    assert check_trajectory(r.plan.poses, r.plan.t_s, r.plan.speeds_mps, sc).ok

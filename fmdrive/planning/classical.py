@@ -52,7 +52,8 @@ import numpy as np
 from fmdrive.geometry import wrap_angle
 from fmdrive.objects import Object3D, Plan, Scene
 from fmdrive.planning.frenet import Road, polyval, quartic_coefficients, quintic_coefficients
-from fmdrive.planning.footprint import LANE_KEEP_TOLERANCE_M, footprint_gaps
+from fmdrive.planning.footprint import (LANE_KEEP_TOLERANCE_M, footprint_gaps, not_closer_than_now, standing_solid,
+                                        without_growth)
 from fmdrive.planning.limits import LimitsError, VehicleLimits, effective_speed_limit
 from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, follow_lane, predict_constant_velocity
 from fmdrive.planning.protocol import PlanResult
@@ -871,7 +872,15 @@ class ClassicalPlanner:
             keeps_lane = np.abs(d[idx] - f.d0) < LANE_KEEP_TOLERANCE_M
             counted = ~(behind & keeps_lane[..., None])                            # (c, T, N)
             gap_c = np.where(counted, gap, np.inf)
-            collision_free[idx] = ~(gap_c[:, 1:] < p.collision_margin_m).any(axis=(1, 2))
+            too_close = gap_c < p.collision_margin_m
+            # a standing car counts only where a candidate also comes closer to it than now
+            # (footprint.not_closer_than_now): one stopped too close can still drive away
+            solid = standing_solid(f.pred) & too_close[:, 1:].any(axis=(0, 1))
+            if solid.any():
+                real, _ = footprint_gaps(np.stack([cx[idx], cy[idx]], -1), c.yaw[idx], f.length / 2, half_w,
+                                         without_growth(f.pred), exact_within_m=p.clearance_soft_m + 0.5)
+                too_close[..., solid] &= not_closer_than_now(real)[..., solid]
+            collision_free[idx] = ~too_close[:, 1:].any(axis=(1, 2))
             min_clearance[idx] = gap_c.min(axis=(1, 2))
             soft = np.maximum(p.clearance_soft_m - gap_c, 0.0)
             costs['clearance'][idx] = p.w_clearance * np.mean(np.sum(soft ** 2, axis=2), axis=1)

@@ -11,6 +11,11 @@ import numpy as np
 from fmdrive.planning.prediction import PredictedObjects
 
 LANE_KEEP_TOLERANCE_M = 0.5  # lateral displacement below which the ego counts as keeping its lane
+# Standing solid objects (standing_solid, not_closer_than_now): slower than STANDING_MPS and not
+# VULNERABLE; how much closer than now a trajectory may still come to one (numerical slack)
+STANDING_MPS = 0.5
+VULNERABLE = ('pedestrian', 'cyclist')
+ESCAPE_TOLERANCE_M = 0.05
 
 
 def oriented_box_gaps(a_xy, a_yaw, a_half_l, a_half_w, b_xy, b_yaw, b_half_l, b_half_w):
@@ -81,3 +86,37 @@ def footprint_gaps(ego_xy, ego_yaw, ego_half_l: float, ego_half_w: float,
     gap = gap.reshape(lead + (n,))
     behind = behind.reshape(lead + (n,))
     return gap, behind
+
+
+def without_growth(pred: PredictedObjects) -> PredictedObjects:
+    """The same predicted objects with their boxes at every time as at the first (no uncertainty
+    growth; pred.t_s[0] = 0, where prediction adds none)."""
+    from dataclasses import replace
+    n_t = pred.center_xy.shape[1]
+    return replace(pred, half_length_m=np.repeat(pred.half_length_m[:, :1], n_t, axis=1),
+                   half_width_m=np.repeat(pred.half_width_m[:, :1], n_t, axis=1))
+
+
+def standing_solid(pred: PredictedObjects) -> np.ndarray:
+    """(N,) objects that stand still (predicted speed < STANDING_MPS) and are not pedestrians or cyclists."""
+    if len(pred) == 0 or pred.center_xy.shape[1] < 2:
+        return np.zeros(len(pred), bool)
+    xy, t = pred.center_xy, pred.t_s
+    speed = np.hypot(*(xy[:, -1] - xy[:, 0]).T) / max(float(t[-1] - t[0]), 1e-6)
+    return (speed < STANDING_MPS) & ~np.isin(np.asarray(pred.labels, dtype=object), VULNERABLE)
+
+
+def not_closer_than_now(real_gap: np.ndarray) -> np.ndarray:
+    """(..., T, N) where a footprint comes closer to an object than at the first time (less
+    ESCAPE_TOLERANCE_M), gaps measured on boxes without growth (without_growth).
+
+    Used for standing solid objects (standing_solid): a violation of the margin counts only where
+    the trajectory also comes closer to the object than the car is now. Whatever stands still
+    cannot be met by a trajectory that never comes nearer to it than the car already is; without
+    this, a car stopped (or steered) within the margin of a parked car finds every trajectory,
+    standing still included (the predicted box grows), rejected for that car: emergency stops for
+    ever beside something that does not move. Measured: closed-loop scenario 419, the ego 0.18 m
+    from a parked car, 20 s of emergency stops, progress half the expert's. Pedestrians, cyclists
+    and moving objects keep the plain margin."""
+    real_gap = np.asarray(real_gap)
+    return real_gap < real_gap[..., :1, :] - ESCAPE_TOLERANCE_M

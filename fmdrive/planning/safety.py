@@ -12,6 +12,8 @@ by the same rules and the same numbers (fmdrive/planning/limits.py):
   - speeds consistent with the distance between poses, and poses heading where they move;
   - the ego footprint keeps `safety_margin_m` from every object predicted with constant velocity;
   - the footprint stays on the road (between the outermost lane edges).
+An object that stands (and is no pedestrian or cyclist) is met only where the footprint is within
+the margin of it and also closer to it than now (footprint.not_closer_than_now says why).
 A contact with an object that is straight behind the ego now (a follower), while the ego keeps its
 lane, is not counted: braking cannot avoid it, and rejecting every plan for it would leave only an
 emergency stop - the worst answer to a tailgater. Cutting in front of a follower in another lane
@@ -24,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fmdrive.geometry import inv_T, wrap_angle
-from fmdrive.planning.footprint import (LANE_KEEP_TOLERANCE_M, footprint_gaps,  # noqa: F401
-                                        oriented_box_gaps)
+from fmdrive.planning.footprint import (LANE_KEEP_TOLERANCE_M, footprint_gaps, not_closer_than_now,  # noqa: F401
+                                        oriented_box_gaps, standing_solid, without_growth)
 from fmdrive.planning.frenet import Road
 from fmdrive.planning.limits import VehicleLimits, effective_speed_limit
 from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, predict_constant_velocity
@@ -164,6 +166,11 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
     min_gap = float(gap[counted].min(initial=np.inf))
     margin = float(lim.safety_margin_m)
     hit = (gap < margin) & counted
+    solid = standing_solid(pred) & hit.any(axis=0)
+    if solid.any():             # standing: only where the trajectory also comes closer than now
+        real, _ = footprint_gaps(np.c_[cx, cy], yawd, length / 2, width / 2, without_growth(pred),
+                                 exact_within_m=np.inf)
+        hit[:, solid] &= not_closer_than_now(real)[:, solid]
     hit[0] = False  # the present cannot be changed by any trajectory
     if hit.any():
         ti, ni = np.argwhere(hit)[0]
