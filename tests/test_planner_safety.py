@@ -186,3 +186,39 @@ def test_the_classical_planner_drives_away_from_a_parked_car_it_stopped_too_clos
     moved = float(np.hypot(*(r.plan.poses[-1, :2] - r.plan.poses[0, :2])))
     assert moved > 2.0 and 'emergency' not in r.plan.status, (moved, r.plan.status)
     assert check_trajectory(r.plan.poses, r.plan.t_s, r.plan.speeds_mps, sc).ok
+
+
+def _braking_to(v0, v_end, ego=None):
+    """From v0 to v_end over the 3 s at constant deceleration, along the heading (odom)."""
+    ego = ego or EgoState(0.0, 0.0, 0.0, v0)
+    v = v0 + (v_end - v0) * T / T[-1]
+    x = v0 * T + 0.5 * (v_end - v0) / T[-1] * T ** 2
+    return np.c_[x, np.zeros(6), np.zeros(6)], T.copy(), v
+
+
+def test_keeping_speed_towards_a_pedestrian_in_the_lane_beyond_the_horizon_is_flagged():
+    """Closed-loop scenario 449: the LM plan held 12.8 m/s with a pedestrian in the lane 40 m ahead.
+    Within the 3 s horizon they do not meet, so the collision check passed it; from its last state
+    the car could not stop any more. A plan that brakes is fine; a car ahead at the same speed too."""
+    ego = EgoState(0.0, 0.0, 0.0, 12.8)
+    walker = Object3D([48.0, 0.8, 0.9], [0.6, 0.6, 1.7], 0.0, 'pedestrian', id=5, velocity=[0.0, 0.3, 0.0])
+    keep = check_trajectory(*_braking_to(12.8, 12.8), scene([walker], ego=ego))
+    assert not keep.ok and any('cannot stop behind object id=5' in r for r in keep.reasons), keep.reasons
+    assert not any('collision' in r for r in keep.reasons), 'the plain collision check alone does not see it'
+    brake = check_trajectory(*_braking_to(12.8, 4.0), scene([walker], ego=ego))
+    assert brake.ok, brake.reasons
+    lead = Object3D([40.0, 0.0, 0.8], [4.5, 1.9, 1.5], 0.0, 'car', id=6, velocity=[12.8, 0.0, 0.0])
+    assert check_trajectory(*_braking_to(12.8, 12.8), scene([lead], ego=ego)).ok
+    beside = Object3D([40.0, 3.5, 0.8], [4.5, 1.9, 1.5], 0.0, 'car', id=7)       # parked in the next lane
+    assert check_trajectory(*_braking_to(12.8, 12.8), scene([beside], ego=ego)).ok
+
+
+def test_classical_plans_pass_the_end_of_horizon_stopping_check():
+    ego = EgoState(0.0, 0.0, 0.0, 12.8)
+    walker = Object3D([40.0, 0.8, 0.9], [0.6, 0.6, 1.7], 0.0, 'pedestrian', id=5, velocity=[0.0, 0.3, 0.0])
+    stopped = Object3D([45.0, 0.0, 0.8], [4.5, 1.9, 1.5], 0.0, 'car', id=6)
+    for objects in ([walker], [stopped], [walker, stopped]):
+        sc = scene(objects, ego=ego)
+        r = ClassicalPlanner().plan(sc)
+        report = check_trajectory(r.plan.poses, r.plan.t_s, r.plan.speeds_mps, sc)
+        assert report.ok, (objects, report.reasons)

@@ -11,6 +11,8 @@ by the same rules and the same numbers (fmdrive/planning/limits.py):
     (curvature = heading change per metre driven, on steps longer than CURVATURE_MIN_STEP_M);
   - speeds consistent with the distance between poses, and poses heading where they move;
   - the ego footprint keeps `safety_margin_m` from every object predicted with constant velocity;
+  - from the trajectory's last state the car can still stop, braking at max_decel_mps2, behind
+    what is then ahead of it in its corridor (the classical planner's own rule at its horizon);
   - the footprint stays on the road (between the outermost lane edges).
 An object that stands (and is no pedestrian or cyclist) is met only where the footprint is within
 the margin of it and also closer to it than now (footprint.not_closer_than_now says why).
@@ -177,6 +179,10 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
         reasons.append(f'collision: within {margin:.2f} m of object id={pred.ids[ni]} '
                        f'({pred.labels[ni]}) at t={td[ti]:.1f} s (gap {gap[ti, ni]:.2f} m)')
 
+    stop = _cannot_stop_after_horizon(road, pred, td, xd, yd, float(vv[-1]), lim)
+    if stop:
+        reasons.append(stop)
+
     corners_l = np.array([to_center + length / 2, to_center + length / 2,
                           to_center - length / 2, to_center - length / 2])
     corners_w = np.array([width / 2, -width / 2, width / 2, -width / 2])
@@ -191,3 +197,40 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
         reasons.append(f'leaves the road by {outside.max():.2f} m')
 
     return SafetyReport(not reasons, reasons, min_gap, max(max_a, max_d), max_lat_seen, max_d)
+
+
+END_SPEED_WINDOW_S = 0.5     # objects' speed along the road at the horizon's end: over its last 0.5 s
+CORRIDOR_SLACK_M = 0.3       # lateral slack of the corridor, as the classical planner's headway check
+
+
+def _cannot_stop_after_horizon(road, pred, td, xd, yd, v_end: float, lim) -> str:
+    """The reason, or '' : an object ahead of the car in its corridor (Frenet, along the road) at
+    the horizon's end, nearer than the car needs to stop behind it braking at max_decel_mps2 (both
+    braking equally hard; + safety_margin_m). This is where a plan that keeps its speed towards a
+    pedestrian standing in the lane 40 m ahead is caught: they meet after the 3 s horizon, so the
+    collision check alone passes it (closed-loop scenario 449: the LM plan held 12.8 m/s there,
+    the fallback could not stop when a second pedestrian stepped out nearer). The classical planner
+    rejects its own candidates by the same rule (classical._object_checks)."""
+    if len(pred) == 0 or len(td) < 2:
+        return ''
+    k = int(np.searchsorted(td, td[-1] - END_SPEED_WINDOW_S))
+    k = min(k, len(td) - 2)
+    s_o, d_o = road.reference.project(pred.center_xy[:, [k, -1], :])          # (N, 2)
+    s_e, d_e = (float(a[0]) for a in road.reference.project(np.array([[xd[-1], yd[-1]]])))
+    th = road.reference.frame_at(s_o[:, 1])[2]
+    phi = pred.yaw_rad[:, -1] - th
+    hl, hw = pred.half_length_m[:, -1], pred.half_width_m[:, -1]
+    ext_s = hl * np.abs(np.cos(phi)) + hw * np.abs(np.sin(phi))
+    ext_d = hl * np.abs(np.sin(phi)) + hw * np.abs(np.cos(phi))
+    v_obj = np.maximum((s_o[:, 1] - s_o[:, 0]) / max(float(td[-1] - td[k]), 1e-6), 0.0)
+    front = float(lim.base_to_center_m) + float(lim.vehicle_length_m) / 2
+    half_w = float(lim.vehicle_width_m) / 2
+    ahead = (s_o[:, 1] > s_e) & (np.abs(d_o[:, 1] - d_e) < ext_d + half_w + CORRIDOR_SLACK_M)
+    gap = s_o[:, 1] - ext_s - (s_e + front)
+    need = (max(v_end, 0.0) ** 2 - v_obj ** 2) / (2 * float(lim.max_decel_mps2)) + float(lim.safety_margin_m)
+    short = ahead & (gap < need)
+    if not short.any():
+        return ''
+    n = int(np.argmax(np.where(short, need - gap, -np.inf)))
+    return (f'cannot stop behind object id={pred.ids[n]} ({pred.labels[n]}) after the trajectory ends: '
+            f'{max(gap[n], 0.0):.1f} m ahead at {v_end:.1f} m/s, needs {need[n]:.1f} m')
