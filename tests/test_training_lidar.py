@@ -360,6 +360,24 @@ def test_the_axis_head_gives_a_crossing_cars_axis_where_l1_on_the_heading_averag
     assert abs(abs(yaw) - 90) < 3, f'decoded with the axis head: {yaw:.1f} deg (heading head alone: {heading_only:.1f})'
 
 
+def test_the_axis_loss_weighs_crossing_cars_by_axis_crossing_weight():
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.training.lidar_model import centerpoint_loss
+    B, C, H, W = 1, 4, 4, 4
+    rot = torch.tensor([[0.0, 1.0], [1.0, 0.0]])                    # one car along the road, one crossing
+    batch = {'heatmap': torch.zeros(B, C, H, W), 'batch_index': torch.zeros(2, dtype=torch.long),
+             'cell_index': torch.tensor([0, 5]), 'offset': torch.zeros(2, 2), 'z': torch.zeros(2),
+             'log_size': torch.zeros(2, 3), 'rot': rot, 'instance': torch.tensor([1, 2])}
+    road_axis = torch.zeros(B, 2, H, W)
+    road_axis[:, 1] = 1.0                                           # the road's axis everywhere: wrong for the crossing car
+    outputs = (torch.full((B, C, H, W), 0.1), torch.zeros(B, 2, H, W), torch.zeros(B, 1, H, W),
+               torch.zeros(B, 3, H, W), torch.zeros(B, 2, H, W), torch.nn.functional.normalize(torch.randn(B, 8, H, W), dim=1),
+               road_axis)
+    plain = centerpoint_loss(outputs, batch)[1]['rot_axis']
+    heavy = centerpoint_loss(outputs, batch, axis_crossing_weight=9.0)[1]['rot_axis']
+    assert plain == pytest.approx(1.0 / 2) and heavy == pytest.approx(9 * 1.0 / 10)
+
+
 def test_the_decoder_takes_the_axis_from_the_axis_head_and_the_direction_from_the_heading_head():
     from fmdrive.inference.decoders import axis_with_direction
     yaw = np.radians([100.0, 100.0, -170.0, 5.0])

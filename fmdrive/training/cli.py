@@ -88,6 +88,7 @@ LIDAR_OPTIONS = (
     ('crop_rows', (0, 4096), '--crop-rows is a number of grid rows >= 0, 0 = the whole grid (train lidar only)'),
     ('init', None, '--init is for train lidar only'),
     ('axis_head', None, '--axis-head is for train lidar only'),
+    ('axis_crossing_weight', (1.0, 100.0), '--axis-crossing-weight is a loss weight in [1, 100] (train lidar only)'),
 )
 
 
@@ -151,6 +152,9 @@ def add_train_arguments(p):
     p.add_argument('--axis-head', type=int, choices=(0, 1), default=None,
                    help='lidar: 1 (default) = an axis head, (sin, cos) of 2 x yaw, beside the heading head, so a '
                         'car whose front and back look alike still gets its axis (crossing traffic); 0 = none')
+    p.add_argument('--axis-crossing-weight', type=float, default=None,
+                   help='lidar: weight of a crossing car (|sin yaw| = 1) in the axis loss, 1 + (this - 1) |sin yaw| '
+                        'per object (default 1)')
     p.add_argument('--patience', type=int, default=3, help='early stop after this many epochs without progress')
     p.add_argument('--max-minutes', type=float, default=45.0, help='stop after the epoch that passes this')
     p.add_argument('--threads', type=int, default=2)

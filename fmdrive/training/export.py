@@ -365,7 +365,8 @@ def training_command(tc: dict) -> str:
            f"--max-minutes {tc.get('max_minutes')} --gt-paste {tc.get('gt_paste', 0.0)} "
            f"--rotate-deg {tc.get('rotate_deg', 0.0)} --quarter-turns {tc.get('quarter_turns', 0.0)} "
            f"--rot-loss {tc.get('rot_loss', 'l1')} --crossing-weight {tc.get('crossing_weight', 1.0)} "
-           f"--lr {tc.get('lr')} --crop-rows {tc.get('crop_rows')} --axis-head {int(bool(tc.get('axis_head', False)))}")
+           f"--lr {tc.get('lr')} --crop-rows {tc.get('crop_rows')} --axis-head {int(bool(tc.get('axis_head', False)))}"
+           f" --axis-crossing-weight {tc.get('axis_crossing_weight', 1.0)}")
     if tc.get('init'):
         cmd = f"{tc.get('init_command') or '(first stage unknown)'} && {cmd} --init {tc.get('init')}"
     return cmd

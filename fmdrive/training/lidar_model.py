@@ -283,7 +283,7 @@ def axis_target(rot: torch.Tensor) -> torch.Tensor:
 
 
 def centerpoint_loss(outputs: tuple, batch: dict, weights: dict | None = None,
-                     rot_loss: str = 'l1') -> tuple[torch.Tensor, dict]:
+                     rot_loss: str = 'l1', axis_crossing_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
     """Total loss and its parts. outputs: the network's, in output_names order (rot_axis last, when
     present: L1 against (sin 2 yaw, cos 2 yaw)). batch: heatmap (B, C, H, W), batch_index /
     cell_index (K,), offset (K, 2), z (K,), log_size (K, 3), rot (K, 2), instance (K,). rot_loss:
@@ -300,7 +300,9 @@ def centerpoint_loss(outputs: tuple, batch: dict, weights: dict | None = None,
         parts['size'] = F.l1_loss(gather(size, b, k), batch['log_size'])
         parts['rot'] = rotation_loss(gather(rot, b, k), batch['rot'], rot_loss)
         if rot_axis is not None:
-            parts['rot_axis'] = (gather(rot_axis, b, k) - axis_target(batch['rot'])).abs().sum(1).mean() / 2
+            per_object = (gather(rot_axis, b, k) - axis_target(batch['rot'])).abs().sum(1) / 2
+            ow = 1.0 + (float(axis_crossing_weight) - 1.0) * batch['rot'][:, 0].abs()
+            parts['rot_axis'] = (ow * per_object).sum() / ow.sum()
         parts['embedding'] = embedding_loss(gather(embedding, b, k), batch['instance'])
     total = sum(w[name] * value for name, value in parts.items())
     return total, {name: float(v.detach()) for name, v in parts.items()}

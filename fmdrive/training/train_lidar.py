@@ -57,6 +57,11 @@ class TrainConfig:
                                       # crossing traffic at no cost, since on the square grid centred on
                                       # base_link a quarter turn is an np.rot90 of the cached canvas
     axis_head: bool = True            # the (sin 2 yaw, cos 2 yaw) head (lidar_model.rotation_loss says why)
+    axis_crossing_weight: float = 1.0  # crossing cars' weight in the axis loss (lidar_model.centerpoint_loss).
+                                       # Measured 2026-12-05 (runs/lidar_axis, weight 1, 5 epochs): the axis
+                                       # head gives cos 2 yaw ~ +0.75 at crossing cars, training frames too
+                                       # (target -1; road cars +1.0): not the L1 ambiguity, the network
+                                       # does not tell a crossing car from one along the road
     init: str = ''                    # checkpoint whose weights start this run (a second stage; its own
                                       # training command is kept in init_command for the card)
     init_command: str = ''
@@ -281,7 +286,8 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
             x = x.contiguous(memory_format=torch.channels_last)
             for group in opt.param_groups:
                 group['lr'] = learning_rate(tc.lr, epoch * steps_per_epoch + step, total_steps)
-            loss, parts = centerpoint_loss(model(x), batch, rot_loss=tc.rot_loss)
+            loss, parts = centerpoint_loss(model(x), batch, rot_loss=tc.rot_loss,
+                                           axis_crossing_weight=tc.axis_crossing_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
