@@ -266,7 +266,10 @@ def rotation_loss(pred: torch.Tensor, target: torch.Tensor, mode: str = 'l1') ->
     optimum when the y-flip makes +90 and -90 degrees equally likely for one shape; atan2 of that
     is the road's heading. The axis head (LidarConfig.axis_head) regresses (sin 2 yaw, cos 2 yaw),
     which has one value for a heading and its reverse, so the ambiguity has nothing to average;
-    the decoder takes the axis from it and the direction from this head."""
+    the decoder takes the axis from it and the direction from this head. That alone was not enough
+    (cos 2 yaw ~ +0.75 at crossing cars, target -1: the network gave them the road's axis from
+    context); weighted towards crossing cars (centerpoint_loss axis_crossing_weight 10) it learned
+    them: full-test intersection car AP 0.18 -> 0.79."""
     plain = (pred - target).abs().sum(1)
     if mode == 'l1':
         return plain.mean() / 2
