@@ -5,7 +5,8 @@ import pytest
 from fmdrive.objects import EgoState, Lane, Object3D, Scene
 from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
 from fmdrive.planning.prediction import predict_constant_velocity
-from fmdrive.planning.safety import check_trajectory, footprint_gaps, oriented_box_gaps
+from fmdrive.planning.footprint import footprint_gaps, oriented_box_gaps
+from fmdrive.planning.safety import check_trajectory
 
 T = np.arange(1, 7) * 0.5
 

@@ -51,9 +51,8 @@ import numpy as np
 
 from fmdrive.geometry import wrap_angle
 from fmdrive.objects import Object3D, Plan, Scene
-from fmdrive.planning.frenet import Road, polyval, quartic_coefficients, quintic_coefficients
-from fmdrive.planning.footprint import (LANE_KEEP_TOLERANCE_M, footprint_gaps, not_closer_than_now, standing_solid,
-                                        without_growth)
+from fmdrive.planning.frenet import Road, box_extent_sd, polyval, quartic_coefficients, quintic_coefficients
+from fmdrive.planning.footprint import LANE_KEEP_TOLERANCE_M, footprint_gaps, margin_violations
 from fmdrive.planning.limits import LimitsError, VehicleLimits, effective_speed_limit
 from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, follow_lane, predict_constant_velocity
 from fmdrive.planning.protocol import PlanResult
@@ -535,8 +534,7 @@ class ClassicalPlanner:
         _, _, th_obj, _ = f.ref.frame_at(s_obj)
         phi = pred.yaw_rad - th_obj
         f.pred, f.n_obj, f.s_obj, f.d_obj = pred, n_obj, s_obj, d_obj
-        f.ext_s = pred.half_length_m * np.abs(np.cos(phi)) + pred.half_width_m * np.abs(np.sin(phi))
-        f.ext_d = pred.half_length_m * np.abs(np.sin(phi)) + pred.half_width_m * np.abs(np.cos(phi))
+        f.ext_s, f.ext_d = box_extent_sd(pred.half_length_m, pred.half_width_m, phi)
         dt = p.dense_dt_s
         f.v_obj_s = (s_obj[:, -1] - s_obj[:, -2]) / dt if n_obj else np.zeros(0)
         f.v_obj_s0 = (s_obj[:, 1] - s_obj[:, 0]) / dt if n_obj else np.zeros(0)
@@ -875,11 +873,8 @@ class ClassicalPlanner:
             too_close = gap_c < p.collision_margin_m
             # a standing car counts only where a candidate also comes closer to it than now
             # (footprint.not_closer_than_now): one stopped too close can still drive away
-            solid = standing_solid(f.pred) & too_close[:, 1:].any(axis=(0, 1))
-            if solid.any():
-                real, _ = footprint_gaps(np.stack([cx[idx], cy[idx]], -1), c.yaw[idx], f.length / 2, half_w,
-                                         without_growth(f.pred), exact_within_m=p.clearance_soft_m + 0.5)
-                too_close[..., solid] &= not_closer_than_now(real)[..., solid]
+            too_close = margin_violations(too_close, np.stack([cx[idx], cy[idx]], -1), c.yaw[idx], f.length / 2,
+                                          half_w, f.pred, exact_within_m=p.clearance_soft_m + 0.5)
             collision_free[idx] = ~too_close[:, 1:].any(axis=(1, 2))
             min_clearance[idx] = gap_c.min(axis=(1, 2))
             soft = np.maximum(p.clearance_soft_m - gap_c, 0.0)

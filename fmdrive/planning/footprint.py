@@ -120,3 +120,20 @@ def not_closer_than_now(real_gap: np.ndarray) -> np.ndarray:
     and moving objects keep the plain margin."""
     real_gap = np.asarray(real_gap)
     return real_gap < real_gap[..., :1, :] - ESCAPE_TOLERANCE_M
+
+
+def margin_violations(too_close: np.ndarray, ego_xy, ego_yaw, ego_half_l: float, ego_half_w: float,
+                      pred: PredictedObjects, exact_within_m: float = np.inf) -> np.ndarray:
+    """too_close (..., T, N) (footprints within the margin of objects, from footprint_gaps on the
+    same footprints and pred) with the violations that do not count removed: for standing solid
+    objects only those where the footprint also comes closer than now (not_closer_than_now).
+    The one rule the classical planner (choosing) and the safety filter (judging) share."""
+    too_close = np.array(too_close, dtype=bool)
+    if too_close.size == 0:
+        return too_close
+    solid = standing_solid(pred) & too_close.reshape(-1, too_close.shape[-1]).any(axis=0)
+    if solid.any():
+        real, _ = footprint_gaps(ego_xy, ego_yaw, ego_half_l, ego_half_w, without_growth(pred),
+                                 exact_within_m=exact_within_m)
+        too_close[..., solid] &= not_closer_than_now(real)[..., solid]
+    return too_close

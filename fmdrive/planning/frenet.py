@@ -125,6 +125,13 @@ class ReferenceLine:
         return best_s.reshape(shape), best_d.reshape(shape)
 
 
+def box_extent_sd(half_length, half_width, yaw_to_line):
+    """Half extents (ext_s, ext_d) along and across a reference line of boxes turned yaw_to_line
+    (box yaw minus the line's heading there) from it (broadcasts)."""
+    c, s = np.abs(np.cos(yaw_to_line)), np.abs(np.sin(yaw_to_line))
+    return half_length * c + half_width * s, half_length * s + half_width * c
+
+
 def quintic_coefficients(x0, v0, a0, x1, v1, a1, T):
     """Coefficients c0..c5 (stacked on the last axis) of the quintic from (x0, v0, a0) at 0 to
     (x1, v1, a1) at T. All arguments broadcast."""

@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fmdrive.geometry import inv_T, wrap_angle
-from fmdrive.planning.footprint import (LANE_KEEP_TOLERANCE_M, footprint_gaps, not_closer_than_now,  # noqa: F401
-                                        oriented_box_gaps, standing_solid, without_growth)
-from fmdrive.planning.frenet import Road
+from fmdrive.planning.footprint import LANE_KEEP_TOLERANCE_M, footprint_gaps, margin_violations
+from fmdrive.planning.frenet import Road, box_extent_sd
 from fmdrive.planning.limits import VehicleLimits, effective_speed_limit
 from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, predict_constant_velocity
 
@@ -168,11 +167,8 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
     min_gap = float(gap[counted].min(initial=np.inf))
     margin = float(lim.safety_margin_m)
     hit = (gap < margin) & counted
-    solid = standing_solid(pred) & hit.any(axis=0)
-    if solid.any():             # standing: only where the trajectory also comes closer than now
-        real, _ = footprint_gaps(np.c_[cx, cy], yawd, length / 2, width / 2, without_growth(pred),
-                                 exact_within_m=np.inf)
-        hit[:, solid] &= not_closer_than_now(real)[:, solid]
+    # standing solid objects: only where the trajectory also comes closer than now
+    hit = margin_violations(hit, np.c_[cx, cy], yawd, length / 2, width / 2, pred)
     hit[0] = False  # the present cannot be changed by any trajectory
     if hit.any():
         ti, ni = np.argwhere(hit)[0]
@@ -219,9 +215,7 @@ def _cannot_stop_after_horizon(road, pred, td, xd, yd, v_end: float, lim) -> str
     s_e, d_e = (float(a[0]) for a in road.reference.project(np.array([[xd[-1], yd[-1]]])))
     th = road.reference.frame_at(s_o[:, 1])[2]
     phi = pred.yaw_rad[:, -1] - th
-    hl, hw = pred.half_length_m[:, -1], pred.half_width_m[:, -1]
-    ext_s = hl * np.abs(np.cos(phi)) + hw * np.abs(np.sin(phi))
-    ext_d = hl * np.abs(np.sin(phi)) + hw * np.abs(np.cos(phi))
+    ext_s, ext_d = box_extent_sd(pred.half_length_m[:, -1], pred.half_width_m[:, -1], phi)
     v_obj = np.maximum((s_o[:, 1] - s_o[:, 0]) / max(float(td[-1] - td[k]), 1e-6), 0.0)
     front = float(lim.base_to_center_m) + float(lim.vehicle_length_m) / 2
     half_w = float(lim.vehicle_width_m) / 2

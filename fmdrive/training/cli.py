@@ -154,7 +154,7 @@ def add_train_arguments(p):
                         'car whose front and back look alike still gets its axis (crossing traffic); 0 = none')
     p.add_argument('--axis-crossing-weight', type=float, default=None,
                    help='lidar: weight of a crossing car (|sin yaw| = 1) in the axis loss, 1 + (this - 1) |sin yaw| '
-                        'per object (default 1)')
+                        'per object (default 10, the committed model)')
     p.add_argument('--patience', type=int, default=3, help='early stop after this many epochs without progress')
     p.add_argument('--max-minutes', type=float, default=45.0, help='stop after the epoch that passes this')
     p.add_argument('--threads', type=int, default=2)

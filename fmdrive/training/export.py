@@ -286,11 +286,12 @@ def ap_of_outputs(outputs: list[dict], frames, card) -> dict:
     return score_detections([decode_fmdrive_centerpoint(o, card) for o in outputs], frames)
 
 
-def output_cosine(a: list[dict], b: list[dict], names=('heatmap', 'offset', 'z', 'size', 'rot', 'embedding')) -> float:
-    """Cosine similarity of all outputs (concatenated, per frame), averaged over frames."""
+def output_cosine(a: list[dict], b: list[dict],
+                  names=('heatmap', 'offset', 'z', 'size', 'rot', 'rot_axis', 'embedding')) -> float:
+    """Cosine similarity of all outputs both frames have (concatenated, per frame), averaged over frames."""
     cos = []
     for x, y in zip(a, b):
-        present = [n for n in (*names, 'rot_axis') if n in x and n in y]
+        present = [n for n in names if n in x and n in y]
         u = np.concatenate([x[n].ravel() for n in present]).astype(np.float64)
         v = np.concatenate([y[n].ravel() for n in present]).astype(np.float64)
         cos.append(float(u @ v / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12)))

@@ -57,7 +57,7 @@ class TrainConfig:
                                       # crossing traffic at no cost, since on the square grid centred on
                                       # base_link a quarter turn is an np.rot90 of the cached canvas
     axis_head: bool = True            # the (sin 2 yaw, cos 2 yaw) head (lidar_model.rotation_loss says why)
-    axis_crossing_weight: float = 1.0  # crossing cars' weight in the axis loss (lidar_model.centerpoint_loss).
+    axis_crossing_weight: float = 10.0  # crossing cars' weight in the axis loss (lidar_model.centerpoint_loss).
                                        # Measured 2026-12-05 (runs/lidar_axis, weight 1, 5 epochs): the axis
                                        # head gives cos 2 yaw ~ +0.75 at crossing cars, training frames too
                                        # (target -1; road cars +1.0): not the L1 ambiguity, the network
