@@ -159,12 +159,15 @@ def add_sim(sub):
 # ---------------------------------------------------------------------------------------------- run
 def cmd_run(args):
     import os
-    import time
 
+    from fmdrive import interrupts
     from fmdrive.graph import GraphProcesses, graph_nodes_on_domain
     from fmdrive.rosenv import apply_to_this_process, ros_env
     from fmdrive.pipeline_run import graph_options
     remaps, overrides = graph_options(args)
+    if args.watchdog_s < 0 or args.watchdog_s != args.watchdog_s:
+        raise UsageError(f'--watchdog-s {args.watchdog_s}: give the seconds of silence on /diagnostics after which '
+                         f'a node is taken for hung (> 0), or 0 to turn the watchdog off')
     apply_to_this_process()  # the check below looks on the domain the nodes will join
     domain = os.environ.get('ROS_DOMAIN_ID') or '0'
     running = graph_nodes_on_domain()
@@ -172,22 +175,34 @@ def cmd_run(args):
         raise UsageError(f'an fmdrive graph is already running on ROS domain {domain} (nodes {", ".join(running)}); '
                          f'stop it, or start this one on another domain: ROS_DOMAIN_ID=<id> fmdrive run')
     graph = GraphProcesses(ros_env(), args.log_dir, params_file=args.params_file, use_sim_time=args.use_sim_time,
-                           remaps=remaps, overrides=overrides)
+                           remaps=remaps, overrides=overrides, watchdog_s=args.watchdog_s or None)
     graph.start()
 
     def report(text):
         print(text, file=sys.stderr, flush=True)
+    handles = None
     try:
         graph.wait_ready(report=report)
         print(f'graph up: {", ".join(graph.procs)} (logs in {args.log_dir}); Ctrl-C stops it', flush=True)
-        while graph.alive():  # a node that dies is reported and restarted; one that keeps dying is given up
+        # the watchdog's evidence: every node's reports on /diagnostics
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from fmdrive.nodes.base import make_qos
+        from fmdrive.rosenv import close_node, open_node
+        handles = open_node(f'fmdrive_run_supervisor_{os.getpid()}')
+        handles[1].create_subscription(DiagnosticArray, graph.topic('diagnostics'), graph.heard_from_diagnostics,
+                                       make_qos('reliable', 50))
+        while graph.alive():  # a node that dies (or hangs) is reported and restarted; one that keeps dying is given up
+            interrupts.check()
             graph.supervise(report)
-            time.sleep(0.2)
+            handles[2].spin_once(timeout_sec=0.2)
         report('every node of the graph has been given up; stopping')
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
+        if handles is not None:
+            close_node(*handles)
         graph.stop()
 
 
@@ -197,6 +212,10 @@ def add_run(sub):
     p.add_argument('--use-sim-time', action='store_true', help='follow /clock (when replaying with --clock)')
     p.add_argument('--params-file', default=None, help='ROS params YAML (default config/params.yaml)')
     p.add_argument('--log-dir', default='runs/logs')
+    from fmdrive.graph import WATCHDOG_S
+    p.add_argument('--watchdog-s', type=float, default=WATCHDOG_S,
+                   help=f'a node running but silent on /diagnostics this long is taken for hung: its stacks go to '
+                        f'its log, it is killed and restarted (default {WATCHDOG_S:g}; 0 = off)')
     from fmdrive.pipeline_run import add_graph_arguments
     add_graph_arguments(p)   # --remap FROM:=TO (every node), -p node.param:=value
     p.set_defaults(func=cmd_run)

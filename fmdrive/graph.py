@@ -74,6 +74,16 @@ RESPAWN_DELAY_S = 1.0
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 
+# Hung nodes: a node process that is alive but has not reported on /diagnostics (every
+# diagnostics_period_s, from the executor that runs its callbacks, so a callback stuck in a loop or
+# a deadlock silences it) for WATCHDOG_S is taken for hung by `fmdrive run` (--watchdog-s): its
+# thread stacks go to its log (SIGUSR1, fmdrive/nodes/start.py), DUMP_WAIT_S later it is killed
+# (SIGKILL) and so restarted like a node that died. A node not yet reporting since it was (re)started
+# gets STARTUP_GRACE_S (model loading). ros2 launch has no such watchdog (respawn acts on exits only).
+WATCHDOG_S = 10.0
+STARTUP_GRACE_S = 60.0
+DUMP_WAIT_S = 2.0
+
 # How long `fmdrive run` listens for another graph on its domain before starting: an absence cannot
 # be observed, only waited for; discovery between processes on one host takes well under a second.
 DISCOVERY_WINDOW_S = 3.0
@@ -146,14 +156,29 @@ def die_with_parent():
         pass
 
 
+def _signal_group(proc: subprocess.Popen, sig) -> None:
+    """sig to the node's process group (its own session: the node and anything it started)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 class GraphProcesses:
     """The graph as one OS process per node (like `ros2 launch`), logs in log_dir/<node>.log.
     overrides: {node: {param: value}}; remaps: {'/from': '/to'} for every node. supervise() restarts
     nodes that die (what `fmdrive run` calls in its loop, like respawn=True in the launch files)."""
 
     def __init__(self, env: dict, log_dir: str | os.PathLike, params_file=None, use_sim_time=False,
-                 nodes=GRAPH, overrides: dict | None = None, remaps: dict | None = None):
+                 nodes=GRAPH, overrides: dict | None = None, remaps: dict | None = None,
+                 watchdog_s: float | None = None):
+        """watchdog_s: kill (and so restart) a node that has not reported on /diagnostics for this
+        long (WATCHDOG_S says how); None = off. The caller feeds the reports: heard(name)."""
         self.env, self.log_dir = env, Path(log_dir)
+        self.watchdog_s = watchdog_s
+        self._heard: dict[str, float] = {}        # node -> monotonic time of its last report
+        self._spawned: dict[str, float] = {}      # node -> monotonic time it was (re)started
+        self._kill_at: dict[str, float] = {}      # hung node -> when its SIGKILL is due
         self.params_file = params_file or config.PARAMS_FILE
         self.use_sim_time, self.nodes, self.overrides = use_sim_time, nodes, overrides or {}
         self.remaps = dict(remaps or {})
@@ -185,6 +210,57 @@ class GraphProcesses:
         self.procs[node.name] = subprocess.Popen(cmd, env=self._child_env(), stdout=log, stderr=subprocess.STDOUT,
                                                  start_new_session=True, preexec_fn=child_setup)
         log.close()  # the child holds its own descriptor
+        self._spawned[node.name] = time.monotonic()
+        self._heard.pop(node.name, None)
+        self._kill_at.pop(node.name, None)
+
+    def heard(self, name: str, now: float | None = None) -> None:
+        """Node `name` reported on /diagnostics (the watchdog's evidence that it is not hung)."""
+        if name in self.procs:
+            self._heard[name] = time.monotonic() if now is None else now
+
+    def heard_from_diagnostics(self, msg) -> None:
+        """heard() for every fmdrive/<node> status of a DiagnosticArray."""
+        for st in msg.status:
+            if st.name.startswith('fmdrive/'):
+                self.heard(st.name[len('fmdrive/'):])
+
+    def silent(self, now: float | None = None) -> dict[str, float]:
+        """{node: seconds without a report} for running nodes the watchdog takes for hung: silent
+        for watchdog_s since their last report, or STARTUP_GRACE_S since they were started without
+        one. Empty with the watchdog off."""
+        if not self.watchdog_s:
+            return {}
+        now = time.monotonic() if now is None else now
+        out = {}
+        for name, proc in self.procs.items():
+            if name in self.given_up or name in self._restart_at or proc.poll() is not None:
+                continue
+            if name in self._heard:
+                quiet = now - self._heard[name]
+                if quiet > self.watchdog_s:
+                    out[name] = quiet
+            elif now - self._spawned.get(name, now) > max(STARTUP_GRACE_S, self.watchdog_s):
+                out[name] = now - self._spawned[name]
+        return out
+
+    def _watchdog(self, now: float, report) -> None:
+        """Hung nodes: stacks to the log, then SIGKILL (the exit path restarts them)."""
+        for name, due in list(self._kill_at.items()):
+            proc = self.procs[name]
+            if now >= due and proc.poll() is None:
+                del self._kill_at[name]
+                _signal_group(proc, signal.SIGKILL)
+        for name, quiet in self.silent(now).items():
+            if name in self._kill_at:
+                continue
+            proc = self.procs[name]
+            report(f'node {name} is running but has not reported on /diagnostics for {quiet:.0f} s '
+                   f'(watchdog {self.watchdog_s:g} s): taken for hung, its thread stacks go to its log '
+                   f'({self.log_dir / (name + ".log")}) and it is killed and restarted')
+            _signal_group(proc, signal.SIGUSR1)   # faulthandler writes from its C signal handler
+            _signal_group(proc, signal.SIGCONT)   # (a stopped process takes it when continued)
+            self._kill_at[name] = now + DUMP_WAIT_S
 
     def start(self):
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -203,9 +279,11 @@ class GraphProcesses:
         """One supervision step (call it every few hundred ms): a node that died is reported, in one
         line naming it and its exit code followed by the tail of its log, and started again after
         RESPAWN_DELAY_S, appending to its log; after MAX_RESTARTS restarts within RESTART_WINDOW_S it
-        is given up (one line), and the rest of the graph keeps running."""
+        is given up (one line), and the rest of the graph keeps running. With the watchdog on, a node
+        running but silent on /diagnostics is killed first (WATCHDOG_S), so restarted the same way."""
         now = time.monotonic()
         by_name = {n.name: n for n in self.nodes}
+        self._watchdog(now, report)
         for name, proc in self.procs.items():
             if name in self.given_up:
                 continue
@@ -259,6 +337,7 @@ class GraphProcesses:
         reports: dict[str, dict] = {}
 
         def on_diagnostics(msg):
+            self.heard_from_diagnostics(msg)
             for st in msg.status:
                 reports[st.name] = {v.key: v.value for v in st.values}
         probe.create_subscription(DiagnosticArray, self.topic('diagnostics'), on_diagnostics,

@@ -17,6 +17,7 @@ from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, SHM_DIR
 
 T = config.TOPICS
 RESTART_DEADLINE_S = 5.0   # what the supervisor promises: a dead node is started again within this
+SUPERVISED_WATCHDOG_S = 6.0  # `fmdrive run --watchdog-s` here: silence on /diagnostics taken for a hang
 
 
 def node_pids(parent_pid: int) -> dict:
@@ -64,7 +65,8 @@ def diagnostics_writers(probe, node_name: str) -> set:
 def supervised_graph(ros_domain, tmp_path_factory):
     """`fmdrive run` as a user starts it; its stdout and stderr (the supervisor's reports) as lines."""
     log_dir = tmp_path_factory.mktemp('supervised_logs')
-    proc = subprocess.Popen([sys.executable, '-m', 'fmdrive.cli', 'run', '--log-dir', str(log_dir)],
+    proc = subprocess.Popen([sys.executable, '-m', 'fmdrive.cli', 'run', '--log-dir', str(log_dir),
+                             '--watchdog-s', str(SUPERVISED_WATCHDOG_S)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc.log_dir = log_dir
     lines = LineReader(proc.stdout)
@@ -232,3 +234,79 @@ def test_a_node_that_keeps_dying_is_given_up_and_reported(tmp_path, monkeypatch)
     assert len(exits) == MAX_RESTARTS + 1, reports
     assert 'giving up' in exits[-1].splitlines()[0] and 'No module named' in exits[-1], exits[-1]
     assert RESPAWN_DELAY_S <= RESTART_DEADLINE_S
+
+
+def test_the_watchdog_kills_and_restarts_a_node_that_stops_reporting_but_spares_one_that_reports(tmp_path,
+                                                                                                  monkeypatch):
+    """Alive but silent (a callback stuck in a loop, a deadlock): taken for hung after watchdog_s,
+    its stacks dumped to its log, killed, restarted; a node heard from within watchdog_s is left alone."""
+    from fmdrive import graph as graph_module
+    monkeypatch.setattr(graph_module, 'STARTUP_GRACE_S', 0.5)   # the policy, faster
+    monkeypatch.setattr(graph_module, 'DUMP_WAIT_S', 1.0)
+    monkeypatch.setattr(graph_module, 'RESPAWN_DELAY_S', 0.05)
+    (tmp_path / 'watchdog_nodes').mkdir()
+    (tmp_path / 'watchdog_nodes' / '__init__.py').write_text('')
+    (tmp_path / 'watchdog_nodes' / 'stuck.py').write_text(
+        'import time\n\ndef busy_in_a_callback():\n    time.sleep(600)\n\ndef main(args=None):\n    busy_in_a_callback()\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')]))
+    nodes = (GraphNode('stuck', 'stuck', 'watchdog_nodes.stuck'), GraphNode('lively', 'lively', 'watchdog_nodes.stuck'))
+    graph = GraphProcesses(env, tmp_path / 'logs', nodes=nodes, watchdog_s=1.0).start()
+    reports = []
+    first = dict((name, p.pid) for name, p in graph.procs.items())
+    try:
+        deadline = time.monotonic() + 60
+        while not any(r.startswith('node stuck restarted') for r in reports) and time.monotonic() < deadline:
+            graph.heard('lively')              # what the diagnostics of a node that is not hung do
+            graph.supervise(reports.append)
+            time.sleep(0.05)  # polling the supervisor; the condition is the restart report
+    finally:
+        graph.stop()
+    assert any(r.startswith('node stuck is running but has not reported on /diagnostics') for r in reports), reports
+    assert any(r.startswith('node stuck exited with code -9') for r in reports), reports
+    assert any(r.startswith('node stuck restarted') for r in reports), reports
+    assert not any(r.startswith('node lively') for r in reports), reports
+    assert graph.procs['lively'].pid == first['lively'] and graph.procs['stuck'].pid != first['stuck']
+    log = (tmp_path / 'logs' / 'stuck.log').read_text()
+    assert 'most recent call first' in log and 'busy_in_a_callback' in log, log   # where it hung
+
+
+def test_the_watchdog_is_off_unless_asked_and_refuses_a_negative_period(tmp_path):
+    graph = GraphProcesses(dict(os.environ), tmp_path, nodes=())
+    assert graph.silent() == {}
+    r = subprocess.run([sys.executable, '-m', 'fmdrive.cli', 'run', '--watchdog-s', '-1', '--log-dir',
+                        str(tmp_path / 'logs')], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and '--watchdog-s' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert not (tmp_path / 'logs').exists()
+
+
+@pytest.mark.timeout(180)
+def test_a_hung_node_is_taken_for_hung_killed_and_restarted_by_fmdrive_run(supervised_graph, probe):
+    """SIGSTOP: the process is there and holds its DDS endpoints, but its executor runs nothing."""
+    proc, lines = supervised_graph
+    probe.watch_diagnostics()
+    assert probe.spin_until(lambda: set(node_pids(proc.pid)) == {n.name for n in GRAPH}, 30), node_pids(proc.pid)
+    pid = node_pids(proc.pid)['visualizer']
+    old_writers = diagnostics_writers(probe, 'visualizer')
+    t_stop = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        lines.until(lambda ln: ln.startswith('node visualizer is running but has not reported on /diagnostics'), 60)
+        hung_s = time.monotonic() - t_stop
+        lines.until(lambda ln: ln.startswith('node visualizer exited with code -9'), 30)
+        lines.until(lambda ln: ln.startswith('node visualizer restarted'), 30)
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)   # (a failed test leaves no stopped process behind)
+        except ProcessLookupError:
+            pass
+    # its last report came up to one diagnostics period (1 s) before the stop
+    assert SUPERVISED_WATCHDOG_S - 1.5 <= hung_s <= SUPERVISED_WATCHDOG_S + 10, hung_s
+    assert probe.spin_until(lambda: diagnostics_writers(probe, 'visualizer') - old_writers, 60), \
+        'the visualizer did not come back on the ROS graph'
+    reports = len(probe.received[T['diagnostics']])
+    assert probe.spin_until(lambda: any(st.name == 'fmdrive/visualizer'
+                                        for arr in probe.received[T['diagnostics']][reports:]
+                                        for st in arr.status), 30), \
+        f'the restarted visualizer does not report:\n{where_stuck(proc, "visualizer", probe)}'
+    assert 'most recent call first' in (proc.log_dir / 'visualizer.log').read_text(errors='replace')
+    assert proc.poll() is None
