@@ -116,3 +116,28 @@ def test_a_car_driving_along_a_curved_lane_is_predicted_to_follow_it():
     pred = follow_lane(predict_constant_velocity([other], np.arange(0, 3.01, 0.5)), ref)
     _, d = ref.project(pred.center_xy[0])
     assert np.all(np.abs(d) < 0.1)                # a straight line would leave by ~9 m
+
+
+def cone(x, y, id):
+    return Object3D([x, y, 0.35], [0.4, 0.4, 0.7], 0.0, 'cone', id=id, velocity=[0.0, 0.0, 0.0])
+
+
+def test_a_taper_of_cones_closing_the_lane_is_passed_in_the_free_oncoming_lane_not_waited_behind():
+    # closed-loop scenario 109: cones sweep across the ego's lane 28-48 m ahead on a one-lane road
+    lanes = [straight(0), straight(1, reverse=True)]
+    taper = [cone(28.0 + 4.0 * k, -1.5 + 0.45 * k, id=10 + k) for k in range(6)]
+    sc = Scene(0, EgoState(0, 0, 0, 9.0), taper, lanes, 11.1)
+    r = ClassicalPlanner().plan(sc)
+    assert r.debug['oncoming_lanes'] == [False, True]
+    assert r.debug['lateral_target_m'] > 3.0, r.status
+    assert check_trajectory(r.plan.poses, r.plan.t_s, r.plan.speeds_mps, sc).ok
+    # with oncoming traffic in that lane the car waits behind the taper instead
+    busy = Scene(0, EgoState(0, 0, 0, 9.0), taper + [car(70.0, LANE_W, -11.0, id=2)], lanes, 11.1)
+    assert abs(lateral_end(ClassicalPlanner().plan(busy), busy)) < 0.5
+
+
+def test_a_car_parked_half_in_the_lane_is_passed_with_a_nudge_within_the_lane():
+    lanes = [straight(0), straight(1, reverse=True)]
+    sc = Scene(0, EgoState(0, 0, 0, 9.0), [car(30.0, -2.2)], lanes, 11.1)
+    r = ClassicalPlanner().plan(sc)
+    assert 0.3 < r.debug['lateral_target_m'] < LANE_W / 2, r.debug['lateral_target_m']
