@@ -30,7 +30,11 @@ budget_ms=)`), a step that would start after it is not started: the car brakes (
 
 Instructions understood (case-insensitive, anywhere in the text; a negation like "don't" makes
 the instruction not understood):
-  "stop", "halt", "brake", "pull over"         -> target speed 0
+  "stop", "halt", "brake"                       -> target speed 0
+  "pull over", "pull in", "pull to the side"    -> towards the kerb (the road's right edge + half the car +
+                                                   pull_over_kerb_margin_m) and stopped where the instruction
+                                                   first came max(pull_over_min_m, v^2 / (2 pull_over_decel)
+                                                   + 5 m) ahead (the expert's rule), held in odom
   "slow down", "slower", "reduce speed"         -> target speed = slow_down_factor * desired speed
                                                    (not the current speed: an instruction stays in force
                                                    frame after frame, and a factor of the current speed
@@ -49,7 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmdrive.geometry import wrap_angle
+from fmdrive.geometry import inv_T, wrap_angle
 from fmdrive.objects import Object3D, Plan, Scene
 from fmdrive.planning.frenet import Road, box_extent_sd, polyval, quartic_coefficients, quintic_coefficients
 from fmdrive.planning.footprint import LANE_KEEP_TOLERANCE_M, footprint_gaps, margin_violations
@@ -105,6 +109,9 @@ class PlannerParams(VehicleLimits):
     # instructions
     slow_down_factor: float = 0.6            # of the desired speed, as the expert that defines compliance
     slow_down_min_mps: float = 2.0           # (planning_dataset.IntentExpert: max(2, 0.6 x desired))
+    pull_over_decel_mps2: float = 1.2        # pull over: stop this gently (the expert's), no nearer than
+    pull_over_min_m: float = 25.0            # this, beside the kerb:
+    pull_over_kerb_margin_m: float = 0.35    # footprint this far inside the road's right edge
     # cost weights
     w_speed: float = 1.0
     w_lane_speed: float = 0.5                # a lane whose traffic allows less than the target
@@ -168,7 +175,8 @@ _PATTERNS = (
     ('change_lane_right', r'\b(change lanes? (to the )?right|lane change (to the )?right|move '
                           r'(over )?(to the )?right)\b'),
     ('slow_down', r'\b(slow down|slower|reduce (your )?speed)\b'),
-    ('stop', r'\b(stop|halt|brake|pull over)\b'),
+    ('pull_over', r'\b(pull (over|in)|pull (up )?to the (side|kerb|curb))\b'),
+    ('stop', r'\b(stop|halt|brake)\b'),
 )
 _NEGATION = re.compile(r"\b(don'?t|do not|never|no)\b")
 
@@ -291,6 +299,8 @@ class _Frame:
     v_obj_s0: np.ndarray = None              # (N,) speed along / across the line now
     v_obj_d: np.ndarray = None
     labels: np.ndarray = None
+    pull_over_s: float | None = None         # pull over: where to stop (s of the ego) and at which d
+    pull_over_d: float | None = None
     # lanes and traffic
     lane_c: np.ndarray = None                # (lanes,) lane centre offsets d
     n_lanes: int = 0
@@ -348,6 +358,7 @@ class ClassicalPlanner:
         self._seen_moving = {}              # car id -> last stamp_ns it drove in traffic
         self._motion = {}                   # object id -> (stamp_ns, speed_mps, accel_mps2)
         self._last_stamp_ns = None
+        self._pull_over = None              # odom (x, y) where a held "pull over" stops
 
     def _remember(self, stamp_ns: int, v0: float, objects):
         p = self.params
@@ -521,6 +532,7 @@ class ClassicalPlanner:
                    length=p.vehicle_length_m, half_w=p.vehicle_width_m / 2,
                    front_m=p.base_to_center_m + p.vehicle_length_m / 2)
         self._objects_in_frenet(f, objects)
+        self._pull_over_target(f)
         self._target_speed(f)
         self._traffic(f)
         return f
@@ -544,6 +556,24 @@ class ClassicalPlanner:
         f.v_obj_s0 = (s_obj[:, 1] - s_obj[:, 0]) / dt if n_obj else np.zeros(0)
         f.v_obj_d = (d_obj[:, 1] - d_obj[:, 0]) / dt if n_obj else np.zeros(0)
         f.labels = np.array(pred.labels, dtype=object)
+
+    def _pull_over_target(self, f: _Frame):
+        """Pull over: where to stop, fixed in odom when the instruction first comes (so held frame
+        after frame: each frame's own 'stop 25 m ahead' would never arrive) and the offset towards
+        the kerb. Any other instruction forgets it."""
+        p = self.params
+        if f.instruction.kind != 'pull_over':
+            self._pull_over = None
+            return
+        T_odom_base = f.ego.T_odom_base()
+        if self._pull_over is None:
+            s_stop = f.s0 + max(p.pull_over_min_m, f.v0 ** 2 / (2 * p.pull_over_decel_mps2) + 5.0)
+            xr, yr, _, _ = f.ref.frame_at(np.array([s_stop]))
+            self._pull_over = T_odom_base[:2, :2] @ np.array([xr[0], yr[0]]) + T_odom_base[:2, 3]
+        T_base_odom = inv_T(T_odom_base)
+        xy = T_base_odom[:2, :2] @ self._pull_over + T_base_odom[:2, 3]
+        f.pull_over_s = float(f.ref.project(xy[None])[0][0])
+        f.pull_over_d = float(f.road.right_edge_d_m + f.half_w + p.pull_over_kerb_margin_m)
 
     def _target_speed(self, f: _Frame):
         """Desired speed (the set speed, lower in curves) and the target after the instruction."""
@@ -605,6 +635,10 @@ class ClassicalPlanner:
         v_ref = _idm_rollout(t, f.v0, f.v_target, gap0, f.v_obj_s0, static, in_corr, p, a_obj)
         if f.instruction.kind == 'stop':
             v_ref = np.minimum(v_ref, np.maximum(f.v0 - p.comfort_decel_mps2 * t, 0.0)[None])
+        if f.pull_over_s is not None:       # the pull-over point as a standing leader (as the expert does)
+            room = max(f.pull_over_s - f.s0, 0.0)
+            v_ref = np.minimum(v_ref, _idm_rollout(t, f.v0, f.v_target, np.array([room + p.idm_gap_m]),
+                                                   np.zeros(1), np.zeros(1, bool), np.ones((1, 1, len(t)), bool), p))
         # the ego lane's leader now: only a slow one (not a car standing in traffic) invites
         # passing it; and how long a pass would take (for the oncoming-lane check)
         lead_now = np.flatnonzero(in_corr[ego_lane, :, 0]) if n_obj else np.zeros(0, int)
@@ -632,6 +666,8 @@ class ClassicalPlanner:
         stop_s = np.where(corridor, f.s_obj - f.ext_s - f.front_m - p.stop_margin_m, np.inf).min(
             axis=1, initial=np.inf) if n_obj else np.zeros(0)
         stop_s = np.unique(stop_s[np.isfinite(stop_s)])[:p.max_stop_profiles]
+        if f.pull_over_s is not None:
+            stop_s = np.unique(np.r_[stop_s, f.pull_over_s])
         decels = [p.comfort_decel_mps2, p.max_decel_mps2]
         kinds = ['comfort stop', 'emergency stop']
         for s_stop in stop_s:
@@ -672,7 +708,8 @@ class ClassicalPlanner:
         t, dt, s0, d0, half_w, road = f.t, p.dense_dt_s, f.s0, f.d0, f.half_w, f.road
         v_lon, s_lon, kinds, emergency_lon, stop_s = self._longitudinal_profiles(f)
         n_lon, n_t = len(v_lon), len(t)
-        d_targets = np.r_[np.asarray(p.lateral_offsets_m, float), road.lane_center_d_m]
+        d_targets = np.r_[np.asarray(p.lateral_offsets_m, float), road.lane_center_d_m,
+                          [] if f.pull_over_d is None else [f.pull_over_d]]
         inside = (d_targets - half_w >= road.right_edge_d_m - 0.05) & \
                  (d_targets + half_w <= road.left_edge_d_m + 0.05)
         d_targets = np.unique(np.round(d_targets[inside], 2))
@@ -791,7 +828,7 @@ class ClassicalPlanner:
                          + p.w_oncoming_lane * (self._lanes_entered(f, c) & f.oncoming[None]).any(axis=1)
                          + p.w_leave_traffic * (len(f.lead_now) > 0 and not f.passable)
                          * (lane_end != lane_now))
-        costs['instruction'] = p.w_instruction * self._instruction_mismatch(f, lane_now, lane_end)
+        costs['instruction'] = p.w_instruction * self._instruction_mismatch(f, lane_now, lane_end, c.d_end)
         costs['consistency'] = self._consistency(f, c)
         return costs
 
@@ -849,9 +886,10 @@ class ClassicalPlanner:
         entered[np.arange(c.n), c.lane_pos] = True
         return entered
 
-    def _instruction_mismatch(self, f: _Frame, lane_now, lane_end):
+    def _instruction_mismatch(self, f: _Frame, lane_now, lane_end, d_end):
         """(C,) 1 where the candidate does not do what the instruction asked (lane instructions;
-        speed instructions act through the target speed)."""
+        speed instructions act through the target speed); pull over: the distance of its end from
+        the kerb offset in lane widths (at most 1)."""
         kind = f.instruction.kind
         mismatch = np.zeros(len(lane_end))
         if kind in ('change_lane_left', 'change_lane_right'):
@@ -864,6 +902,9 @@ class ClassicalPlanner:
                                'followed')
         elif kind == 'keep_lane':
             mismatch = (lane_end != lane_now).astype(float)
+        elif kind == 'pull_over' and f.pull_over_d is not None:
+            off = np.abs(np.asarray(d_end, float) - f.pull_over_d)
+            mismatch = np.where(off < 0.15, 0.0, np.minimum(off / float(np.mean(f.road.lane_width_m)), 1.0))
         return mismatch
 
     def _consistency(self, f: _Frame, c: _Candidates):
