@@ -141,3 +141,20 @@ def test_a_car_parked_half_in_the_lane_is_passed_with_a_nudge_within_the_lane():
     sc = Scene(0, EgoState(0, 0, 0, 9.0), [car(30.0, -2.2)], lanes, 11.1)
     r = ClassicalPlanner().plan(sc)
     assert 0.3 < r.debug['lateral_target_m'] < LANE_W / 2, r.debug['lateral_target_m']
+
+
+def test_a_car_seen_driving_that_parks_at_the_kerb_is_passed_not_queued_behind():
+    # closed-loop scenario 419: a car drove ahead of the ego, parked half in the lane, and the ego
+    # waited behind it for ever as behind a car queueing in traffic
+    lanes = [straight(0), straight(1, reverse=True)]
+    planner = ClassicalPlanner()
+    planner.plan(Scene(0, EgoState(0, 0, 0, 3.0), [car(20.0, 0.0, 10.0)], lanes, 13.9))   # seen driving
+    parked = Scene(NS, EgoState(0, 0, 0, 3.0), [car(12.0, -2.0)], lanes, 13.9)
+    r = planner.plan(parked)
+    assert lateral_end(r, parked) > 0.5, r.debug
+    assert check_trajectory(r.plan.poses, r.plan.t_s, r.plan.speeds_mps, parked).ok
+    # standing where it drove (a queue), it is still waited for
+    planner = ClassicalPlanner()
+    planner.plan(Scene(0, EgoState(0, 0, 0, 3.0), [car(20.0, 0.0, 10.0)], lanes, 13.9))
+    queued = Scene(NS, EgoState(0, 0, 0, 3.0), [car(12.0, 0.3)], lanes, 13.9)
+    assert abs(lateral_end(planner.plan(queued), queued)) < 0.5

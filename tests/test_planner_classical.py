@@ -365,3 +365,11 @@ def test_pull_over_moves_to_the_kerb_and_stops_gently_where_the_expert_would_not
     # and the request then stays a stop at the kerb
     r = planner.plan(Scene((k + 1) * 100_000_000, ego, [], lanes_in_base(ego), 13.9), 'pull over')
     assert r.plan.speeds_mps.max() < 0.3
+
+
+@pytest.mark.parametrize('bad', [{'occlusion_decel_mps2': 0.0}, {'occlusion_lateral_m': -1.0},
+                                 {'occlusion_context_m': float('nan')}, {'pulled_aside_m': -0.5},
+                                 {'pull_over_min_m': 0.0}, {'w_blocked': float('inf')}])
+def test_the_new_behaviour_parameters_are_refused_out_of_range_with_their_name(bad):
+    with pytest.raises(PlannerParamsError, match=next(iter(bad))):
+        PlannerParams(**bad)

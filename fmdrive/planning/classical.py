@@ -55,9 +55,10 @@ import numpy as np
 
 from fmdrive.geometry import inv_T, wrap_angle
 from fmdrive.objects import Object3D, Plan, Scene
-from fmdrive.planning.frenet import Road, box_extent_sd, polyval, quartic_coefficients, quintic_coefficients
 from fmdrive.planning.footprint import LANE_KEEP_TOLERANCE_M, footprint_gaps, margin_violations
+from fmdrive.planning.frenet import Road, box_extent_sd, polyval, quartic_coefficients, quintic_coefficients
 from fmdrive.planning.limits import LimitsError, VehicleLimits, effective_speed_limit
+from fmdrive.planning.occlusion import OCCLUSION_TOLERANCE_MPS, dart_out_excess, occluders, people_about
 from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, follow_lane, predict_constant_velocity
 from fmdrive.planning.protocol import PlanResult
 
@@ -106,6 +107,8 @@ class PlannerParams(VehicleLimits):
     pass_speed_fraction: float = 0.75        # of the desired speed
     pass_max_speed_mps: float = 8.0
     pass_clear_time_s: float = 2.0           # extra time an oncoming lane must stay clear
+    pulled_aside_m: float = 1.0              # a car seen driving that stands this far off a lane centre
+                                             # has parked (passable), not queued
     # instructions
     slow_down_factor: float = 0.6            # of the desired speed, as the expert that defines compliance
     slow_down_min_mps: float = 2.0           # (planning_dataset.IntentExpert: max(2, 0.6 x desired))
@@ -142,6 +145,14 @@ class PlannerParams(VehicleLimits):
             super().__post_init__()
         except LimitsError as err:
             raise PlannerParamsError(str(err)) from None
+        for name in ('pull_over_decel_mps2', 'pull_over_min_m'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise PlannerParamsError(f'{name} must be a positive number, got {value!r}')
+        for name in ('pulled_aside_m', 'pull_over_kerb_margin_m', 'w_blocked'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise PlannerParamsError(f'{name} must be a number >= 0, got {value!r}')
         for name in ('horizon_s', 'dt_s', 'dense_dt_s', 'min_lateral_length_m'):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
@@ -307,6 +318,7 @@ class _Frame:
     ego_lane: int = 0
     oncoming: np.ndarray = None              # (lanes,) carries oncoming traffic
     static: np.ndarray = None                # (N,) standing still and not a pedestrian (IDM keeps idm_gap_static_m)
+    in_traffic: np.ndarray = None            # (N,) cars seen driving and not since parked aside (a queue)
     v_ref: np.ndarray = None                 # (lanes, T) IDM car-following speed per lane
     lead_now: np.ndarray = None              # objects leading in the ego lane now
     passable: bool = False                   # the ego lane's leader invites passing it
@@ -337,6 +349,7 @@ class _Candidates:
     lane_pos: np.ndarray                     # (C,) lane the candidate ends in
     v_cap: float = 0.0                       # speed the 'speed' limit allows
     outside: np.ndarray = None               # how far the footprint is off the road
+    occlusion_excess: np.ndarray = None      # (C,) m/s above the hidden-pedestrian speed (occlusion.py)
 
 
 class ClassicalPlanner:
@@ -605,6 +618,13 @@ class ClassicalPlanner:
         ego_lane = int(np.argmin(np.abs(lane_c)))
         speed_obj = np.hypot(f.v_obj_s0, f.v_obj_d)
         static = (speed_obj < 0.5) & (f.labels != 'pedestrian') if n_obj else np.zeros(0, bool)
+        # cars seen driving in traffic (queueing now, not to be passed), unless one stands pulled
+        # aside, its centre more than pulled_aside_m off the nearest lane centre: parked (closed-loop
+        # scenario 419: a car drove ahead of the ego, parked at the kerb half in the lane, and
+        # the ego waited behind it for ever as behind a queue)
+        seen = np.isin(f.pred.ids, list(self._seen_moving)) if n_obj else np.zeros(0, bool)
+        aside = (np.abs(d_obj[:, :1] - lane_c[None]).min(axis=1) > p.pulled_aside_m) if n_obj else seen
+        f.in_traffic = seen & ~(static & aside)
         # lanes with a car driving against the reference carry oncoming traffic
         oncoming = road.lane_oncoming.copy()
         if n_obj:
@@ -619,7 +639,7 @@ class ClassicalPlanner:
             d_b = d_a + f.v_obj_d[None, :] * horizon
             lo, hi = np.minimum(d_a, d_b), np.maximum(d_a, d_b)
             thr = half_w + ext_d[:, 0] + p.corridor_margin_m                           # (N,)
-            centres = np.repeat(lane_c[:, None], 1, axis=1)                            # (L, 1)
+            centres = lane_c[:, None]                                                  # (L, 1)
             in_corr = (lo[None] < centres[:, :, None] + thr[None, None]) & \
                 (hi[None] > centres[:, :, None] - thr[None, None])                    # (L, T, N)
             # the ego lane's corridor also covers where the ego is now
@@ -646,7 +666,7 @@ class ClassicalPlanner:
         if len(lead_now):
             i = lead_now[np.argmin(gap0[lead_now])]
             v_lead = max(float(f.v_obj_s0[i]), 0.0)
-            stopped_in_traffic = int(f.pred.ids[i]) in self._seen_moving
+            stopped_in_traffic = bool(f.in_traffic[i])
             passable = (v_lead < min(p.pass_speed_fraction * f.v_target, p.pass_max_speed_mps)
                         and f.labels[i] != 'pedestrian' and not stopped_in_traffic)
             pass_m = gap0[i] + 2 * ext_s[i, 0] + f.length + 10.0
@@ -701,6 +721,18 @@ class ClassicalPlanner:
                            np.cumsum(0.5 * (v_lon[:, 1:] + v_lon[:, :-1]) * dt, axis=1)]
         return v_lon, s_lon, kinds, emergency_lon, stop_s
 
+    def _lateral_targets(self, f: _Frame) -> np.ndarray:
+        """(D,) the candidates' lateral end offsets: index 0 the current one, then the offsets
+        from the ego lane centre, the lane centres and the pull-over offset, on the road."""
+        p, road, half_w = self.params, f.road, f.half_w
+        d_targets = np.r_[np.asarray(p.lateral_offsets_m, float), road.lane_center_d_m,
+                          [] if f.pull_over_d is None else [f.pull_over_d]]
+        inside = (d_targets - half_w >= road.right_edge_d_m - 0.05) & \
+                 (d_targets + half_w <= road.left_edge_d_m + 0.05)
+        d_targets = np.unique(np.round(d_targets[inside], 2))
+        d_targets = d_targets[np.abs(d_targets - f.d0) > 0.05]
+        return np.r_[f.d0, d_targets]
+
     def _candidates(self, f: _Frame) -> _Candidates:
         """Lateral targets d_end (D,) reached over durations (L,) as quintics d(s), combined with
         every longitudinal profile: C = D * L * P candidates at the dense times, in base_link."""
@@ -708,13 +740,7 @@ class ClassicalPlanner:
         t, dt, s0, d0, half_w, road = f.t, p.dense_dt_s, f.s0, f.d0, f.half_w, f.road
         v_lon, s_lon, kinds, emergency_lon, stop_s = self._longitudinal_profiles(f)
         n_lon, n_t = len(v_lon), len(t)
-        d_targets = np.r_[np.asarray(p.lateral_offsets_m, float), road.lane_center_d_m,
-                          [] if f.pull_over_d is None else [f.pull_over_d]]
-        inside = (d_targets - half_w >= road.right_edge_d_m - 0.05) & \
-                 (d_targets + half_w <= road.left_edge_d_m + 0.05)
-        d_targets = np.unique(np.round(d_targets[inside], 2))
-        d_targets = d_targets[np.abs(d_targets - d0) > 0.05]
-        d_targets = np.r_[d0, d_targets]                                # index 0 holds the offset
+        d_targets = self._lateral_targets(f)
         lat_T = np.asarray(p.lateral_durations_s, float)
         # distance driven by lat_T (extrapolated with the final speed beyond the horizon)
         s_at = np.stack([_distance_at(T, t, s_lon, v_lon) for T in lat_T])       # (L, P)
@@ -766,6 +792,7 @@ class ClassicalPlanner:
                 outside = np.maximum(outside, np.maximum(d_corner - f.road.left_edge_d_m,
                                                          f.road.right_edge_d_m - d_corner))
         c.outside = outside
+        c.occlusion_excess = self._occlusion_excess(f, c)
         return {
             'speed': c.speed.max(axis=1) <= c.v_cap + eps,
             'accel': (c.a_lon.max(axis=1) <= p.max_accel_mps2 + eps)
@@ -773,7 +800,20 @@ class ClassicalPlanner:
             'lateral accel': np.abs(c.a_lat).max(axis=1) <= p.max_lat_accel_mps2 + eps,
             'road': (outside[:, 1:] <= outside[:, :1] + p.road_tolerance_m).all(axis=1),
             'geometry': c.one_minus_kd.min(axis=1) > 0.05,
+            'hidden pedestrians': c.occlusion_excess <= OCCLUSION_TOLERANCE_MPS,
         }
+
+    def _occlusion_excess(self, f: _Frame, c: _Candidates) -> np.ndarray:
+        """(C,) m/s above the speed from which the candidate could stop for a pedestrian stepping
+        out past a standing vehicle beside it (fmdrive/planning/occlusion.py), after t = 0."""
+        if not f.n_obj:
+            return np.zeros(c.n)
+        occ = occluders(f.labels, np.hypot(f.v_obj_s0, f.v_obj_d), f.d_obj[:, 0], f.ext_d[:, 0])
+        if not occ.any() or not people_about(f.labels, np.abs(f.s_obj[:, 0] - f.s0), self.params):
+            return np.zeros(c.n)
+        return dart_out_excess(c.s[:, 1:] + f.front_m, c.d[:, 1:], c.speed[:, 1:],
+                               (f.s_obj[:, 0] + f.ext_s[:, 0])[occ], f.d_obj[occ, 0], f.ext_d[occ, 0],
+                               f.half_w, self.params)
 
     def _costs(self, f: _Frame, c: _Candidates) -> dict:
         """Cost terms (C,) without objects: progress, comfort, lane, instruction, consistency."""
@@ -788,8 +828,9 @@ class ClassicalPlanner:
         v_lane = np.full(f.n_lanes, v_target)
         if n_obj:
             b, tau = p.comfort_decel_mps2, p.time_headway_s
+            # in the lane: within the corridor its car-following reference stops in (_traffic)
             in_lane = np.abs(f.d_obj[None, :, 0] - lane_c[:, None]) \
-                < f.ext_d[None, :, 0] + f.half_w                                     # (lanes, N)
+                < f.ext_d[None, :, 0] + f.half_w + p.corridor_margin_m                 # (lanes, N)
             in_lane &= (f.s_obj[None, :, 0] > f.s0)
             # the gap the IDM reference keeps (idm_gap_static_m behind what stands): a lane
             # blocked by a cone or a parked car allows 0 m/s where the car would stop behind it,
@@ -802,7 +843,7 @@ class ClassicalPlanner:
             slow = (np.maximum(f.v_obj_s0, 0.0) < min(p.pass_speed_fraction * v_target,
                                                       p.pass_max_speed_mps)) \
                 & (f.labels != 'pedestrian') \
-                & ~np.isin(f.pred.ids, list(self._seen_moving))
+                & ~f.in_traffic
             dist = np.where(in_lane, f.s_obj[None, :, 0], np.inf)
             first = np.argmin(dist, axis=1)
             has_lead = np.isfinite(dist[np.arange(f.n_lanes), first])
@@ -847,13 +888,15 @@ class ClassicalPlanner:
         blocked = np.zeros(c.n, bool)
         if not f.n_obj:
             return blocked
-        standing = f.static & ~np.isin(f.pred.ids, list(self._seen_moving))
+        standing = f.static & ~f.in_traffic
         gap = f.s_obj[:, 0] - f.ext_s[:, 0] - (f.s0 + f.front_m)
         v = max(f.v_target, f.v0)
         reach = p.idm_gap_static_m + p.time_headway_s * v + v * v / (2 * p.comfort_decel_mps2)
         ahead = np.flatnonzero(standing & (f.s_obj[:, 0] > f.s0) & (gap < reach))
         if len(ahead):
-            across = np.abs(c.d_end[:, None] - f.d_obj[None, ahead, 0]) < f.ext_d[None, ahead, 0] + f.half_w
+            # the corridor the car-following reference stops in (_traffic: half_w + ext_d + corridor_margin_m)
+            across = np.abs(c.d_end[:, None] - f.d_obj[None, ahead, 0]) \
+                < f.ext_d[None, ahead, 0] + f.half_w + p.corridor_margin_m
             blocked = across.any(axis=1)
         return blocked
 
@@ -1013,7 +1056,8 @@ class ClassicalPlanner:
                          + np.maximum(-c.a_lon.min(axis=1) / p.max_decel_mps2 - 1, 0)
                          + np.maximum(np.abs(c.a_lat).max(axis=1) / p.max_lat_accel_mps2 - 1, 0)
                          + np.maximum(c.outside[:, 1:].max(axis=1) - c.outside[:, 0], 0)
-                         + (~limits['geometry']) + (~limits['oncoming traffic']))
+                         + (~limits['geometry']) + (~limits['oncoming traffic'])
+                         + c.occlusion_excess / max(f.v0, 1.0))
             best = int(np.argmin(np.where(collision_free, 1e3 * violation + total, np.inf)))
             broken = [name for name, ok in limits.items() if not ok[best]]
             status = 'degraded'

@@ -46,16 +46,25 @@ class VehicleLimits:
     safety_margin_m: float = 0.2             # footprint closer than this to a predicted object
     road_tolerance_m: float = 0.3            # footprint may cross the road edge by this much
     default_lane_width_m: float = 3.5        # the ego lane assumed when the scene has no lanes
+    # pedestrians hidden behind standing vehicles (fmdrive/planning/occlusion.py); 0 lateral = off
+    occlusion_lateral_m: float = 2.5         # an occluder this close to the car's side counts
+    occlusion_decel_mps2: float = 5.0        # braking for someone stepping out past its far end
+    occlusion_reaction_s: float = 0.3        # ... after this long (a planning cycle, the controller)
+    occlusion_min_speed_mps: float = 6.0     # never asked to pass slower than this
+    occlusion_context_m: float = 60.0        # only with a pedestrian or cyclist this near (0 = always)
     uncertainty_growth_mps: dict = field(default_factory=lambda: dict(DEFAULT_GROWTH_MPS))
 
     def __post_init__(self):
         for name in ('speed_limit_mps', 'max_speed_mps', 'max_accel_mps2', 'max_decel_mps2',
                      'comfort_decel_mps2', 'max_lat_accel_mps2', 'max_jerk_mps3', 'max_curvature_1pm',
-                     'vehicle_length_m',
-                     'vehicle_width_m'):
+                     'vehicle_length_m', 'vehicle_width_m', 'occlusion_decel_mps2'):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
                 raise LimitsError(f'{name} must be a positive number, got {value!r}')
+        for name in ('occlusion_lateral_m', 'occlusion_reaction_s', 'occlusion_min_speed_mps', 'occlusion_context_m'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise LimitsError(f'{name} must be a number >= 0 (0 turns it off or to nothing), got {value!r}')
         if self.comfort_decel_mps2 > self.max_decel_mps2:
             raise LimitsError('comfort_decel_mps2 must not exceed max_decel_mps2')
 

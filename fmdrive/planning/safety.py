@@ -31,6 +31,7 @@ from fmdrive.geometry import inv_T, wrap_angle
 from fmdrive.planning.footprint import LANE_KEEP_TOLERANCE_M, footprint_gaps, margin_violations
 from fmdrive.planning.frenet import Road, box_extent_sd
 from fmdrive.planning.limits import VehicleLimits, effective_speed_limit
+from fmdrive.planning.occlusion import OCCLUSION_TOLERANCE_MPS, dart_out_excess, occluders, people_about
 from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, predict_constant_velocity
 
 CHECK_DT_S = 0.1          # the trajectory is densified to this step for the collision check
@@ -151,7 +152,7 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
             reasons.append('poses do not head where the trajectory moves (sideways or reversed)')
 
     # dense footprint, objects and road
-    td, xd, yd, yawd, _ = _densify(tt, P, vv, CHECK_DT_S)
+    td, xd, yd, yawd, vd = _densify(tt, P, vv, CHECK_DT_S)
     length, width = float(lim.vehicle_length_m), float(lim.vehicle_width_m)
     to_center = float(lim.base_to_center_m)
     cx = xd + to_center * np.cos(yawd)
@@ -175,6 +176,10 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
         reasons.append(f'collision: within {margin:.2f} m of object id={pred.ids[ni]} '
                        f'({pred.labels[ni]}) at t={td[ti]:.1f} s (gap {gap[ti, ni]:.2f} m)')
 
+    hidden = _hidden_pedestrian_excess(road, pred, td, xd, yd, yawd, vd, lim)
+    if hidden:
+        reasons.append(hidden)
+
     stop = _cannot_stop_after_horizon(road, pred, td, xd, yd, float(vv[-1]), lim)
     if stop:
         reasons.append(stop)
@@ -197,6 +202,30 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
 
 END_SPEED_WINDOW_S = 0.5     # objects' speed along the road at the horizon's end: over its last 0.5 s
 CORRIDOR_SLACK_M = 0.3       # lateral slack of the corridor, as the classical planner's headway check
+
+
+def _hidden_pedestrian_excess(road, pred, td, xd, yd, yawd, vd, lim) -> str:
+    """The reason, or '': faster past a standing vehicle beside the path than the car can stop
+    from for a pedestrian stepping out past its far end (fmdrive/planning/occlusion.py, the rule
+    the classical planner keeps as a limit)."""
+    if len(pred) == 0 or float(getattr(lim, 'occlusion_lateral_m', 0.0)) <= 0 or len(td) < 2:
+        return ''
+    speeds = np.hypot(*(pred.center_xy[:, 1] - pred.center_xy[:, 0]).T) / max(float(td[1] - td[0]), 1e-6)
+    s_o, d_o = road.reference.project(pred.center_xy[:, 0, :])
+    th = road.reference.frame_at(s_o)[2]
+    ext_s, ext_d = box_extent_sd(pred.half_length_m[:, 0], pred.half_width_m[:, 0], pred.yaw_rad[:, 0] - th)
+    occ = occluders(pred.labels, speeds, d_o, ext_d)
+    if not occ.any() or not people_about(pred.labels, np.hypot(*pred.center_xy[:, 0, :].T), lim):
+        return ''
+    cx = xd + float(lim.base_to_center_m) * np.cos(yawd)
+    cy = yd + float(lim.base_to_center_m) * np.sin(yawd)
+    s_c, d_c = road.reference.project(np.c_[cx, cy])
+    excess = dart_out_excess(s_c[1:] + float(lim.vehicle_length_m) / 2, d_c[1:], vd[1:], (s_o + ext_s)[occ],
+                             d_o[occ], ext_d[occ], float(lim.vehicle_width_m) / 2, lim)
+    if float(excess) <= OCCLUSION_TOLERANCE_MPS:
+        return ''
+    return (f'hidden pedestrians: {float(excess):.1f} m/s faster past a standing vehicle beside the path than '
+            f'the car can stop from for someone stepping out past it')
 
 
 def _cannot_stop_after_horizon(road, pred, td, xd, yd, v_end: float, lim) -> str:
