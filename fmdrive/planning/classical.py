@@ -14,11 +14,16 @@ plan(scene) in one screen:
   5. reject: collision (oriented ego footprint within `collision_margin_m` of a constant-velocity
      predicted object box; a follower straight behind does not count while the ego keeps its
      lane), no room left to stop behind what is ahead at the end of the horizon even at
-     max_decel, leaving the road, speed above the limit, accelerations above the limits.
+     max_decel, leaving the road, speed above the limit, accelerations above the limits, faster
+     past a standing vehicle beside the path (people about) than one can stop from for someone
+     stepping out past it (occlusion.py).
   6. cost: comfort (accel, jerk, hard braking), progress (error to the speed the candidate's lane
      allows - target speed, or what the nearest object ahead in it leaves room for - plus a cost
-     for lanes that allow less), lane keeping (offset from a lane centre, lane changes), clearance
-     (soft), time headway and comfortable stopping room to objects ahead, instruction.
+     for lanes that allow less, and for ending where something standing blocks the way within the
+     reference's braking reach), lane keeping (offset from a lane centre, lane changes, ending in
+     or astride an oncoming lane), clearance (soft), time headway and comfortable stopping room to
+     objects ahead, instruction. A car seen driving and standing in its lane is queued traffic
+     (followed, never passed); one standing pulled aside has parked (passable).
      Collisions are computed for candidates within the limits first, the rest only if needed.
   7. nothing collision-free: emergency braking along the lane (status 'emergency_stop');
      collision-free but no candidate within every limit: the least violating one ('degraded').
@@ -813,7 +818,8 @@ class ClassicalPlanner:
             return np.zeros(c.n)
         return dart_out_excess(c.s[:, 1:] + f.front_m, c.d[:, 1:], c.speed[:, 1:],
                                (f.s_obj[:, 0] + f.ext_s[:, 0])[occ], f.d_obj[occ, 0], f.ext_d[occ, 0],
-                               f.half_w, self.params)
+                               f.half_w, self.params,
+                               reachable=np.maximum(f.v0 - self.params.comfort_decel_mps2 * f.t[1:], 0.0))
 
     def _costs(self, f: _Frame, c: _Candidates) -> dict:
         """Cost terms (C,) without objects: progress, comfort, lane, instruction, consistency."""

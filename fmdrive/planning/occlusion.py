@@ -58,14 +58,17 @@ def occluders(labels, speeds_mps, d_obj, ext_d) -> np.ndarray:
     return ok & np.isfinite(np.asarray(d_obj, float)) & np.isfinite(np.asarray(ext_d, float))
 
 
-def dart_out_excess(s_front, d, v, s_far, d_obj, ext_d, half_w: float, limits) -> np.ndarray:
+def dart_out_excess(s_front, d, v, s_far, d_obj, ext_d, half_w: float, limits, reachable=None) -> np.ndarray:
     """How far (m/s) each trajectory's speed is above what a pedestrian stepping out past an
     occluder allows (0 where safe); the largest over its times and the occluders.
 
     s_front, d, v (..., T): the footprint's front along the road, its centre line offset across it,
     its speed; s_far, d_obj, ext_d (K,): each occluder's far end along the road, its offset and
     half extent across it (occluders()). Only occluders beside the path (lateral gap in
-    (0, occlusion_lateral_m]) and still ahead of the front at that time count."""
+    (0, occlusion_lateral_m]) and still ahead of the front at that time count.
+    reachable (T,): the speed braking at comfort_decel_mps2 from the current one leaves at those
+    times; never asked for less (a car already too fast when an occluder appears is fine braking
+    that hard, and no plan could do better without braking harder for someone who may not be there)."""
     s_far = np.asarray(s_far, float)
     if s_far.size == 0 or float(limits.occlusion_lateral_m) <= 0:
         return np.zeros(np.shape(v)[:-1])
@@ -75,5 +78,7 @@ def dart_out_excess(s_front, d, v, s_far, d_obj, ext_d, half_w: float, limits) -
     beside = (lat > 0) & (lat <= float(limits.occlusion_lateral_m)) & (D > 0)
     cap = np.maximum(np.sqrt((a * r) ** 2 + 2 * a * np.maximum(D, 0.0)) - a * r,
                      float(limits.occlusion_min_speed_mps))
+    if reachable is not None:
+        cap = np.maximum(cap, np.asarray(reachable, float)[:, None])
     excess = np.where(beside, np.asarray(v, float)[..., None] - cap, 0.0)
     return np.maximum(excess, 0.0).max(axis=(-2, -1))

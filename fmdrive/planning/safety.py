@@ -220,8 +220,9 @@ def _hidden_pedestrian_excess(road, pred, td, xd, yd, yawd, vd, lim) -> str:
     cx = xd + float(lim.base_to_center_m) * np.cos(yawd)
     cy = yd + float(lim.base_to_center_m) * np.sin(yawd)
     s_c, d_c = road.reference.project(np.c_[cx, cy])
+    reachable = np.maximum(vd[0] - float(lim.comfort_decel_mps2) * (td[1:] - td[0]), 0.0)
     excess = dart_out_excess(s_c[1:] + float(lim.vehicle_length_m) / 2, d_c[1:], vd[1:], (s_o + ext_s)[occ],
-                             d_o[occ], ext_d[occ], float(lim.vehicle_width_m) / 2, lim)
+                             d_o[occ], ext_d[occ], float(lim.vehicle_width_m) / 2, lim, reachable)
     if float(excess) <= OCCLUSION_TOLERANCE_MPS:
         return ''
     return (f'hidden pedestrians: {float(excess):.1f} m/s faster past a standing vehicle beside the path than '
