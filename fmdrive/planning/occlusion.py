@@ -3,21 +3,22 @@
 A car parked beside the path hides whoever is about to step out past its far end. Nothing in the
 scene says that someone is there, so neither the collision check nor the prediction can see it;
 what can be checked is whether the car could cope if someone were: stop before the occluder's far
-end (along the road), where a pedestrian stepping out first shows. At a distance D before that point the car keeps to a speed from which it
-stops before it,
+end (along the road), where a pedestrian stepping out first shows. At a distance D before that
+point the car keeps to a speed from which it stops before it,
 
   v <= v_stop(D) = sqrt((a r)^2 + 2 a D) - a r      (braking at occlusion_decel_mps2 = a after
                                                      occlusion_reaction_s = r)
 
 but never needs to go below occlusion_min_speed_mps (the crawl at which one passes a parked car
-and can still stop within a metre or two). Only occluders within occlusion_lateral_m of the car's
-side count, only until its front is past their far end, and only where people are about (a
-pedestrian or cyclist within occlusion_context_m; people_about says why). (Passing before the pedestrian can
-arrive, the other way out, is not offered: at these gaps it asks for more than the speed limit far
-before the occluder and for a stop close to it.) The classical planner keeps it as a limit on its
+and can still stop within a few metres), nor below what braking at comfort_decel_mps2 from the
+current speed leaves. Only occluders within occlusion_lateral_m of the car's side count, only
+until its front is past their far end, and only where people are about (a pedestrian or cyclist
+within occlusion_context_m; people_about says why). Passing before the pedestrian can arrive, the
+other way out, is not offered: at these gaps it asks for more than the speed limit far before the
+occluder and for a stop close to it. The classical planner keeps the rule as a limit on its
 candidates (they slow down past parked cars in time) and the safety filter checks any trajectory
-against it (a language-model plan that keeps 13 m/s past a parked car 2 m beside it is rejected for
-the classical one).
+against it (a language-model plan that keeps 13 m/s past a parked car 2 m beside it is rejected
+for the classical one).
 
 Measured (closed-loop scenarios 259 and 449, `occluded_pedestrian`): a pedestrian steps out from
 behind a parked car 15 m ahead of the ego at 12-14 m/s; with the controller's jerk limit the car
