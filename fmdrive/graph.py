@@ -228,10 +228,14 @@ class GraphProcesses:
     def silent(self, now: float | None = None) -> dict[str, float]:
         """{node: seconds without a report} for running nodes the watchdog takes for hung: silent
         for watchdog_s since their last report, or STARTUP_GRACE_S since they were started without
-        one. Empty with the watchdog off."""
+        one. Empty with the watchdog off, and while no node at all has been heard within
+        watchdog_s (then it is the supervisor that does not hear: starved, or its DDS down)."""
         if not self.watchdog_s:
             return {}
         now = time.monotonic() if now is None else now
+        if not any(now - t <= self.watchdog_s for t in self._heard.values()):
+            # nobody heard at all: the supervisor is deaf, not every node hung at once
+            return {}
         out = {}
         for name, proc in self.procs.items():
             if name in self.given_up or name in self._restart_at or proc.poll() is not None:

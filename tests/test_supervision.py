@@ -270,6 +270,23 @@ def test_the_watchdog_kills_and_restarts_a_node_that_stops_reporting_but_spares_
     assert 'most recent call first' in log and 'busy_in_a_callback' in log, log   # where it hung
 
 
+def test_the_watchdog_does_not_kill_every_node_when_the_supervisor_hears_none(tmp_path):
+    """A starved supervisor (or its DDS down) hears nobody: that is not every node hung at once."""
+    class Running:
+        def poll(self):
+            return None
+    nodes = (GraphNode('a', 'a', 'x.a'), GraphNode('b', 'b', 'x.b'))
+    graph = GraphProcesses(dict(os.environ), tmp_path, nodes=nodes, watchdog_s=5.0)
+    graph.procs = {'a': Running(), 'b': Running()}
+    graph._spawned = {'a': 0.0, 'b': 0.0}
+    graph.heard('a', now=100.0)
+    graph.heard('b', now=100.0)
+    assert graph.silent(now=104.0) == {}
+    assert graph.silent(now=200.0) == {}                    # both silent: the supervisor is deaf
+    graph.heard('b', now=199.0)
+    assert set(graph.silent(now=200.0)) == {'a'}            # b is heard, a is not: a hangs
+
+
 def test_the_watchdog_is_off_unless_asked_and_refuses_a_negative_period(tmp_path):
     graph = GraphProcesses(dict(os.environ), tmp_path, nodes=())
     assert graph.silent() == {}
