@@ -355,6 +355,7 @@ class _Candidates:
     v_cap: float = 0.0                       # speed the 'speed' limit allows
     outside: np.ndarray = None               # how far the footprint is off the road
     occlusion_excess: np.ndarray = None      # (C,) m/s above the hidden-pedestrian speed (occlusion.py)
+    lanes_entered: np.ndarray = None         # (C, lanes) lanes its end footprint reaches into (_lanes_entered)
 
 
 class ClassicalPlanner:
@@ -628,7 +629,7 @@ class ClassicalPlanner:
         # scenario 419: a car drove ahead of the ego, parked at the kerb half in the lane, and
         # the ego waited behind it for ever as behind a queue)
         seen = np.isin(f.pred.ids, list(self._seen_moving)) if n_obj else np.zeros(0, bool)
-        aside = (np.abs(d_obj[:, :1] - lane_c[None]).min(axis=1) > p.pulled_aside_m) if n_obj else seen
+        aside = (np.abs(d_obj[:, :1] - lane_c[None]).min(axis=1) > p.pulled_aside_m) if n_obj else np.zeros(0, bool)
         f.in_traffic = seen & ~(static & aside)
         # lanes with a car driving against the reference carry oncoming traffic
         oncoming = road.lane_oncoming.copy()
@@ -798,6 +799,7 @@ class ClassicalPlanner:
                                                          f.road.right_edge_d_m - d_corner))
         c.outside = outside
         c.occlusion_excess = self._occlusion_excess(f, c)
+        c.lanes_entered = self._lanes_entered(f, c)
         return {
             'speed': c.speed.max(axis=1) <= c.v_cap + eps,
             'accel': (c.a_lon.max(axis=1) <= p.max_accel_mps2 + eps)
@@ -872,7 +874,7 @@ class ClassicalPlanner:
         costs['lane'] = (p.w_lane_offset * (c.d_end - road.nearest_lane_center_d(c.d_end)) ** 2
                          + p.w_lane_change * np.abs(lane_end - lane_now)
                          + p.w_keep_right * lanes_right[c.lane_pos]
-                         + p.w_oncoming_lane * (self._lanes_entered(f, c) & f.oncoming[None]).any(axis=1)
+                         + p.w_oncoming_lane * (c.lanes_entered & f.oncoming[None]).any(axis=1)
                          + p.w_leave_traffic * (len(f.lead_now) > 0 and not f.passable)
                          * (lane_end != lane_now))
         costs['instruction'] = p.w_instruction * self._instruction_mismatch(f, lane_now, lane_end, c.d_end)
@@ -923,7 +925,7 @@ class ClassicalPlanner:
                 blocking = near & (meet_s[None] < f.t_pass)
                 clear = ~blocking.any(axis=1)
             allowed = clear & (f.passable | asked)
-            oncoming_ok = ~(self._lanes_entered(f, c) & (f.oncoming & ~allowed)[None]).any(axis=1)
+            oncoming_ok = ~(c.lanes_entered & (f.oncoming & ~allowed)[None]).any(axis=1)
         return oncoming_ok
 
     def _lanes_entered(self, f: _Frame, c: _Candidates) -> np.ndarray:
