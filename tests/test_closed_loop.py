@@ -155,12 +155,17 @@ def test_the_batch_closed_loop_agrees_with_the_planner_node_over_dds(ros_domain,
     process, parameters, text-encoder instruction classifier, message conversion) drives a held-out
     scenario with an instruction to the same outcome and the same place."""
     from fmdrive.sim.planner_dds import closed_loop_agreement
-    r = closed_loop_agreement([29], log_dir=tmp_path / 'logs', timeout_s=20.0, progress=False)
+    # the classical planner's time budget (250 ms) is a wall-clock bound a loaded machine may hit in
+    # one process and not the other (tested in test_planner): here it is out of the way
+    r = closed_loop_agreement([29], overrides={'fallback_budget_ms': 5000.0}, log_dir=tmp_path / 'logs',
+                              timeout_s=20.0, progress=False)
     row = r['per_scenario'][0]
     assert row['intent'] == 'slow_down'                  # the instruction goes over DDS as words
     assert r['same_outcome'] == 1, r
     assert row['progress_diff_m'] < 0.5, r
     assert row['sources'][1] == row['sources'][0], r     # every scene answered by the node, same sources
+    assert row['budget_stops'] == [0, 0], r
+    assert 'input stale: /scene/description' not in (tmp_path / 'logs' / 'planner.log').read_text()
 
 
 def test_comfort_metrics_measure_jerk_lateral_acceleration_and_time_outside_nuplan_bounds():

@@ -90,6 +90,7 @@ class ClosedLoopResult:
     jerk_p95_mps3: float = 0.0
     max_lat_acc_mps2: float = 0.0
     uncomfortable_frac: float = 0.0
+    budget_stops: int = 0                            # plans that braked because time ran out (budget_stop)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -232,7 +233,7 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
         arbiter.fallback.reset()
     s0 = float(ego.s)
     collided, collision_t, collision_source, off_road = False, None, None, False
-    sources, plan_ms, speeds = {}, [], []
+    sources, plan_ms, speeds, budget_stops = {}, [], [], 0
     right_edge = -world.num_lanes * world.w - OFF_ROAD_MARGIN_M
     left_edge = world.left_edge_d + OFF_ROAD_MARGIN_M
     for k in range(int(round(spec.duration_s * ODOM_HZ))):
@@ -243,6 +244,7 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
             r = arbiter.plan(_scene(t, ego, agents, world, spec, rng), instruction)
             plan_ms.append((time.perf_counter() - t0) * 1e3)
             sources[r.source] = sources.get(r.source, 0) + 1
+            budget_stops += 'budget_stop' in str(getattr(r.plan, 'status', ''))
             ego.follow(r.plan, t, r.source)
         step_agents(agents, world, ego, dt, t)
         ego.step(dt, t)
@@ -264,7 +266,7 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
                             comfort['max_jerk_mps3'], complied, bool(success), sources,
                             round(float(np.median(plan_ms)), 2), round(float(np.max(plan_ms)), 2),
                             bool(expert['collided']), comfort['jerk_p95_mps3'], comfort['max_lat_acc_mps2'],
-                            comfort['uncomfortable_frac'])
+                            comfort['uncomfortable_frac'], budget_stops)
 
 
 def comfort_metrics(samples) -> dict:

@@ -81,8 +81,12 @@ class PlannerOverDds:
         env = ros_env(int(os.environ.get('ROS_DOMAIN_ID') or random_domain_id()))
         os.environ.update(env)                     # this process's node joins the same domain
         planner = next(n for n in GRAPH if n.name == 'planner')
+        # lock-step pauses the scenario while it waits (for the instruction's round trip through
+        # /diagnostics, for a plan): to the node's scene watchdog that is silence, and its safe stop
+        # resets the classical planner's previous plan, which the in-process twin never sees
+        node_overrides = {'stale_after_s': min(max(2.0 * self.timeout_s, 5.0), 60.0), **self.overrides}
         self.graph = GraphProcesses(env, self.log_dir, nodes=(planner,),
-                                    overrides={'planner': self.overrides}).start()
+                                    overrides={'planner': node_overrides}).start()
         try:
             self.graph.wait_ready()
             self._handles = open_node(f'fmdrive_planner_client_{os.getpid()}')
@@ -173,7 +177,8 @@ def agreement(in_process, over_dds) -> dict:
                      'success': [a.success, b.success], 'collided': [a.collided, b.collided],
                      'progress_m': [a.progress_m, b.progress_m],
                      'progress_diff_m': round(abs(a.progress_m - b.progress_m), 3),
-                     'sources': [a.sources, b.sources]})
+                     'sources': [a.sources, b.sources],
+                     'budget_stops': [a.budget_stops, b.budget_stops]})
     return {'scenarios': len(rows), 'same_outcome': sum(r['same_outcome'] for r in rows),
             'max_progress_diff_m': max((r['progress_diff_m'] for r in rows), default=None),
             'per_scenario': rows}
