@@ -258,3 +258,24 @@ def test_the_classical_planner_slows_down_past_a_parked_car_in_time_and_its_plan
     assert check_trajectory(r.plan.poses, r.plan.t_s, r.plan.speeds_mps, sc).ok
     fast = ClassicalPlanner(PlannerParams(occlusion_lateral_m=0.0)).plan(sc)
     assert r.plan.speeds_mps[-1] < fast.plan.speeds_mps[-1] - 2.0, (r.plan.speeds_mps, fast.plan.speeds_mps)
+
+
+def test_the_planner_and_the_check_take_people_to_be_about_by_the_same_distance():
+    """occlusion_context_m is one straight-line distance from base_link for both (the planner measured
+    it along the road before: a walker 50 m ahead and 40 m aside was 'about' for one, not the other)."""
+    from fmdrive.planning.occlusion import people_about
+    lim = PlannerParams()
+    assert people_about(['pedestrian'], [[50.0, 10.0]], lim)
+    assert not people_about(['pedestrian'], [[50.0, 40.0]], lim)          # 64 m off
+    assert not people_about(['car'], [[5.0, 0.0]], lim)
+    assert people_about([], np.zeros((0, 2)), PlannerParams(occlusion_context_m=0.0))
+    parked = Object3D([30.0, -3.2, 0.8], [4.5, 1.9, 1.5], 0.0, 'car', id=7)
+    for walker_y, applies in ((-10.0, True), (-45.0, False)):
+        walker = Object3D([50.0, walker_y, 0.9], [0.6, 0.6, 1.7], 0.0, 'pedestrian', id=9)
+        sc = scene([parked, walker], ego=EgoState(0.0, 0.0, 0.0, 13.0), lane_offsets=(-1, 0, 1))
+        r = ClassicalPlanner(PlannerParams()).plan(sc)
+        fast = ClassicalPlanner(PlannerParams(occlusion_lateral_m=0.0)).plan(sc)
+        slowed = r.plan.speeds_mps[-1] < fast.plan.speeds_mps[-1] - 2.0
+        assert slowed == applies, (walker_y, r.plan.speeds_mps, fast.plan.speeds_mps)
+        # what the planner did not slow down for, the check does not flag either
+        assert check_trajectory(fast.plan.poses, fast.plan.t_s, fast.plan.speeds_mps, sc).ok != applies

@@ -62,7 +62,7 @@ from fmdrive.geometry import inv_T, wrap_angle
 from fmdrive.objects import Object3D, Plan, Scene
 from fmdrive.planning.footprint import LANE_KEEP_TOLERANCE_M, footprint_gaps, margin_violations
 from fmdrive.planning.frenet import Road, box_extent_sd, polyval, quartic_coefficients, quintic_coefficients
-from fmdrive.planning.limits import LimitsError, VehicleLimits, effective_speed_limit
+from fmdrive.planning.limits import LimitsError, VehicleLimits, effective_speed_limit, require_numbers
 from fmdrive.planning.occlusion import OCCLUSION_TOLERANCE_MPS, dart_out_excess, occluders, people_about
 from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, follow_lane, predict_constant_velocity
 from fmdrive.planning.protocol import PlanResult
@@ -150,18 +150,10 @@ class PlannerParams(VehicleLimits):
             super().__post_init__()
         except LimitsError as err:
             raise PlannerParamsError(str(err)) from None
-        for name in ('pull_over_decel_mps2', 'pull_over_min_m'):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise PlannerParamsError(f'{name} must be a positive number, got {value!r}')
-        for name in ('pulled_aside_m', 'pull_over_kerb_margin_m', 'w_blocked'):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-                raise PlannerParamsError(f'{name} must be a number >= 0, got {value!r}')
-        for name in ('horizon_s', 'dt_s', 'dense_dt_s', 'min_lateral_length_m'):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise PlannerParamsError(f'{name} must be a positive number, got {value!r}')
+        require_numbers(self, ('pull_over_decel_mps2', 'pull_over_min_m', 'horizon_s', 'dt_s', 'dense_dt_s',
+                               'min_lateral_length_m'), positive=True, error=PlannerParamsError)
+        require_numbers(self, ('pulled_aside_m', 'pull_over_kerb_margin_m', 'w_blocked'), positive=False,
+                        error=PlannerParamsError)
         ratio = self.dt_s / self.dense_dt_s
         if abs(ratio - round(ratio)) > 1e-6:
             raise PlannerParamsError(f'dt_s={self.dt_s} must be a multiple of dense_dt_s='
@@ -269,6 +261,13 @@ def _idm_rollout(t, v0, v_des, gap0, v_lead, static, in_corridor, p, a_lead=None
 def _usable_speed(v) -> bool:
     """A speed a car can have (finite, at most MAX_OBJECT_SPEED_MPS either way)."""
     return bool(np.isfinite(v) and abs(v) <= MAX_OBJECT_SPEED_MPS)
+
+
+def _corridor_half_width(f, p) -> np.ndarray:
+    """(N,) how far off a line's centre an object stands inside the corridor the car-following
+    reference (IDM) stops in: half the car + the object's half extent across + corridor_margin_m.
+    One rule for the IDM's leaders (_traffic), a lane's speed (_costs) and a blocked end (_ends_blocked)."""
+    return f.half_w + f.ext_d[:, 0] + p.corridor_margin_m
 
 
 class _BudgetExceeded(Exception):
@@ -616,7 +615,7 @@ class ClassicalPlanner:
         will be, in its corridor; whether the ego lane's leader invites passing it and how long a
         pass would take (for the oncoming-lane check)."""
         p = self.params
-        t, n_obj, half_w = f.t, f.n_obj, f.half_w
+        t, n_obj = f.t, f.n_obj
         s_obj, d_obj, ext_s, ext_d = f.s_obj, f.d_obj, f.ext_s, f.ext_d
         road = f.road
         lane_c = road.lane_center_d_m
@@ -644,7 +643,7 @@ class ClassicalPlanner:
             d_a = d_obj[:, 0][None, :] + f.v_obj_d[None, :] * t[:, None]                # (T, N)
             d_b = d_a + f.v_obj_d[None, :] * horizon
             lo, hi = np.minimum(d_a, d_b), np.maximum(d_a, d_b)
-            thr = half_w + ext_d[:, 0] + p.corridor_margin_m                           # (N,)
+            thr = _corridor_half_width(f, p)                                            # (N,)
             centres = lane_c[:, None]                                                  # (L, 1)
             in_corr = (lo[None] < centres[:, :, None] + thr[None, None]) & \
                 (hi[None] > centres[:, :, None] - thr[None, None])                    # (L, T, N)
@@ -816,7 +815,7 @@ class ClassicalPlanner:
         if not f.n_obj:
             return np.zeros(c.n)
         occ = occluders(f.labels, np.hypot(f.v_obj_s0, f.v_obj_d), f.d_obj[:, 0], f.ext_d[:, 0])
-        if not occ.any() or not people_about(f.labels, np.abs(f.s_obj[:, 0] - f.s0), self.params):
+        if not occ.any() or not people_about(f.labels, f.pred.center_xy[:, 0, :], self.params):
             return np.zeros(c.n)
         return dart_out_excess(c.s[:, 1:] + f.front_m, c.d[:, 1:], c.speed[:, 1:],
                                (f.s_obj[:, 0] + f.ext_s[:, 0])[occ], f.d_obj[occ, 0], f.ext_d[occ, 0],
@@ -837,8 +836,8 @@ class ClassicalPlanner:
         if n_obj:
             b, tau = p.comfort_decel_mps2, p.time_headway_s
             # in the lane: within the corridor its car-following reference stops in (_traffic)
-            in_lane = np.abs(f.d_obj[None, :, 0] - lane_c[:, None]) \
-                < f.ext_d[None, :, 0] + f.half_w + p.corridor_margin_m                 # (lanes, N)
+            in_lane = (np.abs(f.d_obj[None, :, 0] - lane_c[:, None])
+                       < _corridor_half_width(f, p)[None])                             # (lanes, N)
             in_lane &= (f.s_obj[None, :, 0] > f.s0)
             # the gap the IDM reference keeps (idm_gap_static_m behind what stands): a lane
             # blocked by a cone or a parked car allows 0 m/s where the car would stop behind it,
@@ -902,9 +901,9 @@ class ClassicalPlanner:
         reach = p.idm_gap_static_m + p.time_headway_s * v + v * v / (2 * p.comfort_decel_mps2)
         ahead = np.flatnonzero(standing & (f.s_obj[:, 0] > f.s0) & (gap < reach))
         if len(ahead):
-            # the corridor the car-following reference stops in (_traffic: half_w + ext_d + corridor_margin_m)
-            across = np.abs(c.d_end[:, None] - f.d_obj[None, ahead, 0]) \
-                < f.ext_d[None, ahead, 0] + f.half_w + p.corridor_margin_m
+            # within the corridor the car-following reference stops in (_traffic)
+            across = (np.abs(c.d_end[:, None] - f.d_obj[None, ahead, 0])
+                      < _corridor_half_width(f, p)[None, ahead])
             blocked = across.any(axis=1)
         return blocked
 

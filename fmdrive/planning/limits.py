@@ -23,6 +23,18 @@ class LimitsError(ValueError):
     """Limits that cannot work together (e.g. comfort braking harder than emergency braking)."""
 
 
+def require_numbers(obj, names, positive: bool, error=None) -> None:
+    """Raise `error` (LimitsError by default) naming the first of `names` on `obj` that is not a
+    finite number > 0 (positive) or >= 0 (not positive)."""
+    error = error or LimitsError
+    for name in names:
+        value = getattr(obj, name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+        if not (ok and (value > 0 if positive else value >= 0)):
+            raise error(f'{name} must be a positive number, got {value!r}' if positive else
+                        f'{name} must be a number >= 0 (0 turns it off or to nothing), got {value!r}')
+
+
 @dataclass
 class VehicleLimits:
     # speed
@@ -55,16 +67,11 @@ class VehicleLimits:
     uncertainty_growth_mps: dict = field(default_factory=lambda: dict(DEFAULT_GROWTH_MPS))
 
     def __post_init__(self):
-        for name in ('speed_limit_mps', 'max_speed_mps', 'max_accel_mps2', 'max_decel_mps2',
-                     'comfort_decel_mps2', 'max_lat_accel_mps2', 'max_jerk_mps3', 'max_curvature_1pm',
-                     'vehicle_length_m', 'vehicle_width_m', 'occlusion_decel_mps2'):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise LimitsError(f'{name} must be a positive number, got {value!r}')
-        for name in ('occlusion_lateral_m', 'occlusion_reaction_s', 'occlusion_min_speed_mps', 'occlusion_context_m'):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-                raise LimitsError(f'{name} must be a number >= 0 (0 turns it off or to nothing), got {value!r}')
+        require_numbers(self, ('speed_limit_mps', 'max_speed_mps', 'max_accel_mps2', 'max_decel_mps2',
+                               'comfort_decel_mps2', 'max_lat_accel_mps2', 'max_jerk_mps3', 'max_curvature_1pm',
+                               'vehicle_length_m', 'vehicle_width_m', 'occlusion_decel_mps2'), positive=True)
+        require_numbers(self, ('occlusion_lateral_m', 'occlusion_reaction_s', 'occlusion_min_speed_mps',
+                               'occlusion_context_m'), positive=False)
         if self.comfort_decel_mps2 > self.max_decel_mps2:
             raise LimitsError('comfort_decel_mps2 must not exceed max_decel_mps2')
 

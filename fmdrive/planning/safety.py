@@ -215,7 +215,7 @@ def _hidden_pedestrian_excess(road, pred, td, xd, yd, yawd, vd, lim) -> str:
     th = road.reference.frame_at(s_o)[2]
     ext_s, ext_d = box_extent_sd(pred.half_length_m[:, 0], pred.half_width_m[:, 0], pred.yaw_rad[:, 0] - th)
     occ = occluders(pred.labels, speeds, d_o, ext_d)
-    if not occ.any() or not people_about(pred.labels, np.hypot(*pred.center_xy[:, 0, :].T), lim):
+    if not occ.any() or not people_about(pred.labels, pred.center_xy[:, 0, :], lim):
         return ''
     cx = xd + float(lim.base_to_center_m) * np.cos(yawd)
     cy = yd + float(lim.base_to_center_m) * np.sin(yawd)
