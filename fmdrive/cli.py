@@ -159,6 +159,7 @@ def add_sim(sub):
 # ---------------------------------------------------------------------------------------------- run
 def cmd_run(args):
     import os
+    import time
 
     from fmdrive import interrupts
     from fmdrive.graph import GraphProcesses, graph_nodes_on_domain
@@ -184,7 +185,8 @@ def cmd_run(args):
     try:
         graph.wait_ready(report=report)
         print(f'graph up: {", ".join(graph.procs)} (logs in {args.log_dir}); Ctrl-C stops it', flush=True)
-        # the watchdog's evidence: every node's reports on /diagnostics
+        # the watchdog's evidence: every node's reports on /diagnostics; and the supervisor's own
+        # status there (fmdrive/supervisor: each node running, hung, restarting or given up)
         from diagnostic_msgs.msg import DiagnosticArray
 
         from fmdrive.nodes.base import make_qos
@@ -192,9 +194,14 @@ def cmd_run(args):
         handles = open_node(f'fmdrive_run_supervisor_{os.getpid()}')
         handles[1].create_subscription(DiagnosticArray, graph.topic('diagnostics'), graph.heard_from_diagnostics,
                                        make_qos('reliable', 50))
+        status_pub = handles[1].create_publisher(DiagnosticArray, graph.topic('diagnostics'), make_qos('reliable', 10))
+        next_status = 0.0
         while graph.alive():  # a node that dies (or hangs) is reported and restarted; one that keeps dying is given up
             interrupts.check()
             graph.supervise(report)
+            if time.monotonic() >= next_status:
+                status_pub.publish(_supervisor_diagnostics(handles[1], graph))
+                next_status = time.monotonic() + SUPERVISOR_STATUS_PERIOD_S
             handles[2].spin_once(timeout_sec=0.2)
         report('every node of the graph has been given up; stopping')
         return 1
@@ -204,6 +211,23 @@ def cmd_run(args):
         if handles is not None:
             close_node(*handles)
         graph.stop()
+
+
+SUPERVISOR_STATUS_PERIOD_S = 1.0
+
+
+def _supervisor_diagnostics(node, graph):
+    """`fmdrive run`'s status as a DiagnosticArray (fmdrive.graph.supervisor_summary says what it holds)."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    from fmdrive.graph import SUPERVISOR_STATUS, supervisor_summary
+    level, message, values = supervisor_summary(graph.states())
+    st = DiagnosticStatus(name=SUPERVISOR_STATUS, hardware_id='fmdrive', message=message,
+                          level=getattr(DiagnosticStatus, level))
+    st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+    arr = DiagnosticArray(status=[st])
+    arr.header.stamp = node.get_clock().now().to_msg()
+    return arr
 
 
 def add_run(sub):

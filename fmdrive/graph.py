@@ -89,6 +89,34 @@ DUMP_WAIT_S = 2.0
 DISCOVERY_WINDOW_S = 3.0
 
 
+SUPERVISOR_STATUS = 'fmdrive/supervisor'   # `fmdrive run`'s own status on /diagnostics
+
+
+def supervisor_summary(states: dict[str, dict]) -> tuple[str, str, dict[str, str]]:
+    """(level 'OK' | 'WARN' | 'ERROR', message, key/values) of `fmdrive run`'s status on /diagnostics
+    from GraphProcesses.states(): OK while every node runs; WARN while one is hung, dead or being
+    restarted, or was restarted within RESTART_WINDOW_S; ERROR once one has been given up."""
+    given_up = [n for n, s in states.items() if s['state'] == 'given_up']
+    down = [f"{n} {s['state']}" for n, s in states.items() if s['state'] not in ('running', 'given_up')]
+    restarted = [f"{n} x{s['restarts']}" for n, s in states.items() if s['restarts'] and s['state'] == 'running']
+    if given_up:
+        level, message = 'ERROR', 'given up (restarted too often): ' + ', '.join(given_up)
+    elif down:
+        level, message = 'WARN', ', '.join(down)
+    elif restarted:
+        level, message = 'WARN', f'restarted within {RESTART_WINDOW_S:.0f} s: ' + ', '.join(restarted)
+    else:
+        level, message = 'OK', f'{len(states)} nodes running'
+    values = {}
+    for n, s in states.items():
+        values[f'{n}/state'] = s['state']
+        values[f'{n}/pid'] = str(s['pid'])
+        values[f'{n}/restarts_last_{RESTART_WINDOW_S:.0f}s'] = str(s['restarts'])
+        values[f'{n}/last_exit'] = '' if s['last_exit'] is None else str(s['last_exit'])
+        values[f'{n}/silent_s'] = '' if s['silent_s'] is None else f"{s['silent_s']:.1f}"
+    return level, message, values
+
+
 def params_yaml_text() -> str:
     """config/params.yaml as generated from config.py (a test keeps the file equal to this)."""
     doc = {n.name: {'ros__parameters': config.node_params(n.name)} for n in GRAPH}
@@ -186,6 +214,7 @@ class GraphProcesses:
         self.restarts: dict[str, collections.deque] = {n.name: collections.deque() for n in nodes}
         self.given_up: set[str] = set()
         self._restart_at: dict[str, float] = {}   # node -> monotonic time its restart is due
+        self._last_exit: dict[str, int] = {}      # node -> exit code of its last death
 
     def topic(self, key: str) -> str:
         """The name config.TOPICS[key] has on the graph, after our remappings."""
@@ -306,6 +335,7 @@ class GraphProcesses:
             recent = self.restarts[name]
             while recent and now - recent[0] > RESTART_WINDOW_S:
                 recent.popleft()
+            self._last_exit[name] = code
             tail = '\n'.join(f'    | {line}' for line in self.log_tail(name, 8).splitlines())
             log_path = self.log_dir / f'{name}.log'
             why = (' (cut off from Fast DDS shared memory: a new process opens its port anew)'
@@ -321,6 +351,31 @@ class GraphProcesses:
             report(f'node {name} exited with code {code}{why}; restarting it in {RESPAWN_DELAY_S:g} s '
                    f'(log {log_path})'
                    + (f'\n{tail}' if tail else ''))
+
+    def states(self, now: float | None = None) -> dict[str, dict]:
+        """{node: {'state', 'pid', 'restarts', 'last_exit', 'silent_s'}}: what the supervisor knows of
+        each node. state: running | hung (taken for hung, being killed) | restarting (dead, restart
+        due) | given_up | exited (dead, not yet seen by supervise); restarts: within RESTART_WINDOW_S;
+        silent_s: seconds since its last report on /diagnostics (None: none heard since its start)."""
+        now = time.monotonic() if now is None else now
+        out = {}
+        for name, proc in self.procs.items():
+            if name in self.given_up:
+                state = 'given_up'
+            elif name in self._restart_at:
+                state = 'restarting'
+            elif proc.poll() is not None:
+                state = 'exited'
+            elif name in self._kill_at:
+                state = 'hung'
+            else:
+                state = 'running'
+            recent = [t for t in self.restarts.get(name, ()) if now - t <= RESTART_WINDOW_S]
+            heard = self._heard.get(name)
+            out[name] = {'state': state, 'pid': proc.pid, 'restarts': len(recent),
+                         'last_exit': self._last_exit.get(name),
+                         'silent_s': None if heard is None else round(now - heard, 1)}
+        return out
 
     def alive(self) -> list[str]:
         """Nodes running or about to be restarted (not given up)."""

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import LineReader
 from fmdrive import config
-from fmdrive.graph import GRAPH, MAX_RESTARTS, RESPAWN_DELAY_S, GraphNode, GraphProcesses
+from fmdrive.graph import (GRAPH, MAX_RESTARTS, RESPAWN_DELAY_S, SUPERVISOR_STATUS, GraphNode, GraphProcesses,
+                           supervisor_summary)
 from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, SHM_DIR
 
 T = config.TOPICS
@@ -234,6 +235,23 @@ def test_a_node_that_keeps_dying_is_given_up_and_reported(tmp_path, monkeypatch)
     assert len(exits) == MAX_RESTARTS + 1, reports
     assert 'giving up' in exits[-1].splitlines()[0] and 'No module named' in exits[-1], exits[-1]
     assert RESPAWN_DELAY_S <= RESTART_DEADLINE_S
+    # what `fmdrive run` says of it on /diagnostics (fmdrive/supervisor)
+    state = graph.states()['crasher']
+    assert state['state'] == 'given_up' and state['last_exit'] == 1 and state['restarts'] == MAX_RESTARTS, state
+    level, message, values = supervisor_summary(graph.states())
+    assert level == 'ERROR' and 'crasher' in message and values['crasher/state'] == 'given_up', (level, message)
+
+
+def test_the_supervisor_status_says_ok_only_while_every_node_runs():
+    def st(state='running', restarts=0, last_exit=None):
+        return {'state': state, 'pid': 1, 'restarts': restarts, 'last_exit': last_exit, 'silent_s': 0.4}
+    assert supervisor_summary({'a': st(), 'b': st()})[:2] == ('OK', '2 nodes running')
+    level, message, values = supervisor_summary({'a': st('hung'), 'b': st()})
+    assert (level, message) == ('WARN', 'a hung') and values['a/silent_s'] == '0.4'
+    assert supervisor_summary({'a': st('restarting', 1, -9), 'b': st()})[:2] == ('WARN', 'a restarting')
+    level, message, values = supervisor_summary({'a': st(restarts=1, last_exit=-9), 'b': st()})
+    assert level == 'WARN' and 'a x1' in message and values['a/last_exit'] == '-9'   # back, but recently died
+    assert supervisor_summary({'a': st('given_up', 6, 1), 'b': st('hung')})[0] == 'ERROR'
 
 
 def test_the_watchdog_kills_and_restarts_a_node_that_stops_reporting_but_spares_one_that_reports(tmp_path,
@@ -304,11 +322,23 @@ def test_a_hung_node_is_taken_for_hung_killed_and_restarted_by_fmdrive_run(super
     assert probe.spin_until(lambda: set(node_pids(proc.pid)) == {n.name for n in GRAPH}, 30), node_pids(proc.pid)
     pid = node_pids(proc.pid)['visualizer']
     old_writers = diagnostics_writers(probe, 'visualizer')
+
+    def supervisor(since: int):
+        """fmdrive run's own statuses on /diagnostics received after the first `since` arrays."""
+        return [(st.level, st.message, {kv.key: kv.value for kv in st.values})
+                for arr in probe.received[T['diagnostics']][since:] for st in arr.status
+                if st.name == SUPERVISOR_STATUS]
+    assert probe.spin_until(lambda: any(lvl == b'\x00' for lvl, _, _ in supervisor(0)), 30), supervisor(0)
     t_stop = time.monotonic()
     os.kill(pid, signal.SIGSTOP)
     try:
         lines.until(lambda ln: ln.startswith('node visualizer is running but has not reported on /diagnostics'), 60)
         hung_s = time.monotonic() - t_stop
+        seen = len(probe.received[T['diagnostics']])
+        # /diagnostics says so too, while the node is killed and restarted (~3 s, reported every second)
+        assert probe.spin_until(lambda: any(v.get('visualizer/state') in ('hung', 'exited', 'restarting')
+                                            and lvl == b'\x01' for lvl, _, v in supervisor(seen)), 30), \
+            supervisor(seen)
         lines.until(lambda ln: ln.startswith('node visualizer exited with code -9'), 30)
         lines.until(lambda ln: ln.startswith('node visualizer restarted'), 30)
     finally:
@@ -326,4 +356,9 @@ def test_a_hung_node_is_taken_for_hung_killed_and_restarted_by_fmdrive_run(super
                                         for st in arr.status), 30), \
         f'the restarted visualizer does not report:\n{where_stuck(proc, "visualizer", probe)}'
     assert 'most recent call first' in (proc.log_dir / 'visualizer.log').read_text(errors='replace')
+    # back, and the supervisor's status says it was restarted (and what killed it)
+    seen = len(probe.received[T['diagnostics']])
+    assert probe.spin_until(lambda: any(v.get('visualizer/state') == 'running' and v.get('visualizer/last_exit') == '-9'
+                                        and 'visualizer x1' in msg for _, msg, v in supervisor(seen)), 30), \
+        supervisor(seen)
     assert proc.poll() is None
