@@ -93,18 +93,37 @@ def test_fmdrive_run_starts_the_graph_and_a_kill_leaves_no_node_behind(ros_domai
         assert len(children) == len(GRAPH)
         os.kill(proc.pid, signal.SIGKILL)  # the worst case: no chance to clean up
         proc.wait(10)
-        deadline = time.monotonic() + 15
+        # each node gets SIGINT when its parent dies (PR_SET_PDEATHSIG) and shuts down cleanly; on a
+        # loaded machine that takes seconds
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(os.path.exists(f'/proc/{pid}') for pid in children):
             time.sleep(0.2)
         alive = []
         for pid in children:
             try:
                 with open(f'/proc/{pid}/stat') as f:
-                    if f.read().split()[2] != 'Z':   # zombies (already exited) do not count
+                    if f.read().rsplit(')', 1)[1].split()[0] != 'Z':   # zombies (already exited) do not count
                         alive.append(pid)
             except FileNotFoundError:
                 pass
-        assert not alive
+        if alive:   # what each survivor is doing (faulthandler: SIGUSR1), for the failure message
+            cmdlines = {}
+            for pid in alive:
+                try:
+                    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                        cmdlines[pid] = f.read().replace(b'\0', b' ').decode()[-120:]
+                    os.kill(int(pid), signal.SIGUSR1)
+                except (FileNotFoundError, ProcessLookupError):
+                    pass
+            time.sleep(2)   # faulthandler writes from the signal handler: nothing to wait on
+            for pid in alive:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            logs = {p.name: p.read_text(errors='replace').splitlines()[-40:] for p in tmp_path.glob('*.log')}
+            raise AssertionError(f'nodes left behind 30 s after fmdrive run was killed: {cmdlines}\n'
+                                 + '\n'.join(f'--- {name}\n' + '\n'.join(lines) for name, lines in logs.items()))
     finally:
         if proc.poll() is None:
             proc.kill()

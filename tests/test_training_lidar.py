@@ -270,7 +270,9 @@ def test_global_rotation_turns_points_boxes_and_headings_together():
     assert rotate_frame(f, 0.0) is f
 
 
-def test_a_quarter_turn_of_the_cached_canvas_is_the_canvas_of_the_turned_points():
+@pytest.mark.parametrize('features', [('log_count', 'z_max', 'z_min', 'z_mean'),
+                                      ('log_count', 'z_max', 'z_min', 'z_mean', 'x_offset_mean', 'y_offset_mean')])
+def test_a_quarter_turn_of_the_cached_canvas_is_the_canvas_of_the_turned_points(features):
     import dataclasses
 
     from fmdrive.inference.card import BevGrid
@@ -278,7 +280,7 @@ def test_a_quarter_turn_of_the_cached_canvas_is_the_canvas_of_the_turned_points(
     from fmdrive.sim import SCENARIO_KINDS
     from fmdrive.training.lidar_augment import rotate_frame, turn_canvas
     grid = BevGrid((-51.2, 51.2), (-51.2, 51.2), (-3.0, 5.0), (0.4, 0.4, 8.0), 2,
-                   bev_features=('log_count', 'z_max', 'z_min', 'z_mean'))     # the LiDAR encoder's grid
+                   bev_features=features)     # the LiDAR encoder's grid (the offsets turn with the points)
     frames = _frames('train', SCENARIO_KINDS.index('intersection'))[:2]
     canvases = [bev_canvas(f.points, grid)[0] for f in frames]
     # a point right on a cell edge goes to the cell above it ([min, max)), so after a turn to the
@@ -290,6 +292,54 @@ def test_a_quarter_turn_of_the_cached_canvas_is_the_canvas_of_the_turned_points(
         turned = turn_canvas(bev_canvas(inner.points, grid)[0], turn, grid)
         np.testing.assert_allclose(turned, made, atol=1e-5)
         assert not np.allclose(turned, canvases[0]), 'the canvas did turn'
+
+
+def test_the_offset_channels_say_where_in_its_cell_a_point_lies_and_mirror_with_the_canvas():
+    from fmdrive.inference.card import BevGrid
+    from fmdrive.inference.pillars import MIRROR_Y_NEGATED, bev_canvas
+    grid = BevGrid((-4.0, 4.0), (-4.0, 4.0), (-3.0, 5.0), (0.4, 0.4, 8.0), 2,
+                   bev_features=('count', 'x_offset_mean', 'y_offset_mean'))
+    # two points in the cell x 0.0 .. 0.4, y 0.8 .. 1.2 (centre 0.2, 1.0), one alone in another
+    pts = np.array([[0.1, 0.9, 0.0], [0.3, 0.9, 0.0], [-1.0, -1.1, 0.0]], np.float32)
+    c = bev_canvas(pts, grid)[0]
+    iy, ix = int((1.0 + 4.0) / 0.4), int((0.2 + 4.0) / 0.4)
+    assert c[0, iy, ix] == 2
+    np.testing.assert_allclose(c[1:, iy, ix], [0.0, -0.25], atol=1e-5)     # mean x at the centre, y 0.1 m below
+    jy, jx = int((-1.1 + 4.0) / 0.4), int((-1.0 + 4.0) / 0.4)
+    np.testing.assert_allclose(c[1:, jy, jx], [0.0, -0.25], atol=1e-5)     # cell -1.2 .. -0.8, centre -1.0
+    assert np.abs(c[1:]).max() <= 0.5 and (c[1:][:, c[0] == 0] == 0).all()
+    # mirrored points (y -> -y) give the mirrored canvas with the y offsets negated (what make_batch does)
+    mirrored = bev_canvas(pts * np.array([1, -1, 1], np.float32), grid)[0]
+    expected = c[:, ::-1].copy()
+    expected[[k for k, n in enumerate(grid.bev_features) if n in MIRROR_Y_NEGATED]] *= -1
+    np.testing.assert_allclose(mirrored, expected, atol=1e-5)
+
+
+def test_a_second_stage_with_new_input_channels_starts_as_the_first_stage():
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    import dataclasses
+
+    from fmdrive.training.lidar_model import LidarCenterPoint
+    from fmdrive.training.train_lidar import init_weights, tiny_config
+    old_cfg = tiny_config(True)
+    new_cfg = dataclasses.replace(old_cfg, bev_features=tuple(old_cfg.bev_features) + ('x_offset_mean', 'y_offset_mean'))
+    torch.manual_seed(0)
+    first = LidarCenterPoint(old_cfg).eval()
+    second = LidarCenterPoint(new_cfg).eval()
+    second.load_state_dict(init_weights({'config': old_cfg.to_dict(), 'model': first.state_dict()}, new_cfg,
+                                        second.state_dict(), 'best.pt'))
+    h, w = old_cfg.grid_hw
+    x = torch.rand(1, len(old_cfg.bev_features), h, w)
+    extra = torch.rand(1, 2, h, w)
+    with torch.no_grad():
+        a, b = first(x), second(torch.cat([x, extra], 1))
+    a, b = (list(a.values()), list(b.values())) if isinstance(a, dict) else (list(a), list(b))
+    assert len(a) == len(b) > 0
+    for x_a, x_b in zip(a, b):
+        torch.testing.assert_close(x_a, x_b, rtol=1e-5, atol=1e-5)
+    other = dataclasses.replace(old_cfg, embed_dim=old_cfg.embed_dim * 2)
+    with pytest.raises(ValueError, match='is not this one'):
+        init_weights({'config': other.to_dict(), 'model': {}}, new_cfg, second.state_dict(), 'best.pt')
 
 
 def test_quarter_turned_pairs_turn_frames_and_cached_canvases_alike():

@@ -35,7 +35,8 @@ DYNAMIC_QUANTIZATION = 'dynamic'
 CHANNEL_ORDERS = ('rgb', 'bgr')
 LETTERBOX_ALIGNS = ('center', 'top_left')
 # per-pillar features the fmdrive BEV input can carry (fmdrive/inference/pillars.py computes them)
-BEV_FEATURES = ('count', 'log_count', 'z_max', 'z_min', 'z_mean', 'intensity_mean', 'intensity_max')
+BEV_FEATURES = ('count', 'log_count', 'z_max', 'z_min', 'z_mean', 'intensity_mean', 'intensity_max',
+                'x_offset_mean', 'y_offset_mean')
 
 
 class CardError(ValueError):

@@ -42,6 +42,13 @@ def index_points(points: np.ndarray, grid: BevGrid) -> PillarIndex:
     return PillarIndex(keep, iy * grid.nx + ix, kept)
 
 
+# channels that change sign when the canvas is mirrored across the x axis (y -> -y): the points' mean
+# position inside their cell across it (x_offset_mean / y_offset_mean, in cells, -0.5 .. 0.5 about
+# the cell's centre: where in a 0.4 m pillar a 0.6 m pedestrian stands, which counts and heights
+# do not tell)
+MIRROR_Y_NEGATED = ('y_offset_mean',)
+
+
 def bev_canvas(points: np.ndarray, grid: BevGrid, features=None) -> np.ndarray:
     """[1, F, ny, nx] float32 per-pillar statistics of points (N, 3 or 4: x, y, z[, intensity]).
     Empty cells are 0 in every channel."""
@@ -70,6 +77,13 @@ def bev_canvas(points: np.ndarray, grid: BevGrid, features=None) -> np.ndarray:
             acc = np.full(n_cells, np.inf, dtype=np.float32)
             np.minimum.at(acc, idx.cell, z)
             out[i] = np.where(occupied, acc, 0.0)
+        elif name in ('x_offset_mean', 'y_offset_mean'):
+            axis = 0 if name == 'x_offset_mean' else 1
+            lo, size = (grid.x_range_m if axis == 0 else grid.y_range_m)[0], grid.voxel_size_m[axis]
+            cell_axis = idx.cell % grid.nx if axis == 0 else idx.cell // grid.nx
+            u = (idx.points[:, axis].astype(np.float64) - lo) / size
+            offset = np.clip(u - cell_axis - 0.5, -0.5, 0.5)    # (the max edge clamp of index_points)
+            out[i] = np.bincount(idx.cell, weights=offset, minlength=n_cells) / safe
         else:
             raise ValueError(f'unknown BEV feature {name!r}')
     return out.reshape(1, len(features), grid.ny, grid.nx)

@@ -66,6 +66,15 @@ def cmd_train(args):
                      threads=args.threads, max_scenes=args.max_scenes, tiny=args.tiny)
     if args.batch_pairs:
         tc.batch_pairs = args.batch_pairs
+    if args.bev_features is not None:
+        from fmdrive.inference.card import BEV_FEATURES
+        features = tuple(f.strip() for f in args.bev_features.split(',') if f.strip())
+        unknown = [f for f in features if f not in BEV_FEATURES]
+        if args.model != 'lidar' or not features or unknown or len(set(features)) != len(features):
+            from fmdrive.cli import UsageError
+            raise UsageError(f'--bev-features {args.bev_features!r}: give the LiDAR network\'s input channels, '
+                             f'comma-separated, each once, from {", ".join(BEV_FEATURES)} (train lidar only)')
+        tc.bev_features = features
     for name, bounds, message in LIDAR_OPTIONS:
         value = getattr(args, name)
         if value is None:
@@ -155,6 +164,9 @@ def add_train_arguments(p):
     p.add_argument('--axis-crossing-weight', type=float, default=None,
                    help='lidar: weight of a crossing car (|sin yaw| = 1) in the axis loss, 1 + (this - 1) |sin yaw| '
                         'per object (default 10, the committed model)')
+    p.add_argument('--bev-features', default=None,
+                   help='lidar: the input channels per pillar, comma-separated (default log_count,z_max,z_min,z_mean; '
+                        'x_offset_mean,y_offset_mean add where in its cell the points lie)')
     p.add_argument('--patience', type=int, default=3, help='early stop after this many epochs without progress')
     p.add_argument('--max-minutes', type=float, default=45.0, help='stop after the epoch that passes this')
     p.add_argument('--threads', type=int, default=2)

@@ -368,6 +368,8 @@ def training_command(tc: dict) -> str:
            f"--rot-loss {tc.get('rot_loss', 'l1')} --crossing-weight {tc.get('crossing_weight', 1.0)} "
            f"--lr {tc.get('lr')} --crop-rows {tc.get('crop_rows')} --axis-head {int(bool(tc.get('axis_head', False)))}"
            f" --axis-crossing-weight {tc.get('axis_crossing_weight', 1.0)}")
+    if tc.get('bev_features'):
+        cmd += f" --bev-features {','.join(tc['bev_features'])}"
     if tc.get('init'):
         cmd = f"{tc.get('init_command') or '(first stage unknown)'} && {cmd} --init {tc.get('init')}"
     return cmd

@@ -196,10 +196,20 @@ def rotate_frame(frame, angle: float):
 def turn_canvas(canvas: np.ndarray, turn: int, grid) -> np.ndarray:
     """A (F, ny, nx) BEV canvas as bev_canvas makes it for the points turned by turn * 90 degrees
     about the grid's centre, base_link (turn = +1 or -1): exact on a square grid centred there, whose cells
-    map onto cells, for channels that do not depend on direction (counts and z statistics).
+    map onto cells; channels that depend on direction (the points' offsets in their cells) turn too.
     +90 degrees takes (x, y) to (-y, x): cell (iy, ix) goes to (ix, n - 1 - iy)."""
     (x0, x1), (y0, y1) = grid.x_range_m, grid.y_range_m
     if not (np.isclose(x0, -x1) and np.isclose(y0, -y1) and np.isclose(x0, y0) and grid.nx == grid.ny
             and np.isclose(grid.voxel_size_m[0], grid.voxel_size_m[1])):
         raise ValueError('a quarter turn of the canvas needs a square grid centred on base_link')
-    return np.rot90(canvas, -turn, axes=(1, 2))
+    out = np.rot90(canvas, -turn, axes=(1, 2))
+    names = list(getattr(grid, 'bev_features', ()) or ())
+    if 'x_offset_mean' in names or 'y_offset_mean' in names:
+        # a point's offset o in its cell turns with it: R(+90) o = (-o_y, o_x), R(-90) o = (o_y, -o_x)
+        if not ('x_offset_mean' in names and 'y_offset_mean' in names):
+            raise ValueError('a quarter turn of a canvas needs both x_offset_mean and y_offset_mean, or neither')
+        ix, iy = names.index('x_offset_mean'), names.index('y_offset_mean')
+        out = out.copy()
+        ox, oy = out[ix].copy(), out[iy].copy()
+        out[ix], out[iy] = (-oy, ox) if turn > 0 else (oy, -ox)
+    return out

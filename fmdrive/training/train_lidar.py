@@ -17,6 +17,7 @@ import math
 import random
 import time
 import zlib
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from fmdrive import config
+from fmdrive.inference.pillars import MIRROR_Y_NEGATED
 
 from fmdrive.training.lidar_augment import PASTED_ID_BASE, GtDatabase, paste_pair, rotate_frame, turn_canvas
 from fmdrive.training.lidar_model import LidarCenterPoint, LidarConfig, centerpoint_loss, make_targets
@@ -64,6 +66,9 @@ class TrainConfig:
                                        # does not tell a crossing car from one along the road
                                        # (from context it gets the road's axis). Weight 10 (the committed
                                        # model, runs/lidar_axis10): intersection car AP 0.79, car AP 0.89
+    bev_features: tuple = ()          # the network's input channels (pillars.bev_canvas); () = LidarConfig's.
+                                      # With --init from a model without some of them, its first conv gets
+                                      # zero weights for the new ones: the run starts as that model
     init: str = ''                    # checkpoint whose weights start this run (a second stage; its own
                                       # training command is kept in init_command for the card)
     init_command: str = ''
@@ -74,6 +79,31 @@ class TrainConfig:
                                       # here, this VM ~2x slower than on 12-03): full-test car AP at
                                       # intersections 0.15 (committed model 0.18), car AP 0.79 (0.83): no
                                       # cure at this budget; the committed model stays
+
+
+def init_weights(checkpoint: dict, cfg: LidarConfig, state: dict, name: str) -> dict:
+    """The weights of `checkpoint` for a network of `cfg` (whose fresh state_dict is `state`). The two
+    networks must be the same but for input channels cfg adds to the checkpoint's (new per-pillar
+    features): the first conv gets zero weights for those, so the network computes what the
+    checkpoint's did until training gives them weight."""
+    theirs = dict(checkpoint.get('config') or {})
+    old_features = tuple(theirs.get('bev_features', ()))
+    if {**theirs, 'bev_features': list(cfg.bev_features)} != cfg.to_dict() or \
+            not set(old_features) <= set(cfg.bev_features):
+        raise ValueError(f'--init {name}: its network ({theirs}) is not this one')
+    weights = dict(checkpoint['model'])
+    if old_features != tuple(cfg.bev_features):
+        stems = [k for k, v in weights.items() if v.dim() == 4 and v.shape[1] == len(old_features)
+                 and state[k].shape[1] == len(cfg.bev_features)]
+        if len(stems) != 1:
+            raise ValueError(f'--init {name}: cannot tell the first conv among {stems}')
+        old = weights[stems[0]]
+        new = torch.zeros(state[stems[0]].shape, dtype=old.dtype)
+        for j, feature in enumerate(cfg.bev_features):
+            if feature in old_features:
+                new[:, j] = old[:, old_features.index(feature)]
+        weights[stems[0]] = new
+    return weights
 
 
 def seed_everything(seed: int):
@@ -126,7 +156,12 @@ def make_batch(indices, frames, canvases, cfg: LidarConfig, flips, row_starts=No
     s = cfg.output_stride
     for b, (i, flip) in enumerate(zip(indices, flips)):
         canvas = np.asarray(canvases[i], np.float32)
-        canvas = canvas[:, ::-1] if flip else canvas
+        if flip:
+            canvas = canvas[:, ::-1]
+            negate = [k for k, name in enumerate(cfg.bev_features) if name in MIRROR_Y_NEGATED]
+            if negate:
+                canvas = canvas.copy()
+                canvas[negate] *= -1
         scene_key = (zlib.crc32(frames[i].scene.encode()) % 100000) * 100000
         t = make_targets(frames[i], cfg, bool(flip), scene_key)
         if crop_rows:
@@ -229,6 +264,8 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
     out = Path(tc.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = tiny_config(bool(tc.axis_head)) if tc.tiny else LidarConfig(axis_head=bool(tc.axis_head))
+    if tc.bev_features:
+        cfg = dataclasses.replace(cfg, bev_features=tuple(tc.bev_features))
     grid = cfg.bev_grid()
     frames, canvases = split_canvases(tc.data, 'train', grid, tc.max_scenes, progress)
     val_frames, val_canvases = split_canvases(tc.data, 'val', grid, tc.max_scenes, progress)
@@ -245,9 +282,7 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
     last = out / 'last.pt'
     if tc.init and not (resume and last.is_file()):
         first = torch.load(tc.init, weights_only=False, map_location='cpu')
-        if first.get('config') != cfg.to_dict():
-            raise ValueError(f'--init {tc.init}: its network ({first.get("config")}) is not this one')
-        model.load_state_dict(first['model'])
+        model.load_state_dict(init_weights(first, cfg, model.state_dict(), tc.init))
         from fmdrive.training.export import training_command
         tc.init_command = training_command(first.get('train_config', {}))
         log(f'starting from {tc.init} (trained by: {tc.init_command})')
