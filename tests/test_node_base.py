@@ -146,3 +146,24 @@ def test_a_frame_not_yet_on_tf_is_waited_for_once_then_no_more():
     with pytest.raises(TransformError):
         base.FmdriveNode.lookup_waiting(node, 'base_link', 'nobody_publishes_this')
     assert time.monotonic() - t0 < 0.1                # waited once, not for every message
+
+
+def test_a_node_teardown_that_hangs_inside_a_c_call_holding_the_gil_is_cut_off():
+    """Seen under load: a node's destroy_node spun for ever inside Fast DDS (DomainParticipant::
+    set_listener) after `fmdrive run` was killed: a node left behind at 100 % CPU. The teardown is
+    bounded by faulthandler's C watchdog thread, which fires even while the main thread holds the GIL
+    (here: libc pause() called through ctypes.PyDLL, which keeps it): stacks to stderr, exit 1."""
+    import subprocess
+    import sys
+    import time
+    code = ('from fmdrive.nodes import base\n'
+            'base._bound_teardown(1.0)\n'
+            'import ctypes\n'
+            'def stuck_in_teardown():\n'
+            '    ctypes.PyDLL("libc.so.6").pause()\n'
+            'stuck_in_teardown()\n')
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert 'Timeout' in r.stderr and 'stuck_in_teardown' in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 30

@@ -23,6 +23,7 @@ Only rclpy API that exists in Humble, Jazzy and Kilted is used.
 from __future__ import annotations
 
 import collections
+import faulthandler
 import gc
 import signal
 import sys
@@ -71,6 +72,10 @@ TRANSPORT_LOST_CHECKS = 2       # consecutive checks that must agree before the 
 GAP_FACTOR = 1.6           # a stamp step this many typical periods long means frames went missing
 GAP_LEARN_STEPS = 5        # stamp steps seen before gaps are judged (the first ones then too)
 TF_WAIT_S = 1.0            # a frame no one has published yet is waited for this long from its first need
+TEARDOWN_TIMEOUT_S = 10.0  # a node's teardown (destroy_node, rclpy shutdown) that takes longer is cut off:
+                           # its stacks go to its log and the process exits with code 1. Seen under load:
+                           # rmw_destroy_node spinning at 100 % CPU for ever in Fast DDS's
+                           # DomainParticipant::set_listener after the parent died, a node left behind
 PARAM_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
                str: Parameter.Type.STRING}
 
@@ -704,11 +709,13 @@ def run_node(node_cls, args=None):
             raise
     except ParameterError as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
+        _bound_teardown()
         rclpy.try_shutdown()
         sys.exit(2)
     except TransportLost as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
         _ignore_interrupts()
+        _bound_teardown()
         if node is not None:
             node.destroy_node()
             node = None
@@ -716,10 +723,19 @@ def run_node(node_cls, args=None):
         sys.exit(EXIT_TRANSPORT_LOST)
     finally:
         _ignore_interrupts()
+        _bound_teardown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
         _ignore_interrupts()    # rclpy's shutdown puts back the handler it found at init
+
+
+def _bound_teardown(timeout_s: float | None = None):
+    """The process ends within timeout_s (TEARDOWN_TIMEOUT_S) from here, whatever the teardown does:
+    faulthandler's watchdog is a C thread, so it fires even while the main thread holds the GIL
+    inside a hung C call (a Python timer thread would never run then); it writes every thread's
+    stack to stderr (the node's log) and exits with code 1."""
+    faulthandler.dump_traceback_later(TEARDOWN_TIMEOUT_S if timeout_s is None else timeout_s, exit=True)
 
 
 def _ignore_interrupts():
