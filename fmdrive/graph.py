@@ -332,9 +332,7 @@ class GraphProcesses:
             code = proc.poll()
             if code is None:
                 continue
-            recent = self.restarts[name]
-            while recent and now - recent[0] > RESTART_WINDOW_S:
-                recent.popleft()
+            recent = self._recent_restarts(name, now)
             self._last_exit[name] = code
             tail = '\n'.join(f'    | {line}' for line in self.log_tail(name, 8).splitlines())
             log_path = self.log_dir / f'{name}.log'
@@ -351,6 +349,13 @@ class GraphProcesses:
             report(f'node {name} exited with code {code}{why}; restarting it in {RESPAWN_DELAY_S:g} s '
                    f'(log {log_path})'
                    + (f'\n{tail}' if tail else ''))
+
+    def _recent_restarts(self, name: str, now: float) -> collections.deque:
+        """The times node `name` died within RESTART_WINDOW_S of now (older ones dropped)."""
+        recent = self.restarts[name]
+        while recent and now - recent[0] > RESTART_WINDOW_S:
+            recent.popleft()
+        return recent
 
     def states(self, now: float | None = None) -> dict[str, dict]:
         """{node: {'state', 'pid', 'restarts', 'last_exit', 'silent_s'}}: what the supervisor knows of
@@ -370,9 +375,8 @@ class GraphProcesses:
                 state = 'hung'
             else:
                 state = 'running'
-            recent = [t for t in self.restarts.get(name, ()) if now - t <= RESTART_WINDOW_S]
             heard = self._heard.get(name)
-            out[name] = {'state': state, 'pid': proc.pid, 'restarts': len(recent),
+            out[name] = {'state': state, 'pid': proc.pid, 'restarts': len(self._recent_restarts(name, now)),
                          'last_exit': self._last_exit.get(name),
                          'silent_s': None if heard is None else round(now - heard, 1)}
         return out

@@ -17,8 +17,7 @@ import math
 import random
 import time
 import zlib
-import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,6 @@ import torch
 
 from fmdrive import config
 from fmdrive.inference.pillars import MIRROR_Y_NEGATED
-
 from fmdrive.training.lidar_augment import PASTED_ID_BASE, GtDatabase, paste_pair, rotate_frame, turn_canvas
 from fmdrive.training.lidar_model import LidarCenterPoint, LidarConfig, centerpoint_loss, make_targets
 
@@ -154,11 +152,11 @@ def make_batch(indices, frames, canvases, cfg: LidarConfig, flips, row_starts=No
     bev, heat, rows = [], [], {k: [] for k in ('batch_index', 'cell_index', 'offset', 'z', 'log_size', 'rot',
                                                'instance')}
     s = cfg.output_stride
+    negate = [k for k, name in enumerate(cfg.bev_features) if name in MIRROR_Y_NEGATED]   # under a y-mirror
     for b, (i, flip) in enumerate(zip(indices, flips)):
         canvas = np.asarray(canvases[i], np.float32)
         if flip:
             canvas = canvas[:, ::-1]
-            negate = [k for k, name in enumerate(cfg.bev_features) if name in MIRROR_Y_NEGATED]
             if negate:
                 canvas = canvas.copy()
                 canvas[negate] *= -1
@@ -265,7 +263,7 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
     out.mkdir(parents=True, exist_ok=True)
     cfg = tiny_config(bool(tc.axis_head)) if tc.tiny else LidarConfig(axis_head=bool(tc.axis_head))
     if tc.bev_features:
-        cfg = dataclasses.replace(cfg, bev_features=tuple(tc.bev_features))
+        cfg = replace(cfg, bev_features=tuple(tc.bev_features))
     grid = cfg.bev_grid()
     frames, canvases = split_canvases(tc.data, 'train', grid, tc.max_scenes, progress)
     val_frames, val_canvases = split_canvases(tc.data, 'val', grid, tc.max_scenes, progress)
