@@ -107,6 +107,9 @@ def test_fmdrive_run_starts_the_graph_and_a_kill_leaves_no_node_behind(ros_domai
             except FileNotFoundError:
                 pass
         if alive:   # what each survivor is doing (faulthandler: SIGUSR1), for the failure message
+            def dumps():
+                return sum(p.read_text(errors='replace').count('Current thread 0x') for p in tmp_path.glob('*.log'))
+            before = dumps()
             cmdlines = {}
             for pid in alive:
                 try:
@@ -115,7 +118,9 @@ def test_fmdrive_run_starts_the_graph_and_a_kill_leaves_no_node_behind(ros_domai
                     os.kill(int(pid), signal.SIGUSR1)
                 except (FileNotFoundError, ProcessLookupError):
                     pass
-            time.sleep(2)   # faulthandler writes from the signal handler: nothing to wait on
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and dumps() < before + len(cmdlines):
+                time.sleep(0.1)   # faulthandler writes from the signal handler: a file to poll, no event
             for pid in alive:
                 try:
                     os.kill(int(pid), signal.SIGKILL)
