@@ -189,19 +189,37 @@ def cmd_run(args):
         # status there (fmdrive/supervisor: each node running, hung, restarting or given up)
         from diagnostic_msgs.msg import DiagnosticArray
 
-        from fmdrive.nodes.base import make_qos
+        from fmdrive.nodes.base import TRANSPORT_CHECK_PERIOD_S, TRANSPORT_LOST_CHECKS, make_qos
         from fmdrive.rosenv import close_node, open_node
-        handles = open_node(f'fmdrive_run_supervisor_{os.getpid()}')
-        handles[1].create_subscription(DiagnosticArray, graph.topic('diagnostics'), graph.heard_from_diagnostics,
-                                       make_qos('reliable', 50))
-        status_pub = handles[1].create_publisher(DiagnosticArray, graph.topic('diagnostics'), make_qos('reliable', 10))
+        from fmdrive.shm_ports import PortWatch
+
+        def open_supervisor():
+            h = open_node(f'fmdrive_run_supervisor_{os.getpid()}')
+            h[1].create_subscription(DiagnosticArray, graph.topic('diagnostics'), graph.heard_from_diagnostics,
+                                     make_qos('reliable', 50))
+            return h, h[1].create_publisher(DiagnosticArray, graph.topic('diagnostics'), make_qos('reliable', 10))
+        handles, status_pub = open_supervisor()
+        # the supervisor's participant can be cut off from its shared-memory port as a node's can
+        # (fmdrive/shm_ports.py): it would then stop hearing restarted nodes and take them for hung
+        port_watch, cut_off, next_port_check = PortWatch(), 0, 0.0
         next_status = 0.0
         while graph.alive():  # a node that dies (or hangs) is reported and restarted; one that keeps dying is given up
             interrupts.check()
             graph.supervise(report)
-            if time.monotonic() >= next_status:
+            now = time.monotonic()
+            if now >= next_status:
                 status_pub.publish(_supervisor_diagnostics(handles[1], graph))
-                next_status = time.monotonic() + SUPERVISOR_STATUS_PERIOD_S
+                next_status = now + SUPERVISOR_STATUS_PERIOD_S
+            if now >= next_port_check:
+                next_port_check = now + TRANSPORT_CHECK_PERIOD_S
+                problems = port_watch.check()
+                cut_off = cut_off + 1 if problems else 0
+                if cut_off >= TRANSPORT_LOST_CHECKS:
+                    report(f'fmdrive run: its own ROS participant can no longer receive over Fast DDS shared '
+                           f'memory ({"; ".join(problems)}); creating it again')
+                    close_node(*handles)
+                    handles, status_pub = open_supervisor()
+                    port_watch, cut_off = PortWatch(), 0
             handles[2].spin_once(timeout_sec=0.2)
         report('every node of the graph has been given up; stopping')
         return 1
