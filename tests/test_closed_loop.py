@@ -77,6 +77,27 @@ def test_a_plan_into_a_stopped_car_is_a_collision_blamed_on_the_fallback_not_the
     assert bad.collided and bad.collision_source == 'llm' and not bad.success
 
 
+def test_a_car_held_standing_by_its_brakes_is_not_braking_hard_in_the_comfort_metrics():
+    """Standing, the controller holds the brake (an acceleration command of -MAX_BRAKE / 2, beyond
+    nuPlan's -4.05 m/s^2); what the car does, and what comfort is measured on, is dv/dt = 0. (Before,
+    every second a run stood still counted as uncomfortable braking.)"""
+    _, spec, _, _, _, world, _ = scenario_world(HELD_OUT, 0)
+    ego = cl.PlanFollower(world, spec)
+    ego.v = 2.0
+    t = 0.5 * np.arange(1, 7)
+    poses = np.c_[ego.x + 0.5 * np.cos(ego.yaw) * np.ones(6), ego.y + 0.5 * np.sin(ego.yaw) * np.ones(6),
+                  np.full(6, ego.yaw)]
+    ego.follow(Plan(1, poses, t, np.zeros(6), source='classical'), 0.0, 'classical')
+    rows = []
+    for k in range(80):
+        ego.step(0.05, k * 0.05)
+        rows.append((k * 0.05, ego.v, ego.acc_measured, ego.yaw_rate))
+    standing = [r for prev, r in zip(rows, rows[1:]) if prev[1] == 0.0]   # stood for a whole step
+    assert len(standing) > 20 and ego.acc < cl.COMFORT_LON_ACC_MPS2[0]      # the brake holds it
+    assert all(r[2] == 0.0 for r in standing)
+    assert cl.comfort_metrics(standing)['uncomfortable_frac'] == 0.0
+
+
 def test_summary_counts_what_the_runs_say():
     R = cl.ClosedLoopResult
     rs = [R(9, 'k', 'plain', 'none', False, None, None, False, 100, 100, 1.0, 2.0, None, True,

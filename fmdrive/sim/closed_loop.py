@@ -28,6 +28,9 @@ Metrics of one run (ClosedLoopResult), against the expert driving the same scena
                   change reaches that limit: see the next three for how often and how hard)
   jerk_p95_mps3   95th percentile of that |jerk| over the run
   max_lat_acc_mps2  largest |v * yaw rate|
+  (the longitudinal acceleration of these is the car's dv/dt, not the controller's command: a car
+  held standing by its brakes does not decelerate; coming to rest ends the deceleration within one
+  physics step, a jerk beyond MAX_JERK_MPS3 that a real car's stop has too)
   uncomfortable_frac  share of the run's time outside nuPlan's comfort bounds (its
                   ego_is_comfortable thresholds: |longitudinal jerk| <= 4.13 m/s^3, longitudinal
                   acceleration in [-4.05, 2.40] m/s^2, |lateral acceleration| <= 4.89 m/s^2,
@@ -118,7 +121,8 @@ class PlanFollower(ExpertDriver):
         self.plan = None
         self.plan_t = 0.0
         self.plan_source = None
-        self.acc = 0.0
+        self.acc = 0.0              # the acceleration command after the limits (the controller's state)
+        self.acc_measured = 0.0     # dv/dt: what the car did (0 while brakes hold it standing)
 
     def follow(self, plan, t: float, source: str):
         self.plan, self.plan_t, self.plan_source = plan, float(t), source
@@ -134,7 +138,9 @@ class PlanFollower(ExpertDriver):
                                  min(MAX_ACCEL_MPS2, self.acc + max_da)))
         max_step = self.MAX_STEER_RATE_RPS * dt
         self.steer = float(self.steer + np.clip(steer_cmd - self.steer, -max_step, max_step))
+        v_before = self.v
         self.v = max(0.0, self.v + self.acc * dt)
+        self.acc_measured = (self.v - v_before) / dt
         if self.v == 0.0:
             self.acc = min(self.acc, 0.0) if acc_cmd <= 0 else self.acc
         self.yaw_rate = self.v / self.WHEELBASE_M * np.tan(self.steer)
@@ -248,7 +254,7 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
             ego.follow(r.plan, t, r.source)
         step_agents(agents, world, ego, dt, t)
         ego.step(dt, t)
-        speeds.append((t, ego.v, ego.acc, ego.yaw_rate))
+        speeds.append((t, ego.v, ego.acc_measured, ego.yaw_rate))
         bx, by, _, _, _ = ego.body_pose()
         d_body = float(world.main.xy_to_sd(bx, by)[1])
         # inside the crossing road's area the main road's edges do not bound the ego
