@@ -12,8 +12,8 @@ import pytest
 
 from conftest import LineReader
 from fmdrive import config
-from fmdrive.graph import (GRAPH, MAX_RESTARTS, RESPAWN_DELAY_S, SUPERVISOR_STATUS, GraphNode, GraphProcesses,
-                           supervisor_summary)
+from fmdrive.graph import (GRAPH, MAX_RESTARTS, RESPAWN_DELAY_S, STARTUP_GRACE_S, SUPERVISOR_STATUS, GraphNode,
+                           GraphProcesses, supervisor_summary)
 from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, SHM_DIR
 
 T = config.TOPICS
@@ -126,7 +126,7 @@ def looping_replay(sim_bag, ros_domain):
     thread.join(30)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_graph, probe, looping_replay):
     proc, lines = supervised_graph
     probe.watch_diagnostics()
@@ -157,10 +157,25 @@ def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_gra
         assert probe.spin_until(lambda: diagnostics_writers(probe, node.name) - old_writers, 60), \
             f'{node.name} did not come back on the ROS graph'
         reports = len(probe.received[T['diagnostics']])
-        assert probe.spin_until(lambda: any(st.name == f'fmdrive/{node.name}'
-                                            for arr in probe.received[T['diagnostics']][reports:]
-                                            for st in arr.status), 30), \
-            f'{node.name} does not report:\n{where_stuck(proc, node.name, probe)}'
+
+        def reporting():
+            return any(st.name == f'fmdrive/{node.name}' for arr in probe.received[T['diagnostics']][reports:]
+                       for st in arr.status)
+        if not probe.spin_until(reporting, 30):
+            # seen under load (the visualizer, 2 of 5 runs beside two busy loops): the new process on
+            # the graph but silent, its main thread in a Fast DDS take. Nobody hearing it, the
+            # supervisor's watchdog takes it for hung once STARTUP_GRACE_S has passed and starts it
+            # again: that recovery is what is asserted then (the probe alone being deaf to it fails
+            # here, as the supervisor, hearing it, restarts nothing)
+            stuck = where_stuck(proc, node.name, probe)
+            lines.until(lambda ln: ln.startswith(f'node {node.name} is running but has not reported'),
+                        STARTUP_GRACE_S + 30)
+            lines.until(lambda ln: ln.startswith(f'node {node.name} restarted'), 30)
+            reports = len(probe.received[T['diagnostics']])
+            assert probe.spin_until(reporting, 30), \
+                (f'{node.name} does not report after the watchdog restarted it:\n{where_stuck(proc, node.name, probe)}'
+                 f'\nsilent before that:\n{stuck}')
+            print(f'{node.name}: silent after its restart, restarted again by the watchdog; before that:\n{stuck}')
         back_s = time.monotonic() - t_kill
         print(f'{node.name}: restarted after {restart_s:.1f} s, reporting again after {back_s:.1f} s')
 
