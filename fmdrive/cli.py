@@ -159,6 +159,7 @@ def add_sim(sub):
 # ---------------------------------------------------------------------------------------------- run
 def cmd_run(args):
     import os
+    import threading
     import time
 
     from fmdrive import interrupts
@@ -217,7 +218,14 @@ def cmd_run(args):
                 if cut_off >= TRANSPORT_LOST_CHECKS:
                     report(f'fmdrive run: its own ROS participant can no longer receive over Fast DDS shared '
                            f'memory ({"; ".join(problems)}); creating it again')
-                    close_node(*handles)
+                    # closing can spin in Fast DDS's teardown (eProsima/Fast-DDS#6513): bounded, the old
+                    # participant is left behind rather than the graph left unsupervised
+                    closer = threading.Thread(target=close_node, args=handles, daemon=True)
+                    closer.start()
+                    closer.join(CLOSE_TIMEOUT_S)
+                    if closer.is_alive():
+                        report(f'fmdrive run: its old participant did not close within {CLOSE_TIMEOUT_S:g} s; '
+                               'left behind')
                     handles, status_pub = open_supervisor()
                     port_watch, cut_off = PortWatch(), 0
             handles[2].spin_once(timeout_sec=0.2)
@@ -232,6 +240,7 @@ def cmd_run(args):
 
 
 SUPERVISOR_STATUS_PERIOD_S = 1.0
+CLOSE_TIMEOUT_S = 5.0            # the supervisor's cut-off participant: how long its close may take
 
 
 def _supervisor_diagnostics(node, graph):
