@@ -354,3 +354,35 @@ def test_a_ctrl_c_swallowed_while_rclpy_converts_a_message_ends_the_node_quietly
         assert result.returncode == 0 and 'Traceback' not in result.stderr, result.stderr
     else:
         assert result.returncode == 1 and 'RuntimeError: Unable to convert' in result.stderr, result.stderr
+
+
+STUCK_EXECUTOR = """
+import time
+from rclpy.node import Node
+from fmdrive.nodes import base
+base.EXECUTOR_STUCK_S = 2.0
+
+class Stuck(Node):
+    def __init__(self):
+        super().__init__('fmdrive_stuck_executor')
+        self.create_timer(0.5, self.block)
+
+    def block(self):
+        print('blocking the executor', flush=True)
+        time.sleep(3600)      # stands for a Fast DDS take that never returns
+
+base.run_node(Stuck)
+"""
+
+
+def test_a_node_whose_executor_runs_nothing_ends_with_its_stacks_so_it_is_started_again():
+    """Seen under load: a node restarted after kill -9, cut off from shared memory, its executor stuck
+    in a take: no /diagnostics, no shared-memory check, for ever under ros2 launch (respawn acts on
+    exits). faulthandler's C watchdog, re-armed by a timer every second, ends it: stacks, exit 1."""
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, '-c', STUCK_EXECUTOR], env=ros_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert 'blocking the executor' in r.stdout
+    assert 'Timeout (0:00:02)!' in r.stderr and 'in block' in r.stderr, r.stderr[-2000:]
+    assert time.monotonic() - t0 < 30

@@ -72,6 +72,11 @@ TRANSPORT_LOST_CHECKS = 2       # consecutive checks that must agree before the 
 GAP_FACTOR = 1.6           # a stamp step this many typical periods long means frames went missing
 GAP_LEARN_STEPS = 5        # stamp steps seen before gaps are judged (the first ones then too)
 TF_WAIT_S = 1.0            # a frame no one has published yet is waited for this long from its first need
+EXECUTOR_STUCK_S = 30.0    # a node whose executor runs nothing for this long (a callback, or a Fast DDS take,
+                           # blocked in C) is ended: its stacks go to its log, exit code 1, and its supervisor
+                           # (fmdrive run, launch's respawn) starts it again. Seen under load: a node
+                           # restarted after kill -9, cut off from shared memory and stuck in a take, so that
+                           # neither its /diagnostics nor its own shared-memory check ever ran again
 TEARDOWN_TIMEOUT_S = 10.0  # a node's teardown (destroy_node, rclpy shutdown) that takes longer is cut off:
                            # its stacks go to its log and the process exits with code 1. Seen under load:
                            # rmw_destroy_node spinning at 100 % CPU for ever in Fast DDS's
@@ -701,6 +706,8 @@ def run_node(node_cls, args=None):
         # moved out of the collector's sight, a full collection no longer walks it mid-frame
         gc.collect()
         gc.freeze()
+        _arm_executor_watchdog()
+        node.create_timer(1.0, _arm_executor_watchdog)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -728,6 +735,15 @@ def run_node(node_cls, args=None):
             node.destroy_node()
         rclpy.try_shutdown()
         _ignore_interrupts()    # rclpy's shutdown puts back the handler it found at init
+
+
+def _arm_executor_watchdog():
+    """(Re)arm faulthandler's C watchdog thread: unless this runs again within EXECUTOR_STUCK_S (a
+    timer of the node's executor re-arms it every second), every thread's stack goes to stderr (the
+    node's log) and the process exits with code 1. A C thread, as in _bound_teardown: it fires even
+    while the main thread is blocked inside rclpy holding the GIL. Only run_node arms it (never a node
+    made inside another process, such as a test's)."""
+    faulthandler.dump_traceback_later(EXECUTOR_STUCK_S, exit=True)
 
 
 def _bound_teardown(timeout_s: float | None = None):
