@@ -9,7 +9,9 @@ int8 (int8_cpu, the variant ONNX Runtime picks on a CPU) and, on the 32-beam fra
 QDQ graph TensorRT builds on the Jetson, executed here by ONNX Runtime: ap_int8_trt); the classical detector
 (numpy + scipy, node parameters) on the very same points. On the 32-beam frames car AP is also
 split by scenario kind (car_ap_per_kind_fp32 / _classical): the figure that showed crossing
-traffic at intersections to be where the learned path loses cars (right centre, heading 90 deg off). Speed: the network alone on the same input
+traffic at intersections to be where the learned path loses cars (right centre, heading 90 deg off), and
+car_ap_int8_minus_fp32: the INT8 gap with a 95 % interval from a paired bootstrap over the scenes
+(a one-point gap on 18 scenes can be the scenes drawn: see that interval before tuning). Speed: the network alone on the same input
 canvas, one thread each (the nodes share 2 cores): torch fp32 eager (LidarCenterPoint rebuilt with
 the weights of the committed fp32.onnx, see _torch_model), ONNX Runtime fp32, ONNX Runtime int8;
 median of the timed runs.
@@ -125,6 +127,16 @@ def car_ap_per_kind(detections, frames) -> dict:
     return out
 
 
+def int8_gap(d32, d8, frames) -> dict:
+    """Car AP int8 - fp32 with a 95 % interval from a paired bootstrap over the scenes (the frames of
+    a scene are not independent): whether a gap of a point is the quantization or the draw of scenes."""
+    from fmdrive.eval.metrics import paired_ap_difference
+    r = paired_ap_difference(d32, d8, [f.gt_frame() for f in frames], [f.scene for f in frames], 'car')
+    return {'difference': None if r['difference'] is None else round(r['difference'], 4),
+            'ci95': None if r['ci95'] is None else [round(v, 4) for v in r['ci95']],
+            'scenes': r['groups'], 'resamples': r['resamples']}
+
+
 def _quality(frames, fp32, int8, classical: bool, int8_trt=None, per_kind: bool = False) -> dict:
     from fmdrive.training.export import output_cosine
     from fmdrive.training.lidar_data import classical_detections, score_detections
@@ -136,6 +148,7 @@ def _quality(frames, fp32, int8, classical: bool, int8_trt=None, per_kind: bool 
            'recall_int8': s8['recall'], 'precision_fp32': s32['precision'], 'num_gt': s32['num_gt'], 'cosine_int8_vs_fp32': round(output_cosine(o8, o32), 5)}
     if per_kind:
         out['car_ap_per_kind_fp32'] = car_ap_per_kind(d32, frames)
+        out['car_ap_int8_minus_fp32'] = int8_gap(d32, d8, frames)
     if int8_trt is not None:
         dt, ot = _detect_all(int8_trt, frames)
         st = score_detections(dt, frames)

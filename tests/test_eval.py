@@ -521,3 +521,24 @@ def test_make_report_rejects_a_stamp_that_is_not_in_the_run(run_dir, tmp_path):
     from fmdrive.eval.report import make_report
     with pytest.raises(EvalError, match='not in'):
         make_report(run_dir, tmp_path / 'r.png', frame_stamps=[1])
+
+
+def test_paired_ap_difference_resamples_whole_scenes_for_both_detectors():
+    from fmdrive.eval.metrics import GroundTruthFrame, paired_ap_difference
+    from fmdrive.objects import EgoState, Object3D
+    frames, good, worse, scenes = [], [], [], []
+    for s in range(6):
+        for k in range(4):
+            car = Object3D(np.array([10.0 + s, 2.0 * k, 0.8]), np.array([4.5, 1.9, 1.6]), 0.0, 'car')
+            frames.append(GroundTruthFrame(0, EgoState(0, 0.0, 0.0, 0.0, 0.0), [car], num_lidar_points=[100]))
+            hit = Object3D(car.center.copy(), car.size.copy(), 0.0, 'car', score=0.9)
+            good.append([hit])
+            worse.append([] if s == 0 else [hit])          # scene 0's cars lost
+            scenes.append(f'scene_{s}')
+    same = paired_ap_difference(good, good, frames, scenes, 'car', resamples=200)
+    assert same['difference'] == 0.0 and same['ci95'] == [0.0, 0.0] and same['groups'] == 6
+    gap = paired_ap_difference(good, worse, frames, scenes, 'car', resamples=500)
+    assert gap['difference'] == pytest.approx(-1 / 6)
+    lo, hi = gap['ci95']
+    assert lo < -1 / 6 < hi <= 0.0 and lo >= -0.7
+    assert paired_ap_difference(good, good, frames, scenes, 'pedestrian')['difference'] is None

@@ -168,6 +168,42 @@ def ap_from_match(match: DetectionMatch) -> float:
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
+def paired_ap_difference(detections_a, detections_b, gt_frames, groups, label: str, resamples: int = 2000,
+                         seed: int = 0, iou_threshold: float = 0.5) -> dict:
+    """AP(b) - AP(a) of one class on the same frames, with a 95 % interval from a paired bootstrap
+    over `groups` (one key per frame, e.g. its scene: the frames of a scene are not independent, so
+    whole scenes are drawn with replacement and both detectors see the same draw). Each group is
+    matched once (matching is per frame), so a resample only re-sorts scores.
+    {"difference", "ci95": [lo, hi], "groups", "resamples"}; difference None without GT."""
+    keys = list(dict.fromkeys(groups))
+    if len(groups) != len(gt_frames):
+        raise ValueError(f'groups has {len(groups)} keys for {len(gt_frames)} frames')
+    per = {}
+    for key in keys:
+        idx = [i for i, g in enumerate(groups) if g == key]
+        per[key] = [match_detections([dets[i] for i in idx], [gt_frames[i] for i in idx], label, iou_threshold)
+                    for dets in (detections_a, detections_b)]
+
+    def ap(which: int, draw) -> float:
+        ms = [per[keys[k]][which] for k in draw]
+        return ap_from_match(DetectionMatch(np.concatenate([m.scores for m in ms]), np.concatenate([m.tp for m in ms]),
+                                            sum(m.num_gt for m in ms), sum(m.num_matched_gt for m in ms)))
+
+    everything = np.arange(len(keys))
+    diff = ap(1, everything) - ap(0, everything)
+    if diff != diff:
+        return {'difference': None, 'ci95': None, 'groups': len(keys), 'resamples': 0}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        draw = rng.integers(0, len(keys), len(keys))
+        d = ap(1, draw) - ap(0, draw)
+        if d == d:                       # a draw without GT of the class says nothing
+            draws.append(d)
+    lo, hi = np.percentile(draws, [2.5, 97.5]) if draws else (float('nan'),) * 2
+    return {'difference': float(diff), 'ci95': [float(lo), float(hi)], 'groups': len(keys), 'resamples': len(draws)}
+
+
 def average_precision(detections_per_frame, gt_frames, label: str, iou_threshold: float = 0.5,
                       min_lidar_points: int = MIN_LIDAR_POINTS,
                       range_m: float = EVAL_RANGE_M) -> float:
