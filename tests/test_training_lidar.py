@@ -555,3 +555,65 @@ def test_bench_lidar_splits_car_ap_by_scenario_kind():
                                                         SCENARIO_KINDS[4]]
     per_kind = bench.car_ap_per_kind([hit, hit, turned, turned], frames)
     assert per_kind == {SCENARIO_KINDS[0]: 1.0, SCENARIO_KINDS[4]: 0.0}
+
+
+def test_qat_simulates_the_int8_cpu_graph_onnxruntime_runs(tiny_data, tmp_path):
+    """The fake-quantized network is nearer ONNX Runtime's int8_cpu graph (quantized on the same
+    canvases, min-max) than the float network is: QAT trains against the rounding that ships."""
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    pytest.importorskip('onnxscript', reason="torch's ONNX exporter needs onnxscript (requirements-train.txt)")
+    from fmdrive.training.export import export_lidar, ort_session, quantize_variant
+    from fmdrive.training.lidar_data import split_canvases
+    from fmdrive.training.lidar_model import LidarCenterPoint
+    from fmdrive.training.qat import QAT, measure_ranges
+    from fmdrive.training.train_lidar import load_model, tiny_config
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = LidarCenterPoint(cfg)
+    for m in model.modules():                # a trained-looking BatchNorm, not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    ckpt = tmp_path / 'tiny.pt'
+    torch.save({'model': model.state_dict(), 'config': cfg.to_dict(), 'train_config': {'epochs': 1, 'seed': 0}}, ckpt)
+    export_lidar(ckpt, tmp_path / 'engine', tiny_data, log=lambda *_: None)
+    _, canvases = split_canvases(tiny_data, 'train', cfg.bev_grid(), progress=False)
+    calib = np.asarray(canvases[:4], np.float32)
+    quantize_variant(tmp_path / 'engine' / 'fp32.onnx', tmp_path / 'int8_cpu.onnx', 'int8_cpu', 'minmax', calib)
+    x = calib[:1]
+    names = [o.name for o in ort_session(tmp_path / 'int8_cpu.onnx').get_outputs()]
+    int8 = dict(zip(names, ort_session(tmp_path / 'int8_cpu.onnx').run(None, {'bev': x})))
+    model = load_model(ckpt)
+    model.heads.normalize_embedding = False
+    with torch.no_grad():
+        float_out = dict(zip(names, (t.numpy() for t in model(torch.from_numpy(x)))))
+        qat = QAT(model, measure_ranges(model, calib))
+        model.eval()
+        fake_out = dict(zip(names, (t.numpy() for t in model(torch.from_numpy(x)))))
+    for name in ('offset', 'size', 'embedding'):
+        err_float = np.abs(float_out[name] - int8[name]).mean()
+        err_fake = np.abs(fake_out[name] - int8[name]).mean()
+        assert err_fake < 0.5 * err_float, f'{name}: fake quant {err_fake:.2e} vs float {err_float:.2e} from int8'
+    qat.detach()
+    assert set(model.state_dict()) == set(LidarCenterPoint(cfg).state_dict())
+
+
+def test_a_qat_stage_writes_a_plain_checkpoint_resumes_and_its_command_says_qat(tiny_data, tmp_path):
+    torch = pytest.importorskip('torch', reason='training needs torch (requirements-train.txt)')
+    from fmdrive.training.export import training_command
+    from fmdrive.training.train_lidar import TrainConfig, load_model, train
+    first = TrainConfig(data=str(tiny_data), out=str(tmp_path / 'one'), epochs=1, tiny=True, threads=1)
+    train(first, progress=False, log=lambda *_: None)
+    qat = TrainConfig(data=str(tiny_data), out=str(tmp_path / 'qat'), epochs=1, tiny=True, threads=1, lr=1e-4,
+                      init=str(tmp_path / 'one' / 'best.pt'), qat=True, qat_calib_frames=3)
+    lines = []
+    train(qat, progress=False, log=lines.append)
+    assert any(line.startswith('quantization-aware: int8_cpu rounding simulated') for line in lines)
+    load_model(tmp_path / 'qat' / 'best.pt')                  # strict: the keys of a plain network
+    ranges = torch.load(tmp_path / 'qat' / 'last.pt', weights_only=False)['qat_ranges']
+    assert ranges and all(lo <= hi for lo, hi in ranges.values())
+    qat.epochs = 2
+    assert train(qat, resume=True, progress=False, log=lambda *_: None)['epochs_run'] == 2
+    assert torch.load(tmp_path / 'qat' / 'last.pt', weights_only=False)['qat_ranges'] == ranges
+    cmd = training_command(torch.load(tmp_path / 'qat' / 'last.pt', weights_only=False)['train_config'])
+    assert '--qat --qat-calib-frames 3' in cmd.split(' && ')[1]

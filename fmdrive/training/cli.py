@@ -98,6 +98,8 @@ LIDAR_OPTIONS = (
     ('init', None, '--init is for train lidar only'),
     ('axis_head', None, '--axis-head is for train lidar only'),
     ('axis_crossing_weight', (1.0, 100.0), '--axis-crossing-weight is a loss weight in [1, 100] (train lidar only)'),
+    ('qat', None, '--qat is for train lidar only'),
+    ('qat_calib_frames', (1, 100000), '--qat-calib-frames is a number of train frames >= 1 (train lidar only)'),
 )
 
 
@@ -167,6 +169,11 @@ def add_train_arguments(p):
     p.add_argument('--bev-features', default=None,
                    help='lidar: the input channels per pillar, comma-separated (default log_count,z_max,z_min,z_mean; '
                         'x_offset_mean,y_offset_mean add where in its cell the points lie)')
+    p.add_argument('--qat', action='store_true', default=None,
+                   help='lidar: quantization-aware fine-tuning (fmdrive/training/qat.py): the int8_cpu rounding is '
+                        'simulated while training; use with --init, a low --lr and an epoch or two')
+    p.add_argument('--qat-calib-frames', type=int, default=None,
+                   help='lidar --qat: train frames whose min-max sets the simulated activation ranges (default 64)')
     p.add_argument('--patience', type=int, default=3, help='early stop after this many epochs without progress')
     p.add_argument('--max-minutes', type=float, default=45.0, help='stop after the epoch that passes this')
     p.add_argument('--threads', type=int, default=2)

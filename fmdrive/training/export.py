@@ -370,6 +370,8 @@ def training_command(tc: dict) -> str:
            f" --axis-crossing-weight {tc.get('axis_crossing_weight', 1.0)}")
     if tc.get('bev_features'):
         cmd += f" --bev-features {','.join(tc['bev_features'])}"
+    if tc.get('qat'):
+        cmd += f" --qat --qat-calib-frames {tc.get('qat_calib_frames')}"
     if tc.get('init'):
         cmd = f"{tc.get('init_command') or '(first stage unknown)'} && {cmd} --init {tc.get('init')}"
     return cmd

@@ -70,6 +70,9 @@ class TrainConfig:
     init: str = ''                    # checkpoint whose weights start this run (a second stage; its own
                                       # training command is kept in init_command for the card)
     init_command: str = ''
+    qat: bool = False                 # quantization-aware fine-tuning (qat.py): int8_cpu's rounding simulated;
+                                      # meant with --init (a trained model), a low lr and an epoch or two
+    qat_calib_frames: int = 64        # evenly spaced train frames that set the simulated activation ranges
     crossing_weight: float = 1.0      # pairs showing a car turned > 45 degrees from the vehicle's heading
                                       # (crossing traffic: 6 % of the training cars) are drawn this much
                                       # more often; the rotation head learns them only with more exposure.
@@ -291,6 +294,20 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
         start_epoch, best, history, spent_s = ck['epoch'] + 1, ck['best'], ck['history'], ck.get('spent_s', 0.0)
         torch.set_rng_state(ck['torch_rng'])
         log(f'resumed from {last} after epoch {ck["epoch"] + 1} (best val mAP {best:.4f})')
+    qat = None
+    if tc.qat:
+        from fmdrive.training.qat import QAT, measure_ranges
+        ranges = ck.get('qat_ranges') if resume and last.is_file() else None
+        if ranges is None:
+            pick = np.linspace(0, len(canvases) - 1, min(tc.qat_calib_frames, len(canvases))).round().astype(int)
+            ranges = measure_ranges(model, np.asarray(canvases[pick], np.float32))
+        qat = QAT(model, ranges)
+        log(f'quantization-aware: int8_cpu rounding simulated at {len(qat.hooks)} tensors and every conv\'s '
+            f'weights, activation ranges from {tc.qat_calib_frames} train frames')
+
+    def plain_state() -> dict:
+        return qat.state_dict() if qat is not None else model.state_dict()
+
     card = card_for(cfg, out / 'card.yaml')
     log(f'LiDAR encoder: {model.num_params() / 1e6:.2f} M parameters, {len(frames)} train frames '
         f'({len(pairs)} pairs), {len(val_frames)} val frames, {tc.threads} threads'
@@ -310,6 +327,8 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
         row_starts = centre + 8 * rng.integers(-3, 4, len(pairs)) if crop_rows else np.zeros(len(pairs), int)
         row_starts = np.clip(row_starts, 0, ny - crop_rows)
         model.train()
+        if qat is not None:
+            qat.freeze_batchnorm()
         sums, n = {}, 0
         bar = tqdm(range(steps_per_epoch), desc=f'epoch {epoch + 1}/{tc.epochs}', unit='batch', disable=not progress)
         for step in bar:
@@ -344,13 +363,14 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, log=prin
             f'{metrics["car_bev_ap50"]}  recall {metrics["recall"]}  ({spent_s / 60:.1f} min)')
         if improved:
             best, stale = score, 0
-            torch.save({'model': model.state_dict(), 'config': cfg.to_dict(), 'epoch': epoch, 'val': metrics,
+            torch.save({'model': plain_state(), 'config': cfg.to_dict(), 'epoch': epoch, 'val': metrics,
                         'train_config': asdict(tc)}, out / 'best.pt')
         else:
             stale += 1
-        torch.save({'model': model.state_dict(), 'optimizer': opt.state_dict(),
+        torch.save({'model': plain_state(), 'optimizer': opt.state_dict(),
                     'epoch': epoch, 'best': best, 'history': history, 'config': cfg.to_dict(),
-                    'torch_rng': torch.get_rng_state(), 'spent_s': spent_s, 'train_config': asdict(tc)}, last)
+                    'torch_rng': torch.get_rng_state(), 'spent_s': spent_s, 'train_config': asdict(tc),
+                    'qat_ranges': None if qat is None else qat.ranges}, last)
         if stale >= tc.patience:
             log(f'early stop: no better val mAP for {tc.patience} epochs')
             break
