@@ -202,7 +202,7 @@ def cmd_run(args):
         handles, status_pub = open_supervisor()
         # the supervisor's participant can be cut off from its shared-memory port as a node's can
         # (fmdrive/shm_ports.py): it would then stop hearing restarted nodes and take them for hung
-        port_watch, cut_off, next_port_check = PortWatch(), 0, 0.0
+        port_watch, next_port_check = PortWatch(), 0.0
         next_status = 0.0
         while graph.alive():  # a node that dies (or hangs) is reported and restarted; one that keeps dying is given up
             interrupts.check()
@@ -214,8 +214,7 @@ def cmd_run(args):
             if now >= next_port_check:
                 next_port_check = now + TRANSPORT_CHECK_PERIOD_S
                 problems = port_watch.check()
-                cut_off = cut_off + 1 if problems else 0
-                if cut_off >= TRANSPORT_LOST_CHECKS:
+                if port_watch.consecutive >= TRANSPORT_LOST_CHECKS:
                     report(f'fmdrive run: its own ROS participant can no longer receive over Fast DDS shared '
                            f'memory ({"; ".join(problems)}); creating it again')
                     # closing can spin in Fast DDS's teardown (eProsima/Fast-DDS#6513): bounded, the old
@@ -227,7 +226,7 @@ def cmd_run(args):
                         report(f'fmdrive run: its old participant did not close within {CLOSE_TIMEOUT_S:g} s; '
                                'left behind')
                     handles, status_pub = open_supervisor()
-                    port_watch, cut_off = PortWatch(), 0
+                    port_watch = PortWatch()
             handles[2].spin_once(timeout_sec=0.2)
         report('every node of the graph has been given up; stopping')
         return 1

@@ -102,7 +102,8 @@ class PortWatch:
     """stranded_ports() for a check every second at the cost of a stat per port: the full look at
     /proc (a few ms: the maps of a process with numpy and ONNX Runtime run to ~1000 lines) is taken
     at the first check, again when a port's file is no longer the inode this process mapped, and
-    every `relook_every` checks (a participant created later, or none at all so far)."""
+    every `relook_every` checks (a participant created later, or none at all so far). `consecutive`:
+    how many checks in a row (the last included) found a problem, what a caller's give-up rule reads."""
 
     def __init__(self, fd_dir: str = '/proc/self/fd', maps_path: str = '/proc/self/maps',
                  shm_dir: str = SHM_DIR, relook_every: int = 30):
@@ -112,6 +113,7 @@ class PortWatch:
         self._problems: list[str] = []
         self._checks = 0
         self.full_looks = 0
+        self.consecutive = 0
 
     def _unchanged(self) -> bool:
         for port, inodes in self._ports.items():
@@ -126,7 +128,9 @@ class PortWatch:
         due = self._checks % self.relook_every == 0
         self._checks += 1
         if not due and not self._problems and (not self._ports or self._unchanged()):
+            self.consecutive = 0
             return []
         self.full_looks += 1
         self._problems, self._ports = _look(self.fd_dir, self.maps_path, self.shm_dir)
+        self.consecutive = self.consecutive + 1 if self._problems else 0
         return self._problems

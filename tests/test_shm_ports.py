@@ -1,6 +1,7 @@
 """shm_ports: a process that Fast DDS cut off from its shared-memory listening port is recognised
 from its /proc entries (fd links and maps), and one that uses no Fast DDS shared memory is left alone."""
 import os
+from pathlib import Path
 
 from fmdrive.shm_ports import listening_ports, mapped_port_inodes, stranded_ports
 
@@ -94,6 +95,10 @@ def test_the_watch_stats_the_ports_between_full_looks_and_looks_again_when_one_c
     (problem,) = watch.check()
     assert 'replaced by another process' in problem and watch.full_looks == 2
     assert watch.check() == [problem] and watch.full_looks == 3  # a problem is looked at again each time
+    assert watch.consecutive == 2                              # the give-up rule's count (nodes, fmdrive run)
+    new = os.stat(shm / 'fastdds_port7411').st_ino               # the process maps the new segment (a
+    Path(maps).write_text(maps_line(new, 'fastdds_port7411') + '\n')  # re-created participant): the count resets
+    assert watch.check() == [] and watch.consecutive == 0
 
 
 def test_the_watch_of_a_process_without_shared_memory_looks_rarely(tmp_path):

@@ -1,6 +1,7 @@
 """Supervision: under `fmdrive run` a node that dies (kill -9, in the middle of a replay) is reported
 and started again within seconds while the other nodes keep running, and the graph's outputs resume;
 a node that cannot stay up is given up on; a second graph on the same ROS domain is refused."""
+import functools
 import os
 import signal
 import subprocess
@@ -40,6 +41,14 @@ def node_pids(parent_pid: int) -> dict:
     return pids
 
 
+def supervisor_statuses(probe, since: int = 0) -> list:
+    """fmdrive run's own statuses on /diagnostics received after the first `since` arrays, in order:
+    (level, message, {key: value})."""
+    return [(st.level, st.message, {kv.key: kv.value for kv in st.values})
+            for arr in probe.received[T['diagnostics']][since:] for st in arr.status
+            if st.name == SUPERVISOR_STATUS]
+
+
 def where_stuck(proc, node_name: str, probe) -> str:
     """For a failure message: which nodes the probe still hears on /diagnostics (the probe deaf, or
     the node silent?), what the supervisor last said of the node (does *it* hear the node?), whether
@@ -47,9 +56,8 @@ def where_stuck(proc, node_name: str, probe) -> str:
     thread stacks (SIGUSR1: faulthandler, fmdrive/nodes/start.py) with the end of its log."""
     from fmdrive.shm_ports import stranded_ports
     heard = sorted({st.name for arr in probe.received[T['diagnostics']][-40:] for st in arr.status})
-    supervisor = next(({kv.key: kv.value for kv in st.values if kv.key.startswith(node_name + '/')}
-                       for arr in reversed(probe.received[T['diagnostics']]) for st in arr.status
-                       if st.name == SUPERVISOR_STATUS), None)
+    last = supervisor_statuses(probe)[-1:]
+    supervisor = {k: v for k, v in last[0][2].items() if k.startswith(node_name + '/')} if last else None
     pid = node_pids(proc.pid).get(node_name)
     ports = {'probe': stranded_ports()}
     if pid is not None:
@@ -247,13 +255,10 @@ def test_the_supervisor_cut_off_from_shared_memory_rejoins_and_hears_the_nodes_a
     start = len(probe.received[T['diagnostics']])
 
     def hears_every_node():
-        for arr in probe.received[T['diagnostics']][start:]:
-            for st in arr.status:
-                if st.name == SUPERVISOR_STATUS:
-                    values = {kv.key: kv.value for kv in st.values}
-                    silent = [values.get(f'{n.name}/silent_s', '') for n in GRAPH]
-                    if all(v and float(v) < 3.0 for v in silent):
-                        return True
+        for _, _, values in supervisor_statuses(probe, start):
+            silent = [values.get(f'{n.name}/silent_s', '') for n in GRAPH]
+            if all(v and float(v) < 3.0 for v in silent):
+                return True
         return False
     assert probe.spin_until(hears_every_node, 60), \
         f'the supervisor does not hear every node after it rejoined: {lines.drain()[-20:]}'
@@ -381,11 +386,7 @@ def test_a_hung_node_is_taken_for_hung_killed_and_restarted_by_fmdrive_run(super
     pid = node_pids(proc.pid)['visualizer']
     old_writers = diagnostics_writers(probe, 'visualizer')
 
-    def supervisor(since: int):
-        """fmdrive run's own statuses on /diagnostics received after the first `since` arrays."""
-        return [(st.level, st.message, {kv.key: kv.value for kv in st.values})
-                for arr in probe.received[T['diagnostics']][since:] for st in arr.status
-                if st.name == SUPERVISOR_STATUS]
+    supervisor = functools.partial(supervisor_statuses, probe)
     # (the graph is shared by this module's tests: nodes killed before may still count as restarted)
     assert probe.spin_until(lambda: any(v.get('visualizer/state') == 'running' for _, _, v in supervisor(0)), 30), \
         supervisor(0)
