@@ -35,6 +35,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -68,6 +69,7 @@ RATE_WINDOW_S = 2.0        # input rates are counted over the last this-many sec
 STALE_CHECK_PERIOD_S = 0.1  # an input going stale (or coming back) is published at once, not at the next period
 QOS_CHECK_PERIOD_S = 1.0   # how often `auto` QoS looks at the publishers of each input
 TRANSPORT_CHECK_PERIOD_S = 1.0  # how often a node checks it can still receive over shared memory
+LAST_WORD_S = 1.0              # how long an exiting node waits for its last /diagnostics to be acknowledged
 TRANSPORT_LOST_CHECKS = 2       # consecutive checks that must agree before the node gives up its process
 GAP_FACTOR = 1.6           # a stamp step this many typical periods long means frames went missing
 GAP_LEARN_STEPS = 5        # stamp steps seen before gaps are judged (the first ones then too)
@@ -232,7 +234,6 @@ class FmdriveNode(Node):
         self.create_timer(float(self.p['diagnostics_period_s']), self.publish_diagnostics)
         self.create_timer(QOS_CHECK_PERIOD_S, self._housekeeping)
         self._transport_problems: list[str] = []
-        self._transport_lost_checks = 0
         self._port_watch = PortWatch()
         self.create_timer(TRANSPORT_CHECK_PERIOD_S, self._check_transport)
         self._stale_now: list[str] = []
@@ -387,13 +388,22 @@ class FmdriveNode(Node):
         """Exit (TransportLost) once this process has been cut off from its shared-memory port in
         TRANSPORT_LOST_CHECKS checks in a row: it would stay on the graph and never receive again."""
         problems = self._port_watch.check()
-        self._transport_lost_checks = self._transport_lost_checks + 1 if problems else 0
         self._transport_problems = problems
-        if self._transport_lost_checks >= TRANSPORT_LOST_CHECKS:
+        if self._port_watch.consecutive >= TRANSPORT_LOST_CHECKS:
             self.publish_diagnostics()  # the last word on /diagnostics (sending still works) says why
+            self._let_last_word_out()
             raise TransportLost(f'{self.get_name()} can no longer receive over Fast DDS shared memory: '
                                 f'{"; ".join(problems)}; exiting (code {EXIT_TRANSPORT_LOST}) '
                                 f'to be started again')
+
+    def _let_last_word_out(self):
+        """Before the process exits: give the reliable /diagnostics writer up to LAST_WORD_S to have its
+        last message acknowledged (an exit right after publish can drop it under load). Bounded: a
+        process cut off from its shared-memory port may never hear the acknowledgements."""
+        try:
+            self._diag_pub.wait_for_all_acked(Duration(seconds=LAST_WORD_S))
+        except Exception:  # noqa: BLE001 - leaving anyway; the message was published
+            pass
 
     def _adapt_qos(self, only: str | None = None):
         """`auto` QoS: re-create a subscription whose profile no longer matches every publisher."""
