@@ -24,6 +24,11 @@ from fmdrive.visualization import draw_overlay, markers_data
 
 MATCH_NS = 300_000_000  # objects/points/plan within this of the image stamp are drawn on it
 WATCH_PERIOD_S = 0.5    # how often the overlay's subscribers are counted
+UNWATCHED_PAUSE_S = 2.0  # the overlay unwatched this long (from the start too) before its inputs are given up:
+                         # counted right after start, before discovery, it reads 0, and unsubscribing within
+                         # milliseconds of subscribing, then subscribing again when the watcher shows up, is
+                         # churn the DDS graph of a just-restarted process can do without; a watcher that
+                         # comes back is served at once
 
 
 class VisualizerNode(FmdriveNode):
@@ -52,20 +57,29 @@ class VisualizerNode(FmdriveNode):
         self.subscribe('camera_objects', ObjectArray, self.on_camera_objects, gaps=False)
         # what only the overlay needs is taken only while someone watches it (RViz, a recorder)
         self.lazy = next(n.lazy_inputs for n in GRAPH if n.name == 'visualizer')
-        self.watched = None
+        self.watched = True                         # subscribed to everything until unwatched for a while
+        self.unwatched_since = time.monotonic()     # (nobody seen yet)
+        self.diag_values['overlay'] = 'not drawn yet (looking for watchers)'
         self.create_timer(WATCH_PERIOD_S, self.check_watched)
         self.check_watched()
 
-    def check_watched(self):
-        watched = self.pub_overlay.get_subscription_count() > 0
-        if watched != self.watched:
-            self.watched = watched
-            for key in self.lazy:
-                if watched:
+    def check_watched(self, now: float | None = None):
+        now = time.monotonic() if now is None else now
+        if self.pub_overlay.get_subscription_count() > 0:
+            self.unwatched_since = None
+            if not self.watched or self.diag_values.get('overlay') != 'drawn (watched)':
+                self.watched = True
+                for key in self.lazy:
                     self.resume_input(key, 'the overlay is watched')
-                else:
-                    self.pause_input(key, 'nobody watches the overlay')
-            self.diag_values['overlay'] = 'drawn (watched)' if watched else 'not drawn (nobody watches it)'
+                self.diag_values['overlay'] = 'drawn (watched)'
+            return
+        if self.unwatched_since is None:
+            self.unwatched_since = now
+        if self.watched and now - self.unwatched_since >= UNWATCHED_PAUSE_S:
+            self.watched = False
+            for key in self.lazy:
+                self.pause_input(key, f'nobody has watched the overlay for {UNWATCHED_PAUSE_S:g} s')
+            self.diag_values['overlay'] = 'not drawn (nobody watches it)'
 
     def tf_wanted(self) -> bool:
         return bool(self.watched)
