@@ -171,19 +171,21 @@ def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_gra
                        for st in arr.status)
         if not probe.spin_until(reporting, 30):
             # seen under load (the visualizer, 2 of 5 runs beside two busy loops): the new process on
-            # the graph but silent, its main thread in a Fast DDS take. Nobody hearing it, the
-            # supervisor's watchdog takes it for hung once STARTUP_GRACE_S has passed and starts it
-            # again: that recovery is what is asserted then (the probe alone being deaf to it fails
-            # here, as the supervisor, hearing it, restarts nothing)
+            # the graph but silent, its main thread in a Fast DDS take. Either recovery is the
+            # product's: the node's own executor watchdog ends it after EXECUTOR_STUCK_S without a
+            # callback (exit code 1, its stacks in its log), or the supervisor's watchdog takes it for
+            # hung once STARTUP_GRACE_S has passed; then it is started again. That is asserted here
+            # (the probe alone being deaf to it fails, as the supervisor, hearing it, restarts nothing)
             stuck = where_stuck(proc, node.name, probe)
-            lines.until(lambda ln: ln.startswith(f'node {node.name} is running but has not reported'),
-                        STARTUP_GRACE_S + 30)
+            ended = lines.until(lambda ln: ln.startswith((f'node {node.name} is running but has not reported',
+                                                          f'node {node.name} exited with code')),
+                                STARTUP_GRACE_S + 30)
             lines.until(lambda ln: ln.startswith(f'node {node.name} restarted'), 30)
             reports = len(probe.received[T['diagnostics']])
             assert probe.spin_until(reporting, 30), \
                 (f'{node.name} does not report after the watchdog restarted it:\n{where_stuck(proc, node.name, probe)}'
                  f'\nsilent before that:\n{stuck}')
-            print(f'{node.name}: silent after its restart, restarted again by the watchdog; before that:\n{stuck}')
+            print(f'{node.name}: silent after its restart, restarted again ({ended.strip()}); before that:\n{stuck}')
         back_s = time.monotonic() - t_kill
         print(f'{node.name}: restarted after {restart_s:.1f} s, reporting again after {back_s:.1f} s')
 
