@@ -57,7 +57,7 @@ class VisualizerNode(FmdriveNode):
         self.subscribe('camera_objects', ObjectArray, self.on_camera_objects, gaps=False)
         # what only the overlay needs is taken only while someone watches it (RViz, a recorder)
         self.lazy = next(n.lazy_inputs for n in GRAPH if n.name == 'visualizer')
-        self.watched = True                         # subscribed to everything until unwatched for a while
+        self.watched = None      # None: no watcher seen yet; every input taken until unwatched for a while
         self.unwatched_since = time.monotonic()     # (nobody seen yet)
         self.diag_values['overlay'] = 'not drawn yet (looking for watchers)'
         self.create_timer(WATCH_PERIOD_S, self.check_watched)
@@ -67,7 +67,7 @@ class VisualizerNode(FmdriveNode):
         now = time.monotonic() if now is None else now
         if self.pub_overlay.get_subscription_count() > 0:
             self.unwatched_since = None
-            if not self.watched or self.diag_values.get('overlay') != 'drawn (watched)':
+            if self.watched is not True:
                 self.watched = True
                 for key in self.lazy:
                     self.resume_input(key, 'the overlay is watched')
@@ -75,14 +75,14 @@ class VisualizerNode(FmdriveNode):
             return
         if self.unwatched_since is None:
             self.unwatched_since = now
-        if self.watched and now - self.unwatched_since >= UNWATCHED_PAUSE_S:
+        if self.watched is not False and now - self.unwatched_since >= UNWATCHED_PAUSE_S:
             self.watched = False
             for key in self.lazy:
                 self.pause_input(key, f'nobody has watched the overlay for {UNWATCHED_PAUSE_S:g} s')
             self.diag_values['overlay'] = 'not drawn (nobody watches it)'
 
     def tf_wanted(self) -> bool:
-        return bool(self.watched)
+        return self.watched is not False
 
     def on_camera_info(self, msg):
         self.camera = self.camera_info.update(camera_info_to_fields(msg))
