@@ -10,10 +10,12 @@ only when a command runs, so `fmdrive --help` works on a vehicle without it).
                   --out runs/planner_lm [--max-minutes M] [--resume]      the planner LM (training/planner_lm.py)
     fmdrive train planner-eval --data runs/planning_dataset --out runs/planner_lm   open-loop L2 on the test split
     fmdrive export planner [--run runs/planner_lm] [--out engines/planner_student]
+    fmdrive export planner-cpu [--model-dir engines/planner_student]   int8_cpu.onnx as one fused ORT graph
 """
 from __future__ import annotations
 
 import json
+import sys
 
 TORCH_MISSING = ('torch is not installed: training needs `pip install -r requirements-train.txt` '
                  '(torch==2.13.0, onnxscript)')
@@ -188,6 +190,14 @@ def _engine(model: str) -> str:
 
 
 def cmd_export(args):
+    if args.model == 'planner-cpu':          # numpy + onnx + onnxruntime: no torch
+        from fmdrive.training.planner_fused import FuseError, fuse_int8_cpu
+        try:
+            print(json.dumps(fuse_int8_cpu(args.model_dir or 'engines/planner_student')))
+        except FuseError as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 2
+        return 0
     _need_torch()
     if args.model == 'planner':
         from fmdrive.training.planner_export import export_planner
@@ -204,8 +214,11 @@ def cmd_export(args):
 
 
 def add_export_arguments(p):
-    p.add_argument('model', choices=('lidar', 'camera', 'planner'))
+    p.add_argument('model', choices=('lidar', 'camera', 'planner', 'planner-cpu'),
+                   help='planner-cpu: rewrite a planner card\'s int8_cpu.onnx as the fused ONNX Runtime CPU graph '
+                        'of its HF weights (training/planner_fused.py)')
     p.add_argument('--checkpoint', default=None, help='default runs/<model>/best.pt')
+    p.add_argument('--model-dir', default=None, help='planner-cpu: the card directory (default engines/planner_student)')
     p.add_argument('--run', default='runs/planner_lm', help='planner: the training run directory')
     p.add_argument('--data', default='runs/dataset', help='the dataset (a val frame is the parity sample)')
     p.add_argument('--out', default=None, help='default engines/lidar_centerpoint or engines/camera_centernet')
