@@ -77,12 +77,16 @@ RESTART_WINDOW_S = 60.0
 # Hung nodes: a node process that is alive but has not reported on /diagnostics (every
 # diagnostics_period_s, from the executor that runs its callbacks, so a callback stuck in a loop or
 # a deadlock silences it) for WATCHDOG_S is taken for hung by `fmdrive run` (--watchdog-s): its
-# thread stacks go to its log (SIGUSR1, fmdrive/nodes/start.py), DUMP_WAIT_S later it is killed
+# thread stacks go to its log (SIGUSR1, fmdrive/nodes/start.py; native ones too with gdb installed),
+# DUMP_WAIT_S later it is killed
 # (SIGKILL) and so restarted like a node that died. A node not yet reporting since it was (re)started
 # gets STARTUP_GRACE_S (model loading). ros2 launch has no such watchdog (respawn acts on exits only).
 WATCHDOG_S = 10.0
 STARTUP_GRACE_S = 60.0
 DUMP_WAIT_S = 2.0
+# ...and, where gdb is installed, its native stacks too (what the Python stacks cannot show: where
+# inside rclpy / the RMW / Fast DDS a call is blocked): the kill then waits for gdb, at most this long
+NATIVE_DUMP_TIMEOUT_S = 20.0
 
 # How long `fmdrive run` listens for another graph on its domain before starting: an absence cannot
 # be observed, only waited for; discovery between processes on one host takes well under a second.
@@ -184,6 +188,40 @@ def die_with_parent():
         pass
 
 
+def native_stacks(pid: int, timeout_s: float = NATIVE_DUMP_TIMEOUT_S) -> str | None:
+    """Every thread's native backtrace of process pid (gdb attaches, prints, detaches), or None
+    when gdb is not installed; a gdb that cannot attach (ptrace not permitted) or does not finish
+    in time is said in the text returned."""
+    import shutil
+    gdb = shutil.which('gdb')
+    if gdb is None:
+        return None
+    try:
+        r = subprocess.run([gdb, '--nx', '--batch', '-p', str(pid), '-ex', 'set pagination off',
+                            '-ex', 'thread apply all bt 40'], capture_output=True, text=True, timeout=timeout_s,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f'(gdb did not finish within {timeout_s:g} s)'
+    except OSError as e:
+        return f'(gdb could not run: {e})'
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines()
+             if ln.startswith(('Thread ', '#')) or 'ptrace' in ln or 'Could not attach' in ln]
+    return '\n'.join(lines) or '(gdb printed no stack)'
+
+
+def _dump_native_stacks(pid: int, log_path: Path) -> None:
+    """native_stacks(pid) appended to the node's log (a thread of the supervisor: gdb takes seconds)."""
+    time.sleep(0.5)                  # faulthandler's Python stacks (SIGUSR1) first, not interleaved
+    text = native_stacks(pid)
+    if text is None:
+        return
+    try:
+        with open(log_path, 'a') as f:
+            f.write(f'--- fmdrive: native stacks of pid {pid} (gdb) ---\n{text}\n--- end of native stacks ---\n')
+    except OSError:
+        pass
+
+
 def _signal_group(proc: subprocess.Popen, sig) -> None:
     """sig to the node's process group (its own session: the node and anything it started)."""
     try:
@@ -207,6 +245,7 @@ class GraphProcesses:
         self._heard: dict[str, float] = {}        # node -> monotonic time of its last report
         self._spawned: dict[str, float] = {}      # node -> monotonic time it was (re)started
         self._kill_at: dict[str, float] = {}      # hung node -> when its SIGKILL is due
+        self._dumping: dict = {}                  # hung node -> the thread writing its native stacks
         self.params_file = params_file or config.PARAMS_FILE
         self.use_sim_time, self.nodes, self.overrides = use_sim_time, nodes, overrides or {}
         self.remaps = dict(remaps or {})
@@ -281,8 +320,12 @@ class GraphProcesses:
         """Hung nodes: stacks to the log, then SIGKILL (the exit path restarts them)."""
         for name, due in list(self._kill_at.items()):
             proc = self.procs[name]
+            dump = self._dumping.get(name)
+            if dump is not None and dump.is_alive() and now < due + NATIVE_DUMP_TIMEOUT_S:
+                continue                  # gdb still reading its stacks
             if now >= due and proc.poll() is None:
                 del self._kill_at[name]
+                self._dumping.pop(name, None)
                 _signal_group(proc, signal.SIGKILL)
         for name, quiet in self.silent(now).items():
             if name in self._kill_at:
@@ -293,6 +336,10 @@ class GraphProcesses:
                    f'({self.log_dir / (name + ".log")}) and it is killed and restarted')
             _signal_group(proc, signal.SIGUSR1)   # faulthandler writes from its C signal handler
             _signal_group(proc, signal.SIGCONT)   # (a stopped process takes it when continued)
+            import threading
+            self._dumping[name] = threading.Thread(target=_dump_native_stacks, daemon=True,
+                                                   args=(proc.pid, self.log_dir / f'{name}.log'))
+            self._dumping[name].start()
             self._kill_at[name] = now + DUMP_WAIT_S
 
     def start(self):

@@ -14,7 +14,7 @@ import pytest
 from conftest import LineReader
 from fmdrive import config
 from fmdrive.graph import (GRAPH, MAX_RESTARTS, RESPAWN_DELAY_S, STARTUP_GRACE_S, SUPERVISOR_STATUS, GraphNode,
-                           GraphProcesses, supervisor_summary)
+                           GraphProcesses, native_stacks, supervisor_summary)
 from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, SHM_DIR
 
 T = config.TOPICS
@@ -69,8 +69,10 @@ def where_stuck(proc, node_name: str, probe) -> str:
         while time.monotonic() < deadline and 'most recent call first' not in log.read_text(errors='replace'):
             time.sleep(0.1)   # faulthandler writes from the signal handler: a file to poll, no event
     tail = '\n'.join(log.read_text(errors='replace').splitlines()[-60:]) if log.exists() else '(no log)'
+    native = native_stacks(pid) if pid is not None else None
     return (f'the probe hears {heard}; the supervisor last said of {node_name}: {supervisor}; shared-memory '
-            f'ports cut off: {ports}; {node_name} pid {pid}; its log:\n{tail}')
+            f'ports cut off: {ports}; {node_name} pid {pid}; its log:\n{tail}'
+            + (f'\nits native stacks (gdb):\n{native}' if native else ''))
 
 
 def diagnostics_writers(probe, node_name: str) -> set:
@@ -201,8 +203,11 @@ def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_gra
             if other != node.name and after.get(other) != before[other]:
                 # a peer may itself lose Fast DDS's race over the dead node's port and restart itself
                 # (exit EXIT_TRANSPORT_LOST, fmdrive/shm_ports.py); anything else is a disturbance
-                assert any(ln.startswith(f'node {other} exited with code {EXIT_TRANSPORT_LOST} ')
-                           for ln in lines.drain()), f'{other} was disturbed when {node.name} died'
+                said = lines.drain()
+                other_log = proc.log_dir / f'{other}.log'
+                assert any(ln.startswith(f'node {other} exited with code {EXIT_TRANSPORT_LOST} ') for ln in said), \
+                    (f'{other} was disturbed when {node.name} died; fmdrive run said:\n{"".join(said)}\n{other}\'s log:\n'
+                     + '\n'.join(other_log.read_text(errors='replace').splitlines()[-80:]))
         assert proc.poll() is None, 'fmdrive run exited when one node died'
     assert not looping_replay, looping_replay
 
@@ -351,6 +356,12 @@ def test_the_watchdog_kills_and_restarts_a_node_that_stops_reporting_but_spares_
     assert graph.procs['lively'].pid == first['lively'] and graph.procs['stuck'].pid != first['stuck']
     log = (tmp_path / 'logs' / 'stuck.log').read_text()
     assert 'most recent call first' in log and 'busy_in_a_callback' in log, log   # where it hung
+    import shutil
+    if shutil.which('gdb'):
+        # and where in native code: the sleep's system call under the interpreter's frames
+        native = log.split('native stacks of pid', 1)[1] if 'native stacks of pid' in log else ''
+        assert 'Thread 1' in native and '#0' in native and ('sleep' in native or 'select' in native or
+                                                            'clock_nanosleep' in native), log
 
 
 def test_the_watchdog_does_not_kill_every_node_when_the_supervisor_hears_none(tmp_path):
