@@ -256,11 +256,11 @@ class _PromptReader:
 
 def quantize_variants(fp32_path, out_dir, calib_prompts) -> dict:
     """int8 ONNX files: {'dynamic': path, 'static_qdq': path}."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from fmdrive.training.planner_fused import quantize_int8_dynamic
     out_dir = Path(out_dir)
-    dyn = out_dir / 'int8_dynamic.onnx'
-    quantize_dynamic(str(fp32_path), str(dyn), weight_type=QuantType.QInt8, op_types_to_quantize=['MatMul'])
+    dyn = quantize_int8_dynamic(fp32_path, out_dir / 'int8_dynamic.onnx')
     qdq = out_dir / 'int8_static_qdq.onnx'
     quantize_static(str(fp32_path), str(qdq), _PromptReader(fp32_path, calib_prompts),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,

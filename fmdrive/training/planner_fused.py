@@ -179,8 +179,9 @@ def logits_difference(reference, candidate, n_layers: int, kv_heads: int, head_d
 
 
 def quantize_int8_dynamic(fp32_path, out_path) -> Path:
-    """The card's dynamic int8: every MatMul's weight to int8 per tensor, activations per call
-    (as planner_export.quantize_variants does for the torch export)."""
+    """The card's dynamic int8: every MatMul's weight to int8 per tensor, activations per call; what
+    planner_export.quantize_variants uses for the torch export too (the same graph as without
+    DefaultTensorType there, where every type is inferred)."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
     # the fused operators' outputs carry no inferred type for the quantizer: they are float
