@@ -188,6 +188,27 @@ def die_with_parent():
         pass
 
 
+def node_pids(parent_pid: int) -> dict[str, int]:
+    """{node name: pid} of the live node processes started by the process parent_pid (`fmdrive run`):
+    its children whose command line carries `__node:=NAME`, zombies (a killed node not yet reaped)
+    left out. For tests and tools that kill or probe one node of a running graph."""
+    pids = {}
+    children = subprocess.run(['pgrep', '-P', str(parent_pid)], capture_output=True, text=True).stdout.split()
+    for pid in children:
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                    continue
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                args = f.read().split(b'\0')
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for arg in args:
+            if arg.startswith(b'__node:='):
+                pids[arg[len(b'__node:='):].decode()] = int(pid)
+    return pids
+
+
 def native_stacks(pid: int, timeout_s: float = NATIVE_DUMP_TIMEOUT_S) -> str | None:
     """Every thread's native backtrace of process pid (gdb attaches, prints, detaches), or None
     when gdb is not installed; a gdb that cannot attach (ptrace not permitted) or does not finish

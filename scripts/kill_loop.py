@@ -32,20 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def node_pids(parent: int) -> dict:
-    pids = {}
-    out = subprocess.run(['pgrep', '-P', str(parent)], capture_output=True, text=True).stdout.split()
-    for pid in out:
-        try:
-            args = Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')
-        except OSError:
-            continue
-        for a in args:
-            if a.startswith(b'__node:='):
-                pids[a[len(b'__node:='):].decode()] = int(pid)
-    return pids
-
-
 def make_bag(out: Path) -> Path:
     from fmdrive import config
     from fmdrive.bags.sim_writer import write_scenario
@@ -71,6 +57,7 @@ def summarise(run_lines: list[str]) -> dict:
 
 
 def main(argv=None) -> int:
+    from fmdrive.graph import node_pids
     from fmdrive.rosenv import random_domain_id, ros_env
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('out', type=Path)

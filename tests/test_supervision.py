@@ -14,31 +14,12 @@ import pytest
 from conftest import LineReader
 from fmdrive import config
 from fmdrive.graph import (GRAPH, MAX_RESTARTS, RESPAWN_DELAY_S, STARTUP_GRACE_S, SUPERVISOR_STATUS, GraphNode,
-                           GraphProcesses, native_stacks, supervisor_summary)
+                           GraphProcesses, native_stacks, node_pids, supervisor_summary)
 from fmdrive.shm_ports import EXIT_TRANSPORT_LOST, SHM_DIR
 
 T = config.TOPICS
 RESTART_DEADLINE_S = 5.0   # what the supervisor promises: a dead node is started again within this
 SUPERVISED_WATCHDOG_S = 6.0  # `fmdrive run --watchdog-s` here: silence on /diagnostics taken for a hang
-
-
-def node_pids(parent_pid: int) -> dict:
-    """{node name: pid} of the live node processes started by the process parent_pid."""
-    pids = {}
-    children = subprocess.run(['pgrep', '-P', str(parent_pid)], capture_output=True, text=True).stdout.split()
-    for pid in children:
-        try:
-            with open(f'/proc/{pid}/stat') as f:
-                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
-                    continue
-            with open(f'/proc/{pid}/cmdline', 'rb') as f:
-                args = f.read().split(b'\0')
-        except FileNotFoundError:
-            continue
-        for arg in args:
-            if arg.startswith(b'__node:='):
-                pids[arg[len(b'__node:='):].decode()] = int(pid)
-    return pids
 
 
 def supervisor_statuses(probe, since: int = 0) -> list:
@@ -438,3 +419,31 @@ def test_a_hung_node_is_taken_for_hung_killed_and_restarted_by_fmdrive_run(super
                                         for _, msg, v in supervisor(seen)), 30), \
         [(msg, {k: x for k, x in v.items() if k.startswith('visualizer/')}) for _, msg, v in supervisor(seen)]
     assert proc.poll() is None
+
+
+def test_node_pids_finds_the_node_children_by_name_and_skips_others_and_zombies():
+    """The helper the kill tests and scripts/kill_loop.py find a node's process with."""
+    parent = subprocess.Popen([sys.executable, '-c', (
+        'import subprocess, sys, time\n'
+        'node = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--ros-args", "-r", '
+        '"__node:=demo_node"])\n'
+        'other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])\n'
+        'dead = subprocess.Popen([sys.executable, "-c", "pass", "--ros-args", "-r", "__node:=zombie_node"])\n'
+        'print(node.pid, dead.pid, flush=True)\n'
+        'time.sleep(60)\n')], stdout=subprocess.PIPE, text=True)
+    try:
+        node_pid, dead_pid = (int(x) for x in parent.stdout.readline().split())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:   # the never-waited child ends as a zombie
+            try:
+                with open(f'/proc/{dead_pid}/stat') as f:
+                    if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                        break
+            except FileNotFoundError:
+                break
+            time.sleep(0.05)  # polling another process's state; the condition is its exit
+        assert node_pids(parent.pid) == {'demo_node': node_pid}
+    finally:
+        subprocess.run(['pkill', '-P', str(parent.pid)])
+        parent.kill()
+        parent.wait()
