@@ -84,7 +84,7 @@ def test_samples(scenarios: int, seed: int = SEED) -> list:
     from fmdrive.sim.planning_dataset import simulate_scenario
     out = []
     for k in range(scenarios):
-        out += simulate_scenario(10 * k + 9, seed)
+        out += simulate_scenario(10 * k + 9, seed, with_lanes=True)
     return out
 
 
@@ -94,7 +94,7 @@ def train_samples(scenarios: int, seed: int = SEED) -> list:
     out, index = [], 0
     while scenarios > 0:
         if split_of(index) == 'train':
-            out += simulate_scenario(index, seed)
+            out += simulate_scenario(index, seed, with_lanes=True)
             scenarios -= 1
         index += 1
     return out
@@ -150,15 +150,20 @@ class EgoStatusMLP:
 
 def sample_scene(sample: dict, stamp_ns: int = 1_000_000_000):
     """The Scene of a dataset sample: ego at the origin of odom, ground-truth objects (velocity
-    from their first future pose), no lanes (the sample has none: the ego lane is assumed)."""
-    from fmdrive.objects import EgoState, Object3D, Scene
+    from their first future pose) and lanes (test_samples simulates them; a sample without them
+    leaves the planner and the safety filter one assumed lane, so a lane change or a nudge past a
+    parked car "leaves the road")."""
+    from fmdrive.objects import EgoState, Lane, Object3D, Scene
     objects = []
     for o in sample['objects']:
         (x, y, yaw), (fx, fy, _) = o['now'], o['future'][0]
         objects.append(Object3D(center=[x, y, 0.8], size=[o['size'][0], o['size'][1], 1.6], yaw_rad=yaw,
                                 label=o['label'], id=int(o['id']), velocity=[(fx - x) / 0.5, (fy - y) / 0.5, 0.0]))
+    lanes = [Lane(int(ln['offset']), float(ln['width_m']),
+                  np.c_[np.asarray(ln['centerline'], float), np.zeros(len(ln['centerline']))])
+             for ln in sample.get('lanes', [])]
     ego = EgoState(0.0, 0.0, 0.0, float(sample['ego_speed_mps']), float(sample.get('ego_yaw_rate_rps', 0.0)))
-    return Scene(stamp_ns, ego, objects, [], float(sample['speed_limit_mps']), sample['scene_text'])
+    return Scene(stamp_ns, ego, objects, lanes, float(sample['speed_limit_mps']), sample['scene_text'])
 
 
 def _median_ms(fn, items, repeats=1) -> float:
@@ -437,7 +442,7 @@ def evaluate(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
     mlp_train = train_samples(MLP_SCENARIOS // 4 if quick else MLP_SCENARIOS)
     plans['ego_status_mlp'] = EgoStatusMLP().fit(mlp_train).predict(samples)
     from fmdrive import config
-    notes = {'classical': 'no lanes in the samples: the ego lane is assumed along the current heading',
+    notes = {'classical': 'on the scenario\'s ground-truth lanes (as the closed loop gives them; fusion does in the graph)',
              'ego_status_mlp': f'ego speed, yaw rate and intent only (no scene), numpy MLP fitted on '
                                f'{len(mlp_train)} train-split samples',
              'closed_loop': f'in-process (fmdrive/sim/closed_loop.py): held-out test-split scenarios, the '

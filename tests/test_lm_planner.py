@@ -303,6 +303,13 @@ def test_eval_scene_of_a_sample_has_its_objects_moving_and_collisions_are_counte
     assert not b._collides(sample, np.c_[2.0 * t, np.zeros(6)], lim)    # slow: stays short of it
     scores = b._scores([sample], [np.c_[5.0 * t, np.full(6, 1.0)]], lim)
     assert scores['l2_3s'] == 1.0 and scores['collision_rate'] == 1.0
+    assert scene.lanes == []                                             # no lanes given: none made up
+    x = np.arange(-10.0, 60.0, 2.0)
+    sample['lanes'] = [{'offset': 0, 'width_m': 3.5, 'centerline': np.c_[x, np.zeros_like(x)].tolist()},
+                       {'offset': 1, 'width_m': 3.5, 'centerline': np.c_[x, np.full_like(x, 3.5)].tolist()}]
+    lanes = b.sample_scene(sample).lanes
+    assert [(ln.offset, ln.width_m) for ln in lanes] == [(0, 3.5), (1, 3.5)]
+    assert lanes[1].centerline.shape == (len(x), 3) and np.allclose(lanes[1].centerline[:, 1], 3.5)
 
 
 def test_on_tensorrt_the_planner_runs_fp16_when_the_card_has_no_tensorrt_int8(standing_model, monkeypatch):

@@ -1,6 +1,8 @@
 """The planner LM's dataset (sim/planning_dataset.py): expert intents, samples, shards."""
 import json
 
+import re
+
 import numpy as np
 import pytest
 
@@ -55,6 +57,23 @@ def test_samples_are_deterministic_and_waypoints_follow_the_ego_speed():
         assert s['intent'] in fmt.INTENTS and s['split'] == pd.split_of(3)
         assert len(s['objects'][0]['future']) == fmt.TRAJECTORY_STEPS if s['objects'] else True
         fmt.prompt_text(s['scene_text'], s['intent'])                  # a valid prompt
+
+
+def test_samples_with_lanes_carry_the_road_the_text_describes_and_are_otherwise_the_same():
+    """Benchmarks re-simulate samples with their lanes (the planner and safety filter need the road);
+    the lanes draw no random numbers, so the samples are those of the dataset."""
+    plain = pd.simulate_scenario(3, 0)
+    rows = pd.simulate_scenario(3, 0, with_lanes=True)
+    assert [{k: v for k, v in r.items() if k != 'lanes'} for r in rows] == plain
+    for r in rows:
+        offsets = sorted(ln['offset'] for ln in r['lanes'])
+        assert 0 in offsets and offsets == list(range(offsets[0], offsets[0] + len(offsets)))
+        ego_lane = next(ln for ln in r['lanes'] if ln['offset'] == 0)
+        line = np.asarray(ego_lane['centerline'])
+        assert line.shape[1] == 2 and line[0, 0] < 0 < line[-1, 0]            # from behind the car to ahead
+        assert abs(np.interp(0.0, line[:, 0], line[:, 1])) < ego_lane['width_m']   # the car is on it
+        m = re.search(r'in lane (\d+) of (\d+)', r['scene_text'])
+        assert m and int(m.group(2)) <= len(r['lanes'])
 
 
 def test_some_scenarios_start_from_standstill_and_the_expert_drives_off():

@@ -293,8 +293,13 @@ def standing_start(index: int, seed: int, share: float) -> bool:
     return share > 0 and bool(np.random.default_rng([int(seed), int(index), 0x5374]).random() < share)
 
 
-def simulate_scenario(index: int, seed: int, standing_start_share: float = 0.0) -> list[dict]:
-    """All samples of scenario number `index` (deterministic for (index, seed, share))."""
+def simulate_scenario(index: int, seed: int, standing_start_share: float = 0.0, with_lanes: bool = False) -> list[dict]:
+    """All samples of scenario number `index` (deterministic for (index, seed, share)). with_lanes:
+    each sample also holds the ground-truth lane centre lines in base_link (`lanes`: offset from the
+    ego's lane, width, (x, y) points along the driving direction), what fusion gives the planner in
+    the graph and the closed loop gives it in-process, so a benchmark's Scene of the sample has the
+    road the scene text describes (the written dataset leaves them out: the model reads the text,
+    and they would treble its size)."""
     rng, spec, variant, intent, t_intent, world, agents = scenario_world(index, seed)
     expert = IntentExpert(world, spec, intent, t_intent)
     standing = standing_start(index, seed, standing_start_share)
@@ -367,6 +372,9 @@ def simulate_scenario(index: int, seed: int, standing_start_share: float = 0.0) 
             'speed_limit_mps': float(spec.road.speed_limit_mps),
             'waypoints': [[round(float(x), 4), round(float(y), 4)] for x, y in wp],
             'objects': future_objects, 'expert_collided': bool(collided)})
+        if with_lanes:
+            samples[-1]['lanes'] = [{'offset': int(ln.offset), 'width_m': round(float(ln.width_m), 3),
+                                     'centerline': np.round(ln.centerline[:, :2], 3).tolist()} for ln in lanes]
     return samples
 
 
