@@ -1,6 +1,5 @@
 """The planner LM's dataset (sim/planning_dataset.py): expert intents, samples, shards."""
 import json
-
 import re
 
 import numpy as np
