@@ -452,8 +452,12 @@ def evaluate(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
     student = None
     if (model / 'card.yaml').is_file():
         from fmdrive.planning.lm.lm_planner import LMPlanner
-        student = LMPlanner.load(model, 'int8', 'onnxruntime', 1)
-        plans['student'] = [student.plan(sample_scene(s), s['intent']).debug['waypoints_base'] for s in samples]
+        # the samples are independent frames: no frame reuse or draft from the sample before (their
+        # state belongs to consecutive frames; with dynamic int8 it would also change which rounding
+        # a plan gets, runtime.py), the header's cache as the node has it
+        independent = LMPlanner.load(model, 'int8', 'onnxruntime', 1, frame_reuse=False, draft=False)
+        plans['student'] = [independent.plan(sample_scene(s), s['intent']).debug['waypoints_base'] for s in samples]
+        student = LMPlanner.load(model, 'int8', 'onnxruntime', 1)        # the node's, for the closed loop
         notes['student'] = f'{student.lm.card.name} {student.precision} (ONNX Runtime)'
     else:
         notes['student'] = f'no student model at {model}'

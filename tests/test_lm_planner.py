@@ -87,6 +87,18 @@ def test_prompt_is_header_plus_frame_and_the_header_is_cached(planner, standing_
     assert header + frame == ids
 
 
+def test_reset_forgets_the_last_frame_but_keeps_the_header_cache(standing_model):
+    """A new drive (the closed loop's next scenario) reuses no KV and drafts no plan of the last one."""
+    p = LMPlanner.load(standing_model, 'int8', 'onnxruntime')
+    first = p.plan(scene(), 'none')
+    again = p.plan(scene(), 'none')
+    assert again.debug['reused_frame_tokens'] > 0 and again.debug['draft_tokens'] == fmt.PLAN_TOKENS - 1
+    p.reset()
+    fresh = p.plan(scene(), 'none')
+    assert fresh.debug['prefix_hit'] and fresh.debug['reused_frame_tokens'] == 0 and fresh.debug['draft_tokens'] == 0
+    assert fresh.debug['tokens'] == first.debug['tokens']
+
+
 def test_waypoints_become_speeds_and_headings_a_safety_check_accepts():
     s = scene(speed=10.0, yaw=0.0, x=0.0, y=0.0)
     t = 0.5 * np.arange(1, 7)

@@ -134,6 +134,12 @@ class LMPlanner:
         return cls(lm, Tokenizer.from_file(str(model_dir / TOKENIZER_FILE)), precision, mode, prefix_cache,
                    classifier, frame_reuse, draft)
 
+    def reset(self) -> None:
+        """Forget the last frame (its prompt's KV and its plan as the next draft): a new drive. The
+        header's cache stays (it does not depend on the drive)."""
+        self.decoder._last_prompt = None
+        self._last_plan_tokens = []
+
     def encode(self, text: str) -> list:
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
