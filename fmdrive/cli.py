@@ -182,6 +182,10 @@ def cmd_run(args):
 
     def report(text):
         print(text, file=sys.stderr, flush=True)
+    if graph.stale_removed_at_start[0]:
+        count, freed = graph.stale_removed_at_start
+        report(f'fmdrive run: removed {count} shared-memory segment(s) of dead Fast DDS participants '
+               f'({freed / 1e6:.0f} MB) before starting')
     handles = None
     try:
         graph.wait_ready(report=report)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,6 +88,24 @@ DUMP_WAIT_S = 2.0
 # ...and, where gdb is installed, its native stacks too (what the Python stacks cannot show: where
 # inside rclpy / the RMW / Fast DDS a call is blocked): the kill then waits for gdb, at most this long
 NATIVE_DUMP_TIMEOUT_S = 20.0
+
+# A restarted node gets a Fast DDS participant id of its own from this range, above the ids that
+# automatic assignment hands out (lowest free first: 0..~10 for a graph, its tools and a replay),
+# one not handed out within PARTICIPANT_ID_REUSE_S and whose ports are free: with the automatic id
+# it would take the id of the process that just died, so the same shared-memory port, while its
+# peers are still regenerating that port (fmdrive/shm_ports.py). Measured here
+# (scripts/kill_loop.py, two busy loops): a camera encoder so restarted took a corrupted Image and
+# Fast DDS's take looped on the deserialization error for good (gdb: the main thread in
+# DataReaderImpl::read_or_take -> TypeSupport::deserialize, "Fast CDR exception deserializing message
+# of type sensor_msgs::msg::dds_::Image_", the GIL held, the node silent). The range ends at 32:
+# with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, rmw_fastrtps announces a participant to the
+# localhost ports of ids 0..31 only (measured: two participants with ids 30 and 31 find each other,
+# 32 and 33 do not; a participant above 31 is found by the low automatic ids it announces itself
+# to, but never by another one above 31).
+RESTART_PARTICIPANT_IDS = range(16, 32)
+PARTICIPANT_ID_REUSE_S = 30.0
+FASTDDS_PORT_BASE, FASTDDS_DOMAIN_GAIN, FASTDDS_PARTICIPANT_GAIN = 7400, 250, 2   # RTPS port mapping
+FASTDDS_META_UNICAST_OFFSET, FASTDDS_USER_UNICAST_OFFSET = 10, 11
 
 # How long `fmdrive run` listens for another graph on its domain before starting: an absence cannot
 # be observed, only waited for; discovery between processes on one host takes well under a second.
@@ -209,6 +228,62 @@ def node_pids(parent_pid: int) -> dict[str, int]:
     return pids
 
 
+def participant_ports(domain_id: int, participant_id: int) -> tuple[int, int]:
+    """(metatraffic, user) unicast ports of a Fast DDS participant (the RTPS well-known ports)."""
+    base = FASTDDS_PORT_BASE + FASTDDS_DOMAIN_GAIN * domain_id + FASTDDS_PARTICIPANT_GAIN * participant_id
+    return base + FASTDDS_META_UNICAST_OFFSET, base + FASTDDS_USER_UNICAST_OFFSET
+
+
+def port_in_use(port: int) -> bool:
+    """Whether a UDP port is bound on this host (a live Fast DDS participant binds its unicast ports)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(('0.0.0.0', port))
+        except OSError:
+            return True
+    return False
+
+
+def fresh_participant_id(domain_id: int, after: int | None = None, recent=(), in_use=port_in_use) -> int | None:
+    """A participant id of RESTART_PARTICIPANT_IDS whose ports are free, the first after `after` in
+    turn that is not in `recent` (ids handed out lately), else the first free one at all; None when
+    none is free (or the domain's ports leave none below 65536): the id then stays automatic."""
+    ids = [i for i in RESTART_PARTICIPANT_IDS if participant_ports(domain_id, i)[1] <= 65535]
+    if not ids:
+        return None
+    start = 0 if after is None or after not in ids else ids.index(after) + 1
+    order = ids[start:] + ids[:start]
+    free = [i for i in order if not any(in_use(port) for port in participant_ports(domain_id, i))]
+    return next((i for i in free if i not in recent), free[0] if free else None)
+
+
+_DEFAULT_PARTICIPANT = re.compile(r'(<participant\b[^>]*\bis_default_profile\s*=\s*"true"[^>]*>.*?<rtps>)', re.S)
+
+
+def profile_with_participant_id(base_xml: str | None, participant_id: int) -> str | None:
+    """The Fast DDS XML profile `base_xml` (None: none) with the default participant profile's
+    participantID set; None when base_xml is not a profile this can edit (the id stays automatic)."""
+    element = f'<participantID>{int(participant_id)}</participantID>'
+    if base_xml is None:
+        return ('<?xml version="1.0" encoding="UTF-8" ?>\n<dds xmlns="http://www.eprosima.com"><profiles>'
+                f'<participant profile_name="fmdrive_restarted" is_default_profile="true"><rtps>{element}'
+                '</rtps></participant></profiles></dds>\n')
+    m = _DEFAULT_PARTICIPANT.search(base_xml)
+    if m:
+        head, rest = base_xml[:m.end()], base_xml[m.end():]
+        end = rest.find('</rtps>')
+        existing = re.search(r'<participantID>\s*-?\d+\s*</participantID>', rest[:end]) if end >= 0 else None
+        if existing:
+            return head + rest[:existing.start()] + element + rest[existing.end():]
+        return f'{head}\n        {element}{rest}'
+    if '</profiles>' in base_xml and 'is_default_profile' not in base_xml:
+        extra = (f'<participant profile_name="fmdrive_restarted" is_default_profile="true"><rtps>{element}</rtps>'
+                 '</participant>\n  </profiles>')
+        return base_xml.replace('</profiles>', extra, 1)
+    return None
+
+
 def native_stacks(pid: int, timeout_s: float = NATIVE_DUMP_TIMEOUT_S) -> str | None:
     """Every thread's native backtrace of process pid (gdb attaches, prints, detaches), or None
     when gdb is not installed; a gdb that cannot attach (ptrace not permitted) or does not finish
@@ -275,6 +350,10 @@ class GraphProcesses:
         self.given_up: set[str] = set()
         self._restart_at: dict[str, float] = {}   # node -> monotonic time its restart is due
         self._last_exit: dict[str, int] = {}      # node -> exit code of its last death
+        self._last_participant_id: int | None = None
+        self._participant_id_given: dict[int, float] = {}   # id -> monotonic time it was handed out
+        self.stale_removed_at_start = (0, 0)
+        self.participant_ids: dict[str, int] = {}  # restarted node -> the Fast DDS participant id it was given
 
     def topic(self, key: str) -> str:
         """The name config.TOPICS[key] has on the graph, after our remappings."""
@@ -289,6 +368,36 @@ class GraphProcesses:
             env.setdefault(var, '1')
         return env
 
+    def _restart_env(self, node: GraphNode, env: dict) -> dict:
+        """env for a restart: Fast DDS told to give the node a participant id (so ports) no process
+        has used lately (RESTART_PARTICIPANT_IDS), through a profile written beside its log. Left
+        as it is with another RMW, or where the id or the profile cannot be had."""
+        self.participant_ids.pop(node.name, None)
+        if 'fastrtps' not in env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp'):
+            return env
+        try:
+            domain = int(env.get('ROS_DOMAIN_ID', '0') or 0)
+        except ValueError:
+            return env
+        now = time.monotonic()
+        recent = {i for i, t in self._participant_id_given.items() if now - t < PARTICIPANT_ID_REUSE_S}
+        pid = fresh_participant_id(domain, self._last_participant_id, recent)
+        base_file = env.get('FASTDDS_DEFAULT_PROFILES_FILE')
+        try:
+            base = Path(base_file).read_text() if base_file else None
+        except OSError:
+            return env
+        text = profile_with_participant_id(base, pid) if pid is not None else None
+        if text is None:
+            return env
+        path = self.log_dir / 'fastdds' / f'{node.name}.xml'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        self._last_participant_id = pid
+        self._participant_id_given[pid] = now
+        self.participant_ids[node.name] = pid
+        return {**env, 'FASTDDS_DEFAULT_PROFILES_FILE': str(path)}
+
     def _spawn(self, node: GraphNode, mode: str = 'w'):
         log = open(self.log_dir / f'{node.name}.log', mode)
         cmd = node_command(node, self.params_file, self.use_sim_time, self.overrides.get(node.name), self.remaps)
@@ -296,7 +405,10 @@ class GraphProcesses:
             die_with_parent()
             if nice:
                 os.nice(nice)
-        self.procs[node.name] = subprocess.Popen(cmd, env=self._child_env(), stdout=log, stderr=subprocess.STDOUT,
+        env = self._child_env()
+        if mode == 'a':                       # a restart (the first start keeps the automatic id)
+            env = self._restart_env(node, env)
+        self.procs[node.name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                  start_new_session=True, preexec_fn=child_setup)
         log.close()  # the child holds its own descriptor
         self._spawned[node.name] = time.monotonic()
@@ -365,9 +477,19 @@ class GraphProcesses:
 
     def start(self):
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.stale_removed_at_start = self.remove_stale_shm()
         for node in self.nodes:
             self._spawn(node)
         return self
+
+    def remove_stale_shm(self) -> tuple[int, int]:
+        """Fast DDS segments of dead processes out of /dev/shm (shm_ports.remove_stale_segments):
+        before the graph starts, and when a dead node is started again (a node killed with -9
+        leaves its 32 MB segment behind, the RAM its writes touched with it). (count, bytes)."""
+        if 'fastrtps' not in self.env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp'):
+            return 0, 0
+        from fmdrive.shm_ports import remove_stale_segments
+        return remove_stale_segments()
 
     def dead(self) -> dict[str, int]:
         return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
@@ -393,9 +515,15 @@ class GraphProcesses:
                     del self._restart_at[name]
                     with open(self.log_dir / f'{name}.log', 'a') as log:
                         log.write(f'--- fmdrive: restarting {name} ---\n')
+                    count, freed = self.remove_stale_shm()
+                    if count:
+                        report(f'fmdrive run: removed {count} shared-memory segment(s) of dead Fast DDS '
+                               f'participants ({freed / 1e6:.0f} MB)')
                     self._spawn(by_name[name], mode='a')
+                    pid = self.participant_ids.get(name)
                     report(f'node {name} restarted (restart {len(self.restarts[name])} of at most '
-                           f'{MAX_RESTARTS} per {RESTART_WINDOW_S:.0f} s)')
+                           f'{MAX_RESTARTS} per {RESTART_WINDOW_S:.0f} s'
+                           + (f'; Fast DDS participant id {pid}' if pid is not None else '') + ')')
                 continue
             code = proc.poll()
             if code is None:

@@ -134,3 +134,60 @@ class PortWatch:
         self._problems, self._ports = _look(self.fd_dir, self.maps_path, self.shm_dir)
         self.consecutive = self.consecutive + 1 if self._problems else 0
         return self._problems
+
+
+# ---------------------------------------------------------------- stale segments of dead processes
+_SEGMENT = re.compile(r'^(?:fastdds|fastrtps)_[0-9a-f]{16}$')
+STALE_MIN_AGE_S = 10.0     # a segment younger than this may belong to a process still creating it
+
+
+def remove_stale_segments(shm_dir: str = SHM_DIR, min_age_s: float = STALE_MIN_AGE_S,
+                          now: float | None = None) -> tuple[int, int]:
+    """Remove the shared-memory segments of Fast DDS participants that are gone: (count, bytes).
+
+    Each participant writes into its own segment /dev/shm/fastdds_<16 hex> (32 MB with
+    config/fastdds_large_messages.xml; the pages it wrote stay in RAM) and holds an exclusive flock
+    on `<segment>_el` while alive. A process killed with -9 cannot remove them and Fast DDS never
+    does (its `fastdds shm clean` tool does, by hand): measured here, 1243 such segments, 5.5 GB of
+    RAM in /dev/shm, after a few hundred node kills. A segment is stale when its lock file is
+    missing or can be locked (nobody holds it) and it is older than min_age_s; what a live process
+    holds, or a file this process may not remove, is left alone. Port segments (fastdds_port<N>)
+    are left to Fast DDS, which regenerates them."""
+    import fcntl
+    import time
+    now = time.time() if now is None else now
+    removed = freed = 0
+    try:
+        names = os.listdir(shm_dir)
+    except OSError:
+        return 0, 0
+    for name in names:
+        if not _SEGMENT.match(name):
+            continue
+        path = os.path.join(shm_dir, name)
+        lock_path = path + '_el'
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if now - st.st_ctime < min_age_s:
+            continue
+        fd = None
+        try:
+            if os.path.exists(lock_path):
+                fd = os.open(lock_path, os.O_RDONLY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue                 # held: its participant is alive
+            os.remove(path)
+            removed += 1
+            freed += st.st_blocks * 512
+            if fd is not None:
+                os.remove(lock_path)
+        except OSError:
+            continue
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed, freed

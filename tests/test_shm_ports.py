@@ -106,3 +106,34 @@ def test_the_watch_of_a_process_without_shared_memory_looks_rarely(tmp_path):
     fd_dir, maps = fake_proc(tmp_path, ['/dev/null'], [])
     watch = PortWatch(fd_dir, maps, str(tmp_path), relook_every=10)
     assert all(watch.check() == [] for _ in range(25)) and watch.full_looks == 3
+
+
+def test_stale_segments_of_dead_participants_are_removed_and_live_ones_kept(tmp_path):
+    """A participant killed with -9 leaves fastdds_<16 hex> (+ _el) in /dev/shm for good: removed once
+    nobody holds its lock and it is not brand new; a held lock, a port, other files stay."""
+    import fcntl
+    import time
+    from fmdrive.shm_ports import remove_stale_segments
+
+    def segment(name, size=4096, lock=True):
+        (tmp_path / name).write_bytes(b'\1' * size)
+        if lock:
+            (tmp_path / f'{name}_el').write_bytes(b'')
+    segment('fastdds_0123456789abcdef')                  # alive: its lock held (below)
+    segment('fastdds_1111111111111111', size=3 * 4096)   # dead: lock file left, nobody holds it
+    segment('fastdds_2222222222222222', lock=False)      # dead: a peer's probe removed the lock file
+    segment('fastrtps_3333333333333333')                 # dead, Humble's name
+    segment('fastdds_port7411')                          # a port: Fast DDS's business
+    (tmp_path / 'other_file').write_bytes(b'x')
+    held = os.open(tmp_path / 'fastdds_0123456789abcdef_el', os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        assert remove_stale_segments(str(tmp_path), min_age_s=30.0) == (0, 0)      # all too young yet
+        count, freed = remove_stale_segments(str(tmp_path), min_age_s=30.0, now=time.time() + 60)
+    finally:
+        os.close(held)
+    assert count == 3 and freed >= 5 * 4096
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'fastdds_0123456789abcdef', 'fastdds_0123456789abcdef_el', 'fastdds_port7411', 'fastdds_port7411_el',
+        'other_file']
+    assert remove_stale_segments(str(tmp_path / 'missing')) == (0, 0)
