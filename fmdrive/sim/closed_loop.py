@@ -237,8 +237,9 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
     plan_every = int(round(PLAN_EVERY_S * ODOM_HZ))
     if arbiter.fallback is not None:
         arbiter.fallback.reset()
-    if hasattr(arbiter.primary, 'reset'):
-        arbiter.primary.reset()          # no frame reuse or draft from the last scenario's drive
+    primary = getattr(arbiter, 'primary', None)      # (the planner node over DDS has none here)
+    if hasattr(primary, 'reset'):
+        primary.reset()                  # no frame reuse or draft from the last scenario's drive
     s0 = float(ego.s)
     collided, collision_t, collision_source, off_road = False, None, None, False
     sources, plan_ms, speeds, budget_stops = {}, [], [], 0
