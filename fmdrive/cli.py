@@ -111,14 +111,14 @@ def _sim_serve(args, spec, camera, extrinsics) -> int:
     """fmdrive sim --serve: the simulator live on this domain for a graph started elsewhere (fmdrive run
     --use-sim-time, or ros2 launch with use_sim_time:=true); starts once the graph subscribes."""
     from fmdrive.graph import GRAPH
-    from fmdrive.pipeline_run import SENSOR_KEYS, expected_subscribers
+    from fmdrive.pipeline_run import WAIT_KEYS, expected_subscribers
     from fmdrive.rosenv import apply_to_this_process
     from fmdrive.sim.serve import serve
     if not (args.plan_timeout > 0 and args.serve_wait >= 0):
         raise UsageError(f'--plan-timeout must be > 0 and --serve-wait >= 0 seconds, got {args.plan_timeout:g} '
                          f'and {args.serve_wait:g}')
     apply_to_this_process()
-    wanted = expected_subscribers(GRAPH, SENSOR_KEYS)
+    wanted = expected_subscribers(GRAPH, WAIT_KEYS)
     print(f'serving {spec.kind} (seed {spec.seed}, {spec.duration_s:.0f} s) closed loop on ROS_DOMAIN_ID '
           f'{os.environ.get("ROS_DOMAIN_ID", "0")}: waiting up to {args.serve_wait:g} s for the graph '
           f'(run it with use_sim_time), then lock-step on /clock', file=sys.stderr, flush=True)

@@ -35,6 +35,8 @@ class GraphNode:
                          # that on a saturated computer it yields the CPU to the driving path
     lazy_inputs: tuple = ()  # of inputs: taken only while someone watches what they are for (the
                              # overlay), like image_transport's lazy subscribers; never waited for
+    uses_tf: bool = False    # keeps a TF buffer (nodes/base.py use_tf: /tf_static and /tf); a replay
+                             # waits for its /tf_static reader too before the first sensor message
 
     @property
     def eager_inputs(self) -> tuple:
@@ -47,7 +49,7 @@ GRAPH = (
     GraphNode('camera_encoder', 'camera_encoder', 'fmdrive.nodes.camera_encoder_node', ('camera_info', 'image'),
               ('camera_objects', 'camera_features')),
     GraphNode('lidar_encoder', 'lidar_encoder', 'fmdrive.nodes.lidar_encoder_node', ('points',),
-              ('lidar_objects', 'lanes')),
+              ('lidar_objects', 'lanes'), uses_tf=True),
     GraphNode('fusion', 'fusion', 'fmdrive.nodes.fusion_node',
               ('odometry', 'lanes', 'camera_info', 'speed_limit', 'lidar_objects'), ('objects', 'scene')),
     GraphNode('planner', 'planner', 'fmdrive.nodes.planner_node', ('instruction', 'scene'),
@@ -55,7 +57,7 @@ GRAPH = (
     GraphNode('visualizer', 'visualizer', 'fmdrive.nodes.visualizer_node',
               ('camera_info', 'odometry', 'points', 'objects', 'plan', 'image', 'camera_objects'),
               ('markers', 'overlay'), nice=10,
-              lazy_inputs=('camera_info', 'odometry', 'points', 'image', 'camera_objects')),
+              lazy_inputs=('camera_info', 'odometry', 'points', 'image', 'camera_objects'), uses_tf=True),
 )
 
 

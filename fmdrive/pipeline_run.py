@@ -41,6 +41,10 @@ HOP_TOPICS = (config.TOPICS['camera_objects'], config.TOPICS['lidar_objects'], c
               config.TOPICS['scene'], config.TOPICS['plan'], config.TOPICS['trajectory'])
 RECORD_TOPICS = config.OUTPUT_TOPICS
 SENSOR_KEYS = ('points', 'odometry', 'image')
+# what a replay waits for before its first message: the sensors' readers, and /tf_static's (the
+# LiDAR encoder's first cloud otherwise waits for the latched transforms to arrive: base.py
+# lookup_waiting, up to TF_WAIT_S, while clouds queue behind it)
+WAIT_KEYS = SENSOR_KEYS + ('tf_static',)
 # the graph is done with the replay once no sensor-driven output has come for this long (more than
 # one frame's work); plan/trajectory/markers are left out: the planner's watchdog keeps publishing
 # stop plans when scenes stop
@@ -108,8 +112,8 @@ def expected_subscribers(nodes, keys, remaps: dict | None = None) -> dict:
     keys (named as the nodes see them after remaps); lazy inputs (taken only while watched) are
     not listed, and are waited for only when they are there (replay.missing_subscribers)."""
     remaps = remaps or {}
-    return {remaps.get(config.TOPICS[k], config.TOPICS[k]): [n.name for n in nodes if k in n.eager_inputs]
-            for k in keys}
+    return {remaps.get(config.TOPICS[k], config.TOPICS[k]):
+            [n.name for n in nodes if (n.uses_tf if k == 'tf_static' else k in n.eager_inputs)] for k in keys}
 
 
 def _read_status(path: Path) -> dict:
@@ -215,7 +219,7 @@ def replay_through_graph(bag: str | os.PathLike, out_dir: str | os.PathLike, rat
     replay_remaps = {a: b for a, b in remaps.items() if a in bag_topics}
     node_remaps = {a: b for a, b in remaps.items() if a not in bag_topics}
     published_names = {replay_remaps.get(t, t) for t in bag_topics}
-    wanted = expected_subscribers(GRAPH, SENSOR_KEYS, node_remaps)
+    wanted = expected_subscribers(GRAPH, WAIT_KEYS, node_remaps)
     lidar_topic = node_remaps.get(config.TOPICS['points'], config.TOPICS['points'])
     if lidar_topic not in published_names:
         raise GraphError(f'the bag has no LiDAR topic {lidar_topic}: it has '
@@ -284,7 +288,7 @@ def closed_loop_through_graph(spec, camera, extrinsics: dict, out_dir: str | os.
     os.environ.update(env)  # the simulator below runs in this process
     graph = graph_processes(env, out_dir / 'logs', remaps, overrides=overrides, use_sim_time=True).start()
     try:
-        wanted = expected_subscribers(GRAPH, SENSOR_KEYS, remaps)
+        wanted = expected_subscribers(GRAPH, WAIT_KEYS, remaps)
         result = serve(spec, camera, extrinsics, plan_timeout_s=plan_timeout_s, progress=progress,
                        wait_for_subscribers=wanted, before_start=graph.wait_ready)
         if result['interrupted'] or interrupts.interrupted():

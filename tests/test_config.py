@@ -79,6 +79,16 @@ def test_graph_lists_exactly_the_inputs_each_node_subscribes_to():
         assert set(re.findall(r"self\.subscribe\('(\w+)'", source)) == set(node.inputs), node.name
 
 
+def test_graph_says_which_nodes_keep_a_tf_buffer_and_the_replay_waits_for_their_tf_static_reader():
+    from fmdrive.pipeline_run import WAIT_KEYS, expected_subscribers
+    for node in GRAPH:
+        source = (ROOT / (node.module.replace('.', '/') + '.py')).read_text()
+        assert ('self.use_tf()' in source) == node.uses_tf, node.name
+    wanted = expected_subscribers(GRAPH, WAIT_KEYS)
+    assert sorted(wanted[config.TOPICS['tf_static']]) == sorted(n.name for n in GRAPH if n.uses_tf)
+    assert 'lidar_encoder' in wanted[config.TOPICS['tf_static']]
+
+
 def test_graph_lists_exactly_the_outputs_each_node_publishes():
     for node in GRAPH:
         source = (ROOT / (node.module.replace('.', '/') + '.py')).read_text()
