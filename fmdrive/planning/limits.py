@@ -62,7 +62,7 @@ class VehicleLimits:
     occlusion_lateral_m: float = 2.5         # an occluder this close to the car's side counts
     occlusion_decel_mps2: float = 5.0        # braking for someone stepping out past its far end
     occlusion_reaction_s: float = 0.3        # ... after this long (a planning cycle, the controller)
-    occlusion_min_speed_mps: float = 6.0     # never asked to pass slower than this
+    occlusion_min_speed_mps: float = 8.0     # never asked to pass slower than this (chosen on train/val scenarios)
     occlusion_context_m: float = 60.0        # only with a pedestrian or cyclist this near (0 = always)
     uncertainty_growth_mps: dict = field(default_factory=lambda: dict(DEFAULT_GROWTH_MPS))
 
