@@ -279,3 +279,40 @@ def test_the_planner_and_the_check_take_people_to_be_about_by_the_same_distance(
         assert slowed == applies, (walker_y, r.plan.speeds_mps, fast.plan.speeds_mps)
         # what the planner did not slow down for, the check does not flag either
         assert check_trajectory(fast.plan.poses, fast.plan.t_s, fast.plan.speeds_mps, sc).ok != applies
+
+
+def test_an_oncoming_car_on_a_bend_is_predicted_along_its_lane_not_straight_across_ours():
+    """Left bend (radius 120 m), an oncoming car in the left lane 60 m ahead at 11 m/s: driven straight
+    on (constant velocity) it cuts across the ego lane at ~3 s; along its lane it passes beside us.
+    The filter predicts as the classical planner does, so keeping to the bend is safe; swerving into
+    the oncoming lane is still a collision."""
+    radius = 120.0
+
+    def arc(offset_m, s):
+        r = radius - offset_m
+        th = s / radius
+        return np.c_[r * np.sin(th), radius - r * np.cos(th), np.zeros_like(s)]
+    s = np.arange(-10.0, 90.0, 2.0)
+    ego_lane = Lane(0, 3.5, arc(0.0, s))
+    oncoming = Lane(1, 3.5, arc(3.5, s)[::-1])          # ordered along its own driving direction
+    s_car = 60.0
+    th = s_car / radius
+    pos = arc(3.5, np.array([s_car]))[0]
+    heading = th + np.pi                                 # driving against us along the bend
+    car = Object3D(center=[pos[0], pos[1], 0.8], size=[4.4, 1.8, 1.5], yaw_rad=heading, label='car', id=7,
+                   velocity=[11.0 * np.cos(heading), 11.0 * np.sin(heading), 0.0])
+    ego = EgoState(0.0, 0.0, 0.0, 10.0)
+    sc = Scene(0, ego, [car], [ego_lane, oncoming], 13.9, '')
+    t = 0.5 * np.arange(1, 7)
+    keep = arc(0.0, 10.0 * t)
+    poses = np.c_[keep[:, :2], 10.0 * t / radius]
+    report = check_trajectory(poses, t, np.full(6, 10.0), sc)
+    assert report.ok, report.reasons
+    # constant velocity alone puts the car across our lane within the horizon (what was flagged)
+    straight_on = predict_constant_velocity([car], t)
+    d_from_ego_lane = np.abs(np.hypot(straight_on.center_xy[0, :, 0], straight_on.center_xy[0, :, 1] - radius) - radius)
+    assert d_from_ego_lane.min() < 1.0
+    swerve = arc(3.5 * np.clip((t - 1.0) / 1.5, 0.0, 1.0), 10.0 * t)
+    yaw = np.r_[np.arctan2(np.diff(swerve[:, 1]), np.diff(swerve[:, 0]))[:1], np.arctan2(np.diff(swerve[:, 1]), np.diff(swerve[:, 0]))]
+    bad = check_trajectory(np.c_[swerve[:, :2], yaw], t, np.full(6, 10.0), sc)
+    assert not bad.ok and any('collision' in r for r in bad.reasons), bad.reasons

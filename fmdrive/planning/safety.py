@@ -32,7 +32,7 @@ from fmdrive.planning.footprint import LANE_KEEP_TOLERANCE_M, footprint_gaps, ma
 from fmdrive.planning.frenet import Road, box_extent_sd
 from fmdrive.planning.limits import VehicleLimits, effective_speed_limit
 from fmdrive.planning.occlusion import OCCLUSION_TOLERANCE_MPS, dart_out_excess, occluders, people_about
-from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, predict_constant_velocity
+from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, follow_lane, predict_constant_velocity
 
 CHECK_DT_S = 0.1          # the trajectory is densified to this step for the collision check
 CURVATURE_MIN_STEP_M = 0.5   # shorter steps say little about the path's curvature (standing, creeping)
@@ -161,6 +161,13 @@ def check_trajectory(poses_odom, t_s, speeds, scene, limits: VehicleLimits | Non
     _, d_path = road.reference.project(np.c_[xd, yd])
     objects = [o for o in (scene.objects or [])]
     pred = predict_constant_velocity(objects, td, lim.uncertainty_growth_mps, 0.0)
+    if not road.assumed_lane:
+        # as the classical planner predicts (classical.py _objects_in_frenet): a vehicle driving
+        # along the road follows its curve, keeping its drift across it. Constant velocity alone has
+        # an oncoming car on a left bend cut straight across the ego lane: measured on eval scenes
+        # with their lanes, the filter then flagged every plan that kept to the bend (the classical
+        # one, which was published anyway with '; unsafe')
+        pred = follow_lane(pred, road.reference)
     gap, behind = footprint_gaps(np.c_[cx, cy], yawd, length / 2, width / 2, pred,
                                  exact_within_m=np.inf)
     keeps_lane = np.abs(d_path - d_path[0]) < LANE_KEEP_TOLERANCE_M
