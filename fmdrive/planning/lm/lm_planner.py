@@ -137,7 +137,7 @@ class LMPlanner:
     def reset(self) -> None:
         """Forget the last frame (its prompt's KV and its plan as the next draft): a new drive. The
         header's cache stays (it does not depend on the drive)."""
-        self.decoder._last_prompt = None
+        self.decoder.forget_last_prompt()
         self._last_plan_tokens = []
 
     def encode(self, text: str) -> list:

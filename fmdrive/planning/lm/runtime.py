@@ -234,6 +234,10 @@ class ConstrainedDecoder:
         self._prefixes.clear()
         self._last_prompt = None
 
+    def forget_last_prompt(self):
+        """No frame reuse from the last prompt (a new drive); the headers' cache stays."""
+        self._last_prompt = None
+
     def _reusable(self, header: list, prompt: list) -> int:
         """How many leading tokens of `prompt` the last prompt's KV covers (0: less than the header, or
         no last prompt); at least one token is always left to run, for the logits."""
