@@ -230,6 +230,11 @@ def node_pids(parent_pid: int) -> dict[str, int]:
     return pids
 
 
+def uses_fast_dds(env: dict) -> bool:
+    """Whether processes started with env run Fast DDS (rmw_fastrtps*, the default RMW)."""
+    return 'fastrtps' in env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+
+
 def participant_ports(domain_id: int, participant_id: int) -> tuple[int, int]:
     """(metatraffic, user) unicast ports of a Fast DDS participant (the RTPS well-known ports)."""
     base = FASTDDS_PORT_BASE + FASTDDS_DOMAIN_GAIN * domain_id + FASTDDS_PARTICIPANT_GAIN * participant_id
@@ -352,7 +357,6 @@ class GraphProcesses:
         self.given_up: set[str] = set()
         self._restart_at: dict[str, float] = {}   # node -> monotonic time its restart is due
         self._last_exit: dict[str, int] = {}      # node -> exit code of its last death
-        self._last_participant_id: int | None = None
         self._participant_id_given: dict[int, float] = {}   # id -> monotonic time it was handed out
         self.stale_removed_at_start = (0, 0)
         self.participant_ids: dict[str, int] = {}  # restarted node -> the Fast DDS participant id it was given
@@ -375,7 +379,7 @@ class GraphProcesses:
         has used lately (RESTART_PARTICIPANT_IDS), through a profile written beside its log. Left
         as it is with another RMW, or where the id or the profile cannot be had."""
         self.participant_ids.pop(node.name, None)
-        if 'fastrtps' not in env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp'):
+        if not uses_fast_dds(env):
             return env
         try:
             domain = int(env.get('ROS_DOMAIN_ID', '0') or 0)
@@ -383,7 +387,8 @@ class GraphProcesses:
             return env
         now = time.monotonic()
         recent = {i for i, t in self._participant_id_given.items() if now - t < PARTICIPANT_ID_REUSE_S}
-        pid = fresh_participant_id(domain, self._last_participant_id, recent)
+        last = max(self._participant_id_given, key=self._participant_id_given.get, default=None)
+        pid = fresh_participant_id(domain, last, recent)
         base_file = env.get('FASTDDS_DEFAULT_PROFILES_FILE')
         try:
             base = Path(base_file).read_text() if base_file else None
@@ -395,7 +400,6 @@ class GraphProcesses:
         path = self.log_dir / 'fastdds' / f'{node.name}.xml'
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        self._last_participant_id = pid
         self._participant_id_given[pid] = now
         self.participant_ids[node.name] = pid
         return {**env, 'FASTDDS_DEFAULT_PROFILES_FILE': str(path)}
@@ -488,7 +492,7 @@ class GraphProcesses:
         """Fast DDS segments of dead processes out of /dev/shm (shm_ports.remove_stale_segments):
         before the graph starts, and when a dead node is started again (a node killed with -9
         leaves its 32 MB segment behind, the RAM its writes touched with it). (count, bytes)."""
-        if 'fastrtps' not in self.env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp'):
+        if not uses_fast_dds(self.env):
             return 0, 0
         from fmdrive.shm_ports import remove_stale_segments
         return remove_stale_segments()
