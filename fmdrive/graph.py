@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from fmdrive import config, interrupts
+from fmdrive.rosenv import profile_file, with_profile_file
 from fmdrive.shm_ports import EXIT_TRANSPORT_LOST
 
 
@@ -108,6 +109,9 @@ RESTART_PARTICIPANT_IDS = range(16, 32)
 PARTICIPANT_ID_REUSE_S = 30.0
 FASTDDS_PORT_BASE, FASTDDS_DOMAIN_GAIN, FASTDDS_PARTICIPANT_GAIN = 7400, 250, 2   # RTPS port mapping
 FASTDDS_META_UNICAST_OFFSET, FASTDDS_USER_UNICAST_OFFSET = 10, 11
+# Set on the processes `fmdrive run` starts; a node started by anything else (ros2 launch's
+# respawn) that follows an unclean end of its predecessor picks its own id (fmdrive/respawn.py)
+SUPERVISOR_ENV = 'FMDRIVE_SUPERVISOR'
 
 # How long `fmdrive run` listens for another graph on its domain before starting: an absence cannot
 # be observed, only waited for; discovery between processes on one host takes well under a second.
@@ -372,6 +376,7 @@ class GraphProcesses:
         # process per node, and OpenMP/BLAS thread pools fighting over a few cores cost latency
         for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
             env.setdefault(var, '1')
+        env[SUPERVISOR_ENV] = 'fmdrive run'   # its restarts get their participant id here, not in respawn.py
         return env
 
     def _restart_env(self, node: GraphNode, env: dict) -> dict:
@@ -389,7 +394,7 @@ class GraphProcesses:
         recent = {i for i, t in self._participant_id_given.items() if now - t < PARTICIPANT_ID_REUSE_S}
         last = max(self._participant_id_given, key=self._participant_id_given.get, default=None)
         pid = fresh_participant_id(domain, last, recent)
-        base_file = env.get('FASTDDS_DEFAULT_PROFILES_FILE')
+        base_file = profile_file(env)
         try:
             base = Path(base_file).read_text() if base_file else None
         except OSError:
@@ -402,7 +407,7 @@ class GraphProcesses:
         path.write_text(text)
         self._participant_id_given[pid] = now
         self.participant_ids[node.name] = pid
-        return {**env, 'FASTDDS_DEFAULT_PROFILES_FILE': str(path)}
+        return with_profile_file(env, path)
 
     def _spawn(self, node: GraphNode, mode: str = 'w'):
         log = open(self.log_dir / f'{node.name}.log', mode)

@@ -12,6 +12,38 @@ import sys
 
 from fmdrive.config import FASTDDS_PROFILE
 
+# Fast DDS reads its XML profile file from FASTDDS_DEFAULT_PROFILES_FILE since 3.0 (Kilted) and from
+# FASTRTPS_DEFAULT_PROFILES_FILE before (Humble, Iron and Jazzy ship Fast DDS 2.x); Kilted's rmw
+# still takes the old name but warns that it is deprecated. We read either and set the one the
+# distribution's Fast DDS reads (ROS_DISTRO, which a sourced setup.bash sets; the pip wheels here are
+# Kilted and set none).
+PROFILE_ENV_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+FAST_DDS_2_DISTROS = ('humble', 'iron', 'jazzy')
+
+
+def profile_env_var(env) -> str:
+    """The variable the Fast DDS of env's ROS distribution reads its profile file from."""
+    return PROFILE_ENV_VARS[1] if env.get('ROS_DISTRO', '').lower() in FAST_DDS_2_DISTROS else PROFILE_ENV_VARS[0]
+
+
+def profile_file(env) -> str | None:
+    """The Fast DDS XML profile file env points at (either variable), or None."""
+    return next((env[v] for v in PROFILE_ENV_VARS if env.get(v)), None)
+
+
+def with_profile_file(env: dict, path) -> dict:
+    """A copy of env with Fast DDS pointed at the profile `path` (the other variable removed, so
+    the two cannot disagree)."""
+    env = {k: v for k, v in env.items() if k not in PROFILE_ENV_VARS}
+    return {**env, profile_env_var(env): str(path)}
+
+
+def launch_profile_env(profile, env=None) -> dict:
+    """What a launch file sets so its nodes load the profile `profile` (our large-message one);
+    nothing when the user's environment (default os.environ) already names a profile: theirs wins."""
+    env = os.environ if env is None else env
+    return {} if profile_file(env) else {profile_env_var(env): str(profile)}
+
 
 def ros_env(domain_id: int | None = None, large_messages: bool = True, base: dict | None = None) -> dict:
     """A copy of `base` (default os.environ) with what a ROS process of ours needs."""
@@ -21,10 +53,13 @@ def ros_env(domain_id: int | None = None, large_messages: bool = True, base: dic
         env['AMENT_PREFIX_PATH'] = venv
     env.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
     env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    # the profile through both variables: Fast DDS 3 (Kilted) reads the first, Fast DDS 2 (Humble,
+    # Jazzy) the second; one the user set wins
     if large_messages:
-        env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(FASTDDS_PROFILE))
+        env = with_profile_file(env, profile_file(env) or FASTDDS_PROFILE)
     else:
-        env.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)  # unset: an empty value makes Fast DDS log errors
+        for v in PROFILE_ENV_VARS:
+            env.pop(v, None)  # unset: an empty value makes Fast DDS log errors
     if domain_id is not None:
         env['ROS_DOMAIN_ID'] = str(domain_id)
     env.setdefault('PYTHONUNBUFFERED', '1')

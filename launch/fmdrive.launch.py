@@ -11,12 +11,13 @@ import os
 import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from fmdrive.graph import GRAPH, RESPAWN_DELAY_S
+from fmdrive.rosenv import launch_profile_env
 
 
 def static_transforms(extrinsics_file):
@@ -42,7 +43,11 @@ def generate_launch_description():
                   prefix=f'nice -n {n.nice}' if n.nice else None,
                   parameters=[params_file, {'use_sim_time': use_sim_time, 'sensor_qos': sensor_qos}])
              for n in GRAPH]
+    # the large-message Fast DDS profile (config/fastdds_large_messages.xml) unless the user names one
+    profile = [SetEnvironmentVariable(var, value) for var, value in
+               launch_profile_env(os.path.join(share, 'config', 'fastdds_large_messages.xml')).items()]
     return LaunchDescription([
+        *profile,
         DeclareLaunchArgument('params_file', default_value=os.path.join(share, 'config', 'params.yaml')),
         DeclareLaunchArgument('use_sim_time', default_value='false'),
         DeclareLaunchArgument('sensor_qos', default_value='sensor', description='sensor | reliable'),

@@ -10,12 +10,13 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from fmdrive.graph import GRAPH, RESPAWN_DELAY_S
+from fmdrive.rosenv import launch_profile_env
 
 
 def generate_launch_description():
@@ -27,7 +28,11 @@ def generate_launch_description():
                   prefix=f'nice -n {n.nice}' if n.nice else None,
                   parameters=[params_file, {'use_sim_time': True, 'sensor_qos': 'reliable'}])
              for n in GRAPH]
+    # the large-message Fast DDS profile (config/fastdds_large_messages.xml) unless the user names one
+    profile = [SetEnvironmentVariable(var, value) for var, value in
+               launch_profile_env(os.path.join(share, 'config', 'fastdds_large_messages.xml')).items()]
     return LaunchDescription([
+        *profile,
         DeclareLaunchArgument('bag', description='rosbag2 directory (e.g. from `fmdrive sim`)'),
         DeclareLaunchArgument('rate', default_value='1.0'),
         DeclareLaunchArgument('params_file', default_value=os.path.join(share, 'config', 'params.yaml')),

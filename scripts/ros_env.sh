@@ -14,5 +14,5 @@ esac
 export AMENT_PREFIX_PATH
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp          # pinned; ros-rclpy pulls in no RMW by itself
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST       # ROS_LOCALHOST_ONLY is ignored by Kilted
-export FASTDDS_DEFAULT_PROFILES_FILE="$_fmdrive_root/config/fastdds_large_messages.xml"
+export FASTDDS_DEFAULT_PROFILES_FILE="$_fmdrive_root/config/fastdds_large_messages.xml"   # Fast DDS 3 (Kilted wheels)
 unset _fmdrive_root

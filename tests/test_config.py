@@ -50,6 +50,8 @@ def test_launch_files_respawn_with_the_policy_of_graph_py():
     for name in ('fmdrive.launch.py', 'replay.launch.py'):
         text = (ROOT / 'launch' / name).read_text()
         assert 'respawn=True' in text and 'respawn_delay=RESPAWN_DELAY_S' in text, name
+        # ...and load our Fast DDS profile through the variable the distribution's Fast DDS reads
+        assert "launch_profile_env(os.path.join(share, 'config', 'fastdds_large_messages.xml'))" in text, name
 
 
 def test_drawing_runs_niced_and_the_driving_path_does_not():
