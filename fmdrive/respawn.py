@@ -8,9 +8,10 @@ start the same command again. So the node does it itself, before rclpy creates i
 (nodes/start.py calls `prepare`):
 
 - each node process holds an exclusive lock on `<INSTANCE_DIR>/<domain>/<node>.lock` while it runs
-  and writes "running <pid> <time>" into it; a clean end (the participant destroyed, Python exiting)
-  writes "clean". A process killed with SIGKILL, or ended by the teardown watchdog's _exit, leaves
-  "running" behind, and the kernel drops its lock.
+  and writes "running <pid> <time>" into it; a clean end (main() returned or exited with 0, or with
+  2 for a bad parameter: the participant destroyed) writes "clean". A process killed with SIGKILL,
+  ended by a watchdog's _exit, crashed, or exiting with 75 to be restarted (its transport lost)
+  leaves "running" behind, and the kernel drops its lock.
 - the next process of that node on that domain finds "running" under a lock it can take: its
   predecessor ended uncleanly. It asks for a participant id from RESTART_PARTICIPANT_IDS (ports
   free, not handed out on this domain within PARTICIPANT_ID_REUSE_S, by any process: the hand-outs

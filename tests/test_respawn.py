@@ -95,6 +95,26 @@ def test_the_profile_goes_through_the_variable_the_distributions_fast_dds_reads_
     assert launch_profile_env('/share/x.xml', env={old: '/opt/my.xml'}) == {}
 
 
+def test_only_an_exit_with_0_or_2_is_a_clean_end(tmp_path):
+    """A node that exits asking for a restart (75: its transport lost) or crashes is followed by
+    one with a fresh id, as after a kill; a Ctrl-C or a refused parameter is a clean end."""
+    (tmp_path / 'ex_nodes').mkdir()
+    (tmp_path / 'ex_nodes' / '__init__.py').write_text('')
+    (tmp_path / 'ex_nodes' / 'ends.py').write_text(
+        'import os, sys\n\ndef main(args=None):\n    code = int(os.environ["END_WITH"])\n'
+        '    if code == 99:\n        raise RuntimeError("crash")\n    sys.exit(code)\n')
+    env = ros_env(44, base=dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')]),
+                                **{respawn.INSTANCE_DIR_ENV: str(tmp_path / 'claims')}))
+    env.pop(SUPERVISOR_ENV, None)
+    seen = []
+    for end in (0, 75, 2, 99, 0):
+        out = subprocess.run([sys.executable, '-m', 'fmdrive.nodes', 'ex_nodes.ends'], env={**env, 'END_WITH': str(end)},
+                             capture_output=True, text=True, timeout=60)
+        seen.append('Fast DDS participant id' in out.stderr)
+    # what each start found: first start; after 0; after 75 (fresh id); after 2; after the crash (fresh id)
+    assert seen == [False, False, True, False, True]
+
+
 @pytest.mark.timeout(120)
 def test_a_node_killed_and_started_again_by_another_supervisor_listens_on_a_fresh_id(ros_domain, tmp_path):
     """Through the real Fast DDS, a node started as ros2 launch starts it (the same command again)."""

@@ -49,10 +49,15 @@ def start(node: str, args=None) -> None:
         if instance is not None:
             instance.clean_end()            # no participant was made
         sys.exit(0)
-    try:
+    code = 1                    # a crash, or an exit asking for a restart (75), is not a clean end:
+    try:                        # the next process gets a participant id of its own
         main(args)
+        code = 0
+    except SystemExit as e:
+        code = 0 if e.code is None else e.code
+        raise
     finally:                    # main() returns or raises once the node's participant is gone
-        if instance is not None:
+        if instance is not None and code in (0, 2):
             instance.clean_end()
 
 
