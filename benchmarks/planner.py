@@ -39,7 +39,8 @@ alike and each runs with its own weights in cache, as the node's one model does)
 eval (quality, open loop on the same kind of scenes): L2 at 1/2/3 s to the expert's waypoints and
 the rate of plans whose footprint meets a ground-truth object box at a waypoint time, for the
 expert itself, constant velocity, an ego-status-only MLP (EgoStatusMLP: no scene), the classical
-planner, the student (ONNX), and with torch the
+planner, the student (ONNX), the LLM stack (`llm_stack`: the arbiter's published plan, student
+primary, safety filter, classical fallback: what the car is given), and with torch the
 teacher and the student trained without KD; adversarial: every case of
 tests/data/adversarial_instructions.yaml through the arbiter (student primary when it exists, the
 text encoder's refusals) on test scenes, counting published plans the safety filter rejects and
@@ -457,6 +458,9 @@ def evaluate(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
         # a plan gets, runtime.py), the header's cache as the node has it
         independent = LMPlanner.load(model, 'int8', 'onnxruntime', 1, frame_reuse=False, draft=False)
         plans['student'] = [independent.plan(sample_scene(s), s['intent']).debug['waypoints_base'] for s in samples]
+        plans['llm_stack'], sources = _stack_plans(independent, samples)
+        notes['llm_stack'] = (f'what the car is given: the arbiter as the node runs it (student primary, one safety '
+                              f'filter, classical fallback) on each sample alone; plan sources {sources}')
         student = LMPlanner.load(model, 'int8', 'onnxruntime', 1)        # the node's, for the closed loop
         notes['student'] = f'{student.lm.card.name} {student.precision} (ONNX Runtime)'
     else:
@@ -477,6 +481,25 @@ def evaluate(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
            'adversarial': _adversarial(student, samples[:3 if quick else 10]),
            'notes': notes}
     return out
+
+
+def _stack_plans(student, samples) -> tuple[list, dict]:
+    """The arbiter's published plan (base_link waypoints) for each sample alone, and how many came
+    from each source."""
+    from fmdrive import config
+    from fmdrive.planning.arbiter import Arbiter
+    from fmdrive.planning.lm.format import TRAJECTORY_STEPS
+    from fmdrive.sim.closed_loop import CanonicalIntents
+    arbiter = Arbiter.from_node_params(config.node_params('planner'), student, CanonicalIntents())
+    plans, sources = [], {}
+    for s in samples:
+        arbiter.fallback.reset()
+        student.reset()
+        r = arbiter.plan(sample_scene(s), s['intent'])
+        sources[r.source] = sources.get(r.source, 0) + 1
+        poses = r.plan.poses
+        plans.append(poses[:TRAJECTORY_STEPS, :2] if len(poses) >= TRAJECTORY_STEPS else np.zeros((TRAJECTORY_STEPS, 2)))
+    return plans, sources
 
 
 def closed_loop(student, scenarios: int, seed: int = SEED) -> dict:
