@@ -493,8 +493,7 @@ def _stack_plans(student, samples) -> tuple[list, dict]:
     arbiter = Arbiter.from_node_params(config.node_params('planner'), student, CanonicalIntents())
     plans, sources = [], {}
     for s in samples:
-        arbiter.fallback.reset()
-        student.reset()
+        arbiter.reset()
         r = arbiter.plan(sample_scene(s), s['intent'])
         sources[r.source] = sources.get(r.source, 0) + 1
         poses = r.plan.poses

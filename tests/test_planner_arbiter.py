@@ -298,3 +298,52 @@ def test_the_safety_filter_sees_the_road_as_the_planner_does_when_the_lanes_run_
     out = Arbiter(ClassicalPlanner(), deadline_ms=AMPLE_MS).plan(sc)
     assert 'lanes ignored' in out.plan.status
     assert out.safety.ok, out.safety.reasons
+
+
+class HearsInstructions(StandInLLM):
+    """A primary that keeps what it was asked."""
+
+    def __init__(self):
+        super().__init__()
+        self.heard = []
+
+    def plan(self, scene, instruction='', budget_ms=None):
+        self.heard.append(instruction)
+        return super().plan(scene, instruction, budget_ms)
+
+
+def lane_scene(offsets, lanes_=None):
+    return Scene(1_000_000_000, EgoState(0.0, 0.0, 0.0, 10.0), [], lanes_ or lanes(offsets), 13.9)
+
+
+def test_a_lane_change_instruction_changes_one_lane_then_keeps_it_though_the_instruction_stands():
+    """Closed loop found it: "change lane right" stands until replaced, and each frame asked the
+    planners for one lane more from where the car then was (three lanes: two lane changes)."""
+    primary = HearsInstructions()
+    arbiter = Arbiter(ClassicalPlanner(), primary, deadline_ms=AMPLE_MS)
+    first = arbiter.plan(lane_scene((-2, -1, 0, 1)), 'change lane right')      # in lane 2 of 4 from the right
+    assert 'instruction done' not in first.plan.status and primary.heard[-1] == 'change lane right'
+    moved = arbiter.plan(lane_scene((-1, 0, 1, 2)), 'change lane right')        # now in lane 1: done
+    assert 'instruction done: in the lane to the right it asked for' in moved.plan.status
+    assert primary.heard[-1] == 'keep lane'                                      # both planners hold it
+    end_d = arbiter.fallback.plan(lane_scene((-1, 0, 1, 2)), 'keep lane').plan.poses[-1, 1]
+    assert abs(moved.plan.poses[-1, 1] - end_d) < 0.5 and abs(moved.plan.poses[-1, 1]) < 1.0  # not one more lane
+    again = arbiter.plan(lane_scene((-1, 0, 1, 2)), 'change lane right')
+    assert 'instruction done' in again.plan.status                               # it stays done
+    arbiter.new_instruction()                                                    # the words sent again
+    anew = arbiter.plan(lane_scene((-1, 0, 1, 2)), 'change lane right')
+    assert 'instruction done' not in anew.plan.status and primary.heard[-1] == 'change lane right'
+    arbiter.reset()
+    assert arbiter._lane_change is None
+
+
+def test_a_lane_change_into_oncoming_traffic_is_not_made_and_the_status_says_why():
+    x = np.linspace(-10.0, 150.0, 60)
+    ours = Lane(0, 3.5, np.c_[x, np.zeros_like(x), np.zeros_like(x)])
+    oncoming = Lane(1, 3.5, np.c_[x[::-1], np.full_like(x, 3.5), np.zeros_like(x)])   # runs against us
+    arbiter = Arbiter(ClassicalPlanner(), deadline_ms=AMPLE_MS)
+    out = arbiter.plan(lane_scene(None, [ours, oncoming]), 'change lane left')
+    assert 'no lane to the left in the driving direction' in out.plan.status
+    assert abs(out.plan.poses[-1, 1]) < 1.0                                      # stays in its lane
+    right = arbiter.plan(lane_scene(None, [ours, oncoming]), 'change lane right')
+    assert 'no lane to the right in the driving direction' in right.plan.status

@@ -96,6 +96,15 @@ def _usable_lanes(lanes) -> list[tuple[Lane, np.ndarray]]:
     return out
 
 
+def ego_lane_index(lanes) -> tuple[int, int] | None:
+    """(the ego lane's index counted from the right, 0 = rightmost; the number of lanes) from a
+    scene's usable lanes, as its text says it; None without any."""
+    offsets = {lane.offset for lane, _ in _usable_lanes(lanes)}
+    if not offsets:
+        return None
+    return sum(1 for o in offsets if o < 0), len(offsets)
+
+
 def _ego_lane(usable):
     """The lane with offset 0, else the one whose centre line passes closest to ego."""
     for lane, line in usable:
@@ -232,11 +241,11 @@ def describe_ego(ego: EgoState, speed_limit_mps: float, lanes, relations) -> str
     if ego.speed_mps > speed_limit_mps + 0.5:
         limit += ' (over the limit)'
     parts.append(limit)
-    usable = _usable_lanes(lanes)
-    if usable:
-        offsets = {lane.offset for lane, _ in usable}
-        index = sum(1 for o in offsets if o < 0)
-        parts.append(f'in lane {index} of {len(offsets)} from the right ('
+    where = ego_lane_index(lanes)
+    if where is not None:
+        index, count = where
+        offsets = {lane.offset for lane, _ in _usable_lanes(lanes)}
+        parts.append(f'in lane {index} of {count} from the right ('
                      f'{_lane_status(+1, offsets, relations)}, {_lane_status(-1, offsets, relations)})')
     else:
         parts.append(f'no lane map (assuming {_f(DEFAULT_LANE_WIDTH_M)} m lanes)')

@@ -50,6 +50,7 @@ class PlannerNode(FmdriveNode):
 
     def on_instruction(self, msg: String):
         self.instruction = msg.data[:MAX_INSTRUCTION_CHARS]
+        self.arbiter.new_instruction()      # a lane change asked again is a new one
         understood = self.arbiter.classify(self.instruction)     # embedded once, here, not in a frame
         self.diag_values['instruction'] = 'none' if understood is None else understood.describe()[:200]
         if understood is not None and understood.refused:

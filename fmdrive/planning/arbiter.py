@@ -30,6 +30,12 @@ instruction (unsafe, injected, gibberish, over-long) reaches neither planner: bo
 one, and the published status says "; instruction '<its start>' refused: <reason>"
 (ArbiterResult.instruction).
 Without a classifier the words go to both planners unchanged.
+A lane change is done once: its target lane is fixed when the instruction is first seen (the lane
+then, one to the left or right); when the car is in it, both planners are asked to keep their lane
+and the status says "; instruction done: ...". An instruction stands until another replaces it, so
+before this every frame asked for one lane more (closed loop, "change lane right" on a three-lane
+road: the classical stack went two lanes right). `new_instruction()` starts a lane change again for
+the same words sent again; `reset()` forgets it with the rest of a drive.
 
 Why in parallel: the fallback plan is ready when the deadline passes (the worst case latency is
 max(deadline, fallback budget), not their sum), and the classical planner sees every scene, so its
@@ -47,9 +53,13 @@ import numpy as np
 
 from fmdrive.config import FALLBACK_BUDGET_MS  # planner.fallback_budget_ms: a hard bound, not the 10 Hz target
 from fmdrive.objects import Plan, Scene
-from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
+from fmdrive.fusion.scene import ego_lane_index
+from fmdrive.planning.classical import ClassicalPlanner, PlannerParams, parse_instruction
+from fmdrive.planning.frenet import Road
 from fmdrive.planning.protocol import Planner, PlanResult
 from fmdrive.planning.safety import SafetyReport, check_trajectory
+
+LANE_CHANGE_STEPS = {'change_lane_left': +1, 'change_lane_right': -1}   # lanes, counted from the right
 
 # what the classical planner (classical.parse_instruction) understands for each canonical intent;
 # follow_lead is what it does anyway; stop_at_intersection: it has no map of intersections, so it
@@ -103,6 +113,7 @@ class Arbiter:
         self.limits = fallback.params           # the one set of limits the safety filter applies
         self.instructions = instructions
         self._busy: threading.Thread | None = None   # an abandoned primary still running
+        self._lane_change = None        # [(instruction, intent), target lane from the right, reached]
 
     @classmethod
     def from_node_params(cls, params: dict, primary: Planner | None = None, instructions=None) -> 'Arbiter':
@@ -124,12 +135,19 @@ class Arbiter:
         understood = self.classify(instruction)
         if understood is None:
             to_primary = to_fallback = instruction
+            intent = parse_instruction(instruction).kind
         else:
             to_primary, to_fallback = understood.intent, CLASSICAL_PHRASES.get(understood.intent, '')
+            intent = 'none' if understood.refused else understood.intent
+        note = self._lane_change_done(instruction, intent, scene)
+        if note:                            # the lane it asked for is reached: hold it
+            to_primary = 'keep_lane' if understood is not None else CLASSICAL_PHRASES['keep_lane']
+            to_fallback = CLASSICAL_PHRASES['keep_lane']
         started, why_not = self._start_primary(scene, to_primary) if self.primary else (None, None)
         classical = self.fallback.plan(scene, to_fallback, budget_ms=self.fallback_budget_ms)
         if self.primary is None:
-            return self._finish(t0, classical, scene, 'classical', 'classical', None, understood=understood)
+            return self._finish(t0, classical, scene, 'classical', 'classical', None, understood=understood,
+                                note=note)
         primary_ms = None
         if started is not None:
             done, box = started
@@ -140,9 +158,55 @@ class Arbiter:
             why_not, classical_safety = self._stalls(box['result'].plan, classical.plan, scene)
         if why_not is None:
             return self._finish(t0, box['result'], scene, self.primary.source, 'primary', primary_ms,
-                                box['safety'], understood)
+                                box['safety'], understood, note=note)
         return self._finish(t0, classical, scene, 'fallback', f'fallback: {why_not}', primary_ms,
-                            classical_safety, understood=understood)
+                            classical_safety, understood=understood, note=note)
+
+    def new_instruction(self) -> None:
+        """An instruction message arrived (the node calls this): a lane change asked again, even in
+        the same words, is a new one, counted from the lane the car is in then."""
+        self._lane_change = None
+
+    def reset(self) -> None:
+        """A new drive: the classical planner's memory, the primary's (when it keeps any) and the
+        standing instruction's progress are forgotten."""
+        self.fallback.reset()
+        if hasattr(self.primary, 'reset'):
+            self.primary.reset()
+        self._lane_change = None
+
+    def _lane_change_done(self, instruction: str, intent: str, scene: Scene) -> str:
+        """'' while a lane change instruction still has its lane to reach (or the scene has no lanes
+        to count); once the car is in the lane it asked for, or when there is no lane on that side
+        in the car's direction (none, or an oncoming one: a lane change does not go into oncoming
+        traffic; passing a blocked lane is the planners' own business), the note saying so.
+        The target is fixed when the instruction is first seen: the lane then, one to the left or
+        right (counted from the right, as the scene's text counts). An instruction stands until
+        another replaces it, so without this each frame would ask for one more lane."""
+        step = LANE_CHANGE_STEPS.get(intent)
+        if step is None:
+            self._lane_change = None
+            return ''
+        where = ego_lane_index(scene.lanes)
+        if where is None:
+            return ''
+        key = (instruction, intent)
+        side = 'left' if step > 0 else 'right'
+        if self._lane_change is None or self._lane_change[0] != key:
+            road = Road.around_ego(scene.lanes)
+            beside = np.flatnonzero(road.lane_offsets == step)
+            if not len(beside) or road.lane_oncoming[beside[0]]:
+                # no lane there, or one for the other direction: nothing to change into
+                self._lane_change = [key, None, True]
+            else:
+                self._lane_change = [key, where[0] + step, False]
+        if self._lane_change[1] is None:
+            return f'instruction not followed: no lane to the {side} in the driving direction (keeping the lane)'
+        if where[0] == self._lane_change[1]:
+            self._lane_change[2] = True
+        if not self._lane_change[2]:
+            return ''
+        return f'instruction done: in the lane to the {side} it asked for (keeping it)'
 
     def classify(self, instruction: str):
         """The IntentResult of an instruction (None without a classifier or without words);
@@ -224,7 +288,7 @@ class Arbiter:
                                 float('nan'))
 
     def _finish(self, t0, result: PlanResult, scene, source, status, primary_ms,
-                safety: SafetyReport | None = None, understood=None) -> ArbiterResult:
+                safety: SafetyReport | None = None, understood=None, note: str = '') -> ArbiterResult:
         plan = result.plan
         if safety is None:
             safety = self._check(plan, scene)
@@ -236,6 +300,8 @@ class Arbiter:
         if understood is not None and understood.refused and understood.refused not in plan.status:
             # which instruction (its start, escaped: it may be anything) and why
             plan.status = f'{plan.status}; instruction {ascii(understood.text[:24])} {understood.refused}'
+        if note:
+            plan.status = f'{plan.status}; {note}'
         plan.source = source
         planner_ms = float(plan.planning_time_ms)
         plan.planning_time_ms = (time.perf_counter() - t0) * 1e3

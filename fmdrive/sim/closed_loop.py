@@ -235,11 +235,10 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
     rng = np.random.default_rng([int(seed), int(index), 0xC105ED])
     dt = 1.0 / ODOM_HZ
     plan_every = int(round(PLAN_EVERY_S * ODOM_HZ))
-    if arbiter.fallback is not None:
+    if hasattr(arbiter, 'reset'):
+        arbiter.reset()                  # no memory, frame reuse, draft or lane change from the last drive
+    elif arbiter.fallback is not None:   # (the planner node over DDS: its own)
         arbiter.fallback.reset()
-    primary = getattr(arbiter, 'primary', None)      # (the planner node over DDS has none here)
-    if hasattr(primary, 'reset'):
-        primary.reset()                  # no frame reuse or draft from the last scenario's drive
     s0 = float(ego.s)
     collided, collision_t, collision_source, off_road = False, None, None, False
     sources, plan_ms, speeds, budget_stops = {}, [], [], 0
