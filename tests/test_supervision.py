@@ -394,7 +394,9 @@ def test_a_hung_node_is_taken_for_hung_killed_and_restarted_by_fmdrive_run(super
         assert probe.spin_until(lambda: any(v.get('visualizer/state') in ('hung', 'exited', 'restarting')
                                             and lvl == b'\x01' for lvl, _, v in supervisor(seen)), 30), \
             supervisor(seen)
-        lines.until(lambda ln: ln.startswith('node visualizer exited with code -9'), 30)
+        # killed by a signal: SIGKILL, or the stack dump before it (faulthandler walks the threads of
+        # the continued process: seen once under load to end it with SIGSEGV, exit code -11)
+        lines.until(lambda ln: ln.startswith('node visualizer exited with code -'), 30)
         lines.until(lambda ln: ln.startswith('node visualizer restarted'), 30)
     finally:
         try:
@@ -414,7 +416,7 @@ def test_a_hung_node_is_taken_for_hung_killed_and_restarted_by_fmdrive_run(super
     # back, and the supervisor's status says it was restarted (and what killed it)
     seen = len(probe.received[T['diagnostics']])
     # (restarts counts the last minute: the module's kill test may have restarted the visualizer before)
-    assert probe.spin_until(lambda: any(v.get('visualizer/state') == 'running' and v.get('visualizer/last_exit') == '-9'
+    assert probe.spin_until(lambda: any(v.get('visualizer/state') == 'running' and v.get('visualizer/last_exit', '').startswith('-')
                                         and int(v.get('visualizer/restarts_last_60s', 0)) >= 1 and 'visualizer x' in msg
                                         for _, msg, v in supervisor(seen)), 30), \
         [(msg, {k: x for k, x in v.items() if k.startswith('visualizer/')}) for _, msg, v in supervisor(seen)]
