@@ -31,7 +31,9 @@ The plan is returned in odom (6 waypoints at 0.5 s), the dense trajectory at 0.1
 In the code: `_frame` (1, objects, traffic and target speed), `_candidates` (2-4), `_limit_checks`,
 `_costs` and `_object_checks` (5-6), `_select` (7). Limits shared with the safety filter live in
 fmdrive/planning/limits.py (PlannerParams extends them). With a time budget (`plan(...,
-budget_ms=)`), a step that would start after it is not started: the car brakes ('budget_stop').
+budget_ms=)`), a step that would start after it is not started: the car brakes ('budget_stop'),
+as every fail-safe stop does, in its lane (following the lane's centre line at its offset from it;
+straight ahead without lanes).
 
 Instructions understood (case-insensitive, anywhere in the text; a negation like "don't" makes
 the instruction not understood):
@@ -187,6 +189,12 @@ _PATTERNS = (
     ('stop', r'\b(stop|halt|brake)\b'),
 )
 _NEGATION = re.compile(r"\b(don'?t|do not|never|no)\b")
+
+
+# a fail-safe stop follows the ego's lane (ClassicalPlanner._stop_path) unless the car heads further
+# off it than this; its heading eases into the lane's over this length
+STOP_MAX_HEADING_OFF_RAD = np.radians(20.0)
+STOP_HEADING_EASE_M = 4.0
 
 
 def parse_instruction(text: str) -> Instruction:
@@ -461,7 +469,7 @@ class ClassicalPlanner:
         return plan, dense
 
     def stop(self, scene, status: str, decel_mps2: float | None = None) -> PlanResult:
-        """Brake to a standstill along the current heading (comfortably unless told otherwise)."""
+        """Brake to a standstill in the ego lane (_stop_path), comfortably unless told otherwise."""
         return self._failsafe_stop(scene, status, decel_mps2 or self.params.comfort_decel_mps2)
 
     def _budget_stop(self, scene, status: str) -> PlanResult:
@@ -472,9 +480,36 @@ class ClassicalPlanner:
         decel = min(p.max_decel_mps2, max(p.comfort_decel_mps2, v0 / p.horizon_s))
         return self._failsafe_stop(scene, status, decel)
 
+    def _stop_path(self, scene, dist) -> np.ndarray:
+        """base_link poses (T, 3) of a stop that has driven `dist` (T,) metres at each time: along
+        the ego's lane at its present offset from the lane's centre line, its heading easing from the
+        car's into the lane's over the first few metres (STOP_HEADING_EASE_M), so a stop on a curve
+        stays in its lane (straight ahead it left a 50 m radius curve by 2.8 m in 16.7 m of braking);
+        straight ahead when there are no lanes, the car heads more than STOP_MAX_HEADING_OFF_RAD off
+        its lane, or the lanes cannot be read (a fail-safe must not fail)."""
+        dist = np.asarray(dist, dtype=np.float64)
+        straight = np.c_[dist, np.zeros_like(dist), np.zeros_like(dist)]
+        try:
+            road = Road.around_ego(getattr(scene, 'lanes', None), self.params.default_lane_width_m)
+            if road.assumed_lane:
+                return straight
+            s0, d0 = (float(a) for a in road.reference.project(np.zeros(2)))
+            off = float(wrap_angle(0.0 - road.reference.frame_at(s0)[2]))     # car heading - lane heading
+            if not (np.isfinite(s0) and np.isfinite(d0)) or abs(off) > STOP_MAX_HEADING_OFF_RAD:
+                return straight
+            ease = STOP_HEADING_EASE_M
+            decay = np.exp(-dist / ease)
+            d = d0 + np.tan(off) * ease * (1.0 - decay)
+            x, y, yaw = road.reference.to_cartesian(s0 + dist, d, np.tan(off) * decay)
+            poses = np.c_[x, y, yaw]
+            poses[0] = 0.0                                 # t = 0 is the car itself
+            return poses if np.all(np.isfinite(poses)) else straight
+        except Exception:  # noqa: BLE001 - lanes that break the road model: brake straight ahead
+            return straight
+
     def _failsafe_stop(self, scene, status: str, decel_mps2: float | None = None) -> PlanResult:
-        """Brake at decel_mps2 (default max_decel) along the current heading; an empty plan without a
-        usable pose."""
+        """Brake at decel_mps2 (default max_decel) in the ego's lane (_stop_path); an empty plan
+        without a usable pose."""
         p = self.params
         decel = decel_mps2 or p.max_decel_mps2
         self._previous = None
@@ -490,8 +525,7 @@ class ClassicalPlanner:
         v0 = max(v0, 0.0)
         v = np.maximum(v0 - decel * t, 0.0)
         x = np.r_[0.0, np.cumsum(0.5 * (v[1:] + v[:-1]) * np.diff(t))]
-        poses = np.c_[x, np.zeros_like(x), np.zeros_like(x)]
-        plan, dense = self._make_plans(scene, poses, v, status)
+        plan, dense = self._make_plans(scene, self._stop_path(scene, x), v, status)
         return PlanResult(plan, 1, {}, status, dense, [status])
 
     # ------------------------------------------------------------------ the planner
