@@ -1,5 +1,6 @@
 """config.py is the one source of truth: the YAML, the launch files and setup.py agree with it."""
 import re
+import sys
 from pathlib import Path
 
 from fmdrive import config
@@ -103,3 +104,42 @@ def test_internal_topics_are_the_ones_a_node_publishes_and_another_reads():
     from fmdrive.graph import INTERNAL_TOPICS
     assert set(INTERNAL_TOPICS) == {config.TOPICS[k] for k in ('camera_objects', 'lidar_objects', 'lanes', 'objects',
                                                                           'scene', 'plan')}
+
+
+def test_launch_files_point_fast_dds_at_our_profile_through_the_distributions_variable(monkeypatch):
+    """launch/launch_ros are not installable here: the launch files run against stand-ins that keep
+    the actions they build, on a Humble (Fast DDS 2) and a Kilted (Fast DDS 3) environment."""
+    import importlib.util
+    import types
+
+    class Action:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+    names = {'launch': ['LaunchDescription'],
+             'launch.actions': ['DeclareLaunchArgument', 'ExecuteProcess', 'SetEnvironmentVariable'],
+             'launch.conditions': ['IfCondition'], 'launch.substitutions': ['LaunchConfiguration'],
+             'launch_ros.actions': ['Node'], 'ament_index_python': [], 'ament_index_python.packages': []}
+    for module, classes in names.items():
+        stub = types.ModuleType(module)
+        for c in classes:
+            setattr(stub, c, type(c, (Action,), {}))
+        monkeypatch.setitem(sys.modules, module, stub)
+    # the share directory is the repository (the launch file reads calibration/extrinsics.yaml from it)
+    sys.modules['ament_index_python.packages'].get_package_share_directory = lambda package: str(ROOT)
+    for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'):
+        monkeypatch.delenv(var, raising=False)
+    for name in ('fmdrive.launch.py', 'replay.launch.py'):
+        for distro, var in (('humble', 'FASTRTPS_DEFAULT_PROFILES_FILE'), ('kilted', 'FASTDDS_DEFAULT_PROFILES_FILE')):
+            monkeypatch.setenv('ROS_DISTRO', distro)
+            spec = importlib.util.spec_from_file_location('launch_file', ROOT / 'launch' / name)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            actions = module.generate_launch_description().args[0]
+            env = [a.args for a in actions if type(a).__name__ == 'SetEnvironmentVariable']
+            assert env == [(var, str(ROOT / 'config' / 'fastdds_large_messages.xml'))], (name, distro, env)
+        monkeypatch.setenv('FASTRTPS_DEFAULT_PROFILES_FILE', '/opt/theirs.xml')     # the user's own wins
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert not [a for a in module.generate_launch_description().args[0]
+                    if type(a).__name__ == 'SetEnvironmentVariable']
+        monkeypatch.delenv('FASTRTPS_DEFAULT_PROFILES_FILE')
