@@ -347,3 +347,9 @@ def test_a_lane_change_into_oncoming_traffic_is_not_made_and_the_status_says_why
     assert abs(out.plan.poses[-1, 1]) < 1.0                                      # stays in its lane
     right = arbiter.plan(lane_scene(None, [ours, oncoming]), 'change lane right')
     assert 'no lane to the right in the driving direction' in right.plan.status
+
+
+def test_lanes_the_road_model_cannot_read_leave_a_lane_change_to_the_planners():
+    broken = [Lane(0, 3.5, np.full((5, 3), np.nan)), Lane(-1, 3.5, np.zeros((1, 3)))]
+    out = Arbiter(ClassicalPlanner(), deadline_ms=AMPLE_MS).plan(lane_scene(None, broken), 'change lane right')
+    assert out.plan is not None and np.all(np.isfinite(out.plan.poses))

@@ -139,7 +139,10 @@ class Arbiter:
         else:
             to_primary, to_fallback = understood.intent, CLASSICAL_PHRASES.get(understood.intent, '')
             intent = 'none' if understood.refused else understood.intent
-        note = self._lane_change_done(instruction, intent, scene)
+        try:
+            note = self._lane_change_done(instruction, intent, scene)
+        except Exception:  # noqa: BLE001 - lanes the road model cannot read: the planners judge them
+            note = ''
         if note:                            # the lane it asked for is reached: hold it
             to_primary = 'keep_lane' if understood is not None else CLASSICAL_PHRASES['keep_lane']
             to_fallback = CLASSICAL_PHRASES['keep_lane']
