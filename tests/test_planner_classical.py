@@ -408,3 +408,33 @@ def test_a_budget_stop_without_lanes_brakes_straight_ahead():
     sc = scene(lanes=[], speed=12.0)
     pts = in_base(ClassicalPlanner().plan(sc, '', budget_ms=1e-6), sc)
     assert np.allclose(pts[:, 1:], 0.0) and np.all(np.diff(pts[:, 0]) >= 0)
+
+
+def test_a_budget_stop_mid_swerve_brakes_along_the_last_plans_path_round_the_parked_car():
+    """Out of time one frame after it planned round a car parked half in its lane, the planner brakes
+    along that plan's path (checked against the car then), not back along its lane into the car."""
+    planner = ClassicalPlanner()
+    parked = car(16.0, -0.6, id=7)
+    first = planner.plan(scene([parked], speed=10.0), '')
+    path = first.plan.poses                                        # odom = base_link at the first frame
+    assert path[:, 1].max() > 1.0, 'the first plan does not go round the parked car'
+    # one frame later, where the first plan put the car after 0.1 s
+    t, xs, ys = np.r_[0.0, first.plan.t_s], np.r_[0.0, path[:, 0]], np.r_[0.0, path[:, 1]]
+    x1, y1 = float(np.interp(0.1, t, xs)), float(np.interp(0.1, t, ys))
+    yaw1 = float(np.arctan2(np.interp(0.2, t, ys) - y1, np.interp(0.2, t, xs) - x1))
+    ego = EgoState(x1, y1, yaw1, 10.0)
+    c, s = math.cos(yaw1), math.sin(yaw1)
+    to_base = np.array([[c, s], [-s, c]])
+    def moved(o):
+        xy = to_base @ (np.asarray(o.center[:2]) - [x1, y1])
+        return Object3D([xy[0], xy[1], o.center[2]], o.size, o.yaw_rad - yaw1, o.label, id=o.id, velocity=o.velocity)
+    lanes = [Lane(l.offset, l.width_m, np.c_[(l.centerline[:, :2] - [x1, y1]) @ to_base.T, l.centerline[:, 2]])
+             for l in straight_lanes()]
+    sc2 = Scene(123 + 100_000_000, ego, [moved(parked)], lanes, 13.9)
+    stop = planner.plan(sc2, '', budget_ms=1e-6)
+    assert stop.status.startswith('budget_stop')
+    report = check_trajectory(stop.plan.poses, stop.plan.t_s, stop.plan.speeds_mps, sc2, planner.params)
+    assert not any(r.startswith('collision') for r in report.reasons), report.reasons
+    # on the first plan's path: its lateral offset where the stop passes
+    on = np.interp(stop.plan.poses[:, 0], path[:, 0], path[:, 1])
+    assert np.all(np.abs(stop.plan.poses[:, 1] - on) < 0.3), (stop.plan.poses[:, :2], path[:, :2])

@@ -32,8 +32,9 @@ In the code: `_frame` (1, objects, traffic and target speed), `_candidates` (2-4
 `_costs` and `_object_checks` (5-6), `_select` (7). Limits shared with the safety filter live in
 fmdrive/planning/limits.py (PlannerParams extends them). With a time budget (`plan(...,
 budget_ms=)`), a step that would start after it is not started: the car brakes ('budget_stop'),
-as every fail-safe stop does, in its lane (following the lane's centre line at its offset from it;
-straight ahead without lanes).
+as every fail-safe stop does: along the last plan's path when that is fresh (0.5 s; it was checked
+against the objects, so a stop mid-swerve keeps going round a parked car), else in its lane
+(following the lane's centre line at its offset from it), else straight ahead.
 
 Instructions understood (case-insensitive, anywhere in the text; a negation like "don't" makes
 the instruction not understood):
@@ -195,6 +196,10 @@ _NEGATION = re.compile(r"\b(don'?t|do not|never|no)\b")
 # off it than this; its heading eases into the lane's over this length
 STOP_MAX_HEADING_OFF_RAD = np.radians(20.0)
 STOP_HEADING_EASE_M = 4.0
+# ...or the last plan's path (ClassicalPlanner._previous_path), when it is at most this old and the car
+# at most this far off it
+STOP_PREVIOUS_MAX_AGE_S = 0.5
+STOP_PREVIOUS_MAX_OFF_M = 1.0
 
 
 def parse_instruction(text: str) -> Instruction:
@@ -507,12 +512,50 @@ class ClassicalPlanner:
         except Exception:  # noqa: BLE001 - lanes that break the road model: brake straight ahead
             return straight
 
+    def _previous_path(self, scene, dist) -> np.ndarray | None:
+        """base_link poses (T, 3) `dist` (T,) metres along the last plan's path from the car's
+        closest point on it (the path was checked against the objects then: a stop mid-swerve keeps
+        swerving round the parked car), straight on along its last heading past its end; None
+        without a last plan of this drive (older than STOP_PREVIOUS_MAX_AGE_S, or from the future),
+        with the car more than STOP_PREVIOUS_MAX_OFF_M off it, or on numbers it cannot use."""
+        if self._previous is None:
+            return None
+        try:
+            stamp, _, poses_prev = self._previous
+            age_s = (int(scene.stamp_ns) - int(stamp)) / 1e9
+            if not 0.0 < age_s <= STOP_PREVIOUS_MAX_AGE_S:
+                return None
+            T_base_odom = np.linalg.inv(scene.ego.T_odom_base())
+            xy = poses_prev[:, :2] @ T_base_odom[:2, :2].T + T_base_odom[:2, 3]
+            seg = np.diff(xy, axis=0)
+            lens = np.hypot(seg[:, 0], seg[:, 1])
+            keep = lens > 1e-6
+            if keep.sum() < 1:
+                return None
+            xy = np.vstack([xy[:1], xy[1:][keep]])
+            seg, lens = seg[keep], lens[keep]
+            u = np.clip(np.einsum('ij,ij->i', -xy[:-1], seg) / lens ** 2, 0.0, 1.0)
+            proj = xy[:-1] + u[:, None] * seg
+            k = int(np.argmin(np.hypot(proj[:, 0], proj[:, 1])))
+            if float(np.hypot(*proj[k])) > STOP_PREVIOUS_MAX_OFF_M:
+                return None
+            cum = np.r_[0.0, np.cumsum(lens)]
+            s_q = cum[k] + u[k] * lens[k] + np.asarray(dist, np.float64)
+            j = np.clip(np.searchsorted(cum, s_q, side='right') - 1, 0, len(seg) - 1)
+            f = (s_q - cum[j]) / lens[j]               # past the end: > 1, along the last segment
+            pts = xy[j] + f[:, None] * seg[j]
+            poses = np.c_[pts, np.arctan2(seg[j, 1], seg[j, 0])]
+            poses[0] = 0.0                              # t = 0 is the car itself
+            return poses if np.all(np.isfinite(poses)) else None
+        except Exception:  # noqa: BLE001 - a fail-safe must not fail: the lane's path then
+            return None
+
     def _failsafe_stop(self, scene, status: str, decel_mps2: float | None = None) -> PlanResult:
-        """Brake at decel_mps2 (default max_decel) in the ego's lane (_stop_path); an empty plan
-        without a usable pose."""
+        """Brake at decel_mps2 (default max_decel) along the last plan's path when it is fresh
+        (_previous_path), else in the ego's lane (_stop_path); an empty plan without a usable pose."""
         p = self.params
         decel = decel_mps2 or p.max_decel_mps2
-        self._previous = None
+        previous, self._previous = self._previous, None
         ego = getattr(scene, 'ego', None)
         pose_ok = ego is not None and all(np.isfinite(v) for v in (ego.x, ego.y, ego.yaw_rad))
         stamp = int(getattr(scene, 'stamp_ns', 0) or 0)
@@ -525,7 +568,10 @@ class ClassicalPlanner:
         v0 = max(v0, 0.0)
         v = np.maximum(v0 - decel * t, 0.0)
         x = np.r_[0.0, np.cumsum(0.5 * (v[1:] + v[:-1]) * np.diff(t))]
-        plan, dense = self._make_plans(scene, self._stop_path(scene, x), v, status)
+        self._previous = previous
+        path = self._previous_path(scene, x)
+        self._previous = None
+        plan, dense = self._make_plans(scene, path if path is not None else self._stop_path(scene, x), v, status)
         return PlanResult(plan, 1, {}, status, dense, [status])
 
     # ------------------------------------------------------------------ the planner
