@@ -142,6 +142,24 @@ def counter(kv: dict, key: str) -> int:
         return 0
 
 
+def listening_ports_of(pid: int) -> set:
+    """The Fast DDS shared-memory ports process pid listens on now (fmdrive/shm_ports.py)."""
+    from fmdrive.shm_ports import fd_links, listening_ports
+    return listening_ports(fd_links(f'/proc/{pid}/fd'))
+
+
+def wait_for_listening_ports(pid: int, timeout_s: float = 60.0) -> set:
+    """listening_ports_of(pid) once it is not empty (the node's participant is up), or an empty set
+    when timeout_s passes first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        held = listening_ports_of(pid)
+        if held:
+            return held
+        time.sleep(0.1)  # polling another process's open files; the condition is its port lock
+    return set()
+
+
 class LineReader:
     """The lines of a child's text stream, read on a thread, so every wait for one has a deadline."""
 

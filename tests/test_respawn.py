@@ -4,24 +4,25 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
+from conftest import wait_for_listening_ports
 
 from fmdrive import respawn
 from fmdrive.graph import RESTART_PARTICIPANT_IDS, SUPERVISOR_ENV, participant_ports
 from fmdrive.rosenv import PROFILE_ENV_VARS, launch_profile_env, ros_env
 
 NS = {'f': 'http://www.eprosima.com'}
-HOLD = ('import sys, time\nfrom fmdrive import respawn\n'
-        'i = respawn.claim(int(sys.argv[1]), sys.argv[2], sys.argv[3])\nprint("held", flush=True)\ntime.sleep(60)\n')
+HOLD = ('import sys\nfrom fmdrive import respawn\n'
+        'i = respawn.claim(int(sys.argv[1]), sys.argv[2], sys.argv[3])\nprint("held", flush=True)\n'
+        'sys.stdin.read()\n')                     # holds the claim until killed (or its stdin closes)
 
 
 def _holder(tmp_path, domain, name):
     """A process that claims `name` and waits (to be killed)."""
-    proc = subprocess.Popen([sys.executable, '-c', HOLD, str(domain), name, str(tmp_path)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, '-c', HOLD, str(domain), name, str(tmp_path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == 'held'
     return proc
 
@@ -118,7 +119,6 @@ def test_only_an_exit_with_0_or_2_is_a_clean_end(tmp_path):
 @pytest.mark.timeout(120)
 def test_a_node_killed_and_started_again_by_another_supervisor_listens_on_a_fresh_id(ros_domain, tmp_path):
     """Through the real Fast DDS, a node started as ros2 launch starts it (the same command again)."""
-    from fmdrive.shm_ports import fd_links, listening_ports
     (tmp_path / 'rs_nodes').mkdir()
     (tmp_path / 'rs_nodes' / '__init__.py').write_text('')
     (tmp_path / 'rs_nodes' / 'idle.py').write_text(
@@ -133,18 +133,10 @@ def test_a_node_killed_and_started_again_by_another_supervisor_listens_on_a_fres
         log = open(tmp_path / f'idle{i}.log', 'w')
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def ports(pid):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            held = listening_ports(fd_links(f'/proc/{pid}/fd'))
-            if held:
-                return held
-            time.sleep(0.1)  # polling another process's open files; the condition is its port lock
-        return set()
     procs = []
     try:
         procs.append(start(0))
-        first_ports = ports(procs[0].pid)
+        first_ports = wait_for_listening_ports(procs[0].pid)
         assert first_ports, 'the node opened no Fast DDS shared-memory port'
         procs[0].send_signal(signal.SIGINT)                 # a clean end: the next start is a first start
         ended = procs[0].wait(timeout=30)
@@ -152,13 +144,13 @@ def test_a_node_killed_and_started_again_by_another_supervisor_listens_on_a_fres
         # end was written, so the next start rightly took a fresh id; not yet explained)
         assert ended in (0, -signal.SIGINT), ended
         procs.append(start(1))
-        assert ports(procs[1].pid)
+        assert wait_for_listening_ports(procs[1].pid)
         if ended == 0:
             assert 'participant id' not in (tmp_path / 'idle1.log').read_text()
         os.kill(procs[1].pid, signal.SIGKILL)               # killed: the next start picks an id
         procs[1].wait(timeout=10)
         procs.append(start(2))
-        held = ports(procs[2].pid)
+        held = wait_for_listening_ports(procs[2].pid)
         log = (tmp_path / 'idle2.log').read_text()
         assert 'ended without a clean shutdown: Fast DDS participant id' in log, log
         given = int(log.split('participant id ')[1].split()[0])

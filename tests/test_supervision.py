@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import LineReader
+from conftest import LineReader, listening_ports_of, wait_for_listening_ports
 from fmdrive import config
 from fmdrive.graph import (GRAPH, MAX_RESTARTS, RESPAWN_DELAY_S, STARTUP_GRACE_S, SUPERVISOR_STATUS, GraphNode,
                            GraphProcesses, native_stacks, node_pids, supervisor_summary)
@@ -191,11 +191,6 @@ def test_a_node_killed_mid_replay_is_restarted_and_outputs_resume(supervised_gra
                      + '\n'.join(other_log.read_text(errors='replace').splitlines()[-80:]))
         assert proc.poll() is None, 'fmdrive run exited when one node died'
     assert not looping_replay, looping_replay
-
-
-def listening_ports_of(pid: int) -> set:
-    from fmdrive.shm_ports import fd_links, listening_ports
-    return listening_ports(fd_links(f'/proc/{pid}/fd'))
 
 
 @pytest.mark.timeout(180)
@@ -511,7 +506,6 @@ def test_a_restarted_node_listens_on_the_ports_of_its_new_participant_id(ros_dom
     from fmdrive import graph as graph_module
     from fmdrive.graph import participant_ports
     from fmdrive.rosenv import ros_env
-    from fmdrive.shm_ports import fd_links, listening_ports
     monkeypatch.setattr(graph_module, 'RESPAWN_DELAY_S', 0.05)
     (tmp_path / 'pid_nodes').mkdir()
     (tmp_path / 'pid_nodes' / '__init__.py').write_text('')
@@ -522,18 +516,10 @@ def test_a_restarted_node_listens_on_the_ports_of_its_new_participant_id(ros_dom
                                                                                   os.environ.get('PYTHONPATH', '')])))
     graph = GraphProcesses(env, tmp_path / 'logs', nodes=(GraphNode('idle', 'idle', 'pid_nodes.idle'),)).start()
 
-    def ports(pid):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            held = listening_ports(fd_links(f'/proc/{pid}/fd'))
-            if held:
-                return held
-            time.sleep(0.1)  # polling another process's open files; the condition is its port lock
-        return set()
     reports = []
     try:
         first = graph.procs['idle'].pid
-        assert ports(first), 'the node opened no Fast DDS shared-memory port'
+        assert wait_for_listening_ports(first), 'the node opened no Fast DDS shared-memory port'
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while not any(r.startswith('node idle restarted') for r in reports) and time.monotonic() < deadline:
@@ -541,6 +527,6 @@ def test_a_restarted_node_listens_on_the_ports_of_its_new_participant_id(ros_dom
             time.sleep(0.05)  # polling the supervisor; the condition is the restart report
         given = graph.participant_ids['idle']
         assert f'Fast DDS participant id {given}' in [r for r in reports if r.startswith('node idle restarted')][0]
-        assert f'fastdds_port{participant_ports(ros_domain, given)[1]}' in ports(graph.procs['idle'].pid)
+        assert f'fastdds_port{participant_ports(ros_domain, given)[1]}' in wait_for_listening_ports(graph.procs['idle'].pid)
     finally:
         graph.stop()
