@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from fmdrive import config, interrupts
-from fmdrive.rosenv import profile_file, with_profile_file
+from fmdrive.rosenv import domain_id_of, profile_file, with_profile_file
 from fmdrive.shm_ports import EXIT_TRANSPORT_LOST
 
 
@@ -269,6 +269,22 @@ def fresh_participant_id(domain_id: int, after: int | None = None, recent=(), in
     return next((i for i in free if i not in recent), free[0] if free else None)
 
 
+def next_participant_id(domain_id: int, given: dict, now: float, in_use=port_in_use) -> int | None:
+    """fresh_participant_id with `given` ({id: time it was handed out}, times on now's clock) as
+    the history: in turn after the last one handed out, none handed out within
+    PARTICIPANT_ID_REUSE_S of now while another is free."""
+    recent = {i for i, t in given.items() if now - t < PARTICIPANT_ID_REUSE_S}
+    last = max(given, key=given.get, default=None)
+    return fresh_participant_id(domain_id, last, recent, in_use)
+
+
+def restart_profile_text(env, participant_id: int) -> str | None:
+    """The Fast DDS profile env names (or a minimal one) with the default participant's id set to
+    participant_id; None when that file is not one this can edit; OSError when it cannot be read."""
+    base_file = profile_file(env)
+    return profile_with_participant_id(Path(base_file).read_text() if base_file else None, participant_id)
+
+
 _DEFAULT_PARTICIPANT = re.compile(r'(<participant\b[^>]*\bis_default_profile\s*=\s*"true"[^>]*>.*?<rtps>)', re.S)
 
 
@@ -384,22 +400,15 @@ class GraphProcesses:
         has used lately (RESTART_PARTICIPANT_IDS), through a profile written beside its log. Left
         as it is with another RMW, or where the id or the profile cannot be had."""
         self.participant_ids.pop(node.name, None)
-        if not uses_fast_dds(env):
-            return env
-        try:
-            domain = int(env.get('ROS_DOMAIN_ID', '0') or 0)
-        except ValueError:
+        domain = domain_id_of(env)
+        if not uses_fast_dds(env) or domain is None:
             return env
         now = time.monotonic()
-        recent = {i for i, t in self._participant_id_given.items() if now - t < PARTICIPANT_ID_REUSE_S}
-        last = max(self._participant_id_given, key=self._participant_id_given.get, default=None)
-        pid = fresh_participant_id(domain, last, recent)
-        base_file = profile_file(env)
+        pid = next_participant_id(domain, self._participant_id_given, now)
         try:
-            base = Path(base_file).read_text() if base_file else None
+            text = restart_profile_text(env, pid) if pid is not None else None
         except OSError:
             return env
-        text = profile_with_participant_id(base, pid) if pid is not None else None
         if text is None:
             return env
         path = self.log_dir / 'fastdds' / f'{node.name}.xml'

@@ -32,9 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmdrive.graph import (PARTICIPANT_ID_REUSE_S, SUPERVISOR_ENV, fresh_participant_id,
-                           profile_with_participant_id, uses_fast_dds)
-from fmdrive.rosenv import PROFILE_ENV_VARS, profile_env_var, profile_file
+from fmdrive.graph import SUPERVISOR_ENV, next_participant_id, port_in_use, restart_profile_text, uses_fast_dds
+from fmdrive.rosenv import domain_id_of, profile_file, set_profile_file
 
 INSTANCE_DIR_ENV = 'FMDRIVE_INSTANCE_DIR'     # where the claims live (tests give their own)
 INSTANCE_DIR = os.path.join(os.environ.get('TMPDIR', '/tmp'), 'fmdrive-nodes')
@@ -83,10 +82,10 @@ def claim(domain_id: int, name: str, directory=INSTANCE_DIR) -> Instance | None:
 
 
 def hand_out_id(domain_id: int, directory=INSTANCE_DIR, now: float | None = None,
-                in_use=None) -> int | None:
-    """A participant id for a restarted node on domain_id (graph.fresh_participant_id: ports free,
-    in turn after the last one handed out, none handed out within PARTICIPANT_ID_REUSE_S), recorded
-    for the next caller in any process; None when none is free."""
+                in_use=port_in_use) -> int | None:
+    """A participant id for a restarted node on domain_id (graph.next_participant_id, with the ids
+    handed out on this domain by any process as its history), recorded for the next caller; None
+    when none is free."""
     folder = Path(directory) / str(int(domain_id))
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time() if now is None else now
@@ -97,10 +96,7 @@ def hand_out_id(domain_id: int, directory=INSTANCE_DIR, now: float | None = None
             given = {int(k): float(v) for k, v in json.loads(record_path.read_text()).items()}
         except (OSError, ValueError, AttributeError, TypeError):
             given = {}
-        recent = {i for i, t in given.items() if now - t < PARTICIPANT_ID_REUSE_S}
-        last = max(given, key=given.get, default=None)
-        kwargs = {} if in_use is None else {'in_use': in_use}
-        pid = fresh_participant_id(domain_id, last, recent, **kwargs)
+        pid = next_participant_id(domain_id, given, now, in_use)
         if pid is not None:
             given[pid] = now
             tmp = record_path.with_suffix('.tmp')
@@ -115,30 +111,24 @@ def prepare(name: str, env=None) -> tuple[Instance | None, str | None]:
     (claim or None, a line to log or None)."""
     env = os.environ if env is None else env
     directory = env.get(INSTANCE_DIR_ENV) or INSTANCE_DIR
-    if env.get(SUPERVISOR_ENV) or not uses_fast_dds(env):
-        return None, None
-    try:
-        domain = int(env.get('ROS_DOMAIN_ID', '0') or 0)
-    except ValueError:
+    domain = domain_id_of(env)
+    if env.get(SUPERVISOR_ENV) or not uses_fast_dds(env) or domain is None:
         return None, None
     instance = claim(domain, name, directory)
     if instance is None or not instance.restarted:
         return instance, None
     last_pid = (instance.previous.split()[1:2] or ['?'])[0]
     why = f'the last {name} process (pid {last_pid}) ended without a clean shutdown'
-    base_file = profile_file(env)
     try:
-        base = Path(base_file).read_text() if base_file else None
         pid = hand_out_id(domain, directory)
+        text = restart_profile_text(env, pid) if pid is not None else None
     except OSError as e:
         return instance, f'{why}; the Fast DDS participant id stays automatic ({e})'
-    text = profile_with_participant_id(base, pid) if pid is not None else None
     if text is None:
-        reason = 'no id of the restart range is free' if pid is None else f'{base_file} is not a profile fmdrive can edit'
+        reason = ('no id of the restart range is free' if pid is None
+                  else f'{profile_file(env)} is not a profile fmdrive can edit')
         return instance, f'{why}; the Fast DDS participant id stays automatic ({reason})'
     path = Path(directory) / str(domain) / f'{name}.fastdds.xml'
     path.write_text(text)
-    for var in PROFILE_ENV_VARS:
-        env.pop(var, None)
-    env[profile_env_var(env)] = str(path)
+    set_profile_file(env, path)
     return instance, f'{why}: Fast DDS participant id {pid} (not the one it had; profile {path})'

@@ -31,11 +31,28 @@ def profile_file(env) -> str | None:
     return next((env[v] for v in PROFILE_ENV_VARS if env.get(v)), None)
 
 
+def set_profile_file(env, path) -> None:
+    """Point Fast DDS at the profile `path` in env (a dict or os.environ), through the variable its
+    distribution reads; the other one removed, so the two cannot disagree."""
+    var = profile_env_var(env)
+    for v in PROFILE_ENV_VARS:
+        env.pop(v, None)
+    env[var] = str(path)
+
+
 def with_profile_file(env: dict, path) -> dict:
-    """A copy of env with Fast DDS pointed at the profile `path` (the other variable removed, so
-    the two cannot disagree)."""
-    env = {k: v for k, v in env.items() if k not in PROFILE_ENV_VARS}
-    return {**env, profile_env_var(env): str(path)}
+    """A copy of env with Fast DDS pointed at the profile `path` (set_profile_file)."""
+    env = dict(env)
+    set_profile_file(env, path)
+    return env
+
+
+def domain_id_of(env) -> int | None:
+    """The ROS domain id env runs on (0 when unset), None when ROS_DOMAIN_ID is not a number."""
+    try:
+        return int(env.get('ROS_DOMAIN_ID', '0') or 0)
+    except ValueError:
+        return None
 
 
 def launch_profile_env(profile, env=None) -> dict:
