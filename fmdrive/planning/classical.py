@@ -64,7 +64,8 @@ import numpy as np
 from fmdrive.geometry import inv_T, wrap_angle
 from fmdrive.objects import Object3D, Plan, Scene
 from fmdrive.planning.footprint import LANE_KEEP_TOLERANCE_M, footprint_gaps, margin_violations
-from fmdrive.planning.frenet import Road, box_extent_sd, polyval, quartic_coefficients, quintic_coefficients
+from fmdrive.planning.frenet import (ReferenceLine, Road, box_extent_sd, polyval, quartic_coefficients,
+                                    quintic_coefficients)
 from fmdrive.planning.limits import LimitsError, VehicleLimits, effective_speed_limit, require_numbers
 from fmdrive.planning.occlusion import OCCLUSION_TOLERANCE_MPS, dart_out_excess, occluders, people_about
 from fmdrive.planning.prediction import MAX_OBJECT_SPEED_MPS, follow_lane, predict_constant_velocity
@@ -526,25 +527,12 @@ class ClassicalPlanner:
             if not 0.0 < age_s <= STOP_PREVIOUS_MAX_AGE_S:
                 return None
             T_base_odom = np.linalg.inv(scene.ego.T_odom_base())
-            xy = poses_prev[:, :2] @ T_base_odom[:2, :2].T + T_base_odom[:2, 3]
-            seg = np.diff(xy, axis=0)
-            lens = np.hypot(seg[:, 0], seg[:, 1])
-            keep = lens > 1e-6
-            if keep.sum() < 1:
+            # the path as a reference line (it goes on straight past its end), the car projected on it
+            path = ReferenceLine(poses_prev[:, :2] @ T_base_odom[:2, :2].T + T_base_odom[:2, 3])
+            s0, off = (float(a) for a in path.project(np.zeros(2)))
+            if not abs(off) <= STOP_PREVIOUS_MAX_OFF_M:
                 return None
-            xy = np.vstack([xy[:1], xy[1:][keep]])
-            seg, lens = seg[keep], lens[keep]
-            u = np.clip(np.einsum('ij,ij->i', -xy[:-1], seg) / lens ** 2, 0.0, 1.0)
-            proj = xy[:-1] + u[:, None] * seg
-            k = int(np.argmin(np.hypot(proj[:, 0], proj[:, 1])))
-            if float(np.hypot(*proj[k])) > STOP_PREVIOUS_MAX_OFF_M:
-                return None
-            cum = np.r_[0.0, np.cumsum(lens)]
-            s_q = cum[k] + u[k] * lens[k] + np.asarray(dist, np.float64)
-            j = np.clip(np.searchsorted(cum, s_q, side='right') - 1, 0, len(seg) - 1)
-            f = (s_q - cum[j]) / lens[j]               # past the end: > 1, along the last segment
-            pts = xy[j] + f[:, None] * seg[j]
-            poses = np.c_[pts, np.arctan2(seg[j, 1], seg[j, 0])]
+            poses = np.column_stack(path.to_cartesian(s0 + np.asarray(dist, np.float64), 0.0))
             poses[0] = 0.0                              # t = 0 is the car itself
             return poses if np.all(np.isfinite(poses)) else None
         except Exception:  # noqa: BLE001 - a fail-safe must not fail: the lane's path then
