@@ -706,45 +706,61 @@ def run_node(node_cls, args=None):
     A Ctrl-C can land while rclpy converts a taken message to Python (the message class's Python
     __init__ runs there): the KeyboardInterrupt is then swallowed by pybind11 and comes out of
     spin as a RuntimeError (interrupts.disguised): the interrupt flag, set by the handler installed
-    before rclpy's (which chains to it), tells that error from a real one."""
+    before rclpy's (which chains to it), tells that error from a real one.
+
+    rclpy's own SIGINT handler shuts the context down from its thread, and Python runs ours (the
+    KeyboardInterrupt) only at the main thread's next check, which can come after spin or the
+    constructor has already failed on the dead context (RCLError "the given context is not valid"),
+    or in the middle of the except clause or the teardown: such an error is the interrupt, and a
+    KeyboardInterrupt that comes late ends the node like the first (measured: 1 Ctrl-C in ~80 under
+    load ended the process by the signal, exit -2, before this)."""
     interrupts.install()
-    node = None
+    node, code = None, 0
     try:
-        rclpy.init(args=args)
-        node = node_cls()
-        # what the node built at start (models, tables, rclpy objects) lives as long as it does:
-        # moved out of the collector's sight, a full collection no longer walks it mid-frame
-        gc.collect()
-        gc.freeze()
-        _arm_executor_watchdog()
-        node.create_timer(1.0, _arm_executor_watchdog)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError as e:
-        if not interrupts.disguised(e):
-            raise
-    except ParameterError as e:
-        print(f'error: {e}', file=sys.stderr, flush=True)
-        _bound_teardown()
-        rclpy.try_shutdown()
-        sys.exit(2)
-    except TransportLost as e:
-        print(f'error: {e}', file=sys.stderr, flush=True)
-        _ignore_interrupts()
-        _bound_teardown()
-        if node is not None:
-            node.destroy_node()
-            node = None
-        rclpy.try_shutdown()
-        sys.exit(EXIT_TRANSPORT_LOST)
-    finally:
-        _ignore_interrupts()
-        _bound_teardown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        _ignore_interrupts()    # rclpy's shutdown puts back the handler it found at init
+        try:
+            rclpy.init(args=args)
+            node = node_cls()
+            # what the node built at start (models, tables, rclpy objects) lives as long as it does:
+            # moved out of the collector's sight, a full collection no longer walks it mid-frame
+            gc.collect()
+            gc.freeze()
+            _arm_executor_watchdog()
+            node.create_timer(1.0, _arm_executor_watchdog)
+            rclpy.spin(node)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except RuntimeError as e:
+            if not interrupts.disguised(e) and rclpy.ok():
+                raise
+        except ParameterError as e:
+            print(f'error: {e}', file=sys.stderr, flush=True)
+            code = 2
+        except TransportLost as e:
+            print(f'error: {e}', file=sys.stderr, flush=True)
+            code = EXIT_TRANSPORT_LOST
+        finally:
+            _end(node)
+    except KeyboardInterrupt:
+        pass                    # came late, through an except clause: the node has ended (_end)
+    if code:
+        sys.exit(code)
+
+
+def _end(node):
+    """The node's teardown, whole, whatever signals come meanwhile: interrupts are ignored first (a
+    handler still pending runs inside signal.signal, and its KeyboardInterrupt is the interrupt
+    already being handled), then the teardown is bounded, the node destroyed, rclpy shut down."""
+    while True:
+        try:
+            _ignore_interrupts()
+            break
+        except KeyboardInterrupt:
+            continue
+    _bound_teardown()
+    if node is not None:
+        node.destroy_node()
+    rclpy.try_shutdown()
+    _ignore_interrupts()    # rclpy's shutdown puts back the handler it found at init
 
 
 def _arm_executor_watchdog():
@@ -765,9 +781,11 @@ def _bound_teardown(timeout_s: float | None = None):
 
 
 def _ignore_interrupts():
-    """The node is ending: a second Ctrl-C (or the supervisor's SIGINT arriving after the terminal's)
-    must not break its teardown with a KeyboardInterrupt from inside rclpy."""
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:      # not the main thread
-        pass
+    """The node is ending: a second Ctrl-C, or the supervisor's SIGINT or SIGTERM arriving after the
+    terminal's, must not break its teardown with a KeyboardInterrupt from inside rclpy (the
+    teardown is bounded by _bound_teardown; SIGKILL still ends it)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except ValueError:      # not the main thread
+            return
