@@ -420,6 +420,11 @@ class FmdriveNode(Node):
                 self._create_subscription(topic, entry, want)
                 self.get_logger().info(f'{topic}: subscribing {self._inputs[topic].qos} to match its publishers')
 
+    def warm_up(self) -> None:
+        """Run the node's processing once on a made-up input (fmdrive/warmup.py) before the first real
+        frame, so that frame is no slower than the rest; publish nothing and keep no state from it.
+        run_node calls it after construction, before spinning. Heavy nodes override it."""
+
     def advertise(self, key: str, msg_type, qos: QoSProfile | None = None):
         """A publisher on config.TOPICS[key]; /diagnostics reports how many subscribers it matched."""
         topic = config.TOPICS[key]
@@ -720,6 +725,7 @@ def run_node(node_cls, args=None):
         try:
             rclpy.init(args=args)
             node = node_cls()
+            _warm_up(node)
             # what the node built at start (models, tables, rclpy objects) lives as long as it does:
             # moved out of the collector's sight, a full collection no longer walks it mid-frame
             gc.collect()
@@ -744,6 +750,18 @@ def run_node(node_cls, args=None):
         pass                    # came late, through an except clause: the node has ended (_end)
     if code:
         sys.exit(code)
+
+
+def _warm_up(node):
+    """node.warm_up() (a made-up frame through the node's processing, fmdrive/warmup.py), timed on
+    /diagnostics (warm_up_ms). A failure there never stops the node: real frames decide."""
+    t0 = time.perf_counter()
+    try:
+        node.warm_up()
+    except Exception as e:  # noqa: BLE001 - the made-up frame is ours; the real ones are judged on arrival
+        node.get_logger().warning(f'warm-up failed ({type(e).__name__}: {e}); the first frame will be slower')
+        return
+    node.diag_values['warm_up_ms'] = f'{(time.perf_counter() - t0) * 1e3:.0f}'
 
 
 def _end(node):

@@ -16,7 +16,7 @@ import numpy as np
 from fmdrive_msgs.msg import FeatureMap, ObjectArray
 from sensor_msgs.msg import CameraInfo, Image
 
-from fmdrive import config
+from fmdrive import config, warmup
 from fmdrive.calibration.camera_model import CameraModel
 from fmdrive.msgs import (MessageError, camera_info_to_fields, image_to_rgb, ns_to_stamp, objects_to_msg,
                           stamp_to_ns)
@@ -57,6 +57,10 @@ class CameraEncoderNode(FmdriveNode):
             return None
         self.diag_values['backend'] = f'{det.describe()}'[:300]
         return LearnedCameraDetector(det)
+
+    def warm_up(self) -> None:
+        if self.core is not None:
+            self.core.detect(warmup.image(self.camera.width, self.camera.height), self.camera)
 
     def on_camera_info(self, msg: CameraInfo):
         self.camera = CameraModel.from_camera_info_fields(**camera_info_to_fields(msg))

@@ -15,7 +15,7 @@ import numpy as np
 from fmdrive_msgs.msg import LaneArray, ObjectArray
 from sensor_msgs.msg import PointCloud2
 
-from fmdrive import config
+from fmdrive import config, warmup
 from fmdrive.msgs import lanes_to_msg, objects_to_msg, pointcloud2_to_xyzi, stamp_to_ns
 from fmdrive.nodes.base import FmdriveNode, run_node
 from fmdrive.perception.lidar_classical import ClassicalLidarDetector, ClassicalLidarParams
@@ -32,6 +32,11 @@ class LidarEncoderNode(FmdriveNode):
         self.pub_lanes = self.advertise('lanes', LaneArray)
         self.subscribe('points', PointCloud2, self.on_points, 'sensor', queued=True, aged='always',
                        max_rate_param='max_rate_hz')
+
+    def warm_up(self) -> None:
+        base, lidar = self.p['base_frame'], config.FRAMES['lidar']
+        T = self.tf.lookup(base, lidar) if self.tf.can_transform(base, lidar) else warmup.DEFAULT_MOUNT
+        (self.learned or self.detector).detect(warmup.sweep(T), T)
 
     def make_detector(self, params: dict) -> ClassicalLidarDetector:
         # the mounting given here is only a default: each sweep passes its own from TF

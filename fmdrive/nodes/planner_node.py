@@ -18,7 +18,7 @@ from fmdrive_msgs.msg import SceneDescription
 from nav_msgs.msg import Path
 from std_msgs.msg import String
 
-from fmdrive import config
+from fmdrive import config, warmup
 from fmdrive.msgs import msg_to_scene, plan_to_msg, plan_to_path
 from fmdrive.nodes.base import FmdriveNode, run_node
 from fmdrive.planning.arbiter import Arbiter, load_instruction_classifier, load_primary
@@ -47,6 +47,13 @@ class PlannerNode(FmdriveNode):
 
     def reconfigure(self, params: dict, changed: dict) -> None:
         self.arbiter = Arbiter.from_node_params(params, self.primary, self.instructions)  # ValueError refuses
+
+    def warm_up(self) -> None:
+        scene = warmup.scene()
+        if self.primary is not None:        # its first run, unhurried: not one the arbiter abandons at
+            self.primary.plan(scene, '')    # the deadline and is still busy with at the first real scene
+        self.arbiter.plan(scene, '')
+        self.arbiter.reset()                # a drive begins with the first real scene
 
     def on_instruction(self, msg: String):
         self.instruction = msg.data[:MAX_INSTRUCTION_CHARS]
