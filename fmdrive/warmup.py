@@ -19,7 +19,6 @@ from fmdrive.objects import EgoState, Lane, Object3D, Scene
 
 LANE_WIDTH_M = 3.5
 CAR_AHEAD = ((12.0, 0.0, 0.8), (4.5, 1.9, 1.6))     # centre, size (base_link, m)
-DEFAULT_MOUNT = np.array([[1.0, 0, 0, 1.2], [0, 1, 0, 0], [0, 0, 1, 1.9], [0, 0, 0, 1]])  # roof LiDAR, T_base_lidar
 
 
 def sweep(T_base_lidar: np.ndarray, beams: int = 32, azimuth_step_deg: float = 0.4,
@@ -37,7 +36,7 @@ def sweep(T_base_lidar: np.ndarray, beams: int = 32, azimuth_step_deg: float = 0
     t = np.full(len(d), np.inf)
     down = d[:, 2] < -1e-6
     t[down] = -o[2] / d[down, 2]                                # the ground, where the sensor is above it
-    t[t < 0] = np.inf
+    t[~(t > 0)] = np.inf                                        # (a mount at or below it sees no ground)
     (cx, cy, cz), (length, width, height) = CAR_AHEAD           # the car: slab test on its box
     lo = np.array([cx - length / 2, cy - width / 2, cz - height / 2])
     hi = np.array([cx + length / 2, cy + width / 2, cz + height / 2])

@@ -29,6 +29,8 @@ def test_the_sweep_is_in_the_lidar_frame_and_sees_ground_markings_and_the_car_ah
     assert on_car.sum() > 100 and np.all(pts[on_car, 3] == np.float32(0.5))
     assert np.all(np.abs(np.abs(base[pts[:, 3] > 0.8, 1]) - warmup.LANE_WIDTH_M / 2) < 0.1)   # the markings
     assert len(warmup.sweep(T, beams=128)) > 3 * len(pts)
+    level = warmup.sweep(np.eye(4))                                   # a mount at ground level (no TF):
+    assert len(level) and np.all(np.linalg.norm(level[:, :3], axis=1) > 1.0)   # the car, no ground at its foot
 
 
 def test_the_classical_lidar_path_finds_the_car_in_the_sweep_so_warming_runs_the_whole_path():

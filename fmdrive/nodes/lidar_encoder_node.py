@@ -34,8 +34,7 @@ class LidarEncoderNode(FmdriveNode):
                        max_rate_param='max_rate_hz')
 
     def warm_up(self) -> None:
-        base, lidar = self.p['base_frame'], config.FRAMES['lidar']
-        T = self.tf.lookup(base, lidar) if self.tf.can_transform(base, lidar) else warmup.DEFAULT_MOUNT
+        T = self.detector.T_base_lidar          # the mount make_detector looked up
         (self.learned or self.detector).detect(warmup.sweep(T), T)
 
     def make_detector(self, params: dict) -> ClassicalLidarDetector:
