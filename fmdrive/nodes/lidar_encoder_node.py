@@ -60,7 +60,8 @@ class LidarEncoderNode(FmdriveNode):
             self.diag_values['backend'] = 'classical (fallback)'
             return None
         self.diag_values['backend'] = f'learned: {det.describe()}'[:300]
-        return LearnedLidarDetector(det, bool(self.p['detect_lanes']), float(self.p['lane_width_m']))
+        return LearnedLidarDetector(det, bool(self.p['detect_lanes']), float(self.p['lane_width_m']),
+                                    refine_small=bool(self.p['refine_small_objects']))
 
     def reconfigure(self, params: dict, changed: dict) -> None:
         self.detector = self.make_detector(params)
