@@ -171,6 +171,9 @@ NODE_PARAM_SPECS = {
         'refine_small_objects': Param(True, 'learned encoder: pedestrians and cones take their BEV centre from '
                                       'their own returns (a network on a 0.4 m grid places them about 0.2 m '
                                       'off; fmdrive/perception/lidar_learned.py)', read_only=True),
+        'unknown_obstacles': Param(True, 'learned encoder: the classical path runs beside it and every cluster no '
+                                   'learned box explains is published as label unknown (a bin, a post, debris: '
+                                   'the network knows four classes); its ground fit finds the lanes', read_only=True),
         'max_rate_hz': Param(12.0, 'highest rate clouds are processed at, in wall time (a 10 Hz LiDAR with 20% '
                              'margin; delivery jitter is absorbed); faster input (a 20 Hz sensor, a bag replayed at 5x) is thinned '
                              'at the door, counted as throttled, instead of building latency. Set it to your '

@@ -105,3 +105,50 @@ def test_the_learned_lidar_path_refines_in_base_link_and_keeps_the_network_boxes
     kept = core.detect(sweep, T)
     assert kept.objects[0].center[:2].tolist() == pytest.approx((truth + [0.2, -0.15]).tolist())
     assert any('refining small objects failed (FloatingPointError: boom)' in w for w in kept.warnings)
+
+
+# ------------------------------------------------------------------ obstacles of no class
+def test_clusters_no_learned_box_explains_join_as_unknown_obstacles():
+    from fmdrive.perception.lidar_learned import unexplained_obstacles
+    car = Object3D(center=(10.0, 0.0, 0.75), size=(4.5, 1.9, 1.5), yaw_rad=0.0, label='car', score=0.9)
+    crossing = Object3D(center=(30.0, 5.0, 0.75), size=(4.5, 1.9, 1.5), yaw_rad=np.pi / 2, label='car', score=0.9)
+    clusters = [
+        Object3D(center=(10.3, 0.4, 0.7), size=(3.9, 1.8, 1.4), label='car', score=0.5),        # the same car
+        Object3D(center=(30.0, 7.3, 0.7), size=(1.0, 1.8, 1.4), label='unknown', score=0.2),    # its rear, along y
+        Object3D(center=(20.0, 5.0, 0.5), size=(0.6, 0.6, 0.9), label='unknown', score=0.2),    # a bin
+        Object3D(center=(15.0, -3.0, 0.7), size=(4.4, 1.8, 1.4), label='car', score=0.6),       # missed by the net
+        Object3D(center=(10.0, 2.5, 1.0), size=(8.0, 6.0, 2.0), label='unknown', score=0.1),    # car + hedge behind
+    ]
+    out = unexplained_obstacles(clusters, [car, crossing])
+    assert [(tuple(o.center[:2]), o.label) for o in out] == [((20.0, 5.0), 'unknown'), ((15.0, -3.0), 'unknown')]
+    assert out[1].size.tolist() == pytest.approx([4.4, 1.8, 1.4]) and out[1].score == 0.6
+    assert [o.label for o in unexplained_obstacles(clusters[:1], [])] == ['unknown']
+
+
+def test_the_learned_path_publishes_a_bin_it_has_no_class_for(monkeypatch):
+    """A bin by the lane, before the car: the network (faked: it sees the car ahead only) has no class for it; the
+    classical clusters run beside it and the bin comes out as `unknown`, the car once."""
+    from types import SimpleNamespace
+
+    from fmdrive import warmup
+    from fmdrive.perception.lidar_classical import ClassicalLidarDetector, ClassicalLidarParams
+    from fmdrive.perception.lidar_learned import LearnedLidarDetector
+    T = np.eye(4)
+    T[:3, 3] = [1.0, 0.0, 1.8]
+    sweep = warmup.sweep(T, beams=64)
+    ys, zs = np.meshgrid(np.arange(-0.3, 0.31, 0.04), np.arange(0.05, 0.8, 0.04))
+    bin_face = np.c_[np.full(ys.size, 7.0 - 0.3), ys.ravel() - 1.5, zs.ravel(), np.full(ys.size, 0.3)]
+    bin_face[:, :3] -= T[:3, 3]                                   # base_link -> the LiDAR frame (no rotation)
+    sweep = np.vstack([sweep, bin_face.astype(np.float32)])
+    (cx, cy, cz), lwh = warmup.CAR_AHEAD
+    seen = Object3D(center=(cx, cy, cz), size=lwh, label='car', score=0.9)
+    net = SimpleNamespace(detect=lambda base: [seen], last_timing_ms={})
+    classical = ClassicalLidarDetector(ClassicalLidarParams(), T)
+    learned_only = LearnedLidarDetector(net, detect_lanes=False).detect(sweep, T)
+    assert [o.label for o in learned_only.objects] == ['car']
+    hybrid = LearnedLidarDetector(net, detect_lanes=False, classical=classical).detect(sweep, T)
+    unknown = [o for o in hybrid.objects if o.label == 'unknown']
+    assert [o.label for o in hybrid.objects].count('car') == 1, hybrid.objects
+    assert any(np.hypot(o.center[0] - 7.0, o.center[1] + 1.5) < 0.6 for o in unknown), hybrid.objects
+    assert not any(np.hypot(o.center[0] - cx, o.center[1] - cy) < 3.0 for o in unknown)
+    assert 'classical_ms' in hybrid.timings_ms

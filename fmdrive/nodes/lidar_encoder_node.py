@@ -26,8 +26,8 @@ class LidarEncoderNode(FmdriveNode):
     def __init__(self):
         super().__init__('lidar_encoder')
         self.use_tf()
-        self.learned = self.load_learned() if self.p['backend'] != 'classical' else None
         self.detector = self.make_detector(self.p)
+        self.learned = self.load_learned() if self.p['backend'] != 'classical' else None
         self.pub_objects = self.advertise('lidar_objects', ObjectArray)
         self.pub_lanes = self.advertise('lanes', LaneArray)
         self.subscribe('points', PointCloud2, self.on_points, 'sensor', queued=True, aged='always',
@@ -60,11 +60,16 @@ class LidarEncoderNode(FmdriveNode):
             self.diag_values['backend'] = 'classical (fallback)'
             return None
         self.diag_values['backend'] = f'learned: {det.describe()}'[:300]
+        if self.p['unknown_obstacles']:
+            self.diag_values['backend'] += ' + classical clusters as unknown obstacles'
         return LearnedLidarDetector(det, bool(self.p['detect_lanes']), float(self.p['lane_width_m']),
-                                    refine_small=bool(self.p['refine_small_objects']))
+                                    refine_small=bool(self.p['refine_small_objects']),
+                                    classical=self.detector if self.p['unknown_obstacles'] else None)
 
     def reconfigure(self, params: dict, changed: dict) -> None:
         self.detector = self.make_detector(params)
+        if self.learned is not None and self.learned.classical is not None:
+            self.learned.classical = self.detector       # its clusters follow the new parameters too
 
     def T_base_cloud(self, frame: str, stamp_ns: int):
         base = self.p['base_frame']

@@ -6,6 +6,12 @@ through fmdrive/inference on ONNX Runtime or TensorRT; pillarisation and the BEV
 Lane markings are not the network's job: bright returns near the ground plane of base_link (the
 REP-105 base_link sits on the ground) go to the same lane finder the classical path uses.
 
+With `classical` given (the node's `unknown_obstacles`), the classical path runs on the same sweep
+beside the network: every cluster of it that no learned box explains joins as label `unknown` (a
+bin, a post, debris, a trailer: what the network has no class for, and the planner must still avoid,
+as lidar_centerpoint's deployments pair it with a clustering of what is left), and its ground fit
+gives the lanes (a slope is then no problem for them).
+
 Small objects (pedestrians, cones) get their BEV centre from their own returns
 (refine_small_objects): a head that regresses centres on a 0.4 m grid places a 0.6 m pedestrian
 within about +-0.2 m, and a box 0.15 m off diagonally already falls below IoU 0.5. The points
@@ -18,6 +24,7 @@ import time
 
 import numpy as np
 
+from fmdrive.config import UNKNOWN
 from fmdrive.perception.lanes import LaneParams, detect_lanes
 from fmdrive.perception.lidar_classical import LidarResult
 
@@ -77,12 +84,41 @@ def refine_small_objects(objects: list, points: np.ndarray, sensor_xy=(0.0, 0.0)
     return out
 
 
+EXPLAINED_MARGIN_M = 0.5   # a cluster whose centre is this close to a learned box is that object
+
+
+def unexplained_obstacles(clusters: list, learned: list, margin_m: float = EXPLAINED_MARGIN_M) -> list:
+    """The clusters (Object3D from the classical path, base_link) that no learned box explains, as
+    label `unknown`: neither is the cluster's BEV centre within a learned box grown by margin_m, nor
+    a learned box's centre within the cluster's box (a cluster of a car and the wall behind it).
+    The classical class of a cluster is not kept: where the network saw nothing of its four classes,
+    it is an obstacle of no class."""
+    if not learned:
+        return [c if c.label == UNKNOWN else dataclasses.replace(c, label=UNKNOWN) for c in clusters]
+    lc = np.array([o.center[:2] for o in learned], np.float64)
+    half = np.array([(0.5 * float(o.size[0]), 0.5 * float(o.size[1])) for o in learned], np.float64)
+    cos_, sin_ = np.cos([o.yaw_rad for o in learned]), np.sin([o.yaw_rad for o in learned])
+    out = []
+    for c in clusters:
+        d = np.asarray(c.center[:2], np.float64) - lc                 # cluster centre in each learned box
+        u, v = d[:, 0] * cos_ + d[:, 1] * sin_, -d[:, 0] * sin_ + d[:, 1] * cos_
+        if np.any((np.abs(u) <= half[:, 0] + margin_m) & (np.abs(v) <= half[:, 1] + margin_m)):
+            continue
+        cc, cs = np.cos(c.yaw_rad), np.sin(c.yaw_rad)                # learned centres in the cluster's box
+        u, v = -d[:, 0] * cc - d[:, 1] * cs, d[:, 0] * cs - d[:, 1] * cc
+        if np.any((np.abs(u) <= 0.5 * float(c.size[0])) & (np.abs(v) <= 0.5 * float(c.size[1]))):
+            continue
+        out.append(c if c.label == UNKNOWN else dataclasses.replace(c, label=UNKNOWN))
+    return out
+
+
 class LearnedLidarDetector:
     def __init__(self, detector, detect_lanes: bool = True, lane_width_m: float = 3.5,
-                 refine_small: bool = True):
+                 refine_small: bool = True, classical=None):
         self.detector = detector                      # fmdrive.inference.detectors.LidarDetector
         self.detect_lanes, self.lane_width_m = detect_lanes, lane_width_m
         self.refine_small = refine_small
+        self.classical = classical                    # ClassicalLidarDetector for obstacles of no class, or None
         self._lane_params = LaneParams()
 
     def detect(self, points, T_base_lidar) -> LidarResult:
@@ -107,7 +143,15 @@ class LearnedLidarDetector:
                                        f'the network\'s centres kept')
             result.timings_ms['refine_ms'] = (time.perf_counter() - t1) * 1e3
         result.timings_ms.update(self.detector.last_timing_ms or {})
-        if self.detect_lanes:
+        if self.classical is not None:
+            t1 = time.perf_counter()
+            clusters = self.classical.detect(points, T_base_lidar)    # never raises: says what failed
+            result.warnings.extend(clusters.warnings)
+            result.objects = list(result.objects) + unexplained_obstacles(clusters.objects, result.objects)
+            result.lanes, result.ground_plane = clusters.lanes, clusters.ground_plane
+            result.ground_points, result.nonground_points = clusters.ground_points, clusters.nonground_points
+            result.timings_ms['classical_ms'] = (time.perf_counter() - t1) * 1e3
+        elif self.detect_lanes:
             ground = base[np.abs(base[:, 2]) < GROUND_BAND_M]
             result.lanes = detect_lanes(ground, self.lane_width_m, self._lane_params)
         result.timings_ms['total'] = (time.perf_counter() - t0) * 1e3
