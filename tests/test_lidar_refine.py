@@ -152,3 +152,24 @@ def test_the_learned_path_publishes_a_bin_it_has_no_class_for(monkeypatch):
     assert any(np.hypot(o.center[0] - 7.0, o.center[1] + 1.5) < 0.6 for o in unknown), hybrid.objects
     assert not any(np.hypot(o.center[0] - cx, o.center[1] - cy) < 3.0 for o in unknown)
     assert 'classical_ms' in hybrid.timings_ms
+
+
+def test_a_sweep_the_network_fails_on_gets_the_classical_objects_with_their_classes():
+    from types import SimpleNamespace
+
+    from fmdrive import warmup
+    from fmdrive.perception.lidar_classical import ClassicalLidarDetector, ClassicalLidarParams
+    from fmdrive.perception.lidar_learned import LearnedLidarDetector
+    T = np.eye(4)
+    T[:3, 3] = [1.0, 0.0, 1.8]
+
+    def broken(base):
+        raise RuntimeError('ORT session lost')
+    net = SimpleNamespace(detect=broken, last_timing_ms={})
+    sweep = warmup.sweep(T, beams=64)
+    classical = ClassicalLidarDetector(ClassicalLidarParams(), T)
+    result = LearnedLidarDetector(net, detect_lanes=False, classical=classical).detect(sweep, T)
+    assert [o.label for o in result.objects] == [o.label for o in classical.detect(sweep, T).objects]
+    assert 'car' in [o.label for o in result.objects]
+    assert any("learned LiDAR encoder failed (RuntimeError: ORT session lost); the classical path's objects" in w
+               for w in result.warnings)

@@ -130,10 +130,13 @@ class LearnedLidarDetector:
         base = np.empty((len(pts), 4), np.float32)
         base[:, :3] = pts[:, :3] @ T[:3, :3].T + T[:3, 3]
         base[:, 3] = pts[:, 3] if pts.shape[1] > 3 else 0.0
+        learned_ok = True
         try:
             result.objects = self.detector.detect(base)
         except Exception as e:  # noqa: BLE001 - a perception node must survive any sweep
-            result.warnings.append(f'learned LiDAR encoder failed ({type(e).__name__}: {e}); no objects')
+            learned_ok = False
+            result.warnings.append(f'learned LiDAR encoder failed ({type(e).__name__}: {e}); '
+                                   + ('the classical path\'s objects' if self.classical is not None else 'no objects'))
         if self.refine_small and result.objects:
             t1 = time.perf_counter()
             try:
@@ -147,7 +150,8 @@ class LearnedLidarDetector:
             t1 = time.perf_counter()
             clusters = self.classical.detect(points, T_base_lidar)    # never raises: says what failed
             result.warnings.extend(clusters.warnings)
-            result.objects = list(result.objects) + unexplained_obstacles(clusters.objects, result.objects)
+            result.objects = (list(result.objects) + unexplained_obstacles(clusters.objects, result.objects)
+                              if learned_ok else clusters.objects)      # the fallback, classes and all
             result.lanes, result.ground_plane = clusters.lanes, clusters.ground_plane
             result.ground_points, result.nonground_points = clusters.ground_points, clusters.nonground_points
             result.timings_ms['classical_ms'] = (time.perf_counter() - t1) * 1e3
