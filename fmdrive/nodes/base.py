@@ -26,6 +26,7 @@ import collections
 import faulthandler
 import gc
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -191,7 +192,9 @@ class InputStats:
                 for s in first:
                     self._judge(s, float(min(first)))
             return None
-        self._judge(step, float(np.median(self.periods_ns)))
+        # statistics.median sorts the 31 steps in ~1 us; np.median of a deque took ~12 us, 4.5 % of
+        # fusion's time at 5x (py-spy), on every message of every periodic input
+        self._judge(step, float(statistics.median(self.periods_ns)))
         return None
 
     def _judge(self, step: int, typical: float):
