@@ -10,6 +10,13 @@ from fmdrive.perception.lidar_learned import REFINE_MAX_SHIFT_M, refine_small_ob
 SENSOR = np.array([1.0, 0.0])
 
 
+def mount():
+    """T_base_lidar: the LiDAR 1 m ahead of base_link, 1.8 m up, not rotated (SENSOR is its x, y)."""
+    T = np.eye(4)
+    T[:3, 3] = [*SENSOR, 1.8]
+    return T
+
+
 def person(centre, radius=0.29, height=1.75, ground_z=0.0, step=0.03, seed=0):
     """Returns from the half of a vertical cylinder that faces the sensor, plus ground around it."""
     rng = np.random.default_rng(seed)
@@ -88,8 +95,7 @@ def test_the_learned_lidar_path_refines_in_base_link_and_keeps_the_network_boxes
 
     import fmdrive.perception.lidar_learned as ll
     truth = np.array([10.0, 3.0])
-    T = np.eye(4)
-    T[:3, 3] = [1.0, 0.0, 1.8]                                   # LiDAR 1 m ahead of base_link, 1.8 m up
+    T = mount()
     sweep = person(truth)
     sweep[:, :3] -= T[:3, 3]                                     # the same returns in the LiDAR frame
     net = SimpleNamespace(detect=lambda base: [detection(truth + [0.2, -0.15])], last_timing_ms={})
@@ -125,7 +131,7 @@ def test_clusters_no_learned_box_explains_join_as_unknown_obstacles():
     assert [o.label for o in unexplained_obstacles(clusters[:1], [])] == ['unknown']
 
 
-def test_the_learned_path_publishes_a_bin_it_has_no_class_for(monkeypatch):
+def test_the_learned_path_publishes_a_bin_it_has_no_class_for():
     """A bin by the lane, before the car: the network (faked: it sees the car ahead only) has no class for it; the
     classical clusters run beside it and the bin comes out as `unknown`, the car once."""
     from types import SimpleNamespace
@@ -133,8 +139,7 @@ def test_the_learned_path_publishes_a_bin_it_has_no_class_for(monkeypatch):
     from fmdrive import warmup
     from fmdrive.perception.lidar_classical import ClassicalLidarDetector, ClassicalLidarParams
     from fmdrive.perception.lidar_learned import LearnedLidarDetector
-    T = np.eye(4)
-    T[:3, 3] = [1.0, 0.0, 1.8]
+    T = mount()
     sweep = warmup.sweep(T, beams=64)
     ys, zs = np.meshgrid(np.arange(-0.3, 0.31, 0.04), np.arange(0.05, 0.8, 0.04))
     bin_face = np.c_[np.full(ys.size, 7.0 - 0.3), ys.ravel() - 1.5, zs.ravel(), np.full(ys.size, 0.3)]
@@ -160,8 +165,7 @@ def test_a_sweep_the_network_fails_on_gets_the_classical_objects_with_their_clas
     from fmdrive import warmup
     from fmdrive.perception.lidar_classical import ClassicalLidarDetector, ClassicalLidarParams
     from fmdrive.perception.lidar_learned import LearnedLidarDetector
-    T = np.eye(4)
-    T[:3, 3] = [1.0, 0.0, 1.8]
+    T = mount()
 
     def broken(base):
         raise RuntimeError('ORT session lost')

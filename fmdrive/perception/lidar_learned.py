@@ -87,26 +87,29 @@ def refine_small_objects(objects: list, points: np.ndarray, sensor_xy=(0.0, 0.0)
 EXPLAINED_MARGIN_M = 0.5   # a cluster whose centre is this close to a learned box is that object
 
 
+def _inside(offsets_xy: np.ndarray, yaw_rad, half_lw: np.ndarray) -> np.ndarray:
+    """(N,) bool: points at offsets_xy (N, 2) from the centres of boxes with yaw_rad (N,) or scalar and
+    half length/width half_lw (N, 2) or (2,) lie inside them (BEV)."""
+    c, s = np.cos(yaw_rad), np.sin(yaw_rad)
+    u = offsets_xy[:, 0] * c + offsets_xy[:, 1] * s
+    v = -offsets_xy[:, 0] * s + offsets_xy[:, 1] * c
+    half_lw = np.asarray(half_lw, np.float64)
+    return (np.abs(u) <= half_lw[..., 0]) & (np.abs(v) <= half_lw[..., 1])
+
+
 def unexplained_obstacles(clusters: list, learned: list, margin_m: float = EXPLAINED_MARGIN_M) -> list:
     """The clusters (Object3D from the classical path, base_link) that no learned box explains, as
     label `unknown`: neither is the cluster's BEV centre within a learned box grown by margin_m, nor
     a learned box's centre within the cluster's box (a cluster of a car and the wall behind it).
     The classical class of a cluster is not kept: where the network saw nothing of its four classes,
     it is an obstacle of no class."""
-    if not learned:
-        return [c if c.label == UNKNOWN else dataclasses.replace(c, label=UNKNOWN) for c in clusters]
-    lc = np.array([o.center[:2] for o in learned], np.float64)
-    half = np.array([(0.5 * float(o.size[0]), 0.5 * float(o.size[1])) for o in learned], np.float64)
-    cos_, sin_ = np.cos([o.yaw_rad for o in learned]), np.sin([o.yaw_rad for o in learned])
     out = []
+    lc = np.array([o.center[:2] for o in learned], np.float64).reshape(-1, 2)
+    half = np.array([o.size[:2] for o in learned], np.float64).reshape(-1, 2) / 2
+    yaws = np.array([o.yaw_rad for o in learned], np.float64)
     for c in clusters:
-        d = np.asarray(c.center[:2], np.float64) - lc                 # cluster centre in each learned box
-        u, v = d[:, 0] * cos_ + d[:, 1] * sin_, -d[:, 0] * sin_ + d[:, 1] * cos_
-        if np.any((np.abs(u) <= half[:, 0] + margin_m) & (np.abs(v) <= half[:, 1] + margin_m)):
-            continue
-        cc, cs = np.cos(c.yaw_rad), np.sin(c.yaw_rad)                # learned centres in the cluster's box
-        u, v = -d[:, 0] * cc - d[:, 1] * cs, d[:, 0] * cs - d[:, 1] * cc
-        if np.any((np.abs(u) <= 0.5 * float(c.size[0])) & (np.abs(v) <= 0.5 * float(c.size[1]))):
+        d = np.asarray(c.center[:2], np.float64) - lc                 # the cluster from each learned centre
+        if (_inside(d, yaws, half + margin_m) | _inside(-d, c.yaw_rad, np.asarray(c.size[:2]) / 2)).any():
             continue
         out.append(c if c.label == UNKNOWN else dataclasses.replace(c, label=UNKNOWN))
     return out
