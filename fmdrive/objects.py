@@ -21,11 +21,15 @@ class Object3D:
     box2d: np.ndarray | None = None         # (4,) u_min, v_min, u_max, v_max pixels
     embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     embedding_space: str = ''
+    # (3,) m/s^2 over ground: the tracker's mean over its last second (fusion/tracker.py), zeros
+    # where nobody estimated it (a single detection, ground truth without history)
+    acceleration: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
     def __post_init__(self):
         self.center = np.asarray(self.center, dtype=np.float64).reshape(3)
         self.size = np.asarray(self.size, dtype=np.float64).reshape(3)
         self.velocity = np.asarray(self.velocity, dtype=np.float64).reshape(3)
+        self.acceleration = np.asarray(self.acceleration, dtype=np.float64).reshape(3)
         self.yaw_rad = float(self.yaw_rad)
 
     def transformed(self, T) -> 'Object3D':
@@ -36,7 +40,7 @@ class Object3D:
         dyaw = np.arctan2(T[1, 0], T[0, 0])
         return Object3D(c, self.size.copy(), float(wrap_angle(self.yaw_rad + dyaw)), self.label,
                         self.score, self.id, v, None if self.box2d is None else self.box2d.copy(),
-                        self.embedding, self.embedding_space)
+                        self.embedding, self.embedding_space, T[:3, :3] @ self.acceleration)
 
     def to_dict(self) -> dict:
         d = {'id': int(self.id), 'label': self.label, 'score': round(float(self.score), 4),
@@ -46,6 +50,8 @@ class Object3D:
              'velocity': [round(float(x), 4) for x in self.velocity]}
         if self.box2d is not None:
             d['box2d'] = [round(float(x), 2) for x in self.box2d]
+        if np.any(self.acceleration):
+            d['acceleration'] = [round(float(x), 4) for x in self.acceleration]
         return d
 
     @classmethod
@@ -53,7 +59,8 @@ class Object3D:
         return cls(center=d['center'], size=d['size'], yaw_rad=d.get('yaw_rad', 0.0),
                    label=d.get('label', UNKNOWN), score=d.get('score', 1.0), id=d.get('id', 0),
                    velocity=d.get('velocity', (0, 0, 0)),
-                   box2d=None if d.get('box2d') is None else np.asarray(d['box2d'], float))
+                   box2d=None if d.get('box2d') is None else np.asarray(d['box2d'], float),
+                   acceleration=d.get('acceleration', (0, 0, 0)))
 
 
 @dataclass

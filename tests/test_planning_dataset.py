@@ -111,3 +111,22 @@ def test_dataset_resumes_from_its_shards_and_refuses_another_seed(tmp_path, monk
         pd.write_planning_dataset(tmp_path, samples=5, seed=4, progress=False, standing_start=0.2)
     with pytest.raises(pd.DatasetError, match=r'\[0, 1\]'):
         pd.write_planning_dataset(tmp_path / 'x', samples=5, seed=4, progress=False, standing_start=1.5)
+
+
+def test_ground_truth_acceleration_is_the_slope_of_the_last_second_of_velocities():
+    from fmdrive.objects import Object3D
+
+    def lead(v):
+        return Object3D([20.0, 0.0, 0.8], [4.5, 1.9, 1.5], label='car', id=3, velocity=[v, 0.0, 0.0])
+    # braking at 2 m/s^2 over the last second, steady before (outside the window)
+    history = [(t, [lead(10.0 if t < 1.0 else 10.0 - 2.0 * (t - 1.0))]) for t in np.arange(0.0, 2.01, 0.25)]
+    out = pd.with_accelerations(history)
+    assert out[0].acceleration == pytest.approx([-2.0, 0.0, 0.0])
+    assert out[0].velocity[0] == pytest.approx(8.0) and out[0].id == 3
+    assert not pd.with_accelerations(history[-1:])[0].acceleration.any()    # seen once: nothing to say
+
+
+def test_samples_say_when_a_lead_brakes():
+    texts = [s['scene_text'] for k in (9, 19, 29) for s in pd.simulate_scenario(k, 0)]
+    assert any('braking at' in t for t in texts)
+    assert sum('braking at' in t for t in texts) < 0.5 * len(texts)

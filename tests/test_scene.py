@@ -148,3 +148,25 @@ def test_fusion_core_emits_the_scene_in_base_link():
     assert scene.objects[0].center[0] == pytest.approx(24.0, abs=0.2)
     no_scene = FusionCore(FusionParams(describe_scene=False)).update([], STAMP_NS)
     assert no_scene.scene is None
+
+
+def test_an_object_braking_or_speeding_up_says_so_and_a_steady_or_stationary_one_does_not():
+    lead = obj(20.0, 0.0, 'car', 1, (8.0, 0, 0))
+    lead.acceleration = np.array([-2.54, 0.3, 0.0])            # braking, a little sideways noise
+    left = obj(25.0, 3.5, 'car', 2, (9.0, 0, 0))
+    left.acceleration = np.array([1.2, 0.0, 0.0])
+    steady = obj(40.0, 0.0, 'car', 3, (8.0, 0, 0))
+    steady.acceleration = np.array([-0.5, 0.0, 0.0])           # under ACCEL_PHRASE_MPS2: estimator noise
+    parked = obj(30.0, -3.5, 'car', 4)
+    parked.acceleration = np.array([2.0, 0.0, 0.0])            # stationary: no motion to brake
+    oncoming = obj(60.0, 3.5, 'car', 5, (-10.0, 0, 0))
+    oncoming.acceleration = np.array([3.0, 0.0, 0.0])          # against its motion: it brakes
+    text = describe_scene(STAMP_NS, EgoState(speed_mps=9.0), [lead, left, steady, parked, oncoming],
+                          straight_lanes((0, 1, -1)), 13.9).text
+    assert 'car #1 ahead in ego lane, 20.0 m, moving same direction at 8.0 m/s, braking at 2.5 m/s2, closing' in text
+    assert 'car #2 ahead 25.2 m, in left lane, moving same direction at 9.0 m/s, speeding up at 1.2 m/s2' in text
+    assert 'moving opposite direction at 10.0 m/s, braking at 3.0 m/s2' in text
+    assert text.count('m/s2') == 3
+    nan = obj(20.0, 0.0, 'car', 1, (8.0, 0, 0))
+    nan.acceleration = np.array([np.nan, 0.0, 0.0])            # a broken estimate says nothing
+    assert 'm/s2' not in describe_scene(STAMP_NS, EgoState(speed_mps=9.0), [nan], straight_lanes(), 13.9).text

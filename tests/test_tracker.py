@@ -450,3 +450,53 @@ def test_core_bag_loop_restarts_odometry_and_tracks_without_raising():
     assert looped[0].ego_from_odometry
     assert [o.id for o in looped[-1].objects_base] == [1]
     assert looped[-1].objects_base[0].center[0] == pytest.approx(40.0 - 10.0 * 0.4, abs=0.05)
+
+
+@pytest.mark.parametrize('brake_mps2', [0.0, 3.0])
+def test_a_braking_car_reports_its_deceleration_and_a_steady_one_about_none(brake_mps2):
+    rng = np.random.default_rng(1)
+    tracker = MultiObjectTracker(TrackerParams())
+    x, v = 10.0, 12.0
+    for k in range(40):
+        if k >= 20:
+            v = max(0.0, v - brake_mps2 * 0.1)         # brakes from 2 s on
+        x += v * 0.1
+        out = tracker.update([car(x + rng.normal(0, 0.1), 2.0 + rng.normal(0, 0.1))], stamp(k))
+        if k == 1:
+            assert not out[0].acceleration.any()       # two hits: no slope to take yet
+    # after 2 s of braking at 3 m/s^2 (the last second's slope of the filtered velocity)
+    assert out[0].acceleration[0] == pytest.approx(-brake_mps2, abs=0.5)
+    assert abs(out[0].acceleration[1]) < 0.5
+
+
+def test_acceleration_turns_with_the_tracking_frame():
+    tracker = MultiObjectTracker(TrackerParams())
+    x, v = 10.0, 12.0
+    for k in range(20):
+        v -= 0.2                                       # 2 m/s^2
+        x += v * 0.1
+        out = tracker.update([car(x, 0.0)], stamp(k))
+    assert out[0].acceleration[:2] == pytest.approx([-2.0, 0.0], abs=0.4)
+    tracker.transform(np.array([[0, -1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]))   # +90 deg
+    out = tracker.update([car(0.0, x + v * 0.1)], stamp(20))
+    assert out[0].acceleration[:2] == pytest.approx([0.0, -2.0], abs=0.4)
+
+
+def test_core_describes_a_braking_lead_seen_from_a_driving_ego():
+    core = FusionCore(FusionParams())
+    ego_v, lead_x, lead_v = 8.0, 30.0, 8.0
+    for k in range(40):
+        t_s = k * 0.1
+        ego = EgoState(ego_v * t_s, 0.0, 0.0, ego_v, 0.0)
+        for j in range(5):
+            dt = (j - 2) * 0.02
+            core.add_odometry(stamp(k) + int(dt * 1e9), EgoState(ego_v * (t_s + dt), 0.0, 0.0, ego_v, 0.0))
+        if k >= 20:
+            lead_v = max(0.0, lead_v - 0.25)           # 2.5 m/s^2 from 2 s on
+        lead_x += lead_v * 0.1
+        base = Object3D([lead_x, 0.0, 0.8], [4.5, 1.9, 1.5], label='car', score=0.9).transformed(
+            np.linalg.inv(ego.T_odom_base()))
+        result = core.update([base], stamp(k))
+        if k == 15:
+            assert 'braking' not in result.scene.text
+    assert 'braking at 2.' in result.scene.text, result.scene.text

@@ -1,12 +1,13 @@
 """The scene description: tracked objects related to the ego lane, and a compact English text.
 
-`describe_scene()` turns ego state, tracked objects (base_link, velocity over ground) and lanes
+`describe_scene()` turns ego state, tracked objects (base_link, velocity and acceleration over ground) and lanes
 (base_link centre lines) into a `Scene` whose `text` a language-model planner and a human can
 read, e.g.
 
   t=12.3s. Ego: 8.2 m/s, speed limit 13.9 m/s, in lane 0 of 2 from the right (left lane free,
   no right lane). Objects: car #3 ahead in ego lane, 18.4 m, moving same direction at 6.1 m/s,
-  closing at 2.1 m/s (time to collision 8.8 s); pedestrian #7 front-right 12.0 m, 4.1 m right of
+  closing at 2.1 m/s (time to collision 8.8 s); car #5 ahead in left lane, 30.2 m, moving same
+  direction at 9.0 m/s, braking at 2.5 m/s2; pedestrian #7 front-right 12.0 m, 4.1 m right of
   ego lane centre, moving left at 1.3 m/s (crossing).
 
 Conventions: distances are from base_link (rear axle) to the object centre; "left"/"right" and
@@ -28,6 +29,7 @@ STATIONARY_MPS = 0.5          # slower than this an object is described as stati
 CROSSING_MPS = 0.5            # lateral speed towards the ego lane that counts as crossing
 CLOSING_MPS = 0.1             # below this range rate nothing is said about closing / TTC
 LANE_FREE_WINDOW_M = (-15.0, 30.0)  # longitudinal window that must be empty for "lane free"
+ACCEL_PHRASE_MPS2 = 0.8       # a moving object braking or speeding up harder than this says so
 
 
 @dataclass
@@ -46,6 +48,7 @@ class ObjectRelation:
     across_lane_mps: float        # velocity across the lane (+ to the left)
     closing_mps: float            # -(range rate) relative to ego; + means getting closer
     ttc_s: float | None           # time to collision for in-path objects that are closing
+    accel_mps2: float = 0.0       # acceleration along the object's own motion (- braking); 0 when stationary
 
 
 # ---------------------------------------------------------------- lane geometry
@@ -156,6 +159,9 @@ def relate_objects(ego: EgoState, objects_base: list[Object3D], lanes=()) -> lis
     rel_vel = vel - np.array([ego.speed_mps, 0.0])
     closing = -np.einsum('ij,ij->i', xy, rel_vel) / np.maximum(distance, 1e-6)
     speed = np.linalg.norm(vel, axis=1)
+    acc = np.array([o.acceleration[:2] if np.all(np.isfinite(o.acceleration)) else (0.0, 0.0) for o in objects])
+    accel = np.where(speed >= STATIONARY_MPS,
+                     np.einsum('ij,ij->i', acc, vel) / np.maximum(speed, 1e-6), 0.0)
 
     relations = []
     for i, obj in enumerate(objects):
@@ -170,7 +176,7 @@ def relate_objects(ego: EgoState, objects_base: list[Object3D], lanes=()) -> lis
             longitudinal_m=float(longitudinal[i]), lateral_m=float(lateral[i]),
             lane_offset=lane_offset[i], in_path=in_path, crossing=crossing, speed_mps=float(speed[i]),
             along_lane_mps=float(along[i]), across_lane_mps=float(across[i]),
-            closing_mps=float(closing[i]), ttc_s=ttc))
+            closing_mps=float(closing[i]), ttc_s=ttc, accel_mps2=float(accel[i])))
     relations.sort(key=lambda r: (not r.in_path, round(r.distance_m, 3), r.object.id))
     return relations
 
@@ -200,7 +206,12 @@ def _motion_phrase(r: ObjectRelation) -> str:
         way = 'left' if r.across_lane_mps > 0 else 'right'
     else:
         way = 'same direction' if r.along_lane_mps > 0 else 'opposite direction'
-    return f', moving {way} at {_f(r.speed_mps)} m/s'
+    text = f', moving {way} at {_f(r.speed_mps)} m/s'
+    if r.accel_mps2 <= -ACCEL_PHRASE_MPS2:
+        text += f', braking at {_f(-r.accel_mps2)} m/s2'
+    elif r.accel_mps2 >= ACCEL_PHRASE_MPS2:
+        text += f', speeding up at {_f(r.accel_mps2)} m/s2'
+    return text
 
 
 def describe_object(r: ObjectRelation) -> str:

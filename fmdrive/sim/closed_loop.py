@@ -53,8 +53,8 @@ from fmdrive.geometry import inv_T
 from fmdrive.objects import EgoState, Scene
 from fmdrive.sim.agents import MAX_BRAKE_MPS2
 from fmdrive.sim.expert import ExpertDriver
-from fmdrive.sim.planning_dataset import (MAX_SCENE_OBJECTS, ODOM_HZ, IntentExpert, _perceived, ego_touches,
-                                          scenario_world, step_agents)
+from fmdrive.sim.planning_dataset import (ACCEL_WINDOW_S, MAX_SCENE_OBJECTS, ODOM_HZ, IntentExpert, _perceived,
+                                          ego_touches, scenario_world, step_agents, with_accelerations)
 
 PLAN_EVERY_S = 0.1                  # 10 Hz, the sensors' rate
 SPEED_GAIN = 1.5                    # 1/s
@@ -212,11 +212,17 @@ def expert_run(index: int, seed: int = 0) -> dict:
             'speeds': speeds, 'collided': collided}
 
 
-def _scene(t: float, ego: PlanFollower, agents, world, spec, rng) -> Scene:
+def _scene(t: float, ego: PlanFollower, agents, world, spec, rng, history: list | None = None) -> Scene:
+    """The frame's Scene as fusion would give it; `history` (the (t, objects in odom) of the frames
+    before, kept by the caller) gives the objects the acceleration the tracker reports."""
     from fmdrive.fusion.scene import describe_scene
     state = ego.state()
     T_base_odom = inv_T(state.T_odom_base())
-    objects = [a.object3d(world).transformed(T_base_odom) for a in agents]
+    history = [] if history is None else history
+    history.append((t, [a.object3d(world) for a in agents]))
+    while history and t - history[0][0] > ACCEL_WINDOW_S + 1e-6:
+        history.pop(0)
+    objects = [o.transformed(T_base_odom) for o in with_accelerations(history)]
     lane = int(np.clip(world.lane_of_d(np.array([ego.d]))[0], 0, world.num_lanes - 1))
     lanes = world.lanes_in_base(T_base_odom, ego.s, lane)
     stamp_ns = int(round(t * 1e9)) + 1_000_000_000
@@ -241,7 +247,7 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
         arbiter.fallback.reset()
     s0 = float(ego.s)
     collided, collision_t, collision_source, off_road = False, None, None, False
-    sources, plan_ms, speeds, budget_stops = {}, [], [], 0
+    sources, plan_ms, speeds, budget_stops, history = {}, [], [], 0, []
     right_edge = -world.num_lanes * world.w - OFF_ROAD_MARGIN_M
     left_edge = world.left_edge_d + OFF_ROAD_MARGIN_M
     for k in range(int(round(spec.duration_s * ODOM_HZ))):
@@ -249,7 +255,7 @@ def run_scenario(index: int, seed: int, arbiter, expert: dict | None = None) -> 
         if k % plan_every == 0:
             instruction = intent if intent != 'none' and t >= t_intent else ''
             t0 = time.perf_counter()
-            r = arbiter.plan(_scene(t, ego, agents, world, spec, rng), instruction)
+            r = arbiter.plan(_scene(t, ego, agents, world, spec, rng, history), instruction)
             plan_ms.append((time.perf_counter() - t0) * 1e3)
             sources[r.source] = sources.get(r.source, 0) + 1
             budget_stops += 'budget_stop' in str(getattr(r.plan, 'status', ''))

@@ -57,6 +57,8 @@ ODOM_HZ = 20                # physics rate: 2.5x faster than the bags' 50 Hz, sa
 SAMPLE_EVERY_S = 0.25
 PERCEPTION_RANGE_M = 80.0
 MAX_SCENE_OBJECTS = 8                 # fusion's max_scene_objects default (config.py)
+ACCEL_WINDOW_S = 1.0        # the tracker's accel_window_s (fusion/tracker.py)
+ACCEL_NOISE_MPS2 = 0.2      # per axis, about the spread of the tracker's estimate on a steady car
 SPLITS = ('train', 'val', 'test')
 VARIANTS = ('plain', 'plain', 'combined', 'dense', 'near_miss')
 LANE_CHANGE_INTENTS = ('change_lane_left', 'change_lane_right')
@@ -237,6 +239,8 @@ def _visible(objects_base: list[Object3D]) -> list[bool]:
 
 
 def _perceived(objects_base, rng):
+    """What fusion's tracker would give of the ground-truth objects: the visible ones, centre,
+    velocity and acceleration with noise."""
     seen = []
     for o, vis in zip(objects_base, _visible(objects_base)):
         if not vis:
@@ -244,8 +248,32 @@ def _perceived(objects_base, rng):
         dist = np.linalg.norm(o.center[:2])
         noise = 0.05 + 0.004 * dist
         seen.append(Object3D(o.center + np.r_[rng.normal(0, noise, 2), 0.0], o.size, o.yaw_rad,
-                             o.label, 1.0, o.id, o.velocity + np.r_[rng.normal(0, 0.15, 2), 0.0]))
+                             o.label, 1.0, o.id, o.velocity + np.r_[rng.normal(0, 0.15, 2), 0.0],
+                             acceleration=o.acceleration + np.r_[rng.normal(0, ACCEL_NOISE_MPS2, 2), 0.0]))
     return seen
+
+
+def with_accelerations(history: list[tuple[float, list[Object3D]]]) -> list[Object3D]:
+    """The last entry's objects (one frame) with `acceleration` = the least-squares slope of each
+    one's ground-truth velocity over the entries of the last ACCEL_WINDOW_S (the tracker's estimate,
+    fusion/tracker.py: an object braking for a second says so); zeros for an object seen once.
+    history: (time s, objects) in time order, all in one frame."""
+    t_last, current = history[-1]
+    rows: dict[int, list] = {}
+    for t, objects in history:
+        if t_last - t <= ACCEL_WINDOW_S + 1e-6:
+            for o in objects:
+                rows.setdefault(o.id, []).append((t, o.velocity[0], o.velocity[1]))
+    out = []
+    for o in current:
+        r = np.array(rows.get(o.id, []), float)
+        acc = np.zeros(3)
+        if len(r) >= 3:
+            tt = r[:, 0] - r[:, 0].mean()
+            acc[:2] = (tt[:, None] * (r[:, 1:] - r[:, 1:].mean(0))).sum(0) / float((tt * tt).sum())
+        out.append(Object3D(o.center, o.size, o.yaw_rad, o.label, o.score, o.id, o.velocity, o.box2d,
+                            o.embedding, o.embedding_space, acc))
+    return out
 
 
 # ---------------------------------------------------------------- one scenario
@@ -344,7 +372,9 @@ def simulate_scenario(index: int, seed: int, standing_start_share: float = 0.0, 
         fut = np.array([[ego_log[k + future_step * (i + 1)].x, ego_log[k + future_step * (i + 1)].y]
                         for i in range(TRAJECTORY_STEPS)])
         wp = fut @ T_base_odom[:2, :2].T + T_base_odom[:2, 3]
-        objects_base = [o.transformed(T_base_odom) for o in agents_log[k]]
+        window = [(j * dt, agents_log[j]) for j in range(k - int(round(ACCEL_WINDOW_S * ODOM_HZ)), k + 1)
+                  if j in agents_log]
+        objects_base = [o.transformed(T_base_odom) for o in with_accelerations(window)]
         lanes = world.lanes_in_base(T_base_odom, s_ego, lane)
         stamp_ns = int(round(t * 1e9))
         scene = describe_scene(stamp_ns, EgoState(0.0, 0.0, 0.0, ego.speed_mps, ego.yaw_rate_rps),

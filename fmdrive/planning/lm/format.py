@@ -15,7 +15,9 @@ The frame part is the fusion node's scene text (fusion/scene.py `describe_scene`
 leading "t=12.3s." time stamp: time is irrelevant to the plan, and a bag's absolute stamp
 (t=1700000012.3s) would be out of every training distribution.
 
-Prompt style (the card's `decoder.prompt_style`): `full` = the scene text as written; `compact` =
+Prompt style (the card's `decoder.prompt_style`): `full` = the scene text as written, without the
+objects' acceleration phrases; `compact_accel` = `compact` below with them ("braking 2.5": a lead
+that brakes, which a single frame's positions and speeds cannot show); `compact` =
 the same text with units, object ids and filler words taken out and multi-word phrases made one
 hyphenated word (`compact_scene`: "car #9 ahead in ego lane, 19.4 m, moving same direction at 8.6
 m/s, closing at 3.0 m/s (time to collision 6.5 s)" -> "car ego-ahead 19.4 same 8.6 closing 3.0 ttc
@@ -139,10 +141,16 @@ _COMPACT_RULES = tuple((re.compile(a), b) for a, b in (
     (r'\(over the limit\)', 'over-limit'),
     (r' not listed\b', ''),
     (r'\bkeeping distance\b', 'keeping'),
+    (r'\bbraking at ([\d.]+) m/s2', r'braking \1'),
+    (r'\bspeeding up at ([\d.]+) m/s2', r'speeding \1'),
     (r' (?:m/s|m|s)(?=[,;.)\s]|$)', ''),                         # units after a number
     (r',', ''),
 ))
-PROMPT_STYLES = ('full', 'compact')
+PROMPT_STYLES = ('full', 'compact', 'compact_accel')
+# The objects' acceleration phrases (fusion/scene.py, ", braking at 2.5 m/s2") came after the
+# `full` and `compact` models were trained: those styles take them out, so such a model reads the
+# text it was trained on; `compact_accel` is `compact` with them kept.
+_ACCEL_PHRASE = re.compile(r', (?:braking|speeding up) at [\d.]+ m/s2')
 
 
 def check_prompt_style(style: str) -> str:
@@ -163,7 +171,9 @@ def frame_text(scene_text: str, intent: str | None, style: str = 'full') -> str:
     """The per-frame part of the prompt (everything after HEADER), in prompt `style`."""
     body = _STAMP.sub('', scene_text or '').strip() or 'Objects: none.'
     body = ' '.join(body.split())            # one space between words, no newlines
-    if check_prompt_style(style) == 'compact':
+    if check_prompt_style(style) != 'compact_accel':
+        body = _ACCEL_PHRASE.sub('', body)
+    if style != 'full':
         body = compact_scene(body)
     return f' {body} Instruction: {intent_token(intent)} {PLAN}'
 
