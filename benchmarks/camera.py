@@ -8,6 +8,9 @@ the camera's 640x360. Quality: 2D AP@0.5 per class (camera_model.ap_2d; must-det
 the vehicle's path), fp32 and int8 (int8_cpu on a CPU). Speed: the network alone on the same input
 tensor, one thread each: torch fp32 eager (CameraCenterNet rebuilt with the weights of the committed
 fp32.onnx), ONNX Runtime fp32, ONNX Runtime int8; median of the timed runs.
+int8_minus_fp32: AP int8 - fp32 of car and pedestrian with a 95 % interval from a paired bootstrap
+over the scenes (the frames of a scene are not independent; eval/metrics.py): whether a gap of a
+point or two is the quantization or the draw of scenes.
 
     fmdrive bench camera [--quick] [--json]
 """
@@ -88,6 +91,23 @@ def _detect_all(detector, sources):
     return dets, outs
 
 
+def int8_gaps(d32, d8, frames, classes=('car', 'pedestrian')) -> dict:
+    """Per class: AP int8 - fp32, its 95 % interval from a paired bootstrap over the scenes."""
+    from fmdrive import config
+    from fmdrive.eval.metrics import paired_difference_of_matches
+    from fmdrive.training.camera_model import match_2d
+    out = {}
+    for name in classes:
+        c = config.CLASSES.index(name)
+        r = paired_difference_of_matches(
+            [f.scene for f in frames],
+            lambda idx: [match_2d([d[i] for i in idx], [frames[i] for i in idx], c) for d in (d32, d8)])
+        out[name] = {'difference': None if r['difference'] is None else round(r['difference'], 4),
+                     'ci95': None if r['ci95'] is None else [round(v, 4) for v in r['ci95']],
+                     'scenes': r['groups']}
+    return out
+
+
 def measure(quick: bool = False, model_dir: str | None = None, scenes: int = TEST_SCENES, **_ignored) -> dict:
     import torch
 
@@ -125,6 +145,7 @@ def measure(quick: bool = False, model_dir: str | None = None, scenes: int = TES
         'ap_fp32': s32['map'], 'ap_int8': s8['map'], 'cosine_int8_vs_fp32': round(output_cosine(o8, o32, names), 5),
         'ap_per_class_fp32': s32['ap'], 'ap_per_class_int8': s8['ap'], 'recall_fp32': s32['recall'],
         'recall_int8': s8['recall'], 'num_gt': s32['num_gt'], 'frames': len(frames),
+        'int8_minus_fp32': int8_gaps(d32, d8, frames),
         'torch_vs_onnx_max_abs_diff': float(max(np.abs(r - got[k]).max() for k, r in zip(OUTPUT_NAMES, ref))),
         'params_m': round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
         'model': fp32.card.name, 'int8_variant': int8.backend.describe()['variant'],

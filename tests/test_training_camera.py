@@ -98,3 +98,33 @@ def _iou_xyxy(box, boxes):
     h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
     area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
     return w * h / (area(box) + area(boxes) - w * h)
+
+
+def test_2d_ap_and_its_paired_int8_gap_over_scenes():
+    pytest.importorskip('torch', reason='camera_model needs torch (requirements-train.txt)')
+    import importlib.util
+    from types import SimpleNamespace
+
+    from fmdrive import config
+    from fmdrive.training.camera_model import ap_2d
+    spec = importlib.util.spec_from_file_location('bench_camera', config.package_file('benchmarks/camera.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    car = config.CLASSES.index('car')
+    box = np.array([[10.0, 10.0, 50.0, 40.0]])
+    frames = [SimpleNamespace(labels=np.array([car]), boxes2d=box, camera_pixels=np.array([500]), scene=f's{k // 4}')
+              for k in range(16)]
+    hit = (box.copy(), np.array([0.9]), np.array([car]))
+    miss = (box + 30.0, np.array([0.9]), np.array([car]))           # IoU 0: a false positive and a miss
+    fp32 = [hit] * 16
+    int8 = [hit] * 12 + [miss] * 4                                  # the last scene lost by int8
+    assert ap_2d(fp32, frames)['ap']['car'] == pytest.approx(1.0)
+    assert ap_2d(int8, frames)['recall']['car'] == pytest.approx(0.75)
+    gap = bench.int8_gaps(fp32, int8, frames)
+    assert gap['car']['difference'] == pytest.approx(ap_2d(int8, frames)['ap']['car'] - 1.0, abs=1e-4)
+    assert gap['car']['scenes'] == 4
+    lo, hi = gap['car']['ci95']
+    assert lo < gap['car']['difference'] <= hi <= 0.0 and lo < hi     # a draw without that scene: no gap
+    assert gap['pedestrian']['difference'] is None                    # no pedestrian ground truth
+    same = bench.int8_gaps(fp32, fp32, frames)['car']
+    assert same['difference'] == 0.0 and same['ci95'] == [0.0, 0.0]

@@ -175,14 +175,19 @@ def paired_ap_difference(detections_a, detections_b, gt_frames, groups, label: s
     whole scenes are drawn with replacement and both detectors see the same draw). Each group is
     matched once (matching is per frame), so a resample only re-sorts scores.
     {"difference", "ci95": [lo, hi], "groups", "resamples"}; difference None without GT."""
-    keys = list(dict.fromkeys(groups))
     if len(groups) != len(gt_frames):
         raise ValueError(f'groups has {len(groups)} keys for {len(gt_frames)} frames')
-    per = {}
-    for key in keys:
-        idx = [i for i, g in enumerate(groups) if g == key]
-        per[key] = [match_detections([dets[i] for i in idx], [gt_frames[i] for i in idx], label, iou_threshold)
-                    for dets in (detections_a, detections_b)]
+    return paired_difference_of_matches(
+        groups, lambda idx: [match_detections([dets[i] for i in idx], [gt_frames[i] for i in idx], label,
+                                              iou_threshold) for dets in (detections_a, detections_b)],
+        resamples, seed)
+
+
+def paired_difference_of_matches(groups, match, resamples: int = 2000, seed: int = 0) -> dict:
+    """The paired bootstrap of paired_ap_difference for any matching: match(frame indices of one
+    group) -> (DetectionMatch of a, DetectionMatch of b) on those frames (BEV boxes, 2D boxes...)."""
+    keys = list(dict.fromkeys(groups))
+    per = {key: match([i for i, g in enumerate(groups) if g == key]) for key in keys}
 
     def ap(which: int, draw) -> float:
         ms = [per[keys[k]][which] for k in draw]

@@ -133,41 +133,48 @@ def centernet_loss(outputs: tuple, batch: dict) -> tuple[torch.Tensor, dict]:
     return total, {n: float(v.detach()) for n, v in parts.items()}
 
 
+def match_2d(detections, frames, c: int, iou_threshold: float = 0.5):
+    """DetectionMatch of class index c over frames (see ap_2d): greedy by score, must-detect =
+    visible(), a detection on a don't-care box of the class ignored."""
+    from fmdrive.eval.metrics import DetectionMatch
+    scores, tps, num_gt, matched = [], [], 0, 0
+    for (boxes, sc, cl), f in zip(detections, frames):
+        is_c = f.labels == c
+        care = visible(f)[is_c]
+        gt = f.boxes2d[is_c]
+        num_gt += int(care.sum())
+        sel = np.nonzero(cl == c)[0]
+        sel = sel[np.argsort(-sc[sel], kind='stable')]
+        taken = np.zeros(len(gt), bool)
+        for i in sel:
+            iou = _iou(boxes[i], gt) if len(gt) else np.zeros(0)
+            cand = np.where(care & ~taken, iou, -1.0)
+            j = int(np.argmax(cand)) if len(cand) else -1
+            if j >= 0 and cand[j] >= iou_threshold:
+                taken[j] = True
+                scores.append(sc[i])
+                tps.append(True)
+            elif len(gt) and np.any(~care & (np.nan_to_num(iou) >= iou_threshold)):
+                continue
+            else:
+                scores.append(sc[i])
+                tps.append(False)
+        matched += int(taken.sum())
+    return DetectionMatch(np.array(scores, float), np.array(tps, bool), num_gt, matched)
+
+
 def ap_2d(detections, frames, classes=config.CLASSES, iou_threshold: float = 0.5) -> dict:
     """2D AP@0.5 per class (VOC all-point) in letterboxed input pixels; detections per frame are
     (boxes (D, 4), scores (D,), class (D,)). Must-detect = visible(); other boxes of the class are
     don't-care (a detection on them is ignored)."""
-    from fmdrive.eval.metrics import DetectionMatch, ap_from_match
+    from fmdrive.eval.metrics import ap_from_match
     out = {'ap': {}, 'recall': {}, 'num_gt': {}}
     for c, name in enumerate(classes):
-        scores, tps, num_gt, matched = [], [], 0, 0
-        for (boxes, sc, cl), f in zip(detections, frames):
-            is_c = f.labels == c
-            care = visible(f)[is_c]
-            gt = f.boxes2d[is_c]
-            num_gt += int(care.sum())
-            sel = np.nonzero(cl == c)[0]
-            sel = sel[np.argsort(-sc[sel], kind='stable')]
-            taken = np.zeros(len(gt), bool)
-            for i in sel:
-                iou = _iou(boxes[i], gt) if len(gt) else np.zeros(0)
-                cand = np.where(care & ~taken, iou, -1.0)
-                j = int(np.argmax(cand)) if len(cand) else -1
-                if j >= 0 and cand[j] >= iou_threshold:
-                    taken[j] = True
-                    scores.append(sc[i])
-                    tps.append(True)
-                elif len(gt) and np.any(~care & (np.nan_to_num(iou) >= iou_threshold)):
-                    continue
-                else:
-                    scores.append(sc[i])
-                    tps.append(False)
-            matched += int(taken.sum())
-        m = DetectionMatch(np.array(scores, float), np.array(tps, bool), num_gt, matched)
+        m = match_2d(detections, frames, c, iou_threshold)
         ap = ap_from_match(m)
         out['ap'][name] = None if ap != ap else round(ap, 4)
-        out['recall'][name] = round(matched / num_gt, 4) if num_gt else None
-        out['num_gt'][name] = num_gt
+        out['recall'][name] = round(m.num_matched_gt / m.num_gt, 4) if m.num_gt else None
+        out['num_gt'][name] = m.num_gt
     aps = [v for v in out['ap'].values() if v is not None]
     out['map'] = round(float(np.mean(aps)), 4) if aps else 0.0
     return out
