@@ -1,6 +1,8 @@
 """Camera checkpoint -> engines/camera_centernet/: fp32.onnx (checked against torch), int8_trt.onnx and
 int8_cpu.onnx (the same QDQ recipes as the LiDAR model, export.quantize_variant) calibrated on train
-images, the calibration method chosen by val 2D mAP, and card.yaml.
+images, the calibration method chosen by val 2D mAP, and card.yaml. As for the LiDAR model, the best
+method is then tried with the output heads in float (heatmap, size, offset, depth; not the
+embedding) and that is kept if val 2D mAP gains FLOAT_HEADS_MIN_GAIN.
 
     fmdrive export camera --checkpoint runs/camera/best.pt --out engines/camera_centernet
     fmdrive quantize camera --model-dir engines/camera_centernet --data runs/dataset
@@ -13,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fmdrive.training.export import (CALIBRATION_METHODS, OPSET, export_onnx, ort_outputs, ort_session,
-                                     output_cosine, quantize_variant, sha256, write_card)
+from fmdrive.training.export import (CALIBRATION_METHODS, FLOAT_HEADS_MIN_GAIN, OPSET, export_onnx, ort_outputs,
+                                     ort_session, output_cosine, output_head_nodes, quantize_variant, sha256,
+                                     write_card)
 
 MODEL_NAME = 'camera_centernet'
 DECODER = {'score_threshold': 0.3, 'top_k': 100}
@@ -129,31 +132,45 @@ def quantize_camera(model_dir, data_dir, calib_frames: int = 256, methods=CALIBR
     work = Path(data_dir) / 'cache' / 'quantize_camera'
     work.mkdir(parents=True, exist_ok=True)
     comparison = {}
-    for method in methods:
+
+    def run(method: str, float_nodes=(), tag: str = '') -> dict:
         t0 = time.perf_counter()
         cache = work / f'ranges_{method}_{sha256(model_dir / "fp32.onnx")[:10]}_{len(calib)}.json'
         row = {}
         for variant in ('int8_cpu', 'int8_trt'):
-            path = work / f'{variant}_{method}.onnx'
-            quantize_variant(model_dir / 'fp32.onnx', path, variant, method, calib, cache, 'image')
+            path = work / f'{variant}_{method}{tag}.onnx'
+            quantize_variant(model_dir / 'fp32.onnx', path, variant, method, calib, cache, 'image', float_nodes)
             outs = ort_outputs(ort_session(path), val_inputs)
             ap = _ap(outs, val, card)
             row[variant] = {'map': ap['map'], 'ap': ap['ap'], 'cosine': round(output_cosine(
                 outs, fp32, ('heatmap', 'size', 'offset', 'depth', 'embedding')), 5)}
         row['seconds'] = round(time.perf_counter() - t0, 1)
-        comparison[method] = row
-        log(f'calibration {method:10s}: ' + '  '.join(f'{v} 2D mAP {row[v]["map"]} cosine {row[v]["cosine"]}'
-                                                      for v in ('int8_cpu', 'int8_trt')) + f'  ({row["seconds"]} s)')
+        log(f'calibration {method + tag:22s}: ' + '  '.join(f'{v} 2D mAP {row[v]["map"]} cosine {row[v]["cosine"]}'
+                                                            for v in ('int8_cpu', 'int8_trt')) + f'  ({row["seconds"]} s)')
+        return row
+
+    for method in methods:
+        comparison[method] = run(method)
     best = max(comparison, key=lambda m: (comparison[m]['int8_cpu']['map'], comparison[m]['int8_trt']['map']))
-    log(f'val fp32 2D mAP {ap_fp32["map"]}; kept calibration method: {best}')
+    float_nodes, tag = [], ''
+    heads = output_head_nodes(model_dir / 'fp32.onnx')
+    if heads:
+        key = f'{best}+float_heads'
+        comparison[key] = {**run(best, heads, '_float_heads'), 'float_nodes': heads}
+        if comparison[key]['int8_cpu']['map'] >= comparison[best]['int8_cpu']['map'] + FLOAT_HEADS_MIN_GAIN:
+            float_nodes, tag = heads, '_float_heads'
+    log(f'val fp32 2D mAP {ap_fp32["map"]}; kept calibration method: {best}'
+        + (f' with {len(float_nodes)} output-head nodes in float' if float_nodes else ''))
     for variant in ('int8_cpu', 'int8_trt'):
-        shutil.copyfile(work / f'{variant}_{best}.onnx', model_dir / f'{variant}.onnx')
+        shutil.copyfile(work / f'{variant}_{best}{tag}.onnx', model_dir / f'{variant}.onnx')
     card_yaml['files'] = {v: {'model': {'path': f'{v}.onnx', 'sha256': sha256(model_dir / f'{v}.onnx')}}
                           for v in ('fp32', 'int8_trt', 'int8_cpu')}
     card_yaml['calibration'] = {'source': f'{len(calib)} evenly spaced letterboxed images of the train split of '
                                           f'{Path(data_dir).name} (train seed 101)',
                                 'count': int(len(calib)), 'method': best}
+    if float_nodes:
+        card_yaml['calibration']['float_nodes'] = list(float_nodes)
     card_yaml['metrics'] = {**card_yaml.get('metrics', {}), 'val_ap_fp32': ap_fp32['ap'],
                             'val_map_fp32': ap_fp32['map'], 'calibration_comparison': comparison}
     write_card(card_yaml, model_dir)
-    return {'best_method': best, 'comparison': comparison, 'val_fp32': ap_fp32}
+    return {'best_method': best, 'float_nodes': list(float_nodes), 'comparison': comparison, 'val_fp32': ap_fp32}

@@ -212,21 +212,27 @@ def _method(name: str):
             'percentile': CalibrationMethod.Percentile}[name]
 
 
+_HEAD_TAIL_OPS = ('Sigmoid', 'Relu', 'Mul', 'Div', 'Add', 'Exp')
+
+
 def output_head_nodes(fp32_path, skip=('embedding',)) -> list[str]:
-    """Names of the nodes that make the graph's outputs (a final Sigmoid and the conv before it),
-    but not those of `skip`: the small 1x1 output layers, which mixed-precision deployments keep in
-    float (their outputs are scores and box regressions read at a few peaks)."""
+    """Names of the nodes that make the graph's outputs (each output's last Conv and the
+    element-wise ops after it: a Sigmoid, a Relu and scale), but not those of `skip`: the small 1x1
+    output layers, which mixed-precision deployments keep in float (their outputs are scores and
+    box regressions read at a few peaks)."""
     import onnx
     graph = onnx.load(str(fp32_path), load_external_data=False).graph
     producer = {o: n for n in graph.node for o in n.output}
     names = []
     for out in graph.output:
         node = producer.get(out.name)
-        if out.name in skip or node is None:
+        if out.name in skip:
             continue
-        names.append(node.name)
-        if node.op_type == 'Sigmoid' and node.input[0] in producer:
-            names.append(producer[node.input[0]].name)
+        while node is not None and node.op_type in _HEAD_TAIL_OPS:
+            names.append(node.name)
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type == 'Conv':
+            names.append(node.name)
     return names
 
 
