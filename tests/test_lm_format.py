@@ -187,13 +187,19 @@ def test_compact_prompt_passes_text_it_does_not_know_through():
         'Ego: 2.0. Objects: a fallen tree across the road.'
 
 
-def test_acceleration_phrases_reach_only_a_model_trained_with_them():
-    text = ('Ego: 9.0 m/s. Objects: car #1 ahead in ego lane, 20.0 m, moving same direction at 8.0 m/s, braking '
-            'at 2.5 m/s2, closing at 1.0 m/s (time to collision 20.0 s); car #2 left 3.5 m, in left lane, moving '
-            'same direction at 9.0 m/s, speeding up at 1.2 m/s2.')
-    without = text.replace(', braking at 2.5 m/s2', '').replace(', speeding up at 1.2 m/s2', '')
+def test_newer_scene_phrases_reach_only_a_model_trained_with_them():
+    text = ('Ego: 9.0 m/s, speed limit 13.9 m/s, in lane 0 of 2 from the right, 0.9 m left of its centre, heading '
+            '5.6 deg left of it, road ahead curving right (radius 294 m) (left lane free, no right lane). Objects: '
+            'car #1 ahead in ego lane, 20.0 m, moving same direction at 8.0 m/s, braking at 2.5 m/s2, closing at '
+            '1.0 m/s (time to collision 20.0 s); car #2 left 3.5 m, in left lane, moving same direction at 9.0 m/s, '
+            'speeding up at 1.2 m/s2.')
+    without = text
+    for phrase in (', braking at 2.5 m/s2', ', speeding up at 1.2 m/s2', ', 0.9 m left of its centre',
+                   ', heading 5.6 deg left of it', ', road ahead curving right (radius 294 m)'):
+        without = without.replace(phrase, '')
     assert fmt.frame_text(text, None, 'full') == fmt.frame_text(without, None, 'full')
     assert fmt.frame_text(text, None, 'compact') == fmt.frame_text(without, None, 'compact')
-    assert fmt.frame_text(text, None, 'compact_accel') == (
-        ' Ego: 9.0. Objects: car ego-ahead 20.0 same 8.0 braking 2.5 closing 1.0 ttc 20.0; car left 3.5 '
+    assert fmt.frame_text(text, None, 'compact2') == (
+        ' Ego: 9.0 limit 13.9 lane 0 of 2 0.9 left-of-own-centre heading-left 5.6 curve-right 294 (left-free '
+        'no-right). Objects: car ego-ahead 20.0 same 8.0 braking 2.5 closing 1.0 ttc 20.0; car left 3.5 '
         'left-lane same 9.0 speeding 1.2. Instruction: <intent_none> <plan>')

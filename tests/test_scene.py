@@ -170,3 +170,24 @@ def test_an_object_braking_or_speeding_up_says_so_and_a_steady_or_stationary_one
     nan = obj(20.0, 0.0, 'car', 1, (8.0, 0, 0))
     nan.acceleration = np.array([np.nan, 0.0, 0.0])            # a broken estimate says nothing
     assert 'm/s2' not in describe_scene(STAMP_NS, EgoState(speed_mps=9.0), [nan], straight_lanes(), 13.9).text
+
+
+def test_the_ego_place_in_its_lane_and_the_curve_ahead_are_said_when_they_matter():
+    # the ego 0.9 m left of its lane's centre, heading 5 deg left of it: the lanes are the base_link
+    # lines of a straight road seen from there
+    yaw = math.radians(5.0)
+    R = np.array([[math.cos(-yaw), -math.sin(-yaw)], [math.sin(-yaw), math.cos(-yaw)]])
+    x = np.linspace(-30.0, 100.0, 27)
+    lanes = [Lane(o, 3.5, np.c_[(np.c_[x, np.full_like(x, o * 3.5 - 0.9)] @ R.T), np.zeros_like(x)]) for o in (0, 1)]
+    text = describe_scene(STAMP_NS, EgoState(speed_mps=9.0), [], lanes, 13.9).text
+    assert 'in lane 0 of 2 from the right, 0.9 m left of its centre, heading 5.0 deg left of it (' in text
+    assert 'curving' not in text
+    # centred and aligned on a left curve of 200 m radius: only the curve is said
+    a = np.linspace(-0.15, 0.5, 400)
+    lanes = [Lane(o, 3.5, np.c_[(200 - 3.5 * o) * np.sin(a), 200 - (200 - 3.5 * o) * np.cos(a), np.zeros_like(a)])
+             for o in (0, 1)]
+    text = describe_scene(STAMP_NS, EgoState(speed_mps=9.0), [], lanes, 13.9).text
+    assert 'in lane 0 of 2 from the right, road ahead curving left (radius 200 m) (' in text
+    # straight and centred: nothing more than before
+    text = describe_scene(STAMP_NS, EgoState(speed_mps=9.0), [], straight_lanes(), 13.9).text
+    assert 'in lane 0 of 2 from the right (left lane free, no right lane)' in text

@@ -116,6 +116,35 @@ def _ego_lane(usable):
     return min(usable, key=lambda ll: abs(project_to_polyline(np.zeros((1, 2)), ll[1])[1][0]))
 
 
+CURVE_AHEAD_M = (5.0, 35.0)   # the road's curve is its heading change between these arc lengths ahead
+EGO_OFFSET_PHRASE_M = 0.2     # the ego's place in its lane is said beyond these
+EGO_HEADING_PHRASE_DEG = 2.0
+CURVE_PHRASE_RADIUS_M = 1000.0
+
+
+def _heading_at(line: np.ndarray, s: float) -> float:
+    """Direction (rad) of the polyline's segment at arc length s (clipped to the line)."""
+    seg = np.diff(line, axis=0)
+    cum = np.r_[0.0, np.cumsum(np.linalg.norm(seg, axis=1))]
+    k = int(np.clip(np.searchsorted(cum, s, side='right') - 1, 0, len(seg) - 1))
+    return math.atan2(seg[k, 1], seg[k, 0])
+
+
+def ego_in_lane(line: np.ndarray) -> tuple[float, float, float | None]:
+    """(the ego's offset from the lane's centre line, m, + left; the ego's heading relative to the
+    lane, rad, + left; the lane's curvature ahead, 1/m, + left, or None when the line ahead is too
+    short to tell) for a base_link centre line."""
+    s, d, tangent = project_to_polyline(np.zeros((1, 2)), line)
+    heading = -math.atan2(tangent[0, 1], tangent[0, 0])
+    length = float(np.sum(np.linalg.norm(np.diff(line, axis=0), axis=1)))
+    a, b = s[0] + CURVE_AHEAD_M[0], min(s[0] + CURVE_AHEAD_M[1], length)
+    curvature = None
+    if b - a >= 10.0:
+        turn = math.remainder(_heading_at(line, b) - _heading_at(line, a), math.tau)
+        curvature = turn / (b - a)
+    return float(d[0]), heading, curvature
+
+
 # ---------------------------------------------------------------- relations
 def _bearing(x: float, y: float) -> str:
     deg = abs(math.degrees(math.atan2(y, x)))
@@ -256,8 +285,15 @@ def describe_ego(ego: EgoState, speed_limit_mps: float, lanes, relations) -> str
     if where is not None:
         index, count = where
         offsets = {lane.offset for lane, _ in _usable_lanes(lanes)}
-        parts.append(f'in lane {index} of {count} from the right ('
-                     f'{_lane_status(+1, offsets, relations)}, {_lane_status(-1, offsets, relations)})')
+        place = f'in lane {index} of {count} from the right'
+        offset, heading, curvature = ego_in_lane(_ego_lane(_usable_lanes(lanes))[1])
+        if abs(offset) >= EGO_OFFSET_PHRASE_M:
+            place += f', {_f(abs(offset))} m {"left" if offset > 0 else "right"} of its centre'
+        if abs(math.degrees(heading)) >= EGO_HEADING_PHRASE_DEG:
+            place += f', heading {_f(abs(math.degrees(heading)))} deg {"left" if heading > 0 else "right"} of it'
+        if curvature is not None and abs(curvature) * CURVE_PHRASE_RADIUS_M > 1.0:
+            place += f', road ahead curving {"left" if curvature > 0 else "right"} (radius {abs(1 / curvature):.0f} m)'
+        parts.append(f'{place} ({_lane_status(+1, offsets, relations)}, {_lane_status(-1, offsets, relations)})')
     else:
         parts.append(f'no lane map (assuming {_f(DEFAULT_LANE_WIDTH_M)} m lanes)')
     return 'Ego: ' + ', '.join(parts) + '.'

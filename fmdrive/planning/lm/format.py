@@ -16,8 +16,11 @@ leading "t=12.3s." time stamp: time is irrelevant to the plan, and a bag's absol
 (t=1700000012.3s) would be out of every training distribution.
 
 Prompt style (the card's `decoder.prompt_style`): `full` = the scene text as written, without the
-objects' acceleration phrases; `compact_accel` = `compact` below with them ("braking 2.5": a lead
-that brakes, which a single frame's positions and speeds cannot show); `compact` =
+phrases added after the first models (_NEWER_PHRASES); `compact2` = `compact` below with them: the
+objects' acceleration ("braking 2.5": a lead that brakes, which one frame's positions and speeds
+cannot show) and the ego's place in its lane ("0.9 left-of-own-centre heading-left 5.6 curve-left
+294": the text places objects by lane, the plan is in base_link, and mid-manoeuvre or on a curve
+the two differ by more than a car's width); `compact` =
 the same text with units, object ids and filler words taken out and multi-word phrases made one
 hyphenated word (`compact_scene`: "car #9 ahead in ego lane, 19.4 m, moving same direction at 8.6
 m/s, closing at 3.0 m/s (time to collision 6.5 s)" -> "car ego-ahead 19.4 same 8.6 closing 3.0 ttc
@@ -143,14 +146,21 @@ _COMPACT_RULES = tuple((re.compile(a), b) for a, b in (
     (r'\bkeeping distance\b', 'keeping'),
     (r'\bbraking at ([\d.]+) m/s2', r'braking \1'),
     (r'\bspeeding up at ([\d.]+) m/s2', r'speeding \1'),
+    (r' m (left|right) of its centre', r' \1-of-own-centre'),
+    (r'\bheading ([\d.]+) deg (left|right) of it\b', r'heading-\2 \1'),
+    (r'\broad ahead curving (left|right) \(radius (\d+) m\)', r'curve-\1 \2'),
     (r' (?:m/s|m|s)(?=[,;.)\s]|$)', ''),                         # units after a number
     (r',', ''),
 ))
-PROMPT_STYLES = ('full', 'compact', 'compact_accel')
-# The objects' acceleration phrases (fusion/scene.py, ", braking at 2.5 m/s2") came after the
-# `full` and `compact` models were trained: those styles take them out, so such a model reads the
-# text it was trained on; `compact_accel` is `compact` with them kept.
-_ACCEL_PHRASE = re.compile(r', (?:braking|speeding up) at [\d.]+ m/s2')
+PROMPT_STYLES = ('full', 'compact', 'compact2')
+# Phrases fusion/scene.py writes since the `full` and `compact` models were trained: the objects'
+# acceleration (", braking at 2.5 m/s2") and the ego's place in its lane (", 0.9 m left of its
+# centre, heading 5.6 deg left of it, road ahead curving left (radius 294 m)"). Those styles take
+# them out, so such a model reads the text it was trained on; `compact2` is `compact` with them.
+_NEWER_PHRASES = re.compile(r', (?:braking|speeding up) at [\d.]+ m/s2'
+                            r'|, [\d.]+ m (?:left|right) of its centre'
+                            r'|, heading [\d.]+ deg (?:left|right) of it\b'
+                            r'|, road ahead curving (?:left|right) \(radius \d+ m\)')
 
 
 def check_prompt_style(style: str) -> str:
@@ -171,8 +181,8 @@ def frame_text(scene_text: str, intent: str | None, style: str = 'full') -> str:
     """The per-frame part of the prompt (everything after HEADER), in prompt `style`."""
     body = _STAMP.sub('', scene_text or '').strip() or 'Objects: none.'
     body = ' '.join(body.split())            # one space between words, no newlines
-    if check_prompt_style(style) != 'compact_accel':
-        body = _ACCEL_PHRASE.sub('', body)
+    if check_prompt_style(style) != 'compact2':
+        body = _NEWER_PHRASES.sub('', body)
     if style != 'full':
         body = compact_scene(body)
     return f' {body} Instruction: {intent_token(intent)} {PLAN}'
