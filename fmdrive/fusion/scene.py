@@ -293,7 +293,8 @@ def describe_ego(ego: EgoState, speed_limit_mps: float, lanes, relations) -> str
             place += f', heading {_f(abs(math.degrees(heading)))} deg {"left" if heading > 0 else "right"} of it'
         if curvature is not None and abs(curvature) * CURVE_PHRASE_RADIUS_M > 1.0:
             # to 10 m: a radius is a coarse fact, and each distinct number is a word of the LM's vocabulary
-            place += f', road ahead curving {"left" if curvature > 0 else "right"} (radius {round(abs(1 / curvature), -1):.0f} m)'
+            side = 'left' if curvature > 0 else 'right'
+            place += f', road ahead curving {side} (radius {round(abs(1 / curvature), -1):.0f} m)'
         parts.append(f'{place} ({_lane_status(+1, offsets, relations)}, {_lane_status(-1, offsets, relations)})')
     else:
         parts.append(f'no lane map (assuming {_f(DEFAULT_LANE_WIDTH_M)} m lanes)')

@@ -4,9 +4,9 @@ Per track the filter state is (x, y, vx, vy) in odom; height (z), size, yaw, sco
 smoothed alongside. Acceleration is not a filter state (a constant-acceleration filter at 10 Hz
 on 0.1-0.3 m centre noise is mostly noise): each track reports the least-squares slope of its
 filtered velocity over the hits of the last `accel_window_s`, what a planner needs to see a lead
-that brakes (zeros until the hits span `accel_min_span_s`). Detections from the classical LiDAR detector have a box yaw that is only known
-modulo pi (an L-shape has no front), so yaw is blended modulo pi and flipped to the direction of
-travel once the track moves.
+that brakes (zeros until the hits span `accel_min_span_s`). Detections from the classical LiDAR
+detector have a box yaw that is only known modulo pi (an L-shape has no front), so yaw is blended
+modulo pi and flipped to the direction of travel once the track moves.
 
 Per frame:
 1. Duplicates are merged: boxes sharing more than `duplicate_overlap` of the smaller footprint are
