@@ -238,7 +238,11 @@ def _torch_planner(name: str, tokenizer_file):
         return None, f'{e.name} is not installed here (training extras)'
     if tokenizer_file is None or not Path(tokenizer_file).is_file():
         return None, 'no tokenizer.json'
-    return TorchPlanner(hf_dir, tokenizer_file), None
+    from fmdrive.planning.lm.format import FormatError
+    try:
+        return TorchPlanner(hf_dir, tokenizer_file), None
+    except FormatError as e:             # a run of another prompt format than this code writes
+        return None, f'{name} at {hf_dir} cannot be read: {e}'
 
 
 # ----------------------------------------------------------------------------------------- bench
