@@ -284,9 +284,10 @@ def describe_ego(ego: EgoState, speed_limit_mps: float, lanes, relations) -> str
     where = ego_lane_index(lanes)
     if where is not None:
         index, count = where
-        offsets = {lane.offset for lane, _ in _usable_lanes(lanes)}
+        usable = _usable_lanes(lanes)
+        offsets = {lane.offset for lane, _ in usable}
         place = f'in lane {index} of {count} from the right'
-        offset, heading, curvature = ego_in_lane(_ego_lane(_usable_lanes(lanes))[1])
+        offset, heading, curvature = ego_in_lane(_ego_lane(usable)[1])
         if abs(offset) >= EGO_OFFSET_PHRASE_M:
             place += f', {_f(abs(offset))} m {"left" if offset > 0 else "right"} of its centre'
         if abs(math.degrees(heading)) >= EGO_HEADING_PHRASE_DEG:

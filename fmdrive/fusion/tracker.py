@@ -175,6 +175,14 @@ def merge_duplicates(detections: list[Object3D], max_overlap: float) -> list[Obj
     return out
 
 
+def velocity_slope(t_s: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+    """(2,) least-squares slope (m/s^2) of velocities (N, 2) at times t_s (N,), N >= 2 distinct
+    times: the acceleration a track reports (and the planning dataset gives its ground truth)."""
+    t = np.asarray(t_s, np.float64) - np.mean(t_s)
+    v = np.asarray(velocity, np.float64)
+    return (t[:, None] * (v - v.mean(0))).sum(0) / float((t * t).sum())
+
+
 @dataclass
 class _Track:
     id: int
@@ -201,8 +209,7 @@ class _Track:
         t = (rows[:, 0] - last) / NS_PER_S
         if len(rows) < 3 or t[-1] - t[0] < min_span_s:
             return np.zeros(2)
-        t = t - t.mean()
-        return (t[:, None] * (rows[:, 1:] - rows[:, 1:].mean(0))).sum(0) / float((t * t).sum())
+        return velocity_slope(t, rows[:, 1:])
 
     def vote_label(self) -> None:
         """Score-weighted majority over the history; unknown only if nothing else was seen."""

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from fmdrive.fusion.scene import describe_scene
+from fmdrive.fusion.tracker import TrackerParams, velocity_slope
 from fmdrive.geometry import inv_T
 from fmdrive.objects import EgoState, Object3D
 from fmdrive.planning.lm.format import DT_S, INTENTS, TRAJECTORY_STEPS
@@ -57,7 +58,7 @@ ODOM_HZ = 20                # physics rate: 2.5x faster than the bags' 50 Hz, sa
 SAMPLE_EVERY_S = 0.25
 PERCEPTION_RANGE_M = 80.0
 MAX_SCENE_OBJECTS = 8                 # fusion's max_scene_objects default (config.py)
-ACCEL_WINDOW_S = 1.0        # the tracker's accel_window_s (fusion/tracker.py)
+ACCEL_WINDOW_S = TrackerParams.accel_window_s   # the tracker's default (fusion/tracker.py)
 ACCEL_NOISE_MPS2 = 0.2      # per axis, about the spread of the tracker's estimate on a steady car
 SPLITS = ('train', 'val', 'test')
 VARIANTS = ('plain', 'plain', 'combined', 'dense', 'near_miss')
@@ -269,8 +270,7 @@ def with_accelerations(history: list[tuple[float, list[Object3D]]]) -> list[Obje
         r = np.array(rows.get(o.id, []), float)
         acc = np.zeros(3)
         if len(r) >= 3:
-            tt = r[:, 0] - r[:, 0].mean()
-            acc[:2] = (tt[:, None] * (r[:, 1:] - r[:, 1:].mean(0))).sum(0) / float((tt * tt).sum())
+            acc[:2] = velocity_slope(r[:, 0], r[:, 1:])
         out.append(Object3D(o.center, o.size, o.yaw_rad, o.label, o.score, o.id, o.velocity, o.box2d,
                             o.embedding, o.embedding_space, acc))
     return out
