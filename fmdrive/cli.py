@@ -82,10 +82,13 @@ def _clear_derived_outputs(run_dir: Path) -> list[str]:
 
 
 def cmd_sim(args):
+    if args.what == 'dataset':
+        from fmdrive.training.cli import dataset_command
+        return dataset_command(args)
     if args.what == 'planning-dataset':
         from fmdrive.sim.planning_dataset import write_planning_dataset
         import json
-        print(json.dumps(write_planning_dataset(args.out, args.samples, args.seed or 0,
+        print(json.dumps(write_planning_dataset(args.out or 'runs/planning_dataset', args.samples, args.seed or 0,
                                                 progress=not args.no_progress,
                                                 standing_start=args.standing_start)))
         return 0
@@ -130,10 +133,17 @@ def _sim_serve(args, spec, camera, extrinsics) -> int:
 
 def add_sim(sub):
     p = sub.add_parser('sim', help='simulate a scenario into a rosbag2 MCAP bag + ground truth; '
-                       '`sim planning-dataset`: planner LM samples (no sensors)')
-    p.add_argument('what', nargs='?', choices=('planning-dataset',), default=None,
-                   help='planning-dataset: scene text [+ intent] -> expert waypoints, --out DIR --samples N')
-    p.add_argument('--out', default='runs/planning_dataset', help='planning-dataset: directory (resumable)')
+                       '`sim dataset`: encoder training frames; `sim planning-dataset`: planner LM samples')
+    p.add_argument('what', nargs='?', choices=('dataset', 'planning-dataset'), default=None,
+                   help='dataset: camera + LiDAR training frames with ground truth, domain-randomised, '
+                   'train/val/test splits, --out DIR --scenes N (the same as `fmdrive train dataset`); '
+                   'planning-dataset: scene text [+ intent] -> expert waypoints, --out DIR --samples N')
+    p.add_argument('--out', default=None, help='dataset / planning-dataset: directory (resumable; default '
+                   'runs/dataset / runs/planning_dataset)')
+    p.add_argument('--scenes', type=int, default=72, help='dataset: training scenes (val/test: scenes // 8, >= 4)')
+    p.add_argument('--val-scenes', type=int, default=None, help='dataset: validation scenes')
+    p.add_argument('--test-scenes', type=int, default=None, help='dataset: test scenes')
+    p.add_argument('--no-camera', action='store_true', help='dataset: LiDAR only (faster)')
     p.add_argument('--samples', type=int, default=20000, help='planning-dataset: at least this many samples')
     p.add_argument('--standing-start', type=float, default=0.0,
                    help='planning-dataset: share of scenarios whose expert starts from standstill (default 0)')
@@ -702,4 +712,7 @@ def _user_error_types() -> tuple:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # `python -m fmdrive.cli`: run the imported module's main, not this __main__ copy's, so that an error
+    # class raised from elsewhere (`from fmdrive.cli import UsageError`) is the one caught here
+    from fmdrive.cli import main as _main
+    sys.exit(_main())

@@ -25,6 +25,8 @@ def fmdrive(*args, timeout=120):
     (['run', '--remap', '/velodyne_points'], 'FROM:=TO'),
     (['bench', 'lidar', '--lidar-backend', 'onnxruntime'], 'bench lidar takes no --lidar-backend'),
     (['bench', 'pipeline', '--rate', '0'], '--rate must be > 0'),
+    (['sim', 'dataset', '--scenes', '0', '--out', '{tmp}/data'], '--scenes 0'),
+    (['train', 'dataset', '--scenes', '2', '--test-scenes', '-1', '--out', '{tmp}/data'], '--test-scenes -1'),
 ])
 def test_bad_argument_gives_one_line_error_and_exit_2(args, words, tmp_path):
     r = fmdrive(*(a.replace('{tmp}', str(tmp_path)) for a in args))
@@ -32,6 +34,17 @@ def test_bad_argument_gives_one_line_error_and_exit_2(args, words, tmp_path):
     assert 'Traceback' not in r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and 'Warning' not in ln and 'import sre' not in ln]
     assert len(lines) == 1 and words in lines[0], r.stderr
+
+
+@pytest.mark.parametrize('command', [['sim', 'dataset'], ['train', 'dataset']])
+def test_sim_dataset_and_train_dataset_are_one_command(command, monkeypatch, tmp_path, capsys):
+    from fmdrive import cli
+    from fmdrive.training import dataset
+    calls = []
+    monkeypatch.setattr(dataset, 'write_dataset', lambda *a, **kw: calls.append((a, kw)) or [])
+    assert cli.main([*command, '--out', str(tmp_path), '--scenes', '5', '--val-scenes', '2', '--no-camera',
+                     '--no-progress']) == 0
+    assert calls == [((str(tmp_path), 5, 2, None), {'camera': False, 'progress': False})]
 
 
 def test_corrupt_bag_gives_one_line_error(tmp_path):

@@ -1,7 +1,7 @@
 """`fmdrive train dataset|lidar|camera`, `fmdrive export lidar|camera`, `fmdrive quantize lidar|camera` (torch is imported
 only when a command runs, so `fmdrive --help` works on a vehicle without it).
 
-    fmdrive train dataset --out runs/dataset --scenes 72            # resumable, deterministic
+    fmdrive train dataset --out runs/dataset --scenes 72            # resumable, deterministic (= fmdrive sim dataset)
     fmdrive train lidar --data runs/dataset --out runs/lidar --epochs 8 --seed 7 [--resume]
     fmdrive export lidar --checkpoint runs/lidar/best.pt --data runs/dataset --out engines/lidar_centerpoint
     fmdrive quantize lidar --model-dir engines/lidar_centerpoint --data runs/dataset [--frames 256]
@@ -47,17 +47,26 @@ def _train_planner(args):
     return lm.train(cfg, resume=args.resume, progress=not args.no_progress)
 
 
+def dataset_command(args) -> int:
+    """`fmdrive sim dataset` and `fmdrive train dataset` (one command, two names): numpy only, no torch."""
+    from fmdrive.cli import UsageError
+    from fmdrive.training.dataset import write_dataset
+    counts = {'--scenes': args.scenes, '--val-scenes': args.val_scenes, '--test-scenes': args.test_scenes}
+    bad = [f'{flag} {n}' for flag, n in counts.items() if n is not None and n < (1 if flag == '--scenes' else 0)]
+    if bad:
+        raise UsageError(f'{", ".join(bad)}: give at least one training scene, and no negative val/test count')
+    print(json.dumps(write_dataset(args.out or 'runs/dataset', args.scenes, args.val_scenes, args.test_scenes,
+                                   camera=not args.no_camera, progress=not args.no_progress)))
+    return 0
+
+
 def cmd_train(args):
     if args.model.startswith('planner-'):
         _need_torch()
         print(json.dumps(_train_planner(args)))
         return 0
     if args.model == 'dataset':
-        from fmdrive.training.dataset import write_dataset
-        result = write_dataset(args.out or 'runs/dataset', args.scenes, args.val_scenes, args.test_scenes, camera=not args.no_camera,
-                               progress=not args.no_progress)
-        print(json.dumps(result))
-        return 0
+        return dataset_command(args)
     _need_torch()
     if args.model == 'camera':
         from fmdrive.training.train_camera import TrainConfig, train
