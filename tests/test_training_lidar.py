@@ -532,6 +532,48 @@ def test_the_export_turns_the_necks_transposed_convs_into_1x1_convs_and_a_pixel_
     np.testing.assert_allclose(b, up.bias.detach().numpy(), atol=1e-6)
 
 
+def _onnx_up(stride: int, pads=(0, 0, 0, 0), relu: bool = True, bias: bool = True):
+    """A graph x -> ConvTranspose(kernel = stride) [-> Relu] -> y, with random weights."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(stride)
+    w = rng.normal(size=(6, 5, stride, stride)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, 'w')] + ([numpy_helper.from_array(rng.normal(size=5).astype(np.float32), 'b')]
+                                                 if bias else [])
+    nodes = [helper.make_node('ConvTranspose', ['x', 'w'] + (['b'] if bias else []), ['t' if relu else 'y'], name='up',
+                              kernel_shape=[stride, stride], strides=[stride, stride], pads=list(pads))]
+    if relu:
+        nodes.append(helper.make_node('Relu', ['t'], ['y'], name='relu'))
+    h = 7 * stride - pads[0] - pads[2]
+    graph = helper.make_graph(nodes, 'up', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 6, 7, 7])],
+                              [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 5, h, h])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+
+
+@pytest.mark.parametrize('stride, relu, bias', [(2, True, True), (4, True, False), (2, False, True)])
+def test_the_quantizer_sees_a_graphs_transposed_convs_as_1x1_convs_and_a_pixel_shuffle_exactly(stride, relu, bias):
+    """onnx_transposed_to_pixel_shuffle: an ONNX graph (a user's, or one exported before the torch pass)
+    gets the same rewrite before quantization; the ReLU moves before the shuffle; outputs unchanged."""
+    import onnxruntime as ort
+
+    from fmdrive.training.export import onnx_transposed_to_pixel_shuffle
+    model = _onnx_up(stride, relu=relu, bias=bias)
+    x = np.random.default_rng(1).normal(size=(1, 6, 7, 7)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=['CPUExecutionProvider']).run(None, {'x': x})[0]  # noqa: E731
+    ref = run(model)
+    assert onnx_transposed_to_pixel_shuffle(model) == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert ops == (['Conv', 'Relu', 'DepthToSpace'] if relu else ['Conv', 'DepthToSpace'])
+    np.testing.assert_allclose(run(model), ref, atol=1e-5)
+    assert {t.name for t in model.graph.initializer}.isdisjoint({'w', 'b'})      # the old weights are gone
+
+
+def test_a_transposed_conv_that_is_not_a_pixel_shuffle_is_left_alone():
+    from fmdrive.training.export import onnx_transposed_to_pixel_shuffle
+    model = _onnx_up(2, pads=(1, 1, 1, 1))
+    assert onnx_transposed_to_pixel_shuffle(model) == 0
+    assert [n.op_type for n in model.graph.node] == ['ConvTranspose', 'Relu']
+
+
 def test_bench_lidar_splits_car_ap_by_scenario_kind():
     """bench lidar's per-kind car AP: each frame goes to its scene's kind; a kind's figure is of its
     frames alone (a perfect kind stays 1.0 next to one where every car is missed)."""

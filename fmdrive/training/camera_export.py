@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from fmdrive.training.export import (CALIBRATION_METHODS, FLOAT_HEADS_MIN_GAIN, OPSET, export_onnx, ort_outputs,
-                                     ort_session, output_cosine, output_head_nodes, quantize_variant, sha256,
-                                     write_card)
+                                     ort_session, output_cosine, output_head_nodes, quantize_variant, ranges_cache_name,
+                                     sha256, write_card)
 
 MODEL_NAME = 'camera_centernet'
 DECODER = {'score_threshold': 0.3, 'top_k': 100}
@@ -135,7 +135,7 @@ def quantize_camera(model_dir, data_dir, calib_frames: int = 256, methods=CALIBR
 
     def run(method: str, float_nodes=(), tag: str = '') -> dict:
         t0 = time.perf_counter()
-        cache = work / f'ranges_{method}_{sha256(model_dir / "fp32.onnx")[:10]}_{len(calib)}.json'
+        cache = work / ranges_cache_name(method, model_dir / 'fp32.onnx', len(calib))
         row = {}
         for variant in ('int8_cpu', 'int8_trt'):
             path = work / f'{variant}_{method}{tag}.onnx'
@@ -155,10 +155,15 @@ def quantize_camera(model_dir, data_dir, calib_frames: int = 256, methods=CALIBR
     float_nodes, tag = [], ''
     heads = output_head_nodes(model_dir / 'fp32.onnx')
     if heads:
-        key = f'{best}+float_heads'
-        comparison[key] = {**run(best, heads, '_float_heads'), 'float_nodes': heads}
-        if comparison[key]['int8_cpu']['map'] >= comparison[best]['int8_cpu']['map'] + FLOAT_HEADS_MIN_GAIN:
-            float_nodes, tag = heads, '_float_heads'
+        # every method again with the heads in float (its ranges are cached: seconds each); the best of
+        # those is kept if it beats the best all-INT8 graph by FLOAT_HEADS_MIN_GAIN
+        for method in methods:
+            comparison[f'{method}+float_heads'] = {**run(method, heads, '_float_heads'), 'float_nodes': heads}
+        with_heads = max(methods, key=lambda m: (comparison[f'{m}+float_heads']['int8_cpu']['map'],
+                                                  comparison[f'{m}+float_heads']['int8_trt']['map']))
+        if comparison[f'{with_heads}+float_heads']['int8_cpu']['map'] >= \
+                comparison[best]['int8_cpu']['map'] + FLOAT_HEADS_MIN_GAIN:
+            best, float_nodes, tag = with_heads, heads, '_float_heads'
     log(f'val fp32 2D mAP {ap_fp32["map"]}; kept calibration method: {best}'
         + (f' with {len(float_nodes)} output-head nodes in float' if float_nodes else ''))
     for variant in ('int8_cpu', 'int8_trt'):
