@@ -97,24 +97,45 @@ def handled(kv: dict, topic: str) -> int:
             + counter(kv, f'{topic}/dropped'))
 
 
-def send_one_at_a_time(probe, pub, topic, examiner, messages):
-    """Publish each message only after `examiner` (the node that decodes this input) has finished with
-    the previous one, as seen on its /diagnostics: its bounded queue never has to drop one."""
-    start = handled(probe.wait_for_diagnostics(examiner, lambda kv: True, what='a first report'), topic)
-    for i, (what, msg) in enumerate(messages, 1):
-        pub.publish(msg)
-        probe.wait_for_diagnostics(examiner, lambda kv: handled(kv, topic) >= start + i,
-                                   what=f'{topic} {what!r} handled')
-    return len(messages)
+def readers(key):
+    return [node.name for node in GRAPH if key in node.inputs]
 
 
-def wait_received(probe, key, count):
-    """Until every graph node that reads config.TOPICS[key] reports `count` messages received."""
+def received(probe, key) -> dict:
+    """{node: messages of config.TOPICS[key] its callback has taken}, from each reader's latest report."""
+    return {name: counter(probe.wait_for_diagnostics(name, lambda kv: True, what='a first report'),
+                          f'{T[key]}/received') for name in readers(key)}
+
+
+def wait_received(probe, key, expected: dict):
+    """Until every graph node that reads config.TOPICS[key] reports at least expected[node] received."""
     topic = T[key]
-    for node in GRAPH:
-        if key in node.inputs:
-            probe.wait_for_diagnostics(node.name, lambda kv: counter(kv, f'{topic}/received') >= count,
-                                       what=f'{count} received on {topic}')
+    for name, count in expected.items():
+        probe.wait_for_diagnostics(name, lambda kv: counter(kv, f'{topic}/received') >= count,
+                                   what=f'{count} received on {topic}')
+
+
+def send_paced(probe, pub, key, messages, examiner=None, batch: int = 1):
+    """Publish `batch` messages at a time, the next only once every node that reads the topic has taken
+    the previous ones (as its /diagnostics says) and `examiner` (the node that decodes this input, if
+    any) has finished with them: a reader's DDS history (KEEP_LAST, as shallow as 2 for the
+    visualizer's clouds; 5 for sensor topics) never has to drop one, however slow the machine; batch
+    stays below the shallowest depth. Returns the number sent."""
+    topic = T[key]
+    counts = received(probe, key)
+    start = None if examiner is None else \
+        handled(probe.wait_for_diagnostics(examiner, lambda kv: True, what='a first report'), topic)
+    for first in range(0, len(messages), batch):
+        chunk = messages[first:first + batch]
+        for _, msg in chunk:
+            pub.publish(msg)
+        counts = {name: n + len(chunk) for name, n in counts.items()}
+        wait_received(probe, key, counts)
+        if examiner is not None:
+            done = start + first + len(chunk)
+            probe.wait_for_diagnostics(examiner, lambda kv: handled(kv, topic) >= done,
+                                       what=f'{topic} {chunk[-1][0]!r} handled')
+    return len(messages)
 
 
 @pytest.mark.timeout(300)
@@ -137,14 +158,11 @@ def test_no_bad_input_crashes_a_node_and_each_is_reported(running_graph, probe):
         probe.wait_for_diagnostics(node.name, lambda kv: True, what='a first report')
 
     # camera_info is latched with depth 1: one at a time, or a newer one replaces an unsent one
-    for i, (_, msg) in enumerate(bad_camera_infos(), 1):
-        pubs['camera_info'].publish(msg)
-        wait_received(probe, 'camera_info', i)
+    send_paced(probe, pubs['camera_info'], 'camera_info', list(bad_camera_infos()))
     # odometry with NaN and stamps going backwards; objects with NaN; a scene with NaN speed
     odom = ego_to_odometry(STAMP0, EgoState(x=math.nan, y=0.0, yaw_rad=math.inf, speed_mps=math.nan))
-    pubs['odometry'].publish(odom)
-    pubs['odometry'].publish(ego_to_odometry(STAMP0 - 5 * 10**9, EgoState()))
-    wait_received(probe, 'odometry', 2)
+    send_paced(probe, pubs['odometry'], 'odometry',
+               [('NaN odometry', odom), ('odometry 5 s back', ego_to_odometry(STAMP0 - 5 * 10**9, EgoState()))])
     nan_obj = Object3D(center=[np.nan, 0, 0], size=[4.5, 1.9, 1.5], label='car')
     pubs['lidar_objects'].publish(objects_to_msg([nan_obj, Object3D(center=[1e30, 0, 0], size=[0, 0, 0])],
                                                  STAMP0, 'base_link', 'test'))
@@ -163,20 +181,18 @@ def test_no_bad_input_crashes_a_node_and_each_is_reported(running_graph, probe):
                             + counter(probe.diagnostics.get('fmdrive/planner', {}), 'internal_errors') >= 1, 60), \
         'the planner neither planned for nor reported the scene with NaN speed'
 
-    clouds = send_one_at_a_time(probe, pubs['points'], T['points'], 'lidar_encoder', list(bad_clouds()))
-    wait_received(probe, 'points', clouds)
-    images = send_one_at_a_time(probe, pubs['image'], T['image'], 'visualizer', list(bad_images()))
+    clouds = send_paced(probe, pubs['points'], 'points', list(bad_clouds()), examiner='lidar_encoder')
+    images = send_paced(probe, pubs['image'], 'image', list(bad_images()), examiner='visualizer')
     assert running_graph.dead() == {}, {n: running_graph.log_tail(n) for n in running_graph.dead()}
 
     # good input afterwards is still served end to end
     good_stamp = STAMP0 + 10**9
-    for k in range(25):
-        stamp = good_stamp + k * 20_000_000
-        pubs['odometry'].publish(ego_to_odometry(stamp, EgoState(x=0.02 * k * 5, speed_mps=5.0)))
-    wait_received(probe, 'odometry', 2 + 25)
+    send_paced(probe, pubs['odometry'], 'odometry',
+               [(f'odometry {k}', ego_to_odometry(good_stamp + k * 20_000_000, EgoState(x=0.02 * k * 5, speed_mps=5.0)))
+                for k in range(25)], batch=4)
     good_stamps = [good_stamp + k * 100_000_000 for k in range(3)]
-    send_one_at_a_time(probe, pubs['points'], T['points'], 'lidar_encoder',
-                       [(f'good cloud {k}', good_cloud(s)) for k, s in enumerate(good_stamps)])
+    send_paced(probe, pubs['points'], 'points', [(f'good cloud {k}', good_cloud(s)) for k, s in enumerate(good_stamps)],
+               examiner='lidar_encoder')
     assert probe.spin_until(lambda: any(stamp_to_ns(m.header.stamp) in good_stamps
                                         for m in probe.received[T['trajectory']]), 60), \
         'no trajectory for good input after the bad input'
