@@ -39,8 +39,9 @@ alike and each runs with its own weights in cache, as the node's one model does)
 eval (quality, open loop on the same kind of scenes): L2 at 1/2/3 s to the expert's waypoints and
 the rate of plans whose footprint meets a ground-truth object box at a waypoint time, for the
 expert itself, constant velocity, an ego-status-only MLP (EgoStatusMLP: no scene), the classical
-planner, the student (ONNX), the LLM stack (`llm_stack`: the arbiter's published plan, student
-primary, safety filter, classical fallback: what the car is given), and with torch the
+planner, the student (ONNX, as the node decodes it: with the collision guard of planning/lm/guard.py;
+`student_unguarded`: greedy over the grammar alone), the LLM stack (`llm_stack`: the arbiter's
+published plan, student primary, safety filter, classical fallback: what the car is given), and with torch the
 teacher and the student trained without KD; adversarial: every case of
 tests/data/adversarial_instructions.yaml through the arbiter (student primary when it exists, the
 text encoder's refusals) on test scenes, counting published plans the safety filter rejects and
@@ -462,6 +463,12 @@ def evaluate(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
         # a plan gets, runtime.py), the header's cache as the node has it
         independent = LMPlanner.load(model, 'int8', 'onnxruntime', 1, frame_reuse=False, draft=False)
         plans['student'] = [independent.plan(sample_scene(s), s['intent']).debug['waypoints_base'] for s in samples]
+        # the model's own greedy plans, grammar only: the row to compare with the teacher and the no-KD
+        # student (decoded the same way); 'student' is what the node's LM planner gives (collision guard on)
+        raw = LMPlanner.load(model, 'int8', 'onnxruntime', 1, frame_reuse=False, draft=False, guard=False)
+        plans['student_unguarded'] = [raw.plan(sample_scene(s), s['intent']).debug['waypoints_base'] for s in samples]
+        notes['student_unguarded'] = ('the student without the collision guard (planning/lm/guard.py): greedy over '
+                                      'the grammar alone, as the teacher and student_no_kd rows are decoded')
         plans['llm_stack'], sources = _stack_plans(independent, samples)
         notes['llm_stack'] = (f'what the car is given: the arbiter as the node runs it (student primary, one safety '
                               f'filter, classical fallback) on each sample alone; plan sources {sources}')

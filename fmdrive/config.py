@@ -248,6 +248,9 @@ NODE_PARAM_SPECS = {
         'lm_draft': Param(True, "verify the last plan's tokens as a draft in the prefill call (speculative "
                           'decoding: the same plan, fewer forward calls when consecutive plans agree)',
                           read_only=True),
+        'lm_guard': Param(True, 'collision-aware decoding: among its most likely coordinates the LM planner takes '
+                          'the first that keeps the ego clear of the predicted objects (the safety filter still '
+                          'judges the plan)', read_only=True),
     },
     'visualizer': {
         'overlay_max_rate_hz': Param(5.0, 'highest rate of the overlay image', range=(0.1, 60.0)),

@@ -139,6 +139,43 @@ def test_anchored_card_reads_the_plan_relative_to_the_ego_rollout(keep_going_mod
                                                                                     y=0.0)).ok
 
 
+@pytest.fixture(scope='module')
+def keep_going_or_left_model(tmp_path_factory):
+    """As keep_going_model, with one lane (3.5 m) to the left as its second choice for every y."""
+    d = tmp_path_factory.mktemp('planner_left')
+    vocab = make_tokenizer(d / 'tokenizer.json')
+    bias = np.zeros(len(vocab), np.float32)
+    zero_x = int(round(-fmt.X_RESIDUAL_RANGE_M[0] / fmt.X_BIN_M))
+    bias[vocab[fmt.X_TOKENS[zero_x]]] = bias[vocab[fmt.Y_TOKENS[120]]] = 30.0
+    bias[vocab[fmt.Y_TOKENS[155]]] = 29.0           # y = +3.5 m
+    tiny_causal_lm_onnx(d / 'fp32.onnx', vocab=len(vocab), head_scale=0.01, head_bias=bias, max_pos=512)
+    write_lm_card(d, {'fp32': 'fp32.onnx'}, vocab=len(vocab),
+                  decoder_extra={'plan_anchor': 'constant_velocity', 'plan_order': 'goal_first'})
+    return d
+
+
+def test_the_collision_guard_steers_decoding_round_an_object_the_model_does_not_see(keep_going_or_left_model):
+    """The text says nothing of the car standing 15 m ahead, so the model keeps going; the guard reads
+    the scene's objects and, among the model's own likeliest coordinates, takes the lane to the left."""
+    from fmdrive.planning.lm.guard import CollisionGuard
+    car = Object3D(center=np.array([15.0, 0.0, 0.8]), size=np.array([4.5, 1.9, 1.6]), label='car', id=4)
+    sc = scene(speed=10.0, yaw=0.0, x=0.0, y=0.0, objects=[car])
+    blind = LMPlanner.load(keep_going_or_left_model, 'fp32', 'onnxruntime', guard=False).plan(sc)
+    guarded = LMPlanner.load(keep_going_or_left_model, 'fp32', 'onnxruntime').plan(sc)
+    p = LMPlanner.load(keep_going_or_left_model, 'fp32', 'onnxruntime')
+    judge = CollisionGuard(sc, p.grammar, p.anchor(sc))
+    assert not judge.plan_clear(blind.debug['waypoints_base'])
+    assert judge.plan_clear(guarded.debug['waypoints_base'])
+    assert guarded.debug['guard_redecoded'] and guarded.debug['guarded_tokens'] >= 1
+    y = np.asarray(guarded.debug['waypoints_base'])[:, 1]
+    assert set(np.round(y, 1)) <= {0.0, 3.5}, y          # only coordinates the model itself ranks first or second
+    # nothing in the way: one decode, the model's own plan
+    free = LMPlanner.load(keep_going_or_left_model, 'fp32', 'onnxruntime').plan(
+        scene(speed=10.0, yaw=0.0, x=0.0, y=0.0))
+    assert not free.debug['guard_redecoded'] and free.debug['guarded_tokens'] == 0
+    np.testing.assert_allclose(free.debug['waypoints_base'], blind.debug['waypoints_base'])
+
+
 def test_a_card_with_an_unknown_plan_anchor_or_order_is_refused_by_name(tmp_path, keep_going_model):
     import shutil
 

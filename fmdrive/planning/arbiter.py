@@ -111,6 +111,8 @@ class Arbiter:
         self.deadline_ms = float(deadline_ms)
         self.fallback_budget_ms = float(fallback_budget_ms)
         self.limits = fallback.params           # the one set of limits the safety filter applies
+        if primary is not None and hasattr(primary, 'limits'):
+            primary.limits = self.limits        # the LM planner's collision guard: the same footprint and margin
         self.instructions = instructions
         self._busy: threading.Thread | None = None   # an abandoned primary still running
         self._lane_change = None        # [(instruction, intent), target lane from the right, reached]
@@ -343,7 +345,8 @@ def load_primary(params: dict, log=None):
     try:
         from fmdrive.planning.lm.lm_planner import LMPlanner
         planner = LMPlanner.load(path, str(params.get('lm_precision', 'int8')), str(params.get('lm_backend', 'auto')),
-                                 int(params.get('lm_threads', 1)), draft=bool(params.get('lm_draft', True)))
+                                 int(params.get('lm_threads', 1)), draft=bool(params.get('lm_draft', True)),
+                                 guard=bool(params.get('lm_guard', True)))
     except Exception as err:  # noqa: BLE001 - CardError, BackendError, a runtime's own: all mean "not here"
         return None, f'classical (LM planner at {path} cannot run: {" ".join(str(err).split())[:200]})'
     d = planner.describe()

@@ -306,6 +306,32 @@ class TrajectoryGrammar:
             return self.eot_ids
         return self.x_ids if step % 2 == 0 else self.y_ids
 
+    def waypoint_of_step(self, step: int) -> int:
+        """The waypoint (0 = 0.5 s .. 5 = 3 s) whose x (even step) or y (odd step) output position
+        `step` holds, in the grammar's order."""
+        if not 0 <= step < 2 * TRAJECTORY_STEPS:
+            raise FormatError(f'output position {step} is not a coordinate position')
+        return int(self._slots[step // 2])
+
+    def coordinates(self, waypoint: int, anchor=None) -> tuple[np.ndarray, np.ndarray]:
+        """(x metres of every x bin, y metres of every y bin) of waypoint `waypoint` in base_link,
+        as waypoints() reads them (relative to `anchor` when one is given)."""
+        x = _x_origin(anchor) + np.arange(NUM_X_BINS) * X_BIN_M
+        y = Y_RANGE_M[0] + np.arange(NUM_Y_BINS) * Y_BIN_M
+        if anchor is not None:
+            a = _anchor_array(anchor)[waypoint]
+            x, y = x + a[0], y + a[1]
+        return x, y
+
+    def bin_of(self, token: int) -> int:
+        """The x or y bin index of a coordinate token."""
+        token = int(token)
+        if token in self._x_bin:
+            return self._x_bin[token]
+        if token in self._y_bin:
+            return self._y_bin[token]
+        raise FormatError(f'id {token} is not a coordinate token')
+
     def mask(self, step: int, vocab_size: int) -> np.ndarray:
         """Boolean (vocab_size,) mask of the allowed ids (for masking logits with -inf)."""
         m = np.zeros(vocab_size, dtype=bool)

@@ -27,6 +27,7 @@ import numpy as np
 from fmdrive.geometry import wrap_angle
 from fmdrive.objects import Plan, Scene
 from fmdrive.planning.lm import format as fmt
+from fmdrive.planning.lm.guard import CollisionGuard
 from fmdrive.planning.lm.runtime import CausalLM, ConstrainedDecoder
 from fmdrive.planning.protocol import PlanResult
 
@@ -75,11 +76,17 @@ class LMPlanner:
     source = 'llm'
 
     def __init__(self, lm: CausalLM, tokenizer, precision: str = 'fp32', mode: str = 'kv',
-                 prefix_cache: bool = True, classifier=None, frame_reuse: bool = True, draft: bool = True):
+                 prefix_cache: bool = True, classifier=None, frame_reuse: bool = True, draft: bool = True,
+                 guard: bool = True):
         """draft: pass the last plan's tokens to the decoder as a draft (runtime.py: verified in the
-        prefill call; the plan is the same, the forward calls fewer when consecutive plans agree)."""
+        prefill call; the plan is the same, the forward calls fewer when consecutive plans agree).
+        guard: collision-aware decoding (guard.py): among its most likely coordinates the decoder takes
+        the first that keeps the ego footprint clear of the predicted objects. `limits` (the arbiter
+        sets its own) gives the footprint and margin."""
         self.lm, self.tokenizer = lm, tokenizer
         self.draft = bool(draft)
+        self.guard = bool(guard)
+        self.limits = None
         self._last_plan_tokens: list = []
         self.decoder = ConstrainedDecoder(lm, frame_reuse=frame_reuse)
         decoder = lm.card.decoder or {}
@@ -111,7 +118,7 @@ class LMPlanner:
     @classmethod
     def load(cls, model_dir, precision: str = 'int8', backend: str = 'auto', threads: int = 1,
              mode: str = 'kv', prefix_cache: bool = True, classifier=None,
-             frame_reuse: bool = True, draft: bool = True) -> 'LMPlanner':
+             frame_reuse: bool = True, draft: bool = True, guard: bool = True) -> 'LMPlanner':
         """The planner of a model directory (card.yaml, its ONNX files, tokenizer.json). precision
         int8 runs the card's int8 variant when it has one, else fp32; on TensorRT without an
         int8_trt file, fp16 (describe() says what runs)."""
@@ -132,7 +139,7 @@ class LMPlanner:
             precision = 'fp32'
         lm = CausalLM(card, make_backend(card, precision, backend, 'model', threads=threads))
         return cls(lm, Tokenizer.from_file(str(model_dir / TOKENIZER_FILE)), precision, mode, prefix_cache,
-                   classifier, frame_reuse, draft)
+                   classifier, frame_reuse, draft, guard)
 
     def reset(self) -> None:
         """Forget the last frame (its prompt's KV and its plan as the next draft): a new drive. The
@@ -164,12 +171,23 @@ class LMPlanner:
         intent, notes = self.intent_of(instruction)
         header, frame = self.prompt_ids(scene, intent)
         deadline = None if budget_ms is None else t0 + budget_ms / 1e3
+        anchor = self.anchor(scene)
+        draft = self._last_plan_tokens if self.draft else None
         gen = self.decoder.generate(header, frame, self.grammar.allowed_ids, fmt.PLAN_TOKENS, self.grammar.eot_id,
-                                    self.mode, self.prefix_cache, deadline,
-                                    draft=self._last_plan_tokens if self.draft else None)
+                                    self.mode, self.prefix_cache, deadline, draft=draft)
+        xy = self.grammar.waypoints(gen.tokens, anchor)
+        guard, redecoded = None, False
+        if self.guard:
+            guard = CollisionGuard(scene, self.grammar, anchor, self.limits)
+            if not guard.plan_clear(xy):
+                # decode again with the guard choosing among the likeliest coordinates (the prompt's KV
+                # is the last prompt's: only the plan tokens run again)
+                gen = self.decoder.generate(header, frame, self.grammar.allowed_ids, fmt.PLAN_TOKENS,
+                                            self.grammar.eot_id, self.mode, self.prefix_cache, deadline,
+                                            draft=draft, guard=guard.free)
+                xy, redecoded = self.grammar.waypoints(gen.tokens, anchor), True
         self.last_generation = gen
         self._last_plan_tokens = [t for t in gen.tokens if t != self.grammar.eot_id]
-        xy = self.grammar.waypoints(gen.tokens, self.anchor(scene))
         status = 'ok' + ''.join(f'; {n}' for n in notes)
         plan = waypoints_to_plan(scene, xy, status=status)
         plan.planning_time_ms = (time.perf_counter() - t0) * 1e3
@@ -177,7 +195,8 @@ class LMPlanner:
                  'prefilled_tokens': gen.prefilled_tokens, 'prefix_hit': gen.prefix_hit,
                  'reused_frame_tokens': gen.reused_frame_tokens,
                  'draft_tokens': gen.draft_tokens, 'draft_accepted': gen.draft_accepted,
-                 'forward_calls': gen.forward_calls,
+                 'forward_calls': gen.forward_calls, 'guarded_tokens': gen.guarded_tokens, 'guard_redecoded': redecoded,
+                 'guard_checks': 0 if guard is None else guard.checks,
                  'prefill_ms': gen.prefill_ms, 'decode_ms': gen.decode_ms}
         return PlanResult(plan, 1, {}, status, None, notes, debug)
 
@@ -188,7 +207,7 @@ class LMPlanner:
         return fmt.anchor_waypoints(scene.ego.speed_mps, scene.ego.yaw_rate_rps)
 
     def describe(self) -> dict:
-        return {**self.lm.describe(), 'precision_run': self.precision, 'mode': self.mode,
+        return {**self.lm.describe(), 'precision_run': self.precision, 'mode': self.mode, 'guard': self.guard,
                 'prefix_cache': self.prefix_cache, 'frame_reuse': self.decoder.frame_reuse, 'draft': self.draft,
                 'header_tokens': len(self.header_ids),
                 'plan_anchor': self.plan_anchor, 'plan_order': self.grammar.order,

@@ -142,6 +142,7 @@ class Generation:
     reused_frame_tokens: int = 0    # prompt tokens after the header whose KV came from the last frame
     draft_tokens: int = 0           # length of the draft verified in the prefill call
     draft_accepted: int = 0         # of those, how many were the decoder's own choice
+    guarded_tokens: int = 0         # positions where the guard turned down the most likely id
 
     @property
     def total_ms(self) -> float:
@@ -212,6 +213,23 @@ def constrained_argmax(logits: np.ndarray, allowed) -> int:
     return int(allowed[int(np.argmax(scores))])
 
 
+def guarded_argmax(logits: np.ndarray, allowed, accept, candidates: int = 24) -> tuple[int, bool]:
+    """(the most likely of the `candidates` most likely allowed ids that accept(ids) -> bool mask
+    accepts, whether that is not the most likely one); none accepted: the most likely, False."""
+    allowed = np.asarray(allowed, dtype=np.int64).reshape(-1)
+    best = constrained_argmax(logits, allowed)
+    scores = logits[allowed]
+    if bool(np.asarray(accept(np.array([best]))).reshape(-1)[0]):
+        return best, False                       # the usual case: one check
+    n = min(max(1, int(candidates)), allowed.size)
+    top = allowed[np.argsort(-scores, kind='stable')[:n]]
+    top = top[top != best]
+    ok = np.asarray(accept(top), dtype=bool) if top.size else np.zeros(0, bool)
+    if ok.shape != top.shape or not ok.any():
+        return best, False
+    return int(top[int(np.argmax(ok))]), True
+
+
 class ConstrainedDecoder:
     """Greedy constrained generation with a KV cache and a prefix cache (see the module docstring).
 
@@ -267,11 +285,14 @@ class ConstrainedDecoder:
 
     def generate(self, header_ids, suffix_ids, allowed_ids: Callable[[int], np.ndarray], max_new_tokens: int,
                  eos_id: int | None = None, mode: str = 'kv', prefix_cache: bool = True,
-                 deadline: float | None = None, draft=None) -> Generation:
+                 deadline: float | None = None, draft=None, guard=None, guard_candidates: int = 24) -> Generation:
         """Generate up to max_new_tokens after header + suffix. deadline: time.perf_counter() value
         past which a TimeoutError is raised between forward calls (the arbiter falls back anyway).
         draft: tokens guessed for the output, verified in the prefill call (kv mode; see the module
-        docstring); the tokens generated do not depend on it, only the number of forward calls."""
+        docstring); the tokens generated do not depend on it, only the number of forward calls.
+        guard: guard(step, tokens so far, candidate ids) -> bool per candidate (e.g. guard.CollisionGuard
+        .free): at a position with more than one allowed id, the `guard_candidates` most likely are
+        offered in order and the first accepted is taken; none accepted: the most likely."""
         if mode not in MODES:
             raise ValueError(f'mode {mode!r} is not one of {", ".join(MODES)}')
         header = [int(i) for i in header_ids]
@@ -334,8 +355,15 @@ class ConstrainedDecoder:
 
         tokens = []
         allowed = np.asarray(allowed_ids(0), dtype=np.int64).reshape(-1)
+        guarded = 0
         for step in range(max_new_tokens):
-            token = int(allowed[0]) if allowed.size == 1 else constrained_argmax(last, allowed)
+            if allowed.size == 1:
+                token = int(allowed[0])
+            elif guard is None:
+                token = constrained_argmax(last, allowed)
+            else:
+                token, moved = guarded_argmax(last, allowed, lambda c: guard(step, tokens, c), guard_candidates)
+                guarded += moved
             tokens.append(token)
             if (eos_id is not None and token == eos_id) or step == max_new_tokens - 1:
                 break
@@ -357,4 +385,4 @@ class ConstrainedDecoder:
         t2 = time.perf_counter()
         accepted = next((i for i, (a, b) in enumerate(zip(tokens, draft)) if a != b), min(len(tokens), len(draft)))
         return Generation(tokens, prompt_length, prefilled, hit, sum(1 for _ in timings), (t1 - t0) * 1e3,
-                          (t2 - t1) * 1e3, timings, reused, len(draft), accepted)
+                          (t2 - t1) * 1e3, timings, reused, len(draft), accepted, guarded)
