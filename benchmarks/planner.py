@@ -152,7 +152,7 @@ class EgoStatusMLP:
 
 def sample_scene(sample: dict, stamp_ns: int = 1_000_000_000):
     """The Scene of a dataset sample: ego at the origin of odom, ground-truth objects (velocity
-    from their first future pose) and lanes (test_samples simulates them; a sample without them
+    from their first future pose, acceleration as the tracker estimates it when the sample has it) and lanes (test_samples simulates them; a sample without them
     leaves the planner and the safety filter one assumed lane, so a lane change or a nudge past a
     parked car "leaves the road")."""
     from fmdrive.objects import EgoState, Lane, Object3D, Scene
@@ -160,7 +160,8 @@ def sample_scene(sample: dict, stamp_ns: int = 1_000_000_000):
     for o in sample['objects']:
         (x, y, yaw), (fx, fy, _) = o['now'], o['future'][0]
         objects.append(Object3D(center=[x, y, 0.8], size=[o['size'][0], o['size'][1], 1.6], yaw_rad=yaw,
-                                label=o['label'], id=int(o['id']), velocity=[(fx - x) / 0.5, (fy - y) / 0.5, 0.0]))
+                                label=o['label'], id=int(o['id']), velocity=[(fx - x) / 0.5, (fy - y) / 0.5, 0.0],
+                                acceleration=[*o.get('acceleration', (0.0, 0.0)), 0.0]))
     lanes = [Lane(int(ln['offset']), float(ln['width_m']),
                   np.c_[np.asarray(ln['centerline'], float), np.zeros(len(ln['centerline']))])
              for ln in sample.get('lanes', [])]

@@ -42,19 +42,19 @@ def test_guarded_argmax_takes_the_most_likely_id_the_guard_accepts():
 
 def test_the_guard_refuses_coordinates_that_put_the_ego_onto_a_standing_car(grammar):
     guard = CollisionGuard(stopped_car_ahead(15.0), grammar)
-    # waypoint 1 (1.0 s): 13 m along puts the footprint onto the car in its lane, but a lane over is clear
-    into = x_token(grammar, 1, 13.0)
-    short = x_token(grammar, 1, 6.0)
-    assert list(guard.free(2, [x_token(grammar, 0, 5.0), y_token(grammar, 0, 0.0)], [into, short])) == [True, True]
+    # waypoint 1 (1.0 s): 13 m along puts the footprint onto the car wherever the y position would look
+    # (about the likely y, here straight on); 6 m stops short of it
+    into, short = x_token(grammar, 1, 13.0), x_token(grammar, 1, 6.0)
+    assert list(guard.free(2, [x_token(grammar, 0, 5.0), y_token(grammar, 0, 0.0)], [into, short])) == [False, True]
+    # a waypoint cannot jump past the car either: 25 m at 1.0 s is beyond it, but halfway there is in it
+    past = x_token(grammar, 1, 25.0)
+    assert list(guard.free(2, [x_token(grammar, 0, 5.0), y_token(grammar, 0, 0.0)], [past])) == [False]
+    # once the model has put waypoint 0 a lane over, 13 m along that lane is clear
+    left = [x_token(grammar, 0, 5.0), y_token(grammar, 0, 3.5)]
+    assert list(guard.free(2, left, [into])) == [True]
     # with the x fixed at 13 m, y = 0 meets the car, 3.5 m to the side does not
-    tokens = [x_token(grammar, 0, 6.5), y_token(grammar, 0, 0.0), into]
+    tokens = left + [into]
     assert list(guard.free(3, tokens, [y_token(grammar, 1, 0.0), y_token(grammar, 1, 3.5)])) == [False, True]
-    # far beyond any lateral escape: a wall of cars is not clear anywhere within one lane
-    wall = Scene(0, EgoState(speed_mps=10.0), [Object3D(center=np.array([15.0, y, 0.8]), size=np.array([4.5, 1.9, 1.6]),
-                                                        label='car', id=i) for i, y in enumerate((-4, -2, 0, 2, 4))],
-                 [], 13.9)
-    walled = CollisionGuard(wall, grammar)
-    assert list(walled.free(2, tokens[:2], [into, short])) == [False, True]
 
 
 def test_plan_clear_judges_a_whole_plan_by_the_same_rule(grammar):
@@ -92,3 +92,20 @@ def test_the_guards_coordinates_are_the_ones_waypoints_reads(order):
         k = g.waypoint_of_step(step)
         xs, ys = g.coordinates(k, anchor)
         assert np.isclose(xs[g.bin_of(tokens[step])], xy[k, 0]) and np.isclose(ys[g.bin_of(tokens[step + 1])], xy[k, 1])
+
+
+def test_a_lead_that_brakes_is_predicted_stopping_and_a_plan_that_keeps_its_speed_is_not_clear(grammar):
+    def lead(acceleration):
+        return Object3D(center=np.array([20.0, 0.0, 0.8]), size=np.array([4.5, 1.9, 1.6]), label='car', id=5,
+                        velocity=np.array([10.0, 0.0, 0.0]), acceleration=np.array(acceleration))
+    braking = CollisionGuard(Scene(0, EgoState(speed_mps=10.0), [lead([-4.0, 0.0, 0.0])], [], 13.9), grammar)
+    steady = CollisionGuard(Scene(0, EgoState(speed_mps=10.0), [lead([0.0, 0.0, 0.0])], [], 13.9), grammar)
+    # the lead at 10 m/s braking at 4 m/s^2 stops after 12.5 m, at 2.5 s (constant velocity: 30 m on)
+    np.testing.assert_allclose(braking.pred.center_xy[0, -1], [32.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(steady.pred.center_xy[0, -1], [50.0, 0.0], atol=1e-6)
+    t = fmt.DT_S * np.arange(1, 7)
+    keep_speed = np.c_[10.0 * t, np.zeros(6)]
+    assert steady.plan_clear(keep_speed) and not braking.plan_clear(keep_speed)
+    # speeding up, or braking too gently to matter, is constant velocity
+    gentle = CollisionGuard(Scene(0, EgoState(speed_mps=10.0), [lead([-0.5, 0.0, 0.0])], [], 13.9), grammar)
+    np.testing.assert_allclose(gentle.pred.center_xy[0, -1], [50.0, 0.0], atol=1e-6)

@@ -56,6 +56,10 @@ def test_samples_are_deterministic_and_waypoints_follow_the_ego_speed():
         assert s['intent'] in fmt.INTENTS and s['split'] == pd.split_of(3)
         assert len(s['objects'][0]['future']) == fmt.TRAJECTORY_STEPS if s['objects'] else True
         fmt.prompt_text(s['scene_text'], s['intent'])                  # a valid prompt
+        for o in s['objects']:             # the slope the text's "braking at" is said from (the guard reads it)
+            assert len(o['acceleration']) == 2 and np.all(np.isfinite(o['acceleration']))
+    braking = [o for s in a for o in s['objects'] if o['acceleration'][0] < -0.8]
+    assert not braking or any('braking at' in s['scene_text'] for s in a)
 
 
 def test_samples_with_lanes_carry_the_road_the_text_describes_and_are_otherwise_the_same():

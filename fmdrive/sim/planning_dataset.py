@@ -381,6 +381,7 @@ def simulate_scenario(index: int, seed: int, standing_start_share: float = 0.0, 
                                _perceived(objects_base, rng), lanes, spec.road.speed_limit_mps,
                                MAX_SCENE_OBJECTS)
         future_objects = []
+        accel = {int(o.id): o.acceleration for o in objects_base}
         for o in agents_log[k]:
             track = []
             for i in range(TRAJECTORY_STEPS):
@@ -393,6 +394,8 @@ def simulate_scenario(index: int, seed: int, standing_start_share: float = 0.0, 
                                    'size': [round(float(v), 3) for v in o.size[:2]],
                                    'now': [round(float(ob.center[0]), 3), round(float(ob.center[1]), 3),
                                            round(float(ob.yaw_rad), 4)],
+                                   # base_link m/s^2, the slope the scene text's "braking at" comes from
+                                   'acceleration': [round(float(v), 3) for v in accel.get(int(o.id), np.zeros(3))[:2]],
                                    'future': track})
         samples.append({
             'scenario_index': int(index), 'scenario_seed': int(spec.seed), 'kind': spec.kind,
