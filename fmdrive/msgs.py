@@ -314,6 +314,8 @@ def _object_to_msg(obj: Object3D) -> ObjectMsg:
                     yaw_rad=float(obj.yaw_rad),
                     velocity=Vector3(x=float(obj.velocity[0]), y=float(obj.velocity[1]),
                                      z=float(obj.velocity[2])),
+                    acceleration=Vector3(x=float(obj.acceleration[0]), y=float(obj.acceleration[1]),
+                                         z=float(obj.acceleration[2])),
                     embedding_space=obj.embedding_space)
     if obj.box2d is not None:
         msg.box2d = np.asarray(obj.box2d, np.float32).reshape(4)
@@ -327,6 +329,7 @@ def _msg_to_object(msg: ObjectMsg) -> Object3D:
                     size=(msg.size.x, msg.size.y, msg.size.z), yaw_rad=float(msg.yaw_rad),
                     label=msg.label, score=float(msg.score), id=int(msg.id),
                     velocity=(msg.velocity.x, msg.velocity.y, msg.velocity.z),
+                    acceleration=(msg.acceleration.x, msg.acceleration.y, msg.acceleration.z),
                     box2d=np.asarray(msg.box2d, np.float64).copy() if msg.has_box2d else None,
                     embedding=np.frombuffer(msg.embedding, np.float32).copy(),
                     embedding_space=msg.embedding_space)

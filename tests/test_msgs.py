@@ -255,7 +255,7 @@ def test_odometry_round_trip_gives_the_same_ego_state():
 # ---------------------------------------------------------------- objects, scene, plan
 def make_objects():
     car = Object3D(center=(10.0, 1.5, 0.8), size=(4.5, 1.9, 1.6), yaw_rad=0.25, label='car',
-                   score=0.875, id=7, velocity=(5.0, 0.5, 0.0),
+                   score=0.875, id=7, velocity=(5.0, 0.5, 0.0), acceleration=(-2.5, 0.25, 0.0),
                    box2d=np.array([10.0, 20.0, 110.0, 90.0]),
                    embedding=np.linspace(-1, 1, 384).astype(np.float32), embedding_space='shared')
     cone = Object3D(center=(5.0, -2.0, 0.3), size=(0.3, 0.3, 0.6), label='cone', score=0.5)
@@ -269,6 +269,7 @@ def assert_same_objects(got, want):
         np.testing.assert_allclose(g.center, w.center)
         np.testing.assert_allclose(g.size, w.size)
         np.testing.assert_allclose(g.velocity, w.velocity)
+        np.testing.assert_allclose(g.acceleration, w.acceleration)
         assert g.yaw_rad == pytest.approx(w.yaw_rad) and g.score == pytest.approx(w.score)
         assert (g.box2d is None) == (w.box2d is None)
         if w.box2d is not None:
