@@ -84,7 +84,7 @@ class CollisionGuard:
     def __init__(self, scene: Scene, grammar: fmt.TrajectoryGrammar, anchor=None,
                  limits: VehicleLimits | None = None):
         lim = limits or VehicleLimits()
-        self.grammar, self.anchor = grammar, anchor
+        self.grammar = grammar
         self.margin = float(lim.safety_margin_m)
         self.half_l, self.half_w = float(lim.vehicle_length_m) / 2, float(lim.vehicle_width_m) / 2
         self.to_center = float(lim.base_to_center_m)
@@ -163,21 +163,20 @@ class CollisionGuard:
             out[k] = (xs[self.grammar.bin_of(tokens[i])], ys[self.grammar.bin_of(tokens[i + 1])])
         return out
 
-    def clear(self, k: int, xy: np.ndarray, tokens) -> np.ndarray:
+    def clear(self, k: int, xy: np.ndarray, known: dict) -> np.ndarray:
         """(C,) whether the footprint with its rear axle at each xy (C, 2) at waypoint k's time (and
-        halfway there from the waypoint before, or from the ego when that one is not decoded yet) is
-        clear."""
+        halfway there from the waypoint before, or from the ego when that one is not in `known`, the
+        decoded waypoints) is clear."""
         xy = np.asarray(xy, np.float64).reshape(-1, 2)
         if len(self.pred) == 0:
             return np.ones(len(xy), bool)
-        before = self._decoded(tokens).get(k - 1, (0.0, 0.0)) if k > 0 else (0.0, 0.0)
+        before = known.get(k - 1, (0.0, 0.0))
         return ~self._too_close(k, np.broadcast_to(np.asarray(before, np.float64), xy.shape), xy)
 
-    def _lateral_centre(self, k: int, tokens) -> float:
+    def _lateral_centre(self, k: int, known: dict) -> float:
         """Where the y of waypoint k is likely to be: on the line from the waypoint before it to the
-        goal when both are decoded (goal-first order), else the waypoint before's (the anchor's when
-        there is none), moved as the anchor moves."""
-        known = self._decoded(tokens)
+        goal when both are decoded (`known`; goal-first order), else the waypoint before's (the
+        anchor's when there is none), moved as the anchor moves."""
         last = fmt.TRAJECTORY_STEPS - 1
         y0, a0 = (known[k - 1][1], self.anchor_y[k - 1]) if k - 1 in known else (0.0, 0.0)
         if k != last and last in known and (k - 1 in known or k == 0):
@@ -191,13 +190,14 @@ class CollisionGuard:
         candidates = [int(c) for c in candidates]
         k = self.grammar.waypoint_of_step(step)
         xs, ys = self.coords[k]
+        known = self._decoded(tokens)
         if step % 2 == 1:                           # y: the x of this waypoint is the token before
             x = xs[self.grammar.bin_of(tokens[step - 1])]
             y = ys[[self.grammar.bin_of(c) for c in candidates]]
-            return self.clear(k, np.c_[np.full(len(y), x), y], tokens)
+            return self.clear(k, np.c_[np.full(len(y), x), y], known)
         # x: clear when some y the y position would be offered (about the likely y) leaves it clear
-        near = self._lateral_centre(k, tokens) + np.arange(-LATERAL_SEARCH_M, LATERAL_SEARCH_M + 1e-9,
+        near = self._lateral_centre(k, known) + np.arange(-LATERAL_SEARCH_M, LATERAL_SEARCH_M + 1e-9,
                                                            LATERAL_STEP_M)
         x = xs[[self.grammar.bin_of(c) for c in candidates]]
         grid = np.stack(np.meshgrid(x, near, indexing='ij'), axis=-1).reshape(-1, 2)   # (C * Y, 2)
-        return self.clear(k, grid, tokens).reshape(len(x), len(near)).any(axis=1)
+        return self.clear(k, grid, known).reshape(len(x), len(near)).any(axis=1)
