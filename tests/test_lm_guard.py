@@ -94,18 +94,100 @@ def test_the_guards_coordinates_are_the_ones_waypoints_reads(order):
         assert np.isclose(xs[g.bin_of(tokens[step])], xy[k, 0]) and np.isclose(ys[g.bin_of(tokens[step + 1])], xy[k, 1])
 
 
+def lead(acceleration, x_m: float = 20.0):
+    """A car ahead in the ego lane at 10 m/s with the tracked acceleration given."""
+    return Object3D(center=np.array([x_m, 0.0, 0.8]), size=np.array([4.5, 1.9, 1.6]), label='car', id=5,
+                    velocity=np.array([10.0, 0.0, 0.0]), acceleration=np.array(acceleration))
+
+
+def hypotheses(guard, object_id):
+    """Where the guard's hypotheses put object `object_id` at 3 s (x, sorted)."""
+    rows = np.flatnonzero(np.asarray(guard.pred.ids) == object_id)
+    return sorted(round(float(guard.pred.center_xy[r, -1, 0]), 6) for r in rows)
+
+
 def test_a_lead_that_brakes_is_predicted_stopping_and_a_plan_that_keeps_its_speed_is_not_clear(grammar):
-    def lead(acceleration):
-        return Object3D(center=np.array([20.0, 0.0, 0.8]), size=np.array([4.5, 1.9, 1.6]), label='car', id=5,
-                        velocity=np.array([10.0, 0.0, 0.0]), acceleration=np.array(acceleration))
     braking = CollisionGuard(Scene(0, EgoState(speed_mps=10.0), [lead([-4.0, 0.0, 0.0])], [], 13.9), grammar)
-    steady = CollisionGuard(Scene(0, EgoState(speed_mps=10.0), [lead([0.0, 0.0, 0.0])], [], 13.9), grammar)
-    # the lead at 10 m/s braking at 4 m/s^2 stops after 12.5 m, at 2.5 s (constant velocity: 30 m on)
-    np.testing.assert_allclose(braking.pred.center_xy[0, -1], [32.5, 0.0], atol=1e-6)
-    np.testing.assert_allclose(steady.pred.center_xy[0, -1], [50.0, 0.0], atol=1e-6)
+    # constant velocity (30 m on at 3 s) and the tracked braking: 10 m/s at 4 m/s^2 stops after 12.5 m
+    # (it already brakes harder than the hypothesis of a lead starting to brake, which it replaces)
+    assert hypotheses(braking, 5) == [32.5, 50.0]
     t = fmt.DT_S * np.arange(1, 7)
     keep_speed = np.c_[10.0 * t, np.zeros(6)]
-    assert steady.plan_clear(keep_speed) and not braking.plan_clear(keep_speed)
-    # speeding up, or braking too gently to matter, is constant velocity
+    assert not braking.plan_clear(keep_speed)
+
+
+def test_a_steady_lead_may_start_braking_and_a_plan_too_close_behind_it_is_not_clear(grammar):
+    far = CollisionGuard(Scene(0, EgoState(speed_mps=10.0), [lead([0.0, 0.0, 0.0], 20.0)], [], 13.9), grammar)
+    # constant velocity, and braking at LEAD_BRAKE_MPS2 = 3 from now: 30 - 13.5 m on at 3 s
+    assert hypotheses(far, 5) == [36.5, 50.0]
+    t = fmt.DT_S * np.arange(1, 7)
+    keep_speed = np.c_[10.0 * t, np.zeros(6)]
+    assert far.plan_clear(keep_speed)            # 20 m behind (about 1.4 s): clear even if it brakes
+    near = CollisionGuard(Scene(0, EgoState(speed_mps=10.0), [lead([0.0, 0.0, 0.0], 12.0)], [], 13.9), grammar)
+    assert not near.plan_clear(keep_speed)       # 12 m behind at the same speed: not if it brakes
+    # braking too gently to matter is constant velocity and the hypothesis
     gentle = CollisionGuard(Scene(0, EgoState(speed_mps=10.0), [lead([-0.5, 0.0, 0.0])], [], 13.9), grammar)
-    np.testing.assert_allclose(gentle.pred.center_xy[0, -1], [50.0, 0.0], atol=1e-6)
+    assert hypotheses(gentle, 5) == [36.5, 50.0]
+
+
+def crossing_car(y_m: float, yaw_rad: float, x_m: float = 12.0, label: str = 'car') -> Object3D:
+    """A vehicle standing at (x_m, y_m) with the heading given."""
+    return Object3D(center=np.array([x_m, y_m, 0.8]), size=np.array([4.5, 1.9, 1.6]), yaw_rad=yaw_rad,
+                    label=label, id=9, velocity=np.zeros(3))
+
+
+def test_a_vehicle_standing_across_the_way_may_set_off_and_the_plan_must_let_it(grammar):
+    t = fmt.DT_S * np.arange(1, 7)
+    slow_on = np.c_[4.0 * t, np.zeros(6)]                       # 12 m in 3 s: across its path at 12 m
+    waiting = CollisionGuard(Scene(0, EgoState(speed_mps=4.0), [crossing_car(6.0, -np.pi / 2)], [], 13.9), grammar)
+    # standing (constant velocity) and setting off at START_MPS2 = 1.5 along its heading: 6.75 m at 3 s
+    rows = np.flatnonzero(np.asarray(waiting.pred.ids) == 9)
+    assert sorted(np.round(waiting.pred.center_xy[rows, -1, 1], 6).tolist()) == [-0.75, 6.0]
+    assert not waiting.plan_clear(slow_on)
+    stop_short = np.c_[np.minimum(4.0 * t, 6.0), np.zeros(6)]
+    assert waiting.plan_clear(stop_short)
+    # parked along the road, headed away from the ego's way, or a pedestrian: standing only
+    for other in (crossing_car(6.0, 0.0), crossing_car(6.0, np.pi / 2), crossing_car(6.0, -np.pi / 2, label='pedestrian')):
+        guard = CollisionGuard(Scene(0, EgoState(speed_mps=4.0), [other], [], 13.9), grammar)
+        assert len(guard.pred) == 1 and guard.plan_clear(slow_on)
+
+
+def test_a_goal_decoded_first_cannot_jump_past_a_standing_car(grammar):
+    goal_first = fmt.TrajectoryGrammar({t: i for i, t in enumerate(fmt.SPECIAL_TOKENS)}, 'goal_first')
+    guard = CollisionGuard(stopped_car_ahead(22.0), goal_first)
+    # at 3 s, 30 m along is past the car (the footprint there is clear of it), but the way there from
+    # the ego at 10 m/s meets it; 15 m (braking) stays short
+    past, short = x_token(goal_first, 5, 30.0), x_token(goal_first, 5, 15.0)
+    assert list(guard.free(0, [], [past, short])) == [False, True]
+    # a lane over, the way there is clear
+    assert list(guard.free(1, [past], [y_token(goal_first, 5, 0.0), y_token(goal_first, 5, 3.5)])) == [False, True]
+    # waypoint 4 (2.5 s) is also checked halfway on to the goal when the goal is decoded: 14.5 m is
+    # clear before a goal at 15 m, not before one past the car (the model's goal when none was clear)
+    def decoded(goal_x):
+        out = [x_token(goal_first, 5, goal_x), y_token(goal_first, 5, 0.0)]
+        for k, x in ((0, 5.0), (1, 9.0), (2, 12.0), (3, 14.0)):
+            out += [x_token(goal_first, k, x), y_token(goal_first, k, 0.0)]
+        return out
+    wp4 = [x_token(goal_first, 4, 14.5)]
+    assert list(guard.free(10, decoded(15.0), wp4)) == [True]
+    assert list(guard.free(10, decoded(30.0), wp4)) == [False]
+
+
+def test_guarded_argmax_offers_candidates_in_chunks_in_the_models_order():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=400)
+    allowed = np.arange(20, 400)
+    order = allowed[np.argsort(-logits[allowed], kind='stable')]
+    offered = []
+
+    def only(target):
+        def accept(c):
+            offered.append(len(c))
+            return c == target
+        return accept
+    # the 100th most likely is the first accepted: found without offering the rest
+    assert guarded_argmax(logits, allowed, only(order[99])) == (int(order[99]), True)
+    assert offered == [1, 15, 60, 240] and sum(offered[:-1]) < 100 <= sum(offered)
+    offered.clear()
+    assert guarded_argmax(logits, allowed, only(-1)) == (int(order[0]), False)     # none: the model's choice
+    assert sum(offered) == allowed.size

@@ -213,21 +213,30 @@ def constrained_argmax(logits: np.ndarray, allowed) -> int:
     return int(allowed[int(np.argmax(scores))])
 
 
-def guarded_argmax(logits: np.ndarray, allowed, accept, candidates: int = 24) -> tuple[int, bool]:
-    """(the most likely of the `candidates` most likely allowed ids that accept(ids) -> bool mask
-    accepts, whether that is not the most likely one); none accepted: the most likely, False."""
+def guarded_argmax(logits: np.ndarray, allowed, accept, candidates: int | None = None) -> tuple[int, bool]:
+    """(the most likely of the allowed ids that accept(ids) -> bool mask accepts, among the
+    `candidates` most likely (None: all allowed), whether that is not the most likely one); none
+    accepted: the most likely, False. The candidates are offered in growing chunks in the model's
+    order (1, then 15, 60, 240, ...), so the usual case costs one check and the answer is the same
+    as checking them all at once."""
     allowed = np.asarray(allowed, dtype=np.int64).reshape(-1)
     best = constrained_argmax(logits, allowed)
-    scores = logits[allowed]
     if bool(np.asarray(accept(np.array([best]))).reshape(-1)[0]):
         return best, False                       # the usual case: one check
-    n = min(max(1, int(candidates)), allowed.size)
+    n = allowed.size if candidates is None else min(max(1, int(candidates)), allowed.size)
+    scores = logits[allowed]
     top = allowed[np.argsort(-scores, kind='stable')[:n]]
     top = top[top != best]
-    ok = np.asarray(accept(top), dtype=bool) if top.size else np.zeros(0, bool)
-    if ok.shape != top.shape or not ok.any():
-        return best, False
-    return int(top[int(np.argmax(ok))]), True
+    start, size = 0, 15
+    while start < top.size:
+        chunk = top[start:start + size]
+        ok = np.asarray(accept(chunk), dtype=bool)
+        if ok.shape != chunk.shape:
+            return best, False
+        if ok.any():
+            return int(chunk[int(np.argmax(ok))]), True
+        start, size = start + size, size * 4
+    return best, False
 
 
 class ConstrainedDecoder:
@@ -285,13 +294,13 @@ class ConstrainedDecoder:
 
     def generate(self, header_ids, suffix_ids, allowed_ids: Callable[[int], np.ndarray], max_new_tokens: int,
                  eos_id: int | None = None, mode: str = 'kv', prefix_cache: bool = True,
-                 deadline: float | None = None, draft=None, guard=None, guard_candidates: int = 24) -> Generation:
+                 deadline: float | None = None, draft=None, guard=None, guard_candidates: int | None = None) -> Generation:
         """Generate up to max_new_tokens after header + suffix. deadline: time.perf_counter() value
         past which a TimeoutError is raised between forward calls (the arbiter falls back anyway).
         draft: tokens guessed for the output, verified in the prefill call (kv mode; see the module
         docstring); the tokens generated do not depend on it, only the number of forward calls.
         guard: guard(step, tokens so far, candidate ids) -> bool per candidate (e.g. guard.CollisionGuard
-        .free): at a position with more than one allowed id, the `guard_candidates` most likely are
+        .free): at a position with more than one allowed id, the `guard_candidates` most likely (None: all) are
         offered in order and the first accepted is taken; none accepted: the most likely."""
         if mode not in MODES:
             raise ValueError(f'mode {mode!r} is not one of {", ".join(MODES)}')
