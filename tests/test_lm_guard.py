@@ -4,7 +4,7 @@ import pytest
 
 from fmdrive.objects import EgoState, Object3D, Scene
 from fmdrive.planning.lm import format as fmt
-from fmdrive.planning.lm.guard import CollisionGuard
+from fmdrive.planning.lm.guard import TOP, CollisionGuard
 from fmdrive.planning.lm.runtime import guarded_argmax
 
 
@@ -45,16 +45,16 @@ def test_the_guard_refuses_coordinates_that_put_the_ego_onto_a_standing_car(gram
     # waypoint 1 (1.0 s): 13 m along puts the footprint onto the car wherever the y position would look
     # (about the likely y, here straight on); 6 m stops short of it
     into, short = x_token(grammar, 1, 13.0), x_token(grammar, 1, 6.0)
-    assert list(guard.free(2, [x_token(grammar, 0, 5.0), y_token(grammar, 0, 0.0)], [into, short])) == [False, True]
+    assert list(guard.free(2, [x_token(grammar, 0, 5.0), y_token(grammar, 0, 0.0)], [into, short])) == [0, TOP]
     # a waypoint cannot jump past the car either: 25 m at 1.0 s is beyond it, but halfway there is in it
     past = x_token(grammar, 1, 25.0)
-    assert list(guard.free(2, [x_token(grammar, 0, 5.0), y_token(grammar, 0, 0.0)], [past])) == [False]
+    assert list(guard.free(2, [x_token(grammar, 0, 5.0), y_token(grammar, 0, 0.0)], [past])) == [0]
     # once the model has put waypoint 0 a lane over, 13 m along that lane is clear
     left = [x_token(grammar, 0, 5.0), y_token(grammar, 0, 3.5)]
-    assert list(guard.free(2, left, [into])) == [True]
+    assert list(guard.free(2, left, [into])) == [TOP]
     # with the x fixed at 13 m, y = 0 meets the car, 3.5 m to the side does not
     tokens = left + [into]
-    assert list(guard.free(3, tokens, [y_token(grammar, 1, 0.0), y_token(grammar, 1, 3.5)])) == [False, True]
+    assert list(guard.free(3, tokens, [y_token(grammar, 1, 0.0), y_token(grammar, 1, 3.5)])) == [0, TOP]
 
 
 def test_plan_clear_judges_a_whole_plan_by_the_same_rule(grammar):
@@ -158,9 +158,9 @@ def test_a_goal_decoded_first_cannot_jump_past_a_standing_car(grammar):
     # at 3 s, 30 m along is past the car (the footprint there is clear of it), but the way there from
     # the ego at 10 m/s meets it; 15 m (braking) stays short
     past, short = x_token(goal_first, 5, 30.0), x_token(goal_first, 5, 15.0)
-    assert list(guard.free(0, [], [past, short])) == [False, True]
+    assert list(guard.free(0, [], [past, short])) == [0, TOP]
     # a lane over, the way there is clear
-    assert list(guard.free(1, [past], [y_token(goal_first, 5, 0.0), y_token(goal_first, 5, 3.5)])) == [False, True]
+    assert list(guard.free(1, [past], [y_token(goal_first, 5, 0.0), y_token(goal_first, 5, 3.5)])) == [0, TOP]
     # waypoint 4 (2.5 s) is also checked halfway on to the goal when the goal is decoded: 14.5 m is
     # clear before a goal at 15 m, not before one past the car (the model's goal when none was clear)
     def decoded(goal_x):
@@ -169,8 +169,8 @@ def test_a_goal_decoded_first_cannot_jump_past_a_standing_car(grammar):
             out += [x_token(goal_first, k, x), y_token(goal_first, k, 0.0)]
         return out
     wp4 = [x_token(goal_first, 4, 14.5)]
-    assert list(guard.free(10, decoded(15.0), wp4)) == [True]
-    assert list(guard.free(10, decoded(30.0), wp4)) == [False]
+    assert list(guard.free(10, decoded(15.0), wp4)) == [TOP]
+    assert list(guard.free(10, decoded(30.0), wp4)) == [0]
 
 
 def test_guarded_argmax_offers_candidates_in_chunks_in_the_models_order():
@@ -191,3 +191,29 @@ def test_guarded_argmax_offers_candidates_in_chunks_in_the_models_order():
     offered.clear()
     assert guarded_argmax(logits, allowed, only(-1)) == (int(order[0]), False)     # none: the model's choice
     assert sum(offered) == allowed.size
+
+
+def test_an_x_that_keeps_the_line_comes_before_one_that_needs_a_swerve(grammar):
+    """A car standing half in the ego lane (its edge about at the centre line) 15 m ahead: 11 m along
+    at 1.0 s is clear only 1.2 m to the right (level 1, the y would swerve), 6 m is clear on the line
+    (TOP); the decoder takes the 6 m even though the model ranks 11 m first."""
+    car = Object3D(center=np.array([15.0, 1.0, 0.8]), size=np.array([4.5, 1.9, 1.6]), label='car', id=7)
+    guard = CollisionGuard(Scene(0, EgoState(speed_mps=10.0), [car], [], 13.9), grammar)
+    before = [x_token(grammar, 0, 5.0), y_token(grammar, 0, 0.0)]
+    swerve, keep = x_token(grammar, 1, 11.0), x_token(grammar, 1, 6.0)
+    assert list(guard.free(2, before, [swerve, keep])) == [1, TOP]
+    logits = np.zeros(max(swerve, keep) + 1)
+    logits[swerve], logits[keep] = 2.0, 1.0
+    accept = lambda c: guard.free(2, before, c)        # noqa: E731
+    assert guarded_argmax(logits, np.array([swerve, keep]), accept, top=TOP) == (keep, True)
+    # nothing keeps the line: the swerve, the model's first choice among those clear at all
+    assert guarded_argmax(logits, np.array([swerve]), accept, top=TOP) == (swerve, False)
+
+
+def test_guarded_argmax_takes_the_highest_level_in_the_models_order():
+    logits = np.array([0.0, 5.0, 4.0, 3.0, 2.0])
+    allowed = np.array([1, 2, 3, 4])
+    levels = {1: 0, 2: 1, 3: 2, 4: 2}
+    accept = lambda c: np.array([levels[int(i)] for i in c])       # noqa: E731
+    assert guarded_argmax(logits, allowed, accept, top=2) == (3, True)
+    assert guarded_argmax(logits, allowed, accept, top=1) == (2, True)

@@ -48,6 +48,8 @@ CANDIDATES = None             # how many of the decoder's most likely tokens the
                               # the grammar allows; see the module docstring)
 LATERAL_SEARCH_M = 1.2        # an x is clear when some y within this of the likely y is clear (searched at
 LATERAL_STEP_M = 0.2          # this spacing)
+ON_LINE_M = 0.2               # ... and it keeps the line (preferred) when one within this is
+TOP = 2                       # free()'s level of a candidate that keeps clear where the model is likely to go
 EXACT_WITHIN_M = 3.0          # object boxes farther than this (bounding circles) are not measured exactly
 BRAKING_MPS2 = 0.8            # an object decelerating harder than this along its velocity is predicted braking
                               # to a stop (the scene text's "braking at" threshold, ACCEL_PHRASE_MPS2)
@@ -293,7 +295,8 @@ class CollisionGuard:
         return float(self.anchor_y[k])
 
     def free(self, step: int, tokens, candidates) -> np.ndarray:
-        """(len(candidates),) bool: which candidate tokens at output position `step` keep the ego clear."""
+        """(len(candidates),) levels: how well each candidate token at output position `step` keeps
+        the ego clear (0: not; TOP: clear where the model is likely to go)."""
         candidates = [int(c) for c in candidates]
         k = self.grammar.waypoint_of_step(step)
         xs, ys = self.coords[k]
@@ -301,10 +304,14 @@ class CollisionGuard:
         if step % 2 == 1:                           # y: the x of this waypoint is the token before
             x = xs[self.grammar.bin_of(tokens[step - 1])]
             y = ys[[self.grammar.bin_of(c) for c in candidates]]
-            return self.clear(k, np.c_[np.full(len(y), x), y], known)
-        # x: clear when some y the y position would be offered (about the likely y) leaves it clear
-        near = self._lateral_centre(k, known) + np.arange(-LATERAL_SEARCH_M, LATERAL_SEARCH_M + 1e-9,
-                                                           LATERAL_STEP_M)
+            return np.where(self.clear(k, np.c_[np.full(len(y), x), y], known), TOP, 0)
+        # x: TOP when the footprint is clear about the likely y (the model keeps its line and the x
+        # gives way: slower or shorter), 1 when only some y up to LATERAL_SEARCH_M from it is (the
+        # y position will have to swerve); a swerve is taken only when no x in the ranking keeps the line
+        offsets = np.arange(-LATERAL_SEARCH_M, LATERAL_SEARCH_M + 1e-9, LATERAL_STEP_M)
+        near = self._lateral_centre(k, known) + offsets
         x = xs[[self.grammar.bin_of(c) for c in candidates]]
         grid = np.stack(np.meshgrid(x, near, indexing='ij'), axis=-1).reshape(-1, 2)   # (C * Y, 2)
-        return self.clear(k, grid, known).reshape(len(x), len(near)).any(axis=1)
+        ok = self.clear(k, grid, known).reshape(len(x), len(near))
+        on_line = ok[:, np.abs(offsets) <= ON_LINE_M + 1e-9].any(axis=1)
+        return np.where(on_line, TOP, np.where(ok.any(axis=1), 1, 0))

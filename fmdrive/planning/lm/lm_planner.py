@@ -186,7 +186,7 @@ class LMPlanner:
                 gen = self.decoder.generate(header, frame, self.grammar.allowed_ids, fmt.PLAN_TOKENS,
                                             self.grammar.eot_id, self.mode, self.prefix_cache, deadline,
                                             draft=draft, guard=guard.free,
-                                            guard_candidates=guard_module.CANDIDATES)
+                                            guard_candidates=guard_module.CANDIDATES, guard_top=guard_module.TOP)
                 xy, redecoded = self.grammar.waypoints(gen.tokens, anchor), True
         self.last_generation = gen
         self._last_plan_tokens = [t for t in gen.tokens if t != self.grammar.eot_id]

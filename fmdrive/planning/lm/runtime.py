@@ -213,30 +213,38 @@ def constrained_argmax(logits: np.ndarray, allowed) -> int:
     return int(allowed[int(np.argmax(scores))])
 
 
-def guarded_argmax(logits: np.ndarray, allowed, accept, candidates: int | None = None) -> tuple[int, bool]:
-    """(the most likely of the allowed ids that accept(ids) -> bool mask accepts, among the
-    `candidates` most likely (None: all allowed), whether that is not the most likely one); none
-    accepted: the most likely, False. The candidates are offered in growing chunks in the model's
-    order (1, then 15, 60, 240, ...), so the usual case costs one check and the answer is the same
-    as checking them all at once."""
+def guarded_argmax(logits: np.ndarray, allowed, accept, candidates: int | None = None,
+                   top: int = 1) -> tuple[int, bool]:
+    """(the most likely allowed id at the highest level accept(ids) gives (bool mask, or levels:
+    0 = refused, higher = preferred), among the `candidates` most likely (None: all allowed);
+    whether that is not the most likely one). None accepted: the most likely, False. The
+    candidates are offered in growing chunks in the model's order (1, then 15, 60, 240, ...); the
+    search ends at the first id at level `top`, so the usual case costs one check and the answer is
+    the same as checking them all at once."""
     allowed = np.asarray(allowed, dtype=np.int64).reshape(-1)
     best = constrained_argmax(logits, allowed)
-    if bool(np.asarray(accept(np.array([best]))).reshape(-1)[0]):
+    first = int(np.asarray(accept(np.array([best]))).reshape(-1)[0])
+    if first >= top:
         return best, False                       # the usual case: one check
     n = allowed.size if candidates is None else min(max(1, int(candidates)), allowed.size)
     scores = logits[allowed]
-    top = allowed[np.argsort(-scores, kind='stable')[:n]]
-    top = top[top != best]
+    ranked = allowed[np.argsort(-scores, kind='stable')[:n]]
+    ranked = ranked[ranked != best]
+    found, level = best, first                   # the best so far and its level
     start, size = 0, 15
-    while start < top.size:
-        chunk = top[start:start + size]
-        ok = np.asarray(accept(chunk), dtype=bool)
-        if ok.shape != chunk.shape:
-            return best, False
-        if ok.any():
-            return int(chunk[int(np.argmax(ok))]), True
+    while start < ranked.size:
+        chunk = ranked[start:start + size]
+        levels = np.asarray(accept(chunk)).astype(np.int64)
+        if levels.shape != chunk.shape:
+            break
+        enough = np.flatnonzero(levels >= top)
+        if enough.size:
+            return int(chunk[enough[0]]), True
+        i = int(np.argmax(levels))
+        if levels[i] > level:
+            found, level = int(chunk[i]), int(levels[i])
         start, size = start + size, size * 4
-    return best, False
+    return found, (found != best)
 
 
 class ConstrainedDecoder:
@@ -294,14 +302,16 @@ class ConstrainedDecoder:
 
     def generate(self, header_ids, suffix_ids, allowed_ids: Callable[[int], np.ndarray], max_new_tokens: int,
                  eos_id: int | None = None, mode: str = 'kv', prefix_cache: bool = True,
-                 deadline: float | None = None, draft=None, guard=None, guard_candidates: int | None = None) -> Generation:
+                 deadline: float | None = None, draft=None, guard=None, guard_candidates: int | None = None,
+                 guard_top: int = 1) -> Generation:
         """Generate up to max_new_tokens after header + suffix. deadline: time.perf_counter() value
         past which a TimeoutError is raised between forward calls (the arbiter falls back anyway).
         draft: tokens guessed for the output, verified in the prefill call (kv mode; see the module
         docstring); the tokens generated do not depend on it, only the number of forward calls.
-        guard: guard(step, tokens so far, candidate ids) -> bool per candidate (e.g. guard.CollisionGuard
-        .free): at a position with more than one allowed id, the `guard_candidates` most likely (None: all) are
-        offered in order and the first accepted is taken; none accepted: the most likely."""
+        guard: guard(step, tokens so far, candidate ids) -> bool or level per candidate (e.g.
+        guard.CollisionGuard.free): at a position with more than one allowed id, the `guard_candidates`
+        most likely (None: all) are offered in order and the first at the highest level is taken (the
+        search ends at level `guard_top`); none accepted: the most likely."""
         if mode not in MODES:
             raise ValueError(f'mode {mode!r} is not one of {", ".join(MODES)}')
         header = [int(i) for i in header_ids]
@@ -371,7 +381,8 @@ class ConstrainedDecoder:
             elif guard is None:
                 token = constrained_argmax(last, allowed)
             else:
-                token, moved = guarded_argmax(last, allowed, lambda c: guard(step, tokens, c), guard_candidates)
+                token, moved = guarded_argmax(last, allowed, lambda c: guard(step, tokens, c), guard_candidates,
+                                              guard_top)
                 guarded += moved
             tokens.append(token)
             if (eos_id is not None and token == eos_id) or step == max_new_tokens - 1:
