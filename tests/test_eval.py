@@ -486,6 +486,21 @@ def test_choose_frames_picks_the_busiest_frames_apart_in_time():
                                                                        gt[40].stamp_ns]
 
 
+def test_choose_frames_shows_each_plan_source_the_run_had():
+    """A run that fell back in a quiet stretch: the fallback frame is drawn (its busiest one), the
+    other frames are the busiest LLM ones."""
+    from fmdrive.eval.report import choose_frames
+    gt = [frame(k, [car(10, 0)] * (5 if k in (12, 13, 40) else 1)) for k in range(60)]
+    labels = ['fallback' if 25 <= k <= 27 else 'llm' for k in range(60)]
+    labels[26] = None                                   # no plan for that frame
+    stamps = choose_frames(gt, n=3, min_gap_s=1.0, labels=labels)
+    assert len(stamps) == 3 and gt[40].stamp_ns in stamps
+    assert len({gt[25].stamp_ns, gt[27].stamp_ns} & set(stamps)) == 1
+    assert len({gt[12].stamp_ns, gt[13].stamp_ns} & set(stamps)) == 1
+    # only one source: as without labels
+    assert choose_frames(gt, n=2, min_gap_s=2.0, labels=['llm'] * 60) == choose_frames(gt, n=2, min_gap_s=2.0)
+
+
 def test_make_report_writes_a_png_with_one_row_per_frame(run_dir, tmp_path):
     from PIL import Image
 

@@ -97,9 +97,11 @@ def bag_geometry(bag_dir, base_frame: str = FRAMES['base']) -> BagGeometry:
 
 # ------------------------------------------------------------------ choosing frames
 def choose_frames(gt_frames, n: int = 3, min_gap_s: float = 2.0,
-                  min_lidar_points: int = MIN_LIDAR_POINTS) -> list[int]:
+                  min_lidar_points: int = MIN_LIDAR_POINTS, labels: list | None = None) -> list[int]:
     """Stamps of the n frames with the most visible objects (in camera and seen by LiDAR),
-    at least min_gap_s apart (relaxed when the run is short), in time order."""
+    at least min_gap_s apart (relaxed when the run is short), in time order. labels: one per
+    frame (e.g. the plan's source, llm or fallback; None: no label): each label the run has is
+    shown at least once (the rarest first, its busiest frame) while there is room."""
     if not gt_frames:
         return []
     stamps = np.array([f.stamp_ns for f in gt_frames], dtype=np.int64)
@@ -109,12 +111,25 @@ def choose_frames(gt_frames, n: int = 3, min_gap_s: float = 2.0,
     score -= 1e-3 * np.abs(np.linspace(-1.0, 1.0, len(gt_frames)))
     duration_s = (stamps[-1] - stamps[0]) / 1e9
     gap_ns = int(min(min_gap_s, duration_s / max(n, 1)) * 1e9)
+    order = np.argsort(-score, kind='stable')
     chosen: list[int] = []
-    for k in np.argsort(-score, kind='stable'):
-        if all(abs(int(stamps[k]) - int(stamps[c])) >= gap_ns for c in chosen):
-            chosen.append(int(k))
-        if len(chosen) == n:
+
+    def apart(k) -> bool:
+        return all(abs(int(stamps[k]) - int(stamps[c])) >= gap_ns for c in chosen)
+    if labels is not None and len(labels) == len(gt_frames):
+        counts = {}
+        for lab in labels:
+            if lab is not None:
+                counts[lab] = counts.get(lab, 0) + 1
+        for want in sorted(counts, key=lambda lab: (counts[lab], str(lab))):
+            k = next((int(k) for k in order if labels[k] == want and apart(k)), None)
+            if k is not None and len(chosen) < n:
+                chosen.append(k)
+    for k in order:
+        if len(chosen) >= n:
             break
+        if int(k) not in chosen and apart(k):
+            chosen.append(int(k))
     return sorted(int(stamps[k]) for k in chosen)
 
 
@@ -340,7 +355,10 @@ def make_report(run_dir, out_png=None, frame_stamps=None, n_frames: int = 3,
             # the camera encoder runs on some images only (max_rate_hz): show frames it answered
             answered = [f for f in answered if _at(camera_dets, f.stamp_ns, tolerance_ns=CAMERA_MATCH_NS)
                         is not None] or answered
-            frame_stamps = choose_frames(answered or gt_frames, n_frames)
+            candidates = answered or gt_frames
+            # the plan's source of each (llm / fallback / classical): a run that fell back shows it
+            sources = [getattr(_at(plans, f.stamp_ns), 'source', None) for f in candidates]
+            frame_stamps = choose_frames(candidates, n_frames, labels=sources)
         else:
             answered = [int(s) for s in stamps_all
                         if _at(plans, int(s)) is not None or _at(dets, int(s)) is not None]
