@@ -32,6 +32,9 @@ alike and each runs with its own weights in cache, as the node's one model does)
                           draft tokens accepted (of 12), forward calls per plan, and the share of
                           plans identical with and without the draft (lossless: 1.0 but for float
                           rounding on near-ties)
+  prefill_ms, decode_ms   per variant, medians of the prompt's prefill (what the prefix cache cuts) and
+                          of the plan tokens' one-token calls; the rest of a plan is tokenizing the
+                          scene text and building the plan message
   plan_p99_ms             the arbiter's whole call as the node runs it (LM primary int8 under the
                           deadline, the classical planner beside it, the safety filter)
   deadline_ms             the planner node's deadline
@@ -289,6 +292,7 @@ def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
     # side by side: every prompt through every variant in turn, so load on the shared cores hits all alike
     ms = {k: [] for k in list(runs) + (['teacher'] if teacher else [])}
     prefill = {k: [] for k in runs}
+    decode = {k: [] for k in runs}
     for planner in runs.values():
         planner.plan(*items[0])
     if teacher:
@@ -300,6 +304,7 @@ def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
             r = planner.plan(sc, intent)
             ms[k].append((time.perf_counter() - t0) * 1e3)
             prefill[k].append(r.debug['prefill_ms'])
+            decode[k].append(r.debug['decode_ms'])
         if teacher:
             teacher.waypoints(sc.text, intent, sc.ego.speed_mps, sc.ego.yaw_rate_rps)
             t0 = time.perf_counter()
@@ -311,7 +316,10 @@ def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
     out['teacher_torch_ms'] = med.get('teacher')
     out['student_kv_no_prefix_ms'] = med['kv_no_prefix']
     no_prefix_ms = med['kv_no_prefix']
-    out['prefill_ms'] = {k: round(float(np.median(v)), 2) for k, v in prefill.items()}   # the rest is decoding
+    # where a plan's time goes: the prompt's prefill (what the prefix cache cuts), the plan tokens'
+    # one-token calls, and the rest (tokenizing the scene text, the plan message)
+    out['prefill_ms'] = {k: round(float(np.median(v)), 2) for k, v in prefill.items()}
+    out['decode_ms'] = {k: round(float(np.median(v)), 2) for k, v in decode.items()}
     fastest = out['student_int8_kv_ms'] or out['student_kv_ms']
     if out['teacher_torch_ms']:
         out['speedup_student_vs_teacher'] = round(out['teacher_torch_ms'] / fastest, 2)
