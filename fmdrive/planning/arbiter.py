@@ -17,6 +17,11 @@ stall_margin_m less path than the classical plan, when that one is safe too, goe
 classical plan (status 'fallback: primary stalls: ...'). Measured: the committed student continues
 the ego's speed, so after a stop behind a car it creeps on at 0.6 m/s on a clear road (closed-loop
 scenario 349); a car stalled in an intersection is a hazard too.
+Instructions (instruction_margin_m, a planner parameter): while a lane change instruction stands (on
+the way or there), a safe primary plan that ends more than instruction_margin_m farther from the lane asked for than
+the classical plan, when that one is safe too, goes out as the classical plan (status 'fallback:
+primary ignores the instruction: ...'). Measured: in closed loop the LLM stack followed 0.77 of the
+instructions, the classical stack 0.93; most misses were lane changes the student's plan did not make.
 
 Without a primary (today: the classical planner is the only implementation) the classical plan is
 published as it is (source 'classical'); when even it fails the safety filter it is still the best
@@ -54,6 +59,7 @@ import numpy as np
 from fmdrive.config import FALLBACK_BUDGET_MS  # planner.fallback_budget_ms: a hard bound, not the 10 Hz target
 from fmdrive.objects import Plan, Scene
 from fmdrive.fusion.scene import ego_lane_index
+from fmdrive.geometry import inv_T
 from fmdrive.planning.classical import ClassicalPlanner, PlannerParams, parse_instruction
 from fmdrive.planning.frenet import Road
 from fmdrive.planning.protocol import Planner, PlanResult
@@ -86,7 +92,7 @@ class ArbiterResult:
 class Arbiter:
     def __init__(self, fallback: ClassicalPlanner, primary: Planner | None = None,
                  deadline_ms: float = 100.0, fallback_budget_ms: float = FALLBACK_BUDGET_MS,
-                 instructions=None, stall_margin_m: float = 0.0):
+                 instructions=None, stall_margin_m: float = 0.0, instruction_margin_m: float = 0.0):
         """deadline_ms: the primary's budget, after which it is abandoned (and what deadline_met
         says of the whole call); fallback_budget_ms: the classical planner's own budget;
         instructions: an IntentClassifier (classify(text) -> IntentResult) or None;
@@ -106,6 +112,9 @@ class Arbiter:
         if not stall_margin_m >= 0:
             raise ValueError(f'stall_margin_m ({stall_margin_m}) must be >= 0 (0: off)')
         self.stall_margin_m = float(stall_margin_m)
+        if not instruction_margin_m >= 0:
+            raise ValueError(f'instruction_margin_m ({instruction_margin_m}) must be >= 0 (0: off)')
+        self.instruction_margin_m = float(instruction_margin_m)
         self.fallback = fallback
         self.primary = primary
         self.deadline_ms = float(deadline_ms)
@@ -125,7 +134,7 @@ class Arbiter:
         planner = ClassicalPlanner(PlannerParams(**{k: v for k, v in params.items() if k in known}))
         return cls(planner, primary, float(params['deadline_ms']),
                    float(params.get('fallback_budget_ms', FALLBACK_BUDGET_MS)), instructions,
-                   float(params.get('stall_margin_m', 0.0)))
+                   float(params.get('stall_margin_m', 0.0)), float(params.get('instruction_margin_m', 0.0)))
 
     @property
     def params(self) -> PlannerParams:
@@ -161,6 +170,8 @@ class Arbiter:
         classical_safety = None
         if why_not is None and self.stall_margin_m > 0:
             why_not, classical_safety = self._stalls(box['result'].plan, classical.plan, scene)
+        if why_not is None and self.instruction_margin_m > 0:
+            why_not, classical_safety = self._ignores_instruction(box['result'].plan, classical.plan, scene)
         if why_not is None:
             return self._finish(t0, box['result'], scene, self.primary.source, 'primary', primary_ms,
                                 box['safety'], understood, note=note)
@@ -283,6 +294,38 @@ class Arbiter:
         span = float(primary.t_s[-1] - primary.t_s[0]) if len(primary.t_s) > 1 else 0.0
         return (f'primary stalls: {made:.1f} m in {span:.1f} s where the classical plan makes {could:.1f} m '
                 f'(stall_margin_m {self.stall_margin_m:g})'), report
+
+    def _ignores_instruction(self, primary: Plan, classical: Plan, scene: Scene):
+        """(why, the classical plan's SafetyReport) while a lane change instruction stands (on the
+        way to the lane it asked for, or there and keeping it), when the primary's safe plan ends
+        more than instruction_margin_m farther (across the road) from the centre of that lane than
+        the classical plan does and the classical plan is safe too; (None, None) otherwise (no lane
+        change asked for, no lane there, no lanes to measure on)."""
+        change = self._lane_change
+        if change is None or change[1] is None or not len(primary.poses) or not len(classical.poses):
+            return None, None
+        try:
+            where = ego_lane_index(scene.lanes)
+            road = Road.around_ego(scene.lanes)
+            if where is None or road.assumed_lane:
+                return None, None
+            target = np.flatnonzero(road.lane_offsets == change[1] - where[0])
+            if not len(target):
+                return None, None
+            target_d = float(road.lane_center_d_m[target[0]])
+            T_base_odom = inv_T(scene.ego.T_odom_base())
+            ends = np.array([primary.poses[-1, :2], classical.poses[-1, :2]], np.float64)
+            _, d = road.reference.project(ends @ T_base_odom[:2, :2].T + T_base_odom[:2, 2])
+        except Exception:  # noqa: BLE001 - lanes or poses the road model cannot read: no judgement
+            return None, None
+        off_primary, off_classical = np.abs(d - target_d)
+        if not off_primary - off_classical > self.instruction_margin_m:
+            return None, None
+        report = self._check(classical, scene)
+        if not report.ok:
+            return None, None
+        return (f'primary ignores the instruction: its plan ends {off_primary:.1f} m from the lane asked for, '
+                f'the classical plan {off_classical:.1f} m (instruction_margin_m {self.instruction_margin_m:g})'), report
 
     def _check(self, plan: Plan, scene: Scene) -> SafetyReport:
         """The safety filter's verdict; a scene it cannot read is a failed check, not a crash."""
