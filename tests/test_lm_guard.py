@@ -161,16 +161,6 @@ def test_a_goal_decoded_first_cannot_jump_past_a_standing_car(grammar):
     assert list(guard.free(0, [], [past, short])) == [0, TOP]
     # a lane over, the way there is clear
     assert list(guard.free(1, [past], [y_token(goal_first, 5, 0.0), y_token(goal_first, 5, 3.5)])) == [0, TOP]
-    # waypoint 4 (2.5 s) is also checked halfway on to the goal when the goal is decoded: 14.5 m is
-    # clear before a goal at 15 m, not before one past the car (the model's goal when none was clear)
-    def decoded(goal_x):
-        out = [x_token(goal_first, 5, goal_x), y_token(goal_first, 5, 0.0)]
-        for k, x in ((0, 5.0), (1, 9.0), (2, 12.0), (3, 14.0)):
-            out += [x_token(goal_first, k, x), y_token(goal_first, k, 0.0)]
-        return out
-    wp4 = [x_token(goal_first, 4, 14.5)]
-    assert list(guard.free(10, decoded(15.0), wp4)) == [TOP]
-    assert list(guard.free(10, decoded(30.0), wp4)) == [0]
 
 
 def test_guarded_argmax_offers_candidates_in_chunks_in_the_models_order():
