@@ -62,24 +62,27 @@ class SleepsPastTheDeadline(StandInLLM):
 
 
 class DrivesStraightOn:
-    """Keeps its speed straight ahead whatever is there."""
+    """Keeps its speed straight ahead whatever is there (poses in odom, from the ego's pose)."""
     source = 'llm'
+
+    def lateral_m(self, t):
+        return np.zeros_like(t)
 
     def plan(self, scene, instruction='', budget_ms=None):
         from fmdrive.objects import Plan
         t = np.arange(1, 7) * 0.5
         v = scene.ego.speed_mps
-        poses = np.c_[v * t, np.zeros(6), np.zeros(6)]
+        T = scene.ego.T_odom_base()
+        xy = np.c_[v * t, self.lateral_m(t)] @ T[:2, :2].T + T[:2, 3]
+        poses = np.c_[xy, np.full(6, scene.ego.yaw_rad)]
         return PlanResult(Plan(scene.stamp_ns, poses, t, np.full(6, v), source='llm'), 1, {}, 'ok')
 
 
 class DriftsRight(DrivesStraightOn):
     """Keeps its speed and drifts one lane (3.5 m) to the right over the horizon."""
 
-    def plan(self, scene, instruction='', budget_ms=None):
-        result = super().plan(scene, instruction, budget_ms)
-        result.plan.poses[:, 1] = -3.5 * (np.arange(1, 7) / 6.0) ** 2
-        return result
+    def lateral_m(self, t):
+        return -3.5 * (t / t[-1]) ** 2
 
 
 class Raises:
@@ -322,8 +325,8 @@ class HearsInstructions(StandInLLM):
         return super().plan(scene, instruction, budget_ms)
 
 
-def lane_scene(offsets, lanes_=None):
-    return Scene(1_000_000_000, EgoState(0.0, 0.0, 0.0, 10.0), [], lanes_ or lanes(offsets), 13.9)
+def lane_scene(offsets, lanes_=None, ego=None):
+    return Scene(1_000_000_000, ego or EgoState(0.0, 0.0, 0.0, 10.0), [], lanes_ or lanes(offsets), 13.9)
 
 
 def test_a_lane_change_instruction_changes_one_lane_then_keeps_it_though_the_instruction_stands():
@@ -382,6 +385,13 @@ def test_a_primary_that_ignores_a_lane_change_gives_way_to_the_classical_plan_un
     # a primary that makes the change itself is kept
     follows = Arbiter(ClassicalPlanner(), StandInLLM(), deadline_ms=AMPLE_MS, instruction_margin_m=1.0)
     assert follows.plan(lane_scene((0, 1)), 'change lane left').source == 'llm'
+    # the same away from odom's origin: plans are in odom, the lanes in base_link
+    away = EgoState(200.0, 30.0, 0.3, 10.0)
+    moved = Arbiter(ClassicalPlanner(), DrivesStraightOn(), deadline_ms=AMPLE_MS, instruction_margin_m=1.0)
+    out = moved.plan(lane_scene((0, 1), ego=away), 'change lane left')
+    assert out.source == 'fallback' and 'its plan ends 3.5 m from the lane asked for' in out.status
+    follows_away = Arbiter(ClassicalPlanner(), StandInLLM(), deadline_ms=AMPLE_MS, instruction_margin_m=1.0)
+    assert follows_away.plan(lane_scene((0, 1), ego=away), 'change lane left').source == 'llm'
     with pytest.raises(ValueError, match='instruction_margin_m'):
         Arbiter(ClassicalPlanner(), StandInLLM(), instruction_margin_m=-1.0)
 

@@ -315,7 +315,7 @@ class Arbiter:
             target_d = float(road.lane_center_d_m[target[0]])
             T_base_odom = inv_T(scene.ego.T_odom_base())
             ends = np.array([primary.poses[-1, :2], classical.poses[-1, :2]], np.float64)
-            _, d = road.reference.project(ends @ T_base_odom[:2, :2].T + T_base_odom[:2, 2])
+            _, d = road.reference.project(ends @ T_base_odom[:2, :2].T + T_base_odom[:2, 3])
         except Exception:  # noqa: BLE001 - lanes or poses the road model cannot read: no judgement
             return None, None
         off_primary, off_classical = np.abs(d - target_d)
