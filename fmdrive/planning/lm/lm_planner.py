@@ -27,8 +27,7 @@ import numpy as np
 from fmdrive.geometry import wrap_angle
 from fmdrive.objects import Plan, Scene
 from fmdrive.planning.lm import format as fmt
-from fmdrive.planning.lm import guard as guard_module
-from fmdrive.planning.lm.guard import CollisionGuard
+from fmdrive.planning.lm.guard import CANDIDATES, TOP, CollisionGuard
 from fmdrive.planning.lm.runtime import CausalLM, ConstrainedDecoder
 from fmdrive.planning.protocol import PlanResult
 
@@ -186,7 +185,7 @@ class LMPlanner:
                 gen = self.decoder.generate(header, frame, self.grammar.allowed_ids, fmt.PLAN_TOKENS,
                                             self.grammar.eot_id, self.mode, self.prefix_cache, deadline,
                                             draft=draft, guard=guard.free,
-                                            guard_candidates=guard_module.CANDIDATES, guard_top=guard_module.TOP)
+                                            guard_candidates=CANDIDATES, guard_top=TOP)
                 xy, redecoded = self.grammar.waypoints(gen.tokens, anchor), True
         self.last_generation = gen
         self._last_plan_tokens = [t for t in gen.tokens if t != self.grammar.eot_id]
