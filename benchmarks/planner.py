@@ -54,7 +54,8 @@ filter) each drive held-out scenarios (50; quick 6) in-process: success rate, co
 under an LLM plan that passed the filter), off road, progress against the expert, max jerk,
 instruction compliance.
 
-    fmdrive bench planner [--quick] [--json]          fmdrive eval planner [--quick] [--json]
+    fmdrive bench planner [--quick] [--json] [--planner-run DIR]
+    fmdrive eval planner [--quick] [--json] [--planner-run DIR]     (DIR: the training run, default runs/planner_lm)
 """
 import functools
 import os
@@ -231,27 +232,35 @@ class TorchPlanner:
         return self.grammar.waypoints(out[0, len(ids):].tolist(), anchor)
 
 
-def _torch_planner(name: str, tokenizer_file):
-    """(TorchPlanner or None, why not)."""
-    hf_dir = _resolve(RUN_DIR) / name
+def _torch_planner(name: str, student_tokenizer, run_dir=RUN_DIR):
+    """(TorchPlanner or None, why not, note). The model reads prompts with its own tokenizer.json
+    (save_pretrained writes one beside every model of a run); the note says when that is not the
+    student's tokenizer (a run made after the student: its speed compares, its ids do not)."""
+    hf_dir = _resolve(run_dir) / name
     if not (hf_dir / 'config.json').is_file():
-        return None, f'no {name} at {hf_dir} (fmdrive train planner-{name.split("_")[0]})'
+        return None, f'no {name} at {hf_dir} (fmdrive train planner-{name.split("_")[0]})', None
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as e:
-        return None, f'{e.name} is not installed here (training extras)'
+        return None, f'{e.name} is not installed here (training extras)', None
+    own = hf_dir / 'tokenizer.json'
+    tokenizer_file = own if own.is_file() else student_tokenizer
     if tokenizer_file is None or not Path(tokenizer_file).is_file():
-        return None, 'no tokenizer.json'
+        return None, f'no tokenizer.json for the {name} at {hf_dir}', None
+    note = f'{name}: {hf_dir}'
+    if student_tokenizer is not None and Path(student_tokenizer).is_file():
+        same = Path(tokenizer_file).read_bytes() == Path(student_tokenizer).read_bytes()
+        note += ', the student\'s tokenizer' if same else ', its own tokenizer (not the student\'s)'
     from fmdrive.planning.lm.format import FormatError
     try:
-        return TorchPlanner(hf_dir, tokenizer_file), None
+        return TorchPlanner(hf_dir, tokenizer_file), None, note
     except FormatError as e:             # a run of another prompt format than this code writes
-        return None, f'{name} at {hf_dir} cannot be read: {e}'
+        return None, f'{name} at {hf_dir} cannot be read: {e}', None
 
 
 # ----------------------------------------------------------------------------------------- bench
-def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
+def measure(quick: bool = False, model_dir: str = MODEL_DIR, planner_run: str = RUN_DIR) -> dict:
     from fmdrive import config
     from fmdrive.planning.arbiter import Arbiter
     from fmdrive.planning.lm.lm_planner import LMPlanner
@@ -286,9 +295,11 @@ def measure(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
     else:
         out['student_int8_reason'] = 'the card has no int8 variant'
     tok = model / 'tokenizer.json'
-    teacher, why = _torch_planner('teacher', tok)
+    teacher, why, note = _torch_planner('teacher', tok, planner_run)
     if teacher is None:
         out['teacher_reason'] = why
+    else:
+        out['teacher'] = note
     # side by side: every prompt through every variant in turn, so load on the shared cores hits all alike
     ms = {k: [] for k in list(runs) + (['teacher'] if teacher else [])}
     prefill = {k: [] for k in runs}
@@ -438,7 +449,7 @@ def _scores(samples, plans, limits) -> dict:
             'samples': len(samples)}
 
 
-def evaluate(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
+def evaluate(quick: bool = False, model_dir: str = MODEL_DIR, planner_run: str = RUN_DIR) -> dict:
     from fmdrive.planning.arbiter import CLASSICAL_PHRASES
     from fmdrive.planning.classical import ClassicalPlanner
     from fmdrive.planning.limits import VehicleLimits
@@ -492,12 +503,13 @@ def evaluate(quick: bool = False, model_dir: str = MODEL_DIR) -> dict:
         notes['student'] = f'no student model at {model}'
     tok = model / 'tokenizer.json'
     if not tok.is_file():
-        tok = _resolve(RUN_DIR) / 'tokenizer' / 'tokenizer.json'
+        tok = _resolve(planner_run) / 'tokenizer' / 'tokenizer.json'
     for name, key in (('teacher', 'teacher'), ('student_nokd', 'student_no_kd')):
-        tp, why = _torch_planner(name, tok)
+        tp, why, note = _torch_planner(name, tok, planner_run)
         if tp is None:
             notes[key] = why
             continue
+        notes[key] = note
         plans[key] = [tp.waypoints(s['scene_text'], s['intent'], s['ego_speed_mps'], s.get('ego_yaw_rate_rps', 0.0))
                       for s in samples]
     open_loop = {k: _scores(samples, v, limits) for k, v in plans.items()}

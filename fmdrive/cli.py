@@ -460,7 +460,11 @@ def _print_result(result: dict, args) -> int:
 def cmd_eval_planner(args):
     """`fmdrive eval planner [--quick] [--json]`: benchmarks/planner.py evaluate() (open loop L2 and
     collisions per planner on held-out sim scenes, adversarial instructions)."""
-    result = _benchmark_module('planner').evaluate(quick=args.quick)
+    module = _benchmark_module('planner')
+    run = getattr(args, 'planner_run', None) or module.RUN_DIR
+    if args.planner_run and not Path(args.planner_run).is_dir():
+        raise UsageError(f'--planner-run {args.planner_run}: no such directory')
+    result = module.evaluate(quick=args.quick, planner_run=run)
     return _print_result(result, args)
 
 
@@ -482,6 +486,9 @@ def add_eval(sub):
     add_arguments(p)
     p.add_argument('--quick', action='store_true', help='eval planner: finish in under two minutes; '
                    'eval closed-loop: 3 scenarios instead of 10')
+    p.add_argument('--planner-run', default=None, metavar='DIR',
+                   help='eval planner: the training run whose teacher/ and student_nokd/ are compared '
+                        '(default runs/planner_lm)')
     p.set_defaults(func=cmd_eval)
 
 
@@ -553,7 +560,7 @@ def add_import(sub):
 # ---------------------------------------------------------------------------------------------- bench
 BENCHMARKS = ('sim', 'transport', 'pipeline', 'lidar-classical', 'tracking', 'planner-classical', 'soak', 'lidar',
               'camera')
-BENCH_OPTIONS = ('beams', 'rate', 'minutes', 'lidar_backend')   # passed to measure() when it takes them
+BENCH_OPTIONS = ('beams', 'rate', 'minutes', 'lidar_backend', 'planner_run')   # passed to measure() when it takes them
 BENCHMARKS += ('planner',)
 
 
@@ -579,6 +586,8 @@ def cmd_bench(args):
     if refused:
         raise UsageError(f'bench {args.name} takes no ' + ', '.join(f'--{k.replace("_", "-")}' for k in refused))
     for key, value in options.items():
+        if key == 'planner_run' and not Path(value).is_dir():
+            raise UsageError(f'--planner-run {value}: no such directory')
         if isinstance(value, (int, float)) and not value > 0:
             raise UsageError(f'--{key} must be > 0, got {value:g}')
     result = module.measure(quick=args.quick, **options)
@@ -601,6 +610,8 @@ def add_bench(sub):
     p.add_argument('--lidar-backend', default=None, choices=('classical', 'onnxruntime'),
                    help='pipeline: the lidar_encoder backend (default: the graph default, classical)')
     p.add_argument('--minutes', type=float, default=None, help='how long to run (soak)')
+    p.add_argument('--planner-run', default=None, metavar='DIR',
+                   help='planner: the training run whose teacher/ is timed (default runs/planner_lm)')
     p.set_defaults(func=cmd_bench)
 
 

@@ -25,6 +25,9 @@ def fmdrive(*args, timeout=120):
     (['run', '--remap', '/velodyne_points'], 'FROM:=TO'),
     (['bench', 'lidar', '--lidar-backend', 'onnxruntime'], 'bench lidar takes no --lidar-backend'),
     (['bench', 'pipeline', '--rate', '0'], '--rate must be > 0'),
+    (['bench', 'lidar', '--planner-run', '{tmp}'], 'bench lidar takes no --planner-run'),
+    (['bench', 'planner', '--planner-run', '/nonexistent/run'], '--planner-run /nonexistent/run'),
+    (['eval', 'planner', '--planner-run', '/nonexistent/run'], '--planner-run /nonexistent/run'),
     (['sim', 'dataset', '--scenes', '0', '--out', '{tmp}/data'], '--scenes 0'),
     (['train', 'dataset', '--scenes', '2', '--test-scenes', '-1', '--out', '{tmp}/data'], '--test-scenes -1'),
 ])

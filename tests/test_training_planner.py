@@ -223,3 +223,23 @@ def test_spread_takes_samples_from_the_whole_split_not_its_first_scenarios():
     assert spread(rows, None) == rows and spread(rows, 200) == rows
     picked = spread(rows, 5)
     assert picked == [0, 25, 50, 74, 99]
+
+
+def test_bench_times_a_teacher_with_its_own_tokenizer_and_says_whether_it_is_the_students(run, tmp_path):
+    from fmdrive.cli import _benchmark_module
+    data, out = run
+    if not (out / 'teacher' / 'config.json').is_file():
+        lm.train(lm.TrainConfig(role='teacher', data=str(data), out=str(out), size=lm.TINY, max_steps=1,
+                                batch_size=8, max_eval=4, eval_every_s=1e9, warmup_steps=1), progress=False)
+    bench = _benchmark_module('planner')
+    student_tok = out / 'tokenizer' / 'tokenizer.json'
+    teacher, why, note = bench._torch_planner('teacher', student_tok, out)
+    assert why is None and note.endswith("the student's tokenizer")
+    assert teacher.tokenizer.get_vocab() == json.loads(student_tok.read_text())['model']['vocab']
+    other = json.loads(student_tok.read_text())
+    other['model']['vocab']['an-extra-token'] = len(other['model']['vocab'])
+    (tmp_path / 'tokenizer.json').write_text(json.dumps(other))
+    teacher, why, note = bench._torch_planner('teacher', tmp_path / 'tokenizer.json', out)
+    assert 'not the student' in note and 'an-extra-token' not in teacher.tokenizer.get_vocab()
+    _, why, _ = bench._torch_planner('student_nokd', student_tok, tmp_path)
+    assert why.startswith('no student_nokd at')
