@@ -87,3 +87,19 @@ def test_prediction_repairs_or_drops_broken_objects_and_says_so():
     assert len(pred) == 2 and len(pred.notes) == 3
     np.testing.assert_allclose(pred.center_xy[0, 1], [5.0, 0.0])
     assert pred.half_length_m[1, 0] == pytest.approx(0.3)
+
+
+def test_around_ego_gives_the_same_read_only_road_for_the_same_lanes_and_a_new_one_for_new_lanes():
+    x = np.linspace(-10, 80, 46)
+    lanes = [Lane(o, 3.5, np.c_[x, np.full_like(x, 3.5 * o), np.zeros_like(x)]) for o in (-1, 0)]
+    road = Road.around_ego(lanes)
+    assert Road.around_ego(lanes) is road
+    with pytest.raises(ValueError):
+        road.lane_center_d_m[0] = 9.0
+    assert Road.around_ego(lanes, 3.0) is not road                     # another default width
+    lanes.append(Lane(1, 3.5, np.c_[x, np.full_like(x, 3.5), np.zeros_like(x)]))
+    wider = Road.around_ego(lanes)                                     # the same list, a lane more
+    assert wider is not road and len(wider.lane_center_d_m) == 3
+    copy = list(lanes)
+    assert Road.around_ego(copy) is not wider
+    np.testing.assert_allclose(Road.around_ego(copy).lane_center_d_m, wider.lane_center_d_m)

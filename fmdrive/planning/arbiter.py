@@ -288,12 +288,10 @@ class Arbiter:
         made, could = path_length_m(primary), path_length_m(classical)
         if not could - made > self.stall_margin_m:
             return None, None
-        report = self._check(classical, scene)
-        if not report.ok:
-            return None, None
         span = float(primary.t_s[-1] - primary.t_s[0]) if len(primary.t_s) > 1 else 0.0
-        return (f'primary stalls: {made:.1f} m in {span:.1f} s where the classical plan makes {could:.1f} m '
-                f'(stall_margin_m {self.stall_margin_m:g})'), report
+        return self._if_classical_safe(f'primary stalls: {made:.1f} m in {span:.1f} s where the classical plan '
+                                       f'makes {could:.1f} m (stall_margin_m {self.stall_margin_m:g})',
+                                       classical, scene)
 
     def _ignores_instruction(self, primary: Plan, classical: Plan, scene: Scene):
         """(why, the classical plan's SafetyReport) while a lane change instruction stands (on the
@@ -321,11 +319,15 @@ class Arbiter:
         off_primary, off_classical = np.abs(d - target_d)
         if not off_primary - off_classical > self.instruction_margin_m:
             return None, None
+        return self._if_classical_safe(f'primary ignores the instruction: its plan ends {off_primary:.1f} m from the '
+                                       f'lane asked for, the classical plan {off_classical:.1f} m '
+                                       f'(instruction_margin_m {self.instruction_margin_m:g})', classical, scene)
+
+    def _if_classical_safe(self, why: str, classical: Plan, scene: Scene):
+        """(why, the classical plan's SafetyReport) when the classical plan passes the safety filter,
+        (None, None) when it does not: a safe primary plan is never swapped for an unsafe one."""
         report = self._check(classical, scene)
-        if not report.ok:
-            return None, None
-        return (f'primary ignores the instruction: its plan ends {off_primary:.1f} m from the lane asked for, '
-                f'the classical plan {off_classical:.1f} m (instruction_margin_m {self.instruction_margin_m:g})'), report
+        return (why, report) if report.ok else (None, None)
 
     def _check(self, plan: Plan, scene: Scene) -> SafetyReport:
         """The safety filter's verdict; a scene it cannot read is a failed check, not a crash."""

@@ -8,6 +8,8 @@ scenarios in a Frenet frame", ICRA 2010).
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -180,6 +182,11 @@ DEFAULT_LANE_WIDTH_M = 3.5
 MAX_LANE_RANGE_M = 1000.0
 
 
+_AROUND_EGO: dict = {}              # Road.around_ego's last roads, oldest first
+_AROUND_EGO_SIZE = 8
+_AROUND_EGO_LOCK = threading.Lock()
+
+
 class Road:
     """The drivable road around the ego: a reference line (the ego lane centre) and, in its
     Frenet frame, the centre offset and width of every known lane and the road edges.
@@ -256,7 +263,30 @@ class Road:
         """`from_lanes` as the ego (at the origin of base_link, heading +x) can use it: lanes whose
         ego lane runs more than 90 deg against the ego heading (wrong data, or an oncoming lane
         taken for ours) are ignored and the ego lane is assumed; 60-90 deg off is noted. The
-        planner and the safety filter both build their road here, so they agree on where it is."""
+        planner and the safety filter both build their road here, so they agree on where it is.
+
+        One planning cycle asks for the road of the same lanes several times (arbiter, classical
+        planner, collision guard, safety filter; about 0.5 ms each): the last few are kept, found by
+        the identity of the lanes list and of each lane in it (a Scene is built per frame, its lanes
+        not changed after). The Road returned is shared: read it, do not change it."""
+        key = (id(lanes), float(default_width_m))
+        members = tuple(map(id, lanes)) if isinstance(lanes, (list, tuple)) else None
+        with _AROUND_EGO_LOCK:
+            hit = _AROUND_EGO.get(key)
+            if hit is not None and hit[0] is lanes and hit[1] == members:
+                return hit[2]
+        road = cls._around_ego(lanes, default_width_m)
+        for value in vars(road).values():                  # shared: a reader that writes fails loudly
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+        with _AROUND_EGO_LOCK:
+            _AROUND_EGO[key] = (lanes, members, road)      # holds lanes: its id is not reused meanwhile
+            while len(_AROUND_EGO) > _AROUND_EGO_SIZE:
+                del _AROUND_EGO[next(iter(_AROUND_EGO))]
+        return road
+
+    @classmethod
+    def _around_ego(cls, lanes, default_width_m: float) -> 'Road':
         road = cls.from_lanes(lanes, default_width_m)
         s0 = float(road.reference.project(np.zeros(2))[0])
         heading_err = float(wrap_angle(0.0 - road.reference.frame_at(s0)[2]))
