@@ -207,3 +207,13 @@ def test_guarded_argmax_takes_the_highest_level_in_the_models_order():
     accept = lambda c: np.array([levels[int(i)] for i in c])       # noqa: E731
     assert guarded_argmax(logits, allowed, accept, top=2) == (3, True)
     assert guarded_argmax(logits, allowed, accept, top=1) == (2, True)
+
+
+def test_two_objects_with_one_track_id_get_no_braking_or_setting_off_hypothesis(grammar):
+    # which of the two moves how is unknown: each keeps its own constant-velocity (here standing) path
+    a, b = crossing_car(6.0, -np.pi / 2), crossing_car(6.0, -np.pi / 2)
+    b.center = np.array([6.0, -8.0, 0.8])
+    guard = CollisionGuard(Scene(0, EgoState(speed_mps=4.0), [a, b], [], 13.9), grammar)
+    assert len(guard.pred) == 2
+    alone = CollisionGuard(Scene(0, EgoState(speed_mps=4.0), [a], [], 13.9), grammar)
+    assert len(alone.pred) == 2                                   # standing + setting off

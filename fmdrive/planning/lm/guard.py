@@ -70,18 +70,14 @@ def braking(pred, objects, assumed_mps2: float | None = None):
     current speed runs into it).
     assumed_mps2: instead, every moving object not already braking harder than this, slowed at this
     rate (the hypothesis that it starts braking now)."""
-    by_id = {}
-    for o in objects:
-        by_id.setdefault(int(o.id), []).append(o)
     t = np.asarray(pred.t_s, np.float64)
     center = pred.center_xy.copy()
     changed = np.zeros(len(pred), bool)
-    for i, oid in enumerate(np.asarray(pred.ids).tolist()):
-        same = by_id.get(int(oid), [])
-        if int(oid) == 0 or len(same) != 1:
+    for i, o in enumerate(_objects_of(pred, objects)):
+        if o is None:
             continue
-        v = np.asarray(same[0].velocity, np.float64)[:2]
-        a = np.asarray(same[0].acceleration, np.float64)[:2]
+        v = np.asarray(o.velocity, np.float64)[:2]
+        a = np.asarray(o.acceleration, np.float64)[:2]
         speed = float(np.hypot(*v))
         if not (speed > 0.5 and np.all(np.isfinite(a))):
             continue
@@ -105,13 +101,11 @@ def starting(pred, objects, accel_mps2: float):
     `accel_mps2` along its heading: a copy of the prediction of those objects only. A car waiting
     at a junction across the ego's path is what the guarded plans' collisions at intersections were:
     predicted standing, it set off into the plan."""
-    by_id = {int(o.id): o for o in objects}
     t = np.asarray(pred.t_s, np.float64)
     keep = np.zeros(len(pred), bool)
     center = pred.center_xy.copy()
-    for i, oid in enumerate(np.asarray(pred.ids).tolist()):
-        o = by_id.get(int(oid))
-        if o is None or int(oid) == 0 or o.label not in STARTING_LABELS:
+    for i, o in enumerate(_objects_of(pred, objects)):
+        if o is None or o.label not in STARTING_LABELS:
             continue
         v = np.asarray(o.velocity, np.float64)[:2]
         if not (np.all(np.isfinite(v)) and np.hypot(*v) < 0.5 and np.isfinite(o.yaw_rad)):
@@ -123,6 +117,19 @@ def starting(pred, objects, accel_mps2: float):
         center[i] = pred.center_xy[i, :1] + 0.5 * accel_mps2 * t[:, None] ** 2 * heading
         keep[i] = True
     return _subset(dataclasses.replace(pred, center_xy=center), keep)
+
+
+def _objects_of(pred, objects) -> list:
+    """The Object3D of each row of pred, found by track id; None where the id is 0 (untracked) or
+    more than one object has it (which one moves how is then unknown)."""
+    by_id = {}
+    for o in objects:
+        by_id.setdefault(int(o.id), []).append(o)
+    found = []
+    for oid in np.asarray(pred.ids).tolist():
+        same = by_id.get(int(oid), [])
+        found.append(same[0] if int(oid) != 0 and len(same) == 1 else None)
+    return found
 
 
 def _subset(p, keep):
