@@ -25,6 +25,8 @@ def fmdrive(*args, timeout=120):
     (['run', '--remap', '/velodyne_points'], 'FROM:=TO'),
     (['bench', 'lidar', '--lidar-backend', 'onnxruntime'], 'bench lidar takes no --lidar-backend'),
     (['bench', 'pipeline', '--rate', '0'], '--rate must be > 0'),
+    (['train', 'lidar', '--steps', '10'], '--steps is for planner-teacher and planner-student'),
+    (['train', 'planner-student', '--steps', '0'], '--steps must be >= 1'),
     (['bench', 'lidar', '--planner-run', '{tmp}'], 'bench lidar takes no --planner-run'),
     (['bench', 'planner', '--planner-run', '/nonexistent/run'], '--planner-run /nonexistent/run'),
     (['eval', 'planner', '--planner-run', '/nonexistent/run'], '--planner-run /nonexistent/run'),

@@ -243,3 +243,18 @@ def test_bench_times_a_teacher_with_its_own_tokenizer_and_says_whether_it_is_the
     assert 'not the student' in note and 'an-extra-token' not in teacher.tokenizer.get_vocab()
     _, why, _ = bench._torch_planner('student_nokd', student_tok, tmp_path)
     assert why.startswith('no student_nokd at')
+
+
+def test_a_run_of_steps_lays_its_lr_schedule_and_val_checks_out_in_steps(run):
+    cfg = lm.TrainConfig(steps=30, max_minutes=1.0, warmup_steps=1)
+    assert lm._lr(cfg, 15, elapsed_s=59.0) == pytest.approx(cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr))
+    assert lm._lr(cfg, 30, elapsed_s=0.0) == pytest.approx(cfg.min_lr)
+    timed = lm.TrainConfig(max_minutes=1.0, warmup_steps=1)
+    assert lm._lr(timed, 15, elapsed_s=30.0) == pytest.approx(cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr))
+    data, out = run
+    res = lm.train(lm.TrainConfig(role='student', kd=False, data=str(data), out=str(out), size=lm.TINY, steps=6,
+                                  max_minutes=10.0, batch_size=8, max_eval=4, warmup_steps=1), progress=False)
+    assert res['steps'] == 6
+    vals = [json.loads(line)['step'] for line in (out / 'student_nokd.log').read_text().splitlines()
+            if '"val"' in line]
+    assert vals[-3:] == [2, 4, 6]

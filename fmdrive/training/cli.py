@@ -40,7 +40,7 @@ def _train_planner(args):
                          size=lm.TINY if args.tiny else (lm.TEACHER if role == 'teacher' else lm.STUDENT),
                          max_minutes=args.max_minutes, lr=args.lr, goal_weight=args.goal_weight,
                          prompt_lm_weight=args.prompt_lm_weight, label_sigma_m=args.label_sigma_m,
-                         numeric_init=args.numeric_init)
+                         numeric_init=args.numeric_init, steps=args.steps)
     if args.kd_samples:
         cfg.kd_samples = args.kd_samples
     cfg.batch_size = args.batch_size or args.batch_pairs or (8 if role == 'teacher' else 32)
@@ -61,6 +61,12 @@ def dataset_command(args) -> int:
 
 
 def cmd_train(args):
+    if args.steps is not None:
+        from fmdrive.cli import UsageError
+        if args.model not in ('planner-teacher', 'planner-student'):
+            raise UsageError(f'--steps is for planner-teacher and planner-student, not {args.model}')
+        if args.steps < 1:
+            raise UsageError(f'--steps must be >= 1, got {args.steps}')
     if args.model.startswith('planner-'):
         _need_torch()
         print(json.dumps(_train_planner(args)))
@@ -187,6 +193,10 @@ def add_train_arguments(p):
                    help='lidar --qat: train frames whose min-max sets the simulated activation ranges (default 64)')
     p.add_argument('--patience', type=int, default=3, help='early stop after this many epochs without progress')
     p.add_argument('--max-minutes', type=float, default=45.0, help='stop after the epoch that passes this')
+    p.add_argument('--steps', type=int, default=None,
+                   help='planner-teacher / planner-student: a run of this many optimizer steps (its LR schedule '
+                        'and val checks laid out in steps, not minutes: the same run on a busy or an idle machine; '
+                        '--max-minutes still stops it)')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--max-scenes', type=int, default=None, help='use only the first N scenes of each split')
     p.add_argument('--tiny', action='store_true', help='a very small network (smoke tests)')

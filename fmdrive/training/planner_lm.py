@@ -87,6 +87,10 @@ class TrainConfig:
     weight_decay: float = 0.05
     max_minutes: float = 30.0             # the LR schedule is laid out over this much time
     max_steps: int = 100000
+    steps: int | None = None              # the run's length in optimizer steps instead of time: the LR
+    #                                       schedule and the val checks (every third of it) follow steps,
+    #                                       so what it learns does not depend on the machine's load;
+    #                                       max_minutes still stops it
     eval_every_s: float = 600.0
     seed: int = 7
     threads: int = 2
@@ -447,7 +451,7 @@ def constant_velocity_l2(samples) -> dict:
 def _lr(cfg, step, elapsed_s):
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    frac = min(1.0, elapsed_s / (cfg.max_minutes * 60))
+    frac = min(1.0, step / cfg.steps if cfg.steps else elapsed_s / (cfg.max_minutes * 60))
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
@@ -577,8 +581,9 @@ def train(cfg: TrainConfig, resume=False, progress=True) -> dict:
         if step % 20 == 0:
             _log(log, {'step': step, 'elapsed_s': round(elapsed, 1), 'loss': round(loss.item(), 4),
                        'kd': round(kd.item(), 4), 'lr': opt.param_groups[0]['lr']})
-        done = elapsed >= cfg.max_minutes * 60 or step >= cfg.max_steps
-        if elapsed - last_eval >= cfg.eval_every_s or done:
+        done = elapsed >= cfg.max_minutes * 60 or step >= min(cfg.max_steps, cfg.steps or cfg.max_steps)
+        check = (step % max(1, cfg.steps // 3) == 0) if cfg.steps else elapsed - last_eval >= cfg.eval_every_s
+        if check or done:
             metrics = evaluate(model, val_d, tok, gi, anchors=val_anchors)
             model.train()
             last_eval = elapsed
