@@ -461,11 +461,16 @@ def cmd_eval_planner(args):
     """`fmdrive eval planner [--quick] [--json]`: benchmarks/planner.py evaluate() (open loop L2 and
     collisions per planner on held-out sim scenes, adversarial instructions)."""
     module = _benchmark_module('planner')
-    run = getattr(args, 'planner_run', None) or module.RUN_DIR
-    if args.planner_run and not Path(args.planner_run).is_dir():
-        raise UsageError(f'--planner-run {args.planner_run}: no such directory')
-    result = module.evaluate(quick=args.quick, planner_run=run)
+    if args.planner_run is not None:
+        _check_planner_run(args.planner_run)
+    result = module.evaluate(quick=args.quick, planner_run=args.planner_run or module.RUN_DIR)
     return _print_result(result, args)
+
+
+def _check_planner_run(path: str) -> None:
+    """--planner-run of bench planner and eval planner: a training run directory that exists."""
+    if not Path(path).is_dir():
+        raise UsageError(f'--planner-run {path}: no such directory')
 
 
 def cmd_eval_closed_loop(args):
@@ -586,8 +591,8 @@ def cmd_bench(args):
     if refused:
         raise UsageError(f'bench {args.name} takes no ' + ', '.join(f'--{k.replace("_", "-")}' for k in refused))
     for key, value in options.items():
-        if key == 'planner_run' and not Path(value).is_dir():
-            raise UsageError(f'--planner-run {value}: no such directory')
+        if key == 'planner_run':
+            _check_planner_run(value)
         if isinstance(value, (int, float)) and not value > 0:
             raise UsageError(f'--{key} must be > 0, got {value:g}')
     result = module.measure(quick=args.quick, **options)
