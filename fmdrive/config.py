@@ -228,9 +228,11 @@ NODE_PARAM_SPECS = {
         'stall_margin_m': Param(2.0, "a safe primary (LM) plan covering this many metres less than the classical "
                                 "plan over the horizon, the classical plan safe too, is replaced by it: an LM that "
                                 "continues the ego's speed stays stopped after a stop (0: off)", range=(0.0, 100.0)),
-        'instruction_margin_m': Param(1.0, 'while a lane change instruction stands, a safe primary (LM) plan '
-                                      'ending this many metres farther from that lane than the classical plan, '
-                                      'the classical plan safe too, is replaced by it (0: off)', range=(0.0, 20.0)),
+        'instruction_margin_m': Param(1.0, 'while a lane instruction stands (change lane, keep lane), a safe '
+                                      'primary (LM) plan ending this many metres farther from that lane than the '
+                                      'classical plan, or while a slowing one stands (slow down, stop, pull over), '
+                                      'one going this many metres farther along, the classical plan safe too, is '
+                                      'replaced by it (0: off)', range=(0.0, 20.0)),
         'watchdog_period_s': Param(0.1, 'how often the planner checks that scenes still arrive; while they '
                                    'do not it publishes a safe stopping trajectory at this period',
                                    range=(0.02, 1.0), read_only=True),

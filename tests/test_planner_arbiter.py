@@ -7,7 +7,7 @@ import pytest
 
 from fmdrive import config
 from fmdrive.objects import EgoState, Lane, Object3D, Scene
-from fmdrive.planning.arbiter import FALLBACK_BUDGET_MS, Arbiter
+from fmdrive.planning.arbiter import FALLBACK_BUDGET_MS, Arbiter, path_length_m
 from fmdrive.planning.classical import ClassicalPlanner, PlannerParams
 from fmdrive.planning.limits import VehicleLimits, effective_speed_limit
 from fmdrive.planning.protocol import PlanResult
@@ -394,6 +394,42 @@ def test_a_primary_that_ignores_a_lane_change_gives_way_to_the_classical_plan_un
     assert follows_away.plan(lane_scene((0, 1), ego=away), 'change lane left').source == 'llm'
     with pytest.raises(ValueError, match='instruction_margin_m'):
         Arbiter(ClassicalPlanner(), StandInLLM(), instruction_margin_m=-1.0)
+
+
+def test_keep_lane_holds_the_lane_the_car_was_in_when_the_instruction_came():
+    """Closed loop (scenario 139): told to keep its lane, the student's plans changed lanes past a
+    slower car; the classical plan kept the lane."""
+    arbiter = Arbiter(ClassicalPlanner(), DriftsRight(), deadline_ms=AMPLE_MS, instruction_margin_m=1.0)
+    out = arbiter.plan(lane_scene((-1, 0)), 'keep lane')                  # a lane to the right to drift into
+    assert out.source == 'fallback' and out.status.startswith(
+        'fallback: primary ignores the instruction: its plan ends 3.5 m from the lane asked for')
+    assert 'instruction done' not in out.status and abs(out.plan.poses[-1, 1]) < 1.0
+    assert arbiter._lane_change[1] == 1                                    # lane 1 from the right, fixed
+    # a primary that keeps the lane is kept; without the instruction the drift is the primary's to make
+    assert Arbiter(ClassicalPlanner(), StandInLLM(), deadline_ms=AMPLE_MS,
+                   instruction_margin_m=1.0).plan(lane_scene((-1, 0)), 'keep lane').source == 'llm'
+    assert Arbiter(ClassicalPlanner(), DriftsRight(), deadline_ms=AMPLE_MS,
+                   instruction_margin_m=1.0).plan(lane_scene((-1, 0))).source == 'llm'
+
+
+@pytest.mark.parametrize('words', ['slow down', 'stop', 'pull over'])
+def test_a_primary_that_runs_on_when_told_to_slow_gives_way_to_the_classical_plan(words):
+    """Closed loop (scenarios 229, 469): told to slow down or stop at the intersection, the student's
+    plans held their speed (8.8 m/s where the classical plan slowed to 7.1)."""
+    arbiter = Arbiter(ClassicalPlanner(), DrivesStraightOn(), deadline_ms=AMPLE_MS, instruction_margin_m=1.0)
+    out = arbiter.plan(lane_scene((0, 1)), words)
+    kind = {'slow down': 'slow_down', 'stop': 'stop', 'pull over': 'pull_over'}[words]
+    assert out.source == 'fallback' and out.status.startswith(
+        f'fallback: primary ignores the instruction ({kind}): 25.0 m in 2.5 s where the classical plan, '
+        'slowing as asked, makes'), out.status
+    assert path_length_m(out.plan) < 25.0 - 1.0
+    # a primary that slows as asked is kept; the margin off (0), or no instruction: the primary's plan
+    assert Arbiter(ClassicalPlanner(), StandInLLM(), deadline_ms=AMPLE_MS,
+                   instruction_margin_m=1.0).plan(lane_scene((0, 1)), words).source == 'llm'
+    assert Arbiter(ClassicalPlanner(), DrivesStraightOn(), deadline_ms=AMPLE_MS).plan(
+        lane_scene((0, 1)), words).source == 'llm'
+    assert Arbiter(ClassicalPlanner(), DrivesStraightOn(), deadline_ms=AMPLE_MS,
+                   instruction_margin_m=1.0).plan(lane_scene((0, 1))).source == 'llm'
 
 
 def test_lanes_the_road_model_cannot_read_leave_a_lane_change_to_the_planners():

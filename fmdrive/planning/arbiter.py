@@ -65,7 +65,11 @@ from fmdrive.planning.frenet import Road
 from fmdrive.planning.protocol import Planner, PlanResult
 from fmdrive.planning.safety import SafetyReport, check_trajectory
 
-LANE_CHANGE_STEPS = {'change_lane_left': +1, 'change_lane_right': -1}   # lanes, counted from the right
+# lanes, counted from the right; keep_lane: the lane the car is in when the instruction comes
+LANE_CHANGE_STEPS = {'change_lane_left': +1, 'change_lane_right': -1, 'keep_lane': 0}
+# instructions that ask the car to go slower than it would (canonical intents, and the classical
+# planner's own kinds for words read without the text encoder): a primary plan that runs on is judged
+SLOWING_INTENTS = frozenset({'slow_down', 'stop_at_intersection', 'pull_over', 'stop'})
 
 # what the classical planner (classical.parse_instruction) understands for each canonical intent;
 # follow_lead is what it does anyway; stop_at_intersection: it has no map of intersections, so it
@@ -171,7 +175,7 @@ class Arbiter:
         if why_not is None and self.stall_margin_m > 0:
             why_not, classical_safety = self._stalls(box['result'].plan, classical.plan, scene)
         if why_not is None and self.instruction_margin_m > 0:
-            why_not, classical_safety = self._ignores_instruction(box['result'].plan, classical.plan, scene)
+            why_not, classical_safety = self._ignores_instruction(box['result'].plan, classical.plan, scene, intent)
         if why_not is None:
             return self._finish(t0, box['result'], scene, self.primary.source, 'primary', primary_ms,
                                 box['safety'], understood, note=note)
@@ -198,7 +202,9 @@ class Arbiter:
         traffic; passing a blocked lane is the planners' own business), the note saying so.
         The target is fixed when the instruction is first seen: the lane then, one to the left or
         right (counted from the right, as the scene's text counts). An instruction stands until
-        another replaces it, so without this each frame would ask for one more lane."""
+        another replaces it, so without this each frame would ask for one more lane. Keep lane:
+        the lane the car is in when it comes is the one to keep (no note; _ignores_instruction
+        judges the plans against it)."""
         step = LANE_CHANGE_STEPS.get(intent)
         if step is None:
             self._lane_change = None
@@ -208,6 +214,10 @@ class Arbiter:
             return ''
         key = (instruction, intent)
         side = 'left' if step > 0 else 'right'
+        if step == 0:                   # keep lane: the lane it is in when the instruction comes
+            if self._lane_change is None or self._lane_change[0] != key:
+                self._lane_change = [key, where[0], True]
+            return ''
         if self._lane_change is None or self._lane_change[0] != key:
             road = Road.around_ego(scene.lanes)
             beside = np.flatnonzero(road.lane_offsets == step)
@@ -293,14 +303,27 @@ class Arbiter:
                                        f'makes {could:.1f} m (stall_margin_m {self.stall_margin_m:g})',
                                        classical, scene)
 
-    def _ignores_instruction(self, primary: Plan, classical: Plan, scene: Scene):
-        """(why, the classical plan's SafetyReport) while a lane change instruction stands (on the
-        way to the lane it asked for, or there and keeping it), when the primary's safe plan ends
-        more than instruction_margin_m farther (across the road) from the centre of that lane than
-        the classical plan does and the classical plan is safe too; (None, None) otherwise (no lane
-        change asked for, no lane there, no lanes to measure on)."""
+    def _ignores_instruction(self, primary: Plan, classical: Plan, scene: Scene, intent: str = 'none'):
+        """(why, the classical plan's SafetyReport) when the primary's safe plan does not do what the
+        standing instruction asks and the classical plan, safe too, does it better by more than
+        instruction_margin_m; (None, None) otherwise. Lane instructions (a lane change on the way
+        to the lane it asked for or there and keeping it; keep lane, the lane the car was in when it
+        came): the primary's plan ends that much farther (across the road) from the centre of that
+        lane than the classical plan does (no lane there, no lanes to measure on: no judgement).
+        Slowing ones (slow down, stop, pull over): it goes that much farther along over the horizon
+        than the classical plan, which slows or stops as asked."""
+        if not len(primary.poses) or not len(classical.poses):
+            return None, None
+        if intent in SLOWING_INTENTS:
+            made, asked = path_length_m(primary), path_length_m(classical)
+            if not made - asked > self.instruction_margin_m:
+                return None, None
+            span = float(primary.t_s[-1] - primary.t_s[0]) if len(primary.t_s) > 1 else 0.0
+            return self._if_classical_safe(f'primary ignores the instruction ({intent}): {made:.1f} m in {span:.1f} s '
+                                           f'where the classical plan, slowing as asked, makes {asked:.1f} m '
+                                           f'(instruction_margin_m {self.instruction_margin_m:g})', classical, scene)
         change = self._lane_change
-        if change is None or change[1] is None or not len(primary.poses) or not len(classical.poses):
+        if change is None or change[1] is None:
             return None, None
         try:
             where = ego_lane_index(scene.lanes)
