@@ -213,11 +213,11 @@ class Arbiter:
         if where is None:
             return ''
         key = (instruction, intent)
-        side = 'left' if step > 0 else 'right'
         if step == 0:                   # keep lane: the lane it is in when the instruction comes
             if self._lane_change is None or self._lane_change[0] != key:
                 self._lane_change = [key, where[0], True]
             return ''
+        side = 'left' if step > 0 else 'right'
         if self._lane_change is None or self._lane_change[0] != key:
             road = Road.around_ego(scene.lanes)
             beside = np.flatnonzero(road.lane_offsets == step)
@@ -295,10 +295,9 @@ class Arbiter:
         """(why, the classical plan's SafetyReport) when the primary's safe plan falls short of the
         classical one by more than stall_margin_m of path and the classical plan is safe too;
         (None, None) otherwise."""
-        made, could = path_length_m(primary), path_length_m(classical)
+        made, could, span = _paths(primary, classical)
         if not could - made > self.stall_margin_m:
             return None, None
-        span = float(primary.t_s[-1] - primary.t_s[0]) if len(primary.t_s) > 1 else 0.0
         return self._if_classical_safe(f'primary stalls: {made:.1f} m in {span:.1f} s where the classical plan '
                                        f'makes {could:.1f} m (stall_margin_m {self.stall_margin_m:g})',
                                        classical, scene)
@@ -315,10 +314,9 @@ class Arbiter:
         if not len(primary.poses) or not len(classical.poses):
             return None, None
         if intent in SLOWING_INTENTS:
-            made, asked = path_length_m(primary), path_length_m(classical)
+            made, asked, span = _paths(primary, classical)
             if not made - asked > self.instruction_margin_m:
                 return None, None
-            span = float(primary.t_s[-1] - primary.t_s[0]) if len(primary.t_s) > 1 else 0.0
             return self._if_classical_safe(f'primary ignores the instruction ({intent}): {made:.1f} m in {span:.1f} s '
                                            f'where the classical plan, slowing as asked, makes {asked:.1f} m '
                                            f'(instruction_margin_m {self.instruction_margin_m:g})', classical, scene)
@@ -395,6 +393,13 @@ def path_length_m(plan: Plan) -> float:
     xy = np.asarray(plan.poses, float)[:, :2]
     xy = xy[np.isfinite(xy).all(1)]
     return float(np.hypot(*np.diff(xy, axis=0).T).sum()) if len(xy) > 1 else 0.0
+
+
+def _paths(primary: Plan, classical: Plan) -> tuple[float, float, float]:
+    """(the primary's path length, the classical plan's, the primary's time span): what the stall
+    and slowing rules compare."""
+    span = float(primary.t_s[-1] - primary.t_s[0]) if len(primary.t_s) > 1 else 0.0
+    return path_length_m(primary), path_length_m(classical), span
 
 
 def load_primary(params: dict, log=None):
